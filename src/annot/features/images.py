@@ -1,0 +1,109 @@
+"""Decoding and preprocessing images for an encoder, in worker processes so decoding overlaps the network.
+
+Preprocessing follows the paper (§3.1): every image is resized to the network's square input regardless of its
+aspect ratio, then normalised with the network's mean and standard deviation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+from numpy.typing import NDArray
+
+if TYPE_CHECKING:
+    import torch
+
+    from annot.features.encoders import ImageEncoder
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    sha256: str
+    width: int
+    height: int
+
+
+def probe_image(path: Path) -> ImageInfo:
+    """Hash a file and read its image header; raises ``OSError``/``ValueError`` when it is not an image."""
+    from PIL import Image
+
+    data = Path(path).read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    with Image.open(path) as image:
+        width, height = image.size
+    return ImageInfo(digest, int(width), int(height))
+
+
+def load_pixels(path: Path, size: int) -> NDArray[np.uint8]:
+    """Decode an image to RGB and resize it to ``size`` x ``size`` (aspect ratio ignored, as in the paper)."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        image.draft("RGB", (size, size))  # JPEG: decode at a reduced scale when it is much larger
+        rgb = image.convert("RGB").resize((size, size), Image.Resampling.BILINEAR)
+        return np.asarray(rgb, dtype=np.uint8)
+
+
+class _ImageDataset:
+    """A map-style dataset of image paths; a file that cannot be decoded yields ``ok=False`` and zeros."""
+
+    def __init__(self, paths: Sequence[Path], size: int) -> None:
+        self.paths = list(paths)
+        self.size = size
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> tuple[NDArray[np.uint8], bool, str]:
+        try:
+            return load_pixels(self.paths[i], self.size), True, ""
+        except Exception as exc:  # noqa: BLE001 - any decoder failure marks the image unreadable
+            message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            return np.zeros((self.size, self.size, 3), np.uint8), False, message
+
+
+def _collate(items: list[tuple[NDArray[np.uint8], bool, str]]) -> tuple[NDArray[np.uint8], list[bool], list[str]]:
+    return np.stack([x for x, _, _ in items]), [ok for _, ok, _ in items], [m for _, _, m in items]
+
+
+@dataclass(frozen=True)
+class DecodedBatch:
+    """A batch of preprocessed images: ``pixels`` (b, 3, s, s) float tensor, which rows decoded, and why not."""
+
+    pixels: torch.Tensor
+    ok: list[bool]
+    errors: list[str]
+
+
+def iter_batches(
+    paths: Sequence[Path], encoder: ImageEncoder, batch_size: int = 32, workers: int | None = None
+) -> Iterator[DecodedBatch]:
+    """Decode ``paths`` in order, in batches, with decoding in ``workers`` processes ahead of the network."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    if workers is None:
+        workers = 1 if len(paths) > batch_size else 0
+    loader = DataLoader(
+        _ImageDataset(paths, encoder.input_size),
+        batch_size=batch_size,
+        num_workers=workers,
+        collate_fn=_collate,
+        prefetch_factor=4 if workers else None,
+        persistent_workers=False,
+    )
+    mean = torch.tensor(encoder.mean, dtype=torch.float32).view(1, 3, 1, 1)
+    std = torch.tensor(encoder.std, dtype=torch.float32).view(1, 3, 1, 1)
+    for pixels, ok, errors in loader:
+        x = torch.from_numpy(pixels).permute(0, 3, 1, 2).float().div_(255.0)
+        yield DecodedBatch((x - mean) / std, ok, errors)
+
+
+def default_threads() -> int:
+    return max(1, (os.cpu_count() or 1))

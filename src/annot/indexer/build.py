@@ -1,0 +1,226 @@
+"""``annot index``: the pipeline from a tagged corpus file to a complete store.
+
+Stages (each timed): read the corpus, import it into the database, extract features (resumable), build the text
+view, fit the projection, write the indexes, then replace the manifest. Models and indexes are written under new
+names and the manifest, written last and atomically, switches to them: a crash at any point leaves the previous
+store readable, and a rerun with the same arguments extracts only the features still missing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+from sqlalchemy import select
+
+from annot.errors import AnnotError, CorpusError, WordVectorError
+from annot.features.encoders import ImageEncoder, build_encoder
+from annot.features.text import TEXT_VIEWS, text_view, usable_rows
+from annot.features.words import load_word_vectors
+from annot.indexer.corpus import Corpus, read_corpus, read_vocabulary
+from annot.indexer.features import FeatureCache
+from annot.indexer.importer import import_corpus, tag_ids
+from annot.progress import NoProgress, Progress
+from annot.projection import LinearCCA
+from annot.retrieval.indexes import build_flat_index, save_index
+from annot.schema import image_tags, images, tags
+from annot.schema.queries import label_matrix
+from annot.store import Store, atomic_write
+
+log = logging.getLogger(__name__)
+
+TRAIN = "train"
+
+
+@dataclass(frozen=True)
+class IndexConfig:
+    """Every setting of ``annot index``; recorded in the manifest so queries rebuild exactly this projection."""
+
+    encoder: str = "efficientnet-lite0"
+    weights: Path | None = None
+    words: str = "glove-50"
+    text: str = "w2v"
+    n_components: int | None = None
+    reg_x: float = 0.1
+    reg_y: float = 0.1
+    vocabulary: Path | None = None
+    strict: bool = False
+    batch_size: int = 32
+    method: str = "cca-knn"
+    k: int = 8
+    temperature: float = 0.05
+
+
+@dataclass
+class IndexReport:
+    store: Path
+    n_images: int = 0
+    n_indexed: int = 0
+    n_words: int = 0
+    extracted: int = 0
+    cached: int = 0
+    unreadable: dict[str, str] = field(default_factory=dict)
+    untagged: int = 0
+    missing_word_vectors: list[str] = field(default_factory=list)
+    dropped_tags: dict[str, int] = field(default_factory=dict)
+    canonical_correlations: list[float] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+class _Timer:
+    def __init__(self, seconds: dict[str, float], stage: str) -> None:
+        self.seconds, self.stage = seconds, stage
+
+    def __enter__(self) -> None:
+        self.start = time.perf_counter()
+
+    def __exit__(self, *exc: object) -> None:
+        self.seconds[self.stage] = round(time.perf_counter() - self.start, 3)
+
+
+def extract_features(
+    store: Store,
+    corpus: Corpus,
+    split: str,
+    encoder: ImageEncoder,
+    *,
+    strict: bool,
+    batch_size: int,
+    progress: Progress,
+) -> tuple[list[tuple[int, Path]], FeatureCache, dict[str, str], int, int]:
+    """Import a corpus and make sure its features are cached; returns the decodable (id, path) items, the cache,
+    the unreadable images with reasons, and how many features were extracted and found cached."""
+    with progress.task(f"importing {corpus.source.name}", len(corpus.entries)) as advance:
+        imported = import_corpus(store, corpus, split, strict=strict, progress=advance)
+    cache = FeatureCache(store.features_dir / encoder.key, encoder.dim)
+    with progress.task(f"extracting features ({encoder.name})", len(imported.items)) as advance:
+        report = cache.extract(imported.items, encoder, batch_size=batch_size, progress=advance)
+    failures = cache.failures()
+    unreadable = dict(imported.unreadable)
+    for image_id, path in imported.items:
+        if image_id in failures:
+            unreadable[str(path)] = failures[image_id].split(": ", 1)[-1]
+    if strict and len(unreadable) > len(imported.unreadable):
+        first = next(p for p in unreadable if p not in imported.unreadable)
+        raise CorpusError(f"{first}: {unreadable[first]}")
+    items = [(i, p) for i, p in imported.items if i not in failures]
+    return items, cache, unreadable, report.extracted, report.cached
+
+
+def _training_ids(store: Store) -> list[int]:
+    with store.db.connect() as conn:
+        return [int(i) for (i,) in conn.execute(select(images.c.id).where(images.c.split == TRAIN).order_by(images.c.id))]
+
+
+def _store_vocabulary(store: Store, config: IndexConfig) -> tuple[str, ...]:
+    if config.vocabulary is not None:
+        return read_vocabulary(config.vocabulary)
+    with store.db.connect() as conn:
+        query = (
+            select(tags.c.word)
+            .distinct()
+            .select_from(tags.join(image_tags, tags.c.id == image_tags.c.tag_id).join(images, images.c.id == image_tags.c.image_id))
+            .where(images.c.split == TRAIN)
+        )
+        return tuple(sorted(w for (w,) in conn.execute(query)))
+
+
+def _short_hash(*arrays: NDArray[Any]) -> str:
+    digest = hashlib.sha256()
+    for a in arrays:
+        digest.update(np.ascontiguousarray(a).tobytes())
+    return digest.hexdigest()[:12]
+
+
+def build_index(corpus_path: Path, store_root: Path, config: IndexConfig = IndexConfig(), progress: Progress | None = None) -> IndexReport:
+    """Import ``corpus_path`` as training images of the store at ``store_root`` and (re)build its model."""
+    progress = progress or NoProgress()
+    if config.text not in TEXT_VIEWS:
+        raise AnnotError(f"--text must be one of {', '.join(TEXT_VIEWS)}, got {config.text!r}")
+    report = IndexReport(store=Path(store_root))
+    seconds = report.seconds
+    with _Timer(seconds, "read"):
+        vocabulary_filter = read_vocabulary(config.vocabulary) if config.vocabulary else None
+        corpus = read_corpus(Path(corpus_path), vocabulary_filter)
+        words = load_word_vectors(config.words)
+        encoder = build_encoder(config.encoder, config.weights)
+    report.dropped_tags = corpus.dropped_tags
+
+    store = Store.create(Path(store_root))
+    try:
+        with _Timer(seconds, "import+extract"):
+            _, cache, unreadable, report.extracted, report.cached = extract_features(
+                store, corpus, TRAIN, encoder, strict=config.strict, batch_size=config.batch_size, progress=progress
+            )
+        report.unreadable = unreadable
+        with _Timer(seconds, "text view"):
+            vocabulary = _store_vocabulary(store, config)
+            word_ids = tag_ids(store, vocabulary, create=True)
+            vocab_ids = [word_ids[w] for w in vocabulary]
+            E, missing = words.matrix(vocabulary)
+            if config.strict and missing:
+                raise WordVectorError(f"{words.source}: no vector for {len(missing)} tags: {', '.join(missing[:10])}")
+            has_vector = np.array([w not in set(missing) for w in vocabulary])
+            train_ids = np.array(_training_ids(store), np.int64)
+            failed = set(cache.failures())
+            train_ids = train_ids[[i not in failed for i in train_ids.tolist()]] if len(train_ids) else train_ids
+            labels = label_matrix(store.db, train_ids.tolist(), vocab_ids)
+            keep = usable_rows(labels, has_vector, config.text)
+            report.untagged = int((~keep).sum())
+            train_ids, labels = train_ids[keep], labels[keep]
+            if len(train_ids) < 2:
+                raise CorpusError(f"{corpus.source}: fewer than 2 usable tagged images; nothing to fit")
+            X = cache.load(train_ids)
+            Y = text_view(labels, E, has_vector, config.text)
+        report.missing_word_vectors = missing
+        with _Timer(seconds, "fit"):
+            cca = LinearCCA(config.n_components, config.reg_x, config.reg_y).fit(X, Y)
+        with _Timer(seconds, "indexes"):
+            U = cca.transform(X)
+            image_index = build_flat_index(U, train_ids)
+            E_view = np.eye(len(vocabulary), dtype=np.float32) if config.text == "bv" else E
+            word_rows = np.flatnonzero(has_vector) if config.text == "w2v" else np.arange(len(vocabulary))
+            Z = cca.transform_y(E_view[word_rows])  # Z = E W_y: the vocabulary in the shared space
+            word_index = build_flat_index(Z, np.array(vocab_ids, np.int64)[word_rows])
+            tag = _short_hash(U, cca.x_weights_)
+            files = {
+                "projection": f"models/projection-{tag}.npz",
+                "images": f"indexes/images-{tag}.faiss",
+                "words": f"indexes/words-{tag}.faiss",
+            }
+            atomic_write(store.path(files["projection"]), lambda fh: np.savez(fh, **cca.to_arrays()))
+            save_index(image_index, store.path(files["images"]))
+            save_index(word_index, store.path(files["words"]))
+        manifest = {
+            "updated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "encoder": {"name": encoder.name, "key": encoder.key, "dim": encoder.dim,
+                        "weights": str(Path(config.weights).resolve()) if config.weights else None},
+            "words": {"source": words.source, "dim": words.dim},
+            "text": config.text,
+            "projection": {"kind": "linear-cca", "file": files["projection"], "n_components": int(U.shape[1]),
+                           "reg_x": config.reg_x, "reg_y": config.reg_y,
+                           "canonical_correlations": [round(float(c), 6) for c in cca.canonical_correlations_]},
+            "index": {"file": files["images"], "kind": "IDMap2,Flat", "metric": "correlation", "ntotal": len(train_ids)},
+            "word_index": {"file": files["words"], "ntotal": int(len(word_rows))},
+            "vocabulary": {"words": list(vocabulary), "tag_ids": vocab_ids, "missing_word_vectors": missing},
+            "annotation": {"method": config.method, "n_tags": 5, "k": config.k, "temperature": config.temperature},
+            "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()},
+            "counts": {"train_images": int(len(train_ids)), "unreadable": len(unreadable), "untagged": report.untagged},
+        }
+        store.write_manifest(manifest)
+        store.remove_unreferenced(set(files.values()))
+    finally:
+        store.close()
+    report.n_images = len(corpus.entries)
+    report.n_indexed = int(len(train_ids))
+    report.n_words = len(vocabulary)
+    report.canonical_correlations = [float(c) for c in cca.canonical_correlations_]
+    log.info("indexed %d images, %d words in %s", report.n_indexed, report.n_words, store_root)
+    return report

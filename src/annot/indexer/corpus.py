@@ -1,0 +1,151 @@
+"""Reading a tagged corpus: JSON Lines (``{"image": path, "tags": [...]}``) or CSV (``image,tags``).
+
+Image paths are relative to the corpus file. Tags are normalised (case, surrounding and repeated whitespace).
+Every problem names the file and, where there is one, the line.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from annot.errors import CorpusError
+
+_SPACES = re.compile(r"\s+")
+
+
+def normalize_tag(tag: str) -> str:
+    """Lower-case a tag and collapse its whitespace: ``"  Polar  Bear "`` -> ``"polar bear"``."""
+    return _SPACES.sub(" ", tag.strip().lower())
+
+
+@dataclass(frozen=True)
+class CorpusEntry:
+    """One image of a corpus file: its line number, absolute path and normalised tags."""
+
+    line: int
+    path: Path
+    tags: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Corpus:
+    """A parsed corpus file. ``vocabulary`` orders the words; ``dropped_tags`` counts tags outside it."""
+
+    source: Path
+    entries: tuple[CorpusEntry, ...]
+    vocabulary: tuple[str, ...]
+    dropped_tags: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def n_untagged(self) -> int:
+        return sum(1 for e in self.entries if not e.tags)
+
+
+def read_vocabulary(path: Path) -> tuple[str, ...]:
+    """One word a line; blank lines ignored; a repeated word is an error."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CorpusError(f"{path}: cannot read vocabulary ({exc})") from exc
+    words: list[str] = []
+    seen: dict[str, int] = {}
+    for number, raw in enumerate(lines, start=1):
+        word = normalize_tag(raw)
+        if not word:
+            continue
+        if word in seen:
+            raise CorpusError(f"{path}:{number}: word {word!r} repeats line {seen[word]}")
+        seen[word] = number
+        words.append(word)
+    if not words:
+        raise CorpusError(f"{path}: vocabulary is empty")
+    return tuple(words)
+
+
+def _split_csv_tags(cell: str) -> list[str]:
+    return cell.split(";") if ";" in cell else cell.split()
+
+
+def _rows_jsonl(path: Path, text: str) -> list[tuple[int, str, list[str]]]:
+    rows: list[tuple[int, str, list[str]]] = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise CorpusError(f"{path}:{number}: not valid JSON ({exc.msg})") from exc
+        if not isinstance(obj, dict) or not isinstance(obj.get("image"), str) or not obj["image"]:
+            raise CorpusError(f'{path}:{number}: expected an object with an "image" path')
+        tags = obj.get("tags", [])
+        if isinstance(tags, str):
+            tags = _split_csv_tags(tags)
+        if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
+            raise CorpusError(f'{path}:{number}: "tags" must be a list of strings')
+        rows.append((number, obj["image"], tags))
+    return rows
+
+
+def _rows_csv(path: Path, text: str) -> list[tuple[int, str, list[str]]]:
+    rows: list[tuple[int, str, list[str]]] = []
+    reader = csv.reader(text.splitlines())
+    for number, record in enumerate(reader, start=1):
+        if not record or not any(cell.strip() for cell in record):
+            continue
+        if number == 1 and record[0].strip().lower() == "image":
+            continue  # header
+        if len(record) > 2:
+            raise CorpusError(f"{path}:{number}: expected 2 columns (image,tags), got {len(record)}")
+        image = record[0].strip()
+        if not image:
+            raise CorpusError(f"{path}:{number}: empty image path")
+        rows.append((number, image, _split_csv_tags(record[1]) if len(record) > 1 else []))
+    return rows
+
+
+def read_corpus(path: Path, vocabulary: tuple[str, ...] | None = None) -> Corpus:
+    """Parse a corpus file; with ``vocabulary``, tags outside it are dropped (and counted) and its order is kept."""
+    path = Path(path)
+    if not path.is_file():
+        raise CorpusError(f"{path}: no such file")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CorpusError(f"{path}: cannot read ({exc})") from exc
+    if path.suffix.lower() == ".csv":
+        rows = _rows_csv(path, text)
+    elif path.suffix.lower() in {".jsonl", ".json", ".ndjson"}:
+        rows = _rows_jsonl(path, text)
+    else:
+        raise CorpusError(f"{path}: unknown corpus format {path.suffix!r} (expected .jsonl or .csv)")
+    if not rows:
+        raise CorpusError(f"{path}: no images listed")
+
+    base = path.resolve().parent
+    allowed = set(vocabulary) if vocabulary is not None else None
+    first_line: dict[Path, int] = {}
+    dropped: Counter[str] = Counter()
+    entries: list[CorpusEntry] = []
+    for number, image, raw_tags in rows:
+        image_path = (base / image).resolve()
+        if image_path in first_line:
+            raise CorpusError(f"{path}:{number}: duplicate image {image} (first on line {first_line[image_path]})")
+        first_line[image_path] = number
+        tags: list[str] = []
+        for raw in raw_tags:
+            tag = normalize_tag(raw)
+            if not tag or tag in tags:
+                continue
+            if allowed is not None and tag not in allowed:
+                dropped[tag] += 1
+                continue
+            tags.append(tag)
+        entries.append(CorpusEntry(number, image_path, tuple(tags)))
+
+    words = vocabulary if vocabulary is not None else tuple(sorted({t for e in entries for t in e.tags}))
+    return Corpus(path, tuple(entries), tuple(words), dict(dropped))

@@ -1,0 +1,78 @@
+"""Annotating image files: decode, encode with the store's encoder, project, search, score."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from annot.errors import CorpusError
+from annot.features.encoders import build_encoder
+from annot.features.images import iter_batches
+from annot.progress import NoProgress, Progress
+from annot.retrieval.model import Annotation, AnnotationModel
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+
+
+@dataclass
+class QueryResult:
+    annotations: list[Annotation]
+    failed: dict[str, str] = field(default_factory=dict)
+
+
+def expand_inputs(inputs: Sequence[Path]) -> list[Path]:
+    """Files as given; directories become their image files (sorted, recursively)."""
+    paths: list[Path] = []
+    for item in inputs:
+        item = Path(item)
+        if item.is_dir():
+            found = sorted(p for p in item.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            if not found:
+                raise CorpusError(f"{item}: directory holds no images")
+            paths.extend(found)
+        elif item.exists():
+            paths.append(item)
+        else:
+            raise CorpusError(f"{item}: no such file")
+    return paths
+
+
+def annotate_files(
+    model: AnnotationModel,
+    inputs: Sequence[Path],
+    *,
+    method: str | None = None,
+    n_tags: int | None = None,
+    k: int | None = None,
+    temperature: float | None = None,
+    explain: bool = False,
+    batch_size: int = 32,
+    progress: Progress | None = None,
+) -> QueryResult:
+    """Annotate image files with a loaded store; undecodable files are returned in ``failed``, not annotated."""
+    progress = progress or NoProgress()
+    paths = expand_inputs(inputs)
+    spec = model.manifest["encoder"]
+    encoder = build_encoder(spec["name"], Path(spec["weights"]) if spec.get("weights") else None)
+    features, names, failed = [], [], {}
+    with progress.task("encoding", len(paths)) as advance:
+        offset = 0
+        for batch in iter_batches(paths, encoder, batch_size, workers=0 if len(paths) <= batch_size else None):
+            x = encoder.encode(batch.pixels)
+            for j, ok in enumerate(batch.ok):
+                path = paths[offset + j]
+                if ok:
+                    features.append(x[j])
+                    names.append(str(path))
+                else:
+                    failed[str(path)] = f"not a readable image ({batch.errors[j]})"
+            offset += len(batch.ok)
+            advance(len(batch.ok))
+    if not features:
+        return QueryResult([], failed)
+    X = np.stack(features)
+    predictions = model.predict(X, method, n_tags, k, temperature)
+    return QueryResult(model.annotations(names, predictions, explain), failed)

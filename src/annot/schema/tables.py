@@ -1,0 +1,104 @@
+"""Tables of a store's metadata database and the numbered migrations that create them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from sqlalchemy import (
+    Column,
+    Connection,
+    DateTime,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+metadata = MetaData()
+
+schema_info = Table(
+    "schema_info",
+    metadata,
+    Column("key", String, primary_key=True),
+    Column("value", String, nullable=False),
+)
+
+images = Table(
+    "images",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("path", String, nullable=False, unique=True),
+    Column("sha256", String(64), nullable=False),
+    Column("width", Integer, nullable=False),
+    Column("height", Integer, nullable=False),
+    Column("split", String, nullable=False),
+    Column("added_at", DateTime, nullable=False),
+)
+
+tags = Table(
+    "tags",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("word", String, nullable=False, unique=True),
+)
+
+image_tags = Table(
+    "image_tags",
+    metadata,
+    Column("image_id", Integer, primary_key=True),
+    Column("tag_id", Integer, primary_key=True),
+)
+
+runs = Table(
+    "runs",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("created_at", DateTime, nullable=False),
+    Column("method", String, nullable=False),
+    Column("params_json", Text, nullable=False),
+    Column("dataset", String, nullable=False),
+    Column("store_manifest_sha", String(64), nullable=False),
+    Column("precision", Float, nullable=False),
+    Column("recall", Float, nullable=False),
+    Column("f1", Float, nullable=False),
+    Column("n_plus", Integer, nullable=False),
+    Column("n_images", Integer, nullable=False),
+)
+
+predictions = Table(
+    "predictions",
+    metadata,
+    Column("run_id", Integer, primary_key=True),
+    Column("image_id", Integer, primary_key=True),
+    Column("rank", Integer, primary_key=True),
+    Column("tag_id", Integer, nullable=False),
+    Column("score", Float, nullable=False),
+)
+
+word_metrics = Table(
+    "word_metrics",
+    metadata,
+    Column("run_id", Integer, primary_key=True),
+    Column("tag_id", Integer, primary_key=True),
+    Column("precision", Float, nullable=False),
+    Column("recall", Float),
+    Column("f1", Float, nullable=False),
+    Column("n_truth", Integer, nullable=False),
+    Column("n_predicted", Integer, nullable=False),
+    Column("n_correct", Integer, nullable=False),
+)
+
+Index("image_tags_by_tag", image_tags.c.tag_id)
+Index("images_by_split", images.c.split)
+
+
+def _m001_initial(conn: Connection) -> None:
+    metadata.create_all(conn)
+
+
+# Numbered migrations: entry i brings a database from version i to i + 1. Append, never edit.
+MIGRATIONS: list[Callable[[Connection], None]] = [_m001_initial]
+SCHEMA_VERSION = len(MIGRATIONS)
