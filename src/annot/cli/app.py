@@ -29,12 +29,16 @@ MethodOpt = Annotated[str | None, typer.Option("--method", "-m", help="cca-knn (
 NOpt = Annotated[int | None, typer.Option("-n", help="Number of tags per image (default 5).")]
 KOpt = Annotated[int | None, typer.Option("--k", help="CCA-KNN: nearest images taken from each tag's group.")]
 TempOpt = Annotated[float | None, typer.Option("--temperature", help="CCA-KNN: temperature of exp(-D/τ) in Eq. 5.")]
+AlphaOpt = Annotated[
+    float | None,
+    typer.Option("--frequency-power", help="CCA-KNN: divide each word's score by its training frequency^α (0: Eq. 5)."),
+]
 
 
 def _fail(message: str, code: int = 1) -> None:
-    from annot.cli.render import errors
+    from annot.cli.render import warn
 
-    errors.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    warn(f"[bold red]error:[/] {message}")
     raise typer.Exit(code)
 
 
@@ -66,23 +70,26 @@ def index(
     encoder: Annotated[str, typer.Option(help="Image encoder: efficientnet-lite0, efficientnet-lite2, vgg16, alexnet.")] = "efficientnet-lite0",
     weights: Annotated[Path | None, typer.Option(help="Weights file for the encoder (vgg16/alexnet state dict).")] = None,
     words: Annotated[str, typer.Option("--words", help="Word vectors: glove-50 or a word2vec/GloVe/fastText file.")] = "glove-50",
-    text: Annotated[str, typer.Option(help="Text view: w2v (mean tag vector) or bv (0/1 tag vector).")] = "w2v",
+    text: Annotated[str, typer.Option(help="Text view: w2v (mean tag vector), bv (0/1 tags) or w2v+bv (both).")] = "w2v+bv",
+    normalize: Annotated[str, typer.Option(help="Image feature normalisation before CCA: none, l2, power.")] = "power",
     components: Annotated[int | None, typer.Option("--components", help="CCA dimensions (default min(p, q)).")] = None,
-    reg: Annotated[float, typer.Option(help="CCA ridge, relative to each view's mean variance.")] = 0.1,
+    reg: Annotated[float, typer.Option(help="CCA ridge, relative to each view's mean variance.")] = 0.3,
     vocabulary: Annotated[Path | None, typer.Option(help="Word list that restricts and orders the tags.")] = None,
-    k: Annotated[int, typer.Option("--k", help="Default CCA-KNN neighbours per tag group.")] = 8,
-    temperature: Annotated[float, typer.Option(help="Default CCA-KNN temperature.")] = 0.05,
+    k: Annotated[int, typer.Option("--k", help="Default CCA-KNN neighbours per tag group.")] = 16,
+    temperature: Annotated[float, typer.Option(help="Default CCA-KNN temperature.")] = 0.1,
+    frequency_power: Annotated[float, typer.Option(help="Default CCA-KNN word-frequency exponent α.")] = 0.5,
     batch_size: Annotated[int, typer.Option(help="Images per encoder batch.")] = 32,
     strict: Annotated[bool, typer.Option(help="Make unreadable images and tags without word vectors errors.")] = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Import a tagged corpus, extract features (resumable), fit CCA and write the indexes."""
-    from annot.cli.render import RichProgress, console, errors, print_json
+    from annot.cli.render import RichProgress, console, print_json, warn
     from annot.indexer import IndexConfig, build_index
 
     config = IndexConfig(
-        encoder=encoder, weights=weights, words=words, text=text, n_components=components, reg_x=reg, reg_y=reg,
+        encoder=encoder, weights=weights, words=words, text=text, normalization=normalize, n_components=components, reg_x=reg, reg_y=reg,
         vocabulary=vocabulary, strict=strict, batch_size=batch_size, k=k, temperature=temperature,
+        frequency_power=frequency_power,
     )
     report = build_index(corpus, store, config, RichProgress())
     if json_out:
@@ -100,15 +107,15 @@ def index(
     top = ", ".join(f"{c:.3f}" for c in report.canonical_correlations[:5])
     console.print(f"canonical correlations: {top}, ...  stage seconds: {report.seconds}")
     if report.unreadable:
-        errors.print(f"skipped {len(report.unreadable)} unreadable images, e.g. {next(iter(report.unreadable))}: "
-                     f"{next(iter(report.unreadable.values()))}", highlight=False)
+        first = next(iter(report.unreadable))
+        warn(f"skipped {len(report.unreadable)} unreadable images, e.g. {first}: {report.unreadable[first]}")
     if report.untagged:
-        errors.print(f"left out {report.untagged} images with no usable tags", highlight=False)
+        warn(f"left out {report.untagged} images with no usable tags")
     if report.missing_word_vectors:
-        errors.print(f"{len(report.missing_word_vectors)} tags have no word vector (kept for voting, not in the text view): "
-                     f"{', '.join(report.missing_word_vectors[:10])}", highlight=False)
+        warn(f"{len(report.missing_word_vectors)} tags have no word vector (kept for voting, not in the text view): "
+                     f"{', '.join(report.missing_word_vectors[:10])}")
     if report.dropped_tags:
-        errors.print(f"dropped {sum(report.dropped_tags.values())} tags outside the vocabulary", highlight=False)
+        warn(f"dropped {sum(report.dropped_tags.values())} tags outside the vocabulary")
 
 
 @app.command()
@@ -120,17 +127,19 @@ def query(
     n: NOpt = None,
     k: KOpt = None,
     temperature: TempOpt = None,
+    frequency_power: AlphaOpt = None,
     explain: Annotated[bool, typer.Option(help="Show, per tag, the training images that voted and their weights.")] = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Annotate new images with the store's model."""
-    from annot.cli.render import RichProgress, console, errors, print_json
+    from annot.cli.render import RichProgress, console, print_json, warn
     from annot.retrieval.model import AnnotationModel
     from annot.retrieval.query import annotate_files
 
     model = AnnotationModel.open(store)
     try:
         result = annotate_files(model, images, method=method, n_tags=n, k=k, temperature=temperature,
+                                frequency_power=frequency_power,
                                 explain=explain, progress=RichProgress())
     finally:
         model.close()
@@ -146,7 +155,7 @@ def query(
                     console.print(f"    {t.tag}: {voters}{more}", highlight=False)
     if result.failed:
         for path, why in result.failed.items():
-            errors.print(f"[bold red]error:[/] {path}: {why}", highlight=False)
+            warn(f"[bold red]error:[/] {path}: {why}")
         raise typer.Exit(1)
 
 
@@ -159,14 +168,16 @@ def eval_(
     n: NOpt = None,
     k: KOpt = None,
     temperature: TempOpt = None,
+    frequency_power: AlphaOpt = None,
     split: Annotated[str, typer.Option(help="Split name recorded for these images.")] = "test",
     json_out: JsonOpt = False,
 ) -> None:
     """Annotate a labelled set and report per-word P / R / F1 / N+ (recorded as a run in the store)."""
-    from annot.cli.render import RichProgress, console, errors, print_json, table
+    from annot.cli.render import RichProgress, console, print_json, table, warn
     from annot.evaluation.evaluate import evaluate
 
-    result = evaluate(store, corpus, method=method, n_tags=n, k=k, temperature=temperature, split=split,
+    result = evaluate(store, corpus, method=method, n_tags=n, k=k, temperature=temperature,
+                      frequency_power=frequency_power, split=split,
                       progress=RichProgress())
     if json_out:
         print_json(result.to_dict())
@@ -178,10 +189,9 @@ def eval_(
         [[s["P"], s["R"], s["F1"], s["N+"], s["words"], s["images"]]],
     ))
     if result.summary.n_words_without_truth:
-        errors.print(f"{result.summary.n_words_without_truth} vocabulary words have no test truth and are left out of P and R",
-                     highlight=False)
+        warn(f"{result.summary.n_words_without_truth} vocabulary words have no test truth and are left out of P and R")
     if result.unreadable:
-        errors.print(f"skipped {len(result.unreadable)} unreadable images", highlight=False)
+        warn(f"skipped {len(result.unreadable)} unreadable images")
 
 
 @app.command()

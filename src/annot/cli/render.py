@@ -35,6 +35,11 @@ class RichProgress:
             yield lambda n: progress.advance(task_id, n)
 
 
+def warn(message: str) -> None:
+    """One unwrapped line on stderr, whatever the terminal width."""
+    errors.print(message, highlight=False, soft_wrap=True)
+
+
 def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
     sys.stdout.flush()

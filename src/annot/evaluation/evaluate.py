@@ -86,6 +86,7 @@ def evaluate(
     n_tags: int | None = None,
     k: int | None = None,
     temperature: float | None = None,
+    frequency_power: float | None = None,
     split: str = "test",
     record: bool = True,
     strict: bool = False,
@@ -118,7 +119,7 @@ def evaluate(
         model = AnnotationModel(store)
         X = cache.load(ids)
         with progress.task("annotating", None):
-            preds = model.predict(X, method, n_tags, k, temperature)
+            preds = model.predict(X, method, n_tags, k, temperature, frequency_power)
         truth = label_matrix(store.db, ids, tag_ids)
         metrics = per_word_metrics(truth, predictions_matrix([p.words for p in preds], len(tag_ids)))
         summary = summarize(metrics, n_images=len(ids))
@@ -127,6 +128,9 @@ def evaluate(
             "n_tags": int(n_tags or model.defaults.get("n_tags", 5)),
             "k": int(k or model.defaults.get("k", 8)),
             "temperature": float(temperature or model.defaults.get("temperature", 1.0)),
+            "frequency_power": float(
+                model.defaults.get("frequency_power", 0.0) if frequency_power is None else frequency_power
+            ),
         }
         params = {**used, "projection": manifest["projection"]["kind"], "encoder": spec["key"], "text": manifest["text"]}
         run_id = None

@@ -22,8 +22,8 @@ from sqlalchemy import select
 
 from annot.errors import AnnotError, CorpusError, WordVectorError
 from annot.features.encoders import ImageEncoder, build_encoder
-from annot.features.text import TEXT_VIEWS, text_view, usable_rows
-from annot.features.words import load_word_vectors
+from annot.features.text import NORMALIZATIONS, TEXT_VIEWS, normalize_features, text_view, usable_rows, word_view
+from annot.features.words import WordVectors, load_word_vectors
 from annot.indexer.corpus import Corpus, read_corpus, read_vocabulary
 from annot.indexer.features import FeatureCache
 from annot.indexer.importer import import_corpus, tag_ids
@@ -46,16 +46,18 @@ class IndexConfig:
     encoder: str = "efficientnet-lite0"
     weights: Path | None = None
     words: str = "glove-50"
-    text: str = "w2v"
+    text: str = "w2v+bv"
+    normalization: str = "power"
     n_components: int | None = None
-    reg_x: float = 0.1
-    reg_y: float = 0.1
+    reg_x: float = 0.3
+    reg_y: float = 0.3
     vocabulary: Path | None = None
     strict: bool = False
     batch_size: int = 32
     method: str = "cca-knn"
-    k: int = 8
-    temperature: float = 0.05
+    k: int = 16
+    temperature: float = 0.1
+    frequency_power: float = 0.5
 
 
 @dataclass
@@ -132,6 +134,39 @@ def _store_vocabulary(store: Store, config: IndexConfig) -> tuple[str, ...]:
         return tuple(sorted(w for (w,) in conn.execute(query)))
 
 
+@dataclass(frozen=True)
+class TrainingSet:
+    """The store's training images as arrays: ids, raw features X, tags (n × V), word vectors E (V × q)."""
+
+    image_ids: NDArray[np.int64]
+    X: NDArray[np.float32]
+    labels: NDArray[np.bool_]
+    vocabulary: tuple[str, ...]
+    tag_ids: list[int]
+    E: NDArray[np.float32]
+    has_vector: NDArray[np.bool_]
+    missing_word_vectors: list[str]
+    n_untagged: int
+
+
+def load_training_set(
+    store: Store, cache: FeatureCache, vocabulary: tuple[str, ...], words: WordVectors, text: str
+) -> TrainingSet:
+    """Decodable training images that carry at least one tag the text view can represent, with their arrays."""
+    word_ids = tag_ids(store, vocabulary, create=True)
+    vocab_ids = [word_ids[w] for w in vocabulary]
+    E, missing = words.matrix(vocabulary)
+    missing_set = set(missing)
+    has_vector = np.array([w not in missing_set for w in vocabulary])
+    failed = set(cache.failures())
+    ids = np.array([i for i in _training_ids(store) if i not in failed], np.int64)
+    labels = label_matrix(store.db, ids.tolist(), vocab_ids)
+    keep = usable_rows(labels, has_vector, text)
+    ids, labels = ids[keep], labels[keep]
+    X = cache.load(ids) if len(ids) else np.zeros((0, cache.dim), np.float32)
+    return TrainingSet(ids, X, labels, vocabulary, vocab_ids, E, has_vector, missing, int((~keep).sum()))
+
+
 def _short_hash(*arrays: NDArray[Any]) -> str:
     digest = hashlib.sha256()
     for a in arrays:
@@ -144,6 +179,8 @@ def build_index(corpus_path: Path, store_root: Path, config: IndexConfig = Index
     progress = progress or NoProgress()
     if config.text not in TEXT_VIEWS:
         raise AnnotError(f"--text must be one of {', '.join(TEXT_VIEWS)}, got {config.text!r}")
+    if config.normalization not in NORMALIZATIONS:
+        raise AnnotError(f"--normalize must be one of {', '.join(NORMALIZATIONS)}, got {config.normalization!r}")
     report = IndexReport(store=Path(store_root))
     seconds = report.seconds
     with _Timer(seconds, "read"):
@@ -162,32 +199,24 @@ def build_index(corpus_path: Path, store_root: Path, config: IndexConfig = Index
         report.unreadable = unreadable
         with _Timer(seconds, "text view"):
             vocabulary = _store_vocabulary(store, config)
-            word_ids = tag_ids(store, vocabulary, create=True)
-            vocab_ids = [word_ids[w] for w in vocabulary]
-            E, missing = words.matrix(vocabulary)
+            training = load_training_set(store, cache, vocabulary, words, config.text)
+            missing = training.missing_word_vectors
             if config.strict and missing:
                 raise WordVectorError(f"{words.source}: no vector for {len(missing)} tags: {', '.join(missing[:10])}")
-            has_vector = np.array([w not in set(missing) for w in vocabulary])
-            train_ids = np.array(_training_ids(store), np.int64)
-            failed = set(cache.failures())
-            train_ids = train_ids[[i not in failed for i in train_ids.tolist()]] if len(train_ids) else train_ids
-            labels = label_matrix(store.db, train_ids.tolist(), vocab_ids)
-            keep = usable_rows(labels, has_vector, config.text)
-            report.untagged = int((~keep).sum())
-            train_ids, labels = train_ids[keep], labels[keep]
-            if len(train_ids) < 2:
+            report.untagged = training.n_untagged
+            if len(training.image_ids) < 2:
                 raise CorpusError(f"{corpus.source}: fewer than 2 usable tagged images; nothing to fit")
-            X = cache.load(train_ids)
-            Y = text_view(labels, E, has_vector, config.text)
+            vocab_ids, train_ids, E, has_vector = training.tag_ids, training.image_ids, training.E, training.has_vector
+            X = normalize_features(training.X, config.normalization)
+            Y = text_view(training.labels, E, has_vector, config.text)
         report.missing_word_vectors = missing
         with _Timer(seconds, "fit"):
             cca = LinearCCA(config.n_components, config.reg_x, config.reg_y).fit(X, Y)
         with _Timer(seconds, "indexes"):
             U = cca.transform(X)
             image_index = build_flat_index(U, train_ids)
-            E_view = np.eye(len(vocabulary), dtype=np.float32) if config.text == "bv" else E
             word_rows = np.flatnonzero(has_vector) if config.text == "w2v" else np.arange(len(vocabulary))
-            Z = cca.transform_y(E_view[word_rows])  # Z = E W_y: the vocabulary in the shared space
+            Z = cca.transform_y(word_view(E, config.text)[word_rows])  # Z = E W_y: the vocabulary in the shared space
             word_index = build_flat_index(Z, np.array(vocab_ids, np.int64)[word_rows])
             tag = _short_hash(U, cca.x_weights_)
             files = {
@@ -205,12 +234,14 @@ def build_index(corpus_path: Path, store_root: Path, config: IndexConfig = Index
             "words": {"source": words.source, "dim": words.dim},
             "text": config.text,
             "projection": {"kind": "linear-cca", "file": files["projection"], "n_components": int(U.shape[1]),
+                           "normalization": config.normalization,
                            "reg_x": config.reg_x, "reg_y": config.reg_y,
                            "canonical_correlations": [round(float(c), 6) for c in cca.canonical_correlations_]},
             "index": {"file": files["images"], "kind": "IDMap2,Flat", "metric": "correlation", "ntotal": len(train_ids)},
             "word_index": {"file": files["words"], "ntotal": int(len(word_rows))},
             "vocabulary": {"words": list(vocabulary), "tag_ids": vocab_ids, "missing_word_vectors": missing},
-            "annotation": {"method": config.method, "n_tags": 5, "k": config.k, "temperature": config.temperature},
+            "annotation": {"method": config.method, "n_tags": 5, "k": config.k, "temperature": config.temperature,
+                           "frequency_power": config.frequency_power},
             "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()},
             "counts": {"train_images": int(len(train_ids)), "unreadable": len(unreadable), "untagged": report.untagged},
         }

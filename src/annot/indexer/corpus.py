@@ -137,9 +137,8 @@ def read_corpus(path: Path, vocabulary: tuple[str, ...] | None = None) -> Corpus
             raise CorpusError(f"{path}:{number}: duplicate image {image} (first on line {first_line[image_path]})")
         first_line[image_path] = number
         tags: list[str] = []
-        for raw in raw_tags:
-            tag = normalize_tag(raw)
-            if not tag or tag in tags:
+        for tag in dict.fromkeys(normalize_tag(raw) for raw in raw_tags):  # unique, in order
+            if not tag:
                 continue
             if allowed is not None and tag not in allowed:
                 dropped[tag] += 1

@@ -14,7 +14,8 @@ from numpy.typing import NDArray
 from annot.errors import AnnotError, StoreError
 from annot.projection import LinearCCA
 from annot.retrieval.indexes import index_ids, load_index, search_correlation
-from annot.retrieval.scoring import cca_knn_scores, nn_transfer, top_words
+from annot.features.text import normalize_features
+from annot.retrieval.scoring import Scored, score_queries
 from annot.schema.queries import image_paths, label_matrix
 from annot.store import Store
 
@@ -89,6 +90,7 @@ class AnnotationModel:
         self.row_of_id = {int(i): r for r, i in enumerate(self.ids)}
         self.frequency = self.labels.sum(axis=0).astype(np.int64)
         self.defaults: dict[str, Any] = dict(m.get("annotation", {}))
+        self.normalization: str = m["projection"].get("normalization", "none")
 
     @classmethod
     def open(cls, store_root: Path) -> AnnotationModel:
@@ -98,8 +100,8 @@ class AnnotationModel:
         self.store.close()
 
     def project(self, X: NDArray[np.floating]) -> NDArray[np.float32]:
-        """T = (x − μx) W_x."""
-        return self.projection.transform(X)
+        """T = (x − μx) W_x, after the store's feature normalisation."""
+        return self.projection.transform(normalize_features(X, self.normalization))
 
     def predict(
         self,
@@ -108,51 +110,47 @@ class AnnotationModel:
         n_tags: int | None = None,
         k: int | None = None,
         temperature: float | None = None,
+        frequency_power: float | None = None,
     ) -> list[Prediction]:
         """Annotate image features X (n × p) with ``method``; unset settings come from the store."""
         method = method or self.defaults.get("method", "cca-knn")
         n_tags = int(n_tags or self.defaults.get("n_tags", 5))
         k = int(k or self.defaults.get("k", 8))
         temperature = float(temperature or self.defaults.get("temperature", 1.0))
+        alpha = float(self.defaults.get("frequency_power", 0.0) if frequency_power is None else frequency_power)
         if method not in METHODS:
             raise AnnotError(f"unknown method {method!r} (known: {', '.join(METHODS)})")
         if n_tags < 1 or k < 1 or temperature <= 0:
             raise AnnotError(f"need n >= 1, k >= 1 and temperature > 0, got n={n_tags}, k={k}, temperature={temperature}")
         T = self.project(X)
-        depth = self.index.ntotal if self.index.ntotal <= EXACT_NEIGHBOURS else max(2000, 50 * k)
-        if method == "nn":
-            depth = min(depth, 200)
+        n = self.index.ntotal
+        depth = n if n <= EXACT_NEIGHBOURS else max(2000, 50 * k)
         out: list[Prediction] = []
         for lo in range(0, len(T), 256):
             distances, ids = search_correlation(self.index, T[lo : lo + 256], depth)
-            for d, i in zip(distances, ids, strict=True):
+            if depth >= n:  # every query sees every image: one dense (queries × images) problem
+                D = np.full((len(ids), n), np.inf, np.float32)
+                for q in range(len(ids)):
+                    valid = ids[q] >= 0
+                    D[q, self.rows_of(ids[q][valid])] = distances[q][valid]
+                scored = score_queries(method, D, self.labels, self.frequency, n_tags, k, temperature, alpha)
+                out.extend(self._prediction(s, self.ids, D[q]) for q, s in enumerate(scored))
+                continue
+            for d, i in zip(distances, ids, strict=True):  # large corpora: each query's own candidates
                 valid = i >= 0
-                d, i = d[valid], i[valid]
-                rows = np.fromiter((self.row_of_id[int(x)] for x in i), np.int64, len(i))
-                labels = self.labels[rows]
-                if method == "nn":
-                    out.append(self._nn(d, i, labels, n_tags))
-                else:
-                    out.append(self._cca_knn(d, i, labels, n_tags, k, temperature))
+                d, i = d[valid][None, :], i[valid]
+                labels = self.labels[self.rows_of(i)]
+                s = score_queries(method, d, labels, self.frequency, n_tags, k, temperature, alpha)[0]
+                out.append(self._prediction(s, i, d[0]))
         return out
 
-    def _nn(self, d: NDArray[np.float32], ids: NDArray[np.int64], labels: NDArray[np.bool_], n_tags: int) -> Prediction:
-        chosen = nn_transfer(labels, self.frequency, n_tags)
-        words = np.array([w for w, _ in chosen], np.int64)
-        scores = np.array([1.0 - float(d[pos]) for _, pos in chosen])
-        votes = [[(int(ids[pos]), float(d[pos]), 1.0)] for _, pos in chosen]
-        return Prediction(words, scores, votes)
+    def rows_of(self, ids: NDArray[np.int64]) -> NDArray[np.int64]:
+        return np.fromiter((self.row_of_id[int(x)] for x in ids), np.int64, len(ids))
 
-    def _cca_knn(
-        self, d: NDArray[np.float32], ids: NDArray[np.int64], labels: NDArray[np.bool_], n_tags: int, k: int, temperature: float
-    ) -> Prediction:
-        scores, chosen, weights = cca_knn_scores(d, labels, k, temperature)
-        words = top_words(scores, self.frequency, n_tags)
-        votes = []
-        for w in words:
-            rows = np.flatnonzero(chosen & labels[:, w])
-            votes.append([(int(ids[r]), float(d[r]), float(weights[r])) for r in rows])
-        return Prediction(words, scores[words], votes)
+    @staticmethod
+    def _prediction(s: Scored, candidate_ids: NDArray[np.int64], d: NDArray[np.float32]) -> Prediction:
+        votes = [[(int(candidate_ids[c]), float(d[c]), float(s.weights[c])) for c in v] for v in s.voters]
+        return Prediction(s.words, s.scores, votes)
 
     def annotations(self, names: Sequence[str], predictions: Sequence[Prediction], explain: bool = False) -> list[Annotation]:
         """Typed results with tag names and, with ``explain``, the voting training images and their paths."""

@@ -48,6 +48,7 @@ def annotate_files(
     n_tags: int | None = None,
     k: int | None = None,
     temperature: float | None = None,
+    frequency_power: float | None = None,
     explain: bool = False,
     batch_size: int = 32,
     progress: Progress | None = None,
@@ -74,5 +75,5 @@ def annotate_files(
     if not features:
         return QueryResult([], failed)
     X = np.stack(features)
-    predictions = model.predict(X, method, n_tags, k, temperature)
+    predictions = model.predict(X, method, n_tags, k, temperature, frequency_power)
     return QueryResult(model.annotations(names, predictions, explain), failed)

@@ -1,45 +1,92 @@
-"""Tag scoring from a query's neighbours in the shared space: pure numpy, one function per method.
+"""Tag scoring from queries' neighbours in the shared space: pure numpy, one function per method.
 
-Inputs are the neighbours of one query, nearest first: ``distances`` (m,) correlation distances and ``labels``
-(m × V) 0/1 tags of those neighbours. Outputs are scores over the V vocabulary words.
+Inputs are ``D`` (nq × m), the correlation distances from each query to m candidate training images (``inf`` where
+a candidate was not retrieved for that query), and ``labels`` (m × V), the candidates' 0/1 tags.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
 
 
+@dataclass(frozen=True)
+class Scored:
+    """One query's ranked words, their scores, per word the candidate positions that voted, and the voters' weights."""
+
+    words: NDArray[np.int64]
+    scores: NDArray[np.float64]
+    voters: list[NDArray[np.int64]]
+    weights: NDArray[np.float64]
+
+
+def semantic_neighbours(D: NDArray[np.float32], labels: NDArray[np.bool_], k: int) -> NDArray[np.bool_]:
+    """Which candidates are among the ``k`` nearest of some tag group (the first pass of 2PKNN and CCA-KNN).
+
+    Works per tag over all queries at once: the cost is nq × (number of (image, tag) pairs), not nq × m × V.
+    """
+    nq = D.shape[0]
+    chosen = np.zeros(D.shape, bool)
+    queries = np.arange(nq)[:, None]
+    for w in range(labels.shape[1]):
+        members = np.flatnonzero(labels[:, w])
+        if len(members) == 0:
+            continue
+        if len(members) <= k:
+            chosen[:, members] = True
+            continue
+        nearest = np.argpartition(D[:, members], k - 1, axis=1)[:, :k]
+        chosen[queries, members[nearest]] = True
+    return chosen & np.isfinite(D)
+
+
 def cca_knn_scores(
-    distances: NDArray[np.float32], labels: NDArray[np.bool_], k: int, temperature: float
+    D: NDArray[np.float32],
+    labels: NDArray[np.bool_],
+    k: int,
+    temperature: float,
+    frequency: NDArray[np.int64] | None = None,
+    frequency_power: float = 0.0,
 ) -> tuple[NDArray[np.float64], NDArray[np.bool_], NDArray[np.float64]]:
     """CCA-KNN (paper §3.4.1, Eq. 5).
 
     The training images form one group per tag (as in 2PKNN). From each group the ``k`` images nearest to the query
     are chosen; together they are the semantic neighbours Z_k. A word w scores P(I|w) = Σ_k exp(−D(T, Z_k)/τ) 1_k(w),
-    where 1_k(w) says whether neighbour k carries w. The paper's Eq. 5 is τ = 1; τ is a tuned temperature that
-    sharpens the distance weighting (correlation distances lie in [0, 2], so τ = 1 weights all neighbours alike).
+    where 1_k(w) says whether neighbour k carries w. The paper's Eq. 5 is τ = 1; correlation distances lie in
+    [0, 2], so there every neighbour weighs about the same, and a smaller τ (tuned by cross-validation) lets the
+    nearest count more. Weights are computed relative to each query's nearest distance (a constant factor per
+    query, so the ranking is unchanged) to avoid underflow at small τ.
 
-    Returns the word scores (V,), which neighbours were chosen (m,), and each neighbour's weight (m,).
+    With ``frequency_power`` α > 0 each word's score is divided by n_w^α, its training frequency to the power α.
+    A frequent word is carried by many semantic neighbours chosen for other words, so Eq. 5 favours it; α = 0 is
+    the paper's Eq. 5 and α = 1 divides by the group size (a per-group average). α is chosen by cross-validation.
+
+    Returns word scores (nq × V), which candidates were chosen (nq × m), and candidate weights (nq × m).
     """
-    rank_in_group = np.cumsum(labels, axis=0, dtype=np.int32)
-    chosen = (labels & (rank_in_group <= k)).any(axis=1)
-    weights = np.exp(-(distances.astype(np.float64) - float(distances[0])) / temperature)  # shifted: same ranking
-    scores = (weights * chosen) @ labels
+    chosen = semantic_neighbours(D, labels, k)
+    nearest = np.min(np.where(np.isfinite(D), D, np.inf), axis=1, keepdims=True)
+    weights = np.exp(-(D.astype(np.float64) - nearest) / temperature)
+    weights[~np.isfinite(D)] = 0.0
+    scores = (weights * chosen) @ labels.astype(np.float64)
+    if frequency_power:
+        n_w = labels.sum(axis=0) if frequency is None else frequency
+        scores /= np.maximum(np.asarray(n_w, np.float64), 1.0) ** frequency_power
     return scores, chosen, weights
 
 
-def nn_transfer(labels: NDArray[np.bool_], frequency: NDArray[np.int64], n_tags: int) -> list[tuple[int, int]]:
+def nn_transfer(order: NDArray[np.int64], labels: NDArray[np.bool_], frequency: NDArray[np.int64], n_tags: int) -> list[tuple[int, int]]:
     """Annotation by transfer (paper §3.4.1): the nearest neighbour's tags, ranked by training frequency, then the
-    next neighbour's, until ``n_tags`` words. Returns (word, neighbour position) pairs in order."""
+    next neighbour's, until ``n_tags`` words. ``order`` lists candidates nearest first. Returns (word, candidate)."""
     chosen: list[tuple[int, int]] = []
     seen: set[int] = set()
-    for position in range(labels.shape[0]):
-        words = np.flatnonzero(labels[position])
+    for candidate in order:
+        words = np.flatnonzero(labels[candidate])
         for word in words[np.argsort(-frequency[words], kind="stable")]:
             if int(word) not in seen:
                 seen.add(int(word))
-                chosen.append((int(word), position))
+                chosen.append((int(word), int(candidate)))
                 if len(chosen) == n_tags:
                     return chosen
     return chosen
@@ -50,3 +97,35 @@ def top_words(scores: NDArray[np.float64], frequency: NDArray[np.int64], n_tags:
     order = np.lexsort((-frequency, -scores))
     order = order[scores[order] > 0]
     return order[:n_tags].astype(np.int64)
+
+
+def score_queries(
+    method: str,
+    D: NDArray[np.float32],
+    labels: NDArray[np.bool_],
+    frequency: NDArray[np.int64],
+    n_tags: int,
+    k: int,
+    temperature: float,
+    frequency_power: float = 0.0,
+) -> list[Scored]:
+    """Ranked words for each query with ``method``: the one entry point for annotation, evaluation and tuning."""
+    out: list[Scored] = []
+    if method == "nn":
+        finite = np.isfinite(D)
+        for q in range(D.shape[0]):
+            order = np.flatnonzero(finite[q])
+            order = order[np.argsort(D[q, order], kind="stable")]
+            pairs = nn_transfer(order, labels, frequency, n_tags)
+            words = np.array([w for w, _ in pairs], np.int64)
+            scores = np.array([1.0 - float(D[q, c]) for _, c in pairs], np.float64)
+            out.append(Scored(words, scores, [np.array([c], np.int64) for _, c in pairs], finite[q].astype(np.float64)))
+        return out
+    if method == "cca-knn":
+        scores, chosen, weights = cca_knn_scores(D, labels, k, temperature, frequency, frequency_power)
+        for q in range(D.shape[0]):
+            words = top_words(scores[q], frequency, n_tags)
+            voters = [np.flatnonzero(chosen[q] & labels[:, w]) for w in words]
+            out.append(Scored(words, scores[q, words], voters, weights[q]))
+        return out
+    raise ValueError(f"unknown method {method!r}")

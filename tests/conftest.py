@@ -1,0 +1,94 @@
+"""Shared fixtures: a deterministic fake encoder (no weights, no network) and synthetic tagged corpora."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from numpy.typing import NDArray
+from PIL import Image
+
+from annot.features.encoders import ImageEncoder, register_encoder
+
+WORDS = ["sky", "sea", "tree", "grass", "sand", "snow", "city", "sun"]
+# each word paints its own region of the image in its own colour, so pixels determine tags
+COLOURS = {w: c for w, c in zip(WORDS, [(30, 90, 230), (10, 40, 160), (20, 120, 30), (90, 200, 60),
+                                        (220, 200, 140), (250, 250, 250), (120, 120, 120), (250, 200, 0)])}
+REGIONS = {w: (i % 4, i // 4) for i, w in enumerate(WORDS)}
+
+
+class FakeEncoder(ImageEncoder):
+    """Mean colour of each cell of a 4 × 4 grid over a 16 × 16 image: 48 deterministic features."""
+
+    name = "fake"
+    dim = 48
+    input_size = 16
+    mean = (0.0, 0.0, 0.0)
+    std = (1.0, 1.0, 1.0)
+
+    def encode(self, pixels):  # type: ignore[no-untyped-def]
+        import torch
+
+        pooled = torch.nn.functional.avg_pool2d(pixels, 4)
+        return pooled.flatten(1).numpy().astype(np.float32)
+
+
+register_encoder("fake", lambda weights: FakeEncoder())
+
+
+def paint(tags: list[str], rng: np.random.Generator, size: int = 64) -> NDArray[np.uint8]:
+    image = rng.integers(0, 60, size=(size, size, 3)).astype(np.uint8)
+    cell_w, cell_h = size // 4, size // 2
+    for tag in tags:
+        cx, cy = REGIONS[tag]
+        colour = np.array(COLOURS[tag]) + rng.integers(-15, 15, 3)
+        image[cy * cell_h : (cy + 1) * cell_h, cx * cell_w : (cx + 1) * cell_w] = np.clip(colour, 0, 255)
+    return image
+
+
+def make_corpus(folder: Path, n: int, seed: int = 0, name: str = "train.jsonl") -> Path:
+    """n synthetic JPEGs with 1-3 tags each, and a JSONL file naming them relative to itself."""
+    rng = np.random.default_rng(seed)
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    lines = []
+    for i in range(n):
+        tags = list(rng.choice(WORDS, size=int(rng.integers(1, 4)), replace=False))
+        path = folder / "images" / f"{name.split('.')[0]}-{i:04d}.jpeg"
+        Image.fromarray(paint(tags, rng)).save(path, quality=95)
+        lines.append(json.dumps({"image": f"images/{path.name}", "tags": tags}))
+    corpus = folder / name
+    corpus.write_text("\n".join(lines) + "\n")
+    return corpus
+
+
+def write_word_vectors(path: Path, dim: int = 6, seed: int = 1) -> Path:
+    """A word2vec text file covering WORDS (plus one word no tag uses)."""
+    rng = np.random.default_rng(seed)
+    words = [*WORDS, "unseen"]
+    lines = [f"{len(words)} {dim}"] + [w + " " + " ".join(f"{v:.5f}" for v in rng.normal(size=dim)) for w in words]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture(scope="session")
+def synthetic(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A train corpus (160 images), a test corpus (40) and a word-vector file, made once per session."""
+    folder = tmp_path_factory.mktemp("synthetic")
+    return {
+        "train": make_corpus(folder, 160, seed=0, name="train.jsonl"),
+        "test": make_corpus(folder, 40, seed=1, name="test.jsonl"),
+        "words": write_word_vectors(folder / "words.txt"),
+        "folder": folder,
+    }
+
+
+@pytest.fixture(scope="session")
+def built_store(synthetic: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A store indexed from the synthetic train corpus with the fake encoder (built once; tests must not modify it)."""
+    from annot.indexer import IndexConfig, build_index
+
+    store = tmp_path_factory.mktemp("stores") / "synthetic.annot"
+    build_index(synthetic["train"], store, IndexConfig(encoder="fake", words=str(synthetic["words"]), k=3, temperature=0.1))
+    return store

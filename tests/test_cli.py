@@ -1,0 +1,117 @@
+"""The CLI through typer's CliRunner: every command, its JSON, its help, and its one-line errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from typer.main import get_command
+from typer.testing import CliRunner
+
+from annot.cli.app import app
+
+runner = CliRunner()
+
+
+def invoke(*args: str | Path):  # type: ignore[no-untyped-def]
+    return runner.invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture()
+def store(built_store: Path, tmp_path: Path) -> Path:
+    copy = tmp_path / "s.annot"
+    shutil.copytree(built_store, copy)
+    return copy
+
+
+def test_every_command_has_help_text() -> None:
+    group = get_command(app)
+    assert group.help
+    for name, command in group.commands.items():  # type: ignore[attr-defined]
+        assert command.help, f"annot {name} has no help text"
+        result = invoke(name, "--help")
+        assert result.exit_code == 0 and "Usage" in result.output
+        for param in command.params:
+            assert param.help or param.name in {"help"}, f"annot {name}: {param.name} has no help"
+
+
+def test_index_query_eval_info_as_json(synthetic: dict[str, Path], tmp_path: Path) -> None:
+    s = tmp_path / "cli.annot"
+    result = invoke("index", synthetic["train"], "--store", s, "--encoder", "fake", "--words", synthetic["words"],
+                    "--k", "3", "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["indexed"] == 160 and report["words"] == 8 and report["extracted"] == 160
+
+    image = synthetic["folder"] / json.loads(synthetic["test"].read_text().splitlines()[0])["image"]
+    result = invoke("query", image, "--store", s, "--json", "--explain", "-n", "3")
+    assert result.exit_code == 0, result.output
+    annotation = json.loads(result.stdout)["annotations"][0]
+    assert annotation["image"] == str(image) and len(annotation["tags"]) == 3
+    assert all(t["evidence"] and Path(t["evidence"][0]["path"]).is_file() for t in annotation["tags"])
+
+    result = invoke("eval", synthetic["test"], "--store", s, "--json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)["summary"]
+    assert summary["images"] == 40 and summary["R"] > 90
+
+    result = invoke("info", "--store", s, "--json")
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.stdout)
+    assert info["counts"]["images.train"] == 160 and info["counts"]["images.test"] == 40
+    assert info["vocabulary_size"] == 8
+
+
+def test_query_a_directory_in_plain_text(store: Path, synthetic: dict[str, Path], tmp_path: Path) -> None:
+    folder = tmp_path / "few"
+    folder.mkdir()
+    for p in sorted((synthetic["folder"] / "images").glob("test-000*.jpeg"))[:3]:
+        shutil.copy(p, folder)
+    result = invoke("query", folder, "--store", store, "--method", "nn", "--explain")
+    assert result.exit_code == 0, result.output
+    assert result.output.count("test-000") >= 3
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("query", "{image}", "--store", "{tmp}/nowhere.annot"), "no such store"),
+        (("query", "{tmp}/nope.jpg", "--store", "{store}"), "nope.jpg: no such file"),
+        (("query", "{image}", "--store", "{store}", "--method", "magic"), "unknown method 'magic'"),
+        (("info", "--store", "{tmp}"), "not a complete store"),
+        (("eval", "{tmp}/bad.jsonl", "--store", "{store}"), "bad.jsonl:2: not valid JSON"),
+        (("index", "{tmp}/bad.jsonl", "--store", "{tmp}/new.annot", "--encoder", "fake"), "bad.jsonl:2: not valid JSON"),
+        (("index", "{train}", "--store", "{tmp}/new.annot", "--encoder", "nope"), "unknown encoder 'nope'"),
+        (("index", "{train}", "--store", "{tmp}/new.annot", "--words", "{tmp}/words.bin"), "words.bin: not a word-vector file"),
+        (("index", "{train}", "--store", "{tmp}/new.annot", "--encoder", "alexnet", "--weights", "{tmp}/vgg.pth"),
+         "vgg.pth: not alexnet weights"),
+        (("index", "{train}", "--store", "{tmp}/new.annot", "--encoder", "efficientnet-lite0", "--weights", "{tmp}/bad.jsonl"),
+         "bad.jsonl: not a torch weights file"),
+        (("index", "{train}", "--store", "{tmp}/new.annot", "--text", "tfidf"), "--text must be one of"),
+    ],
+)
+def test_errors_are_one_line_and_non_zero(args: tuple[str, ...], message: str, store: Path, synthetic: dict[str, Path], tmp_path: Path) -> None:
+    (tmp_path / "bad.jsonl").write_text('{"image": "a.jpg", "tags": []}\n{"image": \n')
+    (tmp_path / "words.bin").write_bytes(b"\x00\x01garbage")
+    torch.save({"features.0.weight": torch.zeros(2, 2)}, tmp_path / "vgg.pth")
+    image = synthetic["folder"] / json.loads(synthetic["test"].read_text().splitlines()[0])["image"]
+    filled = [a.format(tmp=tmp_path, store=store, image=image, train=synthetic["train"]) for a in args]
+    result = runner.invoke(app, filled)
+    assert result.exit_code != 0
+    lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert "error:" in lines[0] and message in " ".join(result.stderr.split()), result.stderr
+
+
+def test_unreadable_query_image_is_named_after_the_others_are_answered(store: Path, synthetic: dict[str, Path], tmp_path: Path) -> None:
+    bad = tmp_path / "bad.jpg"
+    bad.write_text("hello")
+    good = sorted((synthetic["folder"] / "images").glob("test-*.jpeg"))[0]
+    result = invoke("query", good, bad, "--store", store, "--json")
+    assert result.exit_code == 1
+    out = json.loads(result.stdout)
+    assert len(out["annotations"]) == 1 and str(bad) in out["failed"]
+    assert "bad.jpg: not a readable image" in result.stderr

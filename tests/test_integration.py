@@ -1,0 +1,56 @@
+"""The real packaged encoder (EfficientNet-Lite0) and word vectors (GloVe-50) on a slice of Corel-5k."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from annot.evaluation.evaluate import evaluate
+from annot.evaluation.metrics import per_word_metrics, predictions_matrix, summarize
+from annot.indexer import IndexConfig, build_index
+from annot.retrieval.model import AnnotationModel
+from annot.retrieval.query import annotate_files
+
+COREL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "corel5k"
+
+pytestmark = pytest.mark.integration
+
+
+def _slice(split: str, n: int, out: Path) -> Path:
+    rows = [json.loads(line) for line in (COREL / f"{split}.jsonl").read_text().splitlines()][:n]
+    out.write_text("".join(json.dumps({"image": str(COREL / r["image"]), "tags": r["tags"]}) + "\n" for r in rows))
+    return out
+
+
+@pytest.mark.skipif(not COREL.is_dir(), reason="needs ../shared/data/corel5k")
+def test_real_encoder_on_corel_slice(tmp_path: Path) -> None:
+    train = _slice("train", 300, tmp_path / "train.jsonl")
+    test = _slice("test", 60, tmp_path / "test.jsonl")
+    store = tmp_path / "corel.annot"
+    report = build_index(train, store, IndexConfig(vocabulary=COREL / "vocabulary.txt"))
+    assert report.extracted == 300 and report.n_indexed >= 295
+    assert report.missing_word_vectors == []  # GloVe covers the Corel vocabulary (multi-word tags by their parts)
+    assert 0.5 < report.canonical_correlations[0] <= 1.0
+
+    result = evaluate(store, test, record=False)
+    # the 5 most frequent training words for every image: the floor any method must beat
+    words = result.words
+    train_rows = [json.loads(line)["tags"] for line in train.read_text().splitlines()]
+    frequency = np.array([sum(w in tags for tags in train_rows) for w in words])
+    truth = np.array([[w in json.loads(line)["tags"] for w in words] for line in test.read_text().splitlines()])
+    prior = summarize(per_word_metrics(truth, predictions_matrix([np.argsort(-frequency)[:5]] * len(truth), len(words))))
+    assert result.summary.n_images == 60
+    assert result.summary.f1 > prior.f1 + 0.05
+    assert result.summary.n_plus > 3 * prior.n_plus
+
+    model = AnnotationModel.open(store)
+    try:
+        image = COREL / json.loads((COREL / "test.jsonl").read_text().splitlines()[0])["image"]
+        annotation = annotate_files(model, [image], explain=True).annotations[0]
+    finally:
+        model.close()
+    assert len(annotation.tags) == 5
+    assert all(t.evidence and t.score > 0 for t in annotation.tags)

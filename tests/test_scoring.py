@@ -1,0 +1,64 @@
+"""Tag scoring: CCA-KNN's semantic neighbours against a brute-force reading of the paper, Eq. 5, nn transfer."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from annot.retrieval.scoring import cca_knn_scores, nn_transfer, score_queries, semantic_neighbours
+
+
+def brute_force_neighbours(d: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
+    chosen = np.zeros(len(d), bool)
+    for w in range(labels.shape[1]):
+        members = np.flatnonzero(labels[:, w])
+        chosen[members[np.argsort(d[members], kind="stable")[:k]]] = True
+    return chosen
+
+
+def test_semantic_neighbours_match_brute_force() -> None:
+    rng = np.random.default_rng(0)
+    labels = rng.random((300, 20)) < 0.1
+    D = rng.random((7, 300)).astype(np.float32)  # distinct distances: no ties
+    for k in (1, 3, 10):
+        chosen = semantic_neighbours(D, labels, k)
+        for q in range(7):
+            np.testing.assert_array_equal(chosen[q], brute_force_neighbours(D[q], labels, k))
+
+
+def test_eq5_scores_by_hand() -> None:
+    # 4 training images, 3 words; k = 1 chooses image 0 (nearest with w0), image 1 (nearest with w1, w2)
+    labels = np.array([[1, 0, 0], [0, 1, 1], [1, 1, 0], [0, 0, 1]], bool)
+    D = np.array([[0.2, 0.3, 0.5, 0.9]], np.float32)
+    scores, chosen, weights = cca_knn_scores(D, labels, k=1, temperature=1.0)
+    np.testing.assert_array_equal(chosen[0], [True, True, False, False])
+    e = np.exp(-(D[0] - 0.2))
+    np.testing.assert_allclose(scores[0], [e[0], e[1], e[1]])
+    np.testing.assert_allclose(weights[0], e)
+
+
+def test_unretrieved_candidates_never_vote() -> None:
+    labels = np.array([[1, 0], [0, 1]], bool)
+    D = np.array([[0.1, np.inf]], np.float32)
+    scores, chosen, _ = cca_knn_scores(D, labels, k=1, temperature=0.5)
+    assert chosen[0].tolist() == [True, False]
+    assert scores[0, 1] == 0.0
+
+
+def test_nn_transfer_orders_by_training_frequency_and_continues() -> None:
+    labels = np.array([[0, 1, 1, 0], [1, 1, 0, 1]], bool)
+    frequency = np.array([5, 1, 9, 2])
+    assert nn_transfer(np.array([0, 1]), labels, frequency, 3) == [(2, 0), (1, 0), (0, 1)]
+    assert nn_transfer(np.array([1, 0]), labels, frequency, 10) == [(0, 1), (3, 1), (1, 1), (2, 0)]
+
+
+def test_score_queries_returns_n_tags_with_their_voters() -> None:
+    rng = np.random.default_rng(1)
+    labels = rng.random((50, 12)) < 0.2
+    D = rng.random((3, 50)).astype(np.float32)
+    frequency = labels.sum(0)
+    for method in ("cca-knn", "nn"):
+        for s in score_queries(method, D, labels, frequency, n_tags=5, k=2, temperature=0.1):
+            assert len(s.words) == 5 and len(set(s.words.tolist())) == 5
+            assert np.all(np.diff(s.scores) <= 1e-12)
+            for w, voters in zip(s.words, s.voters, strict=True):
+                assert len(voters) >= 1 and labels[voters, w].all()
