@@ -72,6 +72,8 @@ def index(
     words: Annotated[str, typer.Option("--words", help="Word vectors: glove-50 or a word2vec/GloVe/fastText file.")] = "glove-50",
     text: Annotated[str, typer.Option(help="Text view: w2v (mean tag vector), bv (0/1 tags) or w2v+bv (both).")] = "w2v+bv",
     normalize: Annotated[str, typer.Option(help="Image feature normalisation before CCA: none, l2, power.")] = "power",
+    projection: Annotated[str, typer.Option(help="linear-cca, or kcca (χ² kernel on the image view).")] = "linear-cca",
+    landmarks: Annotated[str, typer.Option(help="KCCA: all (exact), a number (Nyström), or auto (exact up to 5,000 images).")] = "auto",
     components: Annotated[int | None, typer.Option("--components", help="CCA dimensions (default min(p, q)).")] = None,
     reg: Annotated[float, typer.Option(help="CCA ridge, relative to each view's mean variance.")] = 0.3,
     vocabulary: Annotated[Path | None, typer.Option(help="Word list that restricts and orders the tags.")] = None,
@@ -87,7 +89,8 @@ def index(
     from annot.indexer import IndexConfig, build_index
 
     config = IndexConfig(
-        encoder=encoder, weights=weights, words=words, text=text, normalization=normalize, n_components=components, reg_x=reg, reg_y=reg,
+        encoder=encoder, weights=weights, words=words, text=text, normalization=normalize, projection=projection,
+        landmarks=landmarks, n_components=components, reg_x=reg, reg_y=reg,
         vocabulary=vocabulary, strict=strict, batch_size=batch_size, k=k, temperature=temperature,
         frequency_power=frequency_power,
     )

@@ -28,7 +28,7 @@ from annot.indexer.corpus import Corpus, read_corpus, read_vocabulary
 from annot.indexer.features import FeatureCache
 from annot.indexer.importer import import_corpus, tag_ids
 from annot.progress import NoProgress, Progress
-from annot.projection import LinearCCA
+from annot.projection import PROJECTIONS, build_projection
 from annot.retrieval.indexes import build_flat_index, save_index
 from annot.schema import image_tags, images, tags
 from annot.schema.queries import label_matrix
@@ -48,6 +48,8 @@ class IndexConfig:
     words: str = "glove-50"
     text: str = "w2v+bv"
     normalization: str = "power"
+    projection: str = "linear-cca"
+    landmarks: str = "auto"
     n_components: int | None = None
     reg_x: float = 0.3
     reg_y: float = 0.3
@@ -179,6 +181,8 @@ def build_index(corpus_path: Path, store_root: Path, config: IndexConfig = Index
     progress = progress or NoProgress()
     if config.text not in TEXT_VIEWS:
         raise AnnotError(f"--text must be one of {', '.join(TEXT_VIEWS)}, got {config.text!r}")
+    if config.projection not in PROJECTIONS:
+        raise AnnotError(f"--projection must be one of {', '.join(PROJECTIONS)}, got {config.projection!r}")
     if config.normalization not in NORMALIZATIONS:
         raise AnnotError(f"--normalize must be one of {', '.join(NORMALIZATIONS)}, got {config.normalization!r}")
     report = IndexReport(store=Path(store_root))
@@ -211,14 +215,14 @@ def build_index(corpus_path: Path, store_root: Path, config: IndexConfig = Index
             Y = text_view(training.labels, E, has_vector, config.text)
         report.missing_word_vectors = missing
         with _Timer(seconds, "fit"):
-            cca = LinearCCA(config.n_components, config.reg_x, config.reg_y).fit(X, Y)
+            cca = build_projection(config.projection, config.n_components, config.reg_x, config.reg_y, config.landmarks)
+            U = cca.fit_transform(X, Y)  # the training images in the shared space
         with _Timer(seconds, "indexes"):
-            U = cca.transform(X)
             image_index = build_flat_index(U, train_ids)
             word_rows = np.flatnonzero(has_vector) if config.text == "w2v" else np.arange(len(vocabulary))
             Z = cca.transform_y(word_view(E, config.text)[word_rows])  # Z = E W_y: the vocabulary in the shared space
             word_index = build_flat_index(Z, np.array(vocab_ids, np.int64)[word_rows])
-            tag = _short_hash(U, cca.x_weights_)
+            tag = _short_hash(U, cca.canonical_correlations_)
             files = {
                 "projection": f"models/projection-{tag}.npz",
                 "images": f"indexes/images-{tag}.faiss",
@@ -233,7 +237,8 @@ def build_index(corpus_path: Path, store_root: Path, config: IndexConfig = Index
                         "weights": str(Path(config.weights).resolve()) if config.weights else None},
             "words": {"source": words.source, "dim": words.dim},
             "text": config.text,
-            "projection": {"kind": "linear-cca", "file": files["projection"], "n_components": int(U.shape[1]),
+            "projection": {"kind": config.projection, "file": files["projection"], "n_components": int(U.shape[1]),
+                           "landmarks": config.landmarks if config.projection == "kcca" else None,
                            "normalization": config.normalization,
                            "reg_x": config.reg_x, "reg_y": config.reg_y,
                            "canonical_correlations": [round(float(c), 6) for c in cca.canonical_correlations_]},

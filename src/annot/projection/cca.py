@@ -160,6 +160,10 @@ class LinearCCA:
         self.n_samples_ = stats.n
         return self
 
+    def fit_transform(self, X: NDArray[np.floating], Y: NDArray[np.floating]) -> NDArray[np.float32]:
+        """Fit, then return the training images in the shared space."""
+        return self.fit(X, Y).transform(X)
+
     def _check_fitted(self) -> None:
         if not hasattr(self, "x_weights_"):
             raise ProjectionError("LinearCCA is not fitted; call fit first")

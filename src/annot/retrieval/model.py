@@ -12,7 +12,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from annot.errors import AnnotError, StoreError
-from annot.projection import LinearCCA
+from annot.projection import load_projection
 from annot.retrieval.indexes import index_ids, load_index, search_correlation
 from annot.features.text import normalize_features
 from annot.retrieval.scoring import Scored, score_queries
@@ -81,7 +81,7 @@ class AnnotationModel:
             self.tag_ids: list[int] = [int(t) for t in m["vocabulary"]["tag_ids"]]
             projection_file = store.path(m["projection"]["file"])
             with np.load(projection_file) as arrays:
-                self.projection = LinearCCA.from_arrays(dict(arrays), projection_file)
+                self.projection = load_projection(m["projection"]["kind"], dict(arrays), projection_file)
             self.index = load_index(store.path(m["index"]["file"]))
         except (KeyError, TypeError, OSError) as exc:
             raise StoreError(f"{store.root}: incomplete manifest or model files ({exc})") from exc

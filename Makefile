@@ -1,0 +1,35 @@
+# Two commands for a new user:  `make demo` (set up, index Corel-5k, annotate and evaluate its test images)
+# and `make test` (set up, run the test suite). Both create .venv on first use.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+DATA   ?= ../shared/data/corel5k
+STORE  ?= out/corel5k.annot
+
+.PHONY: setup demo test bench clean
+
+$(BIN)/annot: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $(BIN)/annot
+
+setup: $(BIN)/annot
+
+demo: setup
+	$(BIN)/annot index $(DATA)/train.jsonl --store $(STORE) --vocabulary $(DATA)/vocabulary.txt
+	$(BIN)/annot eval $(DATA)/test.jsonl --store $(STORE)
+	$(BIN)/annot query $(DATA)/images/test/1001.jpeg --store $(STORE) --explain
+	$(BIN)/annot info --store $(STORE)
+
+# pytest exits 5 when it collects nothing; that alone is not a failure, every other non-zero code is.
+test: setup
+	$(BIN)/python -m pytest -q -ra; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; rc=0; fi; exit $$rc
+
+bench: setup
+	$(BIN)/python benchmarks/corel5k.py --store $(STORE)
+	$(BIN)/python benchmarks/speed.py --store $(STORE)
+
+clean:
+	rm -rf out .pytest_cache

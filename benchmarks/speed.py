@@ -1,0 +1,150 @@
+"""Speed on this machine, measured side by side in one run (medians of repeats):
+
+1. feature extraction throughput (images/s) of each packaged encoder, decoding overlapped with the network
+   (one decoder process) against decoding in line;
+2. LinearCCA.fit on the Corel-5k training features against scikit-learn's CCA, same data, same components;
+3. annotation throughput from stored features (images/s) for nn and cca-knn on the Corel-5k store;
+4. one-image latency of `annot query` (decode + encode + search + score), in process and as a fresh command.
+
+    python benchmarks/speed.py [--store out/corel5k.annot] [--data ../shared/data/corel5k]
+
+Needs a Corel-5k store (`make demo` or benchmarks/corel5k.py). Writes benchmarks/results/speed.json and .md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from annot.features.encoders import build_encoder
+from annot.features.images import iter_batches
+from annot.indexer.features import FeatureCache
+from annot.projection import LinearCCA
+from annot.retrieval.model import AnnotationModel
+from annot.retrieval.query import annotate_files
+from annot.schema.queries import label_matrix
+from annot.store import Store
+
+
+def timed(fn, repeats: int) -> list[float]:  # type: ignore[no-untyped-def]
+    out = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t)
+    return out
+
+
+def extraction(data: Path, n: int, repeats: int) -> dict[str, dict[str, float]]:
+    paths = sorted((data / "images" / "train").glob("*.jpeg"))[:n]
+    out = {}
+    for name in ("efficientnet-lite0", "efficientnet-lite2"):
+        encoder = build_encoder(name)
+        for workers, label in ((1, "overlapped"), (0, "inline")):
+            def run() -> None:
+                for batch in iter_batches(paths, encoder, 32, workers=workers):
+                    encoder.encode(batch.pixels)
+            run()  # warm-up
+            seconds = statistics.median(timed(run, repeats))
+            out[f"{name} ({label})"] = {"images_per_s": round(n / seconds, 1), "seconds": round(seconds, 2)}
+            print(name, label, out[f"{name} ({label})"], flush=True)
+    return out
+
+
+def cca_fit(store: Path, components: int, repeats: int) -> dict[str, object]:
+    from sklearn.cross_decomposition import CCA
+
+    with Store.open(store) as s:
+        m = s.manifest()
+        cache = FeatureCache(s.features_dir / m["encoder"]["key"], m["encoder"]["dim"])
+        _, rows = s.db.read_sql("SELECT id FROM images WHERE split = 'train' ORDER BY id")
+        ids = [r[0] for r in rows]
+        X = cache.load(ids).astype(np.float64)
+        Y = label_matrix(s.db, ids, m["vocabulary"]["tag_ids"]).astype(np.float64)
+    ours_all = statistics.median(timed(lambda: LinearCCA(None, 0.3, 0.3).fit(X, Y), repeats))
+    ours_k = statistics.median(timed(lambda: LinearCCA(components, 1e-4, 1e-4).fit(X, Y), repeats))
+    t = time.perf_counter()
+    sk = CCA(n_components=components, max_iter=500, scale=False).fit(X, Y)
+    sk_seconds = time.perf_counter() - t
+    ours = LinearCCA(components, 1e-4, 1e-4).fit(X, Y)
+    # canonical correlations each method achieves on the training data
+    Xs, Ys = sk.transform(X, Y)
+    sk_rho = np.array([np.corrcoef(Xs[:, j], Ys[:, j])[0, 1] for j in range(components)])
+    U, V = ours.transform(X), ours.transform_y(Y)
+    our_rho = np.array([np.corrcoef(U[:, j], V[:, j])[0, 1] for j in range(components)])
+    result = {
+        "shape": f"X {X.shape[0]}x{X.shape[1]}, Y {Y.shape[0]}x{Y.shape[1]} (BV)",
+        "components": components,
+        "linear_cca_all_260_seconds": round(ours_all, 3),
+        f"linear_cca_{components}_seconds": round(ours_k, 3),
+        f"sklearn_cca_{components}_seconds": round(sk_seconds, 2),
+        "speedup": round(sk_seconds / ours_k, 1),
+        "ours_first5_corr": [round(float(v), 4) for v in our_rho[:5]],
+        "sklearn_first5_corr": [round(float(v), 4) for v in sk_rho[:5]],
+        "mean_abs_corr_difference": round(float(np.mean(np.abs(np.abs(our_rho) - np.abs(sk_rho)))), 4),
+    }
+    print(result, flush=True)
+    return result
+
+
+def annotation(store: Path, repeats: int) -> dict[str, object]:
+    model = AnnotationModel.open(store)
+    try:
+        with Store.open(store, read_only=True) as s:
+            _, rows = s.db.read_sql("SELECT id FROM images WHERE split = 'test' ORDER BY id")
+            m = s.manifest()
+            X = FeatureCache(s.features_dir / m["encoder"]["key"], m["encoder"]["dim"]).load([r[0] for r in rows])
+        out: dict[str, object] = {"queries": len(X), "index_size": model.index.ntotal}
+        for method in ("nn", "cca-knn"):
+            seconds = statistics.median(timed(lambda: model.predict(X, method), repeats))
+            out[method] = {"images_per_s": round(len(X) / seconds, 1), "seconds": round(seconds, 3)}
+            print(method, out[method], flush=True)
+        return out
+    finally:
+        model.close()
+
+
+def latency(store: Path, image: Path, repeats: int) -> dict[str, float]:
+    model = AnnotationModel.open(store)
+    try:
+        annotate_files(model, [image])  # builds the encoder once
+        in_process = statistics.median(timed(lambda: annotate_files(model, [image]), repeats))
+    finally:
+        model.close()
+    command = [sys.executable, "-m", "annot.cli.app", "query", str(image), "--store", str(store)]
+    cold = statistics.median(timed(lambda: subprocess.run(command, check=True, capture_output=True), 3))
+    out = {"in_process_ms": round(1000 * in_process, 1), "fresh_command_s": round(cold, 2)}
+    print("latency", out, flush=True)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--store", type=Path, default=Path("out/corel5k.annot"))
+    parser.add_argument("--data", type=Path, default=Path("../shared/data/corel5k"))
+    parser.add_argument("--images", type=int, default=256)
+    parser.add_argument("--components", type=int, default=32)
+    args = parser.parse_args()
+    results = {
+        "machine": {"cores": torch.get_num_threads(), "torch": torch.__version__},
+        "extraction": extraction(args.data, args.images, repeats=3),
+        "cca_fit": cca_fit(args.store, args.components, repeats=5),
+        "annotation": annotation(args.store, repeats=5),
+        "latency": latency(args.store, sorted((args.data / "images" / "test").glob("*.jpeg"))[0], repeats=10),
+    }
+    folder = Path(__file__).parent / "results"
+    folder.mkdir(exist_ok=True)
+    (folder / "speed.json").write_text(json.dumps(results, indent=2))
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,243 @@
+"""Regularized kernel CCA with a χ² kernel on the image view (paper §3.4, Eq. 3; Hardoon et al. 2004).
+
+KCCA looks for directions w_x = Σ_i α_i φ(x_i) in the feature space of a kernel k. We solve it through the
+empirical kernel map: with K = V Λ Vᵀ the eigendecomposition of the kernel matrix of m landmark images, every image
+gets the coordinates φ(x) = k(x, landmarks) V Λ^(-1/2) (so that φ(x_i)ᵀφ(x_j) = K_ij on the landmarks), and
+regularized linear CCA on (φ(X), Y) is regularized KCCA: the ridge on the covariance of φ(X) is Hardoon's κ‖w_x‖²
+penalty, and LinearCCA's centring of φ(X) is the centring of the kernel. The text view keeps a linear kernel (its
+vectors are W2V means or 0/1 tags already).
+
+- **Exact** (``n_landmarks=None``): the landmarks are all n training images; memory grows as n² and time as n³.
+- **Nyström** (``n_landmarks=m``): m training images chosen at random; cost linear in n (scikit-learn's
+  ``Nystroem`` builds the map). As m → n it becomes the exact solution.
+
+The χ² kernel is k(x, y) = exp(−γ Σ_d (x_d − y_d)² / (x_d + y_d)) and needs non-negative inputs. CNN features can
+be negative (EfficientNet's swish activation, or a signed power normalisation), so the choice is explicit:
+``negative="error"`` (default) refuses them at fit time, ``negative="split"`` maps every feature to its positive and
+negative parts [max(x, 0), max(−x, 0)], which loses nothing and leaves non-negative features unchanged (plus zeros).
+With "error", negative values met later, at transform time, are clipped to 0. γ defaults to
+1 / (mean χ² distance between training images), estimated on a sample.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from numpy.typing import NDArray
+
+from annot.errors import ProjectionError
+from annot.projection.cca import CCAStatistics, LinearCCA, _check_matrix
+
+NEGATIVE_MODES = ("error", "split")
+EXACT_LIMIT = 5000  # above this many training images ``auto`` switches to Nyström
+
+
+def chi2_input(X: NDArray[np.floating], negative: str) -> NDArray[np.float64]:
+    """Make features valid χ² inputs according to ``negative`` ("error" or "split")."""
+    X = np.asarray(X, np.float64)
+    if negative == "split":
+        return np.hstack([np.maximum(X, 0.0), np.maximum(-X, 0.0)])
+    if negative == "error":
+        if (X < 0).any():
+            raise ProjectionError(
+                f"the χ² kernel needs non-negative features, found {int((X < 0).sum())} negative values "
+                '(use negative="split" to map x to [max(x, 0), max(-x, 0)])'
+            )
+        return X
+    raise ProjectionError(f"negative must be one of {NEGATIVE_MODES}, got {negative!r}")
+
+
+def chi2_kernel(A: NDArray[np.float64], B: NDArray[np.float64], gamma: float, chunk: int = 256) -> NDArray[np.float64]:
+    """exp(−γ χ²(a, b)) for every row pair: scikit-learn's implementation, in row chunks on every core."""
+    from sklearn.metrics.pairwise import chi2_kernel as sk_chi2
+
+    out = np.empty((len(A), len(B)), np.float64)
+
+    def fill(lo: int) -> None:
+        out[lo : lo + chunk] = sk_chi2(A[lo : lo + chunk], B, gamma=gamma)
+
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        list(pool.map(fill, range(0, len(A), chunk)))
+    return out
+
+
+def default_gamma(X: NDArray[np.float64], seed: int = 0, sample: int = 300) -> float:
+    """1 / mean χ² distance between sampled training images."""
+    from sklearn.metrics.pairwise import additive_chi2_kernel  # = −Σ (x − y)² / (x + y)
+
+    rng = np.random.default_rng(seed)
+    S = X[rng.choice(len(X), size=min(sample, len(X)), replace=False)]
+    d = -additive_chi2_kernel(S, S)
+    mean = float(d[np.triu_indices(len(S), 1)].mean()) if len(S) > 1 else 0.0
+    return 1.0 / mean if mean > 0 else 1.0
+
+
+class KernelCCA:
+    """Regularized KCCA with a χ² kernel on the image view, exact or by Nyström landmarks.
+
+    Parameters
+    ----------
+    n_components : canonical directions l (None: as many as the rank allows).
+    reg_x, reg_y : ridges, relative to the mean variance of each view's (mapped) features.
+    n_landmarks : None for exact KCCA (all training images), an int for Nyström, "auto" for exact up to
+        ``EXACT_LIMIT`` training images and 2,000 landmarks above.
+    gamma : χ² kernel width (None: 1 / mean χ² distance).
+    negative : "error" or "split" (see the module text).
+
+    Fitted: ``landmarks_`` (m × p'), ``map_`` (m × r, V Λ^(-1/2)), ``gamma_``, ``cca_`` (the LinearCCA on the
+    mapped features), ``canonical_correlations_``.
+    """
+
+    def __init__(
+        self,
+        n_components: int | None = None,
+        reg_x: float = 0.1,
+        reg_y: float = 0.1,
+        n_landmarks: int | str | None = "auto",
+        gamma: float | None = None,
+        negative: str = "error",
+        seed: int = 0,
+    ) -> None:
+        self.n_components = n_components
+        self.reg_x = reg_x
+        self.reg_y = reg_y
+        self.n_landmarks = n_landmarks
+        self.gamma = gamma
+        self.negative = negative
+        self.seed = seed
+
+    def _landmark_count(self, n: int) -> int:
+        if self.n_landmarks is None:
+            return n
+        if self.n_landmarks == "auto":
+            return n if n <= EXACT_LIMIT else 2000
+        m = int(self.n_landmarks)
+        if m < 2:
+            raise ProjectionError(f"n_landmarks must be >= 2, got {m}")
+        return min(m, n)
+
+    def fit(self, X: NDArray[np.floating], Y: NDArray[np.floating]) -> KernelCCA:
+        X64 = _check_matrix("X", X)
+        Y64 = _check_matrix("Y", Y)
+        n = X64.shape[0]
+        if n < 2:
+            raise ProjectionError(f"KCCA needs at least 2 training images, got {n}")
+        if Y64.shape[0] != n:
+            raise ProjectionError(f"X and Y must have the same number of rows, got {n} and {Y64.shape[0]}")
+        Xk = chi2_input(X64, self.negative)
+        gamma = float(self.gamma) if self.gamma is not None else default_gamma(Xk, self.seed)
+        m = self._landmark_count(n)
+        rng = np.random.default_rng(self.seed)
+        chosen = np.arange(n) if m == n else np.sort(rng.choice(n, size=m, replace=False))
+        landmarks = Xk[chosen]
+        K_ll = chi2_kernel(landmarks, landmarks, gamma)
+        if m == n:
+            return self.fit_kernels(landmarks, gamma, K_ll, [K_ll], Y64)
+        chunks = (chi2_kernel(Xk[lo : lo + 4096], landmarks, gamma) for lo in range(0, n, 4096))
+        return self.fit_kernels(landmarks, gamma, K_ll, chunks, Y64)
+
+    def fit_kernels(
+        self,
+        landmarks: NDArray[np.float64],
+        gamma: float,
+        K_ll: NDArray[np.float64],
+        K_nl: Iterable[NDArray[np.float64]],
+        Y: NDArray[np.float64],
+    ) -> KernelCCA:
+        """Fit from precomputed kernels: K_ll among the landmarks, K_nl (training × landmarks, in row chunks that
+        follow Y's rows). Cross-validation uses this to compute the kernel of a corpus once for every fold."""
+        eigenvalues, V = np.linalg.eigh(K_ll)
+        keep = eigenvalues > max(eigenvalues[-1], 0.0) * 1e-10
+        rank = int(keep.sum())
+        upper = min(rank, Y.shape[1])
+        if self.n_components is not None and not 1 <= self.n_components <= upper:
+            raise ProjectionError(f"n_components must be in [1, min(kernel rank, q) = {upper}], got {self.n_components}")
+        self.landmarks_, self.gamma_ = landmarks, float(gamma)
+        self.map_ = V[:, keep] / np.sqrt(eigenvalues[keep])  # φ(x) = k(x, landmarks) V Λ^(-1/2)
+        self.is_exact_ = False
+        stats = CCAStatistics.empty(rank, Y.shape[1])
+        start = 0
+        keep_map = getattr(self, "_keep_training_map", False) and len(landmarks) == len(Y)
+        self._training_map: NDArray[np.float64] | None = None
+        for K in K_nl:
+            Phi = K @ self.map_
+            stats.update(Phi, Y[start : start + len(K)])
+            if keep_map:
+                self._training_map = Phi
+            start += len(K)
+        if start != len(Y):
+            raise ProjectionError(f"kernel rows ({start}) and Y rows ({len(Y)}) differ")
+        self.is_exact_ = len(landmarks) == len(Y)
+        self.cca_ = LinearCCA(self.n_components, self.reg_x, self.reg_y).fit_statistics(stats)
+        self.canonical_correlations_ = self.cca_.canonical_correlations_
+        self.n_samples_ = len(Y)
+        return self
+
+    def fit_transform(self, X: NDArray[np.floating], Y: NDArray[np.floating]) -> NDArray[np.float32]:
+        """Fit, then return the training images in the shared space (exact KCCA reuses its training kernel)."""
+        self._keep_training_map = True
+        try:
+            self.fit(X, Y)
+        finally:
+            self._keep_training_map = False
+        if self._training_map is not None:
+            U = self.cca_.transform(self._training_map)
+            self._training_map = None
+            return U
+        return self.transform(X)
+
+    def _map(self, Xk: NDArray[np.float64]) -> NDArray[np.float64]:
+        return chi2_kernel(Xk, self.landmarks_, self.gamma_) @ self.map_
+
+    def kernel_features(self, X: NDArray[np.floating]) -> NDArray[np.float64]:
+        """φ(X): the empirical kernel map of new images."""
+        self._check_fitted()
+        X64 = _check_matrix("X", X)
+        width = self.landmarks_.shape[1] // (2 if self.negative == "split" else 1)
+        if X64.shape[1] != width:
+            raise ProjectionError(f"X must have {width} columns, got {X64.shape[1]}")
+        Xk = chi2_input(X64, "split") if self.negative == "split" else np.maximum(X64, 0.0)
+        return np.vstack([self._map(Xk[lo : lo + 4096]) for lo in range(0, len(Xk), 4096)])
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "cca_"):
+            raise ProjectionError("KernelCCA is not fitted; call fit first")
+
+    def transform(self, X: NDArray[np.floating]) -> NDArray[np.float32]:
+        """Images into the shared space: φ(x) projected by the CCA directions."""
+        return self.cca_.transform(self.kernel_features(X))
+
+    def transform_y(self, Y: NDArray[np.floating]) -> NDArray[np.float32]:
+        self._check_fitted()
+        return self.cca_.transform_y(Y)
+
+    # -- persistence -----------------------------------------------------------------------------------------
+    def to_arrays(self) -> dict[str, NDArray[np.float64]]:
+        self._check_fitted()
+        arrays = {f"cca_{k}": v for k, v in self.cca_.to_arrays().items()}
+        arrays.update(
+            landmarks=self.landmarks_.astype(np.float32),
+            kernel_map=self.map_,
+            kernel_params=np.array([self.gamma_, 1.0 if self.negative == "split" else 0.0, float(self.is_exact_)]),
+        )
+        return arrays
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, NDArray[np.float64]], source: Path | str = "projection") -> KernelCCA:
+        try:
+            gamma, split, exact = arrays["kernel_params"]
+            model = cls(negative="split" if split else "error", gamma=float(gamma))
+            model.cca_ = LinearCCA.from_arrays({k[4:]: v for k, v in arrays.items() if k.startswith("cca_")}, source)
+            model.landmarks_ = np.asarray(arrays["landmarks"], np.float64)
+            model.map_ = arrays["kernel_map"]
+            model.gamma_, model.is_exact_ = float(gamma), bool(exact)
+            model.canonical_correlations_ = model.cca_.canonical_correlations_
+            model.n_samples_ = model.cca_.n_samples_
+            model.n_components, model.reg_x, model.reg_y = model.cca_.n_components, model.cca_.reg_x, model.cca_.reg_y
+        except (KeyError, ValueError) as exc:
+            raise ProjectionError(f"{source}: not a KernelCCA model ({exc})") from exc
+        return model

@@ -1,0 +1,109 @@
+"""KernelCCA: a non-linear relation linear CCA misses, an independent dual solution, Nyström convergence, errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from annot.errors import ProjectionError
+from annot.projection import KernelCCA, LinearCCA
+from annot.projection.kcca import chi2_input, chi2_kernel
+
+
+def nonlinear(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """y depends on x only through |x1 − 0.5|: no linear relation, a strong non-linear one."""
+    rng = np.random.default_rng(seed)
+    X = rng.random((n, 3))
+    y = np.abs(X[:, 0] - 0.5) + 0.02 * rng.normal(size=n)
+    return X, np.column_stack([y, rng.normal(size=n)])
+
+
+def held_out_correlation(model: LinearCCA | KernelCCA, X: np.ndarray, Y: np.ndarray) -> float:
+    return abs(float(np.corrcoef(model.transform(X)[:, 0], model.transform_y(Y)[:, 0])[0, 1]))
+
+
+def test_kcca_finds_what_linear_cca_misses() -> None:
+    X, Y = nonlinear(400, seed=0)
+    Xt, Yt = nonlinear(300, seed=1)
+    linear = LinearCCA(n_components=1, reg_x=1e-3, reg_y=1e-3).fit(X, Y)
+    kernel = KernelCCA(n_components=1, reg_x=0.1, reg_y=1e-3, n_landmarks=None).fit(X, Y)
+    assert held_out_correlation(linear, Xt, Yt) < 0.2
+    assert held_out_correlation(kernel, Xt, Yt) > 0.8
+    rho = kernel.canonical_correlations_
+    assert np.all((rho >= 0) & (rho <= 1))
+
+
+def test_exact_kcca_agrees_with_an_independent_dual_solution() -> None:
+    """η² are the eigenvalues of C_yy⁻¹ Ycᵀ K_c (K_c + nλ I)⁻¹ Yc / n, from the centred kernel alone."""
+    X, Y = nonlinear(150, seed=2)
+    reg = 0.2
+    model = KernelCCA(reg_x=reg, reg_y=0.01, n_landmarks=None).fit(X, Y)
+    n = len(X)
+    K = chi2_kernel(X, X, model.gamma_)
+    H = np.eye(n) - 1.0 / n
+    Kc = H @ K @ H
+    rank = model.map_.shape[1]
+    lam_x = reg * np.trace(Kc) / (n * rank)
+    Yc = Y - Y.mean(0)
+    Cyy = Yc.T @ Yc / n
+    Cyy += 0.01 * np.trace(Cyy) / Y.shape[1] * np.eye(Y.shape[1])
+    M = np.linalg.solve(Cyy, Yc.T @ Kc @ np.linalg.solve(Kc + n * lam_x * np.eye(n), Yc) / n)
+    eta = np.sqrt(np.sort(np.linalg.eigvals(M).real)[::-1])
+    np.testing.assert_allclose(model.canonical_correlations_, eta, atol=1e-6)
+
+
+def test_nystrom_converges_to_exact_as_landmarks_grow() -> None:
+    X, Y = nonlinear(300, seed=3)
+    Xt, Yt = nonlinear(200, seed=4)
+    exact = KernelCCA(n_components=1, reg_x=0.1, n_landmarks=None).fit(X, Y)
+    target = exact.transform(Xt)[:, 0]
+    gaps = []
+    for m in (10, 40, 160, 300):
+        approx = KernelCCA(n_components=1, reg_x=0.1, n_landmarks=m, gamma=exact.gamma_).fit(X, Y)
+        gaps.append(1.0 - abs(float(np.corrcoef(approx.transform(Xt)[:, 0], target)[0, 1])))
+    assert gaps[-1] < 1e-8  # all landmarks: the exact solution
+    assert gaps[0] > gaps[2] and gaps[1] > gaps[2]
+    assert gaps[2] < 0.01
+
+
+def test_round_trip_and_negative_split() -> None:
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(120, 6))
+    Y = np.column_stack([X[:, 0] ** 2, rng.normal(size=120)])
+    model = KernelCCA(n_components=2, negative="split", n_landmarks=50).fit(X, Y)
+    again = KernelCCA.from_arrays(model.to_arrays())
+    np.testing.assert_allclose(again.transform(X), model.transform(X), rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(chi2_input(np.array([[1.0, -2.0]]), "split"), [[1.0, 0.0, 0.0, 2.0]])
+
+
+@pytest.mark.parametrize(
+    ("X", "Y", "kwargs", "message"),
+    [
+        (-np.ones((10, 3)), np.ones((10, 2)), {}, "non-negative"),
+        (np.full((10, 3), np.nan), np.ones((10, 2)), {}, "NaN"),
+        (np.ones((1, 3)), np.ones((1, 2)), {}, "at least 2"),
+        (np.random.default_rng(0).random((10, 3)), np.random.default_rng(1).random((10, 2)), {"n_components": 5}, "n_components"),
+        (np.random.default_rng(0).random((10, 3)), np.ones((9, 2)), {}, "same number of rows"),
+        (np.random.default_rng(0).random((10, 3)), np.ones((10, 2)), {"negative": "abs"}, "negative must be"),
+    ],
+)
+def test_bad_input_is_a_clear_error_at_fit_time(X, Y, kwargs, message: str) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(ProjectionError, match=message):
+        KernelCCA(**kwargs).fit(X, Y)
+
+
+def test_kcca_store_end_to_end(synthetic, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """`annot index --projection kcca` builds a store that annotates as well as the synthetic data allows."""
+    from annot.evaluation.evaluate import evaluate
+    from annot.indexer import IndexConfig, build_index
+    from annot.store import Store
+
+    store = tmp_path / "kcca.annot"
+    for landmarks in ("all", "60"):
+        build_index(synthetic["train"], store, IndexConfig(encoder="fake", words=str(synthetic["words"]),
+                                                           projection="kcca", landmarks=landmarks, k=3))
+        with Store.open(store) as s:
+            m = s.manifest()["projection"]
+            assert m["kind"] == "kcca" and m["landmarks"] == landmarks
+        result = evaluate(store, synthetic["test"], record=False)
+        assert result.summary.recall > 0.9 and result.summary.n_plus == 8
