@@ -67,7 +67,8 @@ def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log wha
 def index(
     corpus: Annotated[Path, typer.Argument(help="Tagged corpus: JSON Lines or CSV; image paths relative to it.")],
     store: StoreOpt,
-    encoder: Annotated[str, typer.Option(help="Image encoder: efficientnet-lite0, efficientnet-lite2, vgg16, alexnet.")] = "efficientnet-lite0",
+    encoder: Annotated[str, typer.Option(help="Image encoder: efficientnet-lite0, efficientnet-lite2, vgg16, alexnet, or several joined by +.")] = "efficientnet-lite0",
+    flip: Annotated[bool, typer.Option(help="Average each image's features with its mirror image's.")] = False,
     weights: Annotated[Path | None, typer.Option(help="Weights file for the encoder (vgg16/alexnet state dict).")] = None,
     words: Annotated[str, typer.Option("--words", help="Word vectors: glove-50 or a word2vec/GloVe/fastText file.")] = "glove-50",
     text: Annotated[str, typer.Option(help="Text view: w2v (mean tag vector), bv (0/1 tags) or w2v+bv (both).")] = "w2v+bv",
@@ -89,7 +90,7 @@ def index(
     from annot.indexer import IndexConfig, build_index
 
     config = IndexConfig(
-        encoder=encoder, weights=weights, words=words, text=text, normalization=normalize, projection=projection,
+        encoder=encoder, weights=weights, flip=flip, words=words, text=text, normalization=normalize, projection=projection,
         landmarks=landmarks, n_components=components, reg_x=reg, reg_y=reg,
         vocabulary=vocabulary, strict=strict, batch_size=batch_size, k=k, temperature=temperature,
         frequency_power=frequency_power,

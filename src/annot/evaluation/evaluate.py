@@ -109,7 +109,9 @@ def evaluate(
                 f"({len(leaked)} such); evaluating on it would leak its own tags"
             )
         spec = manifest["encoder"]
-        encoder = build_encoder(spec["name"], Path(spec["weights"]) if spec.get("weights") else None)
+        encoder = build_encoder(
+        spec["name"], Path(spec["weights"]) if spec.get("weights") else None, flip=bool(spec.get("flip", False))
+    )
         items, cache, unreadable, _, _ = extract_features(
             store, corpus, split, encoder, strict=strict, batch_size=32, progress=progress
         )

@@ -18,7 +18,8 @@ from numpy.typing import NDArray
 from annot.evaluation.metrics import per_word_metrics, predictions_matrix, summarize
 from annot.features.text import normalize_features, text_view, usable_rows
 from annot.progress import NoProgress, Progress
-from annot.projection import LinearCCA
+from annot.projection import KernelCCA, LinearCCA
+from annot.projection.kcca import chi2_input, chi2_kernel, default_gamma
 from annot.retrieval.indexes import correlation_rows
 from annot.retrieval.scoring import score_queries
 
@@ -33,10 +34,11 @@ class Candidate:
     k: int = 4
     temperature: float = 0.05
     frequency_power: float = 0.0
+    projection: str = "linear-cca"
 
     @property
-    def projection_key(self) -> tuple[str, str, float, int | None]:
-        return (self.text, self.normalization, self.reg, self.n_components)
+    def projection_key(self) -> tuple[str, str, float, int | None, str]:
+        return (self.text, self.normalization, self.reg, self.n_components, self.projection)
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,13 @@ def grid(**values: Sequence[object]) -> list[Candidate]:
     """Every combination of the given Candidate fields: ``grid(reg=[0.1, 0.3], k=[2, 4])``."""
     names = list(values)
     return [Candidate(**dict(zip(names, combo, strict=True))) for combo in itertools.product(*values.values())]  # type: ignore[arg-type]
+
+
+def _full_kernel(X: NDArray[np.float32]) -> tuple[NDArray[np.float64], float, NDArray[np.float64]]:
+    """The χ² kernel among all training images, computed once and sliced by every fold."""
+    Xk = chi2_input(X, "split")
+    gamma = default_gamma(Xk)
+    return Xk, gamma, chi2_kernel(Xk, Xk, gamma)
 
 
 def cross_validate(
@@ -72,20 +81,31 @@ def cross_validate(
     if folds < 2:
         raise ValueError(f"folds must be >= 2, got {folds}")
     parts = np.array_split(np.random.default_rng(seed).permutation(len(X)), folds)
-    by_projection: dict[tuple[str, str, float, int | None], list[Candidate]] = defaultdict(list)
+    by_projection: dict[tuple[str, str, float, int | None, str], list[Candidate]] = defaultdict(list)
     for c in candidates:
         by_projection[c.projection_key].append(c)
     fold_scores: dict[Candidate, list[tuple[float, float, float, int]]] = defaultdict(list)
+    kernels: dict[str, tuple[NDArray[np.float64], float, NDArray[np.float64]]] = {}
     with progress.task("cross-validating", folds * len(by_projection)) as advance:
         for f in range(folds):
             held = parts[f]
             fit = np.concatenate([parts[g] for g in range(folds) if g != f])
-            for (text, normalization, reg, n_components), group in by_projection.items():
+            for (text, normalization, reg, n_components, projection), group in by_projection.items():
                 Xn = normalize_features(X, normalization)
                 keep = fit[usable_rows(labels[fit], has_vector, text)]
-                cca = LinearCCA(n_components, reg, reg).fit(Xn[keep], text_view(labels[keep], E, has_vector, text))
-                U = correlation_rows(cca.transform(Xn[keep]))
-                T = correlation_rows(cca.transform(Xn[held]))
+                Y = text_view(labels[keep], E, has_vector, text)
+                if projection == "kcca":
+                    if normalization not in kernels:
+                        kernels[normalization] = _full_kernel(Xn)
+                    Xk, gamma, K = kernels[normalization]
+                    model = KernelCCA(n_components, reg, reg, n_landmarks=None, negative="split")
+                    model.fit_kernels(Xk[keep], gamma, K[np.ix_(keep, keep)], [K[np.ix_(keep, keep)]], Y)
+                    U = correlation_rows(model.cca_.transform(K[np.ix_(keep, keep)] @ model.map_))
+                    T = correlation_rows(model.cca_.transform(K[np.ix_(held, keep)] @ model.map_))
+                else:
+                    cca = LinearCCA(n_components, reg, reg).fit(Xn[keep], Y)
+                    U = correlation_rows(cca.transform(Xn[keep]))
+                    T = correlation_rows(cca.transform(Xn[held]))
                 D = (1.0 - T @ U.T).astype(np.float32)
                 frequency = labels[keep].sum(axis=0).astype(np.int64)
                 for c in group:

@@ -66,6 +66,54 @@ class TorchEncoder(ImageEncoder):
         return out.float().cpu().numpy().astype(np.float32, copy=False)
 
 
+class FlipAveraged(ImageEncoder):
+    """Features averaged over each image and its mirror image (horizontal flip): a cheap test-time augmentation."""
+
+    def __init__(self, inner: ImageEncoder) -> None:
+        self.inner = inner
+        self.name, self.dim, self.input_size = inner.name, inner.dim, inner.input_size
+        self.mean, self.std, self.weights_id = inner.mean, inner.std, inner.weights_id
+
+    @property
+    def key(self) -> str:
+        return f"{self.inner.key}-flip"
+
+    def encode(self, pixels: torch.Tensor) -> NDArray[np.float32]:
+        return (self.inner.encode(pixels) + self.inner.encode(pixels.flip(3))) / 2
+
+
+class CompositeEncoder(ImageEncoder):
+    """Several encoders side by side (``efficientnet-lite0+efficientnet-lite2``): their features concatenated.
+
+    Images are decoded once at the largest input size and resized for the smaller networks; the parts must share
+    one pixel normalisation.
+    """
+
+    def __init__(self, parts: list[ImageEncoder]) -> None:
+        if len({(p.mean, p.std) for p in parts}) != 1:
+            raise EncoderError(f"encoders {', '.join(p.name for p in parts)} normalise pixels differently; cannot combine them")
+        self.parts = parts
+        self.name = "+".join(p.name for p in parts)
+        self.dim = sum(p.dim for p in parts)
+        self.input_size = max(p.input_size for p in parts)
+        self.mean, self.std = parts[0].mean, parts[0].std
+
+    @property
+    def key(self) -> str:
+        return "+".join(p.key for p in self.parts)
+
+    def encode(self, pixels: torch.Tensor) -> NDArray[np.float32]:
+        import torch.nn.functional as F
+
+        out = []
+        for part in self.parts:
+            x = pixels
+            if part.input_size != pixels.shape[-1]:
+                x = F.interpolate(pixels, size=(part.input_size, part.input_size), mode="bilinear", antialias=True)
+            out.append(part.encode(x))
+        return np.hstack(out)
+
+
 def _efficientnet(model_name: str, weights_file: str) -> Callable[[Path | None], ImageEncoder]:
     def build(weights: Path | None) -> ImageEncoder:
         import torch
@@ -203,13 +251,17 @@ def encoder_names() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def build_encoder(name: str, weights: Path | None = None) -> ImageEncoder:
-    """Build a registered encoder; ``weights`` replaces its default weights."""
-    if name not in _REGISTRY:
-        raise EncoderError(f"unknown encoder {name!r} (known: {', '.join(encoder_names())})")
+def build_encoder(name: str, weights: Path | None = None, *, flip: bool = False) -> ImageEncoder:
+    """Build a registered encoder, or several joined by ``+``; ``weights`` replaces a single encoder's weights and
+    ``flip`` averages features over each image and its mirror image."""
+    names = name.split("+")
+    for part in names:
+        if part not in _REGISTRY:
+            raise EncoderError(f"unknown encoder {part!r} (known: {', '.join(encoder_names())}, or several joined by +)")
+    if weights is not None and len(names) > 1:
+        raise EncoderError(f"--weights applies to one encoder, not to {name}")
     if weights is not None and not Path(weights).is_file():
         raise EncoderError(f"{weights}: no such weights file")
-    import torch
-
-    torch.set_num_threads(max(1, torch.get_num_threads()))
-    return _REGISTRY[name](Path(weights) if weights is not None else None)
+    parts = [_REGISTRY[part](Path(weights) if weights is not None else None) for part in names]
+    encoder = parts[0] if len(parts) == 1 else CompositeEncoder(parts)
+    return FlipAveraged(encoder) if flip else encoder

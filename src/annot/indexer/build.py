@@ -45,6 +45,7 @@ class IndexConfig:
 
     encoder: str = "efficientnet-lite0"
     weights: Path | None = None
+    flip: bool = False
     words: str = "glove-50"
     text: str = "w2v+bv"
     normalization: str = "power"
@@ -191,7 +192,7 @@ def build_index(corpus_path: Path, store_root: Path, config: IndexConfig = Index
         vocabulary_filter = read_vocabulary(config.vocabulary) if config.vocabulary else None
         corpus = read_corpus(Path(corpus_path), vocabulary_filter)
         words = load_word_vectors(config.words)
-        encoder = build_encoder(config.encoder, config.weights)
+        encoder = build_encoder(config.encoder, config.weights, flip=config.flip)
     report.dropped_tags = corpus.dropped_tags
 
     store = Store.create(Path(store_root))
@@ -233,7 +234,7 @@ def build_index(corpus_path: Path, store_root: Path, config: IndexConfig = Index
             save_index(word_index, store.path(files["words"]))
         manifest = {
             "updated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "encoder": {"name": encoder.name, "key": encoder.key, "dim": encoder.dim,
+            "encoder": {"name": config.encoder, "key": encoder.key, "dim": encoder.dim, "flip": config.flip,
                         "weights": str(Path(config.weights).resolve()) if config.weights else None},
             "words": {"source": words.source, "dim": words.dim},
             "text": config.text,

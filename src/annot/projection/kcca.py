@@ -34,6 +34,7 @@ from annot.projection.cca import CCAStatistics, LinearCCA, _check_matrix
 
 NEGATIVE_MODES = ("error", "split")
 EXACT_LIMIT = 5000  # above this many training images ``auto`` switches to Nyström
+CHUNK = 4096  # rows of X read at a time
 
 
 def chi2_input(X: NDArray[np.floating], negative: str) -> NDArray[np.float64]:
@@ -121,23 +122,29 @@ class KernelCCA:
         return min(m, n)
 
     def fit(self, X: NDArray[np.floating], Y: NDArray[np.floating]) -> KernelCCA:
-        X64 = _check_matrix("X", X)
+        """Fit on X (n × p; a memory-mapped array works: it is read in chunks) and Y (n × q)."""
         Y64 = _check_matrix("Y", Y)
-        n = X64.shape[0]
+        if np.ndim(X) != 2:
+            raise ProjectionError(f"X must be a 2-d array, got {np.ndim(X)}-d")
+        n = X.shape[0]
         if n < 2:
             raise ProjectionError(f"KCCA needs at least 2 training images, got {n}")
         if Y64.shape[0] != n:
             raise ProjectionError(f"X and Y must have the same number of rows, got {n} and {Y64.shape[0]}")
-        Xk = chi2_input(X64, self.negative)
-        gamma = float(self.gamma) if self.gamma is not None else default_gamma(Xk, self.seed)
+        for lo in range(0, n, CHUNK):  # every chunk valid before any work
+            chi2_input(_check_matrix("X", X[lo : lo + CHUNK]), self.negative)
         m = self._landmark_count(n)
         rng = np.random.default_rng(self.seed)
         chosen = np.arange(n) if m == n else np.sort(rng.choice(n, size=m, replace=False))
-        landmarks = Xk[chosen]
+        landmarks = chi2_input(np.asarray(X[chosen], np.float64), self.negative)
+        gamma = float(self.gamma) if self.gamma is not None else default_gamma(landmarks, self.seed)
         K_ll = chi2_kernel(landmarks, landmarks, gamma)
         if m == n:
             return self.fit_kernels(landmarks, gamma, K_ll, [K_ll], Y64)
-        chunks = (chi2_kernel(Xk[lo : lo + 4096], landmarks, gamma) for lo in range(0, n, 4096))
+        chunks = (
+            chi2_kernel(chi2_input(np.asarray(X[lo : lo + CHUNK], np.float64), self.negative), landmarks, gamma)
+            for lo in range(0, n, CHUNK)
+        )
         return self.fit_kernels(landmarks, gamma, K_ll, chunks, Y64)
 
     def fit_kernels(
@@ -194,14 +201,16 @@ class KernelCCA:
         return chi2_kernel(Xk, self.landmarks_, self.gamma_) @ self.map_
 
     def kernel_features(self, X: NDArray[np.floating]) -> NDArray[np.float64]:
-        """φ(X): the empirical kernel map of new images."""
+        """φ(X): the empirical kernel map of new images (read in chunks)."""
         self._check_fitted()
-        X64 = _check_matrix("X", X)
         width = self.landmarks_.shape[1] // (2 if self.negative == "split" else 1)
-        if X64.shape[1] != width:
-            raise ProjectionError(f"X must have {width} columns, got {X64.shape[1]}")
-        Xk = chi2_input(X64, "split") if self.negative == "split" else np.maximum(X64, 0.0)
-        return np.vstack([self._map(Xk[lo : lo + 4096]) for lo in range(0, len(Xk), 4096)])
+        if np.ndim(X) != 2 or X.shape[1] != width:
+            raise ProjectionError(f"X must have {width} columns, got shape {np.shape(X)}")
+        parts = []
+        for lo in range(0, X.shape[0], CHUNK):
+            chunk = _check_matrix("X", X[lo : lo + CHUNK])
+            parts.append(self._map(chi2_input(chunk, "split") if self.negative == "split" else np.maximum(chunk, 0.0)))
+        return np.vstack(parts) if parts else np.zeros((0, self.map_.shape[1]))
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "cca_"):

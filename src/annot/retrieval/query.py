@@ -57,7 +57,9 @@ def annotate_files(
     progress = progress or NoProgress()
     paths = expand_inputs(inputs)
     spec = model.manifest["encoder"]
-    encoder = build_encoder(spec["name"], Path(spec["weights"]) if spec.get("weights") else None)
+    encoder = build_encoder(
+        spec["name"], Path(spec["weights"]) if spec.get("weights") else None, flip=bool(spec.get("flip", False))
+    )
     features, names, failed = [], [], {}
     with progress.task("encoding", len(paths)) as advance:
         offset = 0

@@ -1,0 +1,49 @@
+"""Encoder combinators (flip averaging, several encoders side by side) and the registry's errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from annot.errors import EncoderError
+from annot.features.encoders import CompositeEncoder, FlipAveraged, build_encoder, register_encoder
+from tests.conftest import FakeEncoder
+
+
+class SmallFake(FakeEncoder):
+    name = "fake8"
+    input_size = 8
+    dim = 12
+
+
+register_encoder("fake8", lambda weights: SmallFake())
+
+
+def test_flip_averaged_features_are_mirror_invariant() -> None:
+    pixels = torch.rand(3, 3, 16, 16)
+    encoder = build_encoder("fake", flip=True)
+    assert isinstance(encoder, FlipAveraged) and encoder.key == "fake-flip"
+    np.testing.assert_allclose(encoder.encode(pixels), encoder.encode(pixels.flip(3)), atol=1e-6)
+    plain = FakeEncoder().encode(pixels)
+    assert not np.allclose(plain, FakeEncoder().encode(pixels.flip(3)))
+
+
+def test_composite_concatenates_parts_at_their_own_sizes() -> None:
+    encoder = build_encoder("fake+fake8")
+    assert isinstance(encoder, CompositeEncoder)
+    assert (encoder.dim, encoder.input_size, encoder.key) == (60, 16, "fake+fake8")
+    pixels = torch.rand(2, 3, 16, 16)
+    features = encoder.encode(pixels)
+    assert features.shape == (2, 60)
+    np.testing.assert_allclose(features[:, :48], FakeEncoder().encode(pixels))
+    np.testing.assert_allclose(features[:, 48:].mean(), pixels.mean().item(), rtol=0.05)  # a resize keeps the mean
+
+
+@pytest.mark.parametrize(
+    ("name", "weights", "message"),
+    [("fake+nope", None, "unknown encoder 'nope'"), ("fake+fake8", "w.pth", "--weights applies to one encoder")],
+)
+def test_registry_errors(name: str, weights: str | None, message: str) -> None:
+    with pytest.raises(EncoderError, match=message):
+        build_encoder(name, weights)  # type: ignore[arg-type]
