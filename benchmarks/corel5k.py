@@ -34,14 +34,36 @@ LINEAR_GRID = (
          k=[5, 8, 16], temperature=[0.05, 0.1, 0.2], frequency_power=[0.0, 0.25, 0.5, 0.75])
     + grid(text=["w2v", "bv", "w2v+bv"], normalization=["none", "power"], reg=[0.1, 0.3, 1.0], method=["nn"])
 )
+KCCA_GRID = (
+    grid(projection=["kcca"], text=["w2v", "w2v+bv"], normalization=["power"], reg=[0.1, 0.3, 1.0],
+         k=[8, 16], temperature=[0.05, 0.1], frequency_power=[0.0, 0.5])
+    + grid(projection=["kcca"], text=["w2v", "w2v+bv"], normalization=["power"], reg=[0.1, 0.3, 1.0], method=["nn"])
+)
+ROWS = {
+    "linear": {
+        "CCA + nn transfer (W2V)": {"method": "nn", "text": "w2v"},
+        "CCA + nn transfer (best text view)": {"method": "nn"},
+        "CCA-KNN (BV), Eq. 5 as printed (α = 0)": {"method": "cca-knn", "text": "bv", "frequency_power": 0.0},
+        "CCA-KNN (W2V), Eq. 5 as printed (α = 0)": {"method": "cca-knn", "text": "w2v", "frequency_power": 0.0},
+        "CCA-KNN (BV)": {"method": "cca-knn", "text": "bv"},
+        "CCA-KNN (W2V)": {"method": "cca-knn", "text": "w2v"},
+        "CCA-KNN (W2V+BV)": {"method": "cca-knn", "text": "w2v+bv"},
+    },
+    "kcca": {
+        "KCCA + nn transfer (W2V)": {"method": "nn", "text": "w2v"},
+        "KCCA + nn transfer (best text view)": {"method": "nn"},
+        "KCCA + CCA-KNN (W2V)": {"method": "cca-knn", "text": "w2v"},
+        "KCCA + CCA-KNN (best text view)": {"method": "cca-knn"},
+    },
+}
 
 
 def best(results: list, **fixed: object):  # type: ignore[no-untyped-def]
     return next(r for r in results if all(getattr(r.candidate, k) == v for k, v in fixed.items()))
 
 
-def config_of(c: Candidate, encoder: str, vocabulary: Path) -> IndexConfig:
-    return IndexConfig(encoder=encoder, text=c.text, normalization=c.normalization, reg_x=c.reg, reg_y=c.reg,
+def config_of(c: Candidate, encoder: str, vocabulary: Path, flip: bool = False) -> IndexConfig:
+    return IndexConfig(encoder=encoder, flip=flip, text=c.text, normalization=c.normalization, reg_x=c.reg, reg_y=c.reg,
                        n_components=c.n_components, method=c.method, k=c.k, temperature=c.temperature,
                        frequency_power=c.frequency_power, projection=c.projection, landmarks="auto",
                        vocabulary=vocabulary)
@@ -53,12 +75,13 @@ def main() -> None:
     parser.add_argument("--store", type=Path, default=Path("out/corel5k.annot"))
     parser.add_argument("--encoder", default="efficientnet-lite0")
     parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--flip", action="store_true", help="average features over each image and its mirror")
     parser.add_argument("--projections", default="linear", help="comma-separated: linear, kcca")
     args = parser.parse_args()
     vocabulary = args.data / "vocabulary.txt"
     t0 = time.perf_counter()
 
-    index_report = build_index(args.data / "train.jsonl", args.store, IndexConfig(encoder=args.encoder, vocabulary=vocabulary))
+    index_report = build_index(args.data / "train.jsonl", args.store, IndexConfig(encoder=args.encoder, flip=args.flip, vocabulary=vocabulary))
     print(f"indexed {index_report.n_indexed} images; stage seconds {index_report.seconds}", flush=True)
 
     with Store.open(args.store) as store:
@@ -81,11 +104,11 @@ def main() -> None:
         for label, fixed in ROWS[name].items():
             rows[label] = best(results, projection=kind, **fixed)
     chosen = results[0].candidate
-    out: dict[str, object] = {"encoder": args.encoder, "words": "glove-50", "folds": args.folds,
+    out: dict[str, object] = {"encoder": args.encoder, "flip": args.flip, "words": "glove-50", "folds": args.folds,
                               "grid_size": len(GRID), "cv_seconds": round(cv_seconds, 1),
                               "index_seconds": index_report.seconds, "rows": {}}
     for name, r in rows.items():
-        build_index(args.data / "train.jsonl", args.store, config_of(r.candidate, args.encoder, vocabulary))
+        build_index(args.data / "train.jsonl", args.store, config_of(r.candidate, args.encoder, vocabulary, args.flip))
         result = evaluate(args.store, args.data / "test.jsonl")
         out["rows"][name] = {  # type: ignore[index]
             "settings": dataclasses.asdict(r.candidate), "cv_f1": round(100 * r.f1, 2),
@@ -93,13 +116,13 @@ def main() -> None:
         }
         print(f"{name}: test {result.summary.as_percent()} (CV F1 {100 * r.f1:.2f})", flush=True)
     # leave the store with the cross-validated best settings
-    build_index(args.data / "train.jsonl", args.store, config_of(chosen, args.encoder, vocabulary))
+    build_index(args.data / "train.jsonl", args.store, config_of(chosen, args.encoder, vocabulary, args.flip))
     out["chosen"] = dataclasses.asdict(chosen)
     out["total_seconds"] = round(time.perf_counter() - t0, 1)
 
     results_dir = Path(__file__).parent / "results"
     results_dir.mkdir(exist_ok=True)
-    suffix = "" if projections == ["linear"] else "-" + "-".join(projections)
+    suffix = ("" if projections == ["linear"] else "-" + "-".join(projections)) + ("-flip" if args.flip else "")
     (results_dir / f"corel5k-{args.encoder}{suffix}.json").write_text(json.dumps(out, indent=2))
     lines = ["| method | visual | text | P | R | F1 | N+ | CV F1 |", "|---|---|---|---|---|---|---|---|"]
     for name, (p, r, f, n) in PAPER.items():
