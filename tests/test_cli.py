@@ -115,3 +115,31 @@ def test_unreadable_query_image_is_named_after_the_others_are_answered(store: Pa
     out = json.loads(result.stdout)
     assert len(out["annotations"]) == 1 and str(bad) in out["failed"]
     assert "bad.jpg: not a readable image" in result.stderr
+
+
+def test_runs_sql_and_compare(store: Path, synthetic: dict[str, Path]) -> None:
+    assert invoke("eval", synthetic["test"], "--store", store, "--method", "nn").exit_code == 0
+    assert invoke("eval", synthetic["test"], "--store", store, "--method", "cca-knn", "--k", "1").exit_code == 0
+    listed = json.loads(invoke("runs", "--store", store, "--json").stdout)
+    assert [r["method"] for r in listed] == ["nn", "cca-knn"] and [r["id"] for r in listed] == [1, 2]
+
+    result = invoke("sql", "SELECT run_id, count(*) AS n FROM predictions GROUP BY run_id ORDER BY run_id", "--store", store, "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout) == [{"run_id": 1, "n": 200}, {"run_id": 2, "n": 200}]
+    csv_out = invoke("sql", "SELECT word FROM tags ORDER BY word LIMIT 2", "--store", store, "--csv").stdout
+    assert csv_out.splitlines() == ["word", "city"] or csv_out.splitlines()[0] == "word"
+
+    # the numbers in the database are the numbers on screen
+    f1 = json.loads(invoke("sql", "SELECT f1 FROM runs WHERE id = 2", "--store", store, "--json").stdout)[0]["f1"]
+    assert abs(100 * f1 - listed[1]["f1"] * 100) < 1e-9
+
+    refused = invoke("sql", "DELETE FROM runs", "--store", store)
+    assert refused.exit_code == 1 and "read-only" in refused.stderr
+    assert len(json.loads(invoke("runs", "--store", store, "--json").stdout)) == 2  # nothing was deleted
+
+    compared = json.loads(invoke("compare", "1", "2", "--store", store, "--json").stdout)
+    assert set(compared) == {"gained", "lost", "unchanged"}
+    assert all(c["delta"] > 0 for c in compared["gained"]) and all(c["delta"] < 0 for c in compared["lost"])
+    assert len(compared["gained"]) + len(compared["lost"]) + compared["unchanged"] == 8
+    missing = invoke("compare", "1", "9", "--store", store)
+    assert missing.exit_code == 1 and "no run 9" in missing.stderr

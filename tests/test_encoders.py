@@ -47,3 +47,15 @@ def test_composite_concatenates_parts_at_their_own_sizes() -> None:
 def test_registry_errors(name: str, weights: str | None, message: str) -> None:
     with pytest.raises(EncoderError, match=message):
         build_encoder(name, weights)  # type: ignore[arg-type]
+
+
+def test_torchvision_fc7_from_a_weights_file(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """AlexNet with weights from a file (random here: nothing is downloaded) gives 4,096-d fc7 features."""
+    import torchvision
+
+    path = tmp_path / "alexnet.pth"
+    torch.save(torchvision.models.alexnet(weights=None).state_dict(), path)
+    encoder = build_encoder("alexnet", path)
+    assert (encoder.dim, encoder.input_size) == (4096, 224) and encoder.key.startswith("alexnet-")
+    features = encoder.encode(torch.rand(2, 3, 224, 224))
+    assert features.shape == (2, 4096) and (features >= 0).all()  # after fc7's ReLU

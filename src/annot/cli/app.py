@@ -225,6 +225,81 @@ def info(store: StoreOpt, json_out: JsonOpt = False) -> None:
     console.print(table(f"annot store {store}", ["", ""], rows))
 
 
+@app.command("runs")
+@handle_errors
+def runs_(store: StoreOpt, json_out: JsonOpt = False) -> None:
+    """List the evaluation runs stored in a store."""
+    from annot.cli.render import console, print_json, table
+    from annot.evaluation.runs import list_runs
+    from annot.store import Store
+
+    with Store.open(store, read_only=True) as s:
+        rows = list_runs(s)
+    if json_out:
+        print_json([r.__dict__ for r in rows])
+        return
+    console.print(table(f"runs in {store}", ["id", "created", "method", "dataset", "P", "R", "F1", "N+", "images", "params"], [
+        [r.id, f"{r.created_at:%Y-%m-%d %H:%M}", r.method, r.dataset, f"{100 * r.precision:.2f}", f"{100 * r.recall:.2f}",
+         f"{100 * r.f1:.2f}", r.n_plus, r.n_images,
+         " ".join(f"{k}={v}" for k, v in r.params.items() if k in {"k", "temperature", "frequency_power", "text"})]
+        for r in rows
+    ]))
+
+
+@app.command()
+@handle_errors
+def sql(
+    statement: Annotated[str, typer.Argument(help="One SQL statement (read-only), e.g. \"SELECT * FROM runs\".")],
+    store: StoreOpt,
+    csv_out: Annotated[bool, typer.Option("--csv", help="Print CSV on stdout.")] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Run read-only SQL against a store's database and print the result."""
+    import csv
+
+    from annot.cli.render import console, print_json, table
+    from annot.evaluation.runs import read_only_sql
+
+    columns, rows = read_only_sql(store, statement)
+    if json_out:
+        print_json([dict(zip(columns, r, strict=True)) for r in rows])
+    elif csv_out:
+        writer = csv.writer(sys.stdout)
+        writer.writerow(columns)
+        writer.writerows(rows)
+    else:
+        console.print(table(None, columns, [list(r) for r in rows]))
+
+
+@app.command()
+@handle_errors
+def compare(
+    run_a: Annotated[int, typer.Argument(help="The run to compare from.")],
+    run_b: Annotated[int, typer.Argument(help="The run to compare to.")],
+    store: StoreOpt,
+    top: Annotated[int, typer.Option(help="How many words gained and lost to show.")] = 10,
+    json_out: JsonOpt = False,
+) -> None:
+    """Show the words whose F1 gained and lost most between two runs."""
+    from annot.cli.render import console, print_json, table
+    from annot.evaluation.runs import compare_runs
+    from annot.store import Store
+
+    with Store.open(store, read_only=True) as s:
+        changes = compare_runs(s, run_a, run_b)
+    gained = sorted((c for c in changes if c.delta > 0), key=lambda c: -c.delta)[:top]
+    lost = sorted((c for c in changes if c.delta < 0), key=lambda c: c.delta)[:top]
+    if json_out:
+        as_dict = lambda c: {"word": c.word, "f1_a": c.f1_a, "f1_b": c.f1_b, "delta": c.delta, "n_truth": c.n_truth}  # noqa: E731
+        print_json({"gained": [as_dict(c) for c in gained], "lost": [as_dict(c) for c in lost],
+                    "unchanged": sum(1 for c in changes if c.delta == 0)})
+        return
+    for title, group in ((f"gained in run {run_b}", gained), (f"lost in run {run_b}", lost)):
+        console.print(table(title, ["word", f"F1 run {run_a}", f"F1 run {run_b}", "change", "in truth"], [
+            [c.word, f"{100 * c.f1_a:.1f}", f"{100 * c.f1_b:.1f}", f"{100 * c.delta:+.1f}", c.n_truth] for c in group
+        ]))
+
+
 def main() -> None:
     app()
 

@@ -1,0 +1,47 @@
+"""Word vectors from files, multi-word tags, and tags the vectors do not cover."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from annot.errors import AnnotError, WordVectorError
+from annot.features.words import load_word_vectors
+from annot.indexer import IndexConfig, build_index
+
+
+def test_glove_text_without_header_and_multi_word_tags(tmp_path: Path) -> None:
+    f = tmp_path / "glove.txt"
+    f.write_text("polar 1 0 0\nbear 0 1 0\nwhite-tailed 0 0 1\nsky 1 1 1\n")
+    words = load_word_vectors(f)
+    assert words.dim == 3
+    np.testing.assert_allclose(words.vector("polar bear"), [0.5, 0.5, 0])  # mean of the parts
+    np.testing.assert_allclose(words.vector("white-tailed"), [0, 0, 1])  # its own vector first
+    assert words.vector("polar cat") is None
+    E, missing = words.matrix(["sky", "cat"])
+    assert missing == ["cat"] and E[1].tolist() == [0, 0, 0]
+
+
+def test_missing_file_is_named(tmp_path: Path) -> None:
+    with pytest.raises(WordVectorError, match="nope.txt: no such word-vector file"):
+        load_word_vectors(tmp_path / "nope.txt")
+
+
+def test_uncovered_tags_and_untagged_images_are_reported(synthetic: dict[str, Path], tmp_path: Path) -> None:
+    partial = tmp_path / "partial.txt"
+    lines = synthetic["words"].read_text().splitlines()
+    partial.write_text("\n".join([f"{len(lines) - 2} 6"] + [l for l in lines[1:] if not l.startswith("snow ")]) + "\n")
+    corpus = tmp_path / "train.jsonl"
+    rows = [json.loads(l) for l in synthetic["train"].read_text().splitlines()[:60]]
+    rows[0]["tags"] = []
+    corpus.write_text("".join(json.dumps({"image": str(synthetic["folder"] / r["image"]), "tags": r["tags"]}) + "\n" for r in rows))
+    report = build_index(corpus, tmp_path / "s.annot", IndexConfig(encoder="fake", words=str(partial), text="w2v"))
+    assert report.missing_word_vectors == ["snow"]
+    only_snow = sum(1 for r in rows if r["tags"] == ["snow"])
+    assert report.untagged == 1 + only_snow  # no tag the W2V view can represent
+    assert report.n_indexed == 60 - report.untagged
+    with pytest.raises(AnnotError, match="no vector for 1 tags: snow"):
+        build_index(corpus, tmp_path / "strict.annot", IndexConfig(encoder="fake", words=str(partial), strict=True))
