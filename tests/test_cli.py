@@ -143,3 +143,20 @@ def test_runs_sql_and_compare(store: Path, synthetic: dict[str, Path]) -> None:
     assert len(compared["gained"]) + len(compared["lost"]) + compared["unchanged"] == 8
     missing = invoke("compare", "1", "9", "--store", store)
     assert missing.exit_code == 1 and "no run 9" in missing.stderr
+
+
+def test_tune_chooses_on_training_folds_and_rebuilds(synthetic: dict[str, Path], tmp_path: Path) -> None:
+    s = tmp_path / "tuned.annot"
+    result = invoke("tune", synthetic["train"], "--store", s, "--encoder", "fake", "--words", synthetic["words"],
+                    "--folds", "3", "--json")
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    chosen = out["chosen"]
+    assert out["top"][0]["candidate"] == chosen
+    assert out["top"][0]["f1"] >= max(t["f1"] for t in out["top"])
+    info = json.loads(invoke("info", "--store", s, "--json").stdout)
+    assert info["annotation"]["k"] == chosen["k"] and info["text"] == chosen["text"]
+    assert info["annotation"]["frequency_power"] == chosen["frequency_power"]
+    listed = json.loads(invoke("runs", "--store", s, "--json").stdout)
+    assert len(listed) == len(out["runs"]) == 32 and all(r["dataset"] == "train.jsonl" for r in listed)
+    assert info["counts"].get("images.test", 0) == 0  # nothing but the training corpus was touched

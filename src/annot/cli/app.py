@@ -225,6 +225,40 @@ def info(store: StoreOpt, json_out: JsonOpt = False) -> None:
     console.print(table(f"annot store {store}", ["", ""], rows))
 
 
+@app.command()
+@handle_errors
+def tune(
+    corpus: Annotated[Path, typer.Argument(help="The training corpus (JSON Lines or CSV); only it is used to choose.")],
+    store: StoreOpt,
+    encoder: Annotated[str, typer.Option(help="Image encoder (as for annot index).")] = "efficientnet-lite0",
+    words: Annotated[str, typer.Option("--words", help="Word vectors (as for annot index).")] = "glove-50",
+    projection: Annotated[str, typer.Option(help="linear-cca or kcca.")] = "linear-cca",
+    vocabulary: Annotated[Path | None, typer.Option(help="Word list that restricts and orders the tags.")] = None,
+    grid: Annotated[str, typer.Option(help="Candidate grid: quick (32 candidates) or full (the benchmark's 450).")] = "quick",
+    folds: Annotated[int, typer.Option(help="Cross-validation folds.")] = 5,
+    json_out: JsonOpt = False,
+) -> None:
+    """Choose text view, normalisation, ridge, K, τ and α by k-fold cross-validation on the training corpus only,
+    record every candidate as a run, and rebuild the store with the best."""
+    from annot.cli.render import RichProgress, console, print_json, table
+    from annot.evaluation.tune import tune_store
+    from annot.indexer import IndexConfig
+
+    base = IndexConfig(encoder=encoder, words=words, projection=projection, vocabulary=vocabulary)
+    report = tune_store(corpus, store, base, grid_name=grid, folds=folds, progress=RichProgress())
+    if json_out:
+        print_json({"chosen": report.chosen.__dict__, "runs": report.run_ids, "seconds": round(report.seconds, 1),
+                    "top": [{"candidate": r.candidate.__dict__, "f1": r.f1, "n_plus": r.n_plus} for r in report.results[:10]]})
+        return
+    console.print(table(f"{folds}-fold cross-validation on {corpus.name} (best 10 of {len(report.results)})",
+                        ["F1", "P", "R", "N+", "method", "text", "norm", "ridge", "K", "τ", "α"], [
+        [f"{100 * r.f1:.2f}", f"{100 * r.precision:.2f}", f"{100 * r.recall:.2f}", f"{r.n_plus:.1f}", r.candidate.method,
+         r.candidate.text, r.candidate.normalization, r.candidate.reg, r.candidate.k, r.candidate.temperature,
+         r.candidate.frequency_power] for r in report.results[:10]
+    ]))
+    console.print(f"store rebuilt with the best settings; candidates recorded as runs {report.run_ids[0]}-{report.run_ids[-1]}")
+
+
 @app.command("runs")
 @handle_errors
 def runs_(store: StoreOpt, json_out: JsonOpt = False) -> None:

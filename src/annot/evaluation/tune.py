@@ -8,20 +8,30 @@ Each fold fits the projection on the other folds and annotates its held-out imag
 from __future__ import annotations
 
 import itertools
+import json
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
+from datetime import datetime, timezone
+from pathlib import Path
 
 import numpy as np
 from numpy.typing import NDArray
 
+from annot.errors import AnnotError
 from annot.evaluation.metrics import per_word_metrics, predictions_matrix, summarize
 from annot.features.text import normalize_features, text_view, usable_rows
+from annot.features.words import load_word_vectors
+from annot.indexer.build import IndexConfig, build_index, load_training_set
+from annot.indexer.features import FeatureCache
 from annot.progress import NoProgress, Progress
 from annot.projection import KernelCCA, LinearCCA
 from annot.projection.kcca import chi2_input, chi2_kernel, default_gamma
 from annot.retrieval.indexes import correlation_rows
 from annot.retrieval.scoring import score_queries
+from annot.schema import runs
+from annot.schema.database import insert_rows, next_id
+from annot.store import Store
 
 
 @dataclass(frozen=True)
@@ -123,3 +133,74 @@ def cross_validate(
         results.append(CVResult(candidate, float(a[:, 0].mean()), float(a[:, 1].mean()), float(a[:, 2].mean()),
                                 float(a[:, 3].mean()), tuple(float(v) for v in a[:, 0])))
     return sorted(results, key=lambda r: -r.f1)
+
+
+GRIDS = {
+    # a small grid around the settings that won on Corel-5k: a minute or two on a few thousand images
+    "quick": lambda projection: grid(
+        projection=[projection], text=["bv", "w2v+bv"], normalization=["power"], reg=[0.3, 1.0],
+        k=[5, 16], temperature=[0.05, 0.1], frequency_power=[0.0, 0.5],
+    ),
+    # the grid of benchmarks/corel5k.py
+    "full": lambda projection: grid(
+        projection=[projection], text=["w2v", "bv", "w2v+bv"], normalization=["none", "power"], reg=[0.3, 1.0],
+        k=[5, 8, 16], temperature=[0.05, 0.1, 0.2], frequency_power=[0.0, 0.25, 0.5, 0.75],
+    ) + grid(projection=[projection], text=["w2v", "bv", "w2v+bv"], normalization=["none", "power"],
+             reg=[0.3, 1.0], method=["nn"]),
+}
+
+
+@dataclass(frozen=True)
+class TuneReport:
+    results: list[CVResult]
+    run_ids: list[int]
+    chosen: Candidate
+    seconds: float
+
+
+def tune_store(
+    corpus: Path,
+    store_root: Path,
+    base: IndexConfig,
+    *,
+    grid_name: str = "quick",
+    folds: int = 5,
+    progress: Progress | None = None,
+) -> TuneReport:
+    """Index ``corpus`` (reusing cached features), cross-validate a grid on its training images only, record each
+    candidate as a run, and rebuild the store with the best candidate's settings."""
+    import time
+
+    progress = progress or NoProgress()
+    if grid_name not in GRIDS:
+        raise AnnotError(f"--grid must be one of {', '.join(GRIDS)}, got {grid_name!r}")
+    start = time.perf_counter()
+    build_index(corpus, store_root, base, progress)
+    with Store.open(store_root) as store:
+        manifest = store.manifest()
+        cache = FeatureCache(store.features_dir / manifest["encoder"]["key"], manifest["encoder"]["dim"])
+        words = load_word_vectors(manifest["words"]["source"])
+        training = load_training_set(store, cache, tuple(manifest["vocabulary"]["words"]), words, "bv")
+    candidates = GRIDS[grid_name](base.projection)
+    results = cross_validate(training.X, training.labels, training.E, training.has_vector, candidates,
+                             folds=folds, progress=progress)
+    chosen = results[0].candidate
+    config = replace(base, text=chosen.text, normalization=chosen.normalization, reg_x=chosen.reg, reg_y=chosen.reg,
+                     n_components=chosen.n_components, method=chosen.method, k=chosen.k,
+                     temperature=chosen.temperature, frequency_power=chosen.frequency_power)
+    build_index(corpus, store_root, config, progress)
+    with Store.open(store_root) as store:
+        manifest_sha = store.manifest_sha()
+        with store.db.begin() as conn:
+            first = next_id(conn, runs)
+            rows = [
+                {"id": first + i, "created_at": datetime.now(timezone.utc).replace(tzinfo=None),
+                 "method": r.candidate.method, "params_json": json.dumps({**asdict(r.candidate), "folds": folds,
+                                                                          "fold_f1": r.fold_f1}, sort_keys=True),
+                 "dataset": f"cv:{folds}-fold:{corpus.resolve()}", "store_manifest_sha": manifest_sha,
+                 "precision": r.precision, "recall": r.recall, "f1": r.f1, "n_plus": int(round(r.n_plus)),
+                 "n_images": len(training.X)}
+                for i, r in enumerate(results)
+            ]
+            insert_rows(conn, runs, rows)
+    return TuneReport(results, [r["id"] for r in rows], chosen, time.perf_counter() - start)
