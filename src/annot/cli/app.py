@@ -334,6 +334,24 @@ def compare(
         ]))
 
 
+@app.command()
+@handle_errors
+def report(
+    run: Annotated[int, typer.Argument(help="The run id (see annot runs).")],
+    store: StoreOpt,
+    out: Annotated[Path, typer.Option("--out", "-o", help="The HTML file to write.")] = Path("report.html"),
+    gallery: Annotated[int, typer.Option(help="How many test images to show.")] = 40,
+) -> None:
+    """Write one self-contained HTML page for a run: summary, per-word charts and an image gallery."""
+    from annot.cli.render import console
+    from annot.evaluation.report import build_report
+    from annot.store import atomic_write
+
+    page = build_report(store, run, gallery).encode()
+    atomic_write(out, lambda fh: fh.write(page))
+    console.print(f"wrote {out} ({len(page) // 1024} KiB)")
+
+
 def main() -> None:
     app()
 
