@@ -158,5 +158,5 @@ def test_tune_chooses_on_training_folds_and_rebuilds(synthetic: dict[str, Path],
     assert info["annotation"]["k"] == chosen["k"] and info["text"] == chosen["text"]
     assert info["annotation"]["frequency_power"] == chosen["frequency_power"]
     listed = json.loads(invoke("runs", "--store", s, "--json").stdout)
-    assert len(listed) == len(out["runs"]) == 32 and all(r["dataset"] == "train.jsonl" for r in listed)
+    assert len(listed) == len(out["runs"]) == 32 and all(r["dataset"].startswith("cv:3-fold:") and r["dataset"].endswith("train.jsonl") for r in listed)
     assert info["counts"].get("images.test", 0) == 0  # nothing but the training corpus was touched

@@ -34,6 +34,15 @@ def test_page_holds_summary_charts_and_gallery(evaluated: tuple[Path, int]) -> N
     assert 'class="ours"' in page
 
 
+def test_published_rows_appear_for_a_known_dataset(evaluated: tuple[Path, int], tmp_path: Path) -> None:
+    from annot.evaluation.published import PUBLISHED, published_for
+
+    name, rows = published_for("/data/corel5k/test.jsonl")
+    assert name == "corel5k" and rows["CCA-KNN (VGG-16, W2V)"] == (42, 52, 46, 201)
+    assert published_for("/elsewhere/test.jsonl") == ("", {})
+    assert set(PUBLISHED) == {"corel5k", "espgame", "iaprtc12"}
+
+
 def test_unknown_run_is_a_clear_error(evaluated: tuple[Path, int]) -> None:
     with pytest.raises(AnnotError, match="no run 99"):
         build_report(evaluated[0], 99)

@@ -272,10 +272,9 @@ def runs_(store: StoreOpt, json_out: JsonOpt = False) -> None:
     if json_out:
         print_json([r.__dict__ for r in rows])
         return
-    console.print(table(f"runs in {store}", ["id", "created", "method", "dataset", "P", "R", "F1", "N+", "images", "params"], [
-        [r.id, f"{r.created_at:%Y-%m-%d %H:%M}", r.method, r.dataset, f"{100 * r.precision:.2f}", f"{100 * r.recall:.2f}",
-         f"{100 * r.f1:.2f}", r.n_plus, r.n_images,
-         " ".join(f"{k}={v}" for k, v in r.params.items() if k in {"k", "temperature", "frequency_power", "text"})]
+    console.print(table(f"runs in {store}", ["id", "created", "method", "dataset", "P", "R", "F1", "N+", "images"], [
+        [r.id, f"{r.created_at:%m-%d %H:%M}", r.method, Path(r.dataset.split(":")[-1]).name, f"{100 * r.precision:.2f}", f"{100 * r.recall:.2f}",
+         f"{100 * r.f1:.2f}", r.n_plus, r.n_images]
         for r in rows
     ]))
 

@@ -138,7 +138,7 @@ def build_report(store_root: Path, run_id: int, gallery: int = 40) -> str:
     params = ", ".join(f"{k}={v}" for k, v in run.params.items())
     return f"""<!doctype html><html lang="en"><head><meta charset="utf-8"><title>annot run {run_id}</title>
 <style>{_CSS}</style></head><body>
-<h1>annot run {run_id}: {html.escape(run.method)} on {html.escape(run.dataset)}</h1>
+<h1>annot run {run_id}: {html.escape(run.method)} on {html.escape(Path(run.dataset).name)}</h1>
 <p>{run.n_images} images, {len(rows)} words; {html.escape(params)}; {run.created_at:%Y-%m-%d %H:%M} UTC</p>
 <h2>Summary{" beside the published " + dataset + " numbers" if dataset else ""}</h2>
 <table id="summary"><tr><th>method</th><th>P</th><th>R</th><th>F1</th><th>N+</th></tr>{summary_rows}</table>

@@ -46,7 +46,7 @@ def list_runs(store: Store) -> list[RunRow]:
     with store.db.connect() as conn:
         rows = conn.execute(select(runs).order_by(runs.c.id)).mappings().all()
     return [
-        RunRow(r["id"], r["created_at"], r["method"], Path(r["dataset"]).name, json.loads(r["params_json"]),
+        RunRow(r["id"], r["created_at"], r["method"], r["dataset"], json.loads(r["params_json"]),
                r["precision"], r["recall"], r["f1"], r["n_plus"], r["n_images"])
         for r in rows
     ]
