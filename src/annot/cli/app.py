@@ -29,6 +29,12 @@ MethodOpt = Annotated[str | None, typer.Option("--method", "-m", help="cca-knn (
 NOpt = Annotated[int | None, typer.Option("-n", help="Number of tags per image (default 5).")]
 KOpt = Annotated[int | None, typer.Option("--k", help="CCA-KNN: nearest images taken from each tag's group.")]
 TempOpt = Annotated[float | None, typer.Option("--temperature", help="CCA-KNN: temperature of exp(-D/τ) in Eq. 5.")]
+EncoderOpt = Annotated[
+    str, typer.Option(help="Image encoder: efficientnet-lite0, efficientnet-lite2, vgg16, alexnet, or several joined by +.")
+]
+WordsOpt = Annotated[str, typer.Option("--words", help="Word vectors: glove-50 or a word2vec/GloVe/fastText file.")]
+VocabularyOpt = Annotated[Path | None, typer.Option(help="Word list that restricts and orders the tags.")]
+ProjectionOpt = Annotated[str, typer.Option(help="linear-cca, or kcca (χ² kernel on the image view).")]
 AlphaOpt = Annotated[
     float | None,
     typer.Option("--frequency-power", help="CCA-KNN: divide each word's score by its training frequency^α (0: Eq. 5)."),
@@ -67,17 +73,17 @@ def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log wha
 def index(
     corpus: Annotated[Path, typer.Argument(help="Tagged corpus: JSON Lines or CSV; image paths relative to it.")],
     store: StoreOpt,
-    encoder: Annotated[str, typer.Option(help="Image encoder: efficientnet-lite0, efficientnet-lite2, vgg16, alexnet, or several joined by +.")] = "efficientnet-lite0",
+    encoder: EncoderOpt = "efficientnet-lite0",
     flip: Annotated[bool, typer.Option(help="Average each image's features with its mirror image's.")] = False,
     weights: Annotated[Path | None, typer.Option(help="Weights file for the encoder (vgg16/alexnet state dict).")] = None,
-    words: Annotated[str, typer.Option("--words", help="Word vectors: glove-50 or a word2vec/GloVe/fastText file.")] = "glove-50",
+    words: WordsOpt = "glove-50",
     text: Annotated[str, typer.Option(help="Text view: w2v (mean tag vector), bv (0/1 tags) or w2v+bv (both).")] = "w2v+bv",
     normalize: Annotated[str, typer.Option(help="Image feature normalisation before CCA: none, l2, power.")] = "power",
-    projection: Annotated[str, typer.Option(help="linear-cca, or kcca (χ² kernel on the image view).")] = "linear-cca",
+    projection: ProjectionOpt = "linear-cca",
     landmarks: Annotated[str, typer.Option(help="KCCA: all (exact), a number (Nyström), or auto (exact up to 5,000 images).")] = "auto",
     components: Annotated[int | None, typer.Option("--components", help="CCA dimensions (default min(p, q)).")] = None,
     reg: Annotated[float, typer.Option(help="CCA ridge, relative to each view's mean variance.")] = 0.3,
-    vocabulary: Annotated[Path | None, typer.Option(help="Word list that restricts and orders the tags.")] = None,
+    vocabulary: VocabularyOpt = None,
     k: Annotated[int, typer.Option("--k", help="Default CCA-KNN neighbours per tag group.")] = 16,
     temperature: Annotated[float, typer.Option(help="Default CCA-KNN temperature.")] = 0.1,
     frequency_power: Annotated[float, typer.Option(help="Default CCA-KNN word-frequency exponent α.")] = 0.5,
@@ -230,10 +236,10 @@ def info(store: StoreOpt, json_out: JsonOpt = False) -> None:
 def tune(
     corpus: Annotated[Path, typer.Argument(help="The training corpus (JSON Lines or CSV); only it is used to choose.")],
     store: StoreOpt,
-    encoder: Annotated[str, typer.Option(help="Image encoder (as for annot index).")] = "efficientnet-lite0",
-    words: Annotated[str, typer.Option("--words", help="Word vectors (as for annot index).")] = "glove-50",
-    projection: Annotated[str, typer.Option(help="linear-cca or kcca.")] = "linear-cca",
-    vocabulary: Annotated[Path | None, typer.Option(help="Word list that restricts and orders the tags.")] = None,
+    encoder: EncoderOpt = "efficientnet-lite0",
+    words: WordsOpt = "glove-50",
+    projection: ProjectionOpt = "linear-cca",
+    vocabulary: VocabularyOpt = None,
     grid: Annotated[str, typer.Option(help="Candidate grid: quick (32 candidates) or full (the benchmark's 450).")] = "quick",
     folds: Annotated[int, typer.Option(help="Cross-validation folds.")] = 5,
     json_out: JsonOpt = False,
