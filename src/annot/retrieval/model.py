@@ -149,7 +149,8 @@ class AnnotationModel:
 
     @staticmethod
     def _prediction(s: Scored, candidate_ids: NDArray[np.int64], d: NDArray[np.float32]) -> Prediction:
-        votes = [[(int(candidate_ids[c]), float(d[c]), float(s.weights[c])) for c in v] for v in s.voters]
+        votes = [[(int(candidate_ids[c]), float(d[c]), float(s.weights[c])) for c in v[np.argsort(d[v], kind="stable")]]
+                 for v in s.voters]  # each word's voters, nearest first
         return Prediction(s.words, s.scores, votes)
 
     def annotations(self, names: Sequence[str], predictions: Sequence[Prediction], explain: bool = False) -> list[Annotation]:
