@@ -15,7 +15,7 @@ from annot.features.encoders import ImageEncoder, register_encoder
 WORDS = ["sky", "sea", "tree", "grass", "sand", "snow", "city", "sun"]
 # each word paints its own region of the image in its own colour, so pixels determine tags
 COLOURS = {w: c for w, c in zip(WORDS, [(30, 90, 230), (10, 40, 160), (20, 120, 30), (90, 200, 60),
-                                        (220, 200, 140), (250, 250, 250), (120, 120, 120), (250, 200, 0)])}
+                                        (220, 200, 140), (250, 250, 250), (120, 120, 120), (250, 200, 0)], strict=True)}
 REGIONS = {w: (i % 4, i // 4) for i, w in enumerate(WORDS)}
 
 

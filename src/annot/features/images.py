@@ -7,7 +7,6 @@ aspect ratio, then normalised with the network's mean and standard deviation.
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -104,6 +103,3 @@ def iter_batches(
         x = torch.from_numpy(pixels).permute(0, 3, 1, 2).float().div_(255.0)
         yield DecodedBatch((x - mean) / std, ok, errors)
 
-
-def default_threads() -> int:
-    return max(1, (os.cpu_count() or 1))
