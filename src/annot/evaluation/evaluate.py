@@ -14,7 +14,7 @@ from sqlalchemy import select
 
 from annot.errors import CorpusError
 from annot.evaluation.metrics import Summary, WordMetrics, per_word_metrics, predictions_matrix, summarize
-from annot.features.encoders import build_encoder
+from annot.features.encoders import encoder_of_manifest
 from annot.indexer.build import TRAIN, extract_features
 from annot.indexer.corpus import read_corpus
 from annot.progress import NoProgress, Progress
@@ -109,9 +109,7 @@ def evaluate(
                 f"({len(leaked)} such); evaluating on it would leak its own tags"
             )
         spec = manifest["encoder"]
-        encoder = build_encoder(
-        spec["name"], Path(spec["weights"]) if spec.get("weights") else None, flip=bool(spec.get("flip", False))
-    )
+        encoder = encoder_of_manifest(spec)
         items, cache, unreadable, _, _ = extract_features(
             store, corpus, split, encoder, strict=strict, batch_size=32, progress=progress
         )
@@ -125,15 +123,7 @@ def evaluate(
         truth = label_matrix(store.db, ids, tag_ids)
         metrics = per_word_metrics(truth, predictions_matrix([p.words for p in preds], len(tag_ids)))
         summary = summarize(metrics, n_images=len(ids))
-        used = {
-            "method": method or model.defaults.get("method", "cca-knn"),
-            "n_tags": int(n_tags or model.defaults.get("n_tags", 5)),
-            "k": int(k or model.defaults.get("k", 8)),
-            "temperature": float(temperature or model.defaults.get("temperature", 1.0)),
-            "frequency_power": float(
-                model.defaults.get("frequency_power", 0.0) if frequency_power is None else frequency_power
-            ),
-        }
+        used = model.settings(method, n_tags, k, temperature, frequency_power)
         params = {**used, "projection": manifest["projection"]["kind"], "encoder": spec["key"], "text": manifest["text"]}
         run_id = None
         if record:

@@ -96,12 +96,15 @@ def cross_validate(
         by_projection[c.projection_key].append(c)
     fold_scores: dict[Candidate, list[tuple[float, float, float, int]]] = defaultdict(list)
     kernels: dict[str, tuple[NDArray[np.float64], float, NDArray[np.float64]]] = {}
+    normalized: dict[str, NDArray[np.float32]] = {}
     with progress.task("cross-validating", folds * len(by_projection)) as advance:
         for f in range(folds):
             held = parts[f]
             fit = np.concatenate([parts[g] for g in range(folds) if g != f])
             for (text, normalization, reg, n_components, projection), group in by_projection.items():
-                Xn = normalize_features(X, normalization)
+                if normalization not in normalized:
+                    normalized[normalization] = normalize_features(X, normalization)
+                Xn = normalized[normalization]
                 keep = fit[usable_rows(labels[fit], has_vector, text)]
                 Y = text_view(labels[keep], E, has_vector, text)
                 if projection == "kcca":
@@ -109,8 +112,9 @@ def cross_validate(
                         kernels[normalization] = _full_kernel(Xn)
                     Xk, gamma, K = kernels[normalization]
                     model = KernelCCA(n_components, reg, reg, n_landmarks=None, negative="split")
-                    model.fit_kernels(Xk[keep], gamma, K[np.ix_(keep, keep)], [K[np.ix_(keep, keep)]], Y)
-                    U = correlation_rows(model.cca_.transform(K[np.ix_(keep, keep)] @ model.map_))
+                    K_fit = K[np.ix_(keep, keep)]
+                    model.fit_kernels(Xk[keep], gamma, K_fit, [K_fit], Y)
+                    U = correlation_rows(model.cca_.transform(model.map_ * model.eigenvalues_))  # K V Λ^-1/2
                     T = correlation_rows(model.cca_.transform(K[np.ix_(held, keep)] @ model.map_))
                 else:
                     cca = LinearCCA(n_components, reg, reg).fit(Xn[keep], Y)

@@ -265,3 +265,9 @@ def build_encoder(name: str, weights: Path | None = None, *, flip: bool = False)
     parts = [_REGISTRY[part](Path(weights) if weights is not None else None) for part in names]
     encoder = parts[0] if len(parts) == 1 else CompositeEncoder(parts)
     return FlipAveraged(encoder) if flip else encoder
+
+
+def encoder_of_manifest(spec: dict[str, Any]) -> ImageEncoder:
+    """The encoder recorded in a store's manifest (``manifest["encoder"]``)."""
+    weights = Path(spec["weights"]) if spec.get("weights") else None
+    return build_encoder(spec["name"], weights, flip=bool(spec.get("flip", False)))

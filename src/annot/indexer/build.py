@@ -124,9 +124,10 @@ def _training_ids(store: Store) -> list[int]:
         return [int(i) for (i,) in conn.execute(select(images.c.id).where(images.c.split == TRAIN).order_by(images.c.id))]
 
 
-def _store_vocabulary(store: Store, config: IndexConfig) -> tuple[str, ...]:
-    if config.vocabulary is not None:
-        return read_vocabulary(config.vocabulary)
+def _store_vocabulary(store: Store, given: tuple[str, ...] | None) -> tuple[str, ...]:
+    """The ``--vocabulary`` words when given, else every word on the store's training images."""
+    if given is not None:
+        return given
     with store.db.connect() as conn:
         query = (
             select(tags.c.word)
@@ -203,7 +204,7 @@ def build_index(corpus_path: Path, store_root: Path, config: IndexConfig = Index
             )
         report.unreadable = unreadable
         with _Timer(seconds, "text view"):
-            vocabulary = _store_vocabulary(store, config)
+            vocabulary = _store_vocabulary(store, vocabulary_filter)
             training = load_training_set(store, cache, vocabulary, words, config.text)
             missing = training.missing_word_vectors
             if config.strict and missing:

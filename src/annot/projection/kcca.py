@@ -165,16 +165,11 @@ class KernelCCA:
             raise ProjectionError(f"n_components must be in [1, min(kernel rank, q) = {upper}], got {self.n_components}")
         self.landmarks_, self.gamma_ = landmarks, float(gamma)
         self.map_ = V[:, keep] / np.sqrt(eigenvalues[keep])  # φ(x) = k(x, landmarks) V Λ^(-1/2)
-        self.is_exact_ = False
+        self.eigenvalues_ = eigenvalues[keep]
         stats = CCAStatistics.empty(rank, Y.shape[1])
         start = 0
-        keep_map = getattr(self, "_keep_training_map", False) and len(landmarks) == len(Y)
-        self._training_map: NDArray[np.float64] | None = None
         for K in K_nl:
-            Phi = K @ self.map_
-            stats.update(Phi, Y[start : start + len(K)])
-            if keep_map:
-                self._training_map = Phi
+            stats.update(K @ self.map_, Y[start : start + len(K)])
             start += len(K)
         if start != len(Y):
             raise ProjectionError(f"kernel rows ({start}) and Y rows ({len(Y)}) differ")
@@ -185,16 +180,11 @@ class KernelCCA:
         return self
 
     def fit_transform(self, X: NDArray[np.floating], Y: NDArray[np.floating]) -> NDArray[np.float32]:
-        """Fit, then return the training images in the shared space (exact KCCA reuses its training kernel)."""
-        self._keep_training_map = True
-        try:
-            self.fit(X, Y)
-        finally:
-            self._keep_training_map = False
-        if self._training_map is not None:
-            U = self.cca_.transform(self._training_map)
-            self._training_map = None
-            return U
+        """Fit, then return the training images in the shared space. For exact KCCA the training images' kernel
+        map needs no kernel: K V Λ^(-1/2) = V Λ^(1/2) = map_ · Λ."""
+        self.fit(X, Y)
+        if self.is_exact_:
+            return self.cca_.transform(self.map_ * self.eigenvalues_)
         return self.transform(X)
 
     def _map(self, Xk: NDArray[np.float64]) -> NDArray[np.float64]:

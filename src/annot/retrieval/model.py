@@ -103,6 +103,24 @@ class AnnotationModel:
         """T = (x − μx) W_x, after the store's feature normalisation."""
         return self.projection.transform(normalize_features(X, self.normalization))
 
+    def settings(
+        self,
+        method: str | None = None,
+        n_tags: int | None = None,
+        k: int | None = None,
+        temperature: float | None = None,
+        frequency_power: float | None = None,
+    ) -> dict[str, Any]:
+        """The annotation settings in effect: each given value, else the store's default."""
+        d = self.defaults
+        return {
+            "method": method or d.get("method", "cca-knn"),
+            "n_tags": int(n_tags or d.get("n_tags", 5)),
+            "k": int(k or d.get("k", 8)),
+            "temperature": float(temperature or d.get("temperature", 1.0)),
+            "frequency_power": float(d.get("frequency_power", 0.0) if frequency_power is None else frequency_power),
+        }
+
     def predict(
         self,
         X: NDArray[np.floating],
@@ -113,11 +131,9 @@ class AnnotationModel:
         frequency_power: float | None = None,
     ) -> list[Prediction]:
         """Annotate image features X (n × p) with ``method``; unset settings come from the store."""
-        method = method or self.defaults.get("method", "cca-knn")
-        n_tags = int(n_tags or self.defaults.get("n_tags", 5))
-        k = int(k or self.defaults.get("k", 8))
-        temperature = float(temperature or self.defaults.get("temperature", 1.0))
-        alpha = float(self.defaults.get("frequency_power", 0.0) if frequency_power is None else frequency_power)
+        settings = self.settings(method, n_tags, k, temperature, frequency_power)
+        method, n_tags, k = settings["method"], settings["n_tags"], settings["k"]
+        temperature, alpha = settings["temperature"], settings["frequency_power"]
         if method not in METHODS:
             raise AnnotError(f"unknown method {method!r} (known: {', '.join(METHODS)})")
         if n_tags < 1 or k < 1 or temperature <= 0:

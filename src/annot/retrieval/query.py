@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from annot.errors import CorpusError
-from annot.features.encoders import build_encoder
+from annot.features.encoders import encoder_of_manifest
 from annot.features.images import iter_batches
 from annot.progress import NoProgress, Progress
 from annot.retrieval.model import Annotation, AnnotationModel
@@ -57,9 +57,7 @@ def annotate_files(
     progress = progress or NoProgress()
     paths = expand_inputs(inputs)
     spec = model.manifest["encoder"]
-    encoder = build_encoder(
-        spec["name"], Path(spec["weights"]) if spec.get("weights") else None, flip=bool(spec.get("flip", False))
-    )
+    encoder = encoder_of_manifest(spec)
     features, names, failed = [], [], {}
     with progress.task("encoding", len(paths)) as advance:
         offset = 0
