@@ -35,6 +35,7 @@ test: setup chromium
 bench: setup
 	$(BIN)/python benchmarks/corel5k.py --store $(STORE)
 	$(BIN)/python benchmarks/speed.py --store $(STORE)
+	$(BIN)/python benchmarks/baselines.py --store $(STORE)
 
 clean:
 	rm -rf out .pytest_cache

@@ -38,6 +38,33 @@ class FakeEncoder(ImageEncoder):
 register_encoder("fake", lambda weights: FakeEncoder())
 
 
+def tiny_backbone(width: int = 16):  # type: ignore[no-untyped-def]
+    """A small CNN-R backbone (no pretrained weights): trunk conv at 8 × 8, top conv + pool to ``width`` features."""
+
+    def build(weights):  # type: ignore[no-untyped-def]
+        import torch
+
+        from annot.cnnr.network import Backbone
+
+        torch.manual_seed(0)
+        trunk = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, stride=2, padding=1), torch.nn.ReLU())
+        top = torch.nn.Sequential(torch.nn.Conv2d(8, width, 3, padding=1), torch.nn.BatchNorm2d(width), torch.nn.ReLU(),
+                                  torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(1))
+        return Backbone(f"tiny{width}", trunk, top, width, 16, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+
+    return build
+
+
+def _register_backbones() -> None:
+    from annot.cnnr.network import register_backbone
+
+    register_backbone("tiny16", tiny_backbone(16))
+    register_backbone("tiny24", tiny_backbone(24))
+
+
+_register_backbones()
+
+
 def paint(tags: list[str], rng: np.random.Generator, size: int = 64) -> NDArray[np.uint8]:
     image = rng.integers(0, 60, size=(size, size, 3)).astype(np.uint8)
     cell_w, cell_h = size // 4, size // 2
@@ -92,3 +119,23 @@ def built_store(synthetic: dict[str, Path], tmp_path_factory: pytest.TempPathFac
     store = tmp_path_factory.mktemp("stores") / "synthetic.annot"
     build_index(synthetic["train"], store, IndexConfig(encoder="fake", words=str(synthetic["words"]), k=3, temperature=0.1))
     return store
+
+
+def invoke(*args: str | Path):  # type: ignore[no-untyped-def]
+    """Run the CLI in process (typer's CliRunner) with string arguments."""
+    from typer.testing import CliRunner
+
+    from annot.cli.app import app
+
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture()
+def store(built_store: Path, tmp_path: Path) -> Path:
+    """A private copy of the built store, for tests that write to it."""
+    import shutil
+
+    copy = tmp_path / "s.annot"
+    shutil.copytree(built_store, copy)
+    return copy
+

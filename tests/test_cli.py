@@ -9,22 +9,13 @@ from pathlib import Path
 import pytest
 import torch
 from typer.main import get_command
-from typer.testing import CliRunner
+
+from conftest import invoke
 
 from annot.cli.app import app
 
-runner = CliRunner()
 
 
-def invoke(*args: str | Path):  # type: ignore[no-untyped-def]
-    return runner.invoke(app, [str(a) for a in args])
-
-
-@pytest.fixture()
-def store(built_store: Path, tmp_path: Path) -> Path:
-    copy = tmp_path / "s.annot"
-    shutil.copytree(built_store, copy)
-    return copy
 
 
 def test_every_command_has_help_text() -> None:
@@ -99,7 +90,7 @@ def test_errors_are_one_line_and_non_zero(args: tuple[str, ...], message: str, s
     torch.save({"features.0.weight": torch.zeros(2, 2)}, tmp_path / "vgg.pth")
     image = synthetic["folder"] / json.loads(synthetic["test"].read_text().splitlines()[0])["image"]
     filled = [a.format(tmp=tmp_path, store=store, image=image, train=synthetic["train"]) for a in args]
-    result = runner.invoke(app, filled)
+    result = invoke(*filled)
     assert result.exit_code != 0
     lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
     assert len(lines) == 1, result.stderr

@@ -25,7 +25,10 @@ app = typer.Typer(
 
 StoreOpt = Annotated[Path, typer.Option("--store", "-s", help="The store directory.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]
-MethodOpt = Annotated[str | None, typer.Option("--method", "-m", help="cca-knn (Eq. 5) or nn (tag transfer). Default: the store's.")]
+MethodOpt = Annotated[str | None, typer.Option(
+    "--method", "-m",
+    help="cca-knn (Eq. 5) or nn (tag transfer) in the CCA space; or a baseline on the image features: freq, jec, "
+         "2pknn, 2pknn-ml, tagprop, mbrm, svm-dmbrm (see `annot fit`); cnn-r (see `annot train-cnnr`). Default: the store's.")]
 NOpt = Annotated[int | None, typer.Option("-n", help="Number of tags per image (default 5).")]
 KOpt = Annotated[int | None, typer.Option("--k", help="CCA-KNN: nearest images taken from each tag's group.")]
 TempOpt = Annotated[float | None, typer.Option("--temperature", help="CCA-KNN: temperature of exp(-D/τ) in Eq. 5.")]
@@ -139,6 +142,8 @@ def query(
     temperature: TempOpt = None,
     frequency_power: AlphaOpt = None,
     explain: Annotated[bool, typer.Option(help="Show, per tag, the training images that voted and their weights.")] = False,
+    open_vocabulary: Annotated[bool, typer.Option(
+        "--open-vocabulary", help="cnn-r: answer with the nearest words of the whole word-vector file, not only the vocabulary.")] = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Annotate new images with the store's model."""
@@ -149,8 +154,8 @@ def query(
     model = AnnotationModel.open(store)
     try:
         result = annotate_files(model, images, method=method, n_tags=n, k=k, temperature=temperature,
-                                frequency_power=frequency_power,
-                                explain=explain, progress=RichProgress())
+                                frequency_power=frequency_power, explain=explain,
+                                open_vocabulary=open_vocabulary, progress=RichProgress())
     finally:
         model.close()
     if json_out:
@@ -206,6 +211,64 @@ def eval_(
 
 @app.command()
 @handle_errors
+def fit(
+    method: Annotated[str, typer.Argument(help="Baseline: freq, jec, 2pknn, 2pknn-ml, tagprop, mbrm or svm-dmbrm.")],
+    store: StoreOpt,
+    json_out: JsonOpt = False,
+) -> None:
+    """Fit a baseline on the store's training images and keep it in the store (hyperparameters chosen on
+    held-out training images). tagprop, 2pknn-ml and svm-dmbrm need this before they annotate."""
+    from annot.cli.render import RichProgress, console, print_json, table
+    from annot.retrieval.baselines.stored import fit_baseline
+
+    report = fit_baseline(store, method, progress=RichProgress())
+    if json_out:
+        print_json(report.to_dict())
+        return
+    console.print(table(f"{method} fitted in {report.seconds:.1f} s", ["setting", "value"],
+                        [[k, v] for k, v in report.params.items()]))
+
+
+@app.command("train-cnnr")
+@handle_errors
+def train_cnnr(
+    corpus: Annotated[Path, typer.Argument(help="Training corpus (JSON Lines or CSV) of the indexed store.")],
+    store: StoreOpt,
+    backbone: Annotated[str, typer.Option(help="efficientnet-lite0 (packaged), efficientnet-lite2, or alexnet with --weights.")] = "efficientnet-lite0",
+    weights: Annotated[Path | None, typer.Option(help="Backbone weights (a state dict); needed for alexnet.")] = None,
+    epochs: Annotated[int, typer.Option(help="Most epochs (training stops earlier when validation stops improving).")] = 20,
+    batch_size: Annotated[int, typer.Option(help="Images per step.")] = 64,
+    lr: Annotated[float, typer.Option(help="Learning rate of the new layer; pretrained layers get lr × --lr-ratio.")] = 1e-3,
+    lr_ratio: Annotated[float, typer.Option(help="Pretrained layers' rate relative to the new layer's.")] = 0.1,
+    full: Annotated[bool | None, typer.Option("--full/--cached", help="Fine-tune every layer from images (default "
+                                              "where CUDA is present), or train the top over cached trunk activations.")] = None,
+    device: Annotated[str | None, typer.Option(help="torch device (default: cuda when present, else cpu).")] = None,
+    restart: Annotated[bool, typer.Option(help="Discard an existing checkpoint instead of resuming from it.")] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Train CNN-R (§3.5): the network regresses the mean word vector of an image's tags. Resumes from the store's
+    checkpoint when rerun; then `annot query --method cnn-r` and `--encoder cnnr:STORE` use it."""
+    from annot.cli.render import RichProgress, console, print_json, table
+    from annot.cnnr.train import CNNRConfig
+    from annot.cnnr.train import train_cnnr as train
+
+    config = CNNRConfig(backbone=backbone, weights=weights, epochs=epochs, batch_size=batch_size, lr=lr,
+                        lr_ratio=lr_ratio, full=full, device=device, restart=restart)
+    report = train(corpus, store, config, progress=RichProgress())
+    if json_out:
+        print_json(report.to_dict())
+        return
+    console.print(table(
+        f"CNN-R trained on {report.n_train} images ({report.n_validation} for validation), {report.device}, "
+        f"{'full fine-tuning' if report.full else 'top blocks over cached activations'}, {report.seconds:.0f} s",
+        ["epoch", "train loss", "validation loss"],
+        [[h["epoch"], h["train_loss"], h["validation_loss"]] for h in report.history],
+    ))
+    console.print(f"kept epoch {report.best_epoch} (validation loss {report.best_validation_loss:.4f}) in {report.model_file}")
+
+
+@app.command()
+@handle_errors
 def info(store: StoreOpt, json_out: JsonOpt = False) -> None:
     """Show what a store holds: encoder, word vectors, projection, index and counts."""
     from annot.cli.render import console, print_json, table
@@ -223,6 +286,9 @@ def info(store: StoreOpt, json_out: JsonOpt = False) -> None:
         "index": manifest["index"], "vocabulary_size": len(manifest["vocabulary"]["words"]),
         "missing_word_vectors": manifest["vocabulary"]["missing_word_vectors"], "annotation": manifest["annotation"],
         "counts": counts, "updated_at": manifest["updated_at"],
+        "cnnr": manifest.get("cnnr"),
+        "fitted_methods": {name: {"fit_seconds": e["fit_seconds"], "fitted_at": e["fitted_at"], **e["params"]}
+                           for name, e in manifest.get("methods", {}).items()},
     }
     if json_out:
         print_json(data)

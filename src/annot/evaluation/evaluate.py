@@ -14,11 +14,10 @@ from sqlalchemy import select
 
 from annot.errors import CorpusError
 from annot.evaluation.metrics import Summary, WordMetrics, per_word_metrics, predictions_matrix, summarize
-from annot.features.encoders import encoder_of_manifest
 from annot.indexer.build import TRAIN, extract_features
 from annot.indexer.corpus import read_corpus
 from annot.progress import NoProgress, Progress
-from annot.retrieval.model import AnnotationModel, Prediction
+from annot.retrieval.model import CCA_METHODS, AnnotationModel, Prediction
 from annot.schema import images, predictions, runs, word_metrics
 from annot.schema.database import insert_rows, next_id
 from annot.schema.queries import label_matrix
@@ -109,14 +108,14 @@ def evaluate(
                 f"({len(leaked)} such); evaluating on it would leak its own tags"
             )
         spec = manifest["encoder"]
-        encoder = encoder_of_manifest(spec)
+        model = AnnotationModel(store)
+        encoder = model.encoder_for(method)
         items, cache, unreadable, _, _ = extract_features(
             store, corpus, split, encoder, strict=strict, batch_size=32, progress=progress
         )
         if not items:
             raise CorpusError(f"{corpus.source}: no readable images to evaluate")
         ids = [i for i, _ in items]
-        model = AnnotationModel(store)
         X = cache.load(ids)
         with progress.task("annotating", None):
             preds = model.predict(X, method, n_tags, k, temperature, frequency_power)
@@ -125,6 +124,9 @@ def evaluate(
         summary = summarize(metrics, n_images=len(ids))
         used = model.settings(method, n_tags, k, temperature, frequency_power)
         params = {**used, "projection": manifest["projection"]["kind"], "encoder": spec["key"], "text": manifest["text"]}
+        if used["method"] not in CCA_METHODS:  # a baseline: its own fitted settings, not the CCA ones
+            params = {"method": used["method"], "n_tags": used["n_tags"], "encoder": spec["key"],
+                      **model.method_params(str(used["method"]))}
         run_id = None
         if record:
             run_id = record_run(store, str(used["method"]), params, str(corpus.source.resolve()), ids, preds, tag_ids, metrics, summary)

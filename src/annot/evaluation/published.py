@@ -8,7 +8,14 @@ from __future__ import annotations
 
 PUBLISHED: dict[str, dict[str, tuple[float, float, float, int]]] = {
     "corel5k": {
+        "JEC (handcrafted)": (27, 32, 29, 139),
+        "MBRM (handcrafted)": (24, 25, 25, 122),
+        "TagProp σML (handcrafted)": (33, 42, 37, 160),
+        "2PKNN (handcrafted)": (39, 40, 39.5, 177),
+        "2PKNN+ML (handcrafted)": (44, 46, 45, 191),
+        "SVM-DMBRM (handcrafted)": (36, 48, 41, 197),
         "JEC (VGG-16)": (31, 32, 32, 141),
+        "SVM-DMBRM (VGG-16)": (42, 45, 43, 186),
         "2PKNN (VGG-16)": (33, 30, 32, 160),
         "CCA (VGG-16, W2V)": (35, 46, 40, 172),
         "KCCA (VGG-16, W2V)": (39, 53, 45, 184),

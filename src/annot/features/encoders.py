@@ -256,15 +256,38 @@ def build_encoder(name: str, weights: Path | None = None, *, flip: bool = False)
     ``flip`` averages features over each image and its mirror image."""
     names = name.split("+")
     for part in names:
-        if part not in _REGISTRY:
+        if part not in _REGISTRY and not part.startswith("cnnr:"):
             raise EncoderError(f"unknown encoder {part!r} (known: {', '.join(encoder_names())}, or several joined by +)")
     if weights is not None and len(names) > 1:
         raise EncoderError(f"--weights applies to one encoder, not to {name}")
     if weights is not None and not Path(weights).is_file():
         raise EncoderError(f"{weights}: no such weights file")
-    parts = [_REGISTRY[part](Path(weights) if weights is not None else None) for part in names]
+    parts = [_cnnr_features(part) if part.startswith("cnnr:") else _REGISTRY[part](Path(weights) if weights is not None else None)
+             for part in names]
     encoder = parts[0] if len(parts) == 1 else CompositeEncoder(parts)
     return FlipAveraged(encoder) if flip else encoder
+
+
+def _cnnr_features(spec: str) -> ImageEncoder:
+    """``cnnr:STORE``: the fine-tuned penultimate activations of the CNN-R trained in STORE."""
+    import json
+
+    from annot.cnnr.network import CNNREncoder, load_cnnr
+
+    root = Path(spec.removeprefix("cnnr:"))
+    try:
+        entry = json.loads((root / "manifest.json").read_text(encoding="utf-8")).get("cnnr")
+    except (OSError, ValueError) as exc:
+        raise EncoderError(f"{root}: not a store ({exc})") from exc
+    if not entry:
+        raise EncoderError(f"{root}: holds no trained CNN-R; run `annot train-cnnr TRAIN --store {root}` first")
+    model, meta = load_cnnr(root / entry["file"])
+    return CNNREncoder(model, meta, "features")
+
+
+def resolve_encoder_name(name: str) -> str:
+    """The encoder name as a manifest records it: ``cnnr:`` store paths made absolute."""
+    return "+".join(f"cnnr:{Path(p.removeprefix('cnnr:')).resolve()}" if p.startswith("cnnr:") else p for p in name.split("+"))
 
 
 def encoder_of_manifest(spec: dict[str, Any]) -> ImageEncoder:

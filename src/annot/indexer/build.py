@@ -21,7 +21,7 @@ from numpy.typing import NDArray
 from sqlalchemy import select
 
 from annot.errors import AnnotError, CorpusError, WordVectorError
-from annot.features.encoders import ImageEncoder, build_encoder
+from annot.features.encoders import ImageEncoder, build_encoder, resolve_encoder_name
 from annot.features.text import NORMALIZATIONS, TEXT_VIEWS, normalize_features, text_view, usable_rows, word_view
 from annot.features.words import WordVectors, load_word_vectors
 from annot.indexer.corpus import Corpus, read_corpus, read_vocabulary
@@ -235,7 +235,7 @@ def build_index(corpus_path: Path, store_root: Path, config: IndexConfig = Index
             save_index(word_index, store.path(files["words"]))
         manifest = {
             "updated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "encoder": {"name": config.encoder, "key": encoder.key, "dim": encoder.dim, "flip": config.flip,
+            "encoder": {"name": resolve_encoder_name(config.encoder), "key": encoder.key, "dim": encoder.dim, "flip": config.flip,
                         "weights": str(Path(config.weights).resolve()) if config.weights else None},
             "words": {"source": words.source, "dim": words.dim},
             "text": config.text,
@@ -252,6 +252,8 @@ def build_index(corpus_path: Path, store_root: Path, config: IndexConfig = Index
             "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()},
             "counts": {"train_images": int(len(train_ids)), "unreadable": len(unreadable), "untagged": report.untagged},
         }
+        if store.has_manifest() and "cnnr" in (previous := store.manifest()):
+            manifest["cnnr"] = previous["cnnr"]  # CNN-R lives in models/cnnr/ and does not depend on the CCA
         store.write_manifest(manifest)
         store.remove_unreferenced(set(files.values()))
     finally:

@@ -6,22 +6,29 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from annot.errors import AnnotError, StoreError
 from annot.projection import load_projection
+from annot.features.encoders import ImageEncoder, encoder_of_manifest
+from annot.retrieval.baselines import BASELINES, Baseline
 from annot.retrieval.indexes import index_ids, load_index, search_correlation
 from annot.features.text import normalize_features
 from annot.retrieval.scoring import Scored, score_queries
 from annot.schema.queries import image_paths, label_matrix
 from annot.store import Store
 
+if TYPE_CHECKING:
+    from annot.cnnr.answer import WordIndex
+
 log = logging.getLogger(__name__)
 
-METHODS = ("cca-knn", "nn")
+CCA_METHODS = ("cca-knn", "nn")
+CNNR_METHOD = "cnn-r"
+METHODS = (*CCA_METHODS, CNNR_METHOD, *BASELINES)
 EXACT_NEIGHBOURS = 20000  # below this many indexed images, CCA-KNN looks at all of them
 
 
@@ -91,6 +98,8 @@ class AnnotationModel:
         self.frequency = self.labels.sum(axis=0).astype(np.int64)
         self.defaults: dict[str, Any] = dict(m.get("annotation", {}))
         self.normalization: str = m["projection"].get("normalization", "none")
+        self._baselines: dict[str, Baseline] = {}
+        self._cnnr: tuple[ImageEncoder, WordIndex, NDArray[np.int64]] | None = None
 
     @classmethod
     def open(cls, store_root: Path) -> AnnotationModel:
@@ -98,6 +107,53 @@ class AnnotationModel:
 
     def close(self) -> None:
         self.store.close()
+
+    def baseline(self, method: str) -> Baseline:
+        """A baseline of the paper's Table 1 on this store's features, loaded (or quickly fitted) once."""
+        if method not in self._baselines:
+            from annot.retrieval.baselines.stored import load_baseline
+
+            self._baselines[method] = load_baseline(self.store, method, self.ids, self.labels)
+        return self._baselines[method]
+
+    def method_params(self, method: str) -> dict[str, Any]:
+        """The fitted settings of a baseline or of CNN-R (empty for the CCA methods, whose settings are the store's)."""
+        if method == CNNR_METHOD:
+            return {k: v for k, v in self._cnnr_entry().items() if k not in ("file", "trained_at")}
+        return self.baseline(method).params() if method in BASELINES else {}
+
+    def _cnnr_entry(self) -> dict[str, Any]:
+        entry = self.manifest.get("cnnr")
+        if not entry:
+            raise StoreError(f"{self.store.root}: holds no trained CNN-R; run `annot train-cnnr TRAIN --store {self.store.root}`")
+        return dict(entry)
+
+    def cnnr(self) -> tuple[ImageEncoder, WordIndex, NDArray[np.int64]]:
+        """CNN-R's regressing encoder and its vocabulary word index (with the words' vocabulary positions)."""
+        if self._cnnr is None:
+            from annot.cnnr.answer import vocabulary_index
+            from annot.cnnr.network import CNNREncoder, load_cnnr
+
+            path = self.store.path(self._cnnr_entry()["file"])
+            model, meta = load_cnnr(path)
+            index, positions = vocabulary_index(path, self.vocabulary)
+            self._cnnr = (CNNREncoder(model, meta, "vector"), index, positions)
+        return self._cnnr
+
+    def encoder_for(self, method: str | None = None) -> ImageEncoder:
+        """The image encoder a method reads: CNN-R's own network for ``cnn-r``, else the store's encoder."""
+        if self.settings(method)["method"] == CNNR_METHOD:
+            return self.cnnr()[0]
+        return encoder_of_manifest(self.manifest["encoder"])
+
+    def open_vocabulary(self, V: NDArray[np.floating], n_tags: int) -> list[list[tuple[str, float]]]:
+        """CNN-R's regressed vectors answered by the nearest words of the whole word-vector file."""
+        from annot.cnnr.answer import open_vocabulary_index
+
+        index = open_vocabulary_index(self.manifest["words"]["source"], self.cnnr()[1].centre)
+        similarity, positions = index.nearest(V, n_tags)
+        return [[(index.words[int(p)], float(s)) for s, p in zip(srow, prow, strict=True)]
+                for srow, prow in zip(similarity, positions, strict=True)]
 
     def project(self, X: NDArray[np.floating]) -> NDArray[np.float32]:
         """T = (x − μx) W_x, after the store's feature normalisation."""
@@ -138,6 +194,17 @@ class AnnotationModel:
             raise AnnotError(f"unknown method {method!r} (known: {', '.join(METHODS)})")
         if n_tags < 1 or k < 1 or temperature <= 0:
             raise AnnotError(f"need n >= 1, k >= 1 and temperature > 0, got n={n_tags}, k={k}, temperature={temperature}")
+        if method == CNNR_METHOD:  # X are regressed word vectors: the nearest vocabulary words by cosine
+            _, index, positions = self.cnnr()
+            similarity, nearest = index.nearest(X, n_tags)
+            return [Prediction(positions[row], s.astype(np.float64), [[] for _ in row])
+                    for s, row in zip(similarity, nearest, strict=True)]
+        if method in BASELINES:
+            baseline = self.baseline(method)
+            X = normalize_features(X, "l2" if self.normalization == "none" else self.normalization)
+            scored, D = baseline.annotate(X, n_tags)
+            blank = np.zeros(len(self.ids), np.float32)
+            return [self._prediction(s, self.ids, blank if D is None else D[q]) for q, s in enumerate(scored)]
         T = self.project(X)
         n = self.index.ntotal
         depth = n if n <= EXACT_NEIGHBOURS else max(2000, 50 * k)

@@ -8,11 +8,10 @@ from pathlib import Path
 
 import numpy as np
 
-from annot.errors import CorpusError
-from annot.features.encoders import encoder_of_manifest
+from annot.errors import AnnotError, CorpusError
 from annot.features.images import iter_batches
 from annot.progress import NoProgress, Progress
-from annot.retrieval.model import Annotation, AnnotationModel
+from annot.retrieval.model import CNNR_METHOD, Annotation, AnnotationModel, TagScore
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
@@ -50,14 +49,17 @@ def annotate_files(
     temperature: float | None = None,
     frequency_power: float | None = None,
     explain: bool = False,
+    open_vocabulary: bool = False,
     batch_size: int = 32,
     progress: Progress | None = None,
 ) -> QueryResult:
     """Annotate image files with a loaded store; undecodable files are returned in ``failed``, not annotated."""
     progress = progress or NoProgress()
     paths = expand_inputs(inputs)
-    spec = model.manifest["encoder"]
-    encoder = encoder_of_manifest(spec)
+    method = model.settings(method)["method"]
+    if open_vocabulary and method != CNNR_METHOD:
+        raise AnnotError("--open-vocabulary answers from CNN-R's regressed word vectors; use it with --method cnn-r")
+    encoder = model.encoder_for(method)
     features, names, failed = [], [], {}
     with progress.task("encoding", len(paths)) as advance:
         offset = 0
@@ -75,5 +77,10 @@ def annotate_files(
     if not features:
         return QueryResult([], failed)
     X = np.stack(features)
+    if open_vocabulary:
+        n = model.settings(method, n_tags)["n_tags"]
+        answers = model.open_vocabulary(X, n)
+        return QueryResult([Annotation(name, tuple(TagScore(w, s) for w, s in words))
+                            for name, words in zip(names, answers, strict=True)], failed)
     predictions = model.predict(X, method, n_tags, k, temperature, frequency_power)
     return QueryResult(model.annotations(names, predictions, explain), failed)

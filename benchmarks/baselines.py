@@ -1,0 +1,95 @@
+"""The paper's baselines on the same store and features, side by side with CCA-KNN, in one run.
+
+    python benchmarks/baselines.py [--data ../shared/data/corel5k] [--store out/corel5k.annot] [--methods a,b,...]
+
+Uses the store that ``benchmarks/corel5k.py`` (or ``make demo``) built, and indexes one with the defaults if there is
+none. For every method: ``annot fit`` (hyperparameters chosen on held-out training images only; timed), then one
+evaluation on the test split (recorded as a run in the store), and the annotation time of the test images alone
+(median of 3 runs over features already extracted). Writes benchmarks/results/baselines-<dataset>.json and .md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+from sqlalchemy import select
+
+from annot.evaluation.evaluate import evaluate
+from annot.evaluation.published import PUBLISHED
+from annot.indexer import IndexConfig, build_index
+from annot.indexer.features import FeatureCache
+from annot.retrieval.baselines import BASELINES
+from annot.retrieval.baselines.stored import fit_baseline
+from annot.retrieval.model import AnnotationModel
+from annot.schema import images
+from annot.store import Store
+
+NAMES = {"freq": "frequency prior", "jec": "JEC", "2pknn": "2PKNN", "2pknn-ml": "2PKNN+ML", "tagprop": "TagProp σML",
+         "mbrm": "MBRM", "svm-dmbrm": "SVM-DMBRM", "cca-knn": "CCA-KNN (store default)", "nn": "CCA + nn transfer"}
+
+
+def annotation_seconds(store_root: Path, method: str, repeats: int = 3) -> tuple[float, int]:
+    """Median seconds to annotate the store's test images from cached features (model loaded once)."""
+    with Store.open(store_root, read_only=True) as store:
+        manifest = store.manifest()
+        with store.db.connect() as conn:
+            ids = [i for (i,) in conn.execute(select(images.c.id).where(images.c.split == "test").order_by(images.c.id))]
+        cache = FeatureCache(store.features_dir / manifest["encoder"]["key"], manifest["encoder"]["dim"])
+        X = cache.load(ids)
+        model = AnnotationModel(store)
+        model.predict(X[:5], method)  # load (and for quick methods fit) once, outside the timing
+        times = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            model.predict(X, method)
+            times.append(time.perf_counter() - t)
+    return statistics.median(times), len(ids)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=Path("../shared/data/corel5k"))
+    parser.add_argument("--store", type=Path, default=Path("out/corel5k.annot"))
+    parser.add_argument("--methods", default=",".join(BASELINES) + ",nn,cca-knn")
+    args = parser.parse_args()
+    dataset = args.data.name
+    if not (args.store / "manifest.json").is_file():
+        build_index(args.data / "train.jsonl", args.store, IndexConfig(vocabulary=args.data / "vocabulary.txt"))
+    with Store.open(args.store, read_only=True) as store:
+        encoder = store.manifest()["encoder"]["name"]
+    rows: dict[str, dict[str, object]] = {}
+    for method in args.methods.split(","):
+        fit_seconds = 0.0
+        params: dict[str, object] = {}
+        if method in BASELINES:
+            report = fit_baseline(args.store, method)
+            fit_seconds, params = report.seconds, report.params
+            print(f"{method}: fitted in {fit_seconds:.1f}s {params}", flush=True)
+        result = evaluate(args.store, args.data / "test.jsonl", method=method)
+        seconds, n = annotation_seconds(args.store, method)
+        rows[method] = {"test": result.summary.as_percent(), "run_id": result.run_id, "params": params or result.params,
+                        "fit_seconds": round(fit_seconds, 2), "annotate_seconds": round(seconds, 3),
+                        "images_per_second": round(n / seconds, 1)}
+        print(f"{method}: {result.summary.as_percent()}  annotate {n / seconds:.0f} img/s", flush=True)
+
+    out = {"dataset": dataset, "encoder": encoder, "store": str(args.store), "rows": rows}
+    results_dir = Path(__file__).parent / "results"
+    results_dir.mkdir(exist_ok=True)
+    (results_dir / f"baselines-{dataset}.json").write_text(json.dumps(out, indent=2, ensure_ascii=False))
+    lines = ["| method | visual | P | R | F1 | N+ | fit (s) | annotate (img/s) |", "|---|---|---|---|---|---|---|---|"]
+    for name, (p, r, f, n_plus) in PUBLISHED.get(dataset, {}).items():
+        lines.append(f"| paper: {name} | {name.rsplit('(', 1)[-1].rstrip(')')} | {p} | {r} | {f} | {n_plus} | | |")
+    for method, row in rows.items():
+        s = row["test"]
+        lines.append(f"| annot: {NAMES.get(method, method)} | {encoder} | {s['P']} | {s['R']} | {s['F1']} | {s['N+']} "  # type: ignore[index]
+                     f"| {row['fit_seconds']} | {row['images_per_second']} |")
+    (results_dir / f"baselines-{dataset}.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,293 @@
+"""``annot train-cnnr``: train CNN-R (paper §3.5) on a store's training images, resumably.
+
+The target of an image is the mean of its tags' word vectors (the store's word vectors; tags without one are left
+out of the mean); the loss is the squared Euclidean distance to it. The new linear layer learns at ``lr``, the
+pretrained layers at ``lr × lr_ratio`` (the paper: a higher rate on the new layer). A validation split is taken from
+the training images; the weights with the lowest validation loss are kept.
+
+On a CPU (the default there) the trunk's activations are computed once, cached in the store like any features, and
+the top blocks and head are trained over them. With ``full`` (the default where CUDA is present) every layer is
+trained from the decoded images. A checkpoint is written after every epoch; rerunning the same command continues from
+it, and a checkpoint for another backbone, dimension or mode is an error unless ``restart``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from annot.cnnr.network import CNNR, Backbone, build_backbone
+from annot.errors import AnnotError, StoreError
+from annot.features.encoders import ImageEncoder
+from annot.features.images import iter_batches
+from annot.features.words import load_word_vectors
+from annot.indexer.build import TRAIN, extract_features
+from annot.indexer.corpus import read_corpus
+from annot.progress import NoProgress, Progress
+from annot.schema.queries import label_matrix
+from annot.store import Store, atomic_write
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT = "models/cnnr/checkpoint.pt"
+
+
+@dataclass(frozen=True)
+class CNNRConfig:
+    backbone: str = "efficientnet-lite0"
+    weights: Path | None = None
+    epochs: int = 20
+    batch_size: int = 64
+    lr: float = 1e-3
+    lr_ratio: float = 0.1
+    weight_decay: float = 1e-4
+    validation: float = 0.1
+    patience: int = 5
+    full: bool | None = None
+    device: str | None = None
+    seed: int = 0
+    restart: bool = False
+
+
+@dataclass
+class TrainReport:
+    model_file: str
+    device: str
+    full: bool
+    n_train: int
+    n_validation: int
+    history: list[dict[str, float]] = field(default_factory=list)
+    best_epoch: int = 0
+    best_validation_loss: float = float("inf")
+    resumed_from_epoch: int = 0
+    seconds: float = 0.0  # over all runs of this training, resumed ones included
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class TrunkEncoder(ImageEncoder):
+    """The frozen trunk as an encoder, so its activations are cached (and resumable) like any features."""
+
+    def __init__(self, backbone: Backbone, device: Any) -> None:
+        import torch
+
+        self.trunk, self.device = backbone.trunk.eval(), device
+        self.name = f"cnnr-trunk-{backbone.name}"
+        self.input_size, self.mean, self.std = backbone.input_size, backbone.mean, backbone.std
+        with torch.inference_mode():
+            self.shape = tuple(self.trunk(torch.zeros(1, 3, self.input_size, self.input_size, device=device)).shape[1:])
+        self.dim = int(np.prod(self.shape))
+
+    def encode(self, pixels: Any) -> NDArray[np.float32]:
+        import torch
+
+        with torch.inference_mode():
+            return self.trunk(pixels.to(self.device)).flatten(1).float().cpu().numpy()
+
+
+def targets(labels: NDArray[np.bool_], E: NDArray[np.float32], has_vector: NDArray[np.bool_]) -> tuple[NDArray[np.float32], NDArray[np.bool_]]:
+    """Mean word vector of each image's tags that have one; and which images have any."""
+    usable = labels & has_vector[None, :]
+    counts = usable.sum(axis=1)
+    Y = (usable.astype(np.float32) @ E) / np.maximum(counts, 1)[:, None]
+    return Y.astype(np.float32), counts > 0
+
+
+def _checkpoint_key(config: CNNRConfig, dim: int, full: bool, words: str) -> dict[str, Any]:
+    return {"backbone": config.backbone, "dim": dim, "full": full, "words": words,
+            "weights": str(Path(config.weights).resolve()) if config.weights else None}
+
+
+def train_cnnr(corpus_path: Path, store_root: Path, config: CNNRConfig = CNNRConfig(), progress: Progress | None = None) -> TrainReport:
+    """Train CNN-R on a corpus's images in an indexed store; keeps the best weights in ``models/cnnr/``."""
+    import torch
+
+    progress = progress or NoProgress()
+    start = time.perf_counter()
+    torch.manual_seed(config.seed)
+    store = Store.open(Path(store_root))
+    try:
+        if not store.has_manifest():
+            raise StoreError(f"{store.root}: not indexed yet; run `annot index` first (CNN-R uses its vocabulary and word vectors)")
+        manifest = store.manifest()
+        vocabulary = tuple(manifest["vocabulary"]["words"])
+        tag_ids = [int(t) for t in manifest["vocabulary"]["tag_ids"]]
+        words = load_word_vectors(manifest["words"]["source"])
+        E, missing = words.matrix(vocabulary)
+        has_vector = np.array([w not in set(missing) for w in vocabulary])
+        corpus = read_corpus(Path(corpus_path), vocabulary)
+        backbone = build_backbone(config.backbone, config.weights)
+        model = CNNR(backbone, words.dim, config.device)
+        full = config.full if config.full is not None else model.device.type == "cuda"
+        key = _checkpoint_key(config, words.dim, full, words.source)
+
+        if full:
+            from annot.indexer.importer import import_corpus
+
+            with progress.task(f"importing {corpus.source.name}", len(corpus.entries)) as advance:
+                imported = import_corpus(store, corpus, TRAIN, progress=advance)
+            items = imported.items
+            A = None
+        else:
+            trunk = TrunkEncoder(backbone, model.device)
+            items, cache, _, _, _ = extract_features(store, corpus, TRAIN, trunk, strict=False, batch_size=32, progress=progress)
+            A = cache.load([i for i, _ in items])
+        ids = [i for i, _ in items]
+        paths = [p for _, p in items]
+        Y, usable = targets(label_matrix(store.db, ids, tag_ids), E, has_vector)
+        rows = np.flatnonzero(usable)
+        if len(rows) < 4:
+            raise AnnotError(f"{corpus.source}: {len(rows)} images with a tag that has a word vector; CNN-R needs more")
+        rng = np.random.default_rng(config.seed)
+        rows = rng.permutation(rows)
+        n_val = max(1, int(round(config.validation * len(rows))))
+        val_rows, train_rows = np.sort(rows[:n_val]), rows[n_val:]
+
+        def batches_of(order: NDArray[np.int64]) -> Iterator[tuple[NDArray[np.int64], Any]]:
+            """(rows, input) per batch: cached trunk activations, or decoded images when fine-tuning fully."""
+            if A is not None:
+                for lo in range(0, len(order), config.batch_size):
+                    sel = order[lo : lo + config.batch_size]
+                    yield sel, torch.from_numpy(A[sel]).view(len(sel), *trunk.shape).to(model.device)
+                return
+            shim = backbone_encoder_shim(backbone)
+            for lo, batch in zip(range(0, len(order), config.batch_size),
+                                 iter_batches([paths[i] for i in order], shim, config.batch_size), strict=True):
+                ok = np.array(batch.ok)
+                yield order[lo : lo + config.batch_size][ok], batch.pixels[torch.from_numpy(ok)].to(model.device)
+
+        pretrained = list(backbone.top.parameters()) + (list(backbone.trunk.parameters()) if full else [])
+        optimiser = torch.optim.AdamW([
+            {"params": model.head.parameters(), "lr": config.lr},
+            {"params": pretrained, "lr": config.lr * config.lr_ratio},
+        ], weight_decay=config.weight_decay)
+        for p in backbone.trunk.parameters():
+            p.requires_grad_(full)
+
+        report = TrainReport("", str(model.device), full, len(train_rows), len(val_rows))
+        best_state: dict[str, Any] | None = None
+        checkpoint = store.path(CHECKPOINT)
+        if checkpoint.is_file() and not config.restart:
+            saved = torch.load(checkpoint, map_location=model.device, weights_only=False)
+            if saved.get("key") != key:
+                raise AnnotError(f"{checkpoint}: a checkpoint for {saved.get('key')}, not {key}; "
+                                 "rerun with --restart to discard it")
+            model.load_state(saved["state"])
+            optimiser.load_state_dict(saved["optimizer"])
+            report.history = list(saved["history"])
+            report.best_epoch, report.best_validation_loss = saved["best_epoch"], saved["best_validation_loss"]
+            best_state = saved["best_state"]
+            report.resumed_from_epoch = len(report.history)
+            start -= float(saved.get("seconds", 0.0))  # training time adds up over resumed runs
+        Yt = torch.from_numpy(Y).to(model.device)
+
+        def run_epoch(sel_rows: NDArray[np.int64], train: bool, advance: Any) -> float:
+            for module in (backbone.top, model.head):
+                module.train(train)
+            backbone.trunk.train(train and full)
+            total = 0.0
+            order = rng.permutation(sel_rows) if train else sel_rows
+            for sel, x in batches_of(order):
+                if train and len(sel) < 2:
+                    continue  # batch norm needs two
+                with torch.set_grad_enabled(train):
+                    if full:
+                        x = backbone.trunk(x)
+                    pred = model.head(backbone.top(x))
+                    loss = ((pred - Yt[sel]) ** 2).sum(dim=1).mean()
+                if train:
+                    optimiser.zero_grad()
+                    loss.backward()
+                    optimiser.step()
+                total += float(loss.detach()) * len(sel)
+                advance(len(sel))
+            return total / max(1, len(order))
+
+        for epoch in range(len(report.history) + 1, config.epochs + 1):
+            if report.history and epoch - report.best_epoch > config.patience:
+                log.info("no validation improvement in %d epochs: stopping", config.patience)
+                break
+            last = report.history[-1] if report.history else None
+            shown = f" · train {last['train_loss']:.3f} · val {last['validation_loss']:.3f}" if last else ""
+            with progress.task(f"CNN-R epoch {epoch}/{config.epochs}{shown}", len(train_rows) + len(val_rows)) as advance:
+                train_loss = run_epoch(train_rows, True, advance)
+                val_loss = run_epoch(val_rows, False, advance)
+            report.history.append({"epoch": epoch, "train_loss": round(train_loss, 5), "validation_loss": round(val_loss, 5)})
+            if val_loss < report.best_validation_loss:
+                report.best_epoch, report.best_validation_loss = epoch, val_loss
+                best_state = {k: {n: t.detach().cpu().clone() for n, t in v.items()} for k, v in model.state(full).items()}
+            _save(checkpoint, {"key": key, "state": model.state(full), "optimizer": optimiser.state_dict(),
+                               "history": report.history, "best_epoch": report.best_epoch,
+                               "best_validation_loss": report.best_validation_loss, "best_state": best_state,
+                               "seconds": time.perf_counter() - start})
+        if best_state is None:
+            raise AnnotError(f"{checkpoint}: no epoch finished; nothing to keep")
+        report.model_file = _keep(store, key, best_state, vocabulary, tag_ids, E, has_vector, report)
+        report.seconds = time.perf_counter() - start
+        _record(store, report, key)
+        return report
+    finally:
+        store.close()
+
+
+def backbone_encoder_shim(backbone: Backbone) -> ImageEncoder:
+    """Preprocessing settings of a backbone, for ``iter_batches`` (which only reads size and normalisation)."""
+
+    class Shim(ImageEncoder):
+        name, dim = backbone.name, backbone.feature_dim
+        input_size, mean, std = backbone.input_size, backbone.mean, backbone.std
+
+        def encode(self, pixels: Any) -> NDArray[np.float32]:
+            raise NotImplementedError
+
+    return Shim()
+
+
+def _save(path: Path, payload: dict[str, Any]) -> None:
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda fh: fh.write(buffer.getvalue()))
+
+
+def _keep(store: Store, key: dict[str, Any], state: dict[str, Any], vocabulary: tuple[str, ...], tag_ids: list[int],
+          E: NDArray[np.float32], has_vector: NDArray[np.bool_], report: TrainReport) -> str:
+    """Write the best weights with what answering needs (the vocabulary's word vectors) under a new name."""
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    model_id = hashlib.sha256(buffer.getvalue()).hexdigest()[:12]
+    meta = {**key, "id": model_id, "best_epoch": report.best_epoch,
+            "best_validation_loss": round(report.best_validation_loss, 5)}
+    file = f"models/cnnr/model-{model_id}.pt"
+    _save(store.path(file), {"meta": meta, "state": state, "vocabulary": list(vocabulary), "tag_ids": tag_ids,
+                             "E": E, "has_vector": has_vector})
+    return file
+
+
+def _record(store: Store, report: TrainReport, key: dict[str, Any]) -> None:
+    """Point the manifest at the new model; the previous model file goes once the manifest no longer names it."""
+    manifest = store.manifest()
+    previous = manifest.get("cnnr", {}).get("file")
+    manifest["cnnr"] = {**key, "file": report.model_file, "best_epoch": report.best_epoch,
+                        "validation_loss": round(report.best_validation_loss, 5), "epochs": len(report.history),
+                        "train_seconds": round(report.seconds, 1), "device": report.device,
+                        "trained_at": datetime.now(UTC).isoformat(timespec="seconds")}
+    manifest.pop("format_version", None)
+    store.write_manifest(manifest)
+    if previous and previous != report.model_file:
+        store.path(previous).unlink(missing_ok=True)

@@ -1,0 +1,168 @@
+"""CNN-R: training drives the loss down and answers the planted tags; resume; clear errors; its two uses."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import invoke, tiny_backbone, write_word_vectors
+from annot.cnnr.train import CHECKPOINT, CNNRConfig, targets, train_cnnr
+from annot.errors import AnnotError, EncoderError
+from annot.evaluation.evaluate import evaluate
+from annot.indexer import IndexConfig, build_index
+from annot.store import Store
+
+FAST = CNNRConfig(backbone="tiny16", epochs=30, batch_size=32, lr=1e-2, lr_ratio=0.5, patience=30)
+
+
+
+
+@pytest.fixture(scope="module")
+def trained(built_store: Path, synthetic: dict[str, Path], tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    root = tmp_path_factory.mktemp("cnnr") / "s.annot"
+    shutil.copytree(built_store, root)
+    report = train_cnnr(synthetic["train"], root, FAST)
+    return root, report
+
+
+def test_targets_are_mean_tag_vectors() -> None:
+    E = np.array([[1.0, 0.0], [0.0, 1.0], [5.0, 5.0]], np.float32)
+    labels = np.array([[1, 1, 0], [0, 0, 1], [0, 0, 0]], bool)
+    Y, usable = targets(labels, E, np.array([True, True, False]))
+    np.testing.assert_allclose(Y[0], [0.5, 0.5])
+    assert usable.tolist() == [True, False, False]  # word 2 has no vector; row 2 has no tags
+
+
+def test_training_lowers_the_loss_and_answers_the_planted_tags(trained, synthetic: dict[str, Path]) -> None:  # type: ignore[no-untyped-def]
+    root, report = trained
+    losses = [h["train_loss"] for h in report.history]
+    assert losses[-1] < 0.5 * losses[0]
+    assert report.n_train + report.n_validation == 160 and report.n_validation == 16
+    assert (root / report.model_file).is_file() and (root / CHECKPOINT).is_file()
+    result = evaluate(root, synthetic["test"], method="cnn-r", n_tags=3)
+    prior = evaluate(root, synthetic["test"], method="freq", n_tags=3)
+    assert result.summary.recall > 0.6 and result.summary.f1 > prior.summary.f1 + 0.2
+    assert result.params["method"] == "cnn-r" and result.params["backbone"] == "tiny16"
+
+
+def test_resume_continues_from_the_checkpoint(store: Path, synthetic: dict[str, Path]) -> None:
+    config = CNNRConfig(backbone="tiny16", epochs=2, batch_size=32, lr=1e-2)
+    first = train_cnnr(synthetic["train"], store, config)
+    second = train_cnnr(synthetic["train"], store, CNNRConfig(backbone="tiny16", epochs=4, batch_size=32, lr=1e-2))
+    assert second.resumed_from_epoch == 2 and len(second.history) == 4
+    assert second.history[:2] == first.history
+
+    class Interrupt:
+        def __init__(self) -> None:
+            self.epochs = 0
+
+        def task(self, description: str, total: int | None):  # type: ignore[no-untyped-def]
+            from contextlib import contextmanager
+
+            @contextmanager
+            def run():  # type: ignore[no-untyped-def]
+                if description.startswith("CNN-R epoch"):
+                    self.epochs += 1
+                    if self.epochs == 2:
+                        raise KeyboardInterrupt
+                yield lambda n: None
+
+            return run()
+
+    with pytest.raises(KeyboardInterrupt):  # interrupted during the 6th epoch: the 5th was checkpointed
+        train_cnnr(synthetic["train"], store, CNNRConfig(backbone="tiny16", epochs=8, batch_size=32, lr=1e-2), Interrupt())
+    third = train_cnnr(synthetic["train"], store, CNNRConfig(backbone="tiny16", epochs=6, batch_size=32, lr=1e-2))
+    assert third.resumed_from_epoch == 5 and [h["epoch"] for h in third.history] == [1, 2, 3, 4, 5, 6]
+
+
+def test_a_checkpoint_for_another_backbone_or_dimension_is_a_clear_error(store: Path, synthetic: dict[str, Path], tmp_path: Path) -> None:
+    train_cnnr(synthetic["train"], store, CNNRConfig(backbone="tiny16", epochs=1))
+    with pytest.raises(AnnotError, match="--restart"):
+        train_cnnr(synthetic["train"], store, CNNRConfig(backbone="tiny24", epochs=2))
+    # a store whose word vectors have another dimension, given this checkpoint
+    words = tmp_path / "words8.txt"
+    write_word_vectors(words, dim=8)
+    other = tmp_path / "other.annot"
+    build_index(synthetic["train"], other, IndexConfig(encoder="fake", words=str(words), k=3))
+    (other / CHECKPOINT).parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(store / CHECKPOINT, other / CHECKPOINT)
+    with pytest.raises(AnnotError, match="'dim': 6") as info:
+        train_cnnr(synthetic["train"], other, CNNRConfig(backbone="tiny16", epochs=2))
+    assert "'dim': 8" in str(info.value)
+    report = train_cnnr(synthetic["train"], other, CNNRConfig(backbone="tiny24", epochs=1, restart=True))
+    assert report.resumed_from_epoch == 0
+
+
+def test_cli_train_query_open_vocabulary_and_cnnr_encoder(store: Path, synthetic: dict[str, Path], tmp_path: Path) -> None:
+    result = invoke("train-cnnr", synthetic["train"], "--store", store, "--backbone", "tiny16", "--epochs", "3", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["best_epoch"] >= 1
+    image = synthetic["folder"] / json.loads(synthetic["test"].read_text().splitlines()[0])["image"]
+
+    result = invoke("query", image, "--store", store, "--method", "cnn-r", "--json", "-n", "9")
+    assert result.exit_code == 0, result.output
+    closed = [t["tag"] for t in json.loads(result.stdout)["annotations"][0]["tags"]]
+    assert len(closed) == 8 and "unseen" not in closed  # only the 8 vocabulary words
+    result = invoke("query", image, "--store", store, "--method", "cnn-r", "--open-vocabulary", "--json", "-n", "9")
+    assert result.exit_code == 0, result.output
+    opened = json.loads(result.stdout)["annotations"][0]["tags"]
+    assert "unseen" in [t["tag"] for t in opened]  # a word no training image had can be named
+    scores = [t["score"] for t in opened]
+    assert scores == sorted(scores, reverse=True) and all(-1 <= s <= 1 for s in scores)
+
+    result = invoke("query", image, "--store", store, "--open-vocabulary")
+    assert result.exit_code == 1 and "--method cnn-r" in result.output
+
+    fine = tmp_path / "fine.annot"
+    result = invoke("index", synthetic["train"], "--store", fine, "--encoder", f"cnnr:{store}", "--words", synthetic["words"],
+                    "--k", "3", "--json")
+    assert result.exit_code == 0, result.output
+    with Store.open(fine, read_only=True) as s:
+        spec = s.manifest()["encoder"]
+    assert spec["name"] == f"cnnr:{store.resolve()}" and spec["dim"] == 16
+    result = invoke("eval", synthetic["test"], "--store", fine, "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["summary"]["R"] > 50
+
+
+def test_cnnr_errors_name_the_store(store: Path, synthetic: dict[str, Path]) -> None:
+    image = synthetic["folder"] / json.loads(synthetic["test"].read_text().splitlines()[0])["image"]
+    result = invoke("query", image, "--store", store, "--method", "cnn-r")
+    assert result.exit_code == 1 and "annot train-cnnr" in result.output and str(store) in result.output
+    with pytest.raises(EncoderError, match="holds no trained CNN-R"):
+        from annot.features.encoders import build_encoder
+
+        build_encoder(f"cnnr:{store}")
+
+
+def test_full_fine_tuning_trains_the_trunk_from_images(store: Path, synthetic: dict[str, Path]) -> None:
+    import torch
+
+    from annot.cnnr.network import load_cnnr
+
+    report = train_cnnr(synthetic["train"], store, CNNRConfig(backbone="tiny16", epochs=3, batch_size=32, lr=1e-2, full=True))
+    assert report.full and report.history[-1]["train_loss"] < report.history[0]["train_loss"]
+    assert not (store / "features" / "cnnr-trunk-tiny16").exists()  # no activation cache in this mode
+    model, meta = load_cnnr(store / report.model_file)
+    assert meta["full"] is True
+    untouched = tiny_backbone(16)(None).trunk
+    changed = [not torch.equal(a, b) for a, b in zip(model.backbone.trunk.state_dict().values(),
+                                                     untouched.state_dict().values(), strict=True)]
+    assert any(changed)  # the trunk's weights were trained and saved
+
+
+def test_centred_cosine_does_not_answer_the_hub_word() -> None:
+    from annot.cnnr.answer import WordIndex
+
+    offset = np.array([5.0, 5.0, 5.0])  # every word vector shares a large common component
+    E = offset + np.array([[1.0, 0, 0], [0, 1.0, 0], [0, 0, 1.0], [0.3, 0.3, 0.3]])  # word 3 sits at the middle: a hub
+    query = offset + np.array([[0.5, 0.2, 0.2]])  # a regressed vector, shrunk to the middle, leaning to word 0
+    raw = WordIndex(["a", "b", "c", "hub"], E, np.zeros(3))
+    centred = WordIndex(["a", "b", "c", "hub"], E, E.mean(axis=0))
+    assert raw.nearest(query, 1)[1][0, 0] == 3
+    similarity, positions = centred.nearest(query, 4)
+    assert positions[0, 0] == 0 and np.all(np.diff(similarity[0]) <= 0)
