@@ -33,6 +33,9 @@ LINEAR_GRID = (
     grid(text=["w2v", "bv", "w2v+bv"], normalization=["none", "power"], reg=[0.3, 1.0],
          k=[5, 8, 16], temperature=[0.05, 0.1, 0.2], frequency_power=[0.0, 0.25, 0.5, 0.75])
     + grid(text=["w2v", "bv", "w2v+bv"], normalization=["none", "power"], reg=[0.1, 0.3, 1.0], method=["nn"])
+    # the candidate pool: each query's `depth` nearest training images only (the other grids look at all of them)
+    + grid(text=["bv", "w2v+bv"], normalization=["power"], reg=[0.3, 1.0], k=[8, 16], temperature=[0.05, 0.1],
+           frequency_power=[0.25, 0.5, 0.75], depth=[500, 1000, 2000])
 )
 KCCA_GRID = (
     grid(projection=["kcca"], text=["w2v", "w2v+bv"], normalization=["power"], reg=[0.1, 0.3, 1.0],
@@ -47,6 +50,7 @@ ROWS = {
         "CCA-KNN (W2V), Eq. 5 as printed (α = 0)": {"method": "cca-knn", "text": "w2v", "frequency_power": 0.0},
         "CCA-KNN (BV)": {"method": "cca-knn", "text": "bv"},
         "CCA-KNN (W2V)": {"method": "cca-knn", "text": "w2v"},
+        "CCA-KNN (W2V+BV), all images as candidates": {"method": "cca-knn", "text": "w2v+bv", "depth": 0},
         "CCA-KNN (W2V+BV)": {"method": "cca-knn", "text": "w2v+bv"},
     },
     "kcca": {
@@ -65,7 +69,7 @@ def best(results: list, **fixed: object):  # type: ignore[no-untyped-def]
 def config_of(c: Candidate, encoder: str, vocabulary: Path, flip: bool = False) -> IndexConfig:
     return IndexConfig(encoder=encoder, flip=flip, text=c.text, normalization=c.normalization, reg_x=c.reg, reg_y=c.reg,
                        n_components=c.n_components, method=c.method, k=c.k, temperature=c.temperature,
-                       frequency_power=c.frequency_power, projection=c.projection, landmarks="auto",
+                       frequency_power=c.frequency_power, projection=c.projection, landmarks="auto", depth=c.depth,
                        vocabulary=vocabulary)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from annot.retrieval.scoring import cca_knn_scores, nn_transfer, score_queries, semantic_neighbours
+from annot.retrieval.scoring import cca_knn_pooled, cca_knn_scores, nn_transfer, score_queries, semantic_neighbours
 
 
 def brute_force_neighbours(d: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
@@ -62,3 +62,22 @@ def test_score_queries_returns_n_tags_with_their_voters() -> None:
             assert np.all(np.diff(s.scores) <= 1e-12)
             for w, voters in zip(s.words, s.voters, strict=True):
                 assert len(voters) >= 1 and labels[voters, w].all()
+
+
+def test_pooled_cca_knn_equals_the_dense_scores_on_each_pool() -> None:
+    rng = np.random.default_rng(5)
+    n, V, L, nq = 300, 12, 80, 6
+    labels = rng.random((n, V)) < 0.15
+    frequency = labels.sum(axis=0).astype(np.int64) + 3  # a global frequency, not the pool's
+    D_all = rng.random((nq, n)).astype(np.float32) * 2
+    order = np.argsort(D_all, axis=1)[:, :L]  # each query's own pool, nearest first
+    D_pool = np.take_along_axis(D_all, order, 1)
+    D_pool[0, -5:] = np.inf  # a pool cut short (an approximate index returned fewer)
+    from scipy import sparse
+
+    pooled, chosen, weights = cca_knn_pooled(D_pool, order, sparse.csr_matrix(labels), 3, 0.1, frequency, 0.5)
+    for q in range(nq):
+        dense, dense_chosen, _ = cca_knn_scores(D_pool[q][None], labels[order[q]], 3, 0.1, frequency, 0.5)
+        np.testing.assert_allclose(pooled[q], dense[0], rtol=1e-9)
+        np.testing.assert_array_equal(chosen[q], dense_chosen[0])
+    assert not chosen[0, -5:].any() and (weights[0, -5:] == 0).all()

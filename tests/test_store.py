@@ -26,7 +26,7 @@ def test_manifest_records_every_setting_and_files_exist(built_store: Path) -> No
         assert m["format_version"] == 1
         assert m["encoder"]["name"] == "fake" and m["encoder"]["dim"] == 48
         assert m["text"] == "w2v+bv" and m["projection"]["normalization"] == "power"
-        assert m["annotation"] == {"method": "cca-knn", "n_tags": 5, "k": 3, "temperature": 0.1, "frequency_power": 0.5}
+        assert m["annotation"] == {"method": "cca-knn", "n_tags": 5, "k": 3, "temperature": 0.1, "frequency_power": 0.5, "depth": 0}
         assert m["index"]["ntotal"] == 160
         assert len(m["vocabulary"]["words"]) == 8
         for key in ("projection", "index", "word_index"):
@@ -96,7 +96,7 @@ def test_reindex_with_other_settings_keeps_store_consistent(built_store: Path, s
     with Store.open(store) as s:
         m = s.manifest()
         assert m["text"] == "bv"
-        referenced = {m[k]["file"] for k in ("projection", "index", "word_index")}
+        referenced = {m[k]["file"] for k in ("projection", "index", "word_index")} | {m["index"]["ids_file"], m["projection"]["statistics"]}
         on_disk = {str(p.relative_to(store)) for d in ("models", "indexes") for p in (store / d).iterdir()}
         assert on_disk == referenced  # the previous model's files were removed after the switch
 
@@ -162,3 +162,19 @@ def test_corrupt_images_are_skipped_and_counted_or_fatal_when_strict(synthetic: 
     assert report.n_indexed == 29
     with pytest.raises(AnnotError, match=r"missing\.jpeg: no such file|notes\.jpeg: not a readable image|truncated"):
         build_index(corpus, tmp_path / "strict.annot", IndexConfig(encoder="fake", words=str(synthetic["words"]), strict=True))
+
+
+def test_pooled_and_dense_annotation_agree(built_store: Path, synthetic: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    import annot.retrieval.model as model_module
+    from annot.indexer.features import FeatureCache
+
+    with Store.open(built_store, read_only=True) as s:
+        model = model_module.AnnotationModel(s)
+        X = FeatureCache(s.features_dir / "fake", 48).load(model.ids[:20])
+        dense = model.predict(X, depth=60)
+        monkeypatch.setattr(model_module, "EXACT_NEIGHBOURS", 0)  # as if the corpus were large
+        pooled = model.predict(X, depth=60)
+    for a, b in zip(dense, pooled, strict=True):
+        assert a.words.tolist() == b.words.tolist()
+        np.testing.assert_allclose(a.scores, b.scores, rtol=1e-6)
+        assert [[v[0] for v in w] for w in a.votes] == [[v[0] for v in w] for w in b.votes]

@@ -38,6 +38,9 @@ EncoderOpt = Annotated[
 WordsOpt = Annotated[str, typer.Option("--words", help="Word vectors: glove-50 or a word2vec/GloVe/fastText file.")]
 VocabularyOpt = Annotated[Path | None, typer.Option(help="Word list that restricts and orders the tags.")]
 ProjectionOpt = Annotated[str, typer.Option(help="linear-cca, or kcca (χ² kernel on the image view).")]
+DepthOpt = Annotated[int | None, typer.Option(
+    "--depth", help="Candidate pool: each query's nearest training images that CCA-KNN and nn look at (0: all up to "
+                    "20,000 images). Default: the store's.")]
 AlphaOpt = Annotated[
     float | None,
     typer.Option("--frequency-power", help="CCA-KNN: divide each word's score by its training frequency^α (0: Eq. 5)."),
@@ -90,8 +93,13 @@ def index(
     k: Annotated[int, typer.Option("--k", help="Default CCA-KNN neighbours per tag group.")] = 16,
     temperature: Annotated[float, typer.Option(help="Default CCA-KNN temperature.")] = 0.1,
     frequency_power: Annotated[float, typer.Option(help="Default CCA-KNN word-frequency exponent α.")] = 0.5,
+    depth: Annotated[int, typer.Option(help="Default candidate pool per query (0: all images up to 20,000).")] = 0,
     batch_size: Annotated[int, typer.Option(help="Images per encoder batch.")] = 32,
     strict: Annotated[bool, typer.Option(help="Make unreadable images and tags without word vectors errors.")] = False,
+    index_kind: Annotated[str, typer.Option("--index", help="Image index: auto (exact Flat up to 50,000 images, else IVF "
+                                            "sized to --memory-budget) or a FAISS index_factory string (IVF1024,Flat, HNSW32, IVF1024,PQ32).")] = "auto",
+    memory_budget: Annotated[str, typer.Option(help="Memory the image index may use, for --index auto (e.g. 4GB).")] = "4GB",
+    feature_dtype: Annotated[str, typer.Option(help="Cached feature precision: float32, or float16 (half the disk).")] = "float32",
     json_out: JsonOpt = False,
 ) -> None:
     """Import a tagged corpus, extract features (resumable), fit CCA and write the indexes."""
@@ -102,7 +110,7 @@ def index(
         encoder=encoder, weights=weights, flip=flip, words=words, text=text, normalization=normalize, projection=projection,
         landmarks=landmarks, n_components=components, reg_x=reg, reg_y=reg,
         vocabulary=vocabulary, strict=strict, batch_size=batch_size, k=k, temperature=temperature,
-        frequency_power=frequency_power,
+        frequency_power=frequency_power, depth=depth, index=index_kind, memory_budget=memory_budget, feature_dtype=feature_dtype,
     )
     report = build_index(corpus, store, config, RichProgress())
     if json_out:
@@ -141,6 +149,7 @@ def query(
     k: KOpt = None,
     temperature: TempOpt = None,
     frequency_power: AlphaOpt = None,
+    depth: DepthOpt = None,
     explain: Annotated[bool, typer.Option(help="Show, per tag, the training images that voted and their weights.")] = False,
     open_vocabulary: Annotated[bool, typer.Option(
         "--open-vocabulary", help="cnn-r: answer with the nearest words of the whole word-vector file, not only the vocabulary.")] = False,
@@ -154,7 +163,7 @@ def query(
     model = AnnotationModel.open(store)
     try:
         result = annotate_files(model, images, method=method, n_tags=n, k=k, temperature=temperature,
-                                frequency_power=frequency_power, explain=explain,
+                                frequency_power=frequency_power, depth=depth, explain=explain,
                                 open_vocabulary=open_vocabulary, progress=RichProgress())
     finally:
         model.close()
@@ -184,6 +193,7 @@ def eval_(
     k: KOpt = None,
     temperature: TempOpt = None,
     frequency_power: AlphaOpt = None,
+    depth: DepthOpt = None,
     split: Annotated[str, typer.Option(help="Split name recorded for these images.")] = "test",
     json_out: JsonOpt = False,
 ) -> None:
@@ -192,7 +202,7 @@ def eval_(
     from annot.evaluation.evaluate import evaluate
 
     result = evaluate(store, corpus, method=method, n_tags=n, k=k, temperature=temperature,
-                      frequency_power=frequency_power, split=split,
+                      frequency_power=frequency_power, depth=depth, split=split,
                       progress=RichProgress())
     if json_out:
         print_json(result.to_dict())
@@ -227,6 +237,66 @@ def fit(
         return
     console.print(table(f"{method} fitted in {report.seconds:.1f} s", ["setting", "value"],
                         [[k, v] for k, v in report.params.items()]))
+
+
+@app.command()
+@handle_errors
+def add(
+    corpus: Annotated[Path, typer.Argument(help="Tagged images to add (JSON Lines or CSV).")],
+    store: StoreOpt,
+    strict: Annotated[bool, typer.Option(help="Make unreadable images errors.")] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Add tagged images to an indexed store with its fitted projection (no refit; see `annot refit`)."""
+    from annot.cli.render import RichProgress, console, print_json
+    from annot.indexer.grow import add_images
+
+    report = add_images(corpus, store, strict=strict, progress=RichProgress())
+    if json_out:
+        print_json(report.to_dict())
+        return
+    console.print(f"added {report.added} images ({report.skipped} already indexed or without usable tags); "
+                  f"{report.ntotal} indexed")
+
+
+@app.command()
+@handle_errors
+def remove(
+    images: Annotated[list[Path], typer.Argument(help="Images to take out: files, directories, or a corpus file (.jsonl/.csv).")],
+    store: StoreOpt,
+    json_out: JsonOpt = False,
+) -> None:
+    """Take images out of a store's index; their tags no longer vote (they stay in the database, split 'removed')."""
+    from annot.cli.render import console, print_json
+    from annot.indexer.corpus import read_corpus
+    from annot.indexer.grow import remove_images
+    from annot.retrieval.query import expand_inputs
+
+    paths: list[str] = []
+    for item in images:
+        if item.suffix.lower() in {".jsonl", ".csv", ".json", ".ndjson"}:
+            paths.extend(str(e.path) for e in read_corpus(item).entries)
+        else:
+            paths.extend(str(p.resolve()) for p in expand_inputs([item]))
+    report = remove_images(paths, store)
+    if json_out:
+        print_json(report.to_dict())
+        return
+    console.print(f"removed {report.removed} images ({report.skipped} were not indexed); {report.ntotal} indexed")
+
+
+@app.command()
+@handle_errors
+def refit(store: StoreOpt, json_out: JsonOpt = False) -> None:
+    """Re-estimate the projection from the store's accumulated statistics and rebuild its indexes."""
+    from annot.cli.render import RichProgress, console, print_json
+    from annot.indexer.grow import refit as refit_store
+
+    report = refit_store(store, progress=RichProgress())
+    if json_out:
+        print_json(report.to_dict())
+        return
+    console.print(f"refitted; {report.ntotal} images indexed")
 
 
 @app.command("train-cnnr")

@@ -86,6 +86,7 @@ def evaluate(
     k: int | None = None,
     temperature: float | None = None,
     frequency_power: float | None = None,
+    depth: int | None = None,
     split: str = "test",
     record: bool = True,
     strict: bool = False,
@@ -118,11 +119,11 @@ def evaluate(
         ids = [i for i, _ in items]
         X = cache.load(ids)
         with progress.task("annotating", None):
-            preds = model.predict(X, method, n_tags, k, temperature, frequency_power)
+            preds = model.predict(X, method, n_tags, k, temperature, frequency_power, depth)
         truth = label_matrix(store.db, ids, tag_ids)
         metrics = per_word_metrics(truth, predictions_matrix([p.words for p in preds], len(tag_ids)))
         summary = summarize(metrics, n_images=len(ids))
-        used = model.settings(method, n_tags, k, temperature, frequency_power)
+        used = model.settings(method, n_tags, k, temperature, frequency_power, depth)
         params = {**used, "projection": manifest["projection"]["kind"], "encoder": spec["key"], "text": manifest["text"]}
         if used["method"] not in CCA_METHODS:  # a baseline: its own fitted settings, not the CCA ones
             params = {"method": used["method"], "n_tags": used["n_tags"], "encoder": spec["key"],

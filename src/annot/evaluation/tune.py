@@ -45,6 +45,7 @@ class Candidate:
     temperature: float = 0.05
     frequency_power: float = 0.0
     projection: str = "linear-cca"
+    depth: int = 0
 
     @property
     def projection_key(self) -> tuple[str, str, float, int | None, str]:
@@ -65,6 +66,16 @@ def grid(**values: Sequence[object]) -> list[Candidate]:
     """Every combination of the given Candidate fields: ``grid(reg=[0.1, 0.3], k=[2, 4])``."""
     names = list(values)
     return [Candidate(**dict(zip(names, combo, strict=True))) for combo in itertools.product(*values.values())]  # type: ignore[arg-type]
+
+
+def within_pool(D: NDArray[np.float32], depth: int) -> NDArray[np.float32]:
+    """Distances with everything beyond each query's ``depth`` nearest set to inf (0: the whole set)."""
+    if not depth or depth >= D.shape[1]:
+        return D
+    out = np.full_like(D, np.inf)
+    nearest = np.argpartition(D, depth - 1, axis=1)[:, :depth]
+    np.put_along_axis(out, nearest, np.take_along_axis(D, nearest, 1), axis=1)
+    return out
 
 
 def _full_kernel(X: NDArray[np.float32]) -> tuple[NDArray[np.float64], float, NDArray[np.float64]]:
@@ -122,9 +133,10 @@ def cross_validate(
                     T = correlation_rows(cca.transform(Xn[held]))
                 D = (1.0 - T @ U.T).astype(np.float32)
                 frequency = labels[keep].sum(axis=0).astype(np.int64)
+                pooled = {depth: within_pool(D, depth) for depth in {c.depth for c in group}}
                 for c in group:
                     scored = score_queries(
-                        c.method, D, labels[keep], frequency, n_tags, c.k, c.temperature, c.frequency_power
+                        c.method, pooled[c.depth], labels[keep], frequency, n_tags, c.k, c.temperature, c.frequency_power
                     )
                     predicted = [s.words for s in scored]
                     metrics = per_word_metrics(labels[held], predictions_matrix(predicted, labels.shape[1]))
@@ -191,7 +203,7 @@ def tune_store(
     chosen = results[0].candidate
     config = replace(base, text=chosen.text, normalization=chosen.normalization, reg_x=chosen.reg, reg_y=chosen.reg,
                      n_components=chosen.n_components, method=chosen.method, k=chosen.k,
-                     temperature=chosen.temperature, frequency_power=chosen.frequency_power)
+                     temperature=chosen.temperature, frequency_power=chosen.frequency_power, depth=chosen.depth)
     build_index(corpus, store_root, config, progress)
     with Store.open(store_root) as store:
         manifest_sha = store.manifest_sha()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -23,13 +24,18 @@ from sqlalchemy import select
 from annot.errors import AnnotError, CorpusError, WordVectorError
 from annot.features.encoders import ImageEncoder, build_encoder, resolve_encoder_name
 from annot.features.text import NORMALIZATIONS, TEXT_VIEWS, normalize_features, text_view, usable_rows, word_view
+from annot.indexer.stream import project_to_file, streamed_statistics, training_chunks
 from annot.features.words import WordVectors, load_word_vectors
 from annot.indexer.corpus import Corpus, read_corpus, read_vocabulary
 from annot.indexer.features import FeatureCache
 from annot.indexer.importer import import_corpus, tag_ids
 from annot.progress import NoProgress, Progress
 from annot.projection import PROJECTIONS, build_projection
-from annot.retrieval.indexes import build_flat_index, save_index
+from annot.projection.cca import CCAStatistics, LinearCCA
+from annot.retrieval.ann import (
+    ADD_CHUNK, RECALL_QUERIES, IndexInfo, build_ann, choose_factory, parse_bytes, train_sample_size, tune_search,
+)
+from annot.retrieval.indexes import build_flat_index, correlation_rows, save_index
 from annot.schema import image_tags, images, tags
 from annot.schema.queries import label_matrix
 from annot.store import Store, atomic_write
@@ -61,6 +67,10 @@ class IndexConfig:
     k: int = 16
     temperature: float = 0.1
     frequency_power: float = 0.5
+    depth: int = 0
+    index: str = "auto"
+    memory_budget: str = "4GB"
+    feature_dtype: str = "float32"
 
 
 @dataclass
@@ -99,12 +109,13 @@ def extract_features(
     strict: bool,
     batch_size: int,
     progress: Progress,
+    dtype: str = "float32",
 ) -> tuple[list[tuple[int, Path]], FeatureCache, dict[str, str], int, int]:
     """Import a corpus and make sure its features are cached; returns the decodable (id, path) items, the cache,
     the unreadable images with reasons, and how many features were extracted and found cached."""
     with progress.task(f"importing {corpus.source.name}", len(corpus.entries)) as advance:
         imported = import_corpus(store, corpus, split, strict=strict, progress=advance)
-    cache = FeatureCache(store.features_dir / encoder.key, encoder.dim)
+    cache = FeatureCache(store.features_dir / encoder.key, encoder.dim, dtype)
     with progress.task(f"extracting features ({encoder.name})", len(imported.items)) as advance:
         report = cache.extract(imported.items, encoder, batch_size=batch_size, progress=advance)
     failures = cache.failures()
@@ -171,6 +182,60 @@ def load_training_set(
     return TrainingSet(ids, X, labels, vocabulary, vocab_ids, E, has_vector, missing, int((~keep).sum()))
 
 
+def _fit_projection(
+    store: Store, cache: FeatureCache, corpus: Corpus, config: IndexConfig, vocab_ids: list[int],
+    E: NDArray[np.float32], has_vector: NDArray[np.bool_], seconds: dict[str, float], progress: Progress,
+) -> tuple[Any, NDArray[np.float32], NDArray[np.int64], int, CCAStatistics | None]:
+    """Fit the projection and give the training images' correlation rows in the shared space, their ids and how
+    many training images were left out for having no usable tag. Linear CCA streams: two passes over the cache,
+    statistics then projections (into a memory-mapped file); kernel CCA needs its kernel, so it works in memory."""
+    failed = set(cache.failures())
+    candidates = np.array([i for i in _training_ids(store) if i not in failed], np.int64)
+    if config.projection != "linear-cca":
+        with _Timer(seconds, "fit"):
+            labels = label_matrix(store.db, candidates.tolist(), vocab_ids)
+            keep = usable_rows(labels, has_vector, config.text)
+            if keep.sum() < 2:
+                raise CorpusError(f"{corpus.source}: fewer than 2 usable tagged images; nothing to fit")
+            X = normalize_features(cache.load(candidates[keep]), config.normalization)
+            cca = build_projection(config.projection, config.n_components, config.reg_x, config.reg_y, config.landmarks)
+            U = cca.fit_transform(X, text_view(labels[keep], E, has_vector, config.text))
+        return cca, correlation_rows(U), candidates[keep], int((~keep).sum()), None
+
+    def chunks():  # type: ignore[no-untyped-def]
+        return training_chunks(store, cache, candidates, vocab_ids)
+
+    with _Timer(seconds, "fit"), progress.task("statistics pass", None):
+        stats, used, untagged = streamed_statistics(chunks, E, has_vector, config.text, config.normalization)
+        if stats is None or used < 2:
+            raise CorpusError(f"{corpus.source}: fewer than 2 usable tagged images; nothing to fit")
+        cca = LinearCCA(config.n_components, config.reg_x, config.reg_y).fit_statistics(stats)
+    with _Timer(seconds, "project"), progress.task("projecting", len(candidates)) as advance:
+        path = store.indexes_dir / f".projected-{os.getpid()}.npy"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        rows, ids = project_to_file(chunks, cca.transform, has_vector, config.text, config.normalization, used,
+                                    len(cca.canonical_correlations_), path, advance)
+    return cca, rows, ids, untagged, stats
+
+
+def _image_index(factory: str, rows: NDArray[np.float32], ids: NDArray[np.int64], progress: Progress) -> tuple[Any, IndexInfo]:
+    """The image index over correlation rows: trained on a sample when it needs training, filled in chunks, and its
+    search setting tuned to the recall target on held-out queries (approximate indexes only)."""
+    rng = np.random.default_rng(0)
+    n = len(ids)
+
+    def chunks():  # type: ignore[no-untyped-def]
+        return ((np.asarray(rows[lo : lo + ADD_CHUNK]), ids[lo : lo + ADD_CHUNK]) for lo in range(0, n, ADD_CHUNK))
+
+    sample = np.asarray(rows[np.sort(rng.choice(n, size=train_sample_size(factory, n), replace=False))])
+    with progress.task(f"index {factory}", n) as advance:
+        index = build_ann(factory, rows.shape[1], chunks, sample, advance)
+    picked = np.sort(rng.choice(n, size=min(n, RECALL_QUERIES), replace=False))
+    with progress.task(f"checking recall@10 of {factory}", None):
+        info = tune_search(index, factory, chunks, np.asarray(rows[picked]), ids[picked])
+    return index, info
+
+
 def _short_hash(*arrays: NDArray[Any]) -> str:
     digest = hashlib.sha256()
     for a in arrays:
@@ -187,6 +252,9 @@ def build_index(corpus_path: Path, store_root: Path, config: IndexConfig = Index
         raise AnnotError(f"--projection must be one of {', '.join(PROJECTIONS)}, got {config.projection!r}")
     if config.normalization not in NORMALIZATIONS:
         raise AnnotError(f"--normalize must be one of {', '.join(NORMALIZATIONS)}, got {config.normalization!r}")
+    if config.feature_dtype not in ("float32", "float16"):
+        raise AnnotError(f"--feature-dtype must be float32 or float16, got {config.feature_dtype!r}")
+    parse_bytes(config.memory_budget)  # a bad budget fails before any work
     report = IndexReport(store=Path(store_root))
     seconds = report.seconds
     with _Timer(seconds, "read"):
@@ -200,57 +268,67 @@ def build_index(corpus_path: Path, store_root: Path, config: IndexConfig = Index
     try:
         with _Timer(seconds, "import+extract"):
             _, cache, unreadable, report.extracted, report.cached = extract_features(
-                store, corpus, TRAIN, encoder, strict=config.strict, batch_size=config.batch_size, progress=progress
+                store, corpus, TRAIN, encoder, strict=config.strict, batch_size=config.batch_size, progress=progress,
+                dtype=config.feature_dtype,
             )
         report.unreadable = unreadable
         with _Timer(seconds, "text view"):
             vocabulary = _store_vocabulary(store, vocabulary_filter)
-            training = load_training_set(store, cache, vocabulary, words, config.text)
-            missing = training.missing_word_vectors
+            vocab_ids = [tag_ids(store, vocabulary, create=True)[w] for w in vocabulary]
+            E, missing = words.matrix(vocabulary)
+            has_vector = np.array([w not in set(missing) for w in vocabulary])
             if config.strict and missing:
                 raise WordVectorError(f"{words.source}: no vector for {len(missing)} tags: {', '.join(missing[:10])}")
-            report.untagged = training.n_untagged
-            if len(training.image_ids) < 2:
-                raise CorpusError(f"{corpus.source}: fewer than 2 usable tagged images; nothing to fit")
-            vocab_ids, train_ids, E, has_vector = training.tag_ids, training.image_ids, training.E, training.has_vector
-            X = normalize_features(training.X, config.normalization)
-            Y = text_view(training.labels, E, has_vector, config.text)
         report.missing_word_vectors = missing
-        with _Timer(seconds, "fit"):
-            cca = build_projection(config.projection, config.n_components, config.reg_x, config.reg_y, config.landmarks)
-            U = cca.fit_transform(X, Y)  # the training images in the shared space
-        with _Timer(seconds, "indexes"):
-            image_index = build_flat_index(U, train_ids)
-            word_rows = np.flatnonzero(has_vector) if config.text == "w2v" else np.arange(len(vocabulary))
-            Z = cca.transform_y(word_view(E, config.text)[word_rows])  # Z = E W_y: the vocabulary in the shared space
-            word_index = build_flat_index(Z, np.array(vocab_ids, np.int64)[word_rows])
-            tag = _short_hash(U, cca.canonical_correlations_)
-            files = {
-                "projection": f"models/projection-{tag}.npz",
-                "images": f"indexes/images-{tag}.faiss",
-                "words": f"indexes/words-{tag}.faiss",
-            }
-            atomic_write(store.path(files["projection"]), lambda fh: np.savez(fh, **cca.to_arrays()))
-            save_index(image_index, store.path(files["images"]))
-            save_index(word_index, store.path(files["words"]))
+        cca, U_rows, train_ids, report.untagged, stats = _fit_projection(store, cache, corpus, config, vocab_ids, E,
+                                                                         has_vector, seconds, progress)
+        try:
+            with _Timer(seconds, "indexes"):
+                budget = parse_bytes(config.memory_budget)
+                factory = choose_factory(len(train_ids), U_rows.shape[1], budget) if config.index == "auto" else config.index
+                image_index, info = _image_index(factory, U_rows, train_ids, progress)
+                word_rows = np.flatnonzero(has_vector) if config.text == "w2v" else np.arange(len(vocabulary))
+                Z = cca.transform_y(word_view(E, config.text)[word_rows])  # Z = E W_y: the vocabulary in the shared space
+                word_index = build_flat_index(Z, np.array(vocab_ids, np.int64)[word_rows])
+                tag = _short_hash(train_ids, *cca.to_arrays().values())
+                files = {
+                    "projection": f"models/projection-{tag}.npz",
+                    "images": f"indexes/images-{tag}.faiss",
+                    "image_ids": f"indexes/images-{tag}.ids.npy",
+                    "words": f"indexes/words-{tag}.faiss",
+                }
+                atomic_write(store.path(files["projection"]), lambda fh: np.savez(fh, **cca.to_arrays()))
+                if stats is not None:  # kept so that `annot add/remove/refit` can update and refit without a full pass
+                    files["statistics"] = f"models/statistics-{tag}.npz"
+                    atomic_write(store.path(files["statistics"]), lambda fh: np.savez(fh, **stats.to_arrays()))
+                save_index(image_index, store.path(files["images"]))
+                atomic_write(store.path(files["image_ids"]), lambda fh: np.save(fh, train_ids))
+                save_index(word_index, store.path(files["words"]))
+        finally:
+            if isinstance(U_rows, np.memmap):
+                path = Path(U_rows.filename)
+                del U_rows
+                path.unlink(missing_ok=True)
         manifest = {
             "updated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "encoder": {"name": resolve_encoder_name(config.encoder), "key": encoder.key, "dim": encoder.dim, "flip": config.flip,
                         "weights": str(Path(config.weights).resolve()) if config.weights else None},
             "words": {"source": words.source, "dim": words.dim},
             "text": config.text,
-            "projection": {"kind": config.projection, "file": files["projection"], "n_components": int(U.shape[1]),
+            "projection": {"kind": config.projection, "file": files["projection"], "statistics": files.get("statistics"), "n_components": int(len(cca.canonical_correlations_)),
                            "landmarks": config.landmarks if config.projection == "kcca" else None,
                            "normalization": config.normalization,
                            "reg_x": config.reg_x, "reg_y": config.reg_y,
                            "canonical_correlations": [round(float(c), 6) for c in cca.canonical_correlations_]},
-            "index": {"file": files["images"], "kind": "IDMap2,Flat", "metric": "correlation", "ntotal": len(train_ids)},
+            "index": {"file": files["images"], "ids_file": files["image_ids"], "kind": info.factory, "metric": "correlation",
+                      "ntotal": len(train_ids), **info.manifest()},
             "word_index": {"file": files["words"], "ntotal": int(len(word_rows))},
             "vocabulary": {"words": list(vocabulary), "tag_ids": vocab_ids, "missing_word_vectors": missing},
             "annotation": {"method": config.method, "n_tags": 5, "k": config.k, "temperature": config.temperature,
-                           "frequency_power": config.frequency_power},
+                           "frequency_power": config.frequency_power, "depth": config.depth},
             "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()},
             "counts": {"train_images": int(len(train_ids)), "unreadable": len(unreadable), "untagged": report.untagged},
+            "feature_dtype": config.feature_dtype,
         }
         if store.has_manifest() and "cnnr" in (previous := store.manifest()):
             manifest["cnnr"] = previous["cnnr"]  # CNN-R lives in models/cnnr/ and does not depend on the CCA

@@ -1,7 +1,8 @@
 """The per-encoder feature cache of a store: resumable, chunked extraction.
 
-``features/<encoder key>/`` holds parts ``part-NNNNN.npy`` (float32 rows) with ``part-NNNNN.ids.npy`` (int64 image
-ids). A part's ids file is written last, so a part counts only once it is complete: an interrupted extraction
+``features/<encoder key>/`` holds parts ``part-NNNNN.npy`` (float32 rows, or float16 to halve the disk and memory
+of large corpora) with ``part-NNNNN.ids.npy`` (int64 image ids). Parts are read memory-mapped, so no reader needs
+the whole cache in memory. A part's ids file is written last, so a part counts only once it is complete: an interrupted extraction
 loses at most the part it was writing, and the next run extracts only the images no complete part holds.
 A row of NaN marks an image that could not be decoded; ``failures.jsonl`` says why.
 """
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,9 +38,12 @@ class ExtractionReport:
 class FeatureCache:
     """Cached features of one encoder in one store."""
 
-    def __init__(self, folder: Path, dim: int) -> None:
+    def __init__(self, folder: Path, dim: int, dtype: str = "float32") -> None:
+        if dtype not in ("float32", "float16"):
+            raise ValueError(f"feature dtype must be float32 or float16, got {dtype!r}")
         self.folder = Path(folder)
         self.dim = dim
+        self.dtype = np.dtype(dtype)
 
     def _parts(self) -> list[tuple[Path, Path]]:
         if not self.folder.is_dir():
@@ -50,6 +54,11 @@ class FeatureCache:
             if x_file.is_file():
                 pairs.append((x_file, ids_file))
         return pairs
+
+    def iter_parts(self) -> Iterator[tuple[NDArray[np.int64], NDArray[np.floating]]]:
+        """Each complete part's ids and its rows, memory-mapped (float32 or float16 as stored)."""
+        for x_file, ids_file in self._parts():
+            yield np.load(ids_file), np.load(x_file, mmap_mode="r")
 
     def cached_ids(self) -> NDArray[np.int64]:
         ids = [np.load(ids_file) for _, ids_file in self._parts()]
@@ -71,17 +80,19 @@ class FeatureCache:
         """Features for ``image_ids`` in that order (NaN rows for images that failed to decode)."""
         wanted = np.asarray(image_ids, np.int64)
         out = np.full((len(wanted), self.dim), np.nan, np.float32)
-        position = {int(i): k for k, i in enumerate(wanted)}
         found = np.zeros(len(wanted), bool)
-        for x_file, ids_file in self._parts():
-            ids = np.load(ids_file)
-            rows = [(k, r) for r, i in enumerate(ids) if (k := position.get(int(i))) is not None]
-            if not rows:
+        if len(wanted) == 0:
+            return out
+        order = np.argsort(wanted, kind="stable")
+        sorted_ids = wanted[order]
+        for ids, x in self.iter_parts():
+            pos = np.minimum(np.searchsorted(sorted_ids, ids), len(sorted_ids) - 1)
+            hit = sorted_ids[pos] == ids
+            if not hit.any():
                 continue
-            x = np.load(x_file, mmap_mode="r")
-            targets, sources = zip(*rows, strict=True)
-            out[list(targets)] = x[list(sources)]
-            found[list(targets)] = True
+            targets = order[pos[hit]]
+            out[targets] = x[np.flatnonzero(hit)]
+            found[targets] = True
         if not found.all():
             missing = wanted[~found][:5].tolist()
             raise CorpusError(f"{self.folder}: no cached features for image ids {missing}")
@@ -131,5 +142,5 @@ class FeatureCache:
             with open(self.folder / "failures.jsonl", "a", encoding="utf-8") as fh:
                 for i in new_failures:
                     fh.write(json.dumps({"id": i, "error": failed[i]}) + "\n")
-        atomic_write(stem.with_suffix(".npy"), lambda fh: np.save(fh, x))
+        atomic_write(stem.with_suffix(".npy"), lambda fh: np.save(fh, x.astype(self.dtype, copy=False)))
         atomic_write(stem.with_name(stem.name + ".ids.npy"), lambda fh: np.save(fh, ids))  # commits the part

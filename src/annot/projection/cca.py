@@ -14,6 +14,7 @@ width or magnitude; it also makes C_xx + λ_x I positive definite when features 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 from pathlib import Path
 
 import numpy as np
@@ -103,6 +104,25 @@ class CCAStatistics:
             self.xy + other.xy,
             self.yy + other.yy,
         )
+
+    def __sub__(self, other: CCAStatistics) -> CCAStatistics:
+        """Take rows out again (images removed from a corpus)."""
+        return CCAStatistics(
+            self.n - other.n,
+            self.sum_x - other.sum_x,
+            self.sum_y - other.sum_y,
+            self.xx - other.xx,
+            self.xy - other.xy,
+            self.yy - other.yy,
+        )
+
+    def to_arrays(self) -> dict[str, NDArray[np.float64]]:
+        return {"n": np.array([self.n], np.int64), "sum_x": self.sum_x, "sum_y": self.sum_y, "xx": self.xx,
+                "xy": self.xy, "yy": self.yy}
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, NDArray[Any]]) -> CCAStatistics:
+        return cls(int(arrays["n"][0]), *(np.asarray(arrays[k], np.float64) for k in ("sum_x", "sum_y", "xx", "xy", "yy")))
 
     def covariances(self) -> tuple[Float, Float, Float, Float, Float]:
         """μx, μy, C_xx, C_yy, C_xy (maximum-likelihood, divided by n)."""

@@ -10,14 +10,16 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
+from scipy import sparse
 
 from annot.errors import AnnotError, StoreError
 from annot.projection import load_projection
 from annot.features.encoders import ImageEncoder, encoder_of_manifest
 from annot.retrieval.baselines import BASELINES, Baseline
+from annot.retrieval.ann import set_search
 from annot.retrieval.indexes import index_ids, load_index, search_correlation
 from annot.features.text import normalize_features
-from annot.retrieval.scoring import Scored, score_queries
+from annot.retrieval.scoring import Scored, cca_knn_pooled, score_queries, top_words
 from annot.schema.queries import image_paths, label_matrix
 from annot.store import Store
 
@@ -29,7 +31,8 @@ log = logging.getLogger(__name__)
 CCA_METHODS = ("cca-knn", "nn")
 CNNR_METHOD = "cnn-r"
 METHODS = (*CCA_METHODS, CNNR_METHOD, *BASELINES)
-EXACT_NEIGHBOURS = 20000  # below this many indexed images, CCA-KNN looks at all of them
+EXACT_NEIGHBOURS = 20000  # up to this many indexed images, annotation is one dense (queries × images) problem
+POOL_BATCH = 64  # queries scored together over their own candidate pools (larger corpora)
 
 
 @dataclass(frozen=True)
@@ -90,12 +93,16 @@ class AnnotationModel:
             with np.load(projection_file) as arrays:
                 self.projection = load_projection(m["projection"]["kind"], dict(arrays), projection_file)
             self.index = load_index(store.path(m["index"]["file"]))
-        except (KeyError, TypeError, OSError) as exc:
+            set_search(self.index, dict(m["index"].get("search") or {}))
+            ids_file = m["index"].get("ids_file")
+            self.ids = np.load(store.path(ids_file)) if ids_file else index_ids(self.index)
+        except (KeyError, TypeError, OSError, ValueError) as exc:
             raise StoreError(f"{store.root}: incomplete manifest or model files ({exc})") from exc
-        self.ids = index_ids(self.index)
         self.labels = label_matrix(store.db, self.ids.tolist(), self.tag_ids)
-        self.row_of_id = {int(i): r for r, i in enumerate(self.ids)}
+        order = np.argsort(self.ids, kind="stable")
+        self._sorted_ids, self._row_by_sorted_id = self.ids[order], order.astype(np.int64)
         self.frequency = self.labels.sum(axis=0).astype(np.int64)
+        self.labels_csr = sparse.csr_matrix(self.labels)
         self.defaults: dict[str, Any] = dict(m.get("annotation", {}))
         self.normalization: str = m["projection"].get("normalization", "none")
         self._baselines: dict[str, Baseline] = {}
@@ -166,10 +173,14 @@ class AnnotationModel:
         k: int | None = None,
         temperature: float | None = None,
         frequency_power: float | None = None,
+        depth: int | None = None,
     ) -> dict[str, Any]:
-        """The annotation settings in effect: each given value, else the store's default."""
+        """The annotation settings in effect: each given value, else the store's default. ``depth`` is the candidate
+        pool: each query's nearest training images that CCA-KNN and transfer look at (0: all of them up to
+        20,000 indexed images, else max(2,000, 50 K))."""
         d = self.defaults
         return {
+            "depth": int(depth if depth is not None else (d.get("depth") or 0)),
             "method": method or d.get("method", "cca-knn"),
             "n_tags": int(n_tags or d.get("n_tags", 5)),
             "k": int(k or d.get("k", 8)),
@@ -185,15 +196,17 @@ class AnnotationModel:
         k: int | None = None,
         temperature: float | None = None,
         frequency_power: float | None = None,
+        depth: int | None = None,
     ) -> list[Prediction]:
         """Annotate image features X (n × p) with ``method``; unset settings come from the store."""
-        settings = self.settings(method, n_tags, k, temperature, frequency_power)
+        settings = self.settings(method, n_tags, k, temperature, frequency_power, depth)
         method, n_tags, k = settings["method"], settings["n_tags"], settings["k"]
         temperature, alpha = settings["temperature"], settings["frequency_power"]
         if method not in METHODS:
             raise AnnotError(f"unknown method {method!r} (known: {', '.join(METHODS)})")
-        if n_tags < 1 or k < 1 or temperature <= 0:
-            raise AnnotError(f"need n >= 1, k >= 1 and temperature > 0, got n={n_tags}, k={k}, temperature={temperature}")
+        if n_tags < 1 or k < 1 or temperature <= 0 or settings["depth"] < 0:
+            raise AnnotError(f"need n >= 1, k >= 1, temperature > 0 and depth >= 0, got n={n_tags}, k={k}, "
+                             f"temperature={temperature}, depth={settings['depth']}")
         if method == CNNR_METHOD:  # X are regressed word vectors: the nearest vocabulary words by cosine
             _, index, positions = self.cnnr()
             similarity, nearest = index.nearest(X, n_tags)
@@ -207,11 +220,11 @@ class AnnotationModel:
             return [self._prediction(s, self.ids, blank if D is None else D[q]) for q, s in enumerate(scored)]
         T = self.project(X)
         n = self.index.ntotal
-        depth = n if n <= EXACT_NEIGHBOURS else max(2000, 50 * k)
+        depth = settings["depth"] or (n if n <= EXACT_NEIGHBOURS else max(2000, 50 * k))
         out: list[Prediction] = []
         for lo in range(0, len(T), 256):
             distances, ids = search_correlation(self.index, T[lo : lo + 256], depth)
-            if depth >= n:  # every query sees every image: one dense (queries × images) problem
+            if n <= EXACT_NEIGHBOURS:  # small corpora: one dense (queries × images) problem, inf beyond the pool
                 D = np.full((len(ids), n), np.inf, np.float32)
                 for q in range(len(ids)):
                     valid = ids[q] >= 0
@@ -219,7 +232,10 @@ class AnnotationModel:
                 scored = score_queries(method, D, self.labels, self.frequency, n_tags, k, temperature, alpha)
                 out.extend(self._prediction(s, self.ids, D[q]) for q, s in enumerate(scored))
                 continue
-            for d, i in zip(distances, ids, strict=True):  # large corpora: each query's own candidates
+            if method == "cca-knn":  # large corpora: each query's own candidate pool, scored as a batch
+                out.extend(self._pooled(distances, ids, n_tags, k, temperature, alpha))
+                continue
+            for d, i in zip(distances, ids, strict=True):
                 valid = i >= 0
                 d, i = d[valid][None, :], i[valid]
                 labels = self.labels[self.rows_of(i)]
@@ -227,8 +243,24 @@ class AnnotationModel:
                 out.append(self._prediction(s, i, d[0]))
         return out
 
+    def _pooled(self, distances: NDArray[np.float32], ids: NDArray[np.int64], n_tags: int, k: int, temperature: float,
+                alpha: float) -> list[Prediction]:
+        out: list[Prediction] = []
+        for lo in range(0, len(ids), POOL_BATCH):
+            d, i = distances[lo : lo + POOL_BATCH].copy(), ids[lo : lo + POOL_BATCH]
+            valid = i >= 0
+            d[~valid] = np.inf
+            rows = self.rows_of(np.where(valid, i, self._sorted_ids[0]))
+            scores, chosen, weights = cca_knn_pooled(d, rows, self.labels_csr, k, temperature, self.frequency, alpha)
+            for q in range(len(i)):
+                words = top_words(scores[q], self.frequency, n_tags)
+                voters = [np.flatnonzero(chosen[q] & self.labels[rows[q], w]) for w in words]
+                out.append(self._prediction(Scored(words, scores[q, words], voters, weights[q]), i[q], d[q]))
+        return out
+
     def rows_of(self, ids: NDArray[np.int64]) -> NDArray[np.int64]:
-        return np.fromiter((self.row_of_id[int(x)] for x in ids), np.int64, len(ids))
+        """Label-matrix rows of indexed image ids."""
+        return self._row_by_sorted_id[np.searchsorted(self._sorted_ids, ids)]
 
     @staticmethod
     def _prediction(s: Scored, candidate_ids: NDArray[np.int64], d: NDArray[np.float32]) -> Prediction:

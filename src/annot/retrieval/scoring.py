@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
+from scipy import sparse
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,45 @@ def cca_knn_scores(
     if frequency_power:
         n_w = labels.sum(axis=0) if frequency is None else frequency
         scores /= np.maximum(np.asarray(n_w, np.float64), 1.0) ** frequency_power
+    return scores, chosen, weights
+
+
+def cca_knn_pooled(
+    D: NDArray[np.float32],
+    rows: NDArray[np.int64],
+    labels: sparse.csr_matrix,
+    k: int,
+    temperature: float,
+    frequency: NDArray[np.int64],
+    frequency_power: float = 0.0,
+) -> tuple[NDArray[np.float64], NDArray[np.bool_], NDArray[np.float64]]:
+    """CCA-KNN (Eq. 5) when each query has its own candidate pool, for large corpora: ``D`` (nq × L) holds each
+    query's candidate distances in ascending order (inf for missing), ``rows`` (nq × L) the candidates' rows of the
+    sparse 0/1 tag matrix ``labels``.
+
+    Works on the (candidate, tag) pairs only: pairs are grouped by (query, tag) in candidate order, and the first ``k``
+    of each group are its semantic neighbours. Equal to ``cca_knn_scores`` on the same pool (up to ties in distance).
+    """
+    nq, L = D.shape
+    V = labels.shape[1]
+    finite = np.isfinite(D)
+    picked = labels[np.where(finite, rows, 0).ravel()]
+    keep = np.repeat(finite.ravel(), np.diff(picked.indptr))  # missing candidates carry no tags
+    position = np.repeat(np.arange(nq * L), np.diff(picked.indptr))[keep]  # q * L + l of each pair
+    key = (position // L) * V + picked.indices[keep]  # q * V + tag
+    order = np.argsort(key, kind="stable")  # grouped by (query, tag), nearest candidate first within a group
+    sorted_key = key[order]
+    starts = np.flatnonzero(np.r_[True, sorted_key[1:] != sorted_key[:-1]]) if len(key) else np.zeros(0, np.int64)
+    rank = np.arange(len(key)) - np.repeat(starts, np.diff(np.r_[starts, len(key)]))
+    chosen = np.zeros(nq * L, bool)
+    chosen[position[order][rank < k]] = True
+    chosen = chosen.reshape(nq, L)
+    nearest = np.where(finite[:, :1], D[:, :1], 0.0)
+    weights = np.exp(-(D.astype(np.float64) - nearest) / temperature)
+    weights[~finite] = 0.0
+    scores = np.bincount(key, weights=(weights * chosen).ravel()[position], minlength=nq * V).reshape(nq, V)
+    if frequency_power:
+        scores /= np.maximum(np.asarray(frequency, np.float64), 1.0) ** frequency_power
     return scores, chosen, weights
 
 

@@ -1,0 +1,193 @@
+"""Scale: synthetic features of the real width with planted tag structure, at 10k, 100k and 1M images.
+
+    python benchmarks/scale.py [--sizes 10000,100000,1000000] [--budget 4GB] [--autofaiss]
+
+Each size runs in its own process (so peak memory is that size's alone) through the same library functions that
+``annot index`` and ``annot query`` use out of core: features in float16 parts of a ``FeatureCache`` (memory-mapped),
+the streaming statistics pass (``streamed_statistics``), ``LinearCCA.fit_statistics``, the projection pass into a
+memory-mapped file (``project_to_file``), the index chosen by ``choose_factory`` for the memory budget, trained on a
+sample and filled in chunks (``build_ann``), its search setting tuned to recall@10 ≥ 0.95 (``tune_search``); then
+1,000 new images annotated with CCA-KNN over their candidate pools (``cca_knn_pooled``), batch by batch as
+``AnnotationModel`` does for large corpora. Tags come from an in-memory 0/1 matrix instead of DuckDB (the database
+side is not what grows here). Writes benchmarks/results/scale.json and .md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+P, V, TAGS_PER_IMAGE, CHUNK = 1280, 260, (1, 5), 16_384
+QUERIES, DEPTH, K, TAU, ALPHA = 1000, 2000, 16, 0.1, 0.5
+
+
+def peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def synthetic(n: int, seed: int, prototypes: np.ndarray, popularity: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """n images: 1-5 tags drawn by a Zipf-like popularity; features = mean of the tags' prototypes + noise."""
+    rng = np.random.default_rng(seed)
+    counts = rng.integers(TAGS_PER_IMAGE[0], TAGS_PER_IMAGE[1] + 1, n)
+    labels = np.zeros((n, V), bool)
+    for c in range(TAGS_PER_IMAGE[0], TAGS_PER_IMAGE[1] + 1):
+        rows = np.flatnonzero(counts == c)
+        tags = np.argsort(rng.random((len(rows), V)) ** (1 / popularity), axis=1)[:, -c:]  # weighted, no repeats
+        labels[rows[:, None], tags] = True
+    X = (labels @ prototypes) / counts[:, None] + 0.6 * rng.standard_normal((n, P), dtype=np.float32)
+    return np.maximum(X, 0).astype(np.float32), labels  # post-ReLU, like CNN features
+
+
+def one(n: int, budget: str, folder: Path, autofaiss: bool) -> dict[str, object]:
+    import faiss
+    from scipy import sparse
+
+    from annot.indexer.features import FeatureCache
+    from annot.indexer.stream import project_to_file, streamed_statistics
+    from annot.projection.cca import LinearCCA
+    from annot.retrieval.ann import (
+        ADD_CHUNK, RECALL_QUERIES, build_ann, choose_factory, exact_neighbours, parse_bytes, recall_at, train_sample_size,
+        tune_search,
+    )
+    from annot.retrieval.indexes import correlation_rows
+    from annot.retrieval.scoring import cca_knn_pooled, top_words
+    from annot.features.text import normalize_features
+
+    rng = np.random.default_rng(0)
+    prototypes = rng.gamma(0.5, 1.0, (V, P)).astype(np.float32)
+    popularity = 1.0 / np.arange(1, V + 1) ** 0.8
+    out: dict[str, object] = {"n": n, "p": P, "vocabulary": V}
+
+    t = time.perf_counter()
+    cache = FeatureCache(folder / "features", P, "float16")
+    labels = np.zeros((n, V), bool)
+    for i, lo in enumerate(range(0, n, CHUNK)):
+        X, y = synthetic(min(CHUNK, n - lo), 1 + i, prototypes, popularity)
+        cache._write_part(i, X, np.arange(lo, lo + len(X), dtype=np.int64), {})
+        labels[lo : lo + len(X)] = y
+    out["generate_seconds"] = round(time.perf_counter() - t, 1)
+    out["features_on_disk_mb"] = round(sum(f.stat().st_size for f in (folder / "features").iterdir()) / 2**20, 1)
+    E = np.zeros((V, 1), np.float32)
+    has_vector = np.ones(V, bool)
+
+    def chunks():  # type: ignore[no-untyped-def]
+        for ids, x in cache.iter_parts():
+            yield ids, np.asarray(x, np.float32), labels[ids]
+
+    t = time.perf_counter()
+    stats, used, _ = streamed_statistics(chunks, E, has_vector, "bv", "power")
+    out["statistics_seconds"], out["peak_mb_after_statistics"] = round(time.perf_counter() - t, 1), round(peak_mb())
+    t = time.perf_counter()
+    cca = LinearCCA(None, 0.3, 0.3).fit_statistics(stats)  # type: ignore[arg-type]
+    k = len(cca.canonical_correlations_)
+    out["fit_seconds"], out["components"] = round(time.perf_counter() - t, 2), k
+    t = time.perf_counter()
+    rows, ids = project_to_file(chunks, cca.transform, has_vector, "bv", "power", used, k, folder / "rows.npy")
+    out["project_seconds"], out["peak_mb_after_projection"] = round(time.perf_counter() - t, 1), round(peak_mb())
+
+    factory = choose_factory(n, k, parse_bytes(budget))
+
+    def row_chunks():  # type: ignore[no-untyped-def]
+        return ((np.asarray(rows[lo : lo + ADD_CHUNK]), ids[lo : lo + ADD_CHUNK]) for lo in range(0, n, ADD_CHUNK))
+
+    t = time.perf_counter()
+    sample = np.asarray(rows[np.sort(rng.choice(n, train_sample_size(factory, n), replace=False))])
+    index = build_ann(factory, k, row_chunks, sample)
+    out["index"], out["index_build_seconds"] = factory, round(time.perf_counter() - t, 1)
+    picked = np.sort(rng.choice(n, min(n, RECALL_QUERIES), replace=False))
+    t = time.perf_counter()
+    info = tune_search(index, factory, row_chunks, np.asarray(rows[picked]), ids[picked])
+    out["recall_check_seconds"], out["search"], out["recall_at_10_indexed"] = round(time.perf_counter() - t, 1), info.search, info.recall_at_10
+    out["index_mb"] = round(faiss.serialize_index(index).nbytes / 2**20, 1)
+    out["peak_mb_after_index"] = round(peak_mb())
+
+    Xq, _ = synthetic(QUERIES, 10_000, prototypes, popularity)  # new images, not in the index
+    t = time.perf_counter()
+    T = correlation_rows(cca.transform(normalize_features(Xq, "power")))
+    similarity, found = index.search(T, DEPTH)
+    frequency = labels.sum(axis=0).astype(np.int64)
+    labels_csr = sparse.csr_matrix(labels)
+    answered = 0
+    for lo in range(0, QUERIES, 64):  # as AnnotationModel does for corpora above 20,000 images
+        d = (1.0 - similarity[lo : lo + 64]).astype(np.float32)
+        f = found[lo : lo + 64]
+        d[f < 0] = np.inf
+        scores, _, _ = cca_knn_pooled(d, np.maximum(f, 0), labels_csr, K, TAU, frequency, ALPHA)  # ids are rows here
+        answered += sum(len(top_words(s, frequency, 5)) > 0 for s in scores)
+    seconds = time.perf_counter() - t
+    out["annotate_images_per_second"] = round(QUERIES / seconds, 1)
+    out["annotated"] = int(answered)
+    exact = exact_neighbours(row_chunks, T, 10)
+    out["recall_at_10_new_queries"] = round(recall_at(index, T, np.full(QUERIES, -1), exact, 10), 4) if factory != "Flat" else 1.0
+    out["peak_mb"] = round(peak_mb())
+
+    if autofaiss:
+        out["autofaiss"] = run_autofaiss(rows, ids, T, exact, budget, folder)
+    return out
+
+
+def run_autofaiss(rows: np.ndarray, ids: np.ndarray, T: np.ndarray, exact: np.ndarray, budget: str, folder: Path) -> dict[str, object]:
+    """autofaiss on the same vectors: its own index choice and build, then recall@10 of the same new queries."""
+    try:
+        from autofaiss import build_index
+    except ImportError:
+        return {"error": "autofaiss is not installed (pip install autofaiss)"}
+    (folder / "emb").mkdir()
+    np.save(folder / "emb" / "rows.npy", np.asarray(rows))
+    t = time.perf_counter()
+    index, info = build_index(str(folder / "emb"), save_on_disk=False, metric_type="ip", max_index_memory_usage=budget,
+                              current_memory_available="8G", min_nearest_neighbors_to_retrieve=10, verbose=40)
+    seconds = time.perf_counter() - t
+    _, found = index.search(T, 10)
+    positions = {int(v): i for i, v in enumerate(ids)}
+    truth = [[positions[int(i)] for i in row] for row in exact]
+    recall = float(np.mean([len(set(truth[q]) & set(found[q].tolist())) / 10 for q in range(len(T))]))
+    return {"index": str(info.get("index_key")), "build_seconds": round(seconds, 1), "recall_at_10_new_queries": round(recall, 4)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", default="10000,100000,1000000")
+    parser.add_argument("--budget", default="4GB")
+    parser.add_argument("--autofaiss", action="store_true")
+    parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--folder", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        print(json.dumps(one(args.one, args.budget, args.folder, args.autofaiss)))
+        return
+    results = []
+    for n in (int(s) for s in args.sizes.split(",")):
+        folder = Path(tempfile.mkdtemp(prefix=f"annot-scale-{n}-"))
+        try:
+            command = [sys.executable, __file__, "--one", str(n), "--folder", str(folder), "--budget", args.budget]
+            done = subprocess.run(command + (["--autofaiss"] if args.autofaiss else []), capture_output=True, text=True, check=True)
+            results.append(json.loads(done.stdout.strip().splitlines()[-1]))
+            print(json.dumps(results[-1]), flush=True)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+    here = Path(__file__).parent / "results"
+    here.mkdir(exist_ok=True)
+    (here / "scale.json").write_text(json.dumps(results, indent=2))
+    head = ["images", "index", "statistics (s)", "fit (s)", "projection (s)", "index build (s)", "recall check (s)",
+            "index MB", "features MB (float16)", "peak MB", "recall@10 (new queries)", "annotate img/s"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in results:
+        lines.append(f"| {r['n']:,} | {r['index']} {r['search']} | {r['statistics_seconds']} | {r['fit_seconds']} | "
+                     f"{r['project_seconds']} | {r['index_build_seconds']} | {r['recall_check_seconds']} | {r['index_mb']} | "
+                     f"{r['features_on_disk_mb']} | {r['peak_mb']} | {r['recall_at_10_new_queries']} | {r['annotate_images_per_second']} |")
+    (here / "scale.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,94 @@
+"""Out-of-core passes over a store's training images: features chunk by chunk from the memory-mapped cache, tags
+from the database, never the whole corpus in memory.
+
+Pass 1 accumulates the CCA sufficient statistics (``CCAStatistics``: n, Σx, Σy, XᵀX, XᵀY, YᵀY in float64); pass 2
+projects each chunk into the shared space and writes its correlation rows to a memory-mapped file, from which the
+FAISS index is trained (on a sample) and filled.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+from numpy.typing import NDArray
+
+from annot.features.text import normalize_features, text_view, usable_rows
+from annot.indexer.features import FeatureCache
+from annot.projection.cca import CCAStatistics
+from annot.retrieval.indexes import correlation_rows
+from annot.schema.queries import label_matrix
+from annot.store import Store
+
+CHUNK_ROWS = 16_384  # rows per chunk: about 0.5 GB of working memory at 1,280 features
+
+
+def training_chunks(
+    store: Store, cache: FeatureCache, image_ids: NDArray[np.int64], tag_ids: list[int], chunk_rows: int = CHUNK_ROWS
+) -> Iterator[tuple[NDArray[np.int64], NDArray[np.float32], NDArray[np.bool_]]]:
+    """(ids, features, tags) of ``image_ids`` in cache order, ``chunk_rows`` at a time."""
+    wanted = np.sort(np.asarray(image_ids, np.int64))
+    ids_buffer: list[NDArray[np.int64]] = []
+    x_buffer: list[NDArray[np.float32]] = []
+    buffered = 0
+
+    def flush() -> tuple[NDArray[np.int64], NDArray[np.float32], NDArray[np.bool_]]:
+        ids = np.concatenate(ids_buffer)
+        X = np.concatenate(x_buffer)
+        ids_buffer.clear()
+        x_buffer.clear()
+        return ids, X, label_matrix(store.db, ids.tolist(), tag_ids)
+
+    for ids, x in cache.iter_parts():
+        rows = np.flatnonzero(np.isin(ids, wanted))
+        for lo in range(0, len(rows), chunk_rows):
+            sel = rows[lo : lo + chunk_rows]
+            ids_buffer.append(ids[sel])
+            x_buffer.append(np.asarray(x[sel], np.float32))
+            buffered += len(sel)
+            if buffered >= chunk_rows:
+                yield flush()
+                buffered = 0
+    if ids_buffer:
+        yield flush()
+
+
+def streamed_statistics(
+    chunks: Callable[[], Iterator[tuple[NDArray[np.int64], NDArray[np.float32], NDArray[np.bool_]]]],
+    E: NDArray[np.float32], has_vector: NDArray[np.bool_], text: str, normalization: str,
+) -> tuple[CCAStatistics | None, int, int]:
+    """Pass 1: the sufficient statistics of the usable images; and how many were used and left out (untagged)."""
+    stats: CCAStatistics | None = None
+    used = untagged = 0
+    for _, X, labels in chunks():
+        keep = usable_rows(labels, has_vector, text)
+        untagged += int((~keep).sum())
+        if not keep.any():
+            continue
+        chunk = CCAStatistics.of(normalize_features(X[keep], normalization), text_view(labels[keep], E, has_vector, text))
+        stats = chunk if stats is None else stats + chunk
+        used += int(keep.sum())
+    return stats, used, untagged
+
+
+def project_to_file(
+    chunks: Callable[[], Iterator[tuple[NDArray[np.int64], NDArray[np.float32], NDArray[np.bool_]]]],
+    transform: Callable[[NDArray[np.float32]], NDArray[np.float32]],
+    has_vector: NDArray[np.bool_], text: str, normalization: str, n: int, k: int, path: Path,
+    advance: Callable[[int], None] | None = None,
+) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
+    """Pass 2: the usable images' correlation rows in the shared space, in a memory-mapped (n × k) file, and ids."""
+    rows = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(n, k))
+    ids_out = np.empty(n, np.int64)
+    at = 0
+    for ids, X, labels in chunks():
+        keep = usable_rows(labels, has_vector, text)
+        U = correlation_rows(transform(normalize_features(X[keep], normalization)))
+        rows[at : at + len(U)] = U
+        ids_out[at : at + len(U)] = ids[keep]
+        at += len(U)
+        if advance:
+            advance(len(ids))
+    rows.flush()
+    return rows, ids_out

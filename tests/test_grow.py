@@ -1,0 +1,124 @@
+"""annot add / remove / refit: the statistics stay exact, the index follows, every step can be rerun."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import invoke
+from annot.errors import StoreError
+from annot.evaluation.evaluate import evaluate
+from annot.indexer import IndexConfig, build_index
+from annot.indexer.features import FeatureCache
+from annot.indexer.grow import add_images, refit, remove_images
+from annot.projection.cca import CCAStatistics
+from annot.retrieval.model import AnnotationModel
+from annot.store import Store
+
+
+def split(synthetic: dict[str, Path], tmp_path: Path, at: int) -> tuple[Path, Path]:
+    """The synthetic training corpus in two files beside it (so image paths resolve the same)."""
+    lines = synthetic["train"].read_text().splitlines()
+    a = synthetic["folder"] / f"a-{tmp_path.name}.jsonl"
+    b = synthetic["folder"] / f"b-{tmp_path.name}.jsonl"
+    a.write_text("\n".join(lines[:at]) + "\n")
+    b.write_text("\n".join(lines[at:]) + "\n")
+    return a, b
+
+
+def config(synthetic: dict[str, Path]) -> IndexConfig:
+    return IndexConfig(encoder="fake", words=str(synthetic["words"]), k=3, temperature=0.1)
+
+
+def statistics(store: Path) -> CCAStatistics:
+    with Store.open(store, read_only=True) as s:
+        with np.load(s.path(s.manifest()["projection"]["statistics"])) as arrays:
+            return CCAStatistics.from_arrays(dict(arrays))
+
+
+def test_add_then_refit_equals_indexing_everything(synthetic: dict[str, Path], built_store: Path, store: Path,
+                                                   tmp_path: Path) -> None:
+    everything = store  # a private copy of the store indexed from all 160 images
+    a, b = split(synthetic, tmp_path, 100)
+    store = tmp_path / "grow.annot"
+    build_index(a, store, config(synthetic))
+    projection_before = json.loads((store / "manifest.json").read_text())["projection"]["file"]
+    report = add_images(b, store)
+    assert report.added == 60 and report.ntotal == 160
+    assert json.loads((store / "manifest.json").read_text())["projection"]["file"] == projection_before  # no refit
+    full, grown = statistics(built_store), statistics(store)
+    assert grown.n == full.n == 160
+    np.testing.assert_allclose(grown.xy, full.xy, rtol=1e-10)
+    np.testing.assert_allclose(grown.xx, full.xx, rtol=1e-10)
+    with Store.open(store, read_only=True) as s:  # an added image finds itself through the old projection
+        model = AnnotationModel(s)
+        added = json.loads(b.read_text().splitlines()[0])["image"]
+        image_id = s.db.read_sql(f"SELECT id FROM images WHERE path LIKE '%{Path(added).name}'")[1][0][0]
+        x = FeatureCache(s.features_dir / "fake", 48).load([image_id])
+        votes = model.predict(x, method="nn", n_tags=1)[0].votes[0]
+        assert votes[0][0] == image_id and votes[0][1] < 1e-4
+    assert add_images(b, store).added == 0  # rerun: nothing twice
+
+    assert refit(store).refitted
+    with Store.open(store, read_only=True) as s, Store.open(built_store, read_only=True) as t:
+        np.testing.assert_allclose(s.manifest()["projection"]["canonical_correlations"],
+                                   t.manifest()["projection"]["canonical_correlations"], atol=2e-6)
+    grown = evaluate(store, synthetic["test"], record=False).summary
+    fresh = evaluate(everything, synthetic["test"], record=False).summary
+    assert grown.f1 == pytest.approx(fresh.f1, abs=1e-9) and grown.n_plus == fresh.n_plus
+
+
+def test_remove_takes_images_out_of_index_statistics_and_votes(synthetic: dict[str, Path], tmp_path: Path) -> None:
+    a, b = split(synthetic, tmp_path, 150)
+    store = tmp_path / "shrink.annot"
+    build_index(synthetic["train"], store, config(synthetic))
+    kept = tmp_path / "kept.annot"
+    build_index(a, kept, config(synthetic))
+    result = invoke("remove", b, "--store", store, "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout) == {"added": 0, "removed": 10, "skipped": 0, "indexed": 150, "refitted": False}
+    shrunk, fresh = statistics(store), statistics(kept)
+    assert shrunk.n == fresh.n == 150
+    np.testing.assert_allclose(shrunk.xy, fresh.xy, rtol=1e-8, atol=1e-9)
+    with Store.open(store, read_only=True) as s:
+        removed = {int(i) for (i,) in s.db.read_sql("SELECT id FROM images WHERE split = 'removed'")[1]}
+        model = AnnotationModel(s)
+        assert len(removed) == 10 and not removed & set(model.ids.tolist())
+        x = FeatureCache(s.features_dir / "fake", 48).load(sorted(removed))
+        voters = {v[0] for p in model.predict(x, n_tags=3) for word in p.votes for v in word}
+        assert not voters & removed  # their tags no longer vote
+    again = json.loads(invoke("remove", b, "--store", store, "--json").stdout)
+    assert again["removed"] == 0 and again["skipped"] == 10
+    assert invoke("add", b, "--store", store, "--json").exit_code == 0  # and back in
+    assert statistics(store).n == 160
+
+
+def test_a_crash_before_the_switch_leaves_the_previous_store(synthetic: dict[str, Path], tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    a, b = split(synthetic, tmp_path, 120)
+    store = tmp_path / "crash.annot"
+    build_index(a, store, config(synthetic))
+    before = (store / "manifest.json").read_text()
+
+    def crash(self, manifest):  # type: ignore[no-untyped-def]
+        raise OSError("disk full")
+
+    monkeypatch.setattr(Store, "write_manifest", crash)
+    with pytest.raises(OSError):
+        add_images(b, store)
+    monkeypatch.undo()
+    assert (store / "manifest.json").read_text() == before
+    with Store.open(store, read_only=True) as s:
+        assert AnnotationModel(s).index.ntotal == 120  # readable, as it was
+    assert add_images(b, store).added == 40  # the rerun finishes the job
+    assert statistics(store).n == 160
+
+
+def test_kcca_stores_cannot_grow(synthetic: dict[str, Path], tmp_path: Path) -> None:
+    store = tmp_path / "k.annot"
+    build_index(synthetic["train"], store, IndexConfig(encoder="fake", words=str(synthetic["words"]), projection="kcca"))
+    with pytest.raises(StoreError, match="linear-cca"):
+        refit(store)
