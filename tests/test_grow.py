@@ -122,3 +122,38 @@ def test_kcca_stores_cannot_grow(synthetic: dict[str, Path], tmp_path: Path) -> 
     build_index(synthetic["train"], store, IndexConfig(encoder="fake", words=str(synthetic["words"]), projection="kcca"))
     with pytest.raises(StoreError, match="linear-cca"):
         refit(store)
+
+
+CLI = "import sys; sys.path.insert(0, 'tests'); import conftest; from annot.cli.app import main; sys.argv[0] = 'annot'; main()"
+
+
+@pytest.mark.parametrize("delay", [0.4, 1.2, 2.5])
+def test_sigkill_at_any_point_leaves_a_readable_store_and_a_rerun_completes(
+    synthetic: dict[str, Path], tmp_path: Path, delay: float
+) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    a, b = split(synthetic, tmp_path, 100)
+    store = tmp_path / "killed.annot"
+    build_index(a, store, config(synthetic))
+    root = Path(__file__).parent.parent
+    for command in (["add", str(b), "--store", str(store)],
+                    ["index", str(synthetic["train"]), "--store", str(store), "--encoder", "fake",
+                     "--words", str(synthetic["words"]), "--k", "3", "--text", "bv"]):
+        process = subprocess.Popen([sys.executable, "-c", CLI, *command], cwd=root,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(delay)
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        with Store.open(store, read_only=True) as s:  # whatever the moment: a whole store, old or new
+            model = AnnotationModel(s)
+            assert model.index.ntotal in (100, 160) and len(model.ids) == model.index.ntotal
+        done = subprocess.run([sys.executable, "-c", CLI, *command], cwd=root, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        assert statistics(store).n == 160
+        with Store.open(store, read_only=True) as s:
+            assert AnnotationModel(s).index.ntotal == 160
+            assert not list(s.indexes_dir.glob(".projected-*"))  # a killed pass's scratch file is gone after the rerun

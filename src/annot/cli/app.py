@@ -100,6 +100,8 @@ def index(
                                             "sized to --memory-budget) or a FAISS index_factory string (IVF1024,Flat, HNSW32, IVF1024,PQ32).")] = "auto",
     memory_budget: Annotated[str, typer.Option(help="Memory the image index may use, for --index auto (e.g. 4GB).")] = "4GB",
     feature_dtype: Annotated[str, typer.Option(help="Cached feature precision: float32, or float16 (half the disk).")] = "float32",
+    ray: Annotated[str | None, typer.Option(help="Run extraction and the statistics pass as tasks on this Ray cluster "
+                                            "(ADDRESS of `ray start --head`, or auto).")] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Import a tagged corpus, extract features (resumable), fit CCA and write the indexes."""
@@ -111,6 +113,7 @@ def index(
         landmarks=landmarks, n_components=components, reg_x=reg, reg_y=reg,
         vocabulary=vocabulary, strict=strict, batch_size=batch_size, k=k, temperature=temperature,
         frequency_power=frequency_power, depth=depth, index=index_kind, memory_budget=memory_budget, feature_dtype=feature_dtype,
+        ray=ray,
     )
     report = build_index(corpus, store, config, RichProgress())
     if json_out:

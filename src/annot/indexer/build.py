@@ -71,6 +71,7 @@ class IndexConfig:
     index: str = "auto"
     memory_budget: str = "4GB"
     feature_dtype: str = "float32"
+    ray: str | None = None
 
 
 @dataclass
@@ -110,6 +111,7 @@ def extract_features(
     batch_size: int,
     progress: Progress,
     dtype: str = "float32",
+    ray_address: str | None = None,
 ) -> tuple[list[tuple[int, Path]], FeatureCache, dict[str, str], int, int]:
     """Import a corpus and make sure its features are cached; returns the decodable (id, path) items, the cache,
     the unreadable images with reasons, and how many features were extracted and found cached."""
@@ -117,7 +119,13 @@ def extract_features(
         imported = import_corpus(store, corpus, split, strict=strict, progress=advance)
     cache = FeatureCache(store.features_dir / encoder.key, encoder.dim, dtype)
     with progress.task(f"extracting features ({encoder.name})", len(imported.items)) as advance:
-        report = cache.extract(imported.items, encoder, batch_size=batch_size, progress=advance)
+        if ray_address:
+            from annot.indexer.distributed import connect, extract_with_ray
+
+            extracted, cached, _ = extract_with_ray(connect(ray_address), cache, imported.items, encoder, batch_size, advance)
+        else:
+            report = cache.extract(imported.items, encoder, batch_size=batch_size, progress=advance)
+            extracted, cached = report.extracted, report.cached
     failures = cache.failures()
     unreadable = dict(imported.unreadable)
     for image_id, path in imported.items:
@@ -127,7 +135,7 @@ def extract_features(
         first = next(p for p in unreadable if p not in imported.unreadable)
         raise CorpusError(f"{first}: {unreadable[first]}")
     items = [(i, p) for i, p in imported.items if i not in failures]
-    return items, cache, unreadable, report.extracted, report.cached
+    return items, cache, unreadable, extracted, cached
 
 
 def _training_ids(store: Store) -> list[int]:
@@ -206,26 +214,38 @@ def _fit_projection(
         return training_chunks(store, cache, candidates, vocab_ids)
 
     with _Timer(seconds, "fit"), progress.task("statistics pass", None):
-        stats, used, untagged = streamed_statistics(chunks, E, has_vector, config.text, config.normalization)
+        if config.ray:
+            from annot.indexer.distributed import connect, statistics_with_ray
+
+            stats, used, untagged = statistics_with_ray(connect(config.ray), chunks, E, has_vector, config.text,
+                                                        config.normalization)
+        else:
+            stats, used, untagged = streamed_statistics(chunks, E, has_vector, config.text, config.normalization)
         if stats is None or used < 2:
             raise CorpusError(f"{corpus.source}: fewer than 2 usable tagged images; nothing to fit")
         cca = LinearCCA(config.n_components, config.reg_x, config.reg_y).fit_statistics(stats)
     with _Timer(seconds, "project"), progress.task("projecting", len(candidates)) as advance:
         path = store.indexes_dir / f".projected-{os.getpid()}.npy"
         path.parent.mkdir(parents=True, exist_ok=True)
+        for stale in path.parent.glob(".projected-*.npy"):  # scratch of a run that was killed
+            stale.unlink(missing_ok=True)
         rows, ids = project_to_file(chunks, cca.transform, has_vector, config.text, config.normalization, used,
                                     len(cca.canonical_correlations_), path, advance)
     return cca, rows, ids, untagged, stats
 
 
-def _image_index(factory: str, rows: NDArray[np.float32], ids: NDArray[np.int64], progress: Progress) -> tuple[Any, IndexInfo]:
+def build_image_index(factory: str, rows: NDArray[np.float32], ids: NDArray[np.int64], progress: Progress) -> tuple[Any, IndexInfo]:
     """The image index over correlation rows: trained on a sample when it needs training, filled in chunks, and its
     search setting tuned to the recall target on held-out queries (approximate indexes only)."""
     rng = np.random.default_rng(0)
     n = len(ids)
+    path = Path(rows.filename) if isinstance(rows, np.memmap) and rows.filename else None
 
     def chunks():  # type: ignore[no-untyped-def]
-        return ((np.asarray(rows[lo : lo + ADD_CHUNK]), ids[lo : lo + ADD_CHUNK]) for lo in range(0, n, ADD_CHUNK))
+        for lo in range(0, n, ADD_CHUNK):  # a fresh mapping per chunk: read pages do not pile up in memory
+            source = np.load(path, mmap_mode="r") if path else rows
+            yield np.array(source[lo : lo + ADD_CHUNK]), ids[lo : lo + ADD_CHUNK]
+            del source
 
     sample = np.asarray(rows[np.sort(rng.choice(n, size=train_sample_size(factory, n), replace=False))])
     with progress.task(f"index {factory}", n) as advance:
@@ -269,7 +289,7 @@ def build_index(corpus_path: Path, store_root: Path, config: IndexConfig = Index
         with _Timer(seconds, "import+extract"):
             _, cache, unreadable, report.extracted, report.cached = extract_features(
                 store, corpus, TRAIN, encoder, strict=config.strict, batch_size=config.batch_size, progress=progress,
-                dtype=config.feature_dtype,
+                dtype=config.feature_dtype, ray_address=config.ray,
             )
         report.unreadable = unreadable
         with _Timer(seconds, "text view"):
@@ -286,7 +306,7 @@ def build_index(corpus_path: Path, store_root: Path, config: IndexConfig = Index
             with _Timer(seconds, "indexes"):
                 budget = parse_bytes(config.memory_budget)
                 factory = choose_factory(len(train_ids), U_rows.shape[1], budget) if config.index == "auto" else config.index
-                image_index, info = _image_index(factory, U_rows, train_ids, progress)
+                image_index, info = build_image_index(factory, U_rows, train_ids, progress)
                 word_rows = np.flatnonzero(has_vector) if config.text == "w2v" else np.arange(len(vocabulary))
                 Z = cca.transform_y(word_view(E, config.text)[word_rows])  # Z = E W_y: the vocabulary in the shared space
                 word_index = build_flat_index(Z, np.array(vocab_ids, np.int64)[word_rows])

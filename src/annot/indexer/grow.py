@@ -191,7 +191,7 @@ def remove_images(paths: list[str], store_root: Path, progress: Progress | None 
 
 def refit(store_root: Path, progress: Progress | None = None) -> GrowReport:
     """Re-estimate the projection from the accumulated statistics and rebuild the indexes (one streaming pass)."""
-    from annot.indexer.build import _image_index
+    from annot.indexer.build import build_image_index
 
     progress = progress or NoProgress()
     store = Store.open(Path(store_root))
@@ -205,7 +205,7 @@ def refit(store_root: Path, progress: Progress | None = None) -> GrowReport:
                 rows, ids = project_to_file(state.chunks(state.ids), cca.transform, state.has_vector, state.text,
                                             state.normalization, len(state.ids), len(cca.canonical_correlations_), path, advance)
             factory = state.manifest["index"].get("factory") or "Flat"
-            state.index, info = _image_index(factory, rows, ids, progress)
+            state.index, info = build_image_index(factory, rows, ids, progress)
             state.manifest["index"].update(info.manifest())
             word_rows = np.flatnonzero(state.has_vector) if state.text == "w2v" else np.arange(len(state.vocabulary))
             Z = cca.transform_y(word_view(state.E, state.text)[word_rows])

@@ -78,17 +78,20 @@ def project_to_file(
     has_vector: NDArray[np.bool_], text: str, normalization: str, n: int, k: int, path: Path,
     advance: Callable[[int], None] | None = None,
 ) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
-    """Pass 2: the usable images' correlation rows in the shared space, in a memory-mapped (n × k) file, and ids."""
-    rows = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(n, k))
+    """Pass 2: the usable images' correlation rows in the shared space, in an (n × k) .npy file read back
+    memory-mapped, and their ids."""
     ids_out = np.empty(n, np.int64)
     at = 0
-    for ids, X, labels in chunks():
-        keep = usable_rows(labels, has_vector, text)
-        U = correlation_rows(transform(normalize_features(X[keep], normalization)))
-        rows[at : at + len(U)] = U
-        ids_out[at : at + len(U)] = ids[keep]
-        at += len(U)
-        if advance:
-            advance(len(ids))
-    rows.flush()
-    return rows, ids_out
+    with open(path, "wb") as fh:  # plain appends: written pages do not stay in this process's memory
+        np.lib.format.write_array_header_2_0(fh, {"descr": "<f4", "fortran_order": False, "shape": (n, k)})
+        for ids, X, labels in chunks():
+            keep = usable_rows(labels, has_vector, text)
+            U = correlation_rows(transform(normalize_features(X[keep], normalization)))
+            fh.write(np.ascontiguousarray(U, "<f4").tobytes())
+            ids_out[at : at + len(U)] = ids[keep]
+            at += len(U)
+            if advance:
+                advance(len(ids))
+    if at != n:
+        raise ValueError(f"{path}: projected {at} rows, expected {n}")
+    return np.load(path, mmap_mode="r"), ids_out

@@ -9,6 +9,7 @@ All vectors are correlation rows (centred, unit length), so inner product = 1 âˆ
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 from collections.abc import Callable, Iterator
@@ -22,6 +23,8 @@ from annot.errors import AnnotError
 
 if TYPE_CHECKING:
     import faiss
+
+log = logging.getLogger(__name__)
 
 EXACT_UP_TO = 50_000
 RECALL_K = 10
@@ -96,6 +99,19 @@ def _takes_ids(index: faiss.Index) -> bool:
     import faiss
 
     return faiss.try_extract_index_ivf(index) is not None
+
+
+def on_gpu(index: faiss.Index) -> faiss.Index:
+    """The index on every visible GPU when FAISS was built with GPU support (faiss-gpu), else as it is."""
+    import faiss
+
+    if not hasattr(faiss, "get_num_gpus") or faiss.get_num_gpus() == 0:
+        return index
+    try:
+        return faiss.index_cpu_to_all_gpus(index)
+    except RuntimeError as exc:  # an index type the GPU cloner does not handle: search on the CPU
+        log.warning("keeping the index on the CPU: %s", str(exc).strip().splitlines()[-1])
+        return index
 
 
 def set_search(index: faiss.Index, search: dict[str, int]) -> None:

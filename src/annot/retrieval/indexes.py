@@ -40,8 +40,7 @@ def build_flat_index(V: NDArray[np.floating], ids: NDArray[np.int64]) -> faiss.I
 def save_index(index: faiss.Index, path: Path) -> None:
     import faiss
 
-    buffer = faiss.serialize_index(index)
-    atomic_write(path, lambda fh: fh.write(buffer.tobytes()))
+    atomic_write(path, lambda fh: faiss.write_index(index, faiss.PyCallbackIOWriter(fh.write)))  # streamed, no copy
 
 
 def load_index(path: Path) -> faiss.Index:

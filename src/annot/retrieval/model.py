@@ -16,7 +16,7 @@ from annot.errors import AnnotError, StoreError
 from annot.projection import load_projection
 from annot.features.encoders import ImageEncoder, encoder_of_manifest
 from annot.retrieval.baselines import BASELINES, Baseline
-from annot.retrieval.ann import set_search
+from annot.retrieval.ann import on_gpu, set_search
 from annot.retrieval.indexes import index_ids, load_index, search_correlation
 from annot.features.text import normalize_features
 from annot.retrieval.scoring import Scored, cca_knn_pooled, score_queries, top_words
@@ -96,6 +96,7 @@ class AnnotationModel:
             set_search(self.index, dict(m["index"].get("search") or {}))
             ids_file = m["index"].get("ids_file")
             self.ids = np.load(store.path(ids_file)) if ids_file else index_ids(self.index)
+            self.index = on_gpu(self.index)
         except (KeyError, TypeError, OSError, ValueError) as exc:
             raise StoreError(f"{store.root}: incomplete manifest or model files ({exc})") from exc
         self.labels = label_matrix(store.db, self.ids.tolist(), self.tag_ids)

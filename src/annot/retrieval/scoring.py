@@ -100,6 +100,8 @@ def cca_knn_pooled(
     keep = np.repeat(finite.ravel(), np.diff(picked.indptr))  # missing candidates carry no tags
     position = np.repeat(np.arange(nq * L), np.diff(picked.indptr))[keep]  # q * L + l of each pair
     key = (position // L) * V + picked.indices[keep]  # q * V + tag
+    if nq * V <= np.iinfo(np.uint16).max:
+        key = key.astype(np.uint16)  # a stable sort of 16-bit keys is a radix sort: several times faster
     order = np.argsort(key, kind="stable")  # grouped by (query, tag), nearest candidate first within a group
     sorted_key = key[order]
     starts = np.flatnonzero(np.r_[True, sorted_key[1:] != sorted_key[:-1]]) if len(key) else np.zeros(0, np.int64)
@@ -110,7 +112,7 @@ def cca_knn_pooled(
     nearest = np.where(finite[:, :1], D[:, :1], 0.0)
     weights = np.exp(-(D.astype(np.float64) - nearest) / temperature)
     weights[~finite] = 0.0
-    scores = np.bincount(key, weights=(weights * chosen).ravel()[position], minlength=nq * V).reshape(nq, V)
+    scores = np.bincount(key.astype(np.int64), weights=(weights * chosen).ravel()[position], minlength=nq * V).reshape(nq, V)
     if frequency_power:
         scores /= np.maximum(np.asarray(frequency, np.float64), 1.0) ** frequency_power
     return scores, chosen, weights
