@@ -36,6 +36,8 @@ bench: setup
 	$(BIN)/python benchmarks/corel5k.py --store $(STORE)
 	$(BIN)/python benchmarks/speed.py --store $(STORE)
 	$(BIN)/python benchmarks/baselines.py --store $(STORE)
+	$(BIN)/python benchmarks/cnnr.py --store $(STORE)
+	$(BIN)/python benchmarks/scale.py
 
 clean:
 	rm -rf out .pytest_cache

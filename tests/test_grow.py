@@ -157,3 +157,18 @@ def test_sigkill_at_any_point_leaves_a_readable_store_and_a_rerun_completes(
         with Store.open(store, read_only=True) as s:
             assert AnnotationModel(s).index.ntotal == 160
             assert not list(s.indexes_dir.glob(".projected-*"))  # a killed pass's scratch file is gone after the rerun
+
+
+def test_add_remove_refit_errors_are_one_line(store: Path, synthetic: dict[str, Path], tmp_path: Path) -> None:
+    stranger = tmp_path / "stranger.png"
+    stranger.write_bytes(b"not really")
+    cases = [
+        (("add", tmp_path / "missing.jsonl", "--store", store), "missing.jsonl: no such file"),
+        (("remove", stranger, "--store", store), f"{stranger.resolve()}: not an image of"),
+        (("refit", "--store", tmp_path / "nowhere.annot"), "nowhere.annot"),
+    ]
+    for args, message in cases:
+        result = invoke(*args)
+        lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
+        assert result.exit_code != 0 and len(lines) == 1, result.stderr
+        assert message in " ".join(result.stderr.split()), result.stderr
