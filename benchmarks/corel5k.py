@@ -14,6 +14,8 @@ import json
 import time
 from pathlib import Path
 
+from assemble import assemble
+
 from annot.evaluation.evaluate import evaluate
 from annot.evaluation.tune import Candidate, cross_validate, grid
 from annot.features.words import load_word_vectors
@@ -73,6 +75,38 @@ def config_of(c: Candidate, encoder: str, vocabulary: Path, flip: bool = False) 
                        vocabulary=vocabulary)
 
 
+def label_checks(data: Path) -> dict[str, object]:
+    """What can be checked without images: the corpus files parse, tag statistics, word-vector coverage, and the
+    metric floor and ceiling on the test labels (the 5 most frequent training words; the true tags themselves)."""
+    import numpy as np
+
+    from annot.evaluation.metrics import per_word_metrics, predictions_matrix, summarize
+    from annot.features.words import load_word_vectors
+    from annot.indexer.corpus import read_corpus, read_vocabulary
+
+    vocabulary = read_vocabulary(data / "vocabulary.txt")
+    column = {w: i for i, w in enumerate(vocabulary)}
+    out: dict[str, object] = {"dataset": data.name, "vocabulary": len(vocabulary)}
+    matrices = {}
+    for split in ("train", "test"):
+        corpus = read_corpus(data / f"{split}.jsonl", vocabulary)
+        Y = np.zeros((len(corpus.entries), len(vocabulary)), bool)
+        for r, e in enumerate(corpus.entries):
+            Y[r, [column[t] for t in e.tags]] = True
+        matrices[split] = Y
+        out[split] = {"images": len(Y), "tags_per_image": round(float(Y.sum(1).mean()), 2),
+                      "untagged": int((Y.sum(1) == 0).sum()), "tags_outside_vocabulary": sum(corpus.dropped_tags.values())}
+    train, test = matrices["train"], matrices["test"]
+    frequency = train.sum(0)
+    prior = [np.argsort(-frequency, kind="stable")[:5]] * len(test)
+    truth5 = [np.flatnonzero(row)[np.argsort(-frequency[np.flatnonzero(row)], kind="stable")][:5] for row in test]
+    for name, words in (("frequency prior (5 most frequent training words)", prior), ("ceiling: the true tags, at most 5", truth5)):
+        out[name] = summarize(per_word_metrics(test, predictions_matrix(words, len(vocabulary))), len(test)).as_percent()
+    _, missing = load_word_vectors("glove-50").matrix(vocabulary)
+    out["words_without_glove_50_vector"] = len(missing)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=Path("../shared/data/corel5k"))
@@ -84,6 +118,18 @@ def main() -> None:
     args = parser.parse_args()
     vocabulary = args.data / "vocabulary.txt"
     t0 = time.perf_counter()
+    results_dir = Path(__file__).parent / "results"
+    if not (args.data / "images").is_dir():
+        print(f"{args.data / 'images'}: no images; running the label-side checks only", flush=True)
+        checks = label_checks(args.data)
+        results_dir.mkdir(exist_ok=True)
+        (results_dir / f"labels-{args.data.name}.json").write_text(json.dumps(checks, indent=2))
+        rows = [[k, json.dumps(v) if isinstance(v, dict) else v] for k, v in checks.items()]
+        (results_dir / f"labels-{args.data.name}.md").write_text(
+            "| check | value |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows) + "\n")
+        print(json.dumps(checks, indent=2))
+        assemble()
+        return
 
     index_report = build_index(args.data / "train.jsonl", args.store, IndexConfig(encoder=args.encoder, flip=args.flip, vocabulary=vocabulary))
     print(f"indexed {index_report.n_indexed} images; stage seconds {index_report.seconds}", flush=True)
@@ -124,7 +170,6 @@ def main() -> None:
     out["chosen"] = dataclasses.asdict(chosen)
     out["total_seconds"] = round(time.perf_counter() - t0, 1)
 
-    results_dir = Path(__file__).parent / "results"
     results_dir.mkdir(exist_ok=True)
     suffix = ("" if projections == ["linear"] else "-" + "-".join(projections)) + ("-flip" if args.flip else "")
     (results_dir / f"corel5k-{args.encoder}{suffix}.json").write_text(json.dumps(out, indent=2))
@@ -136,6 +181,7 @@ def main() -> None:
         lines.append(f"| annot: {name} | {args.encoder} | glove-50 | {s['P']} | {s['R']} | {s['F1']} | {s['N+']} | {row['cv_f1']} |")
     (results_dir / f"corel5k-{args.encoder}{suffix}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
+    assemble()  # the raw tables into BENCHMARKS.md
 
 
 if __name__ == "__main__":
