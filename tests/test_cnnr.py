@@ -166,3 +166,29 @@ def test_centred_cosine_does_not_answer_the_hub_word() -> None:
     assert raw.nearest(query, 1)[1][0, 0] == 3
     similarity, positions = centred.nearest(query, 4)
     assert positions[0, 0] == 0 and np.all(np.diff(similarity[0]) <= 0)
+
+
+def test_whitened_targets_train_and_answer_in_the_same_space(store: Path, synthetic: dict[str, Path]) -> None:
+    from annot.cnnr.train import word_space
+
+    rng = np.random.default_rng(0)
+    E = (rng.normal(size=(40, 5)) * [5.0, 1.0, 0.2, 1.0, 3.0] + 2.0).astype(np.float32)
+    mean, A = word_space(E, np.ones(40, bool), "whitened")
+    W = (E - mean) @ A
+    np.testing.assert_allclose(np.cov(W, rowvar=False), np.eye(5), atol=1e-4)  # every direction weighs alike
+    raw_mean, raw_A = word_space(E, np.ones(40, bool), "raw")
+    assert not raw_mean.any() and np.array_equal(raw_A, np.eye(5))
+
+    report = train_cnnr(synthetic["train"], store, CNNRConfig(backbone="tiny16", epochs=20, batch_size=32, lr=1e-2,
+                                                             lr_ratio=0.5, patience=20, target="whitened"))
+    assert report.history[-1]["train_loss"] < report.history[0]["train_loss"]
+    result = evaluate(store, synthetic["test"], method="cnn-r", n_tags=3, record=False)
+    assert result.summary.recall > 0.5
+    image = synthetic["folder"] / json.loads(synthetic["test"].read_text().splitlines()[0])["image"]
+    closed = json.loads(invoke("query", image, "--store", store, "--method", "cnn-r", "--json", "-n", "3").stdout)
+    opened = json.loads(invoke("query", image, "--store", store, "--method", "cnn-r", "--open-vocabulary", "--json",
+                               "-n", "3").stdout)
+    # the vocabulary's words are in the open vocabulary too, mapped the same way: the same answers, same order
+    assert [t["tag"] for t in closed["annotations"][0]["tags"]] == [t["tag"] for t in opened["annotations"][0]["tags"]]
+    with pytest.raises(AnnotError, match="--restart"):
+        train_cnnr(synthetic["train"], store, CNNRConfig(backbone="tiny16", epochs=21, target="raw"))

@@ -106,6 +106,7 @@ def train_cnnr(
                                               "where CUDA is present), or train the top over cached trunk activations.")] = None,
     device: Annotated[str | None, typer.Option(help="torch device (default: cuda when present, else cpu).")] = None,
     restart: Annotated[bool, typer.Option(help="Discard an existing checkpoint instead of resuming from it.")] = False,
+    target: Annotated[str, typer.Option(help="Regression target space: raw word vectors (the paper) or whitened.")] = "raw",
     json_out: JsonOpt = False,
 ) -> None:
     """Train CNN-R (§3.5): the network regresses the mean word vector of an image's tags. Resumes from the store's
@@ -115,7 +116,7 @@ def train_cnnr(
     from annot.cnnr.train import train_cnnr as train
 
     config = CNNRConfig(backbone=backbone, weights=weights, epochs=epochs, batch_size=batch_size, lr=lr,
-                        lr_ratio=lr_ratio, full=full, device=device, restart=restart)
+                        lr_ratio=lr_ratio, full=full, device=device, restart=restart, target=target)
     report = train(corpus, store, config, progress=RichProgress())
     if json_out:
         print_json(report.to_dict())

@@ -32,6 +32,7 @@ class WordIndex:
 
         self.words = words
         self.centre = np.asarray(centre, np.float32)
+        self.space: tuple[NDArray[np.float64], NDArray[np.float64]] = (np.zeros(vectors.shape[1]), np.eye(vectors.shape[1]))
         self.index = faiss.IndexFlatIP(vectors.shape[1])
         self.index.add(_unit(np.asarray(vectors, np.float32) - self.centre))
 
@@ -53,11 +54,16 @@ def vocabulary_index(model_file: Path, vocabulary: list[str]) -> tuple[WordIndex
     if words != list(vocabulary):
         raise StoreError(f"{model_file}: trained for another vocabulary than the store's; run `annot train-cnnr` again")
     positions = np.flatnonzero(has_vector).astype(np.int64)
-    return WordIndex([words[i] for i in positions], E[positions], E[positions].mean(axis=0)), positions
+    index = WordIndex([words[i] for i in positions], E[positions], E[positions].mean(axis=0))
+    q = E.shape[1]  # how the model maps word vectors into its space (models before targets existed: raw)
+    index.space = (np.asarray(saved.get("word_mean", np.zeros(q))), np.asarray(saved.get("word_transform", np.eye(q))))
+    return index, positions
 
 
-def open_vocabulary_index(source: str, centre: NDArray[np.floating]) -> WordIndex:
-    """Every word of the word-vector file (GloVe-50: 400,000 words), centred as the vocabulary is."""
+def open_vocabulary_index(source: str, like: WordIndex) -> WordIndex:
+    """Every word of the word-vector file (GloVe-50: 400,000 words), mapped into the model's word space and centred
+    as the vocabulary index ``like`` is."""
     words = load_word_vectors(source)
     kv = words.keyed_vectors
-    return WordIndex(list(kv.index_to_key), kv.vectors, centre)
+    mean, transform = like.space
+    return WordIndex(list(kv.index_to_key), (kv.vectors - mean) @ transform, like.centre)

@@ -57,6 +57,23 @@ class CNNRConfig:
     device: str | None = None
     seed: int = 0
     restart: bool = False
+    target: str = "raw"
+
+
+TARGETS = ("raw", "whitened")
+
+
+def word_space(E: NDArray[np.float32], has_vector: NDArray[np.bool_], target: str) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """The map w ↦ (w − μ) A of word vectors into the space CNN-R regresses: ``raw`` is the word vectors themselves
+    (the paper; A = I, μ = 0), ``whitened`` centres them on the vocabulary's mean and whitens them with its
+    covariance, so the Euclidean loss weighs every direction of the word space alike (a Mahalanobis loss)."""
+    q = E.shape[1]
+    if target == "raw":
+        return np.zeros(q), np.eye(q)
+    words = E[has_vector].astype(np.float64)
+    mean = words.mean(axis=0)
+    values, vectors = np.linalg.eigh(np.cov(words, rowvar=False) + 1e-6 * np.eye(q))
+    return mean, vectors / np.sqrt(np.maximum(values, 1e-12))
 
 
 @dataclass
@@ -105,7 +122,7 @@ def targets(labels: NDArray[np.bool_], E: NDArray[np.float32], has_vector: NDArr
 
 
 def _checkpoint_key(config: CNNRConfig, dim: int, full: bool, words: str) -> dict[str, Any]:
-    return {"backbone": config.backbone, "dim": dim, "full": full, "words": words,
+    return {"backbone": config.backbone, "dim": dim, "full": full, "words": words, "target": config.target,
             "weights": str(Path(config.weights).resolve()) if config.weights else None}
 
 
@@ -124,8 +141,12 @@ def train_cnnr(corpus_path: Path, store_root: Path, config: CNNRConfig = CNNRCon
         vocabulary = tuple(manifest["vocabulary"]["words"])
         tag_ids = [int(t) for t in manifest["vocabulary"]["tag_ids"]]
         words = load_word_vectors(manifest["words"]["source"])
+        if config.target not in TARGETS:
+            raise AnnotError(f"--target must be one of {', '.join(TARGETS)}, got {config.target!r}")
         E, missing = words.matrix(vocabulary)
         has_vector = np.array([w not in set(missing) for w in vocabulary])
+        mean, transform = word_space(E, has_vector, config.target)
+        E = np.where(has_vector[:, None], (E - mean) @ transform, 0.0).astype(np.float32)  # the regression's word space
         corpus = read_corpus(Path(corpus_path), vocabulary)
         backbone = build_backbone(config.backbone, config.weights)
         model = CNNR(backbone, words.dim, config.device)
@@ -233,7 +254,7 @@ def train_cnnr(corpus_path: Path, store_root: Path, config: CNNRConfig = CNNRCon
                                "seconds": time.perf_counter() - start})
         if best_state is None:
             raise AnnotError(f"{checkpoint}: no epoch finished; nothing to keep")
-        report.model_file = _keep(store, key, best_state, vocabulary, tag_ids, E, has_vector, report)
+        report.model_file = _keep(store, key, best_state, vocabulary, tag_ids, E, has_vector, report, (mean, transform))
         report.seconds = time.perf_counter() - start
         _record(store, report, key)
         return report
@@ -264,7 +285,8 @@ def _save(path: Path, payload: dict[str, Any]) -> None:
 
 
 def _keep(store: Store, key: dict[str, Any], state: dict[str, Any], vocabulary: tuple[str, ...], tag_ids: list[int],
-          E: NDArray[np.float32], has_vector: NDArray[np.bool_], report: TrainReport) -> str:
+          E: NDArray[np.float32], has_vector: NDArray[np.bool_], report: TrainReport,
+          space: tuple[NDArray[np.float64], NDArray[np.float64]]) -> str:
     """Write the best weights with what answering needs (the vocabulary's word vectors) under a new name."""
     import torch
 
@@ -275,7 +297,7 @@ def _keep(store: Store, key: dict[str, Any], state: dict[str, Any], vocabulary: 
             "best_validation_loss": round(report.best_validation_loss, 5)}
     file = f"models/cnnr/model-{model_id}.pt"
     _save(store.path(file), {"meta": meta, "state": state, "vocabulary": list(vocabulary), "tag_ids": tag_ids,
-                             "E": E, "has_vector": has_vector})
+                             "E": E, "has_vector": has_vector, "word_mean": space[0], "word_transform": space[1]})
     return file
 
 

@@ -158,7 +158,7 @@ class AnnotationModel:
         """CNN-R's regressed vectors answered by the nearest words of the whole word-vector file."""
         from annot.cnnr.answer import open_vocabulary_index
 
-        index = open_vocabulary_index(self.manifest["words"]["source"], self.cnnr()[1].centre)
+        index = open_vocabulary_index(self.manifest["words"]["source"], self.cnnr()[1])
         similarity, positions = index.nearest(V, n_tags)
         return [[(index.words[int(p)], float(s)) for s, p in zip(srow, prow, strict=True)]
                 for srow, prow in zip(similarity, positions, strict=True)]
