@@ -38,6 +38,9 @@ LINEAR_GRID = (
     # the candidate pool: each query's `depth` nearest training images only (the other grids look at all of them)
     + grid(text=["bv", "w2v+bv"], normalization=["power"], reg=[0.3, 1.0], k=[8, 16], temperature=[0.05, 0.1],
            frequency_power=[0.25, 0.5, 0.75], depth=[500, 1000, 2000])
+    # per-tag K: K_w = K (n_w / median n)^β
+    + grid(text=["bv", "w2v+bv"], normalization=["power"], reg=[0.3, 1.0], k=[8, 16, 24], temperature=[0.05, 0.1],
+           frequency_power=[0.25, 0.5, 0.75], k_power=[0.25, 0.5])
 )
 KCCA_GRID = (
     grid(projection=["kcca"], text=["w2v", "w2v+bv"], normalization=["power"], reg=[0.1, 0.3, 1.0],
@@ -71,7 +74,7 @@ def best(results: list, **fixed: object):  # type: ignore[no-untyped-def]
 def config_of(c: Candidate, encoder: str, vocabulary: Path, flip: bool = False) -> IndexConfig:
     return IndexConfig(encoder=encoder, flip=flip, text=c.text, normalization=c.normalization, reg_x=c.reg, reg_y=c.reg,
                        n_components=c.n_components, method=c.method, k=c.k, temperature=c.temperature,
-                       frequency_power=c.frequency_power, projection=c.projection, landmarks="auto", depth=c.depth,
+                       frequency_power=c.frequency_power, projection=c.projection, landmarks="auto", depth=c.depth, k_power=c.k_power,
                        vocabulary=vocabulary)
 
 

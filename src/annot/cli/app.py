@@ -38,6 +38,8 @@ EncoderOpt = Annotated[
 WordsOpt = Annotated[str, typer.Option("--words", help="Word vectors: glove-50 or a word2vec/GloVe/fastText file.")]
 VocabularyOpt = Annotated[Path | None, typer.Option(help="Word list that restricts and orders the tags.")]
 ProjectionOpt = Annotated[str, typer.Option(help="linear-cca, or kcca (χ² kernel on the image view).")]
+KPowerOpt = Annotated[float | None, typer.Option(
+    "--k-power", help="CCA-KNN per-tag K: K_w = K · (n_w / median n)^β (0: the same K for every tag). Default: the store's.")]
 DepthOpt = Annotated[int | None, typer.Option(
     "--depth", help="Candidate pool: each query's nearest training images that CCA-KNN and nn look at (0: all up to "
                     "20,000 images). Default: the store's.")]
@@ -94,6 +96,7 @@ def index(
     temperature: Annotated[float, typer.Option(help="Default CCA-KNN temperature.")] = 0.1,
     frequency_power: Annotated[float, typer.Option(help="Default CCA-KNN word-frequency exponent α.")] = 0.5,
     depth: Annotated[int, typer.Option(help="Default candidate pool per query (0: all images up to 20,000).")] = 0,
+    k_power: Annotated[float, typer.Option("--k-power", help="Default per-tag K exponent β (0: the same K for every tag).")] = 0.0,
     batch_size: Annotated[int, typer.Option(help="Images per encoder batch.")] = 32,
     strict: Annotated[bool, typer.Option(help="Make unreadable images and tags without word vectors errors.")] = False,
     index_kind: Annotated[str, typer.Option("--index", help="Image index: auto (exact Flat up to 50,000 images, else IVF "
@@ -112,7 +115,7 @@ def index(
         encoder=encoder, weights=weights, flip=flip, words=words, text=text, normalization=normalize, projection=projection,
         landmarks=landmarks, n_components=components, reg_x=reg, reg_y=reg,
         vocabulary=vocabulary, strict=strict, batch_size=batch_size, k=k, temperature=temperature,
-        frequency_power=frequency_power, depth=depth, index=index_kind, memory_budget=memory_budget, feature_dtype=feature_dtype,
+        frequency_power=frequency_power, depth=depth, k_power=k_power, index=index_kind, memory_budget=memory_budget, feature_dtype=feature_dtype,
         ray=ray,
     )
     report = build_index(corpus, store, config, RichProgress())
@@ -153,6 +156,7 @@ def query(
     temperature: TempOpt = None,
     frequency_power: AlphaOpt = None,
     depth: DepthOpt = None,
+    k_power: KPowerOpt = None,
     explain: Annotated[bool, typer.Option(help="Show, per tag, the training images that voted and their weights.")] = False,
     open_vocabulary: Annotated[bool, typer.Option(
         "--open-vocabulary", help="cnn-r: answer with the nearest words of the whole word-vector file, not only the vocabulary.")] = False,
@@ -166,7 +170,7 @@ def query(
     model = AnnotationModel.open(store)
     try:
         result = annotate_files(model, images, method=method, n_tags=n, k=k, temperature=temperature,
-                                frequency_power=frequency_power, depth=depth, explain=explain,
+                                frequency_power=frequency_power, depth=depth, k_power=k_power, explain=explain,
                                 open_vocabulary=open_vocabulary, progress=RichProgress())
     finally:
         model.close()
@@ -197,6 +201,7 @@ def eval_(
     temperature: TempOpt = None,
     frequency_power: AlphaOpt = None,
     depth: DepthOpt = None,
+    k_power: KPowerOpt = None,
     split: Annotated[str, typer.Option(help="Split name recorded for these images.")] = "test",
     json_out: JsonOpt = False,
 ) -> None:
@@ -205,7 +210,7 @@ def eval_(
     from annot.evaluation.evaluate import evaluate
 
     result = evaluate(store, corpus, method=method, n_tags=n, k=k, temperature=temperature,
-                      frequency_power=frequency_power, depth=depth, split=split,
+                      frequency_power=frequency_power, depth=depth, k_power=k_power, split=split,
                       progress=RichProgress())
     if json_out:
         print_json(result.to_dict())

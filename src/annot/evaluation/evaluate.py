@@ -87,6 +87,7 @@ def evaluate(
     temperature: float | None = None,
     frequency_power: float | None = None,
     depth: int | None = None,
+    k_power: float | None = None,
     split: str = "test",
     record: bool = True,
     strict: bool = False,
@@ -119,11 +120,11 @@ def evaluate(
         ids = [i for i, _ in items]
         X = cache.load(ids)
         with progress.task("annotating", None):
-            preds = model.predict(X, method, n_tags, k, temperature, frequency_power, depth)
+            preds = model.predict(X, method, n_tags, k, temperature, frequency_power, depth, k_power)
         truth = label_matrix(store.db, ids, tag_ids)
         metrics = per_word_metrics(truth, predictions_matrix([p.words for p in preds], len(tag_ids)))
         summary = summarize(metrics, n_images=len(ids))
-        used = model.settings(method, n_tags, k, temperature, frequency_power, depth)
+        used = model.settings(method, n_tags, k, temperature, frequency_power, depth, k_power)
         params = {**used, "projection": manifest["projection"]["kind"], "encoder": spec["key"], "text": manifest["text"]}
         if used["method"] not in CCA_METHODS:  # a baseline: its own fitted settings, not the CCA ones
             params = {"method": used["method"], "n_tags": used["n_tags"], "encoder": spec["key"],

@@ -46,6 +46,7 @@ class Candidate:
     frequency_power: float = 0.0
     projection: str = "linear-cca"
     depth: int = 0
+    k_power: float = 0.0
 
     @property
     def projection_key(self) -> tuple[str, str, float, int | None, str]:
@@ -136,7 +137,8 @@ def cross_validate(
                 pooled = {depth: within_pool(D, depth) for depth in {c.depth for c in group}}
                 for c in group:
                     scored = score_queries(
-                        c.method, pooled[c.depth], labels[keep], frequency, n_tags, c.k, c.temperature, c.frequency_power
+                        c.method, pooled[c.depth], labels[keep], frequency, n_tags, c.k, c.temperature, c.frequency_power,
+                        c.k_power,
                     )
                     predicted = [s.words for s in scored]
                     metrics = per_word_metrics(labels[held], predictions_matrix(predicted, labels.shape[1]))
@@ -203,7 +205,8 @@ def tune_store(
     chosen = results[0].candidate
     config = replace(base, text=chosen.text, normalization=chosen.normalization, reg_x=chosen.reg, reg_y=chosen.reg,
                      n_components=chosen.n_components, method=chosen.method, k=chosen.k,
-                     temperature=chosen.temperature, frequency_power=chosen.frequency_power, depth=chosen.depth)
+                     temperature=chosen.temperature, frequency_power=chosen.frequency_power, depth=chosen.depth,
+                     k_power=chosen.k_power)
     build_index(corpus, store_root, config, progress)
     with Store.open(store_root) as store:
         manifest_sha = store.manifest_sha()

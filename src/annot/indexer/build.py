@@ -68,6 +68,7 @@ class IndexConfig:
     temperature: float = 0.1
     frequency_power: float = 0.5
     depth: int = 0
+    k_power: float = 0.0
     index: str = "auto"
     memory_budget: str = "4GB"
     feature_dtype: str = "float32"
@@ -345,7 +346,8 @@ def build_index(corpus_path: Path, store_root: Path, config: IndexConfig = Index
             "word_index": {"file": files["words"], "ntotal": int(len(word_rows))},
             "vocabulary": {"words": list(vocabulary), "tag_ids": vocab_ids, "missing_word_vectors": missing},
             "annotation": {"method": config.method, "n_tags": 5, "k": config.k, "temperature": config.temperature,
-                           "frequency_power": config.frequency_power, "depth": config.depth},
+                           "frequency_power": config.frequency_power, "depth": config.depth,
+                           "k_power": config.k_power},
             "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()},
             "counts": {"train_images": int(len(train_ids)), "unreadable": len(unreadable), "untagged": report.untagged},
             "feature_dtype": config.feature_dtype,

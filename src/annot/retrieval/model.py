@@ -19,7 +19,7 @@ from annot.retrieval.baselines import BASELINES, Baseline
 from annot.retrieval.ann import on_gpu, set_search
 from annot.retrieval.indexes import index_ids, load_index, search_correlation
 from annot.features.text import normalize_features
-from annot.retrieval.scoring import Scored, cca_knn_pooled, score_queries, top_words
+from annot.retrieval.scoring import Scored, cca_knn_pooled, score_queries, tag_k, top_words
 from annot.schema.queries import image_paths, label_matrix
 from annot.store import Store
 
@@ -175,6 +175,7 @@ class AnnotationModel:
         temperature: float | None = None,
         frequency_power: float | None = None,
         depth: int | None = None,
+        k_power: float | None = None,
     ) -> dict[str, Any]:
         """The annotation settings in effect: each given value, else the store's default. ``depth`` is the candidate
         pool: each query's nearest training images that CCA-KNN and transfer look at (0: all of them up to
@@ -182,6 +183,7 @@ class AnnotationModel:
         d = self.defaults
         return {
             "depth": int(depth if depth is not None else (d.get("depth") or 0)),
+            "k_power": float(k_power if k_power is not None else (d.get("k_power") or 0.0)),
             "method": method or d.get("method", "cca-knn"),
             "n_tags": int(n_tags or d.get("n_tags", 5)),
             "k": int(k or d.get("k", 8)),
@@ -198,9 +200,11 @@ class AnnotationModel:
         temperature: float | None = None,
         frequency_power: float | None = None,
         depth: int | None = None,
+        k_power: float | None = None,
     ) -> list[Prediction]:
         """Annotate image features X (n × p) with ``method``; unset settings come from the store."""
-        settings = self.settings(method, n_tags, k, temperature, frequency_power, depth)
+        settings = self.settings(method, n_tags, k, temperature, frequency_power, depth, k_power)
+        beta = settings["k_power"]
         method, n_tags, k = settings["method"], settings["n_tags"], settings["k"]
         temperature, alpha = settings["temperature"], settings["frequency_power"]
         if method not in METHODS:
@@ -230,11 +234,11 @@ class AnnotationModel:
                 for q in range(len(ids)):
                     valid = ids[q] >= 0
                     D[q, self.rows_of(ids[q][valid])] = distances[q][valid]
-                scored = score_queries(method, D, self.labels, self.frequency, n_tags, k, temperature, alpha)
+                scored = score_queries(method, D, self.labels, self.frequency, n_tags, k, temperature, alpha, beta)
                 out.extend(self._prediction(s, self.ids, D[q]) for q, s in enumerate(scored))
                 continue
             if method == "cca-knn":  # large corpora: each query's own candidate pool, scored as a batch
-                out.extend(self._pooled(distances, ids, n_tags, k, temperature, alpha))
+                out.extend(self._pooled(distances, ids, n_tags, tag_k(k, beta, self.frequency), temperature, alpha))
                 continue
             for d, i in zip(distances, ids, strict=True):
                 valid = i >= 0
@@ -244,8 +248,8 @@ class AnnotationModel:
                 out.append(self._prediction(s, i, d[0]))
         return out
 
-    def _pooled(self, distances: NDArray[np.float32], ids: NDArray[np.int64], n_tags: int, k: int, temperature: float,
-                alpha: float) -> list[Prediction]:
+    def _pooled(self, distances: NDArray[np.float32], ids: NDArray[np.int64], n_tags: int, k: NDArray[np.int64],
+                temperature: float, alpha: float) -> list[Prediction]:
         out: list[Prediction] = []
         for lo in range(0, len(ids), POOL_BATCH):
             d, i = distances[lo : lo + POOL_BATCH].copy(), ids[lo : lo + POOL_BATCH]

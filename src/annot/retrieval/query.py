@@ -49,6 +49,7 @@ def annotate_files(
     temperature: float | None = None,
     frequency_power: float | None = None,
     depth: int | None = None,
+    k_power: float | None = None,
     explain: bool = False,
     open_vocabulary: bool = False,
     batch_size: int = 32,
@@ -83,5 +84,5 @@ def annotate_files(
         answers = model.open_vocabulary(X, n)
         return QueryResult([Annotation(name, tuple(TagScore(w, s) for w, s in words))
                             for name, words in zip(names, answers, strict=True)], failed)
-    predictions = model.predict(X, method, n_tags, k, temperature, frequency_power, depth)
+    predictions = model.predict(X, method, n_tags, k, temperature, frequency_power, depth, k_power)
     return QueryResult(model.annotations(names, predictions, explain), failed)

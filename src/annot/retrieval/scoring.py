@@ -23,15 +23,28 @@ class Scored:
     weights: NDArray[np.float64]
 
 
-def semantic_neighbours(D: NDArray[np.float32], labels: NDArray[np.bool_], k: int) -> NDArray[np.bool_]:
-    """Which candidates are among the ``k`` nearest of some tag group (the first pass of 2PKNN and CCA-KNN).
+def tag_k(k: int, k_power: float, frequency: NDArray[np.int64]) -> NDArray[np.int64]:
+    """Per-tag K: K_w = max(1, round(k · (n_w / median n)^β)) with β = ``k_power`` (β = 0: the same k for every tag).
+    A frequent word's group is large and varied, so it may take more neighbours; a rare word's fewer."""
+    n = np.maximum(np.asarray(frequency, np.float64), 1.0)
+    if not k_power:
+        return np.full(len(n), int(k), np.int64)
+    median = float(np.median(n[np.asarray(frequency) > 0])) if (np.asarray(frequency) > 0).any() else 1.0
+    return np.maximum(1, np.round(k * (n / median) ** k_power)).astype(np.int64)
+
+
+def semantic_neighbours(D: NDArray[np.float32], labels: NDArray[np.bool_], k: int | NDArray[np.int64]) -> NDArray[np.bool_]:
+    """Which candidates are among the ``k`` nearest of some tag group (the first pass of 2PKNN and CCA-KNN);
+    ``k`` may be one number or one per tag.
 
     Works per tag over all queries at once: the cost is nq × (number of (image, tag) pairs), not nq × m × V.
     """
     nq = D.shape[0]
     chosen = np.zeros(D.shape, bool)
     queries = np.arange(nq)[:, None]
+    per_tag = np.broadcast_to(np.asarray(k, np.int64), (labels.shape[1],))
     for w in range(labels.shape[1]):
+        k = int(per_tag[w])
         members = np.flatnonzero(labels[:, w])
         if len(members) == 0:
             continue
@@ -46,7 +59,7 @@ def semantic_neighbours(D: NDArray[np.float32], labels: NDArray[np.bool_], k: in
 def cca_knn_scores(
     D: NDArray[np.float32],
     labels: NDArray[np.bool_],
-    k: int,
+    k: int | NDArray[np.int64],
     temperature: float,
     frequency: NDArray[np.int64] | None = None,
     frequency_power: float = 0.0,
@@ -81,7 +94,7 @@ def cca_knn_pooled(
     D: NDArray[np.float32],
     rows: NDArray[np.int64],
     labels: sparse.csr_matrix,
-    k: int,
+    k: int | NDArray[np.int64],
     temperature: float,
     frequency: NDArray[np.int64],
     frequency_power: float = 0.0,
@@ -106,8 +119,10 @@ def cca_knn_pooled(
     sorted_key = key[order]
     starts = np.flatnonzero(np.r_[True, sorted_key[1:] != sorted_key[:-1]]) if len(key) else np.zeros(0, np.int64)
     rank = np.arange(len(key)) - np.repeat(starts, np.diff(np.r_[starts, len(key)]))
+    tags = picked.indices[keep][order]
+    limit = np.broadcast_to(np.asarray(k, np.int64), (V,))[tags] if np.ndim(k) else int(k)
     chosen = np.zeros(nq * L, bool)
-    chosen[position[order][rank < k]] = True
+    chosen[position[order][rank < limit]] = True
     chosen = chosen.reshape(nq, L)
     nearest = np.where(finite[:, :1], D[:, :1], 0.0)
     weights = np.exp(-(D.astype(np.float64) - nearest) / temperature)
@@ -150,6 +165,7 @@ def score_queries(
     k: int,
     temperature: float,
     frequency_power: float = 0.0,
+    k_power: float = 0.0,
 ) -> list[Scored]:
     """Ranked words for each query with ``method``: the one entry point for annotation, evaluation and tuning."""
     out: list[Scored] = []
@@ -164,7 +180,8 @@ def score_queries(
             out.append(Scored(words, scores, [np.array([c], np.int64) for _, c in pairs], finite[q].astype(np.float64)))
         return out
     if method == "cca-knn":
-        scores, chosen, weights = cca_knn_scores(D, labels, k, temperature, frequency, frequency_power)
+        scores, chosen, weights = cca_knn_scores(D, labels, tag_k(k, k_power, frequency), temperature, frequency,
+                                                 frequency_power)
         for q in range(D.shape[0]):
             words = top_words(scores[q], frequency, n_tags)
             voters = [np.flatnonzero(chosen[q] & labels[:, w]) for w in words]
