@@ -96,7 +96,7 @@ def index(
     temperature: Annotated[float, typer.Option(help="Default CCA-KNN temperature.")] = 0.1,
     frequency_power: Annotated[float, typer.Option(help="Default CCA-KNN word-frequency exponent α.")] = 0.5,
     depth: Annotated[int, typer.Option(help="Default candidate pool per query (0: all images up to 20,000).")] = 0,
-    k_power: Annotated[float, typer.Option("--k-power", help="Default per-tag K exponent β (0: the same K for every tag).")] = 0.0,
+    k_power: Annotated[float, typer.Option("--k-power", help="Default per-tag K exponent β (0: the same K for every tag).")] = 0.25,
     batch_size: Annotated[int, typer.Option(help="Images per encoder batch.")] = 32,
     strict: Annotated[bool, typer.Option(help="Make unreadable images and tags without word vectors errors.")] = False,
     index_kind: Annotated[str, typer.Option("--index", help="Image index: auto (exact Flat up to 50,000 images, else IVF "

@@ -68,7 +68,7 @@ class IndexConfig:
     temperature: float = 0.1
     frequency_power: float = 0.5
     depth: int = 0
-    k_power: float = 0.0
+    k_power: float = 0.25
     index: str = "auto"
     memory_budget: str = "4GB"
     feature_dtype: str = "float32"
