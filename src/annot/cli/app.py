@@ -390,4 +390,4 @@ def main() -> None:
 from annot.cli import more  # noqa: E402, F401  (registers fit, train-cnnr, add, remove, refit on `app`)
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -281,7 +281,7 @@ def _save(path: Path, payload: dict[str, Any]) -> None:
     buffer = io.BytesIO()
     torch.save(payload, buffer)
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, lambda fh: fh.write(buffer.getvalue()))
+    atomic_write(path, lambda fh: fh.write(buffer.getvalue()) and None)
 
 
 def _keep(store: Store, key: dict[str, Any], state: dict[str, Any], vocabulary: tuple[str, ...], tag_ids: list[int],

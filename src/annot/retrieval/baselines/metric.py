@@ -89,8 +89,8 @@ def learn_dimension_weights(
                 total += loss.item() * len(b)
             losses.append(total / max(1, len(order)))
             advance(1)
-    w = torch.nn.functional.softplus(v).detach().numpy().astype(np.float32)
-    return w / w.mean(), losses
+    weights: NDArray[np.float32] = torch.nn.functional.softplus(v).detach().numpy().astype(np.float32)
+    return weights / weights.mean(), losses
 
 
 class TwoPassKNNML(TwoPassKNN):
