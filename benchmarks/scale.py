@@ -70,7 +70,7 @@ def one(n: int, budget: str, folder: Path, autofaiss: str | None) -> dict[str, o
     labels = np.zeros((n, V), bool)
     for i, lo in enumerate(range(0, n, CHUNK)):
         X, y = synthetic(min(CHUNK, n - lo), 1 + i, prototypes, popularity)
-        cache._write_part(i, X, np.arange(lo, lo + len(X), dtype=np.int64), {})
+        cache.write_part(X, np.arange(lo, lo + len(X), dtype=np.int64), {})
         labels[lo : lo + len(X)] = y
     out["generate_seconds"] = round(time.perf_counter() - t, 1)
     out["features_on_disk_mb"] = round(sum(f.stat().st_size for f in (folder / "features").iterdir()) / 2**20, 1)

@@ -42,14 +42,12 @@ class WordIndex:
         return similarity, positions.astype(np.int64)
 
 
-def vocabulary_index(model_file: Path, vocabulary: list[str]) -> tuple[WordIndex, NDArray[np.int64]]:
-    """The store's vocabulary words that have vectors, as saved with the model; and their vocabulary positions."""
-    import torch
-
+def vocabulary_index(saved: dict[str, Any], model_file: Path, vocabulary: list[str]) -> tuple[WordIndex, NDArray[np.int64]]:
+    """The store's vocabulary words that have vectors, as saved with the model (``saved``: the model file's
+    contents); and their vocabulary positions."""
     try:
-        saved: dict[str, Any] = torch.load(model_file, map_location="cpu", weights_only=False)
         words, E, has_vector = list(saved["vocabulary"]), np.asarray(saved["E"]), np.asarray(saved["has_vector"], bool)
-    except (OSError, KeyError, RuntimeError) as exc:
+    except KeyError as exc:
         raise EncoderError(f"{model_file}: not a usable CNN-R model ({exc})") from exc
     if words != list(vocabulary):
         raise StoreError(f"{model_file}: trained for another vocabulary than the store's; run `annot train-cnnr` again")

@@ -145,14 +145,25 @@ class CNNR:
             module.eval()
 
 
-def load_cnnr(path: Path, device: str | None = None) -> tuple[CNNR, dict[str, Any]]:
-    """A trained CNN-R from its model file (written by ``annot train-cnnr``), and the file's metadata."""
+def read_model_file(path: Path) -> dict[str, Any]:
+    """The contents of a CNN-R model file (written by ``annot train-cnnr``): meta, state, vocabulary vectors."""
     import torch
 
     if not Path(path).is_file():
         raise EncoderError(f"{path}: no CNN-R model file")
     try:
         saved = torch.load(path, map_location="cpu", weights_only=False)
+    except (RuntimeError, OSError) as exc:
+        raise EncoderError(f"{path}: not a usable CNN-R model ({exc})") from exc
+    if not isinstance(saved, dict):
+        raise EncoderError(f"{path}: not a usable CNN-R model (found {type(saved).__name__})")
+    return saved
+
+
+def load_cnnr(path: Path, device: str | None = None, saved: dict[str, Any] | None = None) -> tuple[CNNR, dict[str, Any]]:
+    """A trained CNN-R from its model file (or from its contents, already read), and the file's metadata."""
+    saved = read_model_file(path) if saved is None else saved
+    try:
         meta = dict(saved["meta"])
         weights = Path(meta["weights"]) if meta.get("weights") else None
         model = CNNR(build_backbone(meta["backbone"], weights), int(meta["dim"]), device)

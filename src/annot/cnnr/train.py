@@ -309,7 +309,6 @@ def _record(store: Store, report: TrainReport, key: dict[str, Any]) -> None:
                         "validation_loss": round(report.best_validation_loss, 5), "epochs": len(report.history),
                         "train_seconds": round(report.seconds, 1), "device": report.device,
                         "trained_at": datetime.now(UTC).isoformat(timespec="seconds")}
-    manifest.pop("format_version", None)
     store.write_manifest(manifest)
     if previous and previous != report.model_file:
         store.path(previous).unlink(missing_ok=True)

@@ -82,18 +82,14 @@ def evaluate(
     corpus_path: Path,
     *,
     method: str | None = None,
-    n_tags: int | None = None,
-    k: int | None = None,
-    temperature: float | None = None,
-    frequency_power: float | None = None,
-    depth: int | None = None,
-    k_power: float | None = None,
     split: str = "test",
     record: bool = True,
     strict: bool = False,
     progress: Progress | None = None,
+    **given: Any,
 ) -> EvalResult:
-    """Annotate every image of a labelled corpus file and score the tags per word over the store's vocabulary."""
+    """Annotate every image of a labelled corpus file and score the tags per word over the store's vocabulary.
+    ``given`` are annotation settings (``AnnotationModel.settings``) that override the store's."""
     progress = progress or NoProgress()
     store = Store.open(Path(store_root))
     try:
@@ -120,11 +116,11 @@ def evaluate(
         ids = [i for i, _ in items]
         X = cache.load(ids)
         with progress.task("annotating", None):
-            preds = model.predict(X, method, n_tags, k, temperature, frequency_power, depth, k_power)
+            preds = model.predict(X, method, **given)
         truth = label_matrix(store.db, ids, tag_ids)
         metrics = per_word_metrics(truth, predictions_matrix([p.words for p in preds], len(tag_ids)))
         summary = summarize(metrics, n_images=len(ids))
-        used = model.settings(method, n_tags, k, temperature, frequency_power, depth, k_power)
+        used = model.settings(method, **given)
         params = {**used, "projection": manifest["projection"]["kind"], "encoder": spec["key"], "text": manifest["text"]}
         if used["method"] not in CCA_METHODS:  # a baseline: its own fitted settings, not the CCA ones
             params = {"method": used["method"], "n_tags": used["n_tags"], "encoder": spec["key"],

@@ -257,6 +257,15 @@ def build_image_index(factory: str, rows: NDArray[np.float32], ids: NDArray[np.i
     return index, info
 
 
+def build_word_index(cca: Any, E: NDArray[np.float32], has_vector: NDArray[np.bool_], text: str,
+                     vocab_ids: list[int]) -> Any:
+    """The vocabulary in the shared space, Z = E W_y, as an exact index whose ids are tag ids (the words the text
+    view can represent: for W2V those with a vector)."""
+    word_rows = np.flatnonzero(has_vector) if text == "w2v" else np.arange(len(vocab_ids))
+    Z = cca.transform_y(word_view(E, text)[word_rows])
+    return build_flat_index(Z, np.array(vocab_ids, np.int64)[word_rows])
+
+
 def _short_hash(*arrays: NDArray[Any]) -> str:
     digest = hashlib.sha256()
     for a in arrays:
@@ -308,9 +317,7 @@ def build_index(corpus_path: Path, store_root: Path, config: IndexConfig = Index
                 budget = parse_bytes(config.memory_budget)
                 factory = choose_factory(len(train_ids), U_rows.shape[1], budget) if config.index == "auto" else config.index
                 image_index, info = build_image_index(factory, U_rows, train_ids, progress)
-                word_rows = np.flatnonzero(has_vector) if config.text == "w2v" else np.arange(len(vocabulary))
-                Z = cca.transform_y(word_view(E, config.text)[word_rows])  # Z = E W_y: the vocabulary in the shared space
-                word_index = build_flat_index(Z, np.array(vocab_ids, np.int64)[word_rows])
+                word_index = build_word_index(cca, E, has_vector, config.text, vocab_ids)
                 tag = _short_hash(train_ids, *cca.to_arrays().values())
                 files = {
                     "projection": f"models/projection-{tag}.npz",
@@ -343,7 +350,7 @@ def build_index(corpus_path: Path, store_root: Path, config: IndexConfig = Index
                            "canonical_correlations": [round(float(c), 6) for c in cca.canonical_correlations_]},
             "index": {"file": files["images"], "ids_file": files["image_ids"], "kind": info.factory, "metric": "correlation",
                       "ntotal": len(train_ids), **info.manifest()},
-            "word_index": {"file": files["words"], "ntotal": int(len(word_rows))},
+            "word_index": {"file": files["words"], "ntotal": int(word_index.ntotal)},
             "vocabulary": {"words": list(vocabulary), "tag_ids": vocab_ids, "missing_word_vectors": missing},
             "annotation": {"method": config.method, "n_tags": 5, "k": config.k, "temperature": config.temperature,
                            "frequency_power": config.frequency_power, "depth": config.depth,

@@ -20,7 +20,8 @@ from numpy.typing import NDArray
 
 from annot.errors import AnnotError
 from annot.features.encoders import ImageEncoder
-from annot.features.text import normalize_features, text_view, usable_rows
+from annot.indexer.features import encode_paths
+from annot.indexer.stream import chunk_statistics
 from annot.projection.cca import CCAStatistics
 
 SHARD = 1024  # images per extraction task (one cache part)
@@ -46,21 +47,8 @@ def connect(address: str) -> Any:
 
 
 def _encode_shard(encoder: ImageEncoder, paths: list[str], batch_size: int) -> tuple[NDArray[np.float32], dict[int, str]]:
-    """One shard's features (NaN rows for undecodable images) and the errors by position."""
-    from annot.features.images import iter_batches
-
-    x = np.empty((len(paths), encoder.dim), np.float32)
-    errors: dict[int, str] = {}
-    row = 0
-    for batch in iter_batches([Path(p) for p in paths], encoder, batch_size, workers=0):
-        features = encoder.encode(batch.pixels)
-        for j, ok in enumerate(batch.ok):
-            if not ok:
-                features[j] = np.nan
-                errors[row + j] = batch.errors[j]
-        x[row : row + len(features)] = features
-        row += len(features)
-    return x, errors
+    """One shard's features on a worker (decoding in the task itself: the worker is the parallelism)."""
+    return encode_paths(encoder, [Path(p) for p in paths], batch_size, workers=0)
 
 
 def extract_with_ray(
@@ -77,27 +65,16 @@ def extract_with_ray(
     shards = [todo[lo : lo + SHARD] for lo in range(0, len(todo), SHARD)]
     pending = {task.remote(encoder_ref, [str(p) for _, p in shard], batch_size): shard for shard in shards}
     failed: dict[int, str] = {}
-    number = len(cache._parts())
     while pending:
         ready, _ = ray.wait(list(pending), num_returns=1)
         shard = pending.pop(ready[0])
         x, errors = ray.get(ready[0])
         shard_failed = {shard[j][0]: f"{shard[j][1]}: {why}" for j, why in errors.items()}
         failed.update(shard_failed)
-        cache._write_part(number, x, np.array([i for i, _ in shard], np.int64), shard_failed)
-        number += 1
+        cache.write_part(x, np.array([i for i, _ in shard], np.int64), shard_failed)
         if progress:
             progress(len(shard))
     return len(todo), len(items) - len(todo), failed
-
-
-def _shard_statistics(X: NDArray[np.float32], labels: NDArray[np.bool_], E: NDArray[np.float32],
-                      has_vector: NDArray[np.bool_], text: str, normalization: str) -> tuple[CCAStatistics | None, int, int]:
-    keep = usable_rows(labels, has_vector, text)
-    if not keep.any():
-        return None, 0, int((~keep).sum())
-    stats = CCAStatistics.of(normalize_features(X[keep], normalization), text_view(labels[keep], E, has_vector, text))
-    return stats, int(keep.sum()), int((~keep).sum())
 
 
 def statistics_with_ray(
@@ -105,14 +82,14 @@ def statistics_with_ray(
     E: NDArray[np.float32], has_vector: NDArray[np.bool_], text: str, normalization: str,
 ) -> tuple[CCAStatistics | None, int, int]:
     """The statistics pass as one Ray task per chunk, merged on the driver: same result as ``streamed_statistics``."""
-    task = ray.remote(_shard_statistics)
+    task = ray.remote(chunk_statistics)
     E_ref, has_ref = ray.put(E), ray.put(has_vector)
     refs = [task.remote(X, labels, E_ref, has_ref, text, normalization) for _, X, labels in chunks()]
     total: CCAStatistics | None = None
     used = untagged = 0
-    for stats, n_used, n_untagged in ray.get(refs):
-        used += n_used
-        untagged += n_untagged
+    for stats, keep in ray.get(refs):  # in chunk order, so the sums equal the local pass's
+        used += int(keep.sum())
+        untagged += int((~keep).sum())
         if stats is not None:
             total = stats if total is None else total + stats
     return total, used, untagged

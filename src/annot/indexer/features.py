@@ -35,6 +35,27 @@ class ExtractionReport:
     failed: dict[int, str]
 
 
+def encode_paths(
+    encoder: ImageEncoder, paths: Sequence[Path], batch_size: int = 32, workers: int | None = None,
+    progress: ProgressFn | None = None,
+) -> tuple[NDArray[np.float32], dict[int, str]]:
+    """Features of image files in order (NaN rows for files that do not decode) and, by position, why not."""
+    x = np.empty((len(paths), encoder.dim), np.float32)
+    errors: dict[int, str] = {}
+    row = 0
+    for batch in iter_batches(list(paths), encoder, batch_size, workers):
+        features = encoder.encode(batch.pixels)
+        for j, ok in enumerate(batch.ok):
+            if not ok:
+                features[j] = np.nan
+                errors[row + j] = batch.errors[j]
+        x[row : row + len(features)] = features
+        row += len(features)
+        if progress:
+            progress(len(features))
+    return x, errors
+
+
 class FeatureCache:
     """Cached features of one encoder in one store."""
 
@@ -115,28 +136,19 @@ class FeatureCache:
         if progress and cached:
             progress(cached)
         failed: dict[int, str] = {}
-        next_part = len(self._parts())
         for start in range(0, len(todo), part_size):
             chunk = todo[start : start + part_size]
-            x = np.empty((len(chunk), self.dim), np.float32)
-            row = 0
-            for batch in iter_batches([p for _, p in chunk], encoder, batch_size):
-                features = encoder.encode(batch.pixels)
-                for j, ok in enumerate(batch.ok):
-                    if not ok:
-                        features[j] = np.nan
-                        image_id, path = chunk[row + j]
-                        failed[image_id] = f"{path}: {batch.errors[j]}"
-                x[row : row + len(features)] = features
-                row += len(features)
-                if progress:
-                    progress(len(features))
-            self._write_part(next_part, x, np.array([i for i, _ in chunk], np.int64), failed)
-            next_part += 1
+            x, errors = encode_paths(encoder, [p for _, p in chunk], batch_size, progress=progress)
+            chunk_failed = {chunk[j][0]: f"{chunk[j][1]}: {why}" for j, why in errors.items()}
+            failed.update(chunk_failed)
+            self.write_part(x, np.array([i for i, _ in chunk], np.int64), chunk_failed)
         return ExtractionReport(len(todo), cached, failed)
 
-    def _write_part(self, number: int, x: NDArray[np.float32], ids: NDArray[np.int64], failed: dict[int, str]) -> None:
-        stem = self.folder / f"part-{number:05d}"
+    def write_part(self, x: NDArray[np.float32], ids: NDArray[np.int64], failed: dict[int, str]) -> None:
+        """Add one part (rows ``x`` of images ``ids``; ``failed``: why some could not be decoded). The ids file is
+        written last: it commits the part."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        stem = self.folder / f"part-{len(self._parts()):05d}"
         new_failures = [i for i in ids.tolist() if i in failed]
         if new_failures:
             with open(self.folder / "failures.jsonl", "a", encoding="utf-8") as fh:

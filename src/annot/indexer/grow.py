@@ -23,17 +23,17 @@ from sqlalchemy import update
 
 from annot.errors import AnnotError, StoreError
 from annot.features.encoders import encoder_of_manifest
-from annot.features.text import normalize_features, text_view, usable_rows, word_view
+from annot.features.text import normalize_features
 from annot.features.words import load_word_vectors
-from annot.indexer.build import TRAIN, extract_features
+from annot.indexer.build import TRAIN, build_image_index, build_word_index, extract_features
 from annot.indexer.corpus import read_corpus
 from annot.indexer.features import FeatureCache
-from annot.indexer.stream import project_to_file, training_chunks
+from annot.indexer.stream import chunk_statistics, project_to_file, training_chunks
 from annot.progress import NoProgress, Progress
 from annot.projection import load_projection
 from annot.projection.cca import CCAStatistics, LinearCCA
 from annot.retrieval.ann import set_search
-from annot.retrieval.indexes import build_flat_index, correlation_rows, load_index, save_index
+from annot.retrieval.indexes import correlation_rows, load_index, save_index
 from annot.schema import images
 from annot.store import Store, atomic_write
 
@@ -86,10 +86,8 @@ class _Open:
         """Statistics of the usable images among ``ids``, and those images' ids."""
         stats, used_ids = None, []
         for chunk_ids, X, labels in self.chunks(ids)():
-            keep = usable_rows(labels, self.has_vector, self.text)
-            if keep.any():
-                part = CCAStatistics.of(normalize_features(X[keep], self.normalization),
-                                        text_view(labels[keep], self.E, self.has_vector, self.text))
+            part, keep = chunk_statistics(X, labels, self.E, self.has_vector, self.text, self.normalization)
+            if part is not None:
                 stats = part if stats is None else stats + part
                 used_ids.append(chunk_ids[keep])
         return stats, (np.concatenate(used_ids) if used_ids else np.zeros(0, np.int64))
@@ -117,7 +115,6 @@ class _Open:
             m["word_index"]["file"] = files["words"]
         m["counts"]["train_images"] = int(self.index.ntotal)
         m.pop("methods", None)
-        m.pop("format_version", None)
         self.store.write_manifest(m)
         referenced = {m["projection"]["file"], m["projection"]["statistics"], m["index"]["file"], m["index"]["ids_file"],
                       m["word_index"]["file"]}
@@ -191,8 +188,6 @@ def remove_images(paths: list[str], store_root: Path, progress: Progress | None 
 
 def refit(store_root: Path, progress: Progress | None = None) -> GrowReport:
     """Re-estimate the projection from the accumulated statistics and rebuild the indexes (one streaming pass)."""
-    from annot.indexer.build import build_image_index
-
     progress = progress or NoProgress()
     store = Store.open(Path(store_root))
     try:
@@ -207,9 +202,7 @@ def refit(store_root: Path, progress: Progress | None = None) -> GrowReport:
             factory = state.manifest["index"].get("factory") or "Flat"
             state.index, info = build_image_index(factory, rows, ids, progress)
             state.manifest["index"].update(info.manifest())
-            word_rows = np.flatnonzero(state.has_vector) if state.text == "w2v" else np.arange(len(state.vocabulary))
-            Z = cca.transform_y(word_view(state.E, state.text)[word_rows])
-            words = build_flat_index(Z, np.array(state.tag_ids, np.int64)[word_rows])
+            words = build_word_index(cca, state.E, state.has_vector, state.text, state.tag_ids)
             state.commit(ids, cca, words)
         finally:
             path.unlink(missing_ok=True)

@@ -54,6 +54,17 @@ def training_chunks(
         yield flush()
 
 
+def chunk_statistics(
+    X: NDArray[np.float32], labels: NDArray[np.bool_], E: NDArray[np.float32], has_vector: NDArray[np.bool_],
+    text: str, normalization: str,
+) -> tuple[CCAStatistics | None, NDArray[np.bool_]]:
+    """One chunk's sufficient statistics over its usable images (None when it has none), and which rows those are."""
+    keep = usable_rows(labels, has_vector, text)
+    if not keep.any():
+        return None, keep
+    return CCAStatistics.of(normalize_features(X[keep], normalization), text_view(labels[keep], E, has_vector, text)), keep
+
+
 def streamed_statistics(
     chunks: Callable[[], Iterator[tuple[NDArray[np.int64], NDArray[np.float32], NDArray[np.bool_]]]],
     E: NDArray[np.float32], has_vector: NDArray[np.bool_], text: str, normalization: str,
@@ -62,13 +73,11 @@ def streamed_statistics(
     stats: CCAStatistics | None = None
     used = untagged = 0
     for _, X, labels in chunks():
-        keep = usable_rows(labels, has_vector, text)
+        chunk, keep = chunk_statistics(X, labels, E, has_vector, text, normalization)
         untagged += int((~keep).sum())
-        if not keep.any():
-            continue
-        chunk = CCAStatistics.of(normalize_features(X[keep], normalization), text_view(labels[keep], E, has_vector, text))
-        stats = chunk if stats is None else stats + chunk
         used += int(keep.sum())
+        if chunk is not None:
+            stats = chunk if stats is None else stats + chunk
     return stats, used, untagged
 
 

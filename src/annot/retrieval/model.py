@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -103,7 +104,6 @@ class AnnotationModel:
         order = np.argsort(self.ids, kind="stable")
         self._sorted_ids, self._row_by_sorted_id = self.ids[order], order.astype(np.int64)
         self.frequency = self.labels.sum(axis=0).astype(np.int64)
-        self.labels_csr = sparse.csr_matrix(self.labels)
         self.defaults: dict[str, Any] = dict(m.get("annotation", {}))
         self.normalization: str = m["projection"].get("normalization", "none")
         self._baselines: dict[str, Baseline] = {}
@@ -115,6 +115,11 @@ class AnnotationModel:
 
     def close(self) -> None:
         self.store.close()
+
+    @cached_property
+    def labels_csr(self) -> sparse.csr_matrix:
+        """The training tags as a sparse matrix: what pooled scoring (corpora above 20,000 images) reads."""
+        return sparse.csr_matrix(self.labels)
 
     def baseline(self, method: str) -> Baseline:
         """A baseline of the paper's Table 1 on this store's features, loaded (or quickly fitted) once."""
@@ -140,11 +145,12 @@ class AnnotationModel:
         """CNN-R's regressing encoder and its vocabulary word index (with the words' vocabulary positions)."""
         if self._cnnr is None:
             from annot.cnnr.answer import vocabulary_index
-            from annot.cnnr.network import CNNREncoder, load_cnnr
+            from annot.cnnr.network import CNNREncoder, load_cnnr, read_model_file
 
             path = self.store.path(self._cnnr_entry()["file"])
-            model, meta = load_cnnr(path)
-            index, positions = vocabulary_index(path, self.vocabulary)
+            saved = read_model_file(path)  # read once: the network and the vocabulary's vectors
+            model, meta = load_cnnr(path, saved=saved)
+            index, positions = vocabulary_index(saved, path, self.vocabulary)
             self._cnnr = (CNNREncoder(model, meta, "vector"), index, positions)
         return self._cnnr
 
@@ -191,19 +197,10 @@ class AnnotationModel:
             "frequency_power": float(d.get("frequency_power", 0.0) if frequency_power is None else frequency_power),
         }
 
-    def predict(
-        self,
-        X: NDArray[np.floating],
-        method: str | None = None,
-        n_tags: int | None = None,
-        k: int | None = None,
-        temperature: float | None = None,
-        frequency_power: float | None = None,
-        depth: int | None = None,
-        k_power: float | None = None,
-    ) -> list[Prediction]:
-        """Annotate image features X (n × p) with ``method``; unset settings come from the store."""
-        settings = self.settings(method, n_tags, k, temperature, frequency_power, depth, k_power)
+    def predict(self, X: NDArray[np.floating], method: str | None = None, **given: Any) -> list[Prediction]:
+        """Annotate image features X (n × p) with ``method``; ``given`` are any other of ``settings``' values
+        (n_tags, k, temperature, frequency_power, depth, k_power), the rest come from the store."""
+        settings = self.settings(method, **given)
         beta = settings["k_power"]
         method, n_tags, k = settings["method"], settings["n_tags"], settings["k"]
         temperature, alpha = settings["temperature"], settings["frequency_power"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -44,18 +45,14 @@ def annotate_files(
     inputs: Sequence[Path],
     *,
     method: str | None = None,
-    n_tags: int | None = None,
-    k: int | None = None,
-    temperature: float | None = None,
-    frequency_power: float | None = None,
-    depth: int | None = None,
-    k_power: float | None = None,
     explain: bool = False,
     open_vocabulary: bool = False,
     batch_size: int = 32,
     progress: Progress | None = None,
+    **given: Any,
 ) -> QueryResult:
-    """Annotate image files with a loaded store; undecodable files are returned in ``failed``, not annotated."""
+    """Annotate image files with a loaded store; undecodable files are returned in ``failed``, not annotated.
+    ``given`` are annotation settings (``AnnotationModel.settings``) that override the store's."""
     progress = progress or NoProgress()
     paths = expand_inputs(inputs)
     method = model.settings(method)["method"]
@@ -80,9 +77,9 @@ def annotate_files(
         return QueryResult([], failed)
     X = np.stack(features)
     if open_vocabulary:
-        n = model.settings(method, n_tags)["n_tags"]
+        n = model.settings(method, **given)["n_tags"]
         answers = model.open_vocabulary(X, n)
         return QueryResult([Annotation(name, tuple(TagScore(w, s) for w, s in words))
                             for name, words in zip(names, answers, strict=True)], failed)
-    predictions = model.predict(X, method, n_tags, k, temperature, frequency_power, depth, k_power)
+    predictions = model.predict(X, method, **given)
     return QueryResult(model.annotations(names, predictions, explain), failed)

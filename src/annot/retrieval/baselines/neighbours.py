@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from functools import cached_property
 
 import numpy as np
 from numpy.typing import NDArray
@@ -10,7 +10,6 @@ from numpy.typing import NDArray
 from annot.progress import Progress
 from annot.retrieval.baselines.base import (
     QUIET,
-    Arrays,
     Baseline,
     batches,
     choose,
@@ -21,7 +20,7 @@ from annot.retrieval.baselines.base import (
     sq_l2_distances,
     validation_rows,
 )
-from annot.retrieval.scoring import Scored, cca_knn_scores
+from annot.retrieval.scoring import Scored, cca_knn_scores, top_words
 
 
 class Frequency(Baseline):
@@ -58,15 +57,13 @@ class JEC(Baseline):
 
     def fit(self, progress: Progress = QUIET) -> None:
         self.hyper = {"K": self.K, "scales": distance_scales(self.data.X).round(6).tolist()}
-        labels = self.data.labels.astype(np.float64)
-        counts = labels.T @ labels
-        self.cooccurrence = counts / np.maximum(np.diag(counts)[:, None], 1.0)  # P(w | t), rows t
 
-    def restore(self, params: dict[str, Any], arrays: Arrays) -> None:
-        super().restore(params, arrays)
+    @cached_property
+    def cooccurrence(self) -> NDArray[np.float64]:
+        """P(w | t) on the training tags, rows t: derived from the training data, so never stored."""
         labels = self.data.labels.astype(np.float64)
         counts = labels.T @ labels
-        self.cooccurrence = counts / np.maximum(np.diag(counts)[:, None], 1.0)
+        return counts / np.maximum(np.diag(counts)[:, None], 1.0)
 
     def annotate(self, Xq: NDArray[np.float32], n_tags: int) -> tuple[list[Scored], NDArray[np.float32] | None]:
         scales = np.asarray(self.hyper["scales"], np.float64)
@@ -156,8 +153,6 @@ class TwoPassKNN(Baseline):
 
 
 def _top(scores: NDArray[np.float64], frequency: NDArray[np.int64], n_tags: int) -> list[NDArray[np.int64]]:
-    from annot.retrieval.scoring import top_words
-
     return [top_words(row, frequency, n_tags) for row in scores]
 
 

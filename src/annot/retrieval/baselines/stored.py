@@ -23,9 +23,8 @@ from annot.store import Store, atomic_write
 log = logging.getLogger(__name__)
 
 
-def training_data(store: Store, ids: NDArray[np.int64], labels: NDArray[np.bool_]) -> TrainingData:
+def training_data(store: Store, manifest: dict[str, Any], ids: NDArray[np.int64], labels: NDArray[np.bool_]) -> TrainingData:
     """The indexed training images' cached features, normalised as the store normalises them (unit rows)."""
-    manifest = store.manifest()
     encoder = manifest["encoder"]
     cache = FeatureCache(store.features_dir / encoder["key"], int(encoder["dim"]))
     missing = np.setdiff1d(ids, cache.cached_ids())
@@ -35,9 +34,8 @@ def training_data(store: Store, ids: NDArray[np.int64], labels: NDArray[np.bool_
     return TrainingData(normalize_features(cache.load(ids), "l2" if kind == "none" else kind), labels)
 
 
-def fingerprint(store: Store, ids: NDArray[np.int64]) -> str:
+def fingerprint(m: dict[str, Any], ids: NDArray[np.int64]) -> str:
     """What a fitted baseline depends on: the training images, the encoder, the feature normalisation."""
-    m = store.manifest()
     digest = hashlib.sha256(np.ascontiguousarray(ids, np.int64).tobytes())
     digest.update(f"{m['encoder']['key']}|{m['projection'].get('normalization')}".encode())
     return digest.hexdigest()[:16]
@@ -76,21 +74,19 @@ def fit_baseline(store_root: Path, name: str, progress: Progress | None = None) 
     store = Store.open(Path(store_root))
     try:
         model = AnnotationModel(store)
-        baseline = construct(cls, store, training_data(store, model.ids, model.labels))
+        manifest = model.manifest  # read once: the features to load, the fingerprint, the entry to add
+        baseline = construct(cls, store, training_data(store, manifest, model.ids, model.labels))
         start = time.perf_counter()
         baseline.fit(progress or NoProgress())
         seconds = time.perf_counter() - start
-        key = fingerprint(store, model.ids)
+        key = fingerprint(manifest, model.ids)
         file = f"models/method-{name}-{key[:8]}-{int(time.time())}.npz"
         atomic_write(store.path(file), lambda fh: np.savez(fh, **baseline.arrays()))
-        manifest = store.manifest()
         methods = dict(manifest.get("methods", {}))
         previous = methods.get(name, {}).get("file")
         methods[name] = {"file": file, "params": baseline.params(), "fit_seconds": round(seconds, 3), "training": key,
                          "fitted_at": datetime.now(UTC).isoformat(timespec="seconds")}
-        manifest["methods"] = methods
-        manifest.pop("format_version", None)
-        store.write_manifest(manifest)
+        store.write_manifest({**manifest, "methods": methods})
         if previous and previous != file:
             store.path(previous).unlink(missing_ok=True)
         return FitReport(name, baseline.params(), seconds, file)
@@ -101,10 +97,11 @@ def fit_baseline(store_root: Path, name: str, progress: Progress | None = None) 
 def load_baseline(store: Store, name: str, ids: NDArray[np.int64], labels: NDArray[np.bool_]) -> Baseline:
     """A baseline ready to annotate: restored from the store, or (for methods that fit in a moment) fitted now."""
     cls = known(name)
-    entry = store.manifest().get("methods", {}).get(name)
-    baseline = construct(cls, store, training_data(store, ids, labels))
+    manifest = store.manifest()
+    entry = manifest.get("methods", {}).get(name)
+    baseline = construct(cls, store, training_data(store, manifest, ids, labels))
     if entry is not None:
-        if entry.get("training") != fingerprint(store, ids):
+        if entry.get("training") != fingerprint(manifest, ids):
             raise StoreError(f"{store.root}: {name} was fitted on other training images or features; "
                              f"run `annot fit {name} --store {store.root}` again")
         path = store.path(entry["file"])

@@ -46,13 +46,14 @@ def _fit_word(X: NDArray[np.float32], y: NDArray[np.bool_], C: float, seed: int
     def svm() -> LinearSVC:
         return LinearSVC(C=C, class_weight="balanced", max_iter=5000, random_state=seed)
 
+    if y.all() or not y.any():  # one class only: a constant decision
+        bias = 1.0 if y.all() else -1.0
+        return np.zeros(X.shape[1]), bias, np.full(len(X), bias)
     oof = np.zeros(len(X))
     folds = min(FOLDS, int(y.sum()), int((~y).sum()))
     if folds >= 2:
         for train, held in StratifiedKFold(folds, shuffle=True, random_state=seed).split(X, y):
             oof[held] = svm().fit(X[train], y[train]).decision_function(X[held])
-    if y.all() or not y.any():
-        return np.zeros(X.shape[1]), 1.0 if y.all() else -1.0, oof + (1.0 if y.all() else -1.0)
     model = svm().fit(X, y)
     return model.coef_[0].astype(np.float64), float(model.intercept_[0]), oof
 

@@ -83,7 +83,7 @@ class TagProp(Baseline):
         fitted: dict[str, tuple[dict[str, NDArray[np.float64]], float, int, float]] = {}
         for variant in VARIANTS:
             params, loss = self._train(variant, nbr, dist, progress)
-            p = self._probabilities(variant, params, nbr[rows], dist[rows])
+            p = self._probabilities(params, nbr[rows], self._weights(variant, params, dist[rows]))
             f1, n_plus = f1_of([top_words(row, self.data.frequency, 5) for row in p], self.data.labels[rows])
             fitted[variant] = (params, f1, n_plus, loss)
         variant = max(VARIANTS, key=lambda v: (fitted[v][1], fitted[v][2]))
@@ -154,9 +154,9 @@ class TagProp(Baseline):
             return w / w.sum(axis=1, keepdims=True)
         return np.broadcast_to(params["gamma"][: dist.shape[1]], dist.shape[:2]).copy()
 
-    def _probabilities(self, variant: str, params: dict[str, NDArray[np.float64]], nbr: NDArray[np.int64],
-                       dist: NDArray[np.float32]) -> NDArray[np.float64]:
-        pi = self._weights(variant, params, dist)
+    def _probabilities(self, params: dict[str, NDArray[np.float64]], nbr: NDArray[np.int64],
+                       pi: NDArray[np.float64]) -> NDArray[np.float64]:
+        """σ(α_w x_iw + β_w) with x_iw = Σ_j π_ij y_jw over each query's neighbours ``nbr`` and their weights ``pi``."""
         x = np.einsum("qk,qkv->qv", pi, self.data.labels[nbr].astype(np.float64))
         return _sigmoid(params["alpha"] * x + params["beta"])
 
@@ -169,8 +169,8 @@ class TagProp(Baseline):
         for s in batches(len(Xq), len(self.data.X) * 3):
             nbr, dist = self._neighbours(Xq[s], theta)
             np.put_along_axis(D[s], nbr, (dist * theta.astype(np.float32)).sum(-1), axis=1)
-            p = self._probabilities(variant, params, nbr, dist)
             pi = self._weights(variant, params, dist)
+            p = self._probabilities(params, nbr, pi)
             for q in range(len(p)):
                 words = top_words(p[q], self.data.frequency, n_tags)
                 weights = np.zeros(len(self.data.X))
