@@ -37,6 +37,7 @@ bench: setup
 	$(BIN)/python benchmarks/speed.py --store $(STORE)
 	$(BIN)/python benchmarks/baselines.py --store $(STORE)
 	$(BIN)/python benchmarks/cnnr.py --store $(STORE)
+	$(BIN)/python benchmarks/approximate.py --store $(STORE)
 	$(BIN)/python benchmarks/scale.py
 
 clean:

@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+from scipy import sparse
 import pytest
 
 from annot.errors import AnnotError
@@ -18,7 +19,11 @@ from annot.indexer.build import load_training_set
 from annot.indexer.features import FeatureCache
 from annot.indexer.stream import training_chunks
 from annot.projection.cca import LinearCCA
-from annot.retrieval.ann import build_ann, choose_factory, exact_neighbours, parse_bytes, recall_at, tune_search
+from annot.retrieval.ann import (
+    build_ann, choose_factory, exact_neighbours, exact_search, parse_bytes, pool_depth, recall_at, search_values, set_search,
+    tag_agreement, tune_search,
+)
+from annot.retrieval.scoring import pooled_tagger
 from annot.retrieval.indexes import correlation_rows
 from annot.retrieval.model import AnnotationModel
 from annot.store import Store
@@ -31,6 +36,7 @@ def test_parse_bytes_and_choose_factory() -> None:
     assert choose_factory(4_500, 310, 4 << 30) == "Flat"
     assert choose_factory(1_000_000, 310, 4 << 30) == "IVF1024,Flat"  # 1.2 GB of vectors: under half the budget
     assert choose_factory(1_000_000, 256, 1 << 30).startswith("IVF1024,PQ")  # does not fit: compressed codes
+    assert choose_factory(1_000_000, 310, 1 << 30) == "OPQ64_320,IVF1024,PQ64"  # 64 does not divide 310: rotate first
     with pytest.raises(AnnotError, match="do not fit"):
         choose_factory(10_000_000_000, 256, 1 << 30)
 
@@ -59,6 +65,73 @@ def test_approximate_index_is_tuned_to_the_recall_target(factory: str) -> None:
     brute = np.argsort(-(queries @ rows.T), axis=1)[:, :11] + 100
     np.testing.assert_array_equal(np.sort(exact, axis=1), np.sort(brute, axis=1))  # the chunked scan is exact
 
+    labels = (rows @ np.random.default_rng(1).normal(size=(24, 30))) > 0.5  # tags that follow the clusters
+    frequency = labels.sum(axis=0).astype(np.int64)
+    score = pooled_tagger(sparse.csr_matrix(labels), frequency, 5, 0.1, 0.5)
+
+    def tagger(D: np.ndarray, found: np.ndarray) -> np.ndarray:
+        return score(D, np.where(found >= 0, found - 100, -1))
+
+    deep = tune_search(index, factory, chunks, queries, query_ids, depth=400, tagger=tagger, agreement=0.99)
+    assert deep.depth == 400 and deep.tag_agreement is not None and deep.tag_agreement >= 0.99
+    name, values = search_values(index, factory, 400)  # type: ignore[misc]
+    chosen = values.index(deep.search[name])
+    if name == "nprobe":
+        assert chosen > 0 and deep.search[name] > info.search[name]  # the tags need a wider search than the top 10
+    else:
+        assert deep.search[name] >= 400  # HNSW searches at least as wide as the pool it returns
+
+    def agreement_at(value: int) -> float:  # recomputed: tags of the exact and the approximate pools, self left out
+        set_search(index, {name: value})
+        pools = [exact_search(chunks, queries, 401), index.search(queries, 401)]
+        tags = []
+        for similarity, found in pools:
+            found = np.where(found == query_ids[:, None], -1, found)
+            tags.append(tagger(np.where(found >= 0, 1 - similarity, np.inf).astype(np.float32), found))
+        return tag_agreement(tags[0], tags[1])
+
+    assert agreement_at(deep.search[name]) == pytest.approx(deep.tag_agreement, abs=1e-4)
+    if chosen:
+        assert agreement_at(values[chosen - 1]) < 0.99  # the smallest setting that agrees
+    assert deep.tried[-1] == (deep.search[name], deep.tag_agreement) and all(a < 0.99 for _, a in deep.tried[:-1])
+    assert [v for v, _ in deep.tried] == values[: chosen + 1]
+    speed = tune_search(index, factory, chunks, queries, query_ids, depth=400, tagger=tagger, agreement=0)
+    assert speed.tag_agreement is None  # speed first: recall@10 as without tags (HNSW never searches below the pool)
+    assert speed.search == (info.search if name == "nprobe" else {name: 400})
+    set_search(index, deep.search)
+    assert recall_at(index, queries, query_ids, exact_neighbours(chunks, queries, 401), 400) == pytest.approx(deep.recall_at_depth, abs=1e-4)
+
+
+def test_tag_agreement() -> None:
+    exact = np.array([[1, 2, 3, 4, 5], [7, 8, -1, -1, -1]])
+    assert tag_agreement(exact, exact) == 1.0
+    assert tag_agreement(exact, np.array([[5, 4, 3, 9, 9], [8, 7, 1, 2, 3]])) == pytest.approx(5 / 7)  # order is free
+
+
+def test_rotated_product_quantiser_for_a_dimension_pq_does_not_divide() -> None:
+    rows = clustered(3000, 24, 1)
+    ids = np.arange(7, 3007, dtype=np.int64)
+
+    def chunks():  # type: ignore[no-untyped-def]
+        return iter([(rows, ids)])
+
+    index = build_ann("OPQ16_32,IVF8,PQ16", 24, chunks, rows)  # 24 dimensions rotated to 32 for 16 sub-quantisers
+    info = tune_search(index, "OPQ16_32,IVF8,PQ16", chunks, rows[:200], ids[:200])
+    assert index.ntotal == 3000 and info.search == {"nprobe": 8}  # lossy codes: the widest search, and its recall
+    exact = exact_neighbours(chunks, rows[:200], 11)
+    assert recall_at(index, rows[:200], ids[:200], exact, 10) == pytest.approx(info.recall_at_10, abs=1e-4)
+    assert 0.3 < info.recall_at_10 < 0.95
+    _, found = index.search(rows[:5], 3)
+    assert found[:, 0].tolist() == ids[:5].tolist()  # each vector's own code is still its nearest
+
+
+def test_pool_depth() -> None:
+    assert pool_depth(4_493, 16) == 4_493  # an exact index answers from every image
+    assert pool_depth(4_493, 16, exact=False) == 2_000  # an approximate one from its pool, as large corpora do
+    assert pool_depth(1_000, 16, exact=False) == 1_000
+    assert pool_depth(1_000_000, 16) == 2_000 and pool_depth(1_000_000, 60) == 3_000
+    assert pool_depth(1_000_000, 16, depth=500) == 500 and pool_depth(300, 16, depth=500) == 300
+
 
 def test_streamed_fit_equals_the_in_memory_fit(built_store: Path) -> None:
     with Store.open(built_store, read_only=True) as store:
@@ -85,7 +158,9 @@ def test_float16_features_and_an_approximate_index_in_a_store(synthetic: dict[st
     part = next((store / "features" / "fake").glob("part-*[0-9].npy"))
     assert np.load(part).dtype == np.float16
     manifest = json.loads((store / "manifest.json").read_text())
-    assert manifest["index"]["kind"] == "IVF4,Flat" and manifest["index"]["recall_at_10"] >= 0.95
+    n = manifest["counts"]["train_images"]
+    assert manifest["index"]["kind"] == "IVF4,Flat" and manifest["index"]["recall_depth"] == min(n - 1, 2000)
+    assert manifest["index"]["recall_at_depth"] >= 0.95 and manifest["index"]["recall_at_10"] >= 0.95
     assert manifest["index"]["search"]["nprobe"] in (1, 2, 4) and manifest["feature_dtype"] == "float16"
     half = evaluate(store, synthetic["test"], record=False)
     exact = evaluate(shutil.copytree(built_store, tmp_path / "exact.annot"), synthetic["test"], record=False)

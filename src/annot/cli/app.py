@@ -102,6 +102,8 @@ def index(
     index_kind: Annotated[str, typer.Option("--index", help="Image index: auto (exact Flat up to 50,000 images, else IVF "
                                             "sized to --memory-budget) or a FAISS index_factory string (IVF1024,Flat, HNSW32, IVF1024,PQ32).")] = "auto",
     memory_budget: Annotated[str, typer.Option(help="Memory the image index may use, for --index auto (e.g. 4GB).")] = "4GB",
+    tag_agreement: Annotated[float, typer.Option(help="Approximate index: widen its search until CCA-KNN's tags from it "
+                                                 "match exact search on this share of words (0: speed first, recall@10 >= 0.95).")] = 0.9,
     feature_dtype: Annotated[str, typer.Option(help="Cached feature precision: float32, or float16 (half the disk).")] = "float32",
     ray: Annotated[str | None, typer.Option(help="Run extraction and the statistics pass as tasks on this Ray cluster "
                                             "(ADDRESS of `ray start --head`, or auto).")] = None,
@@ -116,6 +118,7 @@ def index(
         landmarks=landmarks, n_components=components, reg_x=reg, reg_y=reg,
         vocabulary=vocabulary, strict=strict, batch_size=batch_size, k=k, temperature=temperature,
         frequency_power=frequency_power, depth=depth, k_power=k_power, index=index_kind, memory_budget=memory_budget, feature_dtype=feature_dtype,
+        tag_agreement=tag_agreement,
         ray=ray,
     )
     report = build_index(corpus, store, config, RichProgress())

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
+from scipy import sparse
 from sqlalchemy import select
 
 from annot.errors import AnnotError, CorpusError, WordVectorError
@@ -33,9 +34,10 @@ from annot.progress import NoProgress, Progress
 from annot.projection import PROJECTIONS, build_projection
 from annot.projection.cca import CCAStatistics, LinearCCA
 from annot.retrieval.ann import (
-    ADD_CHUNK, RECALL_QUERIES, IndexInfo, build_ann, choose_factory, parse_bytes, train_sample_size, tune_search,
+    ADD_CHUNK, AGREEMENT_TARGET, RECALL_QUERIES, IndexInfo, Tagger, build_ann, choose_factory, parse_bytes, pool_depth, train_sample_size, tune_search,
 )
 from annot.retrieval.indexes import build_flat_index, correlation_rows, save_index
+from annot.retrieval.scoring import pooled_tagger, tag_k
 from annot.schema import image_tags, images, tags
 from annot.schema.queries import label_matrix
 from annot.store import Store, atomic_write
@@ -71,6 +73,7 @@ class IndexConfig:
     k_power: float = 0.25
     index: str = "auto"
     memory_budget: str = "4GB"
+    tag_agreement: float = AGREEMENT_TARGET
     feature_dtype: str = "float32"
     ray: str | None = None
 
@@ -235,9 +238,30 @@ def _fit_projection(
     return cca, rows, ids, untagged, stats
 
 
-def build_image_index(factory: str, rows: NDArray[np.float32], ids: NDArray[np.int64], progress: Progress) -> tuple[Any, IndexInfo]:
+def annotation_tagger(store: Store, ids: NDArray[np.int64], vocab_ids: list[int], annotation: dict[str, Any]) -> Tagger:
+    """CCA-KNN's tags from candidate pools of indexed ids with the store's annotation settings (K, β, τ, α): what an
+    approximate index's search setting must agree on (``tune_search``)."""
+    labels = label_matrix(store.db, ids.tolist(), vocab_ids)
+    frequency = labels.sum(axis=0).astype(np.int64)
+    order = np.argsort(ids, kind="stable")
+    sorted_ids = ids[order]
+    k = tag_k(int(annotation.get("k", 16)), float(annotation.get("k_power") or 0.0), frequency)
+    score = pooled_tagger(sparse.csr_matrix(labels), frequency, k, float(annotation.get("temperature", 0.1)),
+                          float(annotation.get("frequency_power") or 0.0))
+
+    def tags(D: NDArray[np.float32], found: NDArray[np.int64]) -> NDArray[np.int64]:
+        where = np.clip(np.searchsorted(sorted_ids, found), 0, len(ids) - 1)
+        return score(D, np.where(found >= 0, order[where], -1))
+
+    return tags
+
+
+def build_image_index(factory: str, rows: NDArray[np.float32], ids: NDArray[np.int64], progress: Progress,
+                      k: int = 16, depth: int = 0, tagger: Tagger | None = None,
+                      agreement: float = AGREEMENT_TARGET) -> tuple[Any, IndexInfo]:
     """The image index over correlation rows: trained on a sample when it needs training, filled in chunks, and its
-    search setting tuned to the recall target on held-out queries (approximate indexes only)."""
+    search setting tuned on held-out queries over the annotation pool (``pool_depth`` of K and ``depth``): to agree
+    with the exact pool's tags (``tagger``), or without one to the recall target (approximate indexes only)."""
     rng = np.random.default_rng(0)
     n = len(ids)
     path = Path(rows.filename) if isinstance(rows, np.memmap) and rows.filename else None
@@ -252,8 +276,9 @@ def build_image_index(factory: str, rows: NDArray[np.float32], ids: NDArray[np.i
     with progress.task(f"index {factory}", n) as advance:
         index = build_ann(factory, rows.shape[1], chunks, sample, advance)
     picked = np.sort(rng.choice(n, size=min(n, RECALL_QUERIES), replace=False))
-    with progress.task(f"checking recall@10 of {factory}", None):
-        info = tune_search(index, factory, chunks, np.asarray(rows[picked]), ids[picked])
+    pool = pool_depth(n, k, depth, exact=factory == "Flat")
+    with progress.task(f"tuning the search of {factory} over {pool:,}-image pools", None):
+        info = tune_search(index, factory, chunks, np.asarray(rows[picked]), ids[picked], pool, tagger, agreement)
     return index, info
 
 
@@ -285,6 +310,8 @@ def build_index(corpus_path: Path, store_root: Path, config: IndexConfig = Index
     if config.feature_dtype not in ("float32", "float16"):
         raise AnnotError(f"--feature-dtype must be float32 or float16, got {config.feature_dtype!r}")
     parse_bytes(config.memory_budget)  # a bad budget fails before any work
+    if not 0 <= config.tag_agreement <= 1:
+        raise AnnotError(f"--tag-agreement must be between 0 and 1, got {config.tag_agreement}")
     report = IndexReport(store=Path(store_root))
     seconds = report.seconds
     with _Timer(seconds, "read"):
@@ -316,7 +343,9 @@ def build_index(corpus_path: Path, store_root: Path, config: IndexConfig = Index
             with _Timer(seconds, "indexes"):
                 budget = parse_bytes(config.memory_budget)
                 factory = choose_factory(len(train_ids), U_rows.shape[1], budget) if config.index == "auto" else config.index
-                image_index, info = build_image_index(factory, U_rows, train_ids, progress)
+                tagger = None if factory == "Flat" else annotation_tagger(store, train_ids, vocab_ids, asdict(config))
+                image_index, info = build_image_index(factory, U_rows, train_ids, progress, config.k, config.depth, tagger,
+                                                      config.tag_agreement)
                 word_index = build_word_index(cca, E, has_vector, config.text, vocab_ids)
                 tag = _short_hash(train_ids, *cca.to_arrays().values())
                 files = {

@@ -2,8 +2,14 @@
 
 The index is chosen from the number of images, their dimension and a memory budget, or given as an ``index_factory``
 string. Every approximate index is checked at build time: ``RECALL_QUERIES`` indexed vectors are searched (their own
-entry left out) exactly and approximately, the search setting (``nprobe`` for IVF, ``efSearch`` for HNSW) is raised
-until recall@10 reaches ``RECALL_TARGET``, and the setting and the recall it reached go into the manifest.
+entry left out) exactly and approximately over the annotation's candidate pool, and the search setting (``nprobe`` for
+IVF, ``efSearch`` for HNSW) is raised until the *tags* that CCA-KNN gives from the approximate pool agree with those
+from the exact pool on ``AGREEMENT_TARGET`` of the words (``--tag-agreement``). Recall@10 says little about that:
+CCA-KNN reads the K nearest images of every tag group in a pool of thousands. Recall over the whole pool is too
+strict the other way (the far end of the pool barely votes). Where the pools' neighbourhoods are spread over many
+lists, agreeing tags can take a wide search; ``--tag-agreement 0`` puts speed first and tunes to recall@10 ≥
+``RECALL_TARGET`` instead, as does a bare index without tags. The setting, the agreement, recall@10 and recall over
+the pool go into the manifest.
 All vectors are correlation rows (centred, unit length), so inner product = 1 − correlation distance.
 """
 
@@ -13,7 +19,7 @@ import logging
 import math
 import re
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -27,8 +33,11 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 EXACT_UP_TO = 50_000
+EXACT_NEIGHBOURS = 20_000  # up to this many images an exact index answers each query from every image
+POOL_MIN, POOL_PER_K = 2000, 50  # otherwise the candidate pool is max(2,000, 50 K) nearest images
 RECALL_K = 10
 RECALL_TARGET = 0.95
+AGREEMENT_TARGET = 0.9  # share of the exact pool's tags that the approximate pool's tags must keep
 RECALL_QUERIES = 1000
 ADD_CHUNK = 65_536
 _UNITS = {"": 1, "B": 1, "K": 1 << 10, "KB": 1 << 10, "M": 1 << 20, "MB": 1 << 20, "G": 1 << 30, "GB": 1 << 30}
@@ -44,15 +53,17 @@ def parse_bytes(text: str) -> int:
 
 def choose_factory(n: int, d: int, memory_budget: int) -> str:
     """``Flat`` up to ``EXACT_UP_TO`` images; above, IVF with √n-scaled lists, storing full vectors (``Flat``) when
-    they fit in half the budget, else product-quantised codes (``PQ``) sized to fit."""
+    they fit in half the budget, else product-quantised codes (``PQ``, m bytes a vector) sized to fit. PQ needs m to
+    divide the dimension; where it does not (W2V+BV gives 50 + 260 = 310), a learned rotation (``OPQ``) maps the
+    vectors to the next multiple of m first."""
     if n <= EXACT_UP_TO:
         return "Flat"
     nlist = 2 ** round(math.log2(math.sqrt(n)))
     if n * (4 * d + 8) <= memory_budget // 2:
         return f"IVF{nlist},Flat"
     for m in (64, 48, 32, 24, 16, 12, 8, 4):
-        if d % m == 0 and n * (m + 8) <= memory_budget // 2:
-            return f"IVF{nlist},PQ{m}"
+        if n * (m + 8) <= memory_budget // 2:
+            return f"IVF{nlist},PQ{m}" if d % m == 0 else f"OPQ{m}_{m * math.ceil(d / m)},IVF{nlist},PQ{m}"
     raise AnnotError(f"{n:,} images of dimension {d} do not fit a {memory_budget / 2**30:.1f} GB memory budget")
 
 
@@ -62,14 +73,33 @@ def train_sample_size(factory: str, n: int) -> int:
     return min(n, max(50_000, 40 * int(match.group(1)) if match else 0))
 
 
+def pool_depth(n: int, k: int, depth: int = 0, exact: bool = True) -> int:
+    """How many nearest training images each query's tags are scored from: ``depth`` when given; else all ``n`` for
+    an exact index up to ``EXACT_NEIGHBOURS`` images; else max(``POOL_MIN``, ``POOL_PER_K`` K), at most n."""
+    if depth:
+        return min(depth, n)
+    if exact and n <= EXACT_NEIGHBOURS:
+        return n
+    return min(n, max(POOL_MIN, POOL_PER_K * k))
+
+
 @dataclass
 class IndexInfo:
     factory: str
     search: dict[str, int]
     recall_at_10: float | None
+    recall_at_depth: float | None = None
+    depth: int | None = None
+    tag_agreement: float | None = None
+    tried: list[tuple[int, float]] = field(default_factory=list)  # (setting, agreement or recall@10) in the order tried
 
     def manifest(self) -> dict[str, Any]:
-        return {"factory": self.factory, "search": self.search, "recall_at_10": self.recall_at_10}
+        return {"factory": self.factory, "search": self.search, "recall_at_10": self.recall_at_10,
+                "recall_at_depth": self.recall_at_depth, "recall_depth": self.depth, "tag_agreement": self.tag_agreement,
+                "tuning": [[v, a] for v, a in self.tried]}
+
+
+Tagger = Callable[[NDArray[np.float32], NDArray[np.int64]], NDArray[np.int64]]  # pools (distances, ids) -> top tags
 
 
 Rows = Callable[[], Iterator[tuple[NDArray[np.float32], NDArray[np.int64]]]]
@@ -128,6 +158,11 @@ def set_search(index: faiss.Index, search: dict[str, int]) -> None:
 
 def exact_neighbours(rows: Rows, queries: NDArray[np.float32], k: int) -> NDArray[np.int64]:
     """The ids of the k largest inner products of each query over all rows, by a chunked exact scan."""
+    return exact_search(rows, queries, k)[1]
+
+
+def exact_search(rows: Rows, queries: NDArray[np.float32], k: int) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
+    """The k largest inner products of each query over all rows and their ids, largest first (a chunked scan)."""
     best_s = np.full((len(queries), 0), -np.inf, np.float32)
     best_i = np.zeros((len(queries), 0), np.int64)
     for chunk, chunk_ids in rows():
@@ -140,7 +175,7 @@ def exact_neighbours(rows: Rows, queries: NDArray[np.float32], k: int) -> NDArra
                 top = np.argpartition(-best_s, k - 1, axis=1)[:, :k]
                 best_s, best_i = np.take_along_axis(best_s, top, 1), np.take_along_axis(best_i, top, 1)
     order = np.argsort(-best_s, axis=1)
-    return np.take_along_axis(best_i, order, 1)
+    return np.take_along_axis(best_s, order, 1), np.take_along_axis(best_i, order, 1)
 
 
 def recall_at(index: faiss.Index, queries: NDArray[np.float32], query_ids: NDArray[np.int64], exact: NDArray[np.int64], k: int) -> float:
@@ -148,29 +183,68 @@ def recall_at(index: faiss.Index, queries: NDArray[np.float32], query_ids: NDArr
     _, found = index.search(queries, k + 1)
     hits = 0
     for q in range(len(queries)):
-        truth = [i for i in exact[q] if i != query_ids[q]][:k]
-        got = {int(i) for i in found[q] if i != query_ids[q]}
-        hits += sum(1 for i in truth if int(i) in got)
+        truth = exact[q][exact[q] != query_ids[q]][:k]
+        hits += int(np.isin(truth, found[q][found[q] != query_ids[q]][:k]).sum())
     return hits / max(1, k * len(queries))
 
 
-def tune_search(index: faiss.Index, factory: str, rows: Rows, queries: NDArray[np.float32], query_ids: NDArray[np.int64]) -> IndexInfo:
-    """The smallest search setting that reaches ``RECALL_TARGET`` recall@10 (or the largest tried), with its recall."""
+def search_values(index: faiss.Index, factory: str, depth: int) -> tuple[str, list[int]] | None:
+    """The search setting of an approximate index and the values to try, cheapest first (None: it has none)."""
     import faiss
 
+    if (ivf := faiss.try_extract_index_ivf(index)) is not None:
+        return "nprobe", [v for v in (1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512) if v < ivf.nlist] + [ivf.nlist]
+    if "HNSW" in factory:  # FAISS searches with max(efSearch, k): below the depth a setting changes nothing
+        return "efSearch", sorted({max(v, depth) for v in (16, 32, 64, 128, 256, 512)} | {2 * depth, 4 * depth})
+    return None
+
+
+def tag_agreement(a: NDArray[np.int64], b: NDArray[np.int64]) -> float:
+    """Mean share of each row's words in ``a`` (−1: none) that its row in ``b`` also has."""
+    kept = [np.isin(x[x >= 0], y).sum() for x, y in zip(a, b, strict=True)]
+    return float(np.sum(kept) / max(1, int((a >= 0).sum())))
+
+
+def _pool_tags(tagger: Tagger, similarity: NDArray[np.float32], ids: NDArray[np.int64], query_ids: NDArray[np.int64]) -> NDArray[np.int64]:
+    """Tags from each query's pool with the query's own entry (and anything missing) taken out."""
+    ids = np.where(ids == query_ids[:, None], -1, ids)
+    return tagger(np.where(ids >= 0, 1.0 - similarity, np.inf).astype(np.float32), ids)
+
+
+def tune_search(index: faiss.Index, factory: str, rows: Rows, queries: NDArray[np.float32], query_ids: NDArray[np.int64],
+                depth: int = RECALL_K, tagger: Tagger | None = None, agreement: float = AGREEMENT_TARGET) -> IndexInfo:
+    """The smallest search setting whose pools of ``depth`` candidates give the exact pools' tags (``tagger``) on
+    ``agreement`` of the words; without a tagger, or with ``agreement`` 0 (speed first), the smallest that reaches
+    ``RECALL_TARGET`` recall@10 (else the largest setting tried). Reports the agreement (when measured), recall over
+    the pool and recall@10 at the chosen setting."""
     if factory == "Flat":
         return IndexInfo(factory, {}, None)
-    exact = exact_neighbours(rows, queries, RECALL_K + 1)
-    if faiss.try_extract_index_ivf(index) is not None:
-        name, values = "nprobe", [v for v in (1, 2, 4, 8, 16, 32, 64, 128, 256, 512) if v <= faiss.extract_index_ivf(index).nlist]
-    elif "HNSW" in factory:
-        name, values = "efSearch", [16, 32, 64, 128, 256, 512]
-    else:
-        return IndexInfo(factory, {}, round(recall_at(index, queries, query_ids, exact, RECALL_K), 4))
-    recall = 0.0
+    depth = max(RECALL_K, min(depth, index.ntotal - 1))
+    similarity, exact = exact_search(rows, queries, depth + 1)
+    by_tags = tagger is not None and agreement > 0
+    exact_tags = _pool_tags(tagger, similarity, exact, query_ids) if by_tags else None  # type: ignore[arg-type]
+    tried = search_values(index, factory, depth)
+    setting: dict[str, int] = {}
+    reached: float | None = None
+    curve: list[tuple[int, float]] = []
+
+    def measure() -> float:
+        nonlocal reached
+        if exact_tags is None:
+            return recall_at(index, queries, query_ids, exact, RECALL_K)
+        found_s, found = index.search(queries, depth + 1)
+        reached = tag_agreement(exact_tags, _pool_tags(tagger, found_s, found, query_ids))  # type: ignore[arg-type]
+        return reached
+
+    name, values = tried or ("", [])
     for value in values:
-        set_search(index, {name: value})
-        recall = recall_at(index, queries, query_ids, exact, RECALL_K)
-        if recall >= RECALL_TARGET:
+        setting = {name: value}
+        set_search(index, setting)
+        curve.append((value, round(measure(), 4)))
+        if curve[-1][1] >= (agreement if by_tags else RECALL_TARGET):
             break
-    return IndexInfo(factory, {name: value}, round(recall, 4))
+    if tried is None and by_tags:
+        measure()
+    return IndexInfo(factory, setting, round(recall_at(index, queries, query_ids, exact, RECALL_K), 4),
+                     round(recall_at(index, queries, query_ids, exact, depth), 4), depth,
+                     None if reached is None else round(reached, 4), curve)

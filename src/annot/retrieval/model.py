@@ -17,7 +17,7 @@ from annot.errors import AnnotError, StoreError
 from annot.projection import load_projection
 from annot.features.encoders import ImageEncoder, encoder_of_manifest
 from annot.retrieval.baselines import BASELINES, Baseline
-from annot.retrieval.ann import on_gpu, set_search
+from annot.retrieval.ann import EXACT_NEIGHBOURS, on_gpu, pool_depth, set_search
 from annot.retrieval.indexes import index_ids, load_index, search_correlation
 from annot.features.text import normalize_features
 from annot.retrieval.scoring import Scored, cca_knn_pooled, score_queries, tag_k, top_words
@@ -32,7 +32,6 @@ log = logging.getLogger(__name__)
 CCA_METHODS = ("cca-knn", "nn")
 CNNR_METHOD = "cnn-r"
 METHODS = (*CCA_METHODS, CNNR_METHOD, *BASELINES)
-EXACT_NEIGHBOURS = 20000  # up to this many indexed images, annotation is one dense (queries × images) problem
 POOL_BATCH = 64  # queries scored together over their own candidate pools (larger corpora)
 
 
@@ -98,6 +97,7 @@ class AnnotationModel:
             ids_file = m["index"].get("ids_file")
             self.ids = np.load(store.path(ids_file)) if ids_file else index_ids(self.index)
             self.index = on_gpu(self.index)
+            self.exact_index = m["index"].get("kind", "Flat") == "Flat"
         except (KeyError, TypeError, OSError, ValueError) as exc:
             raise StoreError(f"{store.root}: incomplete manifest or model files ({exc})") from exc
         self.labels = label_matrix(store.db, self.ids.tolist(), self.tag_ids)
@@ -184,8 +184,8 @@ class AnnotationModel:
         k_power: float | None = None,
     ) -> dict[str, Any]:
         """The annotation settings in effect: each given value, else the store's default. ``depth`` is the candidate
-        pool: each query's nearest training images that CCA-KNN and transfer look at (0: all of them up to
-        20,000 indexed images, else max(2,000, 50 K))."""
+        pool: each query's nearest training images that CCA-KNN and transfer look at (0: all of them for an exact
+        index up to 20,000 images, else max(2,000, 50 K): ``pool_depth``)."""
         d = self.defaults
         return {
             "depth": int(depth if depth is not None else (d.get("depth") or 0)),
@@ -222,7 +222,7 @@ class AnnotationModel:
             return [self._prediction(s, self.ids, blank if D is None else D[q]) for q, s in enumerate(scored)]
         T = self.project(X)
         n = self.index.ntotal
-        depth = settings["depth"] or (n if n <= EXACT_NEIGHBOURS else max(2000, 50 * k))
+        depth = pool_depth(n, k, settings["depth"], self.exact_index)
         out: list[Prediction] = []
         for lo in range(0, len(T), 256):
             distances, ids = search_correlation(self.index, T[lo : lo + 256], depth)

@@ -6,6 +6,7 @@ a candidate was not retrieved for that query), and ``labels`` (m × V), the cand
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -131,6 +132,26 @@ def cca_knn_pooled(
     if frequency_power:
         scores /= np.maximum(np.asarray(frequency, np.float64), 1.0) ** frequency_power
     return scores, chosen, weights
+
+
+def pooled_tagger(labels: sparse.csr_matrix, frequency: NDArray[np.int64], k: int | NDArray[np.int64],
+                  temperature: float, frequency_power: float, n_tags: int = 5,
+                  batch: int = 64) -> Callable[[NDArray[np.float32], NDArray[np.int64]], NDArray[np.int64]]:
+    """A function from candidate pools (distances ascending, label rows; rows < 0 are missing) to each query's
+    ``n_tags`` CCA-KNN words (−1 where fewer): what an approximate index's search setting is tuned to agree on."""
+
+    def tags(D: NDArray[np.float32], rows: NDArray[np.int64]) -> NDArray[np.int64]:
+        out = np.full((len(D), n_tags), -1, np.int64)
+        for lo in range(0, len(D), batch):
+            d, r = np.where(rows[lo : lo + batch] >= 0, D[lo : lo + batch], np.inf), rows[lo : lo + batch]
+            scores, _, _ = cca_knn_pooled(d.astype(np.float32), np.maximum(r, 0), labels, k, temperature, frequency,
+                                          frequency_power)
+            for q, row in enumerate(scores):
+                words = top_words(row, frequency, n_tags)
+                out[lo + q, : len(words)] = words
+        return out
+
+    return tags
 
 
 def nn_transfer(order: NDArray[np.int64], labels: NDArray[np.bool_], frequency: NDArray[np.int64], n_tags: int) -> list[tuple[int, int]]:

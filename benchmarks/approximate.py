@@ -1,0 +1,131 @@
+"""Approximate image indexes on the real Corel-5k store: annotation quality and speed against the exact index.
+
+    python benchmarks/approximate.py [--store out/corel5k.annot] [--data ../shared/data/corel5k]
+                                     [--index 'IVF64,Flat' --index 'IVF64,Flat@0.99' --index HNSW32 ...]
+
+The store (built by ``make demo`` or ``benchmarks/corel5k.py``, features cached) is copied once per index; each
+copy is rebuilt with the store's own settings and ``--index FACTORY`` (no feature extraction: the features are
+cached), which trains the index, tunes its search setting to recall ≥ 0.95 at the annotation depth and records it;
+then the 499 test images are annotated from their stored features. ``FACTORY@A`` tunes to tag agreement A instead of
+the default (``--tag-agreement``). Rows: the exact index as the store annotates by
+default (every training image), the exact index over the same candidate pool an approximate index reads
+(``pool_depth``: 2,000 images), and each approximate index. Writes benchmarks/results/approximate-corel5k.json/.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from assemble import assemble
+from annot.evaluation.evaluate import evaluate
+from annot.indexer import IndexConfig, build_index
+from annot.retrieval.ann import pool_depth
+from annot.store import Store
+
+DEFAULT_INDEXES = ("IVF64,Flat", "IVF64,Flat@0.99", "OPQ64_320,IVF64,PQ64", "HNSW32", "HNSW32@0.99")
+REPEATS = 3
+SWEEP = (8, 16, 32, 48, 64)  # nprobe of the first IVF index, each evaluated once beside the tuned setting
+
+
+def config_of(store: Path, index: str) -> IndexConfig:
+    """The store's own settings with ``--index`` (``FACTORY`` or ``FACTORY@AGREEMENT``)."""
+    with Store.open(store, read_only=True) as s:
+        saved = dict(s.manifest()["config"])
+    known = set(IndexConfig.__dataclass_fields__)
+    paths = {k: Path(saved[k]) for k in ("vocabulary", "weights") if saved.get(k)}  # stored as text
+    factory, _, agreement = index.partition("@")
+    given = {"index": factory, "tag_agreement": float(agreement) if agreement else IndexConfig.tag_agreement}
+    return IndexConfig(**{**{k: v for k, v in saved.items() if k in known}, **paths, **given})
+
+
+def measure(store: Path, test: Path, repeats: int = REPEATS, **given: Any) -> dict[str, Any]:
+    """Quality of one evaluation and the median annotation speed over ``repeats`` (features cached)."""
+    seconds, result = [], None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = evaluate(store, test, record=False, **given)
+        seconds.append(time.perf_counter() - start)
+    assert result is not None
+    s = result.summary.as_percent()
+    with Store.open(store, read_only=True) as opened:
+        index = opened.manifest()["index"]
+    return {"precision": s["P"], "recall": s["R"], "f1": s["F1"], "n_plus": s["N+"], "search": index.get("search"),
+            "recall_at_10": index.get("recall_at_10"), "recall_at_depth": index.get("recall_at_depth"),
+            "recall_depth": index.get("recall_depth"), "tag_agreement": index.get("tag_agreement"),
+            "tuning": index.get("tuning"),
+            "images": result.summary.n_images,
+            "evaluate_images_per_second": round(result.summary.n_images / statistics.median(seconds), 1)}
+
+
+def sweep(store: Path, test: Path, factory: str, built: float, tuned: int) -> list[dict[str, Any]]:
+    """The same index at other ``nprobe`` settings (the stored setting overridden in a copy's manifest)."""
+    out = []
+    for nprobe in (v for v in SWEEP if v != tuned):
+        with Store.open(store) as s:
+            manifest = s.manifest()
+            manifest["index"]["search"] = {"nprobe": nprobe}
+            s.write_manifest(manifest)
+        measured = {**measure(store, test, repeats=1), "recall_at_10": None, "recall_at_depth": None, "tag_agreement": None}
+        out.append({"index": f"{factory}, nprobe {nprobe} (not the tuned setting)", "build_seconds": built, "swept": True,
+                    **measured})
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=Path("../shared/data/corel5k"))
+    parser.add_argument("--store", type=Path, default=Path("out/corel5k.annot"))
+    parser.add_argument("--index", action="append", help="a FAISS index_factory string (repeatable)")
+    args = parser.parse_args()
+    train, test = args.data / "train.jsonl", args.data / "test.jsonl"
+    if not (args.store / "manifest.json").is_file():
+        parser.error(f"{args.store}: no store; build it first (make demo, or benchmarks/corel5k.py)")
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="annot-approximate-") as tmp:
+        for factory in ("Flat", *(args.index or DEFAULT_INDEXES)):
+            copy = Path(tmp) / "store.annot"
+            shutil.rmtree(copy, ignore_errors=True)
+            shutil.copytree(args.store, copy)
+            config = config_of(copy, factory)
+            start = time.perf_counter()
+            build_index(train, copy, config)
+            built = round(time.perf_counter() - start, 1)
+            with Store.open(copy, read_only=True) as s:
+                n = int(s.manifest()["index"]["ntotal"])
+            if factory == "Flat":
+                rows.append({"index": "Flat (every training image: the default)", "build_seconds": built, **measure(copy, test)})
+                pool = pool_depth(n, config.k, config.depth, exact=False)
+                rows.append({"index": f"Flat, the same {pool:,}-image pool", "build_seconds": built, **measure(copy, test, depth=pool)})
+            else:
+                rows.append({"index": factory, "build_seconds": built, **measure(copy, test)})
+                if factory.startswith("IVF") and not any("swept" in r for r in rows):
+                    rows.extend(sweep(copy, test, factory, built, rows[-1]["search"]["nprobe"]))
+            for r in rows[-2:]:
+                print(json.dumps(r), flush=True)
+    here = Path(__file__).parent / "results"
+    here.mkdir(exist_ok=True)
+    (here / "approximate-corel5k.json").write_text(json.dumps(rows, indent=2))
+    head = ["index", "search", "recall@10", "recall at pool depth", "tag agreement (tuning)", "P", "R", "F1", "N+", "ΔF1 vs default",
+            "ΔF1 vs same pool", "build + tuning (s)", "evaluate img/s"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    default, same_pool = rows[0]["f1"], rows[1]["f1"]
+    for r in rows:
+        recall_depth = f"{r['recall_at_depth']} (@{r['recall_depth']:,})" if r["recall_at_depth"] is not None else ""
+        recall_depth = recall_depth or ("exact" if r["index"].startswith("Flat") else "not measured")
+        lines.append(f"| {r['index']} | {r['search'] or ''} | {r['recall_at_10'] or ('exact' if r['index'].startswith('Flat') else '')} | {recall_depth} | {r['tag_agreement'] or ''} | "
+                     f"{r['precision']:.1f} | {r['recall']:.1f} | {r['f1']:.2f} | {r['n_plus']} | {r['f1'] - default:+.2f} | "
+                     f"{r['f1'] - same_pool:+.2f} | {r['build_seconds']} | {r['evaluate_images_per_second']} |")
+    (here / "approximate-corel5k.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    assemble()  # the raw tables into BENCHMARKS.md
+
+
+if __name__ == "__main__":
+    main()
