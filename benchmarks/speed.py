@@ -34,6 +34,9 @@ from annot.schema.queries import label_matrix
 from annot.store import Store
 
 
+ENCODERS = ("efficientnet-lite0", "efficientnet-lite0-stages", "efficientnet-lite2")
+
+
 def timed(fn, repeats: int) -> list[float]:  # type: ignore[no-untyped-def]
     out = []
     for _ in range(repeats):
@@ -46,7 +49,7 @@ def timed(fn, repeats: int) -> list[float]:  # type: ignore[no-untyped-def]
 def extraction(data: Path, n: int, repeats: int) -> dict[str, dict[str, float]]:
     paths = sorted((data / "images" / "train").glob("*.jpeg"))[:n]
     out = {}
-    for name in ("efficientnet-lite0", "efficientnet-lite2"):
+    for name in ENCODERS:
         encoder = build_encoder(name)
         for workers, label in ((1, "overlapped"), (0, "inline")):
             def run() -> None:

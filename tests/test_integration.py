@@ -54,3 +54,19 @@ def test_real_encoder_on_corel_slice(tmp_path: Path) -> None:
         model.close()
     assert len(annotation.tags) == 5
     assert all(t.evidence and t.score > 0 for t in annotation.tags)
+
+
+@pytest.mark.skipif(not COREL.is_dir(), reason="needs ../shared/data/corel5k")
+def test_stage_pooled_encoder_extends_the_head_features() -> None:
+    from annot.features.encoders import build_encoder, stage_ends
+    from annot.indexer.features import encode_paths
+
+    paths = [COREL / json.loads(line)["image"] for line in (COREL / "test.jsonl").read_text().splitlines()[:6]]
+    plain, stages = build_encoder("efficientnet-lite0"), build_encoder("efficientnet-lite0-stages")
+    assert stage_ends(stages.module.net._blocks) == [0, 2, 4, 7, 10, 14, 15]  # type: ignore[attr-defined]
+    assert stages.dim == 40 + 80 + 112 + 192 + 320 + 1280 and stages.key == "efficientnet-lite0-stages" != plain.key
+    X, _ = encode_paths(plain, paths, batch_size=4)
+    S, _ = encode_paths(stages, paths, batch_size=4)
+    assert S.shape == (6, 2024)
+    np.testing.assert_allclose(S[:, -1280:], X, rtol=1e-4, atol=1e-5)  # the head's features, unchanged
+    assert np.all(np.isfinite(S)) and S[:, :744].std(axis=0).mean() > 0  # the stage parts vary across images

@@ -27,6 +27,7 @@ from annot.retrieval.scoring import pooled_tagger
 from annot.retrieval.indexes import correlation_rows
 from annot.retrieval.model import AnnotationModel
 from annot.store import Store
+from conftest import invoke
 
 
 def test_parse_bytes_and_choose_factory() -> None:
@@ -160,7 +161,8 @@ def test_float16_features_and_an_approximate_index_in_a_store(synthetic: dict[st
     manifest = json.loads((store / "manifest.json").read_text())
     n = manifest["counts"]["train_images"]
     assert manifest["index"]["kind"] == "IVF4,Flat" and manifest["index"]["recall_depth"] == min(n - 1, 2000)
-    assert manifest["index"]["recall_at_depth"] >= 0.95 and manifest["index"]["recall_at_10"] >= 0.95
+    assert manifest["index"]["tag_agreement"] >= 0.9 and manifest["config"]["tag_agreement"] == 0.9  # the default
+    assert manifest["index"]["tuning"][-1] == [manifest["index"]["search"]["nprobe"], manifest["index"]["tag_agreement"]]
     assert manifest["index"]["search"]["nprobe"] in (1, 2, 4) and manifest["feature_dtype"] == "float16"
     half = evaluate(store, synthetic["test"], record=False)
     exact = evaluate(shutil.copytree(built_store, tmp_path / "exact.annot"), synthetic["test"], record=False)
@@ -168,3 +170,8 @@ def test_float16_features_and_an_approximate_index_in_a_store(synthetic: dict[st
     with pytest.raises(AnnotError, match="not a FAISS index_factory"):
         build_index(synthetic["train"], store, IndexConfig(encoder="fake", words=str(synthetic["words"]), index="IVF-nonsense"))
     assert json.loads((store / "manifest.json").read_text())["index"]["kind"] == "IVF4,Flat"  # the store is unchanged
+    before = (store / "manifest.json").read_text()
+    result = invoke("index", synthetic["train"], "--store", store, "--encoder", "fake", "--words", synthetic["words"],
+                    "--index", "IVF4,Flat", "--tag-agreement", "1.5")
+    assert result.exit_code != 0 and "--tag-agreement must be between 0 and 1" in result.output
+    assert (store / "manifest.json").read_text() == before

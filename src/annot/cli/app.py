@@ -33,7 +33,8 @@ NOpt = Annotated[int | None, typer.Option("-n", help="Number of tags per image (
 KOpt = Annotated[int | None, typer.Option("--k", help="CCA-KNN: nearest images taken from each tag's group.")]
 TempOpt = Annotated[float | None, typer.Option("--temperature", help="CCA-KNN: temperature of exp(-D/τ) in Eq. 5.")]
 EncoderOpt = Annotated[
-    str, typer.Option(help="Image encoder: efficientnet-lite0, efficientnet-lite2, vgg16, alexnet, or several joined by +.")
+    str, typer.Option(help="Image encoder: efficientnet-lite0-stages (default: Lite0 with 5 pooled stages), efficientnet-lite0, "
+                     "efficientnet-lite2(-stages), vgg16, alexnet, or several joined by +.")
 ]
 WordsOpt = Annotated[str, typer.Option("--words", help="Word vectors: glove-50 or a word2vec/GloVe/fastText file.")]
 VocabularyOpt = Annotated[Path | None, typer.Option(help="Word list that restricts and orders the tags.")]
@@ -81,22 +82,22 @@ def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log wha
 def index(
     corpus: Annotated[Path, typer.Argument(help="Tagged corpus: JSON Lines or CSV; image paths relative to it.")],
     store: StoreOpt,
-    encoder: EncoderOpt = "efficientnet-lite0",
+    encoder: EncoderOpt = "efficientnet-lite0-stages",
     flip: Annotated[bool, typer.Option(help="Average each image's features with its mirror image's.")] = False,
     weights: Annotated[Path | None, typer.Option(help="Weights file for the encoder (vgg16/alexnet state dict).")] = None,
     words: WordsOpt = "glove-50",
-    text: Annotated[str, typer.Option(help="Text view: w2v (mean tag vector), bv (0/1 tags) or w2v+bv (both).")] = "w2v+bv",
-    normalize: Annotated[str, typer.Option(help="Image feature normalisation before CCA: none, l2, power.")] = "power",
+    text: Annotated[str, typer.Option(help="Text view: w2v (mean tag vector), bv (0/1 tags) or w2v+bv (both).")] = "bv",
+    normalize: Annotated[str, typer.Option(help="Image feature normalisation before CCA: none, l2, power.")] = "none",
     projection: ProjectionOpt = "linear-cca",
     landmarks: Annotated[str, typer.Option(help="KCCA: all (exact), a number (Nyström), or auto (exact up to 5,000 images).")] = "auto",
     components: Annotated[int | None, typer.Option("--components", help="CCA dimensions (default min(p, q)).")] = None,
     reg: Annotated[float, typer.Option(help="CCA ridge, relative to each view's mean variance.")] = 0.3,
     vocabulary: VocabularyOpt = None,
-    k: Annotated[int, typer.Option("--k", help="Default CCA-KNN neighbours per tag group.")] = 16,
+    k: Annotated[int, typer.Option("--k", help="Default CCA-KNN neighbours per tag group.")] = 5,
     temperature: Annotated[float, typer.Option(help="Default CCA-KNN temperature.")] = 0.1,
-    frequency_power: Annotated[float, typer.Option(help="Default CCA-KNN word-frequency exponent α.")] = 0.5,
+    frequency_power: Annotated[float, typer.Option(help="Default CCA-KNN word-frequency exponent α.")] = 0.25,
     depth: Annotated[int, typer.Option(help="Default candidate pool per query (0: all images up to 20,000).")] = 0,
-    k_power: Annotated[float, typer.Option("--k-power", help="Default per-tag K exponent β (0: the same K for every tag).")] = 0.25,
+    k_power: Annotated[float, typer.Option("--k-power", help="Default per-tag K exponent β (0: the same K for every tag).")] = 0.0,
     batch_size: Annotated[int, typer.Option(help="Images per encoder batch.")] = 32,
     strict: Annotated[bool, typer.Option(help="Make unreadable images and tags without word vectors errors.")] = False,
     index_kind: Annotated[str, typer.Option("--index", help="Image index: auto (exact Flat up to 50,000 images, else IVF "
@@ -265,7 +266,7 @@ def info(store: StoreOpt, json_out: JsonOpt = False) -> None:
 def tune(
     corpus: Annotated[Path, typer.Argument(help="The training corpus (JSON Lines or CSV); only it is used to choose.")],
     store: StoreOpt,
-    encoder: EncoderOpt = "efficientnet-lite0",
+    encoder: EncoderOpt = "efficientnet-lite0-stages",
     words: WordsOpt = "glove-50",
     projection: ProjectionOpt = "linear-cca",
     vocabulary: VocabularyOpt = None,
