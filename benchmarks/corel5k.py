@@ -114,7 +114,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=Path("../shared/data/corel5k"))
     parser.add_argument("--store", type=Path, default=Path("out/corel5k.annot"))
-    parser.add_argument("--encoder", default="efficientnet-lite0")
+    parser.add_argument("--encoder", default=IndexConfig.encoder, help="image encoder (default: the store default)")
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--flip", action="store_true", help="average features over each image and its mirror")
     parser.add_argument("--projections", default="linear", help="comma-separated: linear, kcca")
