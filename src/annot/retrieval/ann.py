@@ -240,8 +240,9 @@ def tune_search(index: faiss.Index, factory: str, rows: Rows, queries: NDArray[n
     for value in values:
         setting = {name: value}
         set_search(index, setting)
-        curve.append((value, round(measure(), 4)))
-        if curve[-1][1] >= (agreement if by_tags else RECALL_TARGET):
+        measured = measure()
+        curve.append((value, round(measured, 4)))
+        if measured >= (agreement if by_tags else RECALL_TARGET):
             break
     if tried is None and by_tags:
         measure()
