@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from assemble import assemble
+from assemble import write_results
 from annot.evaluation.evaluate import evaluate
 from annot.indexer import IndexConfig, build_index
 from annot.retrieval.ann import pool_depth
@@ -109,12 +109,9 @@ def main() -> None:
                     rows.extend(sweep(copy, test, factory, built, rows[-1]["search"]["nprobe"]))
             for r in rows[-2:]:
                 print(json.dumps(r), flush=True)
-    here = Path(__file__).parent / "results"
-    here.mkdir(exist_ok=True)
-    (here / "approximate-corel5k.json").write_text(json.dumps(rows, indent=2))
     head = ["index", "search", "recall@10", "recall at pool depth", "tag agreement (tuning)", "P", "R", "F1", "N+", "ΔF1 vs default",
             "ΔF1 vs same pool", "build + tuning (s)", "evaluate img/s"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines = []
     default, same_pool = rows[0]["f1"], rows[1]["f1"]
     for r in rows:
         recall_depth = f"{r['recall_at_depth']} (@{r['recall_depth']:,})" if r["recall_at_depth"] is not None else ""
@@ -122,9 +119,7 @@ def main() -> None:
         lines.append(f"| {r['index']} | {r['search'] or ''} | {r['recall_at_10'] or ('exact' if r['index'].startswith('Flat') else '')} | {recall_depth} | {r['tag_agreement'] or ''} | "
                      f"{r['precision']:.1f} | {r['recall']:.1f} | {r['f1']:.2f} | {r['n_plus']} | {r['f1'] - default:+.2f} | "
                      f"{r['f1'] - same_pool:+.2f} | {r['build_seconds']} | {r['evaluate_images_per_second']} |")
-    (here / "approximate-corel5k.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
-    assemble()  # the raw tables into BENCHMARKS.md
+    write_results("approximate-corel5k", rows, head, lines)
 
 
 if __name__ == "__main__":

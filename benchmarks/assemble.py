@@ -49,5 +49,17 @@ def assemble(path: Path = HERE.parent / "BENCHMARKS.md") -> list[str]:
     return names
 
 
+def write_results(name: str, data: object, head: list[str], rows: list[str]) -> None:
+    """Write ``results/NAME.json`` (``data``) and ``results/NAME.md`` (a table of ``head`` and the ``| ... |`` lines
+    ``rows``), print the table and refresh BENCHMARKS.md's appendix."""
+    here = HERE / "results"
+    here.mkdir(exist_ok=True)
+    (here / f"{name}.json").write_text(json.dumps(data, indent=2))
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head), *rows]
+    (here / f"{name}.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    assemble()
+
+
 if __name__ == "__main__":
     print("\n".join(assemble()))

@@ -9,7 +9,7 @@ memory-mapped file (``project_to_file``), the index chosen by ``choose_factory``
 sample and filled in chunks (``build_ann``), its search setting tuned until CCA-KNN's tags from 2,000-image pools
 agree with those from exact pools on 90% of the words (``tune_search``, the default; and again speed first, tuned to recall@10
 ≥ 0.95 as with ``--tag-agreement 0``, and at 0.99); then
-1,000 new images annotated with CCA-KNN over their candidate pools (``cca_knn_pooled``), batch by batch as
+1,000 new images annotated with CCA-KNN over their candidate pools (``pooled_tagger``), batch by batch as
 ``AnnotationModel`` does for large corpora. Tags come from an in-memory 0/1 matrix instead of DuckDB (the database
 side is not what grows here). Writes benchmarks/results/scale.json and .md.
 """
@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from assemble import assemble
+from assemble import write_results
 
 P, V, TAGS_PER_IMAGE, CHUNK = 1280, 260, (1, 5), 16_384
 QUERIES, DEPTH, K, TAU, ALPHA = 1000, 2000, 16, 0.1, 0.5
@@ -62,7 +62,7 @@ def one(n: int, budget: str, folder: Path, autofaiss: str | None) -> dict[str, o
         ADD_CHUNK, AGREEMENT_TARGET, choose_factory, exact_search, parse_bytes, recall_at, tag_agreement,
     )
     from annot.retrieval.indexes import correlation_rows, save_index
-    from annot.retrieval.scoring import cca_knn_pooled, pooled_tagger, top_words
+    from annot.retrieval.scoring import pooled_tagger
     from annot.features.text import normalize_features
 
     rng = np.random.default_rng(0)
@@ -125,15 +125,7 @@ def one(n: int, budget: str, folder: Path, autofaiss: str | None) -> dict[str, o
         t = time.perf_counter()
         similarity, found = index.search(T, DEPTH)
         r["search_seconds"] = round(time.perf_counter() - t, 3)
-        tags = np.full((QUERIES, 5), -1, np.int64)
-        for lo in range(0, QUERIES, 64):  # as AnnotationModel does for corpora above 20,000 images
-            d = (1.0 - similarity[lo : lo + 64]).astype(np.float32)
-            f = found[lo : lo + 64]
-            d[f < 0] = np.inf
-            scores, _, _ = cca_knn_pooled(d, np.maximum(f, 0), labels_csr, K, TAU, frequency, ALPHA)  # ids are rows here
-            for q, row in enumerate(scores):
-                words = top_words(row, frequency, 5)
-                tags[lo + q, : len(words)] = words
+        tags = tagger((1.0 - similarity).astype(np.float32), found)  # pooled CCA-KNN, 64 queries at a time
         r["annotate_images_per_second"] = round(QUERIES / (time.perf_counter() - t), 1)
         r["annotated"] = int((tags[:, 0] >= 0).sum())
         r["tag_agreement_new_queries"] = round(tag_agreement(exact_tags, tags), 4)
@@ -207,13 +199,10 @@ def main() -> None:
             print(json.dumps(results[-1]), flush=True)
         finally:
             shutil.rmtree(folder, ignore_errors=True)
-    here = Path(__file__).parent / "results"
-    here.mkdir(exist_ok=True)
-    (here / "scale.json").write_text(json.dumps(results, indent=2))
     head = ["images", "index", "tuned for", "search setting", "statistics (s)", "fit (s)", "projection (s)",
             "index build + tuning (s)", "index MB", "features MB (float16)", "peak MB", "recall@10 (new queries)",
             f"recall@{DEPTH:,} (new queries)", "tags as exact search (new queries)", "annotate img/s"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines = []
     for r in results:
         for mode in ("exact tags", "default", "speed"):
             if mode not in r:
@@ -225,9 +214,7 @@ def main() -> None:
                          f"{m['index_build_and_check_seconds']} | {r['index_mb']} | {r['features_on_disk_mb']} | {r['peak_mb']} | "
                          f"{m['recall_at_10_new_queries']} | {m['recall_at_depth_new_queries']} | "
                          f"{m['tag_agreement_new_queries']} | {m['annotate_images_per_second']} |")
-    (here / "scale.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
-    assemble()  # the raw tables into BENCHMARKS.md
+    write_results("scale", results, head, lines)
 
 
 if __name__ == "__main__":
