@@ -2,8 +2,9 @@
 training split only, rebuild the store with the chosen settings, then evaluate once on the 499 test images.
 
     python benchmarks/corel5k.py [--data ../shared/data/corel5k] [--store out/corel5k.annot] [--encoder NAME]
+                                 [--words glove-50|minilm|PATH] [--projections linear,kcca] [--flip]
 
-Writes benchmarks/results/corel5k-<encoder>.json and .md (our rows beside the paper's Table 1 rows).
+Writes benchmarks/results/corel5k-<encoder>[-<words>].json and .md (our rows beside the paper's Table 1 rows).
 """
 
 from __future__ import annotations
@@ -71,8 +72,8 @@ def best(results: list, **fixed: object):  # type: ignore[no-untyped-def]
     return next(r for r in results if all(getattr(r.candidate, k) == v for k, v in fixed.items()))
 
 
-def config_of(c: Candidate, encoder: str, vocabulary: Path, flip: bool = False) -> IndexConfig:
-    return IndexConfig(encoder=encoder, flip=flip, text=c.text, normalization=c.normalization, reg_x=c.reg, reg_y=c.reg,
+def config_of(c: Candidate, encoder: str, vocabulary: Path, flip: bool = False, words: str = "glove-50") -> IndexConfig:
+    return IndexConfig(encoder=encoder, flip=flip, words=words, text=c.text, normalization=c.normalization, reg_x=c.reg, reg_y=c.reg,
                        n_components=c.n_components, method=c.method, k=c.k, temperature=c.temperature,
                        frequency_power=c.frequency_power, projection=c.projection, landmarks="auto", depth=c.depth, k_power=c.k_power,
                        vocabulary=vocabulary)
@@ -118,6 +119,7 @@ def main() -> None:
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--flip", action="store_true", help="average features over each image and its mirror")
     parser.add_argument("--projections", default="linear", help="comma-separated: linear, kcca")
+    parser.add_argument("--words", default="glove-50", help="word vectors: glove-50, minilm or a file")
     args = parser.parse_args()
     vocabulary = args.data / "vocabulary.txt"
     t0 = time.perf_counter()
@@ -134,13 +136,14 @@ def main() -> None:
         assemble()
         return
 
-    index_report = build_index(args.data / "train.jsonl", args.store, IndexConfig(encoder=args.encoder, flip=args.flip, vocabulary=vocabulary))
+    index_report = build_index(args.data / "train.jsonl", args.store, IndexConfig(encoder=args.encoder, flip=args.flip, words=args.words,
+                                                                                vocabulary=vocabulary))
     print(f"indexed {index_report.n_indexed} images; stage seconds {index_report.seconds}", flush=True)
 
     with Store.open(args.store) as store:
         manifest = store.manifest()
         cache = FeatureCache(store.features_dir / manifest["encoder"]["key"], manifest["encoder"]["dim"])
-        words = load_word_vectors(manifest["words"]["source"] if manifest["words"]["source"] != "glove-50" else "glove-50")
+        words = load_word_vectors(manifest["words"]["source"])
         training = load_training_set(store, cache, tuple(manifest["vocabulary"]["words"]), words, "bv")
     t = time.perf_counter()
     projections = args.projections.split(",")
@@ -157,11 +160,11 @@ def main() -> None:
         for label, fixed in ROWS[name].items():
             rows[label] = best(results, projection=kind, **fixed)
     chosen = results[0].candidate
-    out: dict[str, object] = {"encoder": args.encoder, "flip": args.flip, "words": "glove-50", "folds": args.folds,
+    out: dict[str, object] = {"encoder": args.encoder, "flip": args.flip, "words": args.words, "folds": args.folds,
                               "grid_size": len(GRID), "cv_seconds": round(cv_seconds, 1),
                               "index_seconds": index_report.seconds, "rows": {}}
     for name, r in rows.items():
-        build_index(args.data / "train.jsonl", args.store, config_of(r.candidate, args.encoder, vocabulary, args.flip))
+        build_index(args.data / "train.jsonl", args.store, config_of(r.candidate, args.encoder, vocabulary, args.flip, args.words))
         result = evaluate(args.store, args.data / "test.jsonl")
         out["rows"][name] = {  # type: ignore[index]
             "settings": dataclasses.asdict(r.candidate), "cv_f1": round(100 * r.f1, 2),
@@ -169,19 +172,20 @@ def main() -> None:
         }
         print(f"{name}: test {result.summary.as_percent()} (CV F1 {100 * r.f1:.2f})", flush=True)
     # leave the store with the cross-validated best settings
-    build_index(args.data / "train.jsonl", args.store, config_of(chosen, args.encoder, vocabulary, args.flip))
+    build_index(args.data / "train.jsonl", args.store, config_of(chosen, args.encoder, vocabulary, args.flip, args.words))
     out["chosen"] = dataclasses.asdict(chosen)
     out["total_seconds"] = round(time.perf_counter() - t0, 1)
 
     results_dir.mkdir(exist_ok=True)
     suffix = ("" if projections == ["linear"] else "-" + "-".join(projections)) + ("-flip" if args.flip else "")
+    suffix += "" if args.words == "glove-50" else "-" + Path(args.words).stem
     (results_dir / f"corel5k-{args.encoder}{suffix}.json").write_text(json.dumps(out, indent=2))
     lines = ["| method | visual | text | P | R | F1 | N+ | CV F1 |", "|---|---|---|---|---|---|---|---|"]
     for name, (p, r, f, n) in PAPER.items():
         lines.append(f"| paper: {name} | VGG-16 | | {p} | {r} | {f} | {n} | |")
     for name, row in out["rows"].items():  # type: ignore[attr-defined]
         s = row["test"]
-        lines.append(f"| annot: {name} | {args.encoder} | glove-50 | {s['P']} | {s['R']} | {s['F1']} | {s['N+']} | {row['cv_f1']} |")
+        lines.append(f"| annot: {name} | {args.encoder} | {Path(args.words).stem} | {s['P']} | {s['R']} | {s['F1']} | {s['N+']} | {row['cv_f1']} |")
     (results_dir / f"corel5k-{args.encoder}{suffix}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     assemble()  # the raw tables into BENCHMARKS.md

@@ -45,3 +45,24 @@ def test_uncovered_tags_and_untagged_images_are_reported(synthetic: dict[str, Pa
     assert report.n_indexed == 60 - report.untagged
     with pytest.raises(AnnotError, match="no vector for 1 tags: snow"):
         build_index(corpus, tmp_path / "strict.annot", IndexConfig(encoder="fake", words=str(partial), strict=True))
+
+
+def test_minilm_gives_every_tag_a_unit_vector_with_meaning() -> None:
+    words = load_word_vectors("minilm")
+    assert words.source == "minilm" and words.dim == 384
+    tags = ["sea", "ocean", "car", "polar bear", "f-16", "snowy_owl"]
+    E, missing = words.matrix(tags)
+    assert missing == [] and E.shape == (6, 384)
+    np.testing.assert_allclose(np.linalg.norm(E, axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(words.vector("ocean"), E[1], atol=1e-5)  # one word alone = the same word in a batch
+    assert E[0] @ E[1] > E[0] @ E[2] + 0.2  # sea is nearer ocean than car
+    with pytest.raises(WordVectorError, match="minilm: .*open-vocabulary"):
+        words.open_vocabulary()
+
+
+def test_index_with_minilm_word_vectors(synthetic: dict[str, Path], tmp_path: Path) -> None:
+    report = build_index(synthetic["train"], tmp_path / "s.annot", IndexConfig(encoder="fake", words="minilm", text="w2v"))
+    manifest = json.loads((tmp_path / "s.annot" / "manifest.json").read_text())
+    assert manifest["words"] == {"source": "minilm", "dim": 384}
+    assert report.missing_word_vectors == [] and report.n_indexed > 0
+    assert manifest["projection"]["n_components"] <= 384

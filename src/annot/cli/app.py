@@ -36,7 +36,7 @@ EncoderOpt = Annotated[
     str, typer.Option(help="Image encoder: efficientnet-lite0-stages (default: Lite0 with 5 pooled stages), efficientnet-lite0, "
                      "efficientnet-lite2(-stages), vgg16, alexnet, or several joined by +.")
 ]
-WordsOpt = Annotated[str, typer.Option("--words", help="Word vectors: glove-50 or a word2vec/GloVe/fastText file.")]
+WordsOpt = Annotated[str, typer.Option("--words", help="Word vectors: glove-50, minilm (a sentence encoder: every tag gets a vector) or a word2vec/GloVe/fastText file.")]
 VocabularyOpt = Annotated[Path | None, typer.Option(help="Word list that restricts and orders the tags.")]
 ProjectionOpt = Annotated[str, typer.Option(help="linear-cca, or kcca (χ² kernel on the image view).")]
 KPowerOpt = Annotated[float | None, typer.Option(

@@ -61,7 +61,6 @@ def vocabulary_index(saved: dict[str, Any], model_file: Path, vocabulary: list[s
 def open_vocabulary_index(source: str, like: WordIndex) -> WordIndex:
     """Every word of the word-vector file (GloVe-50: 400,000 words), mapped into the model's word space and centred
     as the vocabulary index ``like`` is."""
-    words = load_word_vectors(source)
-    kv = words.keyed_vectors
+    words, vectors = load_word_vectors(source).open_vocabulary()
     mean, transform = like.space
-    return WordIndex(list(kv.index_to_key), (kv.vectors - mean) @ transform, like.centre)
+    return WordIndex(words, (vectors - mean) @ transform, like.centre)

