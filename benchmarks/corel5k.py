@@ -43,10 +43,14 @@ LINEAR_GRID = (
     + grid(text=["bv", "w2v+bv"], normalization=["power"], reg=[0.3, 1.0], k=[8, 16, 24], temperature=[0.05, 0.1],
            frequency_power=[0.25, 0.5, 0.75], k_power=[0.25, 0.5])
 )
+KCCA_RIDGES = [0.03, 0.1, 0.3, 1.0, 3.0]
 KCCA_GRID = (
-    grid(projection=["kcca"], text=["w2v", "w2v+bv"], normalization=["power"], reg=[0.1, 0.3, 1.0],
-         k=[8, 16], temperature=[0.05, 0.1], frequency_power=[0.0, 0.5])
-    + grid(projection=["kcca"], text=["w2v", "w2v+bv"], normalization=["power"], reg=[0.1, 0.3, 1.0], method=["nn"])
+    grid(projection=["kcca"], text=["w2v", "w2v+bv"], normalization=["power"], reg=KCCA_RIDGES, gamma_scale=[1.0, 2.0],
+         k=[5, 8, 16], temperature=[0.05, 0.1], frequency_power=[0.0, 0.25, 0.5])
+    + grid(projection=["kcca"], text=["w2v", "w2v+bv"], normalization=["power"], reg=KCCA_RIDGES, gamma_scale=[1.0, 2.0],
+           method=["nn"])
+    # linear CCA's transfer over the same ridges, so the two projections are compared on one grid in one run
+    + grid(text=["w2v", "bv", "w2v+bv"], normalization=["none", "power"], reg=KCCA_RIDGES, method=["nn"])
 )
 ROWS = {
     "linear": {
@@ -64,6 +68,8 @@ ROWS = {
         "KCCA + nn transfer (best text view)": {"method": "nn"},
         "KCCA + CCA-KNN (W2V)": {"method": "cca-knn", "text": "w2v"},
         "KCCA + CCA-KNN (best text view)": {"method": "cca-knn"},
+        "CCA + nn transfer (W2V), the same ridges": {"method": "nn", "text": "w2v", "projection": "linear-cca"},
+        "CCA + nn transfer (best text view), the same ridges": {"method": "nn", "projection": "linear-cca"},
     },
 }
 
@@ -75,7 +81,7 @@ def best(results: list, **fixed: object):  # type: ignore[no-untyped-def]
 def config_of(c: Candidate, encoder: str, vocabulary: Path, flip: bool = False, words: str = "glove-50") -> IndexConfig:
     return IndexConfig(encoder=encoder, flip=flip, words=words, text=c.text, normalization=c.normalization, reg_x=c.reg, reg_y=c.reg,
                        n_components=c.n_components, method=c.method, k=c.k, temperature=c.temperature,
-                       frequency_power=c.frequency_power, projection=c.projection, landmarks="auto", depth=c.depth, k_power=c.k_power,
+                       frequency_power=c.frequency_power, projection=c.projection, landmarks="auto", gamma_scale=c.gamma_scale, depth=c.depth, k_power=c.k_power,
                        vocabulary=vocabulary)
 
 
@@ -158,7 +164,7 @@ def main() -> None:
     for name in projections:
         kind = "kcca" if name == "kcca" else "linear-cca"
         for label, fixed in ROWS[name].items():
-            rows[label] = best(results, projection=kind, **fixed)
+            rows[label] = best(results, **{"projection": kind, **fixed})
     chosen = results[0].candidate
     out: dict[str, object] = {"encoder": args.encoder, "flip": args.flip, "words": args.words, "folds": args.folds,
                               "grid_size": len(GRID), "cv_seconds": round(cv_seconds, 1),

@@ -107,3 +107,71 @@ def test_kcca_store_end_to_end(synthetic, tmp_path) -> None:  # type: ignore[no-
             assert m["kind"] == "kcca" and m["landmarks"] == landmarks
         result = evaluate(store, synthetic["test"], record=False)
         assert result.summary.recall > 0.9 and result.summary.n_plus == 8
+
+
+def test_gamma_scale_narrows_the_kernel_and_is_checked() -> None:
+    X, Y = np.random.default_rng(0).random((40, 6)), np.random.default_rng(1).random((40, 2))
+    base = KernelCCA(n_landmarks=None).fit(X, Y)
+    narrow = KernelCCA(n_landmarks=None, gamma_scale=2.0).fit(X, Y)
+    assert narrow.gamma_ == pytest.approx(2 * base.gamma_)
+    np.testing.assert_allclose(chi2_kernel(X, X, narrow.gamma_), chi2_kernel(X, X, base.gamma_) ** 2, rtol=1e-10)
+    with pytest.raises(ProjectionError, match="gamma_scale must be > 0"):
+        KernelCCA(gamma_scale=0.0)
+
+
+def test_cross_validation_shares_eigendecompositions_without_changing_results() -> None:
+    """The tuner's KCCA (one kernel, one eigendecomposition per fold, γ scaled by powering the kernel) scores each
+    fold exactly as a KernelCCA fitted from scratch on that fold's images does."""
+    from annot.evaluation.metrics import per_word_metrics, predictions_matrix, summarize
+    from annot.evaluation.tune import Candidate, cross_validate
+    from annot.features.text import normalize_features, text_view
+    from annot.retrieval.indexes import correlation_rows
+    from annot.retrieval.scoring import score_queries
+
+    rng = np.random.default_rng(3)
+    labels = rng.random((90, 6)) < 0.3
+    labels[labels.sum(1) == 0, 0] = True
+    X = (labels @ rng.random((6, 10)) + 0.3 * rng.random((90, 10))).astype(np.float32)
+    E, has_vector = rng.standard_normal((6, 4)).astype(np.float32), np.ones(6, bool)
+    candidates = [Candidate(projection="kcca", text="bv", normalization="power", reg=reg, gamma_scale=s, method="nn")
+                  for reg in (0.1, 1.0) for s in (1.0, 2.0)]
+    results = {r.candidate: r for r in cross_validate(X, labels, E, has_vector, candidates, folds=3)}
+    parts = np.array_split(np.random.default_rng(0).permutation(len(X)), 3)  # the tuner's folds (seed 0)
+    Xn = normalize_features(X, "power")
+    for c in candidates:
+        f1s = []
+        for f in range(3):
+            fit = np.concatenate([parts[g] for g in range(3) if g != f])
+            model = KernelCCA(reg_x=c.reg, reg_y=c.reg, n_landmarks=None, negative="split", gamma_scale=c.gamma_scale)
+            model.fit(Xn, np.zeros((90, 1)))  # only to read γ as the tuner does: from the whole training set
+            gamma = model.gamma_
+            model = KernelCCA(reg_x=c.reg, reg_y=c.reg, n_landmarks=None, negative="split", gamma=gamma)
+            U = correlation_rows(model.fit_transform(Xn[fit], text_view(labels[fit], E, has_vector, "bv")))
+            T = correlation_rows(model.transform(Xn[parts[f]]))
+            D = (1.0 - T @ U.T).astype(np.float32)
+            scored = score_queries("nn", D, labels[fit], labels[fit].sum(0).astype(np.int64), 5, 4, 0.05)
+            metrics = per_word_metrics(labels[parts[f]], predictions_matrix([s.words for s in scored], 6))
+            f1s.append(summarize(metrics, len(parts[f])).f1)
+        assert results[c].fold_f1 == pytest.approx(tuple(f1s), abs=1e-9)
+
+
+def test_cli_gamma_scale_is_used_and_recorded(synthetic, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from conftest import invoke
+
+    from annot.retrieval.model import AnnotationModel
+    from annot.store import Store
+
+    gammas = {}
+    for scale in ("1", "2.5"):
+        store = tmp_path / f"g{scale}.annot"
+        result = invoke("index", synthetic["train"], "--store", store, "--encoder", "fake", "--words", synthetic["words"],
+                        "--projection", "kcca", "--landmarks", "all", "--gamma-scale", scale)
+        assert result.exit_code == 0, result.output
+        with Store.open(store) as s:
+            assert s.manifest()["projection"]["gamma_scale"] == float(scale)
+            gammas[scale] = AnnotationModel(s).projection.gamma_
+    assert gammas["2.5"] == pytest.approx(2.5 * gammas["1"])
+    result = invoke("index", synthetic["train"], "--store", tmp_path / "bad.annot", "--encoder", "fake", "--words",
+                    synthetic["words"], "--projection", "kcca", "--gamma-scale", "-1")
+    assert result.exit_code != 0 and "gamma_scale must be > 0" in result.output
+    assert not (tmp_path / "bad.annot" / "manifest.json").exists()

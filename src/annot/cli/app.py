@@ -90,6 +90,7 @@ def index(
     normalize: Annotated[str, typer.Option(help="Image feature normalisation before CCA: none, l2, power.")] = "none",
     projection: ProjectionOpt = "linear-cca",
     landmarks: Annotated[str, typer.Option(help="KCCA: all (exact), a number (Nyström), or auto (exact up to 5,000 images).")] = "auto",
+    gamma_scale: Annotated[float, typer.Option(help="KCCA: χ² kernel width γ as a multiple of 1 / mean χ² distance.")] = 1.0,
     components: Annotated[int | None, typer.Option("--components", help="CCA dimensions (default min(p, q)).")] = None,
     reg: Annotated[float, typer.Option(help="CCA ridge, relative to each view's mean variance.")] = 0.3,
     vocabulary: VocabularyOpt = None,
@@ -116,7 +117,7 @@ def index(
 
     config = IndexConfig(
         encoder=encoder, weights=weights, flip=flip, words=words, text=text, normalization=normalize, projection=projection,
-        landmarks=landmarks, n_components=components, reg_x=reg, reg_y=reg,
+        landmarks=landmarks, gamma_scale=gamma_scale, n_components=components, reg_x=reg, reg_y=reg,
         vocabulary=vocabulary, strict=strict, batch_size=batch_size, k=k, temperature=temperature,
         frequency_power=frequency_power, depth=depth, k_power=k_power, index=index_kind, memory_budget=memory_budget, feature_dtype=feature_dtype,
         tag_agreement=tag_agreement,

@@ -26,7 +26,7 @@ from annot.indexer.build import IndexConfig, build_index, load_training_set
 from annot.indexer.features import FeatureCache
 from annot.progress import NoProgress, Progress
 from annot.projection import KernelCCA, LinearCCA
-from annot.projection.kcca import chi2_input, chi2_kernel, default_gamma
+from annot.projection.kcca import chi2_input, chi2_kernel, default_gamma, kernel_map
 from annot.retrieval.indexes import correlation_rows
 from annot.retrieval.scoring import score_queries
 from annot.schema import runs
@@ -47,10 +47,11 @@ class Candidate:
     projection: str = "linear-cca"
     depth: int = 0
     k_power: float = 0.0
+    gamma_scale: float = 1.0  # KCCA only: the χ² kernel's γ as a multiple of 1 / mean χ² distance
 
     @property
-    def projection_key(self) -> tuple[str, str, float, int | None, str]:
-        return (self.text, self.normalization, self.reg, self.n_components, self.projection)
+    def projection_key(self) -> tuple[str, str, float, int | None, str, float]:
+        return (self.text, self.normalization, self.reg, self.n_components, self.projection, self.gamma_scale)
 
 
 @dataclass(frozen=True)
@@ -103,31 +104,39 @@ def cross_validate(
     if folds < 2:
         raise ValueError(f"folds must be >= 2, got {folds}")
     parts = np.array_split(np.random.default_rng(seed).permutation(len(X)), folds)
-    by_projection: dict[tuple[str, str, float, int | None, str], list[Candidate]] = defaultdict(list)
+    by_projection: dict[tuple[str, str, float, int | None, str, float], list[Candidate]] = defaultdict(list)
     for c in candidates:
         by_projection[c.projection_key].append(c)
     fold_scores: dict[Candidate, list[tuple[float, float, float, int]]] = defaultdict(list)
-    kernels: dict[str, tuple[NDArray[np.float64], float, NDArray[np.float64]]] = {}
+    kernels: dict[tuple[str, float], tuple[NDArray[np.float64], float, NDArray[np.float64]]] = {}
     normalized: dict[str, NDArray[np.float32]] = {}
     with progress.task("cross-validating", folds * len(by_projection)) as advance:
         for f in range(folds):
             held = parts[f]
             fit = np.concatenate([parts[g] for g in range(folds) if g != f])
-            for (text, normalization, reg, n_components, projection), group in by_projection.items():
+            maps: dict[tuple[str, float, bytes], tuple[tuple[NDArray[np.float64], NDArray[np.float64]], NDArray[np.float64]]] = {}
+            for (text, normalization, reg, n_components, projection, gamma_scale), group in by_projection.items():
                 if normalization not in normalized:
                     normalized[normalization] = normalize_features(X, normalization)
                 Xn = normalized[normalization]
                 keep = fit[usable_rows(labels[fit], has_vector, text)]
                 Y = text_view(labels[keep], E, has_vector, text)
                 if projection == "kcca":
-                    if normalization not in kernels:
-                        kernels[normalization] = _full_kernel(Xn)
-                    Xk, gamma, K = kernels[normalization]
+                    if (normalization, gamma_scale) not in kernels:
+                        if (normalization, 1.0) not in kernels:
+                            kernels[normalization, 1.0] = _full_kernel(Xn)
+                        Xk, gamma, K = kernels[normalization, 1.0]  # exp(−sγ d) = exp(−γ d)^s
+                        kernels[normalization, gamma_scale] = (Xk, gamma * gamma_scale, K**gamma_scale)
+                    Xk, gamma, K = kernels[normalization, gamma_scale]
+                    key = (normalization, gamma_scale, keep.tobytes())
+                    if key not in maps:  # one eigendecomposition per fold and kernel, shared by every ridge
+                        eigen = kernel_map(K[np.ix_(keep, keep)])
+                        maps[key] = (eigen, K[np.ix_(held, keep)] @ eigen[1])
+                    eigen, held_map = maps[key]
                     model = KernelCCA(n_components, reg, reg, n_landmarks=None, negative="split")
-                    K_fit = K[np.ix_(keep, keep)]
-                    model.fit_kernels(Xk[keep], gamma, K_fit, [K_fit], Y)
-                    U = correlation_rows(model.cca_.transform(model.map_ * model.eigenvalues_))  # K V Λ^-1/2
-                    T = correlation_rows(model.cca_.transform(K[np.ix_(held, keep)] @ model.map_))
+                    model.fit_map(Xk[keep], gamma, eigen, [eigen[1] * eigen[0]], Y, mapped=True)  # φ = K V Λ^-1/2 = V Λ^1/2
+                    U = correlation_rows(model.cca_.transform(model.map_ * model.eigenvalues_))
+                    T = correlation_rows(model.cca_.transform(held_map))
                 else:
                     cca = LinearCCA(n_components, reg, reg).fit(Xn[keep], Y)
                     U = correlation_rows(cca.transform(Xn[keep]))
@@ -207,7 +216,7 @@ def tune_store(
     config = replace(base, text=chosen.text, normalization=chosen.normalization, reg_x=chosen.reg, reg_y=chosen.reg,
                      n_components=chosen.n_components, method=chosen.method, k=chosen.k,
                      temperature=chosen.temperature, frequency_power=chosen.frequency_power, depth=chosen.depth,
-                     k_power=chosen.k_power)
+                     k_power=chosen.k_power, gamma_scale=chosen.gamma_scale)
     build_index(corpus, store_root, config, progress)
     with Store.open(store_root) as store:
         manifest_sha = store.manifest_sha()

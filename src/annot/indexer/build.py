@@ -60,6 +60,7 @@ class IndexConfig:
     normalization: str = "none"
     projection: str = "linear-cca"
     landmarks: str = "auto"
+    gamma_scale: float = 1.0
     n_components: int | None = None
     reg_x: float = 0.3
     reg_y: float = 0.3
@@ -211,7 +212,8 @@ def _fit_projection(
             if keep.sum() < 2:
                 raise CorpusError(f"{corpus.source}: fewer than 2 usable tagged images; nothing to fit")
             X = normalize_features(cache.load(candidates[keep]), config.normalization)
-            cca = build_projection(config.projection, config.n_components, config.reg_x, config.reg_y, config.landmarks)
+            cca = build_projection(config.projection, config.n_components, config.reg_x, config.reg_y, config.landmarks,
+                                   config.gamma_scale)
             U = cca.fit_transform(X, text_view(labels[keep], E, has_vector, config.text))
         return cca, correlation_rows(U), candidates[keep], int((~keep).sum()), None
 
@@ -375,6 +377,7 @@ def build_index(corpus_path: Path, store_root: Path, config: IndexConfig = Index
             "text": config.text,
             "projection": {"kind": config.projection, "file": files["projection"], "statistics": files.get("statistics"), "n_components": int(len(cca.canonical_correlations_)),
                            "landmarks": config.landmarks if config.projection == "kcca" else None,
+                           "gamma_scale": config.gamma_scale if config.projection == "kcca" else None,
                            "normalization": config.normalization,
                            "reg_x": config.reg_x, "reg_y": config.reg_y,
                            "canonical_correlations": [round(float(c), 6) for c in cca.canonical_correlations_]},

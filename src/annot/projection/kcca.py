@@ -16,7 +16,8 @@ be negative (EfficientNet's swish activation, or a signed power normalisation), 
 ``negative="error"`` (default) refuses them at fit time, ``negative="split"`` maps every feature to its positive and
 negative parts [max(x, 0), max(−x, 0)], which loses nothing and leaves non-negative features unchanged (plus zeros).
 With "error", negative values met later, at transform time, are clipped to 0. γ defaults to
-1 / (mean χ² distance between training images), estimated on a sample.
+``gamma_scale`` / (mean χ² distance between training images), estimated on a sample (``gamma_scale`` 1: the usual
+choice; larger is a narrower kernel, chosen by cross-validation).
 """
 
 from __future__ import annotations
@@ -66,6 +67,14 @@ def chi2_kernel(A: NDArray[np.float64], B: NDArray[np.float64], gamma: float, ch
     return out
 
 
+def kernel_map(K_ll: NDArray[np.float64]) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """The empirical kernel map of a landmark kernel K = V Λ Vᵀ: the kept eigenvalues Λ and V Λ^(-1/2), so that
+    φ(x) = k(x, landmarks) V Λ^(-1/2). Eigenvalues below 1e-10 of the largest are dropped (the kernel's rank)."""
+    eigenvalues, V = np.linalg.eigh(K_ll)
+    keep = eigenvalues > max(eigenvalues[-1], 0.0) * 1e-10
+    return eigenvalues[keep], V[:, keep] / np.sqrt(eigenvalues[keep])
+
+
 def default_gamma(X: NDArray[np.float64], seed: int = 0, sample: int = 300) -> float:
     """1 / mean χ² distance between sampled training images."""
     from sklearn.metrics.pairwise import additive_chi2_kernel  # = −Σ (x − y)² / (x + y)
@@ -86,8 +95,9 @@ class KernelCCA:
     reg_x, reg_y : ridges, relative to the mean variance of each view's (mapped) features.
     n_landmarks : None for exact KCCA (all training images), an int for Nyström, "auto" for exact up to
         ``EXACT_LIMIT`` training images and 2,000 landmarks above.
-    gamma : χ² kernel width (None: 1 / mean χ² distance).
+    gamma : χ² kernel width (None: ``gamma_scale`` / mean χ² distance).
     negative : "error" or "split" (see the module text).
+    gamma_scale : multiplies the default γ when ``gamma`` is None.
 
     Fitted: ``landmarks_`` (m × p'), ``map_`` (m × r, V Λ^(-1/2)), ``gamma_``, ``cca_`` (the LinearCCA on the
     mapped features), ``canonical_correlations_``.
@@ -102,7 +112,10 @@ class KernelCCA:
         gamma: float | None = None,
         negative: str = "error",
         seed: int = 0,
+        gamma_scale: float = 1.0,
     ) -> None:
+        if not gamma_scale > 0:
+            raise ProjectionError(f"gamma_scale must be > 0, got {gamma_scale}")
         self.n_components = n_components
         self.reg_x = reg_x
         self.reg_y = reg_y
@@ -110,6 +123,7 @@ class KernelCCA:
         self.gamma = gamma
         self.negative = negative
         self.seed = seed
+        self.gamma_scale = gamma_scale
 
     def _landmark_count(self, n: int) -> int:
         if self.n_landmarks is None:
@@ -137,7 +151,7 @@ class KernelCCA:
         rng = np.random.default_rng(self.seed)
         chosen = np.arange(n) if m == n else np.sort(rng.choice(n, size=m, replace=False))
         landmarks = chi2_input(np.asarray(X[chosen], np.float64), self.negative)
-        gamma = float(self.gamma) if self.gamma is not None else default_gamma(landmarks, self.seed)
+        gamma = float(self.gamma) if self.gamma is not None else self.gamma_scale * default_gamma(landmarks, self.seed)
         K_ll = chi2_kernel(landmarks, landmarks, gamma)
         if m == n:
             return self.fit_kernels(landmarks, gamma, K_ll, [K_ll], Y64)
@@ -157,19 +171,31 @@ class KernelCCA:
     ) -> KernelCCA:
         """Fit from precomputed kernels: K_ll among the landmarks, K_nl (training × landmarks, in row chunks that
         follow Y's rows). Cross-validation uses this to compute the kernel of a corpus once for every fold."""
-        eigenvalues, V = np.linalg.eigh(K_ll)
-        keep = eigenvalues > max(eigenvalues[-1], 0.0) * 1e-10
-        rank = int(keep.sum())
+        return self.fit_map(landmarks, gamma, kernel_map(K_ll), K_nl, Y)
+
+    def fit_map(
+        self,
+        landmarks: NDArray[np.float64],
+        gamma: float,
+        eigen: tuple[NDArray[np.float64], NDArray[np.float64]],
+        K_nl: Iterable[NDArray[np.float64]],
+        Y: NDArray[np.float64],
+        mapped: bool = False,
+    ) -> KernelCCA:
+        """Fit from the landmark kernel's map (``kernel_map(K_ll)``), so several ridges can share one
+        eigendecomposition. With ``mapped`` the chunks are already φ rows (k(x, landmarks) V Λ^(-1/2))."""
+        eigenvalues, mapping = eigen
+        rank = len(eigenvalues)
         upper = min(rank, Y.shape[1])
         if self.n_components is not None and not 1 <= self.n_components <= upper:
             raise ProjectionError(f"n_components must be in [1, min(kernel rank, q) = {upper}], got {self.n_components}")
         self.landmarks_, self.gamma_ = landmarks, float(gamma)
-        self.map_ = V[:, keep] / np.sqrt(eigenvalues[keep])  # φ(x) = k(x, landmarks) V Λ^(-1/2)
-        self.eigenvalues_ = eigenvalues[keep]
+        self.map_ = mapping  # φ(x) = k(x, landmarks) V Λ^(-1/2)
+        self.eigenvalues_ = eigenvalues
         stats = CCAStatistics.empty(rank, Y.shape[1])
         start = 0
         for K in K_nl:
-            stats.update(K @ self.map_, Y[start : start + len(K)])
+            stats.update(K if mapped else K @ self.map_, Y[start : start + len(K)])
             start += len(K)
         if start != len(Y):
             raise ProjectionError(f"kernel rows ({start}) and Y rows ({len(Y)}) differ")

@@ -43,13 +43,15 @@ def parse_landmarks(value: str | int | None) -> int | str | None:
 
 
 def build_projection(
-    kind: str, n_components: int | None, reg_x: float, reg_y: float, landmarks: str | int | None = "auto"
+    kind: str, n_components: int | None, reg_x: float, reg_y: float, landmarks: str | int | None = "auto",
+    gamma_scale: float = 1.0,
 ) -> LinearCCA | KernelCCA:
     """An unfitted projection. KCCA maps negative features to [x⁺, x⁻] (see annot.projection.kcca)."""
     if kind == "linear-cca":
         return LinearCCA(n_components, reg_x, reg_y)
     if kind == "kcca":
-        return KernelCCA(n_components, reg_x, reg_y, n_landmarks=parse_landmarks(landmarks), negative="split")
+        return KernelCCA(n_components, reg_x, reg_y, n_landmarks=parse_landmarks(landmarks), negative="split",
+                         gamma_scale=gamma_scale)
     raise ProjectionError(f"projection must be one of {', '.join(PROJECTIONS)}, got {kind!r}")
 
 
