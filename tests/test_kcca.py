@@ -175,3 +175,18 @@ def test_cli_gamma_scale_is_used_and_recorded(synthetic, tmp_path) -> None:  # t
                     synthetic["words"], "--projection", "kcca", "--gamma-scale", "-1")
     assert result.exit_code != 0 and "gamma_scale must be > 0" in result.output
     assert not (tmp_path / "bad.annot" / "manifest.json").exists()
+
+
+def test_tune_searches_the_kernel_width_and_writes_the_choice(synthetic, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from annot.evaluation.tune import GRIDS, tune_store
+    from annot.indexer import IndexConfig
+    from annot.store import Store
+
+    assert {c.gamma_scale for c in GRIDS["quick"]("kcca")} == {1.0, 2.0}
+    assert {c.gamma_scale for c in GRIDS["quick"]("linear-cca")} == {1.0}
+    store = tmp_path / "tuned.annot"
+    report = tune_store(synthetic["train"], store, IndexConfig(encoder="fake", words=str(synthetic["words"]),
+                                                               projection="kcca"), folds=3)
+    assert len(report.results) == 64 and report.chosen == report.results[0].candidate
+    with Store.open(store) as s:
+        assert s.manifest()["projection"]["gamma_scale"] == report.chosen.gamma_scale

@@ -271,7 +271,7 @@ def tune(
     words: WordsOpt = "glove-50",
     projection: ProjectionOpt = "linear-cca",
     vocabulary: VocabularyOpt = None,
-    grid: Annotated[str, typer.Option(help="Candidate grid: quick (32 candidates) or full (the benchmark's 450).")] = "quick",
+    grid: Annotated[str, typer.Option(help="Candidate grid: quick (32 candidates; 64 for kcca, two kernel widths) or full (450; 900 for kcca).")] = "quick",
     folds: Annotated[int, typer.Option(help="Cross-validation folds.")] = 5,
     json_out: JsonOpt = False,
 ) -> None:

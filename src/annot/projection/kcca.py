@@ -179,7 +179,7 @@ class KernelCCA:
         gamma: float,
         eigen: tuple[NDArray[np.float64], NDArray[np.float64]],
         K_nl: Iterable[NDArray[np.float64]],
-        Y: NDArray[np.float64],
+        Y: NDArray[np.floating],
         mapped: bool = False,
     ) -> KernelCCA:
         """Fit from the landmark kernel's map (``kernel_map(K_ll)``), so several ridges can share one
