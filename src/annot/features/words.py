@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import re
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -29,18 +30,18 @@ PACKAGED = ("glove-50", "minilm")
 _PARTS = re.compile(r"[\s_\-]+")
 
 
-class WordVectors:
+class WordVectors(ABC):
     """Named word vectors: ``source`` names them (``glove-50``, ``minilm`` or a resolved file path)."""
 
     source: str
 
     @property
-    def dim(self) -> int:
-        raise NotImplementedError
+    @abstractmethod
+    def dim(self) -> int: ...
 
+    @abstractmethod
     def vector(self, word: str) -> NDArray[np.float32] | None:
         """The word's vector, or ``None`` when the source has none for it."""
-        raise NotImplementedError
 
     def matrix(self, words: list[str] | tuple[str, ...]) -> tuple[NDArray[np.float32], list[str]]:
         """E: one row per word (zeros where unknown) and the list of unknown words."""
@@ -54,9 +55,9 @@ class WordVectors:
                 rows[i] = vec
         return rows, missing
 
+    @abstractmethod
     def open_vocabulary(self) -> tuple[list[str], NDArray[np.float32]]:
         """Every word the source knows and its vector: what ``--open-vocabulary`` answers from."""
-        raise NotImplementedError
 
 
 @dataclass
