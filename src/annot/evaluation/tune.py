@@ -87,6 +87,20 @@ def _full_kernel(X: NDArray[np.float32]) -> tuple[NDArray[np.float64], float, ND
     return Xk, gamma, chi2_kernel(Xk, Xk, gamma)
 
 
+def _scaled_kernel(
+    kernels: dict[tuple[str, float], tuple[NDArray[np.float64], float, NDArray[np.float64]]],
+    normalization: str, scale: float, Xn: NDArray[np.float32],
+) -> tuple[NDArray[np.float64], float, NDArray[np.float64]]:
+    """The training set's χ² kernel at ``scale`` × the default γ, cached in ``kernels``: computed once per
+    normalisation, other widths by powers of it (exp(−sγd) = exp(−γd)^s)."""
+    if (normalization, 1.0) not in kernels:
+        kernels[normalization, 1.0] = _full_kernel(Xn)
+    if (normalization, scale) not in kernels:
+        Xk, gamma, K = kernels[normalization, 1.0]
+        kernels[normalization, scale] = (Xk, gamma * scale, K**scale)
+    return kernels[normalization, scale]
+
+
 def cross_validate(
     X: NDArray[np.float32],
     labels: NDArray[np.bool_],
@@ -114,7 +128,7 @@ def cross_validate(
         for f in range(folds):
             held = parts[f]
             fit = np.concatenate([parts[g] for g in range(folds) if g != f])
-            maps: dict[tuple[str, float, bytes], tuple[tuple[NDArray[np.float64], NDArray[np.float64]], NDArray[np.float64]]] = {}
+            maps: dict[tuple[str, float, bytes], tuple[NDArray[np.float64], tuple[NDArray[np.float64], NDArray[np.float64]], NDArray[np.float64]]] = {}
             for (text, normalization, reg, n_components, projection, gamma_scale), group in by_projection.items():
                 if normalization not in normalized:
                     normalized[normalization] = normalize_features(X, normalization)
@@ -122,19 +136,14 @@ def cross_validate(
                 keep = fit[usable_rows(labels[fit], has_vector, text)]
                 Y = text_view(labels[keep], E, has_vector, text)
                 if projection == "kcca":
-                    if (normalization, gamma_scale) not in kernels:
-                        if (normalization, 1.0) not in kernels:
-                            kernels[normalization, 1.0] = _full_kernel(Xn)
-                        Xk, gamma, K = kernels[normalization, 1.0]  # exp(−sγ d) = exp(−γ d)^s
-                        kernels[normalization, gamma_scale] = (Xk, gamma * gamma_scale, K**gamma_scale)
-                    Xk, gamma, K = kernels[normalization, gamma_scale]
+                    Xk, gamma, K = _scaled_kernel(kernels, normalization, gamma_scale, Xn)
                     key = (normalization, gamma_scale, keep.tobytes())
                     if key not in maps:  # one eigendecomposition per fold and kernel, shared by every ridge
                         eigen = kernel_map(K[np.ix_(keep, keep)])
-                        maps[key] = (eigen, K[np.ix_(held, keep)] @ eigen[1])
-                    eigen, held_map = maps[key]
+                        maps[key] = (Xk[keep], eigen, K[np.ix_(held, keep)] @ eigen[1])
+                    landmarks, eigen, held_map = maps[key]
                     model = KernelCCA(n_components, reg, reg, n_landmarks=None, negative="split")
-                    model.fit_map(Xk[keep], gamma, eigen, [eigen[1] * eigen[0]], Y, mapped=True)  # φ = K V Λ^-1/2 = V Λ^1/2
+                    model.fit_exact(landmarks, gamma, eigen, Y)
                     U = correlation_rows(model.cca_.transform(model.map_ * model.eigenvalues_))
                     T = correlation_rows(model.cca_.transform(held_map))
                 else:

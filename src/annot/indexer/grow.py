@@ -25,8 +25,7 @@ from annot.errors import AnnotError, StoreError
 from annot.features.encoders import encoder_of_manifest
 from annot.features.text import normalize_features
 from annot.features.words import load_word_vectors
-from annot.retrieval.ann import AGREEMENT_TARGET
-from annot.indexer.build import TRAIN, annotation_tagger, build_image_index, build_word_index, extract_features
+from annot.indexer.build import TRAIN, IndexConfig, annotation_tagger, build_image_index, build_word_index, extract_features
 from annot.indexer.corpus import read_corpus
 from annot.indexer.features import FeatureCache
 from annot.indexer.stream import chunk_statistics, project_to_file, training_chunks
@@ -203,8 +202,8 @@ def refit(store_root: Path, progress: Progress | None = None) -> GrowReport:
             factory = state.manifest["index"].get("factory") or "Flat"
             annotation = state.manifest.get("annotation", {})
             tagger = None if factory == "Flat" else annotation_tagger(store, ids, state.tag_ids, annotation)
-            agreement = float(state.manifest.get("config", {}).get("tag_agreement", AGREEMENT_TARGET))
-            state.index, info = build_image_index(factory, rows, ids, progress, int(annotation.get("k", 16)),
+            agreement = float(state.manifest.get("config", {}).get("tag_agreement", IndexConfig.tag_agreement))
+            state.index, info = build_image_index(factory, rows, ids, progress, int(annotation.get("k", IndexConfig.k)),
                                                   int(annotation.get("depth") or 0), tagger, agreement)
             state.manifest["index"].update(info.manifest())
             words = build_word_index(cca, state.E, state.has_vector, state.text, state.tag_ids)

@@ -154,7 +154,7 @@ class KernelCCA:
         gamma = float(self.gamma) if self.gamma is not None else self.gamma_scale * default_gamma(landmarks, self.seed)
         K_ll = chi2_kernel(landmarks, landmarks, gamma)
         if m == n:
-            return self.fit_kernels(landmarks, gamma, K_ll, [K_ll], Y64)
+            return self.fit_exact(landmarks, gamma, kernel_map(K_ll), Y64)
         chunks = (
             chi2_kernel(chi2_input(np.asarray(X[lo : lo + CHUNK], np.float64), self.negative), landmarks, gamma)
             for lo in range(0, n, CHUNK)
@@ -172,6 +172,18 @@ class KernelCCA:
         """Fit from precomputed kernels: K_ll among the landmarks, K_nl (training × landmarks, in row chunks that
         follow Y's rows). Cross-validation uses this to compute the kernel of a corpus once for every fold."""
         return self.fit_map(landmarks, gamma, kernel_map(K_ll), K_nl, Y)
+
+    def fit_exact(
+        self,
+        landmarks: NDArray[np.float64],
+        gamma: float,
+        eigen: tuple[NDArray[np.float64], NDArray[np.float64]],
+        Y: NDArray[np.floating],
+    ) -> KernelCCA:
+        """Exact KCCA (the landmarks are the training images, Y's rows) from their kernel's map: the training images'
+        φ rows are K V Λ^(-1/2) = V Λ^(1/2), so no kernel product is needed. Cross-validation shares one ``eigen``
+        across ridges."""
+        return self.fit_map(landmarks, gamma, eigen, [eigen[1] * eigen[0]], Y, mapped=True)
 
     def fit_map(
         self,
