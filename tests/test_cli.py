@@ -29,6 +29,23 @@ def test_every_command_has_help_text() -> None:
             assert param.help or param.name in {"help"}, f"annot {name}: {param.name} has no help"
 
 
+def test_index_defaults_are_the_library_defaults() -> None:
+    """`annot index` with no options builds exactly `IndexConfig()`: the CLI repeats no stale default."""
+    from annot.indexer import IndexConfig
+
+    params = {p.name: p.default for p in get_command(app).commands["index"].params}  # type: ignore[attr-defined]
+    names = {"normalize": "normalization", "reg": "reg_x", "components": "n_components", "index_kind": "index"}
+    default = IndexConfig()
+    compared = 0
+    for name, value in params.items():
+        field = names.get(name, name)
+        if hasattr(default, field) and field not in {"vocabulary", "weights"}:
+            expected = getattr(default, field)
+            assert value == expected or (value is None and expected is None), f"--{name}: CLI {value!r}, library {expected!r}"
+            compared += 1
+    assert compared >= 20
+
+
 def test_index_query_eval_info_as_json(synthetic: dict[str, Path], tmp_path: Path) -> None:
     s = tmp_path / "cli.annot"
     result = invoke("index", synthetic["train"], "--store", s, "--encoder", "fake", "--words", synthetic["words"],
@@ -149,5 +166,25 @@ def test_tune_chooses_on_training_folds_and_rebuilds(synthetic: dict[str, Path],
     assert info["annotation"]["k"] == chosen["k"] and info["text"] == chosen["text"]
     assert info["annotation"]["frequency_power"] == chosen["frequency_power"]
     listed = json.loads(invoke("runs", "--store", s, "--json").stdout)
-    assert len(listed) == len(out["runs"]) == 32 and all(r["dataset"].startswith("cv:3-fold:") and r["dataset"].endswith("train.jsonl") for r in listed)
+    assert len(listed) == len(out["runs"]) == 48 and all(r["dataset"].startswith("cv:3-fold:") and r["dataset"].endswith("train.jsonl") for r in listed)
     assert info["counts"].get("images.test", 0) == 0  # nothing but the training corpus was touched
+
+
+def test_tune_on_cover_hold_outs_records_the_design(synthetic: dict[str, Path], tmp_path: Path) -> None:
+    s = tmp_path / "covered.annot"
+    result = invoke("tune", synthetic["train"], "--store", s, "--encoder", "fake", "--words", synthetic["words"],
+                    "--folds", "2", "--cv", "cover", "--holdout", "0.2", "--json")
+    assert result.exit_code == 0, result.output
+    listed = json.loads(invoke("runs", "--store", s, "--json").stdout)
+    assert len(listed) == 48 and all(r["dataset"].startswith("cv:2-cover:") for r in listed)
+    params = json.loads(invoke("sql", "SELECT params_json FROM runs LIMIT 1", "--store", s, "--json").stdout)[0]
+    recorded = json.loads(params["params_json"])
+    assert recorded["cv"] == "cover" and recorded["holdout"] == 0.2 and len(recorded["fold_f1"]) == 2
+
+    for args, message in ((["--cv", "stratified"], "--cv must be one of random, cover"),
+                          (["--cv", "cover", "--holdout", "2"], "--holdout must be a fraction"),
+                          (["--folds", "1"], "--folds must be at least 2")):
+        bad = invoke("tune", synthetic["train"], "--store", tmp_path / "bad.annot", "--encoder", "fake",
+                     "--words", synthetic["words"], *args)
+        assert bad.exit_code == 1 and message in bad.stderr, bad.output
+        assert not (tmp_path / "bad.annot").exists()  # refused before anything was written

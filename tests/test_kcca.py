@@ -123,6 +123,7 @@ def test_cross_validation_shares_eigendecompositions_without_changing_results() 
     """The tuner's KCCA (one kernel, one eigendecomposition per fold, γ scaled by powering the kernel) scores each
     fold exactly as a KernelCCA fitted from scratch on that fold's images does."""
     from annot.evaluation.metrics import per_word_metrics, predictions_matrix, summarize
+    from annot.evaluation.splits import cv_splits
     from annot.evaluation.tune import Candidate, cross_validate
     from annot.features.text import normalize_features, text_view
     from annot.retrieval.indexes import correlation_rows
@@ -136,22 +137,20 @@ def test_cross_validation_shares_eigendecompositions_without_changing_results() 
     candidates = [Candidate(projection="kcca", text="bv", normalization="power", reg=reg, gamma_scale=s, method="nn")
                   for reg in (0.1, 1.0) for s in (1.0, 2.0)]
     results = {r.candidate: r for r in cross_validate(X, labels, E, has_vector, candidates, folds=3)}
-    parts = np.array_split(np.random.default_rng(0).permutation(len(X)), 3)  # the tuner's folds (seed 0)
     Xn = normalize_features(X, "power")
     for c in candidates:
         f1s = []
-        for f in range(3):
-            fit = np.concatenate([parts[g] for g in range(3) if g != f])
+        for held, fit in cv_splits(labels, 3):  # the tuner's folds (seed 0)
             model = KernelCCA(reg_x=c.reg, reg_y=c.reg, n_landmarks=None, negative="split", gamma_scale=c.gamma_scale)
             model.fit(Xn, np.zeros((90, 1)))  # only to read γ as the tuner does: from the whole training set
             gamma = model.gamma_
             model = KernelCCA(reg_x=c.reg, reg_y=c.reg, n_landmarks=None, negative="split", gamma=gamma)
             U = correlation_rows(model.fit_transform(Xn[fit], text_view(labels[fit], E, has_vector, "bv")))
-            T = correlation_rows(model.transform(Xn[parts[f]]))
+            T = correlation_rows(model.transform(Xn[held]))
             D = (1.0 - T @ U.T).astype(np.float32)
             scored = score_queries("nn", D, labels[fit], labels[fit].sum(0).astype(np.int64), 5, 4, 0.05)
-            metrics = per_word_metrics(labels[parts[f]], predictions_matrix([s.words for s in scored], 6))
-            f1s.append(summarize(metrics, len(parts[f])).f1)
+            metrics = per_word_metrics(labels[held], predictions_matrix([s.words for s in scored], 6))
+            f1s.append(summarize(metrics, len(held)).f1)
         assert results[c].fold_f1 == pytest.approx(tuple(f1s), abs=1e-9)
 
 
@@ -187,6 +186,6 @@ def test_tune_searches_the_kernel_width_and_writes_the_choice(synthetic, tmp_pat
     store = tmp_path / "tuned.annot"
     report = tune_store(synthetic["train"], store, IndexConfig(encoder="fake", words=str(synthetic["words"]),
                                                                projection="kcca"), folds=3)
-    assert len(report.results) == 64 and report.chosen == report.results[0].candidate
+    assert len(report.results) == 96 and report.chosen == report.results[0].candidate
     with Store.open(store) as s:
         assert s.manifest()["projection"]["gamma_scale"] == report.chosen.gamma_scale

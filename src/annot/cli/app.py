@@ -86,7 +86,7 @@ def index(
     flip: Annotated[bool, typer.Option(help="Average each image's features with its mirror image's.")] = False,
     weights: Annotated[Path | None, typer.Option(help="Weights file for the encoder (vgg16/alexnet state dict).")] = None,
     words: WordsOpt = "glove-50",
-    text: Annotated[str, typer.Option(help="Text view: w2v (mean tag vector), bv (0/1 tags) or w2v+bv (both).")] = "bv",
+    text: Annotated[str, typer.Option(help="Text view: w2v (mean tag vector), bv (0/1 tags) or w2v+bv (both).")] = "w2v+bv",
     normalize: Annotated[str, typer.Option(help="Image feature normalisation before CCA: none, l2, power.")] = "none",
     projection: ProjectionOpt = "linear-cca",
     landmarks: Annotated[str, typer.Option(help="KCCA: all (exact), a number (Nyström), or auto (exact up to 5,000 images).")] = "auto",
@@ -96,7 +96,7 @@ def index(
     vocabulary: VocabularyOpt = None,
     k: Annotated[int, typer.Option("--k", help="Default CCA-KNN neighbours per tag group.")] = 5,
     temperature: Annotated[float, typer.Option(help="Default CCA-KNN temperature.")] = 0.1,
-    frequency_power: Annotated[float, typer.Option(help="Default CCA-KNN word-frequency exponent α.")] = 0.25,
+    frequency_power: Annotated[float, typer.Option(help="Default CCA-KNN word-frequency exponent α.")] = 0.375,
     depth: Annotated[int, typer.Option(help="Default candidate pool per query (0: all images up to 20,000).")] = 0,
     k_power: Annotated[float, typer.Option("--k-power", help="Default per-tag K exponent β (0: the same K for every tag).")] = 0.0,
     batch_size: Annotated[int, typer.Option(help="Images per encoder batch.")] = 32,
@@ -271,23 +271,29 @@ def tune(
     words: WordsOpt = "glove-50",
     projection: ProjectionOpt = "linear-cca",
     vocabulary: VocabularyOpt = None,
-    grid: Annotated[str, typer.Option(help="Candidate grid: quick (32 candidates; 64 for kcca, two kernel widths) or full (450; 900 for kcca).")] = "quick",
-    folds: Annotated[int, typer.Option(help="Cross-validation folds.")] = 5,
+    grid: Annotated[str, typer.Option(help="Candidate grid: quick (48 candidates; 96 for kcca, two kernel widths) or full (450; 900 for kcca).")] = "quick",
+    folds: Annotated[int, typer.Option(help="Cross-validation folds (with --cv cover: hold-outs).")] = 5,
+    cv: Annotated[str, typer.Option(help="random: k-fold; cover: hold-outs that hold every word at least once, as "
+                                         "the benchmarks' test splits do (for comparing with published numbers).")] = "random",
+    holdout: Annotated[float, typer.Option(help="With --cv cover: each hold-out's size as a fraction of the corpus "
+                                                "(Corel-5k's test split: 499 / 4,500 = 0.11).")] = 0.1,
     json_out: JsonOpt = False,
 ) -> None:
-    """Choose text view, normalisation, ridge, K, τ and α by k-fold cross-validation on the training corpus only,
+    """Choose text view, normalisation, ridge, K, τ and α by cross-validation on the training corpus only,
     record every candidate as a run, and rebuild the store with the best."""
     from annot.cli.render import RichProgress, console, print_json, table
     from annot.evaluation.tune import tune_store
     from annot.indexer import IndexConfig
 
     base = IndexConfig(encoder=encoder, words=words, projection=projection, vocabulary=vocabulary)
-    report = tune_store(corpus, store, base, grid_name=grid, folds=folds, progress=RichProgress())
+    report = tune_store(corpus, store, base, grid_name=grid, folds=folds, design=cv, holdout=holdout,
+                        progress=RichProgress())
     if json_out:
         print_json({"chosen": report.chosen.__dict__, "runs": report.run_ids, "seconds": round(report.seconds, 1),
                     "top": [{"candidate": r.candidate.__dict__, "f1": r.f1, "n_plus": r.n_plus} for r in report.results[:10]]})
         return
-    console.print(table(f"{folds}-fold cross-validation on {corpus.name} (best 10 of {len(report.results)})",
+    how = f"{folds}-fold cross-validation" if cv == "random" else f"cross-validation on {folds} covering hold-outs"
+    console.print(table(f"{how} on {corpus.name} (best 10 of {len(report.results)})",
                         ["F1", "P", "R", "N+", "method", "text", "norm", "ridge", "K", "τ", "α"], [
         [f"{100 * r.f1:.2f}", f"{100 * r.precision:.2f}", f"{100 * r.recall:.2f}", f"{r.n_plus:.1f}", r.candidate.method,
          r.candidate.text, r.candidate.normalization, r.candidate.reg, r.candidate.k, r.candidate.temperature,

@@ -20,6 +20,7 @@ from numpy.typing import NDArray
 
 from annot.errors import AnnotError
 from annot.evaluation.metrics import per_word_metrics, predictions_matrix, summarize
+from annot.evaluation.splits import DESIGNS, cv_splits
 from annot.features.text import normalize_features, text_view, usable_rows
 from annot.features.words import load_word_vectors
 from annot.indexer.build import IndexConfig, build_index, load_training_set
@@ -111,13 +112,14 @@ def cross_validate(
     folds: int = 5,
     seed: int = 0,
     n_tags: int = 5,
+    design: str = "random",
+    holdout: float = 0.1,
     progress: Progress | None = None,
 ) -> list[CVResult]:
-    """Mean held-out P / R / F1 / N+ of each candidate over ``folds`` folds of the training images, best F1 first."""
+    """Mean held-out P / R / F1 / N+ of each candidate over ``folds`` splits of the training images (``design``
+    and ``holdout`` as :func:`annot.evaluation.splits.cv_splits`), best F1 first."""
     progress = progress or NoProgress()
-    if folds < 2:
-        raise ValueError(f"folds must be >= 2, got {folds}")
-    parts = np.array_split(np.random.default_rng(seed).permutation(len(X)), folds)
+    splits = cv_splits(labels, folds, design, holdout, seed)
     by_projection: dict[tuple[str, str, float, int | None, str, float], list[Candidate]] = defaultdict(list)
     for c in candidates:
         by_projection[c.projection_key].append(c)
@@ -125,9 +127,7 @@ def cross_validate(
     kernels: dict[tuple[str, float], tuple[NDArray[np.float64], float, NDArray[np.float64]]] = {}
     normalized: dict[str, NDArray[np.float32]] = {}
     with progress.task("cross-validating", folds * len(by_projection)) as advance:
-        for f in range(folds):
-            held = parts[f]
-            fit = np.concatenate([parts[g] for g in range(folds) if g != f])
+        for held, fit in splits:
             maps: dict[tuple[str, float, bytes], tuple[NDArray[np.float64], tuple[NDArray[np.float64], NDArray[np.float64]], NDArray[np.float64]]] = {}
             for (text, normalization, reg, n_components, projection, gamma_scale), group in by_projection.items():
                 if normalization not in normalized:
@@ -181,7 +181,7 @@ GRIDS = {
     # a minute or two on a few thousand images
     "quick": lambda projection: grid(
         projection=[projection], text=["bv", "w2v+bv"], normalization=["none", "power"], reg=[0.3],
-        k=[5, 16], temperature=[0.05, 0.1], frequency_power=[0.25, 0.5], gamma_scale=_widths(projection),
+        k=[5, 16], temperature=[0.05, 0.1], frequency_power=[0.25, 0.375, 0.5], gamma_scale=_widths(projection),
     ),
     # the grid of benchmarks/corel5k.py
     "full": lambda projection: grid(
@@ -208,15 +208,24 @@ def tune_store(
     *,
     grid_name: str = "quick",
     folds: int = 5,
+    design: str = "random",
+    holdout: float = 0.1,
     progress: Progress | None = None,
 ) -> TuneReport:
-    """Index ``corpus`` (reusing cached features), cross-validate a grid on its training images only, record each
-    candidate as a run, and rebuild the store with the best candidate's settings."""
+    """Index ``corpus`` (reusing cached features), cross-validate a grid on its training images only (``design``
+    and ``holdout`` as :func:`annot.evaluation.splits.cv_splits`), record each candidate as a run, and rebuild the
+    store with the best candidate's settings."""
     import time
 
     progress = progress or NoProgress()
     if grid_name not in GRIDS:
         raise AnnotError(f"--grid must be one of {', '.join(GRIDS)}, got {grid_name!r}")
+    if design not in DESIGNS:
+        raise AnnotError(f"--cv must be one of {', '.join(DESIGNS)}, got {design!r}")
+    if design == "cover" and not 0.0 < holdout < 1.0:
+        raise AnnotError(f"--holdout must be a fraction in (0, 1), got {holdout}")
+    if folds < 2:
+        raise AnnotError(f"--folds must be at least 2, got {folds}")
     start = time.perf_counter()
     build_index(corpus, store_root, base, progress)
     with Store.open(store_root) as store:
@@ -226,7 +235,7 @@ def tune_store(
         training = load_training_set(store, cache, tuple(manifest["vocabulary"]["words"]), words, "bv")
     candidates = GRIDS[grid_name](base.projection)
     results = cross_validate(training.X, training.labels, training.E, training.has_vector, candidates,
-                             folds=folds, progress=progress)
+                             folds=folds, design=design, holdout=holdout, progress=progress)
     chosen = results[0].candidate
     config = replace(base, text=chosen.text, normalization=chosen.normalization, reg_x=chosen.reg, reg_y=chosen.reg,
                      n_components=chosen.n_components, method=chosen.method, k=chosen.k,
@@ -239,9 +248,10 @@ def tune_store(
             first = next_id(conn, runs)
             rows = [
                 {"id": first + i, "created_at": datetime.now(timezone.utc).replace(tzinfo=None),
-                 "method": r.candidate.method, "params_json": json.dumps({**asdict(r.candidate), "folds": folds,
+                 "method": r.candidate.method, "params_json": json.dumps({**asdict(r.candidate), "folds": folds, "cv": design,
+                                                                          **({"holdout": holdout} if design == "cover" else {}),
                                                                           "fold_f1": r.fold_f1}, sort_keys=True),
-                 "dataset": f"cv:{folds}-fold:{corpus.resolve()}", "store_manifest_sha": manifest_sha,
+                 "dataset": f"cv:{folds}-{'fold' if design == 'random' else 'cover'}:{corpus.resolve()}", "store_manifest_sha": manifest_sha,
                  "precision": r.precision, "recall": r.recall, "f1": r.f1, "n_plus": int(round(r.n_plus)),
                  "n_images": len(training.X)}
                 for i, r in enumerate(results)
