@@ -242,19 +242,20 @@ def tune_store(
                      temperature=chosen.temperature, frequency_power=chosen.frequency_power, depth=chosen.depth,
                      k_power=chosen.k_power, gamma_scale=chosen.gamma_scale)
     build_index(corpus, store_root, config, progress)
+    how = {"folds": folds, "cv": design, **({"holdout": holdout} if design == "cover" else {})}
+    dataset = f"cv:{folds}-{'fold' if design == 'random' else 'cover'}:{corpus.resolve()}"
     with Store.open(store_root) as store:
         manifest_sha = store.manifest_sha()
         with store.db.begin() as conn:
             first = next_id(conn, runs)
-            rows = [
-                {"id": first + i, "created_at": datetime.now(timezone.utc).replace(tzinfo=None),
-                 "method": r.candidate.method, "params_json": json.dumps({**asdict(r.candidate), "folds": folds, "cv": design,
-                                                                          **({"holdout": holdout} if design == "cover" else {}),
-                                                                          "fold_f1": r.fold_f1}, sort_keys=True),
-                 "dataset": f"cv:{folds}-{'fold' if design == 'random' else 'cover'}:{corpus.resolve()}", "store_manifest_sha": manifest_sha,
+            ids = list(range(first, first + len(results)))
+            insert_rows(conn, runs, [
+                {"id": run_id, "created_at": datetime.now(timezone.utc).replace(tzinfo=None),
+                 "method": r.candidate.method,
+                 "params_json": json.dumps({**asdict(r.candidate), **how, "fold_f1": r.fold_f1}, sort_keys=True),
+                 "dataset": dataset, "store_manifest_sha": manifest_sha,
                  "precision": r.precision, "recall": r.recall, "f1": r.f1, "n_plus": int(round(r.n_plus)),
                  "n_images": len(training.X)}
-                for i, r in enumerate(results)
-            ]
-            insert_rows(conn, runs, rows)
-    return TuneReport(results, [r["id"] for r in rows], chosen, time.perf_counter() - start)
+                for run_id, r in zip(ids, results, strict=True)
+            ])
+    return TuneReport(results, ids, chosen, time.perf_counter() - start)
