@@ -27,22 +27,27 @@ DESIGNS = ("random", "cover")
 Split = tuple[NDArray[np.int64], NDArray[np.int64]]  # (held-out rows, fitting rows), each ascending
 
 
+def check_design(folds: int, design: str, holdout: float) -> None:
+    """Refuse settings no split can be made from (ValueError, the message names the setting)."""
+    if folds < 2:
+        raise ValueError(f"folds must be at least 2, got {folds}")
+    if design not in DESIGNS:
+        raise ValueError(f"cv must be one of {', '.join(DESIGNS)} (the cross-validation design), got {design!r}")
+    if design == "cover" and not 0.0 < holdout < 1.0:
+        raise ValueError(f"holdout must be a fraction in (0, 1), got {holdout}")
+
+
 def cv_splits(labels: NDArray[np.bool_], folds: int, design: str = "random", holdout: float = 0.1,
               seed: int = 0) -> list[Split]:
     """``folds`` (held-out, fitting) row splits of the (n × V) 0/1 training tags. ``holdout`` is the held-out size as
     a fraction of the training images, used by ``cover`` only (k-fold holds out 1/k)."""
-    if folds < 2:
-        raise ValueError(f"folds must be >= 2, got {folds}")
-    if design not in DESIGNS:
-        raise ValueError(f"cross-validation design must be one of {', '.join(DESIGNS)}, got {design!r}")
+    check_design(folds, design, holdout)
     n = len(labels)
     rng = np.random.default_rng(seed)
     if design == "random":
         parts = np.array_split(rng.permutation(n), folds)
         return [(np.sort(parts[f]), np.sort(np.concatenate([parts[g] for g in range(folds) if g != f])))
                 for f in range(folds)]
-    if not 0.0 < holdout < 1.0:
-        raise ValueError(f"holdout must be a fraction in (0, 1), got {holdout}")
     size = max(1, int(round(holdout * n)))
     return [_covering(np.asarray(labels, bool), size, rng) for _ in range(folds)]
 
@@ -67,7 +72,7 @@ def _covering(labels: NDArray[np.bool_], size: int, rng: np.random.Generator) ->
         count += 1
         return True
 
-    for w in np.argsort(labels.sum(axis=0), kind="stable"):
+    for w in np.argsort(left, kind="stable"):  # rarest first
         if count >= size:
             break
         if covered[w] or left[w] < 2:
