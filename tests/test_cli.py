@@ -73,6 +73,19 @@ def test_index_query_eval_info_as_json(synthetic: dict[str, Path], tmp_path: Pat
     assert info["vocabulary_size"] == 8
 
 
+def test_index_with_crops_keeps_its_own_features_and_queries_through_them(synthetic: dict[str, Path], tmp_path: Path) -> None:
+    s = tmp_path / "crops.annot"
+    result = invoke("index", synthetic["train"], "--store", s, "--encoder", "fake", "--words", synthetic["words"],
+                    "--k", "3", "--crops", "--flip", "--json")
+    assert result.exit_code == 0, result.output
+    encoder = json.loads((s / "manifest.json").read_text())["encoder"]
+    assert (encoder["key"], encoder["crops"], encoder["flip"]) == ("fake-crops-flip", True, True)
+    assert (s / "features" / "fake-crops-flip").is_dir()
+    result = invoke("eval", synthetic["test"], "--store", s, "--json")  # queries rebuild the encoder from the manifest
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["summary"]["R"] > 90
+
+
 def test_query_a_directory_in_plain_text(store: Path, synthetic: dict[str, Path], tmp_path: Path) -> None:
     folder = tmp_path / "few"
     folder.mkdir()

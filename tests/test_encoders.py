@@ -1,4 +1,4 @@
-"""Encoder combinators (flip averaging, several encoders side by side) and the registry's errors."""
+"""Encoder combinators (flip and crop averaging, several encoders side by side) and the registry's errors."""
 
 from __future__ import annotations
 
@@ -7,7 +7,14 @@ import pytest
 import torch
 
 from annot.errors import EncoderError
-from annot.features.encoders import CompositeEncoder, FlipAveraged, build_encoder, register_encoder
+from annot.features.encoders import (
+    CompositeEncoder,
+    CropAveraged,
+    FlipAveraged,
+    build_encoder,
+    encoder_of_manifest,
+    register_encoder,
+)
 from tests.conftest import FakeEncoder
 
 
@@ -27,6 +34,27 @@ def test_flip_averaged_features_are_mirror_invariant() -> None:
     np.testing.assert_allclose(encoder.encode(pixels), encoder.encode(pixels.flip(3)), atol=1e-6)
     plain = FakeEncoder().encode(pixels)
     assert not np.allclose(plain, FakeEncoder().encode(pixels.flip(3)))
+
+
+def test_crop_averaged_features_are_the_mean_over_the_whole_image_and_five_crops() -> None:
+    encoder = build_encoder("fake", crops=True)
+    assert isinstance(encoder, CropAveraged)
+    assert (encoder.key, encoder.dim, encoder.input_size) == ("fake-crops", 48, 18)  # decoded at 16 / 0.875
+    pixels = torch.rand(2, 3, 18, 18)
+    inner = FakeEncoder()
+    whole = torch.nn.functional.interpolate(pixels, size=(16, 16), mode="bilinear", antialias=True)
+    crops = [pixels[..., y:y + 16, x:x + 16] for y in (0, 2) for x in (0, 2)] + [pixels[..., 1:17, 1:17]]
+    expected = np.mean([inner.encode(v) for v in [whole, *crops]], axis=0)
+    np.testing.assert_allclose(encoder.encode(pixels), expected, rtol=1e-5)
+
+
+def test_crops_and_flip_compose_and_round_trip_through_a_manifest() -> None:
+    encoder = encoder_of_manifest({"name": "fake", "flip": True, "crops": True})
+    assert isinstance(encoder, FlipAveraged) and isinstance(encoder.inner, CropAveraged)
+    assert (encoder.key, encoder.input_size) == ("fake-crops-flip", 18)
+    pixels = torch.rand(2, 3, 18, 18)
+    np.testing.assert_allclose(encoder.encode(pixels), encoder.encode(pixels.flip(3)), atol=1e-6)
+    assert encoder_of_manifest({"name": "fake"}).key == "fake"  # manifests from before crops existed
 
 
 def test_composite_concatenates_parts_at_their_own_sizes() -> None:

@@ -84,6 +84,8 @@ def index(
     store: StoreOpt,
     encoder: EncoderOpt = "efficientnet-lite0-stages",
     flip: Annotated[bool, typer.Option(help="Average each image's features with its mirror image's.")] = False,
+    crops: Annotated[bool, typer.Option(help="Average each image's features with those of its four corner and centre "
+                                        "crops (six network passes per image).")] = False,
     weights: Annotated[Path | None, typer.Option(help="Weights file for the encoder (vgg16/alexnet state dict).")] = None,
     words: WordsOpt = "glove-50",
     text: Annotated[str, typer.Option(help="Text view: w2v (mean tag vector), bv (0/1 tags) or w2v+bv (both).")] = "w2v+bv",
@@ -116,7 +118,7 @@ def index(
     from annot.indexer import IndexConfig, build_index
 
     config = IndexConfig(
-        encoder=encoder, weights=weights, flip=flip, words=words, text=text, normalization=normalize, projection=projection,
+        encoder=encoder, weights=weights, flip=flip, crops=crops, words=words, text=text, normalization=normalize, projection=projection,
         landmarks=landmarks, gamma_scale=gamma_scale, n_components=components, reg_x=reg, reg_y=reg,
         vocabulary=vocabulary, strict=strict, batch_size=batch_size, k=k, temperature=temperature,
         frequency_power=frequency_power, depth=depth, k_power=k_power, index=index_kind, memory_budget=memory_budget, feature_dtype=feature_dtype,

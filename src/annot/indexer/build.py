@@ -56,6 +56,7 @@ class IndexConfig:
     encoder: str = "efficientnet-lite0-stages"
     weights: Path | None = None
     flip: bool = False
+    crops: bool = False
     words: str = "glove-50"
     text: str = "w2v+bv"
     normalization: str = "none"
@@ -322,7 +323,7 @@ def build_index(corpus_path: Path, store_root: Path, config: IndexConfig = Index
         vocabulary_filter = read_vocabulary(config.vocabulary) if config.vocabulary else None
         corpus = read_corpus(Path(corpus_path), vocabulary_filter)
         words = load_word_vectors(config.words)
-        encoder = build_encoder(config.encoder, config.weights, flip=config.flip)
+        encoder = build_encoder(config.encoder, config.weights, flip=config.flip, crops=config.crops)
     report.dropped_tags = corpus.dropped_tags
 
     store = Store.create(Path(store_root))
@@ -372,7 +373,7 @@ def build_index(corpus_path: Path, store_root: Path, config: IndexConfig = Index
                 path.unlink(missing_ok=True)
         manifest = {
             "updated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "encoder": {"name": resolve_encoder_name(config.encoder), "key": encoder.key, "dim": encoder.dim, "flip": config.flip,
+            "encoder": {"name": resolve_encoder_name(config.encoder), "key": encoder.key, "dim": encoder.dim, "flip": config.flip, "crops": config.crops,
                         "weights": str(Path(config.weights).resolve()) if config.weights else None},
             "words": {"source": words.source, "dim": words.dim},
             "text": config.text,
