@@ -24,6 +24,7 @@ from annot.features.words import load_word_vectors
 from annot.indexer import IndexConfig, build_index
 from annot.indexer.build import load_training_set
 from annot.indexer.features import FeatureCache
+from annot.projection.registry import SPACES
 from annot.store import Store
 
 PAPER = {  # RESULTS.md, Table 1 (VGG-16 features)
@@ -37,7 +38,9 @@ LINEAR_GRID = (
     # τ = 0.2 was in this grid until the cover hold-outs and never won (5-15 points behind); α has finer steps
     grid(text=["w2v", "bv", "w2v+bv"], normalization=["none", "power"], reg=[0.3, 1.0],
          k=[5, 8, 16], temperature=[0.05, 0.1], frequency_power=[0.0, 0.25, 0.375, 0.5, 0.625, 0.75])
-    + grid(text=["w2v", "bv", "w2v+bv"], normalization=["none", "power"], reg=[0.1, 0.3, 1.0], method=["nn"])
+    # transfer compares a query with the training images' U, their tags' V (the paper's wording) or both (session 6)
+    + grid(text=["w2v", "bv", "w2v+bv"], normalization=["none", "power"], reg=[0.1, 0.3, 1.0], method=["nn"],
+           space=SPACES)
     # the candidate pool: each query's `depth` nearest training images only (the other grids look at all of them)
     + grid(text=["bv", "w2v+bv"], normalization=["power"], reg=[0.3, 1.0], k=[8, 16], temperature=[0.05, 0.1],
            frequency_power=[0.25, 0.375, 0.5, 0.75], depth=[500, 1000, 2000])
@@ -52,9 +55,9 @@ KCCA_GRID = (
     grid(projection=["kcca"], text=["w2v", "w2v+bv"], normalization=["power"], reg=KCCA_RIDGES, gamma_scale=KCCA_GAMMAS,
          k=[5, 8, 16], temperature=[0.05, 0.1], frequency_power=[0.0, 0.25, 0.5])
     + grid(projection=["kcca"], text=["w2v", "w2v+bv"], normalization=["power"], reg=KCCA_RIDGES, gamma_scale=KCCA_GAMMAS,
-           method=["nn"])
+           method=["nn"], space=SPACES)
     # linear CCA's transfer over the same ridges, so the two projections are compared on one grid in one run
-    + grid(text=["w2v", "bv", "w2v+bv"], normalization=["none", "power"], reg=KCCA_RIDGES, method=["nn"])
+    + grid(text=["w2v", "bv", "w2v+bv"], normalization=["none", "power"], reg=KCCA_RIDGES, method=["nn"], space=SPACES)
 )
 ROWS = {
     "linear": {
@@ -83,7 +86,7 @@ def best(results: list, **fixed: object):  # type: ignore[no-untyped-def]
 
 
 def config_of(c: Candidate, encoder: str, vocabulary: Path, flip: bool = False, words: str = "glove-50", crops: bool = False) -> IndexConfig:
-    return IndexConfig(encoder=encoder, flip=flip, crops=crops, words=words, text=c.text, normalization=c.normalization, reg_x=c.reg, reg_y=c.reg,
+    return IndexConfig(encoder=encoder, flip=flip, crops=crops, words=words, text=c.text, normalization=c.normalization, reg_x=c.reg, reg_y=c.reg, space=c.space,
                        n_components=c.n_components, method=c.method, k=c.k, temperature=c.temperature,
                        frequency_power=c.frequency_power, projection=c.projection, landmarks="auto", gamma_scale=c.gamma_scale, depth=c.depth, k_power=c.k_power,
                        vocabulary=vocabulary)

@@ -93,6 +93,8 @@ def index(
     projection: ProjectionOpt = "linear-cca",
     landmarks: Annotated[str, typer.Option(help="KCCA: all (exact), a number (Nyström), or auto (exact up to 5,000 images).")] = "auto",
     gamma_scale: Annotated[float, typer.Option(help="KCCA: χ² kernel width γ as a multiple of 1 / mean χ² distance.")] = 1.0,
+    space: Annotated[str, typer.Option(help="What a query is compared with: the training images' image projections U "
+                                       "(image), their tags' projections V (text, the paper's wording) or both.")] = "image",
     components: Annotated[int | None, typer.Option("--components", help="CCA dimensions (default min(p, q)).")] = None,
     reg: Annotated[float, typer.Option(help="CCA ridge, relative to each view's mean variance.")] = 0.3,
     vocabulary: VocabularyOpt = None,
@@ -119,7 +121,7 @@ def index(
 
     config = IndexConfig(
         encoder=encoder, weights=weights, flip=flip, crops=crops, words=words, text=text, normalization=normalize, projection=projection,
-        landmarks=landmarks, gamma_scale=gamma_scale, n_components=components, reg_x=reg, reg_y=reg,
+        landmarks=landmarks, gamma_scale=gamma_scale, space=space, n_components=components, reg_x=reg, reg_y=reg,
         vocabulary=vocabulary, strict=strict, batch_size=batch_size, k=k, temperature=temperature,
         frequency_power=frequency_power, depth=depth, k_power=k_power, index=index_kind, memory_budget=memory_budget, feature_dtype=feature_dtype,
         tag_agreement=tag_agreement,
@@ -273,7 +275,7 @@ def tune(
     words: WordsOpt = "glove-50",
     projection: ProjectionOpt = "linear-cca",
     vocabulary: VocabularyOpt = None,
-    grid: Annotated[str, typer.Option(help="Candidate grid: quick (48 candidates; 96 for kcca, two kernel widths) or full (450; 900 for kcca).")] = "quick",
+    grid: Annotated[str, typer.Option(help="Candidate grid: quick (48 candidates; 96 for kcca, two kernel widths) or full (468; 936 for kcca).")] = "quick",
     folds: Annotated[int, typer.Option(help="Cross-validation folds (with --cv cover: hold-outs).")] = 5,
     cv: Annotated[str, typer.Option(help="random: k-fold; cover: hold-outs that hold every word at least once, as "
                                          "the benchmarks' test splits do (for comparing with published numbers).")] = "random",

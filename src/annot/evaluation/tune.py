@@ -28,6 +28,7 @@ from annot.indexer.features import FeatureCache
 from annot.progress import NoProgress, Progress
 from annot.projection import KernelCCA, LinearCCA
 from annot.projection.kcca import chi2_input, chi2_kernel, default_gamma, kernel_map
+from annot.projection.registry import SPACES, space_rows
 from annot.retrieval.indexes import correlation_rows
 from annot.retrieval.scoring import score_queries
 from annot.schema import runs
@@ -49,6 +50,7 @@ class Candidate:
     depth: int = 0
     k_power: float = 0.0
     gamma_scale: float = 1.0  # KCCA only: the χ² kernel's γ as a multiple of 1 / mean χ² distance
+    space: str = "image"  # the training images' rows queries are compared with (annot.projection.registry.space_rows)
 
     @property
     def projection_key(self) -> tuple[str, str, float, int | None, str, float]:
@@ -144,19 +146,20 @@ def cross_validate(
                     landmarks, eigen, held_map = maps[key]
                     model = KernelCCA(n_components, reg, reg, n_landmarks=None, negative="split")
                     model.fit_exact(landmarks, gamma, eigen, Y)
-                    U = correlation_rows(model.cca_.transform(model.map_ * model.eigenvalues_))
+                    U = model.cca_.transform(model.map_ * model.eigenvalues_)
+                    V = model.cca_.transform_y(Y)
                     T = correlation_rows(model.cca_.transform(held_map))
                 else:
                     cca = LinearCCA(n_components, reg, reg).fit(Xn[keep], Y)
-                    U = correlation_rows(cca.transform(Xn[keep]))
+                    U, V = cca.transform(Xn[keep]), cca.transform_y(Y)
                     T = correlation_rows(cca.transform(Xn[held]))
-                D = (1.0 - T @ U.T).astype(np.float32)
                 frequency = labels[keep].sum(axis=0).astype(np.int64)
-                pooled = {depth: within_pool(D, depth) for depth in {c.depth for c in group}}
+                pooled = {(space, depth): within_pool((1.0 - T @ space_rows(U, V, space).T).astype(np.float32), depth)
+                          for space, depth in {(c.space, c.depth) for c in group}}
                 for c in group:
                     scored = score_queries(
-                        c.method, pooled[c.depth], labels[keep], frequency, n_tags, c.k, c.temperature, c.frequency_power,
-                        c.k_power,
+                        c.method, pooled[c.space, c.depth], labels[keep], frequency, n_tags, c.k, c.temperature,
+                        c.frequency_power, c.k_power,
                     )
                     predicted = [s.words for s in scored]
                     metrics = per_word_metrics(labels[held], predictions_matrix(predicted, labels.shape[1]))
@@ -190,7 +193,7 @@ GRIDS = {
         k=[5, 8, 16], temperature=[0.05, 0.1, 0.2], frequency_power=[0.0, 0.25, 0.5, 0.75],
         gamma_scale=_widths(projection),
     ) + grid(projection=[projection], text=["w2v", "bv", "w2v+bv"], normalization=["none", "power"],
-             reg=[0.3, 1.0], method=["nn"], gamma_scale=_widths(projection)),
+             reg=[0.3, 1.0], method=["nn"], gamma_scale=_widths(projection), space=SPACES),
 }
 
 
@@ -239,7 +242,7 @@ def tune_store(
     config = replace(base, text=chosen.text, normalization=chosen.normalization, reg_x=chosen.reg, reg_y=chosen.reg,
                      n_components=chosen.n_components, method=chosen.method, k=chosen.k,
                      temperature=chosen.temperature, frequency_power=chosen.frequency_power, depth=chosen.depth,
-                     k_power=chosen.k_power, gamma_scale=chosen.gamma_scale)
+                     k_power=chosen.k_power, gamma_scale=chosen.gamma_scale, space=chosen.space)
     build_index(corpus, store_root, config, progress)
     how = {"folds": folds, "cv": design, **({"holdout": holdout} if design == "cover" else {})}
     dataset = f"cv:{folds}-{'fold' if design == 'random' else 'cover'}:{corpus.resolve()}"

@@ -24,19 +24,37 @@ from sqlalchemy import select
 
 from annot.errors import AnnotError, CorpusError, WordVectorError
 from annot.features.encoders import ImageEncoder, build_encoder, resolve_encoder_name
-from annot.features.text import NORMALIZATIONS, TEXT_VIEWS, normalize_features, text_view, usable_rows, word_view
-from annot.indexer.stream import project_to_file, streamed_statistics, training_chunks
+from annot.features.text import (
+    NORMALIZATIONS,
+    TEXT_VIEWS,
+    normalize_features,
+    text_view,
+    usable_rows,
+    word_view,
+)
 from annot.features.words import WordVectors, load_word_vectors
 from annot.indexer.corpus import Corpus, read_corpus, read_vocabulary
 from annot.indexer.features import FeatureCache
 from annot.indexer.importer import import_corpus, tag_ids
+from annot.indexer.stream import project_to_file, streamed_statistics, training_chunks
 from annot.progress import NoProgress, Progress
 from annot.projection import PROJECTIONS, build_projection
 from annot.projection.cca import CCAStatistics, LinearCCA
+from annot.projection.registry import SPACES, space_rows
 from annot.retrieval.ann import (
-    ADD_CHUNK, AGREEMENT_TARGET, RECALL_QUERIES, IndexInfo, Tagger, build_ann, choose_factory, parse_bytes, pool_depth, train_sample_size, tune_search,
+    ADD_CHUNK,
+    AGREEMENT_TARGET,
+    RECALL_QUERIES,
+    IndexInfo,
+    Tagger,
+    build_ann,
+    choose_factory,
+    parse_bytes,
+    pool_depth,
+    train_sample_size,
+    tune_search,
 )
-from annot.retrieval.indexes import build_flat_index, correlation_rows, save_index
+from annot.retrieval.indexes import build_flat_index, save_index
 from annot.retrieval.scoring import pooled_tagger, tag_k
 from annot.schema import image_tags, images, tags
 from annot.schema.queries import label_matrix
@@ -63,6 +81,7 @@ class IndexConfig:
     projection: str = "linear-cca"
     landmarks: str = "auto"
     gamma_scale: float = 1.0
+    space: str = "image"
     n_components: int | None = None
     reg_x: float = 0.3
     reg_y: float = 0.3
@@ -216,8 +235,9 @@ def _fit_projection(
             X = normalize_features(cache.load(candidates[keep]), config.normalization)
             cca = build_projection(config.projection, config.n_components, config.reg_x, config.reg_y, config.landmarks,
                                    config.gamma_scale)
-            U = cca.fit_transform(X, text_view(labels[keep], E, has_vector, config.text))
-        return cca, correlation_rows(U), candidates[keep], int((~keep).sum()), None
+            Y = text_view(labels[keep], E, has_vector, config.text)
+            U = cca.fit_transform(X, Y)
+        return cca, space_rows(U, cca.transform_y(Y), config.space), candidates[keep], int((~keep).sum()), None
 
     def chunks():  # type: ignore[no-untyped-def]
         return training_chunks(store, cache, candidates, vocab_ids)
@@ -238,7 +258,7 @@ def _fit_projection(
         path.parent.mkdir(parents=True, exist_ok=True)
         for stale in path.parent.glob(".projected-*.npy"):  # scratch of a run that was killed
             stale.unlink(missing_ok=True)
-        rows, ids = project_to_file(chunks, cca.transform, has_vector, config.text, config.normalization, used,
+        rows, ids = project_to_file(chunks, cca, E, has_vector, config.text, config.normalization, config.space, used,
                                     len(cca.canonical_correlations_), path, advance)
     return cca, rows, ids, untagged, stats
 
@@ -310,6 +330,8 @@ def build_index(corpus_path: Path, store_root: Path, config: IndexConfig = Index
         raise AnnotError(f"--text must be one of {', '.join(TEXT_VIEWS)}, got {config.text!r}")
     if config.projection not in PROJECTIONS:
         raise AnnotError(f"--projection must be one of {', '.join(PROJECTIONS)}, got {config.projection!r}")
+    if config.space not in SPACES:
+        raise AnnotError(f"--space must be one of {', '.join(SPACES)}, got {config.space!r}")
     if config.normalization not in NORMALIZATIONS:
         raise AnnotError(f"--normalize must be one of {', '.join(NORMALIZATIONS)}, got {config.normalization!r}")
     if config.feature_dtype not in ("float32", "float16"):
@@ -380,7 +402,7 @@ def build_index(corpus_path: Path, store_root: Path, config: IndexConfig = Index
             "projection": {"kind": config.projection, "file": files["projection"], "statistics": files.get("statistics"), "n_components": int(len(cca.canonical_correlations_)),
                            "landmarks": config.landmarks if config.projection == "kcca" else None,
                            "gamma_scale": config.gamma_scale if config.projection == "kcca" else None,
-                           "normalization": config.normalization,
+                           "normalization": config.normalization, "space": config.space,
                            "reg_x": config.reg_x, "reg_y": config.reg_y,
                            "canonical_correlations": [round(float(c), 6) for c in cca.canonical_correlations_]},
             "index": {"file": files["images"], "ids_file": files["image_ids"], "kind": info.factory, "metric": "correlation",

@@ -23,17 +23,25 @@ from sqlalchemy import update
 
 from annot.errors import AnnotError, StoreError
 from annot.features.encoders import encoder_of_manifest
-from annot.features.text import normalize_features
+from annot.features.text import normalize_features, text_view, usable_rows
 from annot.features.words import load_word_vectors
-from annot.indexer.build import TRAIN, IndexConfig, annotation_tagger, build_image_index, build_word_index, extract_features
+from annot.indexer.build import (
+    TRAIN,
+    IndexConfig,
+    annotation_tagger,
+    build_image_index,
+    build_word_index,
+    extract_features,
+)
 from annot.indexer.corpus import read_corpus
 from annot.indexer.features import FeatureCache
 from annot.indexer.stream import chunk_statistics, project_to_file, training_chunks
 from annot.progress import NoProgress, Progress
 from annot.projection import load_projection
 from annot.projection.cca import CCAStatistics, LinearCCA
+from annot.projection.registry import space_rows
 from annot.retrieval.ann import set_search
-from annot.retrieval.indexes import correlation_rows, load_index, save_index
+from annot.retrieval.indexes import load_index, save_index
 from annot.schema import images
 from annot.store import Store, atomic_write
 
@@ -66,6 +74,7 @@ class _Open:
         self.vocabulary = tuple(m["vocabulary"]["words"])
         self.tag_ids = [int(t) for t in m["vocabulary"]["tag_ids"]]
         self.text, self.normalization = m["text"], m["projection"]["normalization"]
+        self.space = m["projection"].get("space", "image")  # stores from before --space compared with U
         words = load_word_vectors(m["words"]["source"])
         self.E, missing = words.matrix(self.vocabulary)
         self.has_vector = np.array([w not in set(missing) for w in self.vocabulary])
@@ -137,8 +146,10 @@ def add_images(corpus_path: Path, store_root: Path, *, strict: bool = False, pro
         if stats is not None:
             with progress.task("adding to the index", len(new_ids)) as advance:
                 for ids, X, labels in state.chunks(new_ids)():
-                    U = correlation_rows(state.projection.transform(normalize_features(X, state.normalization)))
-                    state.index.add_with_ids(U, ids)
+                    keep = usable_rows(labels, state.has_vector, state.text)
+                    U = state.projection.transform(normalize_features(X[keep], state.normalization))
+                    V = state.projection.transform_y(text_view(labels[keep], state.E, state.has_vector, state.text))
+                    state.index.add_with_ids(space_rows(U, V, state.space), ids[keep])
                     advance(len(ids))
             state.stats = state.stats + stats
             state.commit(np.concatenate([state.ids, new_ids]))
@@ -197,8 +208,8 @@ def refit(store_root: Path, progress: Progress | None = None) -> GrowReport:
         path = store.indexes_dir / ".refit.npy"
         try:
             with progress.task("projecting", len(state.ids)) as advance:
-                rows, ids = project_to_file(state.chunks(state.ids), cca.transform, state.has_vector, state.text,
-                                            state.normalization, len(state.ids), len(cca.canonical_correlations_), path, advance)
+                rows, ids = project_to_file(state.chunks(state.ids), cca, state.E, state.has_vector, state.text,
+                                            state.normalization, state.space, len(state.ids), len(cca.canonical_correlations_), path, advance)
             factory = state.manifest["index"].get("factory") or "Flat"
             annotation = state.manifest.get("annotation", {})
             tagger = None if factory == "Flat" else annotation_tagger(store, ids, state.tag_ids, annotation)

@@ -17,7 +17,7 @@ from numpy.typing import NDArray
 from annot.features.text import normalize_features, text_view, usable_rows
 from annot.indexer.features import FeatureCache
 from annot.projection.cca import CCAStatistics
-from annot.retrieval.indexes import correlation_rows
+from annot.projection.registry import Projection, space_rows
 from annot.schema.queries import label_matrix
 from annot.store import Store
 
@@ -83,22 +83,23 @@ def streamed_statistics(
 
 def project_to_file(
     chunks: Callable[[], Iterator[tuple[NDArray[np.int64], NDArray[np.float32], NDArray[np.bool_]]]],
-    transform: Callable[[NDArray[np.float32]], NDArray[np.float32]],
-    has_vector: NDArray[np.bool_], text: str, normalization: str, n: int, k: int, path: Path,
-    advance: Callable[[int], None] | None = None,
+    projection: Projection, E: NDArray[np.float32], has_vector: NDArray[np.bool_], text: str, normalization: str,
+    space: str, n: int, k: int, path: Path, advance: Callable[[int], None] | None = None,
 ) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
-    """Pass 2: the usable images' correlation rows in the shared space, in an (n × k) .npy file read back
-    memory-mapped, and their ids."""
+    """Pass 2: the usable images' rows in the shared space (``space``: see :func:`space_rows`), in an (n × k) .npy
+    file read back memory-mapped, and their ids."""
     ids_out = np.empty(n, np.int64)
     at = 0
     with open(path, "wb") as fh:  # plain appends: written pages do not stay in this process's memory
         np.lib.format.write_array_header_2_0(fh, {"descr": "<f4", "fortran_order": False, "shape": (n, k)})
         for ids, X, labels in chunks():
             keep = usable_rows(labels, has_vector, text)
-            U = correlation_rows(transform(normalize_features(X[keep], normalization)))
-            fh.write(np.ascontiguousarray(U, "<f4").tobytes())
-            ids_out[at : at + len(U)] = ids[keep]
-            at += len(U)
+            U = projection.transform(normalize_features(X[keep], normalization))
+            V = projection.transform_y(text_view(labels[keep], E, has_vector, text)) if space != "image" else U
+            rows = space_rows(U, V, space)
+            fh.write(np.ascontiguousarray(rows, "<f4").tobytes())
+            ids_out[at : at + len(rows)] = ids[keep]
+            at += len(rows)
             if advance:
                 advance(len(ids))
     if at != n:

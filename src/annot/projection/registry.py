@@ -13,6 +13,7 @@ from annot.projection.cca import LinearCCA
 from annot.projection.kcca import KernelCCA
 
 PROJECTIONS = ("linear-cca", "kcca")
+SPACES = ("image", "text", "both")
 
 
 class Projection(Protocol):
@@ -25,6 +26,22 @@ class Projection(Protocol):
     def transform_y(self, Y: NDArray[np.floating]) -> NDArray[np.float32]: ...
 
     def to_arrays(self) -> dict[str, NDArray[np.float64]]: ...
+
+
+def space_rows(U: NDArray[np.floating], V: NDArray[np.floating], space: str) -> NDArray[np.float32]:
+    """The training images' rows in the shared space, the rows a query's projection T is compared with (paper
+    §3.4.1). ``image``: their image projections U. ``text``: the projections V of their text views, as the paper
+    words it ("compute the correlation distance of T to V"). ``both``: the mean of the two correlation rows, so that a
+    query's similarity to an image is the mean of its correlations with that image's U and V."""
+    from annot.retrieval.indexes import correlation_rows
+
+    if space == "image":
+        return correlation_rows(U)
+    if space == "text":
+        return correlation_rows(V)
+    if space == "both":
+        return (correlation_rows(U) + correlation_rows(V)) / np.float32(2)
+    raise ProjectionError(f"space must be one of {', '.join(SPACES)}, got {space!r}")
 
 
 def parse_landmarks(value: str | int | None) -> int | str | None:
