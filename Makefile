@@ -37,6 +37,7 @@ bench: setup
 	$(BIN)/python benchmarks/corel5k.py --store out/corel5k-lite0.annot --encoder efficientnet-lite0
 	$(BIN)/python benchmarks/corel5k.py --store out/corel5k-lite2-stages.annot --encoder efficientnet-lite2-stages
 	$(BIN)/python benchmarks/corel5k.py --store out/corel5k-minilm.annot --words minilm
+	$(BIN)/python benchmarks/corel5k.py --store out/corel5k-crops.annot --crops
 	$(BIN)/python benchmarks/corel5k.py --store out/corel5k-kcca.annot --projections kcca
 	$(BIN)/python benchmarks/corel5k.py --store out/corel5k-minilm-kcca.annot --words minilm --projections kcca
 	$(BIN)/python benchmarks/corel5k.py --store out/corel5k-lite2-minilm.annot --encoder efficientnet-lite2-stages --words minilm --projections kcca
