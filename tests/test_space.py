@@ -15,7 +15,7 @@ from annot.evaluation.tune import Candidate, cross_validate
 from annot.features.text import text_view
 from annot.features.words import load_word_vectors
 from annot.indexer import IndexConfig, build_index
-from annot.indexer.grow import add_images
+from annot.indexer.grow import add_images, refit
 from annot.projection.registry import SPACES, load_projection, space_rows
 from annot.retrieval.indexes import correlation_rows, load_index
 from annot.schema.queries import label_matrix
@@ -63,7 +63,7 @@ def test_text_space_indexes_the_projections_of_each_images_tags(synthetic: dict[
     assert evaluate(store, synthetic["test"], record=False).summary.recall > 0.5
 
 
-def test_images_added_to_a_text_space_store_get_their_tags_rows(synthetic: dict[str, Path], tmp_path: Path) -> None:
+def test_images_added_to_or_refitted_in_a_text_space_store_get_their_tags_rows(synthetic: dict[str, Path], tmp_path: Path) -> None:
     lines = synthetic["train"].read_text().splitlines()
     a, b = synthetic["folder"] / f"a-{tmp_path.name}.jsonl", synthetic["folder"] / f"b-{tmp_path.name}.jsonl"
     a.write_text("\n".join(lines[:100]) + "\n")
@@ -73,6 +73,9 @@ def test_images_added_to_a_text_space_store_get_their_tags_rows(synthetic: dict[
     assert add_images(b, store).added == 60
     rows, expected = stored_and_tag_rows(store, synthetic["words"])
     assert len(rows) == 160
+    np.testing.assert_allclose(rows, expected, atol=1e-5)
+    assert refit(store).refitted  # a refit re-projects every image through the new projection, still on the text side
+    rows, expected = stored_and_tag_rows(store, synthetic["words"])
     np.testing.assert_allclose(rows, expected, atol=1e-5)
 
 
