@@ -154,8 +154,8 @@ def cross_validate(
                     U, V = cca.transform(Xn[keep]), cca.transform_y(Y)
                     T = correlation_rows(cca.transform(Xn[held]))
                 frequency = labels[keep].sum(axis=0).astype(np.int64)
-                pooled = {(space, depth): within_pool((1.0 - T @ space_rows(U, V, space).T).astype(np.float32), depth)
-                          for space, depth in {(c.space, c.depth) for c in group}}
+                D = {space: (1.0 - T @ space_rows(U, V, space).T).astype(np.float32) for space in {c.space for c in group}}
+                pooled = {(space, depth): within_pool(D[space], depth) for space, depth in {(c.space, c.depth) for c in group}}
                 for c in group:
                     scored = score_queries(
                         c.method, pooled[c.space, c.depth], labels[keep], frequency, n_tags, c.k, c.temperature,

@@ -72,37 +72,48 @@ class TorchEncoder(ImageEncoder):
         return out.float().cpu().numpy().astype(np.float32, copy=False)
 
 
-class FlipAveraged(ImageEncoder):
-    """Features averaged over each image and its mirror image (horizontal flip): a cheap test-time augmentation."""
+class ViewAveraged(ImageEncoder):
+    """Test-time augmentation: an inner encoder's features averaged over several views of each image. Subclasses give
+    the views and the suffix that keeps their features apart in the cache."""
 
-    def __init__(self, inner: ImageEncoder) -> None:
+    suffix: str
+
+    def __init__(self, inner: ImageEncoder, input_size: int | None = None) -> None:
         self.inner = inner
-        self.name, self.dim, self.input_size = inner.name, inner.dim, inner.input_size
-        self.mean, self.std, self.weights_id = inner.mean, inner.std, inner.weights_id
+        self.name, self.dim, self.weights_id = inner.name, inner.dim, inner.weights_id
+        self.mean, self.std = inner.mean, inner.std
+        self.input_size = input_size or inner.input_size
 
     @property
     def key(self) -> str:
-        return f"{self.inner.key}-flip"
+        return f"{self.inner.key}-{self.suffix}"
+
+    @abstractmethod
+    def views(self, pixels: torch.Tensor) -> list[torch.Tensor]: ...
 
     def encode(self, pixels: torch.Tensor) -> NDArray[np.float32]:
-        return (self.inner.encode(pixels) + self.inner.encode(pixels.flip(3))) / 2
+        return np.mean([self.inner.encode(view) for view in self.views(pixels)], axis=0, dtype=np.float32)
 
 
-class CropAveraged(ImageEncoder):
+class FlipAveraged(ViewAveraged):
+    """Features averaged over each image and its mirror image (horizontal flip): a cheap test-time augmentation."""
+
+    suffix = "flip"
+
+    def views(self, pixels: torch.Tensor) -> list[torch.Tensor]:
+        return [pixels, pixels.flip(3)]
+
+
+class CropAveraged(ViewAveraged):
     """Features averaged over six views: the whole image and five crops of it (the four corners and the centre), each
     crop ``CROP`` of the side. Images are decoded at ``input_size / CROP`` so that a crop is exactly the network's
     input size, and the whole image is resized down to it: the crops see the image at 1/0.875 of the usual
     resolution. Six passes of the network per image."""
 
-    def __init__(self, inner: ImageEncoder) -> None:
-        self.inner = inner
-        self.name, self.dim, self.weights_id = inner.name, inner.dim, inner.weights_id
-        self.mean, self.std = inner.mean, inner.std
-        self.input_size = round(inner.input_size / CROP)
+    suffix = "crops"
 
-    @property
-    def key(self) -> str:
-        return f"{self.inner.key}-crops"
+    def __init__(self, inner: ImageEncoder) -> None:
+        super().__init__(inner, round(inner.input_size / CROP))
 
     def views(self, pixels: torch.Tensor) -> list[torch.Tensor]:
         """The whole image at the inner network's size, then the top-left, top-right, bottom-left, bottom-right and
@@ -113,9 +124,6 @@ class CropAveraged(ImageEncoder):
         whole = F.interpolate(pixels, size=(side, side), mode="bilinear", antialias=True)
         corners = [(0, 0), (0, margin), (margin, 0), (margin, margin), (margin // 2, margin // 2)]
         return [whole] + [pixels[..., y:y + side, x:x + side] for y, x in corners]
-
-    def encode(self, pixels: torch.Tensor) -> NDArray[np.float32]:
-        return np.mean([self.inner.encode(view) for view in self.views(pixels)], axis=0, dtype=np.float32)
 
 
 class CompositeEncoder(ImageEncoder):

@@ -23,7 +23,6 @@ from sqlalchemy import update
 
 from annot.errors import AnnotError, StoreError
 from annot.features.encoders import encoder_of_manifest
-from annot.features.text import normalize_features, text_view, usable_rows
 from annot.features.words import load_word_vectors
 from annot.indexer.build import (
     TRAIN,
@@ -35,11 +34,15 @@ from annot.indexer.build import (
 )
 from annot.indexer.corpus import read_corpus
 from annot.indexer.features import FeatureCache
-from annot.indexer.stream import chunk_statistics, project_to_file, training_chunks
+from annot.indexer.stream import (
+    chunk_rows,
+    chunk_statistics,
+    project_to_file,
+    training_chunks,
+)
 from annot.progress import NoProgress, Progress
 from annot.projection import load_projection
 from annot.projection.cca import CCAStatistics, LinearCCA
-from annot.projection.registry import space_rows
 from annot.retrieval.ann import set_search
 from annot.retrieval.indexes import load_index, save_index
 from annot.schema import images
@@ -146,10 +149,9 @@ def add_images(corpus_path: Path, store_root: Path, *, strict: bool = False, pro
         if stats is not None:
             with progress.task("adding to the index", len(new_ids)) as advance:
                 for ids, X, labels in state.chunks(new_ids)():
-                    keep = usable_rows(labels, state.has_vector, state.text)
-                    U = state.projection.transform(normalize_features(X[keep], state.normalization))
-                    V = state.projection.transform_y(text_view(labels[keep], state.E, state.has_vector, state.text))
-                    state.index.add_with_ids(space_rows(U, V, state.space), ids[keep])
+                    rows, keep = chunk_rows(state.projection, X, labels, state.E, state.has_vector, state.text,
+                                            state.normalization, state.space)
+                    state.index.add_with_ids(rows, ids[keep])
                     advance(len(ids))
             state.stats = state.stats + stats
             state.commit(np.concatenate([state.ids, new_ids]))

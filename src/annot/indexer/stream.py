@@ -81,6 +81,18 @@ def streamed_statistics(
     return stats, used, untagged
 
 
+def chunk_rows(
+    projection: Projection, X: NDArray[np.float32], labels: NDArray[np.bool_], E: NDArray[np.float32],
+    has_vector: NDArray[np.bool_], text: str, normalization: str, space: str,
+) -> tuple[NDArray[np.float32], NDArray[np.bool_]]:
+    """One chunk's usable images as rows of the shared space (``space``: see :func:`space_rows`), and which rows of
+    the chunk those are."""
+    keep = usable_rows(labels, has_vector, text)
+    U = projection.transform(normalize_features(X[keep], normalization))
+    V = U if space == "image" else projection.transform_y(text_view(labels[keep], E, has_vector, text))
+    return space_rows(U, V, space), keep
+
+
 def project_to_file(
     chunks: Callable[[], Iterator[tuple[NDArray[np.int64], NDArray[np.float32], NDArray[np.bool_]]]],
     projection: Projection, E: NDArray[np.float32], has_vector: NDArray[np.bool_], text: str, normalization: str,
@@ -93,10 +105,7 @@ def project_to_file(
     with open(path, "wb") as fh:  # plain appends: written pages do not stay in this process's memory
         np.lib.format.write_array_header_2_0(fh, {"descr": "<f4", "fortran_order": False, "shape": (n, k)})
         for ids, X, labels in chunks():
-            keep = usable_rows(labels, has_vector, text)
-            U = projection.transform(normalize_features(X[keep], normalization))
-            V = projection.transform_y(text_view(labels[keep], E, has_vector, text)) if space != "image" else U
-            rows = space_rows(U, V, space)
+            rows, keep = chunk_rows(projection, X, labels, E, has_vector, text, normalization, space)
             fh.write(np.ascontiguousarray(rows, "<f4").tobytes())
             ids_out[at : at + len(rows)] = ids[keep]
             at += len(rows)
