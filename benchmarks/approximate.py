@@ -23,11 +23,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from assemble import write_results
 from annot.evaluation.evaluate import evaluate
 from annot.indexer import IndexConfig, build_index
 from annot.retrieval.ann import pool_depth
 from annot.store import Store
+from assemble import write_results
 
 DEFAULT_INDEXES = ("IVF64,Flat", "IVF64,Flat@0.99", "OPQ64_320,IVF64,PQ64", "HNSW32", "HNSW32@0.99")
 REPEATS = 3

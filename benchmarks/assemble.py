@@ -15,7 +15,7 @@ from pathlib import Path
 
 HERE = Path(__file__).parent
 APPENDIX = "## Appendix: raw result tables (written by the benchmark scripts)"
-BLOCK = re.compile(r"<!-- results:(?P<name>[\w.+-]+) -->\n.*?<!-- /results -->", re.S)
+BLOCK = re.compile(r"<!-- results:(?P<name>[\w.+-]+) -->\n.*?<!-- /results -->", re.DOTALL)
 
 
 def block(name: str) -> str:

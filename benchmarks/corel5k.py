@@ -16,8 +16,6 @@ import json
 import time
 from pathlib import Path
 
-from assemble import assemble
-
 from annot.evaluation.evaluate import evaluate
 from annot.evaluation.tune import Candidate, cross_validate, grid
 from annot.features.words import load_word_vectors
@@ -26,6 +24,7 @@ from annot.indexer.build import load_training_set
 from annot.indexer.features import FeatureCache
 from annot.projection.registry import SPACES
 from annot.store import Store
+from assemble import assemble
 
 PAPER = {  # RESULTS.md, Table 1 (VGG-16 features)
     "CCA (VGG-16, W2V)": (35, 46, 40, 172),

@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+
 from assemble import write_results
 
 P, V, TAGS_PER_IMAGE, CHUNK = 1280, 260, (1, 5), 16_384
@@ -53,17 +54,23 @@ def synthetic(n: int, seed: int, prototypes: np.ndarray, popularity: np.ndarray)
 def one(n: int, budget: str, folder: Path, autofaiss: str | None) -> dict[str, object]:
     from scipy import sparse
 
+    from annot.features.text import normalize_features
+    from annot.indexer.build import build_image_index
     from annot.indexer.features import FeatureCache
     from annot.indexer.stream import project_to_file, streamed_statistics
-    from annot.projection.cca import LinearCCA
-    from annot.indexer.build import build_image_index
     from annot.progress import NoProgress
+    from annot.projection.cca import LinearCCA
     from annot.retrieval.ann import (
-        ADD_CHUNK, AGREEMENT_TARGET, choose_factory, exact_search, parse_bytes, recall_at, tag_agreement,
+        ADD_CHUNK,
+        AGREEMENT_TARGET,
+        choose_factory,
+        exact_search,
+        parse_bytes,
+        recall_at,
+        tag_agreement,
     )
     from annot.retrieval.indexes import correlation_rows, save_index
     from annot.retrieval.scoring import pooled_tagger
-    from annot.features.text import normalize_features
 
     rng = np.random.default_rng(0)
     prototypes = rng.gamma(0.5, 1.0, (V, P)).astype(np.float32)
@@ -171,7 +178,7 @@ def run_autofaiss(python: str, rows_file: Path, T: np.ndarray, exact: np.ndarray
     (folder / "emb" / "rows.npy").symlink_to(rows_file)
     np.save(folder / "queries.npy", T)
     np.save(folder / "exact.npy", exact)
-    done = subprocess.run([python, "-c", AUTOFAISS, str(folder), budget], capture_output=True, text=True)
+    done = subprocess.run([python, "-c", AUTOFAISS, str(folder), budget], capture_output=True, text=True, check=False)
     if done.returncode != 0:
         return {"error": done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "failed"}
     return json.loads(done.stdout.strip().splitlines()[-1])

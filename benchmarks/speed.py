@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from annot.features.encoders import build_encoder
+from annot.features.encoders import ImageEncoder, build_encoder
 from annot.features.images import iter_batches
 from annot.indexer.features import FeatureCache
 from annot.projection import LinearCCA
@@ -32,7 +32,6 @@ from annot.retrieval.model import AnnotationModel
 from annot.retrieval.query import annotate_files
 from annot.schema.queries import label_matrix
 from annot.store import Store
-
 
 ENCODERS = ("efficientnet-lite0", "efficientnet-lite0-stages", "efficientnet-lite2")
 
@@ -52,7 +51,7 @@ def extraction(data: Path, n: int, repeats: int) -> dict[str, dict[str, float]]:
     for name in ENCODERS:
         encoder = build_encoder(name)
         for workers, label in ((1, "overlapped"), (0, "inline")):
-            def run() -> None:
+            def run(encoder: ImageEncoder = encoder, workers: int = workers) -> None:
                 for batch in iter_batches(paths, encoder, 32, workers=workers):
                     encoder.encode(batch.pixels)
             run()  # warm-up
@@ -107,7 +106,7 @@ def annotation(store: Path, repeats: int) -> dict[str, object]:
             X = FeatureCache(s.features_dir / m["encoder"]["key"], m["encoder"]["dim"]).load([r[0] for r in rows])
         out: dict[str, object] = {"queries": len(X), "index_size": model.index.ntotal}
         for method in ("nn", "cca-knn"):
-            seconds = statistics.median(timed(lambda: model.predict(X, method), repeats))
+            seconds = statistics.median(timed(lambda method=method: model.predict(X, method), repeats))
             out[method] = {"images_per_s": round(len(X) / seconds, 1), "seconds": round(seconds, 3)}
             print(method, out[method], flush=True)
         return out
@@ -141,7 +140,7 @@ def main() -> None:
         "extraction": extraction(args.data, args.images, repeats=3),
         "cca_fit": cca_fit(args.store, args.components, repeats=5),
         "annotation": annotation(args.store, repeats=5),
-        "latency": latency(args.store, sorted((args.data / "images" / "test").glob("*.jpeg"))[0], repeats=10),
+        "latency": latency(args.store, min((args.data / "images" / "test").glob("*.jpeg")), repeats=10),
     }
     folder = Path(__file__).parent / "results"
     folder.mkdir(exist_ok=True)

@@ -8,15 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import invoke
 from annot.errors import StoreError
 from annot.indexer import IndexConfig, build_index
 from annot.retrieval.baselines.stored import fit_baseline, load_baseline
 from annot.retrieval.model import AnnotationModel
 from annot.store import Store
-
-
-
+from conftest import invoke
 
 
 def test_fit_keeps_parameters_and_eval_records_them(store: Path, synthetic: dict[str, Path]) -> None:

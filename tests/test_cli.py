@@ -10,12 +10,8 @@ import pytest
 import torch
 from typer.main import get_command
 
-from conftest import invoke
-
 from annot.cli.app import app
-
-
-
+from conftest import invoke
 
 
 def test_every_command_has_help_text() -> None:
@@ -130,7 +126,7 @@ def test_errors_are_one_line_and_non_zero(args: tuple[str, ...], message: str, s
 def test_unreadable_query_image_is_named_after_the_others_are_answered(store: Path, synthetic: dict[str, Path], tmp_path: Path) -> None:
     bad = tmp_path / "bad.jpg"
     bad.write_text("hello")
-    good = sorted((synthetic["folder"] / "images").glob("test-*.jpeg"))[0]
+    good = min((synthetic["folder"] / "images").glob("test-*.jpeg"))
     result = invoke("query", good, bad, "--store", store, "--json")
     assert result.exit_code == 1
     out = json.loads(result.stdout)

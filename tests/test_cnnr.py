@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import invoke, tiny_backbone, write_word_vectors
 from annot.cnnr.train import CHECKPOINT, CNNRConfig, targets, train_cnnr
 from annot.errors import AnnotError, EncoderError
 from annot.evaluation.evaluate import evaluate
 from annot.indexer import IndexConfig, build_index
 from annot.store import Store
+from conftest import invoke, tiny_backbone, write_word_vectors
 
 FAST = CNNRConfig(backbone="tiny16", epochs=30, batch_size=32, lr=1e-2, lr_ratio=0.5, patience=30)
 

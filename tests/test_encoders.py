@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from tests.conftest import FakeEncoder
 
 from annot.errors import EncoderError
 from annot.features.encoders import (
@@ -15,7 +16,6 @@ from annot.features.encoders import (
     encoder_of_manifest,
     register_encoder,
 )
-from tests.conftest import FakeEncoder
 
 
 class SmallFake(FakeEncoder):

@@ -54,7 +54,7 @@ def test_exact_kcca_agrees_with_an_independent_dual_solution() -> None:
 
 def test_nystrom_converges_to_exact_as_landmarks_grow() -> None:
     X, Y = nonlinear(300, seed=3)
-    Xt, Yt = nonlinear(200, seed=4)
+    Xt, _Yt = nonlinear(200, seed=4)
     exact = KernelCCA(n_components=1, reg_x=0.1, n_landmarks=None).fit(X, Y)
     target = exact.transform(Xt)[:, 0]
     gaps = []
@@ -155,10 +155,9 @@ def test_cross_validation_shares_eigendecompositions_without_changing_results() 
 
 
 def test_cli_gamma_scale_is_used_and_recorded(synthetic, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from conftest import invoke
-
     from annot.retrieval.model import AnnotationModel
     from annot.store import Store
+    from conftest import invoke
 
     gammas = {}
     for scale in ("1", "2.5"):

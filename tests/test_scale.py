@@ -7,8 +7,8 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-from scipy import sparse
 import pytest
+from scipy import sparse
 
 from annot.errors import AnnotError
 from annot.evaluation.evaluate import evaluate
@@ -20,12 +20,21 @@ from annot.indexer.features import FeatureCache
 from annot.indexer.stream import training_chunks
 from annot.projection.cca import LinearCCA
 from annot.retrieval.ann import (
-    build_ann, choose_factory, exact_neighbours, exact_search, parse_bytes, pool_depth, recall_at, search_values, set_search,
-    tag_agreement, tune_search,
+    build_ann,
+    choose_factory,
+    exact_neighbours,
+    exact_search,
+    parse_bytes,
+    pool_depth,
+    recall_at,
+    search_values,
+    set_search,
+    tag_agreement,
+    tune_search,
 )
-from annot.retrieval.scoring import pooled_tagger
 from annot.retrieval.indexes import correlation_rows
 from annot.retrieval.model import AnnotationModel
+from annot.retrieval.scoring import pooled_tagger
 from annot.store import Store
 from conftest import invoke
 

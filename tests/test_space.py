@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tests.conftest import invoke
 
 from annot.errors import ProjectionError
 from annot.evaluation.evaluate import evaluate
@@ -20,7 +21,6 @@ from annot.projection.registry import SPACES, load_projection, space_rows
 from annot.retrieval.indexes import correlation_rows, load_index
 from annot.schema.queries import label_matrix
 from annot.store import Store
-from tests.conftest import invoke
 
 
 def test_space_rows_are_the_correlation_rows_of_their_side_or_their_mean() -> None:

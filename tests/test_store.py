@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tests.conftest import FakeEncoder
 
 from annot.errors import AnnotError, StoreError
 from annot.evaluation.evaluate import evaluate
@@ -17,7 +18,6 @@ from annot.indexer.features import FeatureCache
 from annot.retrieval.model import AnnotationModel
 from annot.retrieval.query import annotate_files
 from annot.store import Store
-from tests.conftest import FakeEncoder
 
 
 def test_manifest_records_every_setting_and_files_exist(built_store: Path) -> None:
@@ -60,7 +60,7 @@ def test_eval_beats_the_frequency_prior_and_is_recorded(built_store: Path, synth
     prior_f1 = summarize(per_word_metrics(truth, predictions_matrix([prior] * len(truth), len(result.words)))).f1
     assert result.summary.f1 > prior_f1 + 0.2
     with Store.open(store) as s:
-        cols, rows = s.db.read_sql(f"SELECT f1, n_plus FROM runs WHERE id = {result.run_id}")
+        _cols, rows = s.db.read_sql(f"SELECT f1, n_plus FROM runs WHERE id = {result.run_id}")
         assert rows[0][0] == pytest.approx(result.summary.f1)
         _, n = s.db.read_sql(f"SELECT count(*) FROM predictions WHERE run_id = {result.run_id}")
         assert n[0][0] == 40 * 5

@@ -16,9 +16,12 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Self
+
+import numpy as np
+from numpy.typing import NDArray
 
 from annot.errors import StoreError
 from annot.schema import Database
@@ -41,6 +44,11 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], object]) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def save_arrays(path: Path, arrays: Mapping[str, NDArray[Any]]) -> None:
+    """Write named arrays as one ``.npz`` file, atomically."""
+    atomic_write(path, lambda fh: np.savez(fh, **arrays))  # type: ignore[arg-type]  # stubs read a key as allow_pickle
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -97,7 +105,7 @@ class Store:
             self._db.close()
             self._db = None
 
-    def __enter__(self) -> Store:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

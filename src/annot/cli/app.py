@@ -370,7 +370,7 @@ def compare(
     gained = sorted((c for c in changes if c.delta > 0), key=lambda c: -c.delta)[:top]
     lost = sorted((c for c in changes if c.delta < 0), key=lambda c: c.delta)[:top]
     if json_out:
-        as_dict = lambda c: {"word": c.word, "f1_a": c.f1_a, "f1_b": c.f1_b, "delta": c.delta, "n_truth": c.n_truth}  # noqa: E731
+        as_dict = lambda c: {"word": c.word, "f1_a": c.f1_a, "f1_b": c.f1_b, "delta": c.delta, "n_truth": c.n_truth}
         print_json({"gained": [as_dict(c) for c in gained], "lost": [as_dict(c) for c in lost],
                     "unchanged": sum(1 for c in changes if c.delta == 0)})
         return
@@ -402,7 +402,7 @@ def main() -> None:
     app()
 
 
-from annot.cli import more  # noqa: E402, F401  (registers fit, train-cnnr, add, remove, refit on `app`)
+from annot.cli import more  # noqa: F401  (registers fit, train-cnnr, add, remove, refit on `app`)
 
 if __name__ == "__main__":
     main()

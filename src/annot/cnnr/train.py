@@ -172,7 +172,7 @@ def train_cnnr(corpus_path: Path, store_root: Path, config: CNNRConfig = CNNRCon
             raise AnnotError(f"{corpus.source}: {len(rows)} images with a tag that has a word vector; CNN-R needs more")
         rng = np.random.default_rng(config.seed)
         rows = rng.permutation(rows)
-        n_val = max(1, int(round(config.validation * len(rows))))
+        n_val = max(1, round(config.validation * len(rows)))
         val_rows, train_rows = np.sort(rows[:n_val]), rows[n_val:]
 
         def batches_of(order: NDArray[np.int64]) -> Iterator[tuple[NDArray[np.int64], Any]]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +57,7 @@ def record_run(
     with store.db.begin() as conn:
         run_id = next_id(conn, runs)
         conn.execute(runs.insert().values(
-            id=run_id, created_at=datetime.now(timezone.utc).replace(tzinfo=None), method=method,
+            id=run_id, created_at=datetime.now(UTC).replace(tzinfo=None), method=method,
             params_json=json.dumps(params, sort_keys=True), dataset=dataset, store_manifest_sha=manifest_sha,
             precision=summary.precision, recall=summary.recall, f1=summary.f1, n_plus=summary.n_plus,
             n_images=summary.n_images,

@@ -48,8 +48,8 @@ def _thumbnail(path: str, size: int = 192) -> str:
     from PIL import Image
 
     try:
-        with Image.open(path) as image:
-            image = image.convert("RGB")
+        with Image.open(path) as opened:
+            image = opened.convert("RGB")
             image.thumbnail((size, size))
             buffer = io.BytesIO()
             image.save(buffer, "JPEG", quality=80)
@@ -131,7 +131,7 @@ def build_report(store_root: Path, run_id: int, gallery: int = 40) -> str:
         true = truth.get(image_id, set())
         chips = "".join(f'<span class="tag {"hit" if t in true else "miss"}">{"✓" if t in true else "✗"} '
                         f"{html.escape(word_of[t])}</span>" for t in mine)
-        truth_chips = "".join(f'<span class="tag truth">{html.escape(word_of[t])}</span>' for t in sorted(true, key=word_of.get))
+        truth_chips = "".join(f'<span class="tag truth">{html.escape(word_of[t])}</span>' for t in sorted(true, key=lambda t: word_of[t]))
         src = _thumbnail(paths.get(image_id, ""))
         image_tag = f'<img src="{src}" alt="{html.escape(Path(paths.get(image_id, "")).name)}">' if src else "<p>(image missing)</p>"
         cards.append(f'<div class="card">{image_tag}<div>{chips}</div><div>truth: {truth_chips}</div></div>')

@@ -58,7 +58,7 @@ def read_only_sql(store_root: Path, sql: str) -> tuple[list[str], list[tuple[Any
         try:
             return store.db.read_sql(sql)
         except SQLAlchemyError as exc:
-            text = str(exc.orig if getattr(exc, "orig", None) else exc).strip().splitlines()[0]
+            text = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
             if "read-only" in text:
                 raise AnnotError(f"{store_root}: annot sql is read-only; refused: {sql.strip()[:80]}") from exc
             raise AnnotError(f"{store_root}: SQL error: {text}") from exc

@@ -48,7 +48,7 @@ def cv_splits(labels: NDArray[np.bool_], folds: int, design: str = "random", hol
         parts = np.array_split(rng.permutation(n), folds)
         return [(np.sort(parts[f]), np.sort(np.concatenate([parts[g] for g in range(folds) if g != f])))
                 for f in range(folds)]
-    size = max(1, int(round(holdout * n)))
+    size = max(1, round(holdout * n))
     return [_covering(np.asarray(labels, bool), size, rng) for _ in range(folds)]
 
 

@@ -12,7 +12,7 @@ import json
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -252,11 +252,11 @@ def tune_store(
             first = next_id(conn, runs)
             ids = list(range(first, first + len(results)))
             insert_rows(conn, runs, [
-                {"id": run_id, "created_at": datetime.now(timezone.utc).replace(tzinfo=None),
+                {"id": run_id, "created_at": datetime.now(UTC).replace(tzinfo=None),
                  "method": r.candidate.method,
                  "params_json": json.dumps({**asdict(r.candidate), **how, "fold_f1": r.fold_f1}, sort_keys=True),
                  "dataset": dataset, "store_manifest_sha": manifest_sha,
-                 "precision": r.precision, "recall": r.recall, "f1": r.f1, "n_plus": int(round(r.n_plus)),
+                 "precision": r.precision, "recall": r.recall, "f1": r.f1, "n_plus": round(r.n_plus),
                  "n_images": len(training.X)}
                 for run_id, r in zip(ids, results, strict=True)
             ])

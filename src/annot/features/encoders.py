@@ -231,7 +231,7 @@ def _torchvision_fc7(model_name: str, fc7_end: int) -> Callable[[Path | None], I
             log.info("no --weights given: asking torchvision to download %s", default)
             try:
                 net = constructor(weights=default)
-            except Exception as exc:  # noqa: BLE001 - any download failure is the same user problem
+            except Exception as exc:
                 raise EncoderError(
                     f"{model_name}: no --weights file given and torchvision could not download them "
                     f"({_first_line(exc)})"
@@ -272,7 +272,7 @@ def _load_state(path: Path) -> dict[str, Any]:
         raise EncoderError(f"{path}: no such weights file")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - pickle, zip and torch errors all mean "not a weights file"
+    except Exception as exc:
         raise EncoderError(f"{path}: not a torch weights file ({_first_line(exc)})") from exc
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]

@@ -10,7 +10,7 @@ import hashlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 from numpy.typing import NDArray
@@ -89,8 +89,8 @@ def iter_batches(
 
     if workers is None:
         workers = 1 if len(paths) > batch_size else 0
-    loader = DataLoader(
-        _ImageDataset(paths, encoder.input_size),
+    loader: DataLoader[Any] = DataLoader(
+        cast(Any, _ImageDataset(paths, encoder.input_size)),  # map-style: __len__ and __getitem__
         batch_size=batch_size,
         num_workers=workers,
         collate_fn=_collate,

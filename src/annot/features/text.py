@@ -50,8 +50,8 @@ def word_view(E: NDArray[np.float32], kind: str) -> NDArray[np.float32]:
 def usable_rows(labels: NDArray[np.bool_], has_vector: NDArray[np.bool_], kind: str) -> NDArray[np.bool_]:
     """Images that carry at least one tag the text view can represent."""
     if kind == "w2v":
-        return (labels & has_vector[None, :]).any(axis=1)
-    return labels.any(axis=1)
+        return np.asarray((labels & has_vector[None, :]).any(axis=1), np.bool_)
+    return np.asarray(labels.any(axis=1), np.bool_)
 
 
 def normalize_features(X: NDArray[np.floating], kind: str) -> NDArray[np.float32]:

@@ -183,7 +183,7 @@ def load_word_vectors(source: str | Path) -> WordVectors:
         raise WordVectorError(f"{path}: no such word-vector file (or use one of: {', '.join(PACKAGED)})")
     try:
         kv = _from_file(path)
-    except Exception as exc:  # noqa: BLE001 - gensim raises many types for a bad file
+    except Exception as exc:
         text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise WordVectorError(f"{path}: not a word-vector file ({text})") from exc
     if len(kv) == 0:

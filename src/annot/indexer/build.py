@@ -12,8 +12,9 @@ import hashlib
 import logging
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,14 +25,7 @@ from sqlalchemy import select
 
 from annot.errors import AnnotError, CorpusError, WordVectorError
 from annot.features.encoders import ImageEncoder, build_encoder, resolve_encoder_name
-from annot.features.text import (
-    NORMALIZATIONS,
-    TEXT_VIEWS,
-    normalize_features,
-    text_view,
-    usable_rows,
-    word_view,
-)
+from annot.features.text import NORMALIZATIONS, TEXT_VIEWS, normalize_features, text_view, usable_rows, word_view
 from annot.features.words import WordVectors, load_word_vectors
 from annot.indexer.corpus import Corpus, read_corpus, read_vocabulary
 from annot.indexer.features import FeatureCache
@@ -58,7 +52,7 @@ from annot.retrieval.indexes import build_flat_index, save_index
 from annot.retrieval.scoring import pooled_tagger, tag_k
 from annot.schema import image_tags, images, tags
 from annot.schema.queries import label_matrix
-from annot.store import Store, atomic_write
+from annot.store import Store, atomic_write, save_arrays
 
 log = logging.getLogger(__name__)
 
@@ -239,7 +233,7 @@ def _fit_projection(
             U = cca.fit_transform(X, Y)
         return cca, space_rows(U, cca.transform_y(Y), config.space), candidates[keep], int((~keep).sum()), None
 
-    def chunks():  # type: ignore[no-untyped-def]
+    def chunks() -> Iterator[tuple[NDArray[np.int64], NDArray[np.float32], NDArray[np.bool_]]]:
         return training_chunks(store, cache, candidates, vocab_ids)
 
     with _Timer(seconds, "fit"), progress.task("statistics pass", None):
@@ -291,7 +285,7 @@ def build_image_index(factory: str, rows: NDArray[np.float32], ids: NDArray[np.i
     n = len(ids)
     path = Path(rows.filename) if isinstance(rows, np.memmap) and rows.filename else None
 
-    def chunks():  # type: ignore[no-untyped-def]
+    def chunks() -> Iterator[tuple[NDArray[np.float32], NDArray[np.int64]]]:
         for lo in range(0, n, ADD_CHUNK):  # a fresh mapping per chunk: read pages do not pile up in memory
             source = np.load(path, mmap_mode="r") if path else rows
             yield np.array(source[lo : lo + ADD_CHUNK]), ids[lo : lo + ADD_CHUNK]
@@ -381,25 +375,25 @@ def build_index(corpus_path: Path, store_root: Path, config: IndexConfig = Index
                     "image_ids": f"indexes/images-{tag}.ids.npy",
                     "words": f"indexes/words-{tag}.faiss",
                 }
-                atomic_write(store.path(files["projection"]), lambda fh: np.savez(fh, **cca.to_arrays()))
+                save_arrays(store.path(files["projection"]), cca.to_arrays())
                 if stats is not None:  # kept so that `annot add/remove/refit` can update and refit without a full pass
                     files["statistics"] = f"models/statistics-{tag}.npz"
-                    atomic_write(store.path(files["statistics"]), lambda fh: np.savez(fh, **stats.to_arrays()))
+                    save_arrays(store.path(files["statistics"]), stats.to_arrays())
                 save_index(image_index, store.path(files["images"]))
                 atomic_write(store.path(files["image_ids"]), lambda fh: np.save(fh, train_ids))
                 save_index(word_index, store.path(files["words"]))
         finally:
-            if isinstance(U_rows, np.memmap):
+            if isinstance(U_rows, np.memmap) and U_rows.filename:
                 path = Path(U_rows.filename)
                 del U_rows
                 path.unlink(missing_ok=True)
         manifest = {
-            "updated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "updated_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "encoder": {"name": resolve_encoder_name(config.encoder), "key": encoder.key, "dim": encoder.dim, "flip": config.flip, "crops": config.crops,
                         "weights": str(Path(config.weights).resolve()) if config.weights else None},
             "words": {"source": words.source, "dim": words.dim},
             "text": config.text,
-            "projection": {"kind": config.projection, "file": files["projection"], "statistics": files.get("statistics"), "n_components": int(len(cca.canonical_correlations_)),
+            "projection": {"kind": config.projection, "file": files["projection"], "statistics": files.get("statistics"), "n_components": len(cca.canonical_correlations_),
                            "landmarks": config.landmarks if config.projection == "kcca" else None,
                            "gamma_scale": config.gamma_scale if config.projection == "kcca" else None,
                            "normalization": config.normalization, "space": config.space,
@@ -413,7 +407,7 @@ def build_index(corpus_path: Path, store_root: Path, config: IndexConfig = Index
                            "frequency_power": config.frequency_power, "depth": config.depth,
                            "k_power": config.k_power},
             "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()},
-            "counts": {"train_images": int(len(train_ids)), "unreadable": len(unreadable), "untagged": report.untagged},
+            "counts": {"train_images": len(train_ids), "unreadable": len(unreadable), "untagged": report.untagged},
             "feature_dtype": config.feature_dtype,
         }
         if store.has_manifest() and "cnnr" in (previous := store.manifest()):
@@ -423,7 +417,7 @@ def build_index(corpus_path: Path, store_root: Path, config: IndexConfig = Index
     finally:
         store.close()
     report.n_images = len(corpus.entries)
-    report.n_indexed = int(len(train_ids))
+    report.n_indexed = len(train_ids)
     report.n_words = len(vocabulary)
     report.canonical_correlations = [float(c) for c in cca.canonical_correlations_]
     log.info("indexed %d images, %d words in %s", report.n_indexed, report.n_words, store_root)

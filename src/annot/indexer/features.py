@@ -152,7 +152,6 @@ class FeatureCache:
         new_failures = [i for i in ids.tolist() if i in failed]
         if new_failures:
             with open(self.folder / "failures.jsonl", "a", encoding="utf-8") as fh:
-                for i in new_failures:
-                    fh.write(json.dumps({"id": i, "error": failed[i]}) + "\n")
+                fh.writelines(json.dumps({"id": i, "error": failed[i]}) + "\n" for i in new_failures)
         atomic_write(stem.with_suffix(".npy"), lambda fh: np.save(fh, x.astype(self.dtype, copy=False)))
         atomic_write(stem.with_name(stem.name + ".ids.npy"), lambda fh: np.save(fh, ids))  # commits the part

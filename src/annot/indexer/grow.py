@@ -34,19 +34,14 @@ from annot.indexer.build import (
 )
 from annot.indexer.corpus import read_corpus
 from annot.indexer.features import FeatureCache
-from annot.indexer.stream import (
-    chunk_rows,
-    chunk_statistics,
-    project_to_file,
-    training_chunks,
-)
+from annot.indexer.stream import chunk_rows, chunk_statistics, project_to_file, training_chunks
 from annot.progress import NoProgress, Progress
 from annot.projection import load_projection
 from annot.projection.cca import CCAStatistics, LinearCCA
 from annot.retrieval.ann import set_search
 from annot.retrieval.indexes import load_index, save_index
 from annot.schema import images
-from annot.store import Store, atomic_write
+from annot.store import Store, atomic_write, save_arrays
 
 REMOVED = "removed"
 Chunks = Callable[[], Iterator[tuple[NDArray[np.int64], NDArray[np.float32], NDArray[np.bool_]]]]
@@ -114,13 +109,13 @@ class _Open:
                  "statistics": f"models/statistics-{tag}.npz"}
         save_index(self.index, self.store.path(files["images"]))
         atomic_write(self.store.path(files["image_ids"]), lambda fh: np.save(fh, ids))
-        atomic_write(self.store.path(files["statistics"]), lambda fh: np.savez(fh, **self.stats.to_arrays()))
+        save_arrays(self.store.path(files["statistics"]), self.stats.to_arrays())
         m["index"].update({"file": files["images"], "ids_file": files["image_ids"], "ntotal": int(self.index.ntotal)})
         m["projection"]["statistics"] = files["statistics"]
         if projection is not None:
             files["projection"] = f"models/projection-{tag}.npz"
             files["words"] = f"indexes/words-{tag}.faiss"
-            atomic_write(self.store.path(files["projection"]), lambda fh: np.savez(fh, **projection.to_arrays()))
+            save_arrays(self.store.path(files["projection"]), projection.to_arrays())
             save_index(word_index, self.store.path(files["words"]))
             m["projection"]["file"] = files["projection"]
             m["projection"]["canonical_correlations"] = [round(float(c), 6) for c in projection.canonical_correlations_]

@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import select, update
 
@@ -75,11 +76,13 @@ def import_corpus(
             progress(1)
 
     word_ids = tag_ids(store, sorted({t for e in corpus.entries for t in e.tags}), create=True)
-    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    now = datetime.now(UTC).replace(tzinfo=None)
     items: list[tuple[int, Path]] = []
     with store.db.begin() as conn:
         start = next_id(conn, images)
-        new_rows, tag_rows, moved = [], [], []
+        new_rows: list[dict[str, Any]] = []
+        tag_rows: list[dict[str, int]] = []
+        moved: list[int] = []
         for entry in corpus.entries:
             key = str(entry.path)
             if key in unreadable:

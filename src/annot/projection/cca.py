@@ -14,8 +14,8 @@ width or magnitude; it also makes C_xx + λ_x I positive definite when features 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray

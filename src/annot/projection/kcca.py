@@ -40,16 +40,16 @@ CHUNK = 4096  # rows of X read at a time
 
 def chi2_input(X: NDArray[np.floating], negative: str) -> NDArray[np.float64]:
     """Make features valid χ² inputs according to ``negative`` ("error" or "split")."""
-    X = np.asarray(X, np.float64)
+    Z = np.asarray(X, np.float64)
     if negative == "split":
-        return np.hstack([np.maximum(X, 0.0), np.maximum(-X, 0.0)])
+        return np.hstack([np.maximum(Z, 0.0), np.maximum(-Z, 0.0)])
     if negative == "error":
-        if (X < 0).any():
+        if (Z < 0).any():
             raise ProjectionError(
-                f"the χ² kernel needs non-negative features, found {int((X < 0).sum())} negative values "
+                f"the χ² kernel needs non-negative features, found {int((Z < 0).sum())} negative values "
                 '(use negative="split" to map x to [max(x, 0), max(-x, 0)])'
             )
-        return X
+        return Z
     raise ProjectionError(f"negative must be one of {NEGATIVE_MODES}, got {negative!r}")
 
 

@@ -40,7 +40,7 @@ def build_flat_index(V: NDArray[np.floating], ids: NDArray[np.int64]) -> faiss.I
 def save_index(index: faiss.Index, path: Path) -> None:
     import faiss
 
-    atomic_write(path, lambda fh: faiss.write_index(index, faiss.PyCallbackIOWriter(fh.write)))  # streamed, no copy
+    atomic_write(path, lambda fh: faiss.write_index(index, faiss.PyCallbackIOWriter(fh.write)))  # type: ignore[attr-defined]  # SWIG, streamed
 
 
 def load_index(path: Path) -> faiss.Index:
@@ -57,7 +57,8 @@ def load_index(path: Path) -> faiss.Index:
 def index_ids(index: faiss.Index) -> NDArray[np.int64]:
     import faiss
 
-    return faiss.vector_to_array(faiss.downcast_index(index).id_map).astype(np.int64)
+    id_map = faiss.downcast_index(index).id_map  # type: ignore[attr-defined]  # an IndexIDMap2, through SWIG
+    return faiss.vector_to_array(id_map).astype(np.int64)
 
 
 def search_correlation(index: faiss.Index, T: NDArray[np.floating], k: int) -> tuple[NDArray[np.float32], NDArray[np.int64]]:

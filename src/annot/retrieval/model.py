@@ -14,12 +14,12 @@ from numpy.typing import NDArray
 from scipy import sparse
 
 from annot.errors import AnnotError, StoreError
-from annot.projection import load_projection
 from annot.features.encoders import ImageEncoder, encoder_of_manifest
-from annot.retrieval.baselines import BASELINES, Baseline
-from annot.retrieval.ann import EXACT_NEIGHBOURS, on_gpu, pool_depth, set_search
-from annot.retrieval.indexes import index_ids, load_index, search_correlation
 from annot.features.text import normalize_features
+from annot.projection import load_projection
+from annot.retrieval.ann import EXACT_NEIGHBOURS, on_gpu, pool_depth, set_search
+from annot.retrieval.baselines import BASELINES, Baseline
+from annot.retrieval.indexes import index_ids, load_index, search_correlation
 from annot.retrieval.scoring import Scored, cca_knn_pooled, score_queries, tag_k, top_words
 from annot.schema.queries import image_paths, label_matrix
 from annot.store import Store

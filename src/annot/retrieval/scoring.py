@@ -128,7 +128,8 @@ def cca_knn_pooled(
     nearest = np.where(finite[:, :1], D[:, :1], 0.0)
     weights = np.exp(-(D.astype(np.float64) - nearest) / temperature)
     weights[~finite] = 0.0
-    scores = np.bincount(key.astype(np.int64), weights=(weights * chosen).ravel()[position], minlength=nq * V).reshape(nq, V)
+    votes = np.bincount(key.astype(np.int64), weights=(weights * chosen).ravel()[position], minlength=nq * V)
+    scores: NDArray[np.float64] = votes.astype(np.float64, copy=False).reshape(nq, V)
     if frequency_power:
         scores /= np.maximum(np.asarray(frequency, np.float64), 1.0) ** frequency_power
     return scores, chosen, weights

@@ -4,18 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from sqlalchemy import (
-    Column,
-    Connection,
-    DateTime,
-    Float,
-    Index,
-    Integer,
-    MetaData,
-    String,
-    Table,
-    Text,
-)
+from sqlalchemy import Column, Connection, DateTime, Float, Index, Integer, MetaData, String, Table, Text
 
 metadata = MetaData()
 

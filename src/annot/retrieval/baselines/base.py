@@ -77,7 +77,10 @@ def distance_scales(X: NDArray[np.float32], seed: int = 0, pairs: int = 2000) ->
 def combined_distance(A: NDArray[np.float32], B: NDArray[np.float32], scales: NDArray[np.float64]) -> NDArray[np.float32]:
     """JEC's equal contribution: the mean of the scaled base distances."""
     parts = base_distances(A, B)
-    return (sum(d / np.float32(s) for d, s in zip(parts, scales, strict=True)) / len(parts)).astype(np.float32)
+    total = np.zeros((len(A), len(B)), np.float32)
+    for d, s in zip(parts, scales, strict=True):
+        total += d / np.float32(s)
+    return total / np.float32(len(parts))
 
 
 def validation_rows(n: int, seed: int = 0, size: int = VALIDATION_QUERIES) -> NDArray[np.int64]:

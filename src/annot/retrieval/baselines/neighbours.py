@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from functools import cached_property
+from functools import cached_property, partial
 
 import numpy as np
 from numpy.typing import NDArray
@@ -148,8 +148,13 @@ class TwoPassKNN(Baseline):
         for s in batches(len(D), len(self.data.X) * 4):
             scores, chosen, _ = cca_knn_scores(D[s], self.data.labels, int(self.hyper["K1"]), float(self.hyper["tau"]))
             out.extend(self.ranked(scores, n_tags, D[s] / float(self.hyper["tau"]),
-                                   lambda q, w, c=chosen, y=self.data.labels: np.flatnonzero(c[q] & y[:, w])))
+                                   partial(_voters, chosen, self.data.labels)))
         return out, D
+
+
+def _voters(chosen: NDArray[np.bool_], labels: NDArray[np.bool_], q: int, w: int) -> NDArray[np.int64]:
+    """The pooled neighbours of query ``q`` that carry word ``w``."""
+    return np.flatnonzero(chosen[q] & labels[:, w])
 
 
 def _top(scores: NDArray[np.float64], frequency: NDArray[np.int64], n_tags: int) -> list[NDArray[np.int64]]:

@@ -18,7 +18,7 @@ from annot.features.text import normalize_features
 from annot.indexer.features import FeatureCache
 from annot.progress import NoProgress, Progress
 from annot.retrieval.baselines import BASELINES, Baseline, TrainingData
-from annot.store import Store, atomic_write
+from annot.store import Store, save_arrays
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ def fit_baseline(store_root: Path, name: str, progress: Progress | None = None) 
         seconds = time.perf_counter() - start
         key = fingerprint(manifest, model.ids)
         file = f"models/method-{name}-{key[:8]}-{int(time.time())}.npz"
-        atomic_write(store.path(file), lambda fh: np.savez(fh, **baseline.arrays()))
+        save_arrays(store.path(file), baseline.arrays())
         methods = dict(manifest.get("methods", {}))
         previous = methods.get(name, {}).get("file")
         methods[name] = {"file": file, "params": baseline.params(), "fit_seconds": round(seconds, 3), "training": key,

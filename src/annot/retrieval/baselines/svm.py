@@ -18,7 +18,16 @@ import numpy as np
 from numpy.typing import NDArray
 
 from annot.progress import Progress
-from annot.retrieval.baselines.base import QUIET, Arrays, Baseline, choose, exclude_self, f1_of, sq_l2_distances, validation_rows
+from annot.retrieval.baselines.base import (
+    QUIET,
+    Arrays,
+    Baseline,
+    choose,
+    exclude_self,
+    f1_of,
+    sq_l2_distances,
+    validation_rows,
+)
 from annot.retrieval.baselines.neighbours import MBRM, _top
 from annot.retrieval.scoring import Scored
 
@@ -95,8 +104,11 @@ class SVMDMBRM(Baseline):
             coef, intercept, oof = self._svms(C, progress)
             platt = np.array([_platt(oof[:, w], self.data.labels[:, w]) for w in range(len(coef))])
             log_svm = self._log_svm(oof[rows], platt)
-            lam, f1, n_plus = choose([{"lambda": lam} for lam in LAMBDA_GRID],
-                                     lambda c, s=log_svm: f1_of(_top(self._combine(s, log_mbrm, c["lambda"]), self.data.frequency, 5), truth))
+
+            def held_out(c: dict[str, Any], log_svm: NDArray[np.float64] = log_svm) -> tuple[float, int]:
+                return f1_of(_top(self._combine(log_svm, log_mbrm, c["lambda"]), self.data.frequency, 5), truth)
+
+            lam, f1, n_plus = choose([{"lambda": lam} for lam in LAMBDA_GRID], held_out)
             results.append((f1, n_plus, C, lam["lambda"], coef, intercept, platt))
         f1, n_plus, C, lam, self.coef, self.intercept, self.platt = max(results, key=lambda r: (r[0], r[1]))
         self.hyper = {"C": C, "lambda": lam, "mbrm_beta": self.mbrm.hyper["beta"], "mbrm_mu": self.mbrm.hyper["mu"]}

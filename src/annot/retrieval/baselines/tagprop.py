@@ -64,7 +64,9 @@ class TagProp(Baseline):
         dist = np.empty((len(Xq), K, len(scales)), np.float32)
         for s in batches(len(Xq), len(self.data.X) * 3):
             parts = [d / np.float32(sc) for d, sc in zip(base_distances(Xq[s], self.data.X), scales, strict=True)]
-            total = sum(np.float32(t) * d for t, d in zip(theta, parts, strict=True))
+            total = np.zeros_like(parts[0])
+            for t, d in zip(theta, parts, strict=True):
+                total += np.float32(t) * d
             if exclude is not None:
                 total[np.arange(total.shape[0]), exclude[s]] = np.inf
             idx = np.argpartition(total, K - 1, axis=1)[:, :K]
