@@ -182,9 +182,10 @@ def test_tune_searches_the_kernel_width_and_writes_the_choice(synthetic, tmp_pat
 
     assert {c.gamma_scale for c in GRIDS["quick"]("kcca")} == {1.0, 2.0}
     assert {c.gamma_scale for c in GRIDS["quick"]("linear-cca")} == {1.0}
+    assert {c.reg for c in GRIDS["quick"]("kcca")} == {0.03, 0.3} and {c.reg for c in GRIDS["quick"]("linear-cca")} == {0.3}
     store = tmp_path / "tuned.annot"
     report = tune_store(synthetic["train"], store, IndexConfig(encoder="fake", words=str(synthetic["words"]),
                                                                projection="kcca"), folds=3)
-    assert len(report.results) == 96 and report.chosen == report.results[0].candidate
+    assert len(report.results) == 192 and report.chosen == report.results[0].candidate
     with Store.open(store) as s:
         assert s.manifest()["projection"]["gamma_scale"] == report.chosen.gamma_scale

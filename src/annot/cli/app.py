@@ -275,7 +275,7 @@ def tune(
     words: WordsOpt = "glove-50",
     projection: ProjectionOpt = "linear-cca",
     vocabulary: VocabularyOpt = None,
-    grid: Annotated[str, typer.Option(help="Candidate grid: quick (48 candidates; 96 for kcca, two kernel widths) or full (468; 936 for kcca).")] = "quick",
+    grid: Annotated[str, typer.Option(help="Candidate grid: quick (48 candidates; 192 for kcca: two ridges, two kernel widths) or full (468; 936 for kcca).")] = "quick",
     folds: Annotated[int, typer.Option(help="Cross-validation folds (with --cv cover: hold-outs).")] = 5,
     cv: Annotated[str, typer.Option(help="random: k-fold; cover: hold-outs that hold every word at least once, as "
                                          "the benchmarks' test splits do (for comparing with published numbers).")] = "random",
