@@ -2,6 +2,7 @@
 
     python benchmarks/approximate.py [--store out/corel5k.annot] [--data ../shared/data/corel5k]
                                      [--index 'IVF64,Flat' --index 'IVF64,Flat@0.99' --index HNSW32 ...]
+                                     [--name approximate-corel5k]
 
 The store (built by ``make demo`` or ``benchmarks/corel5k.py``, features cached) is copied once per index; each
 copy is rebuilt with the store's own settings and ``--index FACTORY`` (no feature extraction: the features are
@@ -9,7 +10,7 @@ cached), which trains the index, tunes its search setting to recall ≥ 0.95 at 
 then the 499 test images are annotated from their stored features. ``FACTORY@A`` tunes to tag agreement A instead of
 the default (``--tag-agreement``). Rows: the exact index as the store annotates by
 default (every training image), the exact index over the same candidate pool an approximate index reads
-(``pool_depth``: 2,000 images), and each approximate index. Writes benchmarks/results/approximate-corel5k.json/.md.
+(``pool_depth``: 2,000 images), and each approximate index. Writes benchmarks/results/<name>.json/.md.
 """
 
 from __future__ import annotations
@@ -83,6 +84,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=Path("../shared/data/corel5k"))
     parser.add_argument("--store", type=Path, default=Path("out/corel5k.annot"))
     parser.add_argument("--index", action="append", help="a FAISS index_factory string (repeatable)")
+    parser.add_argument("--name", default="approximate-corel5k", help="results file name under benchmarks/results/")
     args = parser.parse_args()
     train, test = args.data / "train.jsonl", args.data / "test.jsonl"
     if not (args.store / "manifest.json").is_file():
@@ -119,7 +121,7 @@ def main() -> None:
         lines.append(f"| {r['index']} | {r['search'] or ''} | {r['recall_at_10'] or ('exact' if r['index'].startswith('Flat') else '')} | {recall_depth} | {r['tag_agreement'] or ''} | "
                      f"{r['precision']:.1f} | {r['recall']:.1f} | {r['f1']:.2f} | {r['n_plus']} | {r['f1'] - default:+.2f} | "
                      f"{r['f1'] - same_pool:+.2f} | {r['build_seconds']} | {r['evaluate_images_per_second']} |")
-    write_results("approximate-corel5k", rows, head, lines)
+    write_results(args.name, rows, head, lines)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ import json
 import time
 from pathlib import Path
 
+from annot.cli.render import RichProgress
 from annot.evaluation.evaluate import evaluate
 from annot.evaluation.tune import Candidate, cross_validate, grid
 from annot.features.words import load_word_vectors
@@ -153,7 +154,7 @@ def main() -> None:
         return
 
     index_report = build_index(args.data / "train.jsonl", args.store, IndexConfig(encoder=args.encoder, flip=args.flip, crops=args.crops, words=args.words,
-                                                                                vocabulary=vocabulary))
+                                                                                vocabulary=vocabulary), RichProgress())
     print(f"indexed {index_report.n_indexed} images; stage seconds {index_report.seconds}", flush=True)
 
     with Store.open(args.store) as store:
@@ -169,7 +170,7 @@ def main() -> None:
     n_train = sum(1 for line in (args.data / "train.jsonl").open() if line.strip())
     holdout = n_test / n_train
     results = cross_validate(training.X, training.labels, training.E, training.has_vector, GRID, folds=args.folds,
-                             design=args.cv, holdout=holdout)
+                             design=args.cv, holdout=holdout, progress=RichProgress())
     cv_seconds = time.perf_counter() - t
     print(f"cross-validated {len(GRID)} candidates in {cv_seconds:.0f}s", flush=True)
     for r in results[:5]:

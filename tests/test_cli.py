@@ -197,3 +197,32 @@ def test_tune_on_cover_hold_outs_records_the_design(synthetic: dict[str, Path], 
                      "--words", synthetic["words"], *args)
         assert bad.exit_code == 1 and message in bad.stderr, bad.output
         assert not (tmp_path / "bad.annot").exists()  # refused before anything was written
+
+
+def test_progress_without_a_terminal_is_occasional_lines() -> None:
+    """Where stderr is a log file, a long stage reports after `first` seconds, then every `every`, then its end;
+    a stage shorter than `first` writes nothing."""
+    from annot.cli.render import LineProgress
+
+    now = [0.0]
+    lines: list[str] = []
+    progress = LineProgress(lines.append, first=10.0, every=60.0, clock=lambda: now[0])
+    with progress.task("quick", 4) as advance:
+        for _ in range(4):
+            now[0] += 1.0
+            advance(1)
+    assert lines == []
+    with progress.task("features", 100) as advance:
+        for _ in range(100):
+            now[0] += 2.0
+            advance(1)
+    # reports at 10 s (5 done), then 60 s later (35 done), 60 s after that (65), again (95), then the end
+    assert [line.split(",")[0] for line in lines] == ["features: 5/100 (5%)", "features: 35/100 (35%)",
+                                                     "features: 65/100 (65%)", "features: 95/100 (95%)",
+                                                     "features: 100/100 (100%)"]
+    assert lines[-1].endswith("3m20s, finished")
+    lines.clear()
+    with progress.task("statistics pass", None) as advance:
+        now[0] += 30.0
+        advance(1000)
+    assert lines == ["statistics pass: 1,000 done, 30s", "statistics pass: 1,000 done, 30s, finished"]

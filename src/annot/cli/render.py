@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -18,16 +19,57 @@ console = Console()
 errors = Console(stderr=True)
 
 
+class LineProgress:
+    """Progress as plain lines, for a stderr that is not a terminal (a log file, nohup, CI). Quiet work stays quiet:
+    a stage reports only once it has run ``first`` seconds, then every ``every`` seconds, and says when it ends."""
+
+    def __init__(self, write: Callable[[str], None], first: float = 10.0, every: float = 60.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.write, self.first, self.every, self.clock = write, first, every, clock
+
+    @contextmanager
+    def task(self, description: str, total: int | None) -> Iterator[Advance]:
+        start = self.clock()
+        done, due, spoke = 0, start + self.first, False
+
+        def status() -> str:
+            elapsed = _duration(self.clock() - start)
+            if not total:
+                return f"{description}: {done:,} done, {elapsed}"
+            return f"{description}: {done:,}/{total:,} ({100 * done / total:.0f}%), {elapsed}"
+
+        def advance(n: int) -> None:
+            nonlocal done, due, spoke
+            done += n
+            if self.clock() >= due:
+                self.write(status())
+                due, spoke = self.clock() + self.every, True
+
+        yield advance
+        if spoke:
+            self.write(status() + ", finished")
+
+
+def _duration(seconds: float) -> str:
+    minutes, s = divmod(int(seconds), 60)
+    return f"{minutes}m{s:02d}s" if minutes else f"{s}s"
+
+
 class RichProgress:
-    """Progress bars on stderr, so ``--json`` output on stdout stays clean."""
+    """Progress on stderr, so ``--json`` output on stdout stays clean: bars on a terminal, else occasional lines."""
 
     def __init__(self, enabled: bool = True) -> None:
-        self.enabled = enabled and errors.is_terminal
+        self.enabled = enabled
+        self.lines = None if errors.is_terminal else LineProgress(warn)
 
     @contextmanager
     def task(self, description: str, total: int | None) -> Iterator[Advance]:
         if not self.enabled:
             yield lambda n: None
+            return
+        if self.lines is not None:
+            with self.lines.task(description, total) as advance:
+                yield advance
             return
         columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn()]
         with Progress(*columns, console=errors, transient=True) as progress:
