@@ -93,6 +93,10 @@ def index(
     projection: ProjectionOpt = "linear-cca",
     landmarks: Annotated[str, typer.Option(help="KCCA: all (exact), a number (Nyström), or auto (exact up to 5,000 images).")] = "auto",
     gamma_scale: Annotated[float, typer.Option(help="KCCA: χ² kernel width γ as a multiple of 1 / mean χ² distance.")] = 1.0,
+    text_kernel: Annotated[str, typer.Option(help="KCCA: kernel on the text view, linear or rbf (Gaussian; lifts the "
+                                             "cap of q dimensions, e.g. 50 for GloVe-50 W2V).")] = "linear",
+    text_gamma_scale: Annotated[float, typer.Option(help="KCCA with --text-kernel rbf: γ_y as a multiple of 1 / mean "
+                                                  "squared distance between training texts.")] = 1.0,
     space: Annotated[str, typer.Option(help="What a query is compared with: the training images' image projections U "
                                        "(image), their tags' projections V (text, the paper's wording) or both.")] = "image",
     components: Annotated[int | None, typer.Option("--components", help="CCA dimensions (default min(p, q)).")] = None,
@@ -121,7 +125,7 @@ def index(
 
     config = IndexConfig(
         encoder=encoder, weights=weights, flip=flip, crops=crops, words=words, text=text, normalization=normalize, projection=projection,
-        landmarks=landmarks, gamma_scale=gamma_scale, space=space, n_components=components, reg_x=reg, reg_y=reg,
+        landmarks=landmarks, gamma_scale=gamma_scale, text_kernel=text_kernel, text_gamma_scale=text_gamma_scale, space=space, n_components=components, reg_x=reg, reg_y=reg,
         vocabulary=vocabulary, strict=strict, batch_size=batch_size, k=k, temperature=temperature,
         frequency_power=frequency_power, depth=depth, k_power=k_power, index=index_kind, memory_budget=memory_budget, feature_dtype=feature_dtype,
         tag_agreement=tag_agreement,

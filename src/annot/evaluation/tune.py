@@ -29,6 +29,7 @@ from annot.progress import NoProgress, Progress
 from annot.projection import KernelCCA, LinearCCA
 from annot.projection.kcca import chi2_input, chi2_kernel, default_gamma, kernel_map
 from annot.projection.registry import SPACES, space_rows
+from annot.projection.text_kernel import TextMap
 from annot.retrieval.indexes import correlation_rows
 from annot.retrieval.scoring import score_queries
 from annot.schema import runs
@@ -51,10 +52,12 @@ class Candidate:
     k_power: float = 0.0
     gamma_scale: float = 1.0  # KCCA only: the χ² kernel's γ as a multiple of 1 / mean χ² distance
     space: str = "image"  # the training images' rows queries are compared with (annot.projection.registry.space_rows)
+    text_kernel: str = "linear"  # KCCA only: linear or rbf on the text view (annot.projection.text_kernel)
 
     @property
-    def projection_key(self) -> tuple[str, str, float, int | None, str, float]:
-        return (self.text, self.normalization, self.reg, self.n_components, self.projection, self.gamma_scale)
+    def projection_key(self) -> tuple[str, str, float, int | None, str, float, str]:
+        return (self.text, self.normalization, self.reg, self.n_components, self.projection, self.gamma_scale,
+                self.text_kernel)
 
 
 @dataclass(frozen=True)
@@ -122,7 +125,7 @@ def cross_validate(
     and ``holdout`` as :func:`annot.evaluation.splits.cv_splits`), best F1 first."""
     progress = progress or NoProgress()
     splits = cv_splits(labels, folds, design, holdout, seed)
-    by_projection: dict[tuple[str, str, float, int | None, str, float], list[Candidate]] = defaultdict(list)
+    by_projection: dict[tuple[str, str, float, int | None, str, float, str], list[Candidate]] = defaultdict(list)
     for c in candidates:
         by_projection[c.projection_key].append(c)
     fold_scores: dict[Candidate, list[tuple[float, float, float, int]]] = defaultdict(list)
@@ -131,7 +134,8 @@ def cross_validate(
     with progress.task("cross-validating", folds * len(by_projection)) as advance:
         for held, fit in splits:
             maps: dict[tuple[str, float, bytes], tuple[NDArray[np.float64], tuple[NDArray[np.float64], NDArray[np.float64]], NDArray[np.float64]]] = {}
-            for (text, normalization, reg, n_components, projection, gamma_scale), group in by_projection.items():
+            text_maps: dict[tuple[str, str], TextMap | None] = {}  # one text kernel map per fold, view and kernel
+            for (text, normalization, reg, n_components, projection, gamma_scale, text_kernel), group in by_projection.items():
                 if normalization not in normalized:
                     normalized[normalization] = normalize_features(X, normalization)
                 Xn = normalized[normalization]
@@ -144,10 +148,12 @@ def cross_validate(
                         eigen = kernel_map(K[np.ix_(keep, keep)])
                         maps[key] = (Xk[keep], eigen, K[np.ix_(held, keep)] @ eigen[1])
                     landmarks, eigen, held_map = maps[key]
-                    model = KernelCCA(n_components, reg, reg, n_landmarks=None, negative="split")
-                    model.fit_exact(landmarks, gamma, eigen, Y)
+                    model = KernelCCA(n_components, reg, reg, n_landmarks=None, negative="split", text_kernel=text_kernel)
+                    if (text, text_kernel) not in text_maps:
+                        text_maps[text, text_kernel] = model.fit_text(Y)
+                    model.fit_exact(landmarks, gamma, eigen, Y, text_maps[text, text_kernel])
                     U = model.cca_.transform(model.map_ * model.eigenvalues_)
-                    V = model.cca_.transform_y(Y)
+                    V = model.transform_y(Y) if any(c.space != "image" for c in group) else U  # V only if used
                     T = correlation_rows(model.cca_.transform(held_map))
                 else:
                     cca = LinearCCA(n_components, reg, reg).fit(Xn[keep], Y)
@@ -248,7 +254,8 @@ def tune_store(
     config = replace(base, text=chosen.text, normalization=chosen.normalization, reg_x=chosen.reg, reg_y=chosen.reg,
                      n_components=chosen.n_components, method=chosen.method, k=chosen.k,
                      temperature=chosen.temperature, frequency_power=chosen.frequency_power, depth=chosen.depth,
-                     k_power=chosen.k_power, gamma_scale=chosen.gamma_scale, space=chosen.space)
+                     k_power=chosen.k_power, gamma_scale=chosen.gamma_scale, space=chosen.space,
+                     text_kernel=chosen.text_kernel)
     build_index(corpus, store_root, config, progress)
     how = {"folds": folds, "cv": design, **({"holdout": holdout} if design == "cover" else {})}
     dataset = f"cv:{folds}-{'fold' if design == 'random' else 'cover'}:{corpus.resolve()}"

@@ -35,6 +35,7 @@ from annot.progress import NoProgress, Progress
 from annot.projection import PROJECTIONS, build_projection
 from annot.projection.cca import CCAStatistics, LinearCCA
 from annot.projection.registry import SPACES, space_rows
+from annot.projection.text_kernel import TEXT_KERNELS
 from annot.retrieval.ann import (
     ADD_CHUNK,
     AGREEMENT_TARGET,
@@ -75,6 +76,8 @@ class IndexConfig:
     projection: str = "linear-cca"
     landmarks: str = "auto"
     gamma_scale: float = 1.0
+    text_kernel: str = "linear"
+    text_gamma_scale: float = 1.0
     space: str = "image"
     n_components: int | None = None
     reg_x: float = 0.3
@@ -228,7 +231,7 @@ def _fit_projection(
                 raise CorpusError(f"{corpus.source}: fewer than 2 usable tagged images; nothing to fit")
             X = normalize_features(cache.load(candidates[keep]), config.normalization)
             cca = build_projection(config.projection, config.n_components, config.reg_x, config.reg_y, config.landmarks,
-                                   config.gamma_scale)
+                                   config.gamma_scale, config.text_kernel, config.text_gamma_scale)
             Y = text_view(labels[keep], E, has_vector, config.text)
             U = cca.fit_transform(X, Y)
         return cca, space_rows(U, cca.transform_y(Y), config.space), candidates[keep], int((~keep).sum()), None
@@ -326,6 +329,12 @@ def build_index(corpus_path: Path, store_root: Path, config: IndexConfig = Index
         raise AnnotError(f"--projection must be one of {', '.join(PROJECTIONS)}, got {config.projection!r}")
     if config.space not in SPACES:
         raise AnnotError(f"--space must be one of {', '.join(SPACES)}, got {config.space!r}")
+    if config.text_kernel not in TEXT_KERNELS:
+        raise AnnotError(f"--text-kernel must be one of {', '.join(TEXT_KERNELS)}, got {config.text_kernel!r}")
+    if config.text_kernel != "linear" and config.projection != "kcca":
+        raise AnnotError(f"--text-kernel {config.text_kernel} needs --projection kcca (linear CCA's views are linear)")
+    if not config.text_gamma_scale > 0:
+        raise AnnotError(f"--text-gamma-scale must be > 0, got {config.text_gamma_scale}")
     if config.normalization not in NORMALIZATIONS:
         raise AnnotError(f"--normalize must be one of {', '.join(NORMALIZATIONS)}, got {config.normalization!r}")
     if config.feature_dtype not in ("float32", "float16"):
@@ -396,6 +405,8 @@ def build_index(corpus_path: Path, store_root: Path, config: IndexConfig = Index
             "projection": {"kind": config.projection, "file": files["projection"], "statistics": files.get("statistics"), "n_components": len(cca.canonical_correlations_),
                            "landmarks": config.landmarks if config.projection == "kcca" else None,
                            "gamma_scale": config.gamma_scale if config.projection == "kcca" else None,
+                           "text_kernel": config.text_kernel,
+                           "text_gamma_scale": config.text_gamma_scale if config.text_kernel != "linear" else None,
                            "normalization": config.normalization, "space": config.space,
                            "reg_x": config.reg_x, "reg_y": config.reg_y,
                            "canonical_correlations": [round(float(c), 6) for c in cca.canonical_correlations_]},

@@ -4,8 +4,9 @@ KCCA looks for directions w_x = Σ_i α_i φ(x_i) in the feature space of a kern
 empirical kernel map: with K = V Λ Vᵀ the eigendecomposition of the kernel matrix of m landmark images, every image
 gets the coordinates φ(x) = k(x, landmarks) V Λ^(-1/2) (so that φ(x_i)ᵀφ(x_j) = K_ij on the landmarks), and
 regularized linear CCA on (φ(X), Y) is regularized KCCA: the ridge on the covariance of φ(X) is Hardoon's κ‖w_x‖²
-penalty, and LinearCCA's centring of φ(X) is the centring of the kernel. The text view keeps a linear kernel (its
-vectors are W2V means or 0/1 tags already).
+penalty, and LinearCCA's centring of φ(X) is the centring of the kernel. The text view has a linear kernel by
+default (its vectors are W2V means or 0/1 tags already), or a Gaussian one (``text_kernel="rbf"``,
+annot.projection.text_kernel), mapped the same way over the same landmarks' texts.
 
 - **Exact** (``n_landmarks=None``): the landmarks are all n training images; memory grows as n² and time as n³.
 - **Nyström** (``n_landmarks=m``): m training images chosen at random; cost linear in n (scikit-learn's
@@ -32,6 +33,7 @@ from numpy.typing import NDArray
 
 from annot.errors import ProjectionError
 from annot.projection.cca import CCAStatistics, LinearCCA, _check_matrix
+from annot.projection.text_kernel import TextMap, check_text_kernel
 
 NEGATIVE_MODES = ("error", "split")
 EXACT_LIMIT = 5000  # above this many training images ``auto`` switches to Nyström
@@ -98,6 +100,8 @@ class KernelCCA:
     gamma : χ² kernel width (None: ``gamma_scale`` / mean χ² distance).
     negative : "error" or "split" (see the module text).
     gamma_scale : multiplies the default γ when ``gamma`` is None.
+    text_kernel : "linear" (the text view as it is) or "rbf" (a Gaussian kernel on it; annot.projection.text_kernel).
+    text_gamma_scale : the Gaussian text kernel's γ_y as a multiple of 1 / (mean squared distance between texts).
 
     Fitted: ``landmarks_`` (m × p'), ``map_`` (m × r, V Λ^(-1/2)), ``gamma_``, ``cca_`` (the LinearCCA on the
     mapped features), ``canonical_correlations_``.
@@ -113,9 +117,14 @@ class KernelCCA:
         negative: str = "error",
         seed: int = 0,
         gamma_scale: float = 1.0,
+        text_kernel: str = "linear",
+        text_gamma_scale: float = 1.0,
     ) -> None:
         if not gamma_scale > 0:
             raise ProjectionError(f"gamma_scale must be > 0, got {gamma_scale}")
+        check_text_kernel(text_kernel, text_gamma_scale)
+        self.text_kernel = text_kernel
+        self.text_gamma_scale = text_gamma_scale
         self.n_components = n_components
         self.reg_x = reg_x
         self.reg_y = reg_y
@@ -153,13 +162,21 @@ class KernelCCA:
         landmarks = chi2_input(np.asarray(X[chosen], np.float64), self.negative)
         gamma = float(self.gamma) if self.gamma is not None else self.gamma_scale * default_gamma(landmarks, self.seed)
         K_ll = chi2_kernel(landmarks, landmarks, gamma)
+        text = self.fit_text(Y64[chosen])
         if m == n:
-            return self.fit_exact(landmarks, gamma, kernel_map(K_ll), Y64)
+            return self.fit_exact(landmarks, gamma, kernel_map(K_ll), Y64, text)
         chunks = (
             chi2_kernel(chi2_input(np.asarray(X[lo : lo + CHUNK], np.float64), self.negative), landmarks, gamma)
             for lo in range(0, n, CHUNK)
         )
-        return self.fit_kernels(landmarks, gamma, K_ll, chunks, Y64)
+        return self.fit_kernels(landmarks, gamma, K_ll, chunks, Y64, text)
+
+    def fit_text(self, landmark_texts: NDArray[np.floating]) -> TextMap | None:
+        """The Gaussian text kernel's map over the landmarks' text views (None for a linear text kernel).
+        Cross-validation computes it once per fold and passes it to every ridge's fit."""
+        if self.text_kernel == "linear":
+            return None
+        return TextMap.fit(landmark_texts, self.text_gamma_scale, self.seed)
 
     def fit_kernels(
         self,
@@ -168,10 +185,11 @@ class KernelCCA:
         K_ll: NDArray[np.float64],
         K_nl: Iterable[NDArray[np.float64]],
         Y: NDArray[np.float64],
+        text: TextMap | None = None,
     ) -> KernelCCA:
         """Fit from precomputed kernels: K_ll among the landmarks, K_nl (training × landmarks, in row chunks that
         follow Y's rows). Cross-validation uses this to compute the kernel of a corpus once for every fold."""
-        return self.fit_map(landmarks, gamma, kernel_map(K_ll), K_nl, Y)
+        return self.fit_map(landmarks, gamma, kernel_map(K_ll), K_nl, Y, text=text)
 
     def fit_exact(
         self,
@@ -179,11 +197,12 @@ class KernelCCA:
         gamma: float,
         eigen: tuple[NDArray[np.float64], NDArray[np.float64]],
         Y: NDArray[np.floating],
+        text: TextMap | None = None,
     ) -> KernelCCA:
         """Exact KCCA (the landmarks are the training images, Y's rows) from their kernel's map: the training images'
         φ rows are K V Λ^(-1/2) = V Λ^(1/2), so no kernel product is needed. Cross-validation shares one ``eigen``
-        across ridges."""
-        return self.fit_map(landmarks, gamma, eigen, [eigen[1] * eigen[0]], Y, mapped=True)
+        (and one text map) across ridges."""
+        return self.fit_map(landmarks, gamma, eigen, [eigen[1] * eigen[0]], Y, mapped=True, text=text)
 
     def fit_map(
         self,
@@ -193,25 +212,44 @@ class KernelCCA:
         K_nl: Iterable[NDArray[np.float64]],
         Y: NDArray[np.floating],
         mapped: bool = False,
+        text: TextMap | None = None,
     ) -> KernelCCA:
         """Fit from the landmark kernel's map (``kernel_map(K_ll)``), so several ridges can share one
-        eigendecomposition. With ``mapped`` the chunks are already φ rows (k(x, landmarks) V Λ^(-1/2))."""
+        eigendecomposition. With ``mapped`` the chunks are already φ rows (k(x, landmarks) V Λ^(-1/2)). With a
+        Gaussian text kernel, ``text`` is its map (``fit_text``; fitted here on the landmarks' rows of Y if None)."""
         eigenvalues, mapping = eigen
         rank = len(eigenvalues)
-        upper = min(rank, Y.shape[1])
+        exact = len(landmarks) == len(Y)
+        text_rows = None  # the training texts' ψ rows, when the text landmarks are all of them (exact KCCA)
+        if self.text_kernel == "rbf":
+            if text is None:
+                chosen = np.arange(len(Y)) if exact else np.sort(
+                    np.random.default_rng(self.seed).choice(len(Y), size=len(landmarks), replace=False))
+                text = TextMap.fit(np.asarray(Y, np.float64)[chosen], self.text_gamma_scale, self.seed)
+            if exact and len(text.landmarks) == len(Y):
+                text_rows = text.landmark_rows()
+        self.text_ = text if self.text_kernel == "rbf" else None
+        q = self.text_.width if self.text_ is not None else Y.shape[1]
+        upper = min(rank, q)
         if self.n_components is not None and not 1 <= self.n_components <= upper:
             raise ProjectionError(f"n_components must be in [1, min(kernel rank, q) = {upper}], got {self.n_components}")
         self.landmarks_, self.gamma_ = landmarks, float(gamma)
         self.map_ = mapping  # φ(x) = k(x, landmarks) V Λ^(-1/2)
         self.eigenvalues_ = eigenvalues
-        stats = CCAStatistics.empty(rank, Y.shape[1])
+        stats = CCAStatistics.empty(rank, q)
         start = 0
         for K in K_nl:
-            stats.update(K if mapped else K @ self.map_, Y[start : start + len(K)])
+            rows = slice(start, start + len(K))
+            Yc: NDArray[np.floating]
+            if text_rows is not None:
+                Yc = text_rows[rows]
+            else:  # ψ of a chunk at a time: a Nyström fit over millions of texts never holds all their rows
+                Yc = self.text_.features(Y[rows]) if self.text_ is not None else Y[rows]
+            stats.update(K if mapped else K @ self.map_, Yc)
             start += len(K)
         if start != len(Y):
             raise ProjectionError(f"kernel rows ({start}) and Y rows ({len(Y)}) differ")
-        self.is_exact_ = len(landmarks) == len(Y)
+        self.is_exact_ = exact
         self.cca_ = LinearCCA(self.n_components, self.reg_x, self.reg_y).fit_statistics(stats)
         self.canonical_correlations_ = self.cca_.canonical_correlations_
         self.n_samples_ = len(Y)
@@ -249,8 +287,9 @@ class KernelCCA:
         return self.cca_.transform(self.kernel_features(X))
 
     def transform_y(self, Y: NDArray[np.floating]) -> NDArray[np.float32]:
+        """Text views into the shared space (through the text kernel's map when it is Gaussian)."""
         self._check_fitted()
-        return self.cca_.transform_y(Y)
+        return self.cca_.transform_y(self.text_.features(Y) if self.text_ is not None else Y)
 
     # -- persistence -----------------------------------------------------------------------------------------
     def to_arrays(self) -> dict[str, NDArray[np.float64]]:
@@ -261,6 +300,8 @@ class KernelCCA:
             kernel_map=self.map_,
             kernel_params=np.array([self.gamma_, 1.0 if self.negative == "split" else 0.0, float(self.is_exact_)]),
         )
+        if self.text_ is not None:
+            arrays.update(self.text_.to_arrays())
         return arrays
 
     @classmethod
@@ -272,6 +313,9 @@ class KernelCCA:
             model.landmarks_ = np.asarray(arrays["landmarks"], np.float64)
             model.map_ = arrays["kernel_map"]
             model.gamma_, model.is_exact_ = float(gamma), bool(exact)
+            model.text_ = TextMap.from_arrays(arrays, source)
+            if model.text_ is not None:
+                model.text_kernel = "rbf"
             model.canonical_correlations_ = model.cca_.canonical_correlations_
             model.n_samples_ = model.cca_.n_samples_
             model.n_components, model.reg_x, model.reg_y = model.cca_.n_components, model.cca_.reg_x, model.cca_.reg_y

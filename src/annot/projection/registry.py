@@ -61,14 +61,17 @@ def parse_landmarks(value: str | int | None) -> int | str | None:
 
 def build_projection(
     kind: str, n_components: int | None, reg_x: float, reg_y: float, landmarks: str | int | None = "auto",
-    gamma_scale: float = 1.0,
+    gamma_scale: float = 1.0, text_kernel: str = "linear", text_gamma_scale: float = 1.0,
 ) -> LinearCCA | KernelCCA:
-    """An unfitted projection. KCCA maps negative features to [x⁺, x⁻] (see annot.projection.kcca)."""
+    """An unfitted projection. KCCA maps negative features to [x⁺, x⁻] (see annot.projection.kcca) and takes a
+    linear or Gaussian kernel on the text view (annot.projection.text_kernel)."""
     if kind == "linear-cca":
+        if text_kernel != "linear":
+            raise ProjectionError(f"text_kernel {text_kernel!r} needs kcca; linear CCA's views are linear")
         return LinearCCA(n_components, reg_x, reg_y)
     if kind == "kcca":
         return KernelCCA(n_components, reg_x, reg_y, n_landmarks=parse_landmarks(landmarks), negative="split",
-                         gamma_scale=gamma_scale)
+                         gamma_scale=gamma_scale, text_kernel=text_kernel, text_gamma_scale=text_gamma_scale)
     raise ProjectionError(f"projection must be one of {', '.join(PROJECTIONS)}, got {kind!r}")
 
 
