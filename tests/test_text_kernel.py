@@ -150,3 +150,21 @@ def test_store_with_a_gaussian_text_kernel(synthetic: dict[str, Path], tmp_path:
         result = invoke("index", synthetic["train"], "--store", bad, "--encoder", "fake", "--words", synthetic["words"], *args)
         assert result.exit_code == 1 and message in result.output, result.output
         assert not (bad / "manifest.json").exists()
+
+
+def test_tune_keeps_the_users_text_kernel(synthetic: dict[str, Path], tmp_path: Path) -> None:
+    from annot.errors import AnnotError
+    from annot.evaluation.tune import tune_store
+    from annot.indexer import IndexConfig
+    from annot.store import Store
+
+    store = tmp_path / "tuned.annot"
+    base = IndexConfig(encoder="fake", words=str(synthetic["words"]), projection="kcca", text_kernel="rbf")
+    report = tune_store(synthetic["train"], store, base, folds=3)
+    assert {r.candidate.text_kernel for r in report.results} == {"rbf"} and report.chosen.text_kernel == "rbf"
+    with Store.open(store) as s:
+        assert s.manifest()["projection"]["text_kernel"] == "rbf"
+    with pytest.raises(AnnotError, match="needs --projection kcca"):
+        tune_store(synthetic["train"], tmp_path / "bad.annot", IndexConfig(encoder="fake", words=str(synthetic["words"]),
+                                                                           text_kernel="rbf"), folds=3)
+    assert not (tmp_path / "bad.annot" / "manifest.json").exists()

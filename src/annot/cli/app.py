@@ -278,6 +278,7 @@ def tune(
     encoder: EncoderOpt = "efficientnet-lite0-stages",
     words: WordsOpt = "glove-50",
     projection: ProjectionOpt = "linear-cca",
+    text_kernel: Annotated[str, typer.Option(help="KCCA: kernel on the text view, linear or rbf (kept, not searched).")] = "linear",
     vocabulary: VocabularyOpt = None,
     grid: Annotated[str, typer.Option(help="Candidate grid: quick (48 candidates; 192 for kcca: two ridges, two kernel widths) or full (468; 936 for kcca).")] = "quick",
     folds: Annotated[int, typer.Option(help="Cross-validation folds (with --cv cover: hold-outs).")] = 5,
@@ -293,7 +294,7 @@ def tune(
     from annot.evaluation.tune import tune_store
     from annot.indexer import IndexConfig
 
-    base = IndexConfig(encoder=encoder, words=words, projection=projection, vocabulary=vocabulary)
+    base = IndexConfig(encoder=encoder, words=words, projection=projection, text_kernel=text_kernel, vocabulary=vocabulary)
     report = tune_store(corpus, store, base, grid_name=grid, folds=folds, design=cv, holdout=holdout,
                         progress=RichProgress())
     if json_out:

@@ -194,18 +194,18 @@ def _quick_ridges(projection: str) -> list[float]:
 GRIDS = {
     # a small grid around the settings that won on Corel-5k (for Lite0 with pooled stages and for Lite0's head alone):
     # a minute or two on a few thousand images
-    "quick": lambda projection: grid(
+    "quick": lambda projection, text_kernel="linear": grid(
         projection=[projection], text=["bv", "w2v+bv"], normalization=["none", "power"], reg=_quick_ridges(projection),
-        k=[5, 16], temperature=[0.05, 0.1], frequency_power=[0.25, 0.375, 0.5], gamma_scale=_widths(projection),
+        k=[5, 16], temperature=[0.05, 0.1], frequency_power=[0.25, 0.375, 0.5], gamma_scale=_widths(projection), text_kernel=[text_kernel],
     ),
     # the main block of benchmarks/corel5k.py's grid as it was before session 5 (the benchmark's grid has since
     # dropped τ 0.2 and added α 0.375 and 0.625)
-    "full": lambda projection: grid(
+    "full": lambda projection, text_kernel="linear": grid(
         projection=[projection], text=["w2v", "bv", "w2v+bv"], normalization=["none", "power"], reg=[0.3, 1.0],
         k=[5, 8, 16], temperature=[0.05, 0.1, 0.2], frequency_power=[0.0, 0.25, 0.5, 0.75],
-        gamma_scale=_widths(projection),
+        gamma_scale=_widths(projection), text_kernel=[text_kernel],
     ) + grid(projection=[projection], text=["w2v", "bv", "w2v+bv"], normalization=["none", "power"],
-             reg=[0.3, 1.0], method=["nn"], gamma_scale=_widths(projection), space=SPACES),
+             reg=[0.3, 1.0], method=["nn"], gamma_scale=_widths(projection), space=SPACES, text_kernel=[text_kernel]),
 }
 
 
@@ -247,7 +247,7 @@ def tune_store(
         cache = FeatureCache(store.features_dir / manifest["encoder"]["key"], manifest["encoder"]["dim"])
         words = load_word_vectors(manifest["words"]["source"])
         training = load_training_set(store, cache, tuple(manifest["vocabulary"]["words"]), words, "bv")
-    candidates = GRIDS[grid_name](base.projection)
+    candidates = GRIDS[grid_name](base.projection, base.text_kernel)  # the text kernel is the user's, not searched
     results = cross_validate(training.X, training.labels, training.E, training.has_vector, candidates,
                              folds=folds, design=design, holdout=holdout, progress=progress)
     chosen = results[0].candidate
