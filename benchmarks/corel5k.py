@@ -70,6 +70,19 @@ KCCA_RBF_GRID = (
            gamma_scale=[1.0, 2.0], method=["nn"], space=SPACES)
     + grid(text=["w2v", "bv", "w2v+bv"], normalization=["none", "power"], reg=KCCA_RIDGES, method=["nn"], space=SPACES)
 )
+def kcca_rows(name: str, text_kernel: str, linear_note: str) -> dict[str, dict[str, object]]:
+    """A KCCA run's rows: its transfer and CCA-KNN, each on W2V and on the best text view, and linear CCA's transfer
+    from the same run as their comparison."""
+    return {
+        f"{name} + nn transfer (W2V)": {"method": "nn", "text": "w2v", "text_kernel": text_kernel},
+        f"{name} + nn transfer (best text view)": {"method": "nn", "text_kernel": text_kernel},
+        f"{name} + CCA-KNN (W2V)": {"method": "cca-knn", "text": "w2v", "text_kernel": text_kernel},
+        f"{name} + CCA-KNN (best text view)": {"method": "cca-knn", "text_kernel": text_kernel},
+        f"CCA + nn transfer (W2V), {linear_note}": {"method": "nn", "text": "w2v", "projection": "linear-cca"},
+        f"CCA + nn transfer (best text view), {linear_note}": {"method": "nn", "projection": "linear-cca"},
+    }
+
+
 ROWS = {
     "linear": {
         "CCA + nn transfer (W2V)": {"method": "nn", "text": "w2v"},
@@ -81,22 +94,8 @@ ROWS = {
         "CCA-KNN (W2V+BV), all images as candidates": {"method": "cca-knn", "text": "w2v+bv", "depth": 0},
         "CCA-KNN (W2V+BV)": {"method": "cca-knn", "text": "w2v+bv"},
     },
-    "kcca": {
-        "KCCA + nn transfer (W2V)": {"method": "nn", "text": "w2v", "text_kernel": "linear"},
-        "KCCA + nn transfer (best text view)": {"method": "nn", "text_kernel": "linear"},
-        "KCCA + CCA-KNN (W2V)": {"method": "cca-knn", "text": "w2v", "text_kernel": "linear"},
-        "KCCA + CCA-KNN (best text view)": {"method": "cca-knn", "text_kernel": "linear"},
-        "CCA + nn transfer (W2V), the same ridges": {"method": "nn", "text": "w2v", "projection": "linear-cca"},
-        "CCA + nn transfer (best text view), the same ridges": {"method": "nn", "projection": "linear-cca"},
-    },
-    "kcca-rbf": {
-        "KCCA, Gaussian text kernel + nn transfer (W2V)": {"method": "nn", "text": "w2v", "text_kernel": "rbf"},
-        "KCCA, Gaussian text kernel + nn transfer (best text view)": {"method": "nn", "text_kernel": "rbf"},
-        "KCCA, Gaussian text kernel + CCA-KNN (W2V)": {"method": "cca-knn", "text": "w2v", "text_kernel": "rbf"},
-        "KCCA, Gaussian text kernel + CCA-KNN (best text view)": {"method": "cca-knn", "text_kernel": "rbf"},
-        "CCA + nn transfer (W2V), same run": {"method": "nn", "text": "w2v", "projection": "linear-cca"},
-        "CCA + nn transfer (best text view), same run": {"method": "nn", "projection": "linear-cca"},
-    },
+    "kcca": kcca_rows("KCCA", "linear", "the same ridges"),
+    "kcca-rbf": kcca_rows("KCCA, Gaussian text kernel", "rbf", "same run"),
 }
 
 
