@@ -151,9 +151,10 @@ def cross_validate(
                     model = KernelCCA(n_components, reg, reg, n_landmarks=None, negative="split", text_kernel=text_kernel)
                     if (text, text_kernel) not in text_maps:
                         text_maps[text, text_kernel] = model.fit_text(Y)
-                    model.fit_exact(landmarks, gamma, eigen, Y, text_maps[text, text_kernel])
+                    text_map = text_maps[text, text_kernel]
+                    model.fit_exact(landmarks, gamma, eigen, Y, text_map)
                     U = model.cca_.transform(model.map_ * model.eigenvalues_)
-                    V = model.transform_y(Y) if any(c.space != "image" for c in group) else U  # V only if used
+                    V = model.cca_.transform_y(text_map.landmark_rows() if text_map is not None else Y)
                     T = correlation_rows(model.cca_.transform(held_map))
                 else:
                     cca = LinearCCA(n_components, reg, reg).fit(Xn[keep], Y)

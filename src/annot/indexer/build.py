@@ -234,7 +234,7 @@ def _fit_projection(
                                    config.gamma_scale, config.text_kernel, config.text_gamma_scale)
             Y = text_view(labels[keep], E, has_vector, config.text)
             U = cca.fit_transform(X, Y)
-        return cca, space_rows(U, cca.transform_y(Y), config.space), candidates[keep], int((~keep).sum()), None
+        return cca, space_rows(U, lambda: cca.transform_y(Y), config.space), candidates[keep], int((~keep).sum()), None
 
     def chunks() -> Iterator[tuple[NDArray[np.int64], NDArray[np.float32], NDArray[np.bool_]]]:
         return training_chunks(store, cache, candidates, vocab_ids)

@@ -89,8 +89,7 @@ def chunk_rows(
     the chunk those are."""
     keep = usable_rows(labels, has_vector, text)
     U = projection.transform(normalize_features(X[keep], normalization))
-    V = U if space == "image" else projection.transform_y(text_view(labels[keep], E, has_vector, text))
-    return space_rows(U, V, space), keep
+    return space_rows(U, lambda: projection.transform_y(text_view(labels[keep], E, has_vector, text)), space), keep
 
 
 def project_to_file(

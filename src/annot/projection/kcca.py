@@ -24,7 +24,7 @@ choice; larger is a narrower kernel, chosen by cross-validation).
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -77,15 +77,23 @@ def kernel_map(K_ll: NDArray[np.float64]) -> tuple[NDArray[np.float64], NDArray[
     return eigenvalues[keep], V[:, keep] / np.sqrt(eigenvalues[keep])
 
 
+def mean_sampled_distance(
+    X: NDArray[np.float64], pairwise: Callable[[NDArray[np.float64]], NDArray[np.float64]], seed: int = 0,
+    sample: int = 300,
+) -> float:
+    """Mean of ``pairwise(S)`` over the distinct pairs of ``sample`` random rows S of X (1 when it is not positive):
+    the scale a kernel width is set against."""
+    rng = np.random.default_rng(seed)
+    S = X[rng.choice(len(X), size=min(sample, len(X)), replace=False)]
+    mean = float(pairwise(S)[np.triu_indices(len(S), 1)].mean()) if len(S) > 1 else 0.0
+    return mean if mean > 0 else 1.0
+
+
 def default_gamma(X: NDArray[np.float64], seed: int = 0, sample: int = 300) -> float:
     """1 / mean χ² distance between sampled training images."""
     from sklearn.metrics.pairwise import additive_chi2_kernel  # = −Σ (x − y)² / (x + y)
 
-    rng = np.random.default_rng(seed)
-    S = X[rng.choice(len(X), size=min(sample, len(X)), replace=False)]
-    d = -additive_chi2_kernel(S, S)
-    mean = float(d[np.triu_indices(len(S), 1)].mean()) if len(S) > 1 else 0.0
-    return 1.0 / mean if mean > 0 else 1.0
+    return 1.0 / mean_sampled_distance(X, lambda S: -additive_chi2_kernel(S, S), seed, sample)
 
 
 class KernelCCA:
@@ -144,6 +152,12 @@ class KernelCCA:
             raise ProjectionError(f"n_landmarks must be >= 2, got {m}")
         return min(m, n)
 
+    def _landmark_ids(self, n: int, m: int) -> NDArray[np.int64]:
+        """The training rows that serve as landmarks, for the image kernel and the text kernel alike."""
+        if m == n:
+            return np.arange(n)
+        return np.sort(np.random.default_rng(self.seed).choice(n, size=m, replace=False))
+
     def fit(self, X: NDArray[np.floating], Y: NDArray[np.floating]) -> KernelCCA:
         """Fit on X (n × p; a memory-mapped array works: it is read in chunks) and Y (n × q)."""
         Y64 = _check_matrix("Y", Y)
@@ -157,8 +171,7 @@ class KernelCCA:
         for lo in range(0, n, CHUNK):  # every chunk valid before any work
             chi2_input(_check_matrix("X", X[lo : lo + CHUNK]), self.negative)
         m = self._landmark_count(n)
-        rng = np.random.default_rng(self.seed)
-        chosen = np.arange(n) if m == n else np.sort(rng.choice(n, size=m, replace=False))
+        chosen = self._landmark_ids(n, m)
         landmarks = chi2_input(np.asarray(X[chosen], np.float64), self.negative)
         gamma = float(self.gamma) if self.gamma is not None else self.gamma_scale * default_gamma(landmarks, self.seed)
         K_ll = chi2_kernel(landmarks, landmarks, gamma)
@@ -223,9 +236,8 @@ class KernelCCA:
         text_rows = None  # the training texts' ψ rows, when the text landmarks are all of them (exact KCCA)
         if self.text_kernel == "rbf":
             if text is None:
-                chosen = np.arange(len(Y)) if exact else np.sort(
-                    np.random.default_rng(self.seed).choice(len(Y), size=len(landmarks), replace=False))
-                text = TextMap.fit(np.asarray(Y, np.float64)[chosen], self.text_gamma_scale, self.seed)
+                ids = self._landmark_ids(len(Y), len(landmarks))
+                text = TextMap.fit(np.asarray(Y, np.float64)[ids], self.text_gamma_scale, self.seed)
             if exact and len(text.landmarks) == len(Y):
                 text_rows = text.landmark_rows()
         self.text_ = text if self.text_kernel == "rbf" else None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
@@ -28,20 +29,22 @@ class Projection(Protocol):
     def to_arrays(self) -> dict[str, NDArray[np.float64]]: ...
 
 
-def space_rows(U: NDArray[np.floating], V: NDArray[np.floating], space: str) -> NDArray[np.float32]:
+def space_rows(
+    U: NDArray[np.floating], V: NDArray[np.floating] | Callable[[], NDArray[np.floating]], space: str
+) -> NDArray[np.float32]:
     """The training images' rows in the shared space, the rows a query's projection T is compared with (paper
     §3.4.1). ``image``: their image projections U. ``text``: the projections V of their text views, as the paper
     words it ("compute the correlation distance of T to V"). ``both``: the mean of the two correlation rows, so that a
-    query's similarity to an image is the mean of its correlations with that image's U and V."""
+    query's similarity to an image is the mean of its correlations with that image's U and V. ``V`` may be a
+    function giving V, called only when the space reads it (``image`` never does)."""
     from annot.retrieval.indexes import correlation_rows
 
     if space == "image":
         return correlation_rows(U)
-    if space == "text":
-        return correlation_rows(V)
-    if space == "both":
-        return (correlation_rows(U) + correlation_rows(V)) / np.float32(2)
-    raise ProjectionError(f"space must be one of {', '.join(SPACES)}, got {space!r}")
+    if space not in SPACES:
+        raise ProjectionError(f"space must be one of {', '.join(SPACES)}, got {space!r}")
+    text_rows = correlation_rows(V() if callable(V) else V)
+    return text_rows if space == "text" else (correlation_rows(U) + text_rows) / np.float32(2)
 
 
 def parse_landmarks(value: str | int | None) -> int | str | None:

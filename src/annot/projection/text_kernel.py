@@ -30,14 +30,9 @@ def check_text_kernel(kind: str, gamma_scale: float) -> None:
         raise ProjectionError(f"text_gamma_scale must be > 0, got {gamma_scale}")
 
 
-def squared_distance_scale(Y: NDArray[np.float64], seed: int = 0, sample: int = 300) -> float:
-    """Mean squared Euclidean distance between distinct sampled rows (1 when they are all equal)."""
-    rng = np.random.default_rng(seed)
-    S = Y[rng.choice(len(Y), size=min(sample, len(Y)), replace=False)]
+def _squared_distances(S: NDArray[np.float64]) -> NDArray[np.float64]:
     sq = (S * S).sum(axis=1)
-    d = np.maximum(sq[:, None] + sq[None, :] - 2.0 * S @ S.T, 0.0)
-    mean = float(d[np.triu_indices(len(S), 1)].mean()) if len(S) > 1 else 0.0
-    return mean if mean > 0 else 1.0
+    return np.maximum(sq[:, None] + sq[None, :] - 2.0 * S @ S.T, 0.0)
 
 
 @dataclass
@@ -51,12 +46,12 @@ class TextMap:
 
     @classmethod
     def fit(cls, landmarks: NDArray[np.floating], gamma_scale: float = 1.0, seed: int = 0) -> TextMap:
-        from annot.projection.kcca import kernel_map
+        from annot.projection.kcca import kernel_map, mean_sampled_distance  # kcca imports this module
 
         L = np.asarray(landmarks, np.float64)
         if len(L) < 2:
             raise ProjectionError(f"the text kernel needs at least 2 landmark texts, got {len(L)}")
-        gamma = gamma_scale / squared_distance_scale(L, seed)
+        gamma = gamma_scale / mean_sampled_distance(L, _squared_distances, seed)
         eigenvalues, mapping = kernel_map(_rbf(L, L, gamma))
         return cls(L, gamma, eigenvalues, mapping)
 
