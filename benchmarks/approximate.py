@@ -37,13 +37,9 @@ SWEEP = (8, 16, 32, 48, 64)  # nprobe of the first IVF index, each evaluated onc
 
 def config_of(store: Path, index: str) -> IndexConfig:
     """The store's own settings with ``--index`` (``FACTORY`` or ``FACTORY@AGREEMENT``)."""
-    with Store.open(store, read_only=True) as s:
-        saved = dict(s.manifest()["config"])
-    known = set(IndexConfig.__dataclass_fields__)
-    paths = {k: Path(saved[k]) for k in ("vocabulary", "weights") if saved.get(k)}  # stored as text
     factory, _, agreement = index.partition("@")
-    given = {"index": factory, "tag_agreement": float(agreement) if agreement else IndexConfig.tag_agreement}
-    return IndexConfig(**{**{k: v for k, v in saved.items() if k in known}, **paths, **given})
+    return IndexConfig.of_store(store, index=factory,
+                                tag_agreement=float(agreement) if agreement else IndexConfig.tag_agreement)
 
 
 def measure(store: Path, test: Path, repeats: int = REPEATS, **given: Any) -> dict[str, Any]:

@@ -5,13 +5,12 @@
 Uses the store that ``benchmarks/corel5k.py`` (or ``make demo``) built, and indexes one with the defaults if there is
 none. For every method: ``annot fit`` (hyperparameters chosen on held-out training images only; timed), then one
 evaluation on the test split (recorded as a run in the store), and the annotation time of the test images alone
-(median of 3 runs over features already extracted). Writes benchmarks/results/baselines-<dataset>.json and .md.
+(median of 3 runs over features already extracted). Writes benchmarks/results/baselines-<dataset>.json and .md, and refreshes BENCHMARKS.md's appendix.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 from pathlib import Path
@@ -27,6 +26,7 @@ from annot.retrieval.baselines.stored import fit_baseline
 from annot.retrieval.model import AnnotationModel
 from annot.schema import images
 from annot.store import Store
+from assemble import write_results
 
 NAMES = {"freq": "frequency prior", "jec": "JEC", "2pknn": "2PKNN", "2pknn-ml": "2PKNN+ML", "tagprop": "TagProp σML",
          "mbrm": "MBRM", "svm-dmbrm": "SVM-DMBRM", "cca-knn": "CCA-KNN (store default)", "nn": "CCA + nn transfer"}
@@ -77,18 +77,14 @@ def main() -> None:
         print(f"{method}: {result.summary.as_percent()}  annotate {n / seconds:.0f} img/s", flush=True)
 
     out = {"dataset": dataset, "encoder": encoder, "store": str(args.store), "rows": rows}
-    results_dir = Path(__file__).parent / "results"
-    results_dir.mkdir(exist_ok=True)
-    (results_dir / f"baselines-{dataset}.json").write_text(json.dumps(out, indent=2, ensure_ascii=False))
-    lines = ["| method | visual | P | R | F1 | N+ | fit (s) | annotate (img/s) |", "|---|---|---|---|---|---|---|---|"]
-    for name, (p, r, f, n_plus) in PUBLISHED.get(dataset, {}).items():
-        lines.append(f"| paper: {name} | {name.rsplit('(', 1)[-1].rstrip(')')} | {p} | {r} | {f} | {n_plus} | | |")
+    lines = [f"| paper: {name} | {name.rsplit('(', 1)[-1].rstrip(')')} | {p} | {r} | {f} | {n_plus} | | |"
+             for name, (p, r, f, n_plus) in PUBLISHED.get(dataset, {}).items()]
     for method, row in rows.items():
         s = row["test"]
         lines.append(f"| annot: {NAMES.get(method, method)} | {encoder} | {s['P']} | {s['R']} | {s['F1']} | {s['N+']} "  # type: ignore[index]
                      f"| {row['fit_seconds']} | {row['images_per_second']} |")
-    (results_dir / f"baselines-{dataset}.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_results(f"baselines-{dataset}", out, ["method", "visual", "P", "R", "F1", "N+", "fit (s)", "annotate (img/s)"],
+                  lines)
 
 
 if __name__ == "__main__":

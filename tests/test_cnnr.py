@@ -49,6 +49,33 @@ def test_training_lowers_the_loss_and_answers_the_planted_tags(trained, syntheti
     assert result.params["method"] == "cnn-r" and result.params["backbone"] == "tiny16"
 
 
+def test_validation_f1_is_what_answering_the_validation_images_gives(trained, synthetic: dict[str, Path],  # type: ignore[no-untyped-def]
+                                                                      tmp_path: Path) -> None:
+    """The per-epoch validation F1 (used to compare targets and word vectors on training data) is the F1 that
+    `annot eval --method cnn-r` gives on the same held-out training images with the kept weights."""
+    from sqlalchemy import select
+
+    from annot.schema import images
+
+    root, report = trained
+    assert len(report.validation_ids) == report.n_validation == 16
+    with Store.open(root, read_only=True) as s, s.db.connect() as conn:
+        paths = {i: p for i, p in conn.execute(select(images.c.id, images.c.path).where(images.c.id.in_(report.validation_ids)))}
+    entries = {str((synthetic["folder"] / json.loads(line)["image"]).resolve()): json.loads(line)
+               for line in synthetic["train"].read_text().splitlines()}
+    held = tmp_path / "held.jsonl"  # copies of the held-out images: evaluating on a store's own paths is refused
+    for i in report.validation_ids:
+        shutil.copy(paths[i], tmp_path / f"{i}.jpeg")
+    held.write_text("".join(json.dumps({**entries[str(Path(paths[i]).resolve())], "image": f"{i}.jpeg"}) + "\n"
+                            for i in report.validation_ids))
+    result = evaluate(root, held, method="cnn-r", n_tags=5, record=False)
+    kept = report.history[report.best_epoch - 1]
+    assert kept["validation_f1"] == report.best_validation_f1
+    assert abs(100 * result.summary.f1 - report.best_validation_f1) < 0.01
+    assert result.summary.n_plus == kept["validation_n_plus"]
+    assert round(report.best_validation_loss, 5) == min(h["validation_loss"] for h in report.history)  # kept: lowest loss
+
+
 def test_resume_continues_from_the_checkpoint(store: Path, synthetic: dict[str, Path]) -> None:
     config = CNNRConfig(backbone="tiny16", epochs=2, batch_size=32, lr=1e-2)
     first = train_cnnr(synthetic["train"], store, config)
@@ -98,7 +125,8 @@ def test_a_checkpoint_for_another_backbone_or_dimension_is_a_clear_error(store: 
 
 
 def test_cli_train_query_open_vocabulary_and_cnnr_encoder(store: Path, synthetic: dict[str, Path], tmp_path: Path) -> None:
-    result = invoke("train-cnnr", synthetic["train"], "--store", store, "--backbone", "tiny16", "--epochs", "3", "--json")
+    result = invoke("train-cnnr", synthetic["train"], "--store", store, "--backbone", "tiny16", "--epochs", "3",
+                    "--target", "raw", "--json")
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["best_epoch"] >= 1
     image = synthetic["folder"] / json.loads(synthetic["test"].read_text().splitlines()[0])["image"]
@@ -113,6 +141,8 @@ def test_cli_train_query_open_vocabulary_and_cnnr_encoder(store: Path, synthetic
     assert "unseen" in [t["tag"] for t in opened]  # a word no training image had can be named
     scores = [t["score"] for t in opened]
     assert scores == sorted(scores, reverse=True) and all(-1 <= s <= 1 for s in scores)
+    # raw target: the open vocabulary is the same space, so its vocabulary words come in the closed answer's order
+    assert [t["tag"] for t in opened if t["tag"] != "unseen"] == closed[: len(opened) - 1]
 
     result = invoke("query", image, "--store", store, "--open-vocabulary")
     assert result.exit_code == 1 and "--method cnn-r" in result.output
@@ -168,7 +198,7 @@ def test_centred_cosine_does_not_answer_the_hub_word() -> None:
     assert positions[0, 0] == 0 and np.all(np.diff(similarity[0]) <= 0)
 
 
-def test_whitened_targets_train_and_answer_in_the_same_space(store: Path, synthetic: dict[str, Path]) -> None:
+def test_whitened_targets_train_and_the_open_vocabulary_is_answered_in_word_space(store: Path, synthetic: dict[str, Path]) -> None:
     from annot.cnnr.train import word_space
 
     rng = np.random.default_rng(0)
@@ -184,11 +214,30 @@ def test_whitened_targets_train_and_answer_in_the_same_space(store: Path, synthe
     assert report.history[-1]["train_loss"] < report.history[0]["train_loss"]
     result = evaluate(store, synthetic["test"], method="cnn-r", n_tags=3, record=False)
     assert result.summary.recall > 0.5
-    image = synthetic["folder"] / json.loads(synthetic["test"].read_text().splitlines()[0])["image"]
-    closed = json.loads(invoke("query", image, "--store", store, "--method", "cnn-r", "--json", "-n", "3").stdout)
-    opened = json.loads(invoke("query", image, "--store", store, "--method", "cnn-r", "--open-vocabulary", "--json",
-                               "-n", "3").stdout)
-    # the vocabulary's words are in the open vocabulary too, mapped the same way: the same answers, same order
-    assert [t["tag"] for t in closed["annotations"][0]["tags"]] == [t["tag"] for t in opened["annotations"][0]["tags"]]
+    # the open vocabulary is answered in the word vectors' own space: v ↦ v A⁻¹ + μ, then centred cosine against
+    # every word of the file, centred on the vocabulary's mean raw vector (checked here by direct computation)
+    from annot.cnnr.network import read_model_file
+    from annot.features.words import load_word_vectors
+    from annot.retrieval.model import AnnotationModel
+
+    with Store.open(store, read_only=True) as s:
+        saved = read_model_file(store / s.manifest()["cnnr"]["file"])
+    mean, A = np.asarray(saved["word_mean"]), np.asarray(saved["word_transform"])
+    words, vectors = load_word_vectors(str(synthetic["words"])).open_vocabulary()
+    raw_vocabulary, _ = load_word_vectors(str(synthetic["words"])).matrix(saved["vocabulary"])
+    centre = np.asarray(raw_vocabulary, np.float64)[np.asarray(saved["has_vector"], bool)].mean(axis=0)
+    V = rng.normal(size=(4, A.shape[0]))  # regressed vectors in the model's (whitened) space
+    W = V @ np.linalg.inv(A) + mean
+
+    def unit(M: np.ndarray) -> np.ndarray:
+        return (M - centre) / np.linalg.norm(M - centre, axis=1, keepdims=True)
+
+    expected = [[words[j] for j in np.argsort(-row, kind="stable")[:5]] for row in unit(W) @ unit(vectors).T]
+    model = AnnotationModel.open(store)
+    try:
+        answered = model.open_vocabulary(V, 5)
+    finally:
+        model.close()
+    assert [[w for w, _ in row] for row in answered] == expected
     with pytest.raises(AnnotError, match="--restart"):
         train_cnnr(synthetic["train"], store, CNNRConfig(backbone="tiny16", epochs=21, target="raw"))

@@ -35,6 +35,13 @@ def test_manifest_records_every_setting_and_files_exist(built_store: Path) -> No
         assert all(0 <= c <= 1 for c in rho) and rho == sorted(rho, reverse=True)
 
 
+def test_config_of_a_store_is_the_config_it_was_built_with(built_store: Path, synthetic: dict[str, Path]) -> None:
+    built = IndexConfig(encoder="fake", words=str(synthetic["words"]), k=3, temperature=0.1)  # as conftest builds it
+    assert IndexConfig.of_store(built_store) == built
+    changed = IndexConfig.of_store(built_store, words="minilm", k=7)
+    assert changed == IndexConfig(encoder="fake", words="minilm", k=7, temperature=0.1)
+
+
 def test_model_transfers_a_training_images_own_tags(built_store: Path, synthetic: dict[str, Path]) -> None:
     """A training image's nearest neighbour is itself (distance 0), so nn transfer starts with its own tags."""
     first = json.loads(synthetic["train"].read_text().splitlines()[0])

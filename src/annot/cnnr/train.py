@@ -1,9 +1,13 @@
 """``annot train-cnnr``: train CNN-R (paper §3.5) on a store's training images, resumably.
 
 The target of an image is the mean of its tags' word vectors (the store's word vectors; tags without one are left
-out of the mean); the loss is the squared Euclidean distance to it. The new linear layer learns at ``lr``, the
+out of the mean); the loss is the squared Euclidean distance to it, by default in the whitened word space
+(``target="whitened"``: a Mahalanobis loss, chosen on Corel-5k's validation images, F1 27.6 against 23.9 for the
+paper's raw word vectors with GloVe-50 and 33.9 against 19.6 with MiniLM; ``target="raw"`` is the paper's). The new linear layer learns at ``lr``, the
 pretrained layers at ``lr × lr_ratio`` (the paper: a higher rate on the new layer). A validation split is taken from
-the training images; the weights with the lowest validation loss are kept.
+the training images; the weights with the lowest validation loss are kept. Each epoch also annotates the validation
+images as ``annot query --method cnn-r`` would (the 5 nearest vocabulary words by centred cosine) and records their
+per-word F1 and N+, so targets and word vectors can be compared on training data in the task's own terms.
 
 On a CPU (the default there) the trunk's activations are computed once, cached in the store like any features, and
 the top blocks and head are trained over them. With ``full`` (the default where CUDA is present) every layer is
@@ -26,8 +30,10 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from annot.cnnr.answer import WordIndex
 from annot.cnnr.network import CNNR, Backbone, build_backbone
 from annot.errors import AnnotError, StoreError
+from annot.evaluation.metrics import per_word_metrics, predictions_matrix, summarize
 from annot.features.encoders import ImageEncoder
 from annot.features.images import iter_batches
 from annot.features.words import load_word_vectors
@@ -57,7 +63,7 @@ class CNNRConfig:
     device: str | None = None
     seed: int = 0
     restart: bool = False
-    target: str = "raw"
+    target: str = "whitened"
 
 
 TARGETS = ("raw", "whitened")
@@ -86,8 +92,10 @@ class TrainReport:
     history: list[dict[str, float]] = field(default_factory=list)
     best_epoch: int = 0
     best_validation_loss: float = float("inf")
+    best_validation_f1: float = 0.0  # of the kept (lowest-loss) epoch
     resumed_from_epoch: int = 0
     seconds: float = 0.0  # over all runs of this training, resumed ones included
+    validation_ids: list[int] = field(default_factory=list)  # the store's image ids held out for validation
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -196,7 +204,8 @@ def train_cnnr(corpus_path: Path, store_root: Path, config: CNNRConfig = CNNRCon
         for p in backbone.trunk.parameters():
             p.requires_grad_(full)
 
-        report = TrainReport("", str(model.device), full, len(train_rows), len(val_rows))
+        report = TrainReport("", str(model.device), full, len(train_rows), len(val_rows),
+                             validation_ids=[int(ids[i]) for i in val_rows])
         best_state: dict[str, Any] | None = None
         checkpoint = store.path(CHECKPOINT)
         if checkpoint.is_file() and not config.restart:
@@ -208,16 +217,33 @@ def train_cnnr(corpus_path: Path, store_root: Path, config: CNNRConfig = CNNRCon
             optimiser.load_state_dict(saved["optimizer"])
             report.history = list(saved["history"])
             report.best_epoch, report.best_validation_loss = saved["best_epoch"], saved["best_validation_loss"]
+            report.best_validation_f1 = float(saved.get("best_validation_f1", 0.0))
             best_state = saved["best_state"]
             report.resumed_from_epoch = len(report.history)
             start -= float(saved.get("seconds", 0.0))  # training time adds up over resumed runs
         Yt = torch.from_numpy(Y).to(model.device)
 
-        def run_epoch(sel_rows: NDArray[np.int64], train: bool, advance: Any) -> float:
+        with_vector = np.flatnonzero(has_vector)
+        decoder = WordIndex([vocabulary[i] for i in with_vector], E[with_vector], E[with_vector].mean(axis=0))
+        val_truth = label_matrix(store.db, [ids[i] for i in val_rows], tag_ids)
+
+        def validation_quality(pred: NDArray[np.float32]) -> tuple[float, int]:
+            """Per-word F1 and N+ of the validation images' 5 nearest vocabulary words (as answering does); images
+            that did not decode (no prediction: a NaN row) are left out."""
+            done = ~np.isnan(pred).any(axis=1)
+            _, positions = decoder.nearest(pred[done], 5)
+            predicted = predictions_matrix([with_vector[p] for p in positions], len(vocabulary))
+            summary = summarize(per_word_metrics(val_truth[done], predicted), int(done.sum()))
+            return summary.f1, summary.n_plus
+
+        def run_epoch(sel_rows: NDArray[np.int64], train: bool, advance: Any) -> tuple[float, NDArray[np.float32]]:
+            """Mean loss over ``sel_rows``; and, when not training, the predictions in row order."""
             for module in (backbone.top, model.head):
                 module.train(train)
             backbone.trunk.train(train and full)
             total = 0.0
+            predictions = np.full((0 if train else len(sel_rows), E.shape[1]), np.nan, np.float32)
+            position = {int(r): i for i, r in enumerate(sel_rows)}
             order = rng.permutation(sel_rows) if train else sel_rows
             for sel, x in batches_of(order):
                 if train and len(sel) < 2:
@@ -231,26 +257,33 @@ def train_cnnr(corpus_path: Path, store_root: Path, config: CNNRConfig = CNNRCon
                     optimiser.zero_grad()
                     loss.backward()
                     optimiser.step()
+                else:
+                    predictions[[position[int(r)] for r in sel]] = pred.detach().float().cpu().numpy()
                 total += float(loss.detach()) * len(sel)
                 advance(len(sel))
-            return total / max(1, len(order))
+            return total / max(1, len(order)), predictions
 
         for epoch in range(len(report.history) + 1, config.epochs + 1):
             if report.history and epoch - report.best_epoch > config.patience:
                 log.info("no validation improvement in %d epochs: stopping", config.patience)
                 break
             last = report.history[-1] if report.history else None
-            shown = f" · train {last['train_loss']:.3f} · val {last['validation_loss']:.3f}" if last else ""
+            shown = (f" · train {last['train_loss']:.3f} · val {last['validation_loss']:.3f}"
+                     f" · val F1 {last.get('validation_f1', 0):.1f}") if last else ""
             with progress.task(f"CNN-R epoch {epoch}/{config.epochs}{shown}", len(train_rows) + len(val_rows)) as advance:
-                train_loss = run_epoch(train_rows, True, advance)
-                val_loss = run_epoch(val_rows, False, advance)
-            report.history.append({"epoch": epoch, "train_loss": round(train_loss, 5), "validation_loss": round(val_loss, 5)})
+                train_loss, _ = run_epoch(train_rows, True, advance)
+                val_loss, val_pred = run_epoch(val_rows, False, advance)
+            val_f1, val_n_plus = validation_quality(val_pred)
+            report.history.append({"epoch": epoch, "train_loss": round(train_loss, 5), "validation_loss": round(val_loss, 5),
+                                   "validation_f1": round(100 * val_f1, 2), "validation_n_plus": val_n_plus})
             if val_loss < report.best_validation_loss:
                 report.best_epoch, report.best_validation_loss = epoch, val_loss
+                report.best_validation_f1 = round(100 * val_f1, 2)
                 best_state = {k: {n: t.detach().cpu().clone() for n, t in v.items()} for k, v in model.state(full).items()}
             _save(checkpoint, {"key": key, "state": model.state(full), "optimizer": optimiser.state_dict(),
                                "history": report.history, "best_epoch": report.best_epoch,
-                               "best_validation_loss": report.best_validation_loss, "best_state": best_state,
+                               "best_validation_loss": report.best_validation_loss,
+                               "best_validation_f1": report.best_validation_f1, "best_state": best_state,
                                "seconds": time.perf_counter() - start})
         if best_state is None:
             raise AnnotError(f"{checkpoint}: no epoch finished; nothing to keep")
@@ -294,7 +327,7 @@ def _keep(store: Store, key: dict[str, Any], state: dict[str, Any], vocabulary: 
     torch.save(state, buffer)
     model_id = hashlib.sha256(buffer.getvalue()).hexdigest()[:12]
     meta = {**key, "id": model_id, "best_epoch": report.best_epoch,
-            "best_validation_loss": round(report.best_validation_loss, 5)}
+            "best_validation_loss": round(report.best_validation_loss, 5), "best_validation_f1": report.best_validation_f1}
     file = f"models/cnnr/model-{model_id}.pt"
     _save(store.path(file), {"meta": meta, "state": state, "vocabulary": list(vocabulary), "tag_ids": tag_ids,
                              "E": E, "has_vector": has_vector, "word_mean": space[0], "word_transform": space[1]})
@@ -306,7 +339,8 @@ def _record(store: Store, report: TrainReport, key: dict[str, Any]) -> None:
     manifest = store.manifest()
     previous = manifest.get("cnnr", {}).get("file")
     manifest["cnnr"] = {**key, "file": report.model_file, "best_epoch": report.best_epoch,
-                        "validation_loss": round(report.best_validation_loss, 5), "epochs": len(report.history),
+                        "validation_loss": round(report.best_validation_loss, 5),
+                        "validation_f1": report.best_validation_f1, "epochs": len(report.history),
                         "train_seconds": round(report.seconds, 1), "device": report.device,
                         "trained_at": datetime.now(UTC).isoformat(timespec="seconds")}
     store.write_manifest(manifest)

@@ -97,6 +97,15 @@ class IndexConfig:
     feature_dtype: str = "float32"
     ray: str | None = None
 
+    @classmethod
+    def of_store(cls, store_root: Path, **changes: Any) -> IndexConfig:
+        """The settings a store was indexed with (its manifest's ``config``), with ``changes`` applied: for
+        rebuilding a copy of a store with one setting changed."""
+        with Store.open(Path(store_root), read_only=True) as store:
+            saved = dict(store.manifest()["config"])
+        paths = {k: Path(saved[k]) for k in ("vocabulary", "weights") if saved.get(k)}  # stored as text
+        return cls(**{**{k: v for k, v in saved.items() if k in cls.__dataclass_fields__}, **paths, **changes})
+
 
 @dataclass
 class IndexReport:
