@@ -73,7 +73,22 @@ def test_validation_f1_is_what_answering_the_validation_images_gives(trained, sy
     assert kept["validation_f1"] == report.best_validation_f1
     assert abs(100 * result.summary.f1 - report.best_validation_f1) < 0.01
     assert result.summary.n_plus == kept["validation_n_plus"]
-    assert round(report.best_validation_loss, 5) == min(h["validation_loss"] for h in report.history)  # kept: lowest loss
+    f1s = [h["validation_f1"] for h in report.history]
+    assert report.best_epoch == 1 + f1s.index(max(f1s))  # kept: the first epoch with the highest validation F1
+    assert round(report.best_validation_loss, 5) == kept["validation_loss"]
+
+
+def test_the_kept_epoch_and_early_stopping_follow_the_selection(store: Path, synthetic: dict[str, Path]) -> None:
+    for select, value in (("loss", lambda h: h["validation_loss"]), ("f1", lambda h: -h["validation_f1"])):
+        report = train_cnnr(synthetic["train"], store, CNNRConfig(backbone="tiny16", epochs=14, batch_size=32, lr=3e-2,
+                                                                 lr_ratio=0.5, patience=2, select=select, restart=True))
+        values = [value(h) for h in report.history]
+        assert report.best_epoch == 1 + values.index(min(values))  # the first epoch with the best value
+        assert len(report.history) in (14, report.best_epoch + 2)  # stopped 2 epochs after it without improvement
+        with Store.open(store, read_only=True) as s:
+            assert s.manifest()["cnnr"]["select"] == select and s.manifest()["cnnr"]["best_epoch"] == report.best_epoch
+    with pytest.raises(AnnotError, match="--select"):
+        train_cnnr(synthetic["train"], store, CNNRConfig(backbone="tiny16", epochs=1, select="accuracy", restart=True))
 
 
 def test_resume_continues_from_the_checkpoint(store: Path, synthetic: dict[str, Path]) -> None:

@@ -108,6 +108,8 @@ def train_cnnr(
     restart: Annotated[bool, typer.Option(help="Discard an existing checkpoint instead of resuming from it.")] = False,
     target: Annotated[str, typer.Option(help="Regression target space: whitened word vectors (a Mahalanobis loss; "
                                         "better on Corel-5k's validation images) or raw (the paper's).")] = "whitened",
+    select: Annotated[str, typer.Option(help="Keep the epoch with the highest validation F1 (f1) or the lowest "
+                                        "validation loss (loss).")] = "f1",
     json_out: JsonOpt = False,
 ) -> None:
     """Train CNN-R (§3.5): the network regresses the mean word vector of an image's tags. Resumes from the store's
@@ -117,7 +119,8 @@ def train_cnnr(
     from annot.cnnr.train import train_cnnr as train
 
     config = CNNRConfig(backbone=backbone, weights=weights, epochs=epochs, batch_size=batch_size, lr=lr,
-                        lr_ratio=lr_ratio, full=full, device=device, restart=restart, target=target)
+                        lr_ratio=lr_ratio, full=full, device=device, restart=restart, target=target,
+                        select=select)
     report = train(corpus, store, config, progress=RichProgress())
     if json_out:
         print_json(report.to_dict())
@@ -129,5 +132,5 @@ def train_cnnr(
         [[h["epoch"], h["train_loss"], h["validation_loss"], h.get("validation_f1", ""), h.get("validation_n_plus", "")]
          for h in report.history],
     ))
-    console.print(f"kept epoch {report.best_epoch} (validation loss {report.best_validation_loss:.4f}, "
-                  f"F1 {report.best_validation_f1:.2f}) in {report.model_file}")
+    console.print(f"kept epoch {report.best_epoch} (validation F1 {report.best_validation_f1:.2f}, "
+                  f"loss {report.best_validation_loss:.4f}; chosen by {select}) in {report.model_file}")
