@@ -217,8 +217,11 @@ def train_cnnr(corpus_path: Path, store_root: Path, config: CNNRConfig = CNNRCon
         checkpoint = store.path(CHECKPOINT)
         if checkpoint.is_file() and not config.restart:
             saved = torch.load(checkpoint, map_location=model.device, weights_only=False)
-            if saved.get("key") != key:
-                raise AnnotError(f"{checkpoint}: a checkpoint for {saved.get('key')}, not {key}; "
+            there = dict(saved.get("key") or {})
+            if there != key:
+                differ = ", ".join(f"{k} {there.get(k, 'unset')} there, {key.get(k, 'unset')} here"
+                                   for k in sorted(set(there) | set(key)) if there.get(k) != key.get(k))
+                raise AnnotError(f"{checkpoint}: a checkpoint for other settings ({differ}); "
                                  "rerun with --restart to discard it")
             model.load_state(saved["state"])
             optimiser.load_state_dict(saved["optimizer"])
