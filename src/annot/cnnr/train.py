@@ -278,8 +278,9 @@ def train_cnnr(corpus_path: Path, store_root: Path, config: CNNRConfig = CNNRCon
                 log.info("no validation improvement in %d epochs: stopping", config.patience)
                 break
             last = report.history[-1] if report.history else None
-            shown = (f" · train {last['train_loss']:.3f} · val {last['validation_loss']:.3f}"
-                     f" · val F1 {last.get('validation_f1', 0):.1f}") if last else ""
+            shown = (f" (epoch {last['epoch']}: train loss {last['train_loss']:.3f} · validation loss "
+                     f"{last['validation_loss']:.3f} · validation F1 {last.get('validation_f1', 0):.1f}; "
+                     f"kept epoch {report.best_epoch})") if last else ""
             with progress.task(f"CNN-R epoch {epoch}/{config.epochs}{shown}", len(train_rows) + len(val_rows)) as advance:
                 train_loss, _ = run_epoch(train_rows, True, advance)
                 val_loss, val_pred = run_epoch(val_rows, False, advance)
