@@ -21,6 +21,7 @@ import argparse
 import json
 import shutil
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -28,11 +29,10 @@ import numpy as np
 from sqlalchemy import select
 
 from annot.cli.render import RichProgress
-from annot.cnnr.answer import WordIndex
+from annot.cnnr.answer import answer_quality, word_index
 from annot.cnnr.network import read_model_file
 from annot.cnnr.train import CNNRConfig, targets, train_cnnr
 from annot.evaluation.evaluate import evaluate
-from annot.evaluation.metrics import per_word_metrics, predictions_matrix, summarize
 from annot.evaluation.published import PUBLISHED
 from annot.features.text import normalize_features
 from annot.indexer import IndexConfig, build_index
@@ -58,7 +58,7 @@ def variant_store(base: Path, train: Path, words: str, target: str) -> tuple[Pat
     shutil.copytree(base, root, ignore=shutil.ignore_patterns("cnnr"))  # no trained model; cached activations kept
     config = IndexConfig.of_store(root)
     if config.words != words:
-        build_index(train, root, IndexConfig.of_store(root, words=words), RichProgress())
+        build_index(train, root, replace(config, words=words), RichProgress())
     return root, True
 
 
@@ -82,16 +82,13 @@ def frozen_ridge(root: Path, validation_ids: list[int]) -> dict[str, Any]:
     Y, usable = targets(labels, E, has_vector)
     held = np.isin(train_ids, validation_ids)
     fit_rows = usable & ~held
-    with_vector = np.flatnonzero(has_vector)
-    decoder = WordIndex([saved["vocabulary"][i] for i in with_vector], E[with_vector], E[with_vector].mean(axis=0))
+    decoder, positions = word_index(saved["vocabulary"], E, has_vector)
     mx, my = X[fit_rows].mean(axis=0), Y[fit_rows].mean(axis=0)
     Xc = X[fit_rows] - mx
     gram, cross = Xc.T @ Xc, Xc.T @ (Y[fit_rows] - my)
 
     def quality(B: np.ndarray, Q: np.ndarray, truth: np.ndarray) -> dict[str, Any]:
-        _, positions = decoder.nearest(((Q - mx) @ B + my).astype(np.float32), 5)
-        predicted = predictions_matrix([with_vector[p] for p in positions], truth.shape[1])
-        return summarize(per_word_metrics(truth, predicted), len(truth)).as_percent()
+        return answer_quality(decoder, positions, (Q - mx) @ B + my, truth).as_percent()
 
     scored = []
     for ridge in RIDGES:
@@ -142,14 +139,14 @@ def main() -> None:
         shown = max(glove, key=lambda v: v["validation_f1"])
         model = AnnotationModel.open(Path(shown["store"]))
         try:
-            lines = test.read_text().splitlines()
-            images = [args.data / json.loads(line)["image"] for line in lines[:EXAMPLES]]
+            entries = [json.loads(line) for line in test.read_text().splitlines()]
+            images = [args.data / e["image"] for e in entries[:EXAMPLES]]
             closed = annotate_files(model, images, method="cnn-r")
             opened = annotate_files(model, images, method="cnn-r", open_vocabulary=True, n_tags=8)
             vocabulary = set(model.vocabulary)
         finally:
             model.close()
-        truth = {Path(json.loads(line)["image"]).name: json.loads(line)["tags"] for line in lines}
+        truth = {Path(e["image"]).name: e["tags"] for e in entries}
         examples = [{"image": Path(c.image).name, "truth": truth.get(Path(c.image).name, []), "target": shown["target"],
                      "vocabulary": [t.tag for t in c.tags], "open": [t.tag for t in o.tags],
                      "open_new_words": [t.tag for t in o.tags if t.tag not in vocabulary]}

@@ -24,6 +24,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from annot.errors import EncoderError, StoreError
+from annot.evaluation.metrics import Summary, per_word_metrics, predictions_matrix, summarize
 from annot.features.words import load_word_vectors
 
 
@@ -56,6 +57,23 @@ class WordIndex:
         return similarity, positions.astype(np.int64)
 
 
+def word_index(vocabulary: list[str] | tuple[str, ...], E: NDArray[np.floating],
+               has_vector: NDArray[np.bool_]) -> tuple[WordIndex, NDArray[np.int64]]:
+    """The vocabulary words that have vectors (rows of E, in the model's space), centred on their mean; and their
+    vocabulary positions."""
+    positions = np.flatnonzero(has_vector).astype(np.int64)
+    return WordIndex([vocabulary[i] for i in positions], E[positions], E[positions].mean(axis=0)), positions
+
+
+def answer_quality(index: WordIndex, positions: NDArray[np.int64], V: NDArray[np.floating],
+                   truth: NDArray[np.bool_], n_tags: int = 5) -> Summary:
+    """Per-word P / R / F1 / N+ of answering each row of V with its ``n_tags`` nearest vocabulary words (as
+    ``annot eval --method cnn-r`` does), against ``truth`` (rows of V × vocabulary)."""
+    _, nearest = index.nearest(V, n_tags)
+    predicted = predictions_matrix([positions[row] for row in nearest], truth.shape[1])
+    return summarize(per_word_metrics(truth, predicted), len(truth))
+
+
 def vocabulary_index(saved: dict[str, Any], model_file: Path, vocabulary: list[str]) -> tuple[WordIndex, NDArray[np.int64]]:
     """The store's vocabulary words that have vectors, as saved with the model (``saved``: the model file's
     contents); and their vocabulary positions."""
@@ -65,8 +83,7 @@ def vocabulary_index(saved: dict[str, Any], model_file: Path, vocabulary: list[s
         raise EncoderError(f"{model_file}: not a usable CNN-R model ({exc})") from exc
     if words != list(vocabulary):
         raise StoreError(f"{model_file}: trained for another vocabulary than the store's; run `annot train-cnnr` again")
-    positions = np.flatnonzero(has_vector).astype(np.int64)
-    index = WordIndex([words[i] for i in positions], E[positions], E[positions].mean(axis=0))
+    index, positions = word_index(words, E, has_vector)
     q = E.shape[1]  # how the model maps word vectors into its space (models before targets existed: raw)
     index.space = (np.asarray(saved.get("word_mean", np.zeros(q))), np.asarray(saved.get("word_transform", np.eye(q))))
     return index, positions

@@ -33,10 +33,9 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from annot.cnnr.answer import WordIndex
+from annot.cnnr.answer import answer_quality, word_index
 from annot.cnnr.network import CNNR, Backbone, build_backbone
 from annot.errors import AnnotError, StoreError
-from annot.evaluation.metrics import per_word_metrics, predictions_matrix, summarize
 from annot.features.encoders import ImageEncoder
 from annot.features.images import iter_batches
 from annot.features.words import load_word_vectors
@@ -233,27 +232,17 @@ def train_cnnr(corpus_path: Path, store_root: Path, config: CNNRConfig = CNNRCon
             start -= float(saved.get("seconds", 0.0))  # training time adds up over resumed runs
         Yt = torch.from_numpy(Y).to(model.device)
 
-        with_vector = np.flatnonzero(has_vector)
-        decoder = WordIndex([vocabulary[i] for i in with_vector], E[with_vector], E[with_vector].mean(axis=0))
+        decoder, positions = word_index(vocabulary, E, has_vector)
         val_truth = label_matrix(store.db, [ids[i] for i in val_rows], tag_ids)
 
-        def validation_quality(pred: NDArray[np.float32]) -> tuple[float, int]:
-            """Per-word F1 and N+ of the validation images' 5 nearest vocabulary words (as answering does); images
-            that did not decode (no prediction: a NaN row) are left out."""
-            done = ~np.isnan(pred).any(axis=1)
-            _, positions = decoder.nearest(pred[done], 5)
-            predicted = predictions_matrix([with_vector[p] for p in positions], len(vocabulary))
-            summary = summarize(per_word_metrics(val_truth[done], predicted), int(done.sum()))
-            return summary.f1, summary.n_plus
-
         def run_epoch(sel_rows: NDArray[np.int64], train: bool, advance: Any) -> tuple[float, NDArray[np.float32]]:
-            """Mean loss over ``sel_rows``; and, when not training, the predictions in row order."""
+            """Mean loss over ``sel_rows`` (sorted); and, when not training, the predictions in row order (NaN rows
+            for images that did not decode)."""
             for module in (backbone.top, model.head):
                 module.train(train)
             backbone.trunk.train(train and full)
             total = 0.0
             predictions = np.full((0 if train else len(sel_rows), E.shape[1]), np.nan, np.float32)
-            position = {int(r): i for i, r in enumerate(sel_rows)}
             order = rng.permutation(sel_rows) if train else sel_rows
             for sel, x in batches_of(order):
                 if train and len(sel) < 2:
@@ -268,7 +257,7 @@ def train_cnnr(corpus_path: Path, store_root: Path, config: CNNRConfig = CNNRCon
                     loss.backward()
                     optimiser.step()
                 else:
-                    predictions[[position[int(r)] for r in sel]] = pred.detach().float().cpu().numpy()
+                    predictions[np.searchsorted(sel_rows, sel)] = pred.detach().float().cpu().numpy()
                 total += float(loss.detach()) * len(sel)
                 advance(len(sel))
             return total / max(1, len(order)), predictions
@@ -284,14 +273,14 @@ def train_cnnr(corpus_path: Path, store_root: Path, config: CNNRConfig = CNNRCon
             with progress.task(f"CNN-R epoch {epoch}/{config.epochs}{shown}", len(train_rows) + len(val_rows)) as advance:
                 train_loss, _ = run_epoch(train_rows, True, advance)
                 val_loss, val_pred = run_epoch(val_rows, False, advance)
-            val_f1, val_n_plus = validation_quality(val_pred)
+            done = ~np.isnan(val_pred).any(axis=1)
+            quality = answer_quality(decoder, positions, val_pred[done], val_truth[done])
+            val_f1 = round(100 * quality.f1, 2)
             report.history.append({"epoch": epoch, "train_loss": round(train_loss, 5), "validation_loss": round(val_loss, 5),
-                                   "validation_f1": round(100 * val_f1, 2), "validation_n_plus": val_n_plus})
-            better = (round(100 * val_f1, 2) > report.best_validation_f1 if config.select == "f1"
-                      else val_loss < report.best_validation_loss)
+                                   "validation_f1": val_f1, "validation_n_plus": quality.n_plus})
+            better = val_f1 > report.best_validation_f1 if config.select == "f1" else val_loss < report.best_validation_loss
             if better or report.best_epoch == 0:
-                report.best_epoch, report.best_validation_loss = epoch, val_loss
-                report.best_validation_f1 = round(100 * val_f1, 2)
+                report.best_epoch, report.best_validation_loss, report.best_validation_f1 = epoch, val_loss, val_f1
                 best_state = {k: {n: t.detach().cpu().clone() for n, t in v.items()} for k, v in model.state(full).items()}
             _save(checkpoint, {"key": key, "state": model.state(full), "optimizer": optimiser.state_dict(),
                                "history": report.history, "best_epoch": report.best_epoch,

@@ -108,6 +108,7 @@ class AnnotationModel:
         self.normalization: str = m["projection"].get("normalization", "none")
         self._baselines: dict[str, Baseline] = {}
         self._cnnr: tuple[ImageEncoder, WordIndex, NDArray[np.int64]] | None = None
+        self._open_vocabulary: WordIndex | None = None  # every word of the word-vector file, built on first use
 
     @classmethod
     def open(cls, store_root: Path) -> AnnotationModel:
@@ -164,7 +165,9 @@ class AnnotationModel:
         """CNN-R's regressed vectors answered by the nearest words of the whole word-vector file."""
         from annot.cnnr.answer import open_vocabulary_index
 
-        index = open_vocabulary_index(self.manifest["words"]["source"], self.cnnr()[1])
+        if self._open_vocabulary is None:
+            self._open_vocabulary = open_vocabulary_index(self.manifest["words"]["source"], self.cnnr()[1])
+        index = self._open_vocabulary
         similarity, positions = index.nearest(V, n_tags)
         return [[(index.words[int(p)], float(s)) for s, p in zip(srow, prow, strict=True)]
                 for srow, prow in zip(similarity, positions, strict=True)]
