@@ -49,6 +49,8 @@ bench: setup
 	$(BIN)/python benchmarks/corel5k.py --store out/corel5k-lite2-minilm.annot --encoder efficientnet-lite2-stages --words minilm --projections kcca
 	$(BIN)/python benchmarks/corel5k.py --store out/corel5k-kcca-rbf.annot --projections kcca-rbf
 	$(BIN)/python benchmarks/corel5k.py --store out/corel5k-lite2-kcca-rbf.annot --encoder efficientnet-lite2-stages --projections kcca-rbf
+	$(BIN)/python benchmarks/frontier.py --store $(STORE)
+	$(BIN)/python benchmarks/frontier.py --store out/corel5k-lite2-minilm.annot
 	$(BIN)/python benchmarks/speed.py --store $(STORE)
 	$(BIN)/python benchmarks/baselines.py --store $(STORE)
 	$(BIN)/python benchmarks/cnnr.py --store $(STORE)
