@@ -43,6 +43,7 @@ from annot.evaluation.splits import cv_splits
 from annot.features.text import normalize_features, text_view, usable_rows
 from annot.features.words import load_word_vectors
 from annot.indexer.build import IndexConfig, label_matrix, load_training_set
+from annot.indexer.corpus import read_corpus
 from annot.indexer.features import FeatureCache
 from annot.projection.registry import build_projection
 from annot.retrieval.indexes import correlation_rows
@@ -102,8 +103,10 @@ def fit_parts(store_root: Path, data: Path, progress: RichProgress) -> tuple[lis
         cache = FeatureCache(store.features_dir / manifest["encoder"]["key"], manifest["encoder"]["dim"])
         training = load_training_set(store, cache, tuple(manifest["vocabulary"]["words"]),
                                      load_word_vectors(manifest["words"]["source"]), "bv")
+        test_paths = {str(e.path) for e in read_corpus(data / "test.jsonl").entries}
         with store.db.connect() as conn:
-            test_ids = [int(i) for (i,) in conn.execute(select(images.c.id).where(images.c.split == "test").order_by(images.c.id))]
+            rows = conn.execute(select(images.c.id, images.c.path).where(images.c.split == "test").order_by(images.c.id))
+            test_ids = [int(i) for i, path in rows if path in test_paths]  # this corpus's images, not other test sets
         test_X = cache.load(test_ids)
         test_labels = label_matrix(store.db, test_ids, [int(t) for t in manifest["vocabulary"]["tag_ids"]])
     c = IndexConfig.of_store(store_root)
