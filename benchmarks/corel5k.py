@@ -99,6 +99,14 @@ ROWS = {
 }
 
 
+def cover_holdout(data: Path) -> float:
+    """The size of cover hold-outs: the test split's number of images over the training file's (labels unread), so
+    each hold-out is the size of the test split."""
+    n_test = sum(1 for line in (data / "test.jsonl").open() if line.strip())
+    n_train = sum(1 for line in (data / "train.jsonl").open() if line.strip())
+    return n_test / n_train
+
+
 def best(results: list, **fixed: object):  # type: ignore[no-untyped-def]
     return next(r for r in results if all(getattr(r.candidate, k) == v for k, v in fixed.items()))
 
@@ -184,10 +192,7 @@ def main() -> None:
     t = time.perf_counter()
     projections = args.projections.split(",")
     GRID = [c for name in projections for c in {"linear": LINEAR_GRID, "kcca": KCCA_GRID, "kcca-rbf": KCCA_RBF_GRID}[name]]
-    # cover hold-outs the size of the test split: its number of images over the training file's (labels unread)
-    n_test = sum(1 for line in (args.data / "test.jsonl").open() if line.strip())
-    n_train = sum(1 for line in (args.data / "train.jsonl").open() if line.strip())
-    holdout = n_test / n_train
+    holdout = cover_holdout(args.data)
     results = cross_validate(training.X, training.labels, training.E, training.has_vector, GRID, folds=args.folds,
                              design=args.cv, holdout=holdout, progress=RichProgress())
     cv_seconds = time.perf_counter() - t

@@ -50,7 +50,8 @@ from annot.retrieval.indexes import correlation_rows
 from annot.retrieval.scoring import cca_knn_scores, top_words
 from annot.schema.tables import images
 from annot.store import Store
-from assemble import assemble, write_results
+from assemble import write_results
+from corel5k import cover_holdout
 
 TARGET_F1, TARGET_N_PLUS = 46.0, 201
 KS = [5, 8, 12, 16, 24, 32]
@@ -62,7 +63,8 @@ PROTOTYPE_ALPHAS = [0.25, 0.375, 0.5, 0.625, 0.75]
 
 
 class Part:
-    """One fitted projection's distances: queries (held-out or test images) against its fitting images."""
+    """One fitted projection's distances: ``D``, queries (held-out or test images) against its fitting images; ``F``,
+    the fitting images against each other (its diagonal is set to inf here, so none is its own neighbour)."""
 
     def __init__(self, D: NDArray[np.float32], F: NDArray[np.float32], labels: NDArray[np.bool_],
                  truth: NDArray[np.bool_]) -> None:
@@ -72,6 +74,7 @@ class Part:
         n = np.maximum(L.sum(axis=0), 1.0)
         centroid_norm = np.sqrt(np.maximum(np.einsum("iw,iw->w", L, (1.0 - F.astype(np.float64)) @ L), 1e-12)) / n
         self.prototype = ((1.0 - D.astype(np.float64)) @ L) / n / centroid_norm  # corr(T, centroid of w's images)
+        np.fill_diagonal(F, np.inf)  # from here on F serves the leave-one-out scores: no image is its own neighbour
         self._scores: dict[tuple[int, float], NDArray[np.float64]] = {}
         self._loo: dict[tuple[int, float], tuple[NDArray[np.float64], NDArray[np.float64]]] = {}
 
@@ -83,9 +86,7 @@ class Part:
     def loo(self, k: int, tau: float) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
         """Mean and spread of each word's (query-normalised) score on the fitting images, each left out of its own."""
         if (k, tau) not in self._loo:
-            F = self.F.copy()
-            np.fill_diagonal(F, np.inf)
-            s = cca_knn_scores(F, self.labels, k, tau)[0]
+            s = cca_knn_scores(self.F, self.labels, k, tau)[0]
             s /= np.maximum(s.max(axis=1, keepdims=True), 1e-300)
             self._loo[k, tau] = (s.mean(axis=0), np.maximum(s.std(axis=0), 1e-6))
         return self._loo[k, tau]
@@ -113,9 +114,7 @@ def fit_parts(store_root: Path, data: Path, progress: RichProgress) -> tuple[lis
     if c.space != "image":
         raise SystemExit(f"{store_root}: indexed with --space {c.space}; this script compares queries with U (image) only")
     X, L, Xt = normalize_features(training.X, c.normalization), training.labels, normalize_features(test_X, c.normalization)
-    n_test = sum(1 for line in (data / "test.jsonl").open() if line.strip())
-    n_train = sum(1 for line in (data / "train.jsonl").open() if line.strip())
-    splits = cv_splits(L, 5, "cover", n_test / n_train, 0)
+    splits = cv_splits(L, 5, "cover", cover_holdout(data), 0)  # the hold-outs of benchmarks/corel5k.py
     parts = []
     with progress.task("fitting the store's projection per hold-out and on all training images", len(splits) + 1) as advance:
         for held, fit in [*splits, (None, np.arange(len(X)))]:
@@ -215,8 +214,7 @@ def main() -> None:
     name = args.name or f"frontier-{args.store.stem}"
     if args.table_only:
         data = json.loads((Path(__file__).parent / "results" / f"{name}.json").read_text())
-        write_results(name, data, HEAD, table(data))
-        assemble()
+        write_results(name, data, HEAD, table(data))  # refreshes BENCHMARKS.md's appendix too
         return
     start = time.perf_counter()
     progress = RichProgress()
@@ -226,7 +224,6 @@ def main() -> None:
     data = {"store": str(args.store), "settings": settings, "store_test": {"f1": round(100 * own.f1, 2),
             "n_plus": own.n_plus}, "candidates": rows, "total_seconds": round(time.perf_counter() - start)}
     write_results(name, data, HEAD, table(data))
-    assemble()
 
 
 if __name__ == "__main__":
