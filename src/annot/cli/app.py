@@ -44,6 +44,9 @@ KPowerOpt = Annotated[float | None, typer.Option(
 DepthOpt = Annotated[int | None, typer.Option(
     "--depth", help="Candidate pool: each query's nearest training images that CCA-KNN and nn look at (0: all up to "
                     "20,000 images). Default: the store's.")]
+ScoreOpt = Annotated[str | None, typer.Option(
+    "--score", help="CCA-KNN word ranking: eq5 (Eq. 5's score) or standardized (each word's Eq. 5 score in spreads "
+                    "above its usual score on the training images; recalls more rare words). Default: the store's.")]
 AlphaOpt = Annotated[
     float | None,
     typer.Option("--frequency-power", help="CCA-KNN: divide each word's score by its training frequency^α (0: Eq. 5)."),
@@ -107,6 +110,8 @@ def index(
     frequency_power: Annotated[float, typer.Option(help="Default CCA-KNN word-frequency exponent α.")] = 0.375,
     depth: Annotated[int, typer.Option(help="Default candidate pool per query (0: all images up to 20,000).")] = 0,
     k_power: Annotated[float, typer.Option("--k-power", help="Default per-tag K exponent β (0: the same K for every tag).")] = 0.0,
+    score: Annotated[str, typer.Option(help="Default CCA-KNN word ranking: eq5, or standardized (each word's Eq. 5 score "
+                                       "against its leave-one-out scores on the training images, computed here).")] = "eq5",
     batch_size: Annotated[int, typer.Option(help="Images per encoder batch.")] = 32,
     strict: Annotated[bool, typer.Option(help="Make unreadable images and tags without word vectors errors.")] = False,
     index_kind: Annotated[str, typer.Option("--index", help="Image index: auto (exact Flat up to 50,000 images, else IVF "
@@ -127,7 +132,7 @@ def index(
         encoder=encoder, weights=weights, flip=flip, crops=crops, words=words, text=text, normalization=normalize, projection=projection,
         landmarks=landmarks, gamma_scale=gamma_scale, text_kernel=text_kernel, text_gamma_scale=text_gamma_scale, space=space, n_components=components, reg_x=reg, reg_y=reg,
         vocabulary=vocabulary, strict=strict, batch_size=batch_size, k=k, temperature=temperature,
-        frequency_power=frequency_power, depth=depth, k_power=k_power, index=index_kind, memory_budget=memory_budget, feature_dtype=feature_dtype,
+        frequency_power=frequency_power, depth=depth, k_power=k_power, score=score, index=index_kind, memory_budget=memory_budget, feature_dtype=feature_dtype,
         tag_agreement=tag_agreement,
         ray=ray,
     )
@@ -170,6 +175,7 @@ def query(
     frequency_power: AlphaOpt = None,
     depth: DepthOpt = None,
     k_power: KPowerOpt = None,
+    score: ScoreOpt = None,
     explain: Annotated[bool, typer.Option(help="Show, per tag, the training images that voted and their weights.")] = False,
     open_vocabulary: Annotated[bool, typer.Option(
         "--open-vocabulary", help="cnn-r: answer with the nearest words of the whole word-vector file, not only the vocabulary.")] = False,
@@ -183,7 +189,7 @@ def query(
     model = AnnotationModel.open(store)
     try:
         result = annotate_files(model, images, method=method, n_tags=n, k=k, temperature=temperature,
-                                frequency_power=frequency_power, depth=depth, k_power=k_power, explain=explain,
+                                frequency_power=frequency_power, depth=depth, k_power=k_power, score=score, explain=explain,
                                 open_vocabulary=open_vocabulary, progress=RichProgress())
     finally:
         model.close()
@@ -215,6 +221,7 @@ def eval_(
     frequency_power: AlphaOpt = None,
     depth: DepthOpt = None,
     k_power: KPowerOpt = None,
+    score: ScoreOpt = None,
     split: Annotated[str, typer.Option(help="Split name recorded for these images.")] = "test",
     json_out: JsonOpt = False,
 ) -> None:
@@ -223,7 +230,7 @@ def eval_(
     from annot.evaluation.evaluate import evaluate
 
     result = evaluate(store, corpus, method=method, n_tags=n, k=k, temperature=temperature,
-                      frequency_power=frequency_power, depth=depth, k_power=k_power, split=split,
+                      frequency_power=frequency_power, depth=depth, k_power=k_power, score=score, split=split,
                       progress=RichProgress())
     if json_out:
         print_json(result.to_dict())
@@ -280,12 +287,15 @@ def tune(
     projection: ProjectionOpt = "linear-cca",
     text_kernel: Annotated[str, typer.Option(help="KCCA: kernel on the text view, linear or rbf (kept, not searched).")] = "linear",
     vocabulary: VocabularyOpt = None,
-    grid: Annotated[str, typer.Option(help="Candidate grid: quick (48 candidates; 192 for kcca: two ridges, two kernel widths) or full (468; 936 for kcca).")] = "quick",
+    grid: Annotated[str, typer.Option(help="Candidate grid: quick (48 candidates; 192 for kcca: two ridges, two kernel widths) or full (540, with standardised CCA-KNN; 1,080 for kcca).")] = "quick",
     folds: Annotated[int, typer.Option(help="Cross-validation folds (with --cv cover: hold-outs).")] = 5,
     cv: Annotated[str, typer.Option(help="random: k-fold; cover: hold-outs that hold every word at least once, as "
                                          "the benchmarks' test splits do (for comparing with published numbers).")] = "random",
     holdout: Annotated[float, typer.Option(help="With --cv cover: each hold-out's size as a fraction of the corpus "
                                                 "(Corel-5k's test split: 499 / 4,500 = 0.11).")] = 0.1,
+    min_f1: Annotated[float | None, typer.Option("--min-f1", help="Choose the candidate that recalls the most words "
+                                                 "(CV N+) among those with CV F1 at least this, in percent (default: "
+                                                 "the highest CV F1).")] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Choose text view, normalisation, ridge, K, τ and α by cross-validation on the training corpus only,
@@ -296,18 +306,22 @@ def tune(
 
     base = IndexConfig(encoder=encoder, words=words, projection=projection, text_kernel=text_kernel, vocabulary=vocabulary)
     report = tune_store(corpus, store, base, grid_name=grid, folds=folds, design=cv, holdout=holdout,
-                        progress=RichProgress())
+                        min_f1=None if min_f1 is None else min_f1 / 100, progress=RichProgress())
     if json_out:
         print_json({"chosen": report.chosen.__dict__, "runs": report.run_ids, "seconds": round(report.seconds, 1),
                     "top": [{"candidate": r.candidate.__dict__, "f1": r.f1, "n_plus": r.n_plus} for r in report.results[:10]]})
         return
     how = f"{folds}-fold cross-validation" if cv == "random" else f"cross-validation on {folds} covering hold-outs"
     console.print(table(f"{how} on {corpus.name} (best 10 of {len(report.results)})",
-                        ["F1", "P", "R", "N+", "method", "text", "norm", "ridge", "K", "τ", "α"], [
+                        ["F1", "P", "R", "N+", "method", "score", "text", "norm", "ridge", "K", "τ", "α"], [
         [f"{100 * r.f1:.2f}", f"{100 * r.precision:.2f}", f"{100 * r.recall:.2f}", f"{r.n_plus:.1f}", r.candidate.method,
-         r.candidate.text, r.candidate.normalization, r.candidate.reg, r.candidate.k, r.candidate.temperature,
-         r.candidate.frequency_power] for r in report.results[:10]
+         r.candidate.score if r.candidate.method == "cca-knn" else "", r.candidate.text, r.candidate.normalization,
+         r.candidate.reg, r.candidate.k, r.candidate.temperature, r.candidate.frequency_power]
+        for r in report.results[:10]
     ]))
+    c = report.chosen
+    console.print(f"chosen: {c.method}{' (' + c.score + ')' if c.method == 'cca-knn' else ''}, text {c.text}, "
+                  f"{c.normalization}, ridge {c.reg}, K {c.k}, τ {c.temperature}, α {c.frequency_power}", highlight=False)
     console.print(f"store rebuilt with the best settings; candidates recorded as runs {report.run_ids[0]}-{report.run_ids[-1]}")
 
 

@@ -50,7 +50,7 @@ from annot.retrieval.ann import (
     tune_search,
 )
 from annot.retrieval.indexes import build_flat_index, save_index
-from annot.retrieval.scoring import pooled_tagger, tag_k
+from annot.retrieval.scoring import SCORES, pooled_tagger, tag_k
 from annot.schema import image_tags, images, tags
 from annot.schema.queries import label_matrix
 from annot.store import Store, atomic_write, save_arrays
@@ -91,6 +91,7 @@ class IndexConfig:
     frequency_power: float = 0.375
     depth: int = 0
     k_power: float = 0.0
+    score: str = "eq5"
     index: str = "auto"
     memory_budget: str = "4GB"
     tag_agreement: float = AGREEMENT_TARGET
@@ -322,6 +323,22 @@ def build_word_index(cca: Any, E: NDArray[np.float32], has_vector: NDArray[np.bo
     return build_flat_index(Z, np.array(vocab_ids, np.int64)[word_rows])
 
 
+def save_standards(store: Store, tag: str) -> str:
+    """Compute each word's standards for the store's own annotation settings (``AnnotationModel.standards``), save
+    them and switch the manifest to them; returns the file's store path."""
+    from annot.retrieval.model import AnnotationModel
+
+    model = AnnotationModel(store)
+    settings = model.settings()
+    mean, spread = model.standards(settings)
+    path = f"models/standards-{tag}.npz"
+    save_arrays(store.path(path), {"mean": mean, "spread": spread})
+    manifest = store.manifest()
+    manifest["standards"] = {"file": path, "key": model.standards_key(settings)}
+    store.write_manifest(manifest)
+    return path
+
+
 def _short_hash(*arrays: NDArray[Any]) -> str:
     digest = hashlib.sha256()
     for a in arrays:
@@ -346,6 +363,8 @@ def build_index(corpus_path: Path, store_root: Path, config: IndexConfig = Index
         raise AnnotError(f"--text-gamma-scale must be > 0, got {config.text_gamma_scale}")
     if config.normalization not in NORMALIZATIONS:
         raise AnnotError(f"--normalize must be one of {', '.join(NORMALIZATIONS)}, got {config.normalization!r}")
+    if config.score not in SCORES:
+        raise AnnotError(f"--score must be one of {', '.join(SCORES)}, got {config.score!r}")
     if config.feature_dtype not in ("float32", "float16"):
         raise AnnotError(f"--feature-dtype must be float32 or float16, got {config.feature_dtype!r}")
     parse_bytes(config.memory_budget)  # a bad budget fails before any work
@@ -425,7 +444,7 @@ def build_index(corpus_path: Path, store_root: Path, config: IndexConfig = Index
             "vocabulary": {"words": list(vocabulary), "tag_ids": vocab_ids, "missing_word_vectors": missing},
             "annotation": {"method": config.method, "n_tags": 5, "k": config.k, "temperature": config.temperature,
                            "frequency_power": config.frequency_power, "depth": config.depth,
-                           "k_power": config.k_power},
+                           "k_power": config.k_power, "score": config.score},
             "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()},
             "counts": {"train_images": len(train_ids), "unreadable": len(unreadable), "untagged": report.untagged},
             "feature_dtype": config.feature_dtype,
@@ -433,6 +452,9 @@ def build_index(corpus_path: Path, store_root: Path, config: IndexConfig = Index
         if store.has_manifest() and "cnnr" in (previous := store.manifest()):
             manifest["cnnr"] = previous["cnnr"]  # CNN-R lives in models/cnnr/ and does not depend on the CCA
         store.write_manifest(manifest)
+        if config.score == "standardized":  # saved for the store's own settings, so queries need not compute them
+            with _Timer(seconds, "standards"), progress.task("word standards (leave-one-out scores)", None):
+                files["standards"] = save_standards(store, tag)
         store.remove_unreferenced(set(files.values()))
     finally:
         store.close()

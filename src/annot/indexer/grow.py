@@ -31,6 +31,7 @@ from annot.indexer.build import (
     build_image_index,
     build_word_index,
     extract_features,
+    save_standards,
 )
 from annot.indexer.corpus import read_corpus
 from annot.indexer.features import FeatureCache
@@ -122,9 +123,12 @@ class _Open:
             m["word_index"]["file"] = files["words"]
         m["counts"]["train_images"] = int(self.index.ntotal)
         m.pop("methods", None)
+        m.pop("standards", None)  # the words' standards depend on the indexed images
         self.store.write_manifest(m)
         referenced = {m["projection"]["file"], m["projection"]["statistics"], m["index"]["file"], m["index"]["ids_file"],
                       m["word_index"]["file"]}
+        if m.get("annotation", {}).get("score") == "standardized":
+            referenced.add(save_standards(self.store, tag))
         self.store.remove_unreferenced(referenced)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,7 +21,17 @@ from annot.projection import load_projection
 from annot.retrieval.ann import EXACT_NEIGHBOURS, on_gpu, pool_depth, set_search
 from annot.retrieval.baselines import BASELINES, Baseline
 from annot.retrieval.indexes import index_ids, load_index, search_correlation
-from annot.retrieval.scoring import Scored, cca_knn_pooled, score_queries, tag_k, top_words
+from annot.retrieval.scoring import (
+    SCORES,
+    Scored,
+    cca_knn_pooled,
+    cca_knn_scores,
+    score_queries,
+    standardize,
+    tag_k,
+    top_words,
+    word_standards,
+)
 from annot.schema.queries import image_paths, label_matrix
 from annot.store import Store
 
@@ -33,6 +44,8 @@ CCA_METHODS = ("cca-knn", "nn")
 CNNR_METHOD = "cnn-r"
 METHODS = (*CCA_METHODS, CNNR_METHOD, *BASELINES)
 POOL_BATCH = 64  # queries scored together over their own candidate pools (larger corpora)
+STANDARDS_SAMPLE = 5_000  # training images whose leave-one-out scores give each word's standards (all, if fewer)
+Standards = tuple[NDArray[np.float64], NDArray[np.float64]]
 
 
 @dataclass(frozen=True)
@@ -109,6 +122,7 @@ class AnnotationModel:
         self._baselines: dict[str, Baseline] = {}
         self._cnnr: tuple[ImageEncoder, WordIndex, NDArray[np.int64]] | None = None
         self._open_vocabulary: WordIndex | None = None  # every word of the word-vector file, built on first use
+        self._standards: dict[str, Standards] = {}
 
     @classmethod
     def open(cls, store_root: Path) -> AnnotationModel:
@@ -185,12 +199,15 @@ class AnnotationModel:
         frequency_power: float | None = None,
         depth: int | None = None,
         k_power: float | None = None,
+        score: str | None = None,
     ) -> dict[str, Any]:
         """The annotation settings in effect: each given value, else the store's default. ``depth`` is the candidate
         pool: each query's nearest training images that CCA-KNN and transfer look at (0: all of them for an exact
-        index up to 20,000 images, else max(2,000, 50 K): ``pool_depth``)."""
+        index up to 20,000 images, else max(2,000, 50 K): ``pool_depth``). ``score``: CCA-KNN ranks words by Eq. 5
+        (``eq5``) or by Eq. 5 standardised per word (``standardized``, :func:`annot.retrieval.scoring.standardize`)."""
         d = self.defaults
         return {
+            "score": score or d.get("score", "eq5"),
             "depth": int(depth if depth is not None else (d.get("depth") or 0)),
             "k_power": float(k_power if k_power is not None else (d.get("k_power") or 0.0)),
             "method": method or d.get("method", "cca-knn"),
@@ -209,6 +226,8 @@ class AnnotationModel:
         temperature, alpha = settings["temperature"], settings["frequency_power"]
         if method not in METHODS:
             raise AnnotError(f"unknown method {method!r} (known: {', '.join(METHODS)})")
+        if settings["score"] not in SCORES:
+            raise AnnotError(f"unknown score {settings['score']!r} (known: {', '.join(SCORES)})")
         if n_tags < 1 or k < 1 or temperature <= 0 or settings["depth"] < 0:
             raise AnnotError(f"need n >= 1, k >= 1, temperature > 0 and depth >= 0, got n={n_tags}, k={k}, "
                              f"temperature={temperature}, depth={settings['depth']}")
@@ -223,6 +242,7 @@ class AnnotationModel:
             scored, D = baseline.annotate(X, n_tags)
             blank = np.zeros(len(self.ids), np.float32)
             return [self._prediction(s, self.ids, blank if D is None else D[q]) for q, s in enumerate(scored)]
+        standards = self.standards(settings) if method == "cca-knn" and settings["score"] == "standardized" else None
         T = self.project(X)
         n = self.index.ntotal
         depth = pool_depth(n, k, settings["depth"], self.exact_index)
@@ -234,11 +254,12 @@ class AnnotationModel:
                 for q in range(len(ids)):
                     valid = ids[q] >= 0
                     D[q, self.rows_of(ids[q][valid])] = distances[q][valid]
-                scored = score_queries(method, D, self.labels, self.frequency, n_tags, k, temperature, alpha, beta)
+                scored = score_queries(method, D, self.labels, self.frequency, n_tags, k, temperature, alpha, beta, standards)
                 out.extend(self._prediction(s, self.ids, D[q]) for q, s in enumerate(scored))
                 continue
             if method == "cca-knn":  # large corpora: each query's own candidate pool, scored as a batch
-                out.extend(self._pooled(distances, ids, n_tags, tag_k(k, beta, self.frequency), temperature, alpha))
+                out.extend(self._pooled(distances, ids, n_tags, tag_k(k, beta, self.frequency), temperature, alpha,
+                                        standards))
                 continue
             for d, i in zip(distances, ids, strict=True):
                 valid = i >= 0
@@ -249,7 +270,7 @@ class AnnotationModel:
         return out
 
     def _pooled(self, distances: NDArray[np.float32], ids: NDArray[np.int64], n_tags: int, k: NDArray[np.int64],
-                temperature: float, alpha: float) -> list[Prediction]:
+                temperature: float, alpha: float, standards: Standards | None = None) -> list[Prediction]:
         out: list[Prediction] = []
         for lo in range(0, len(ids), POOL_BATCH):
             d, i = distances[lo : lo + POOL_BATCH].copy(), ids[lo : lo + POOL_BATCH]
@@ -257,11 +278,82 @@ class AnnotationModel:
             d[~valid] = np.inf
             rows = self.rows_of(np.where(valid, i, self._sorted_ids[0]))
             scores, chosen, weights = cca_knn_pooled(d, rows, self.labels_csr, k, temperature, self.frequency, alpha)
+            floor = 0.0
+            if standards is not None:
+                scores, floor = standardize(scores, standards), -np.inf
             for q in range(len(i)):
-                words = top_words(scores[q], self.frequency, n_tags)
+                words = top_words(scores[q], self.frequency, n_tags, floor)
                 voters = [np.flatnonzero(chosen[q] & self.labels[rows[q], w]) for w in words]
                 out.append(self._prediction(Scored(words, scores[q, words], voters, weights[q]), i[q], d[q]))
         return out
+
+    def standards_key(self, settings: dict[str, Any]) -> str:
+        """What a word's standards depend on: the scoring settings and the indexed images (the index file's name)."""
+        keys = ("k", "k_power", "temperature", "frequency_power", "depth")
+        return json.dumps({"index": self.manifest["index"]["file"], **{k: settings[k] for k in keys}}, sort_keys=True)
+
+    def standards(self, settings: dict[str, Any]) -> Standards:
+        """Each word's mean and spread of its query-normalised CCA-KNN score (``word_standards``) under ``settings``:
+        read from the store when it saved them for these settings (``annot index --score standardized``), else
+        computed once here from up to ``STANDARDS_SAMPLE`` training images, each scored as a query over the other
+        training images exactly as ``predict`` scores a new image."""
+        key = self.standards_key(settings)
+        if key not in self._standards:
+            saved = self.manifest.get("standards") or {}
+            if saved.get("key") == key:
+                with np.load(self.store.path(saved["file"])) as arrays:
+                    self._standards[key] = (arrays["mean"], arrays["spread"])
+            else:
+                log.info("computing word standards for %s", key)
+                self._standards[key] = word_standards(self.leave_one_out_scores(settings))
+        return self._standards[key]
+
+    def leave_one_out_scores(self, settings: dict[str, Any]) -> NDArray[np.float64]:
+        """Eq. 5 scores (n × V) of up to ``STANDARDS_SAMPLE`` training images (a fixed random sample), each a query
+        whose own row is not among its candidates; the pool, K, β, τ and α are ``settings``'."""
+        n = len(self.ids)
+        sample = np.sort(np.random.default_rng(0).choice(n, size=min(n, STANDARDS_SAMPLE), replace=False))
+        T = self.training_rows(self.ids[sample])
+        k = tag_k(settings["k"], settings["k_power"], self.frequency)
+        depth = pool_depth(n, settings["k"], settings["depth"], self.exact_index)
+        out = np.zeros((len(sample), len(self.vocabulary)), np.float64)
+        for lo in range(0, len(T), 256):
+            distances, ids = search_correlation(self.index, T[lo : lo + 256], min(depth + 1, n))
+            own = ids == self.ids[sample[lo : lo + 256], None]
+            distances[own], ids[own] = np.inf, -1
+            last = np.argsort(own, axis=1, kind="stable")  # each query's own row to the end: the pool stays in order
+            distances, ids = np.take_along_axis(distances, last, 1), np.take_along_axis(ids, last, 1)
+            if n <= EXACT_NEIGHBOURS:
+                D = np.full((len(ids), n), np.inf, np.float32)
+                for q in range(len(ids)):
+                    valid = ids[q] >= 0
+                    D[q, self.rows_of(ids[q][valid])] = distances[q][valid]
+                out[lo : lo + len(ids)] = cca_knn_scores(D, self.labels, k, settings["temperature"], self.frequency,
+                                                         settings["frequency_power"])[0]
+                continue
+            valid = ids >= 0
+            rows = self.rows_of(np.where(valid, ids, self._sorted_ids[0]))
+            out[lo : lo + len(ids)] = cca_knn_pooled(np.where(valid, distances, np.inf).astype(np.float32), rows,
+                                                     self.labels_csr, k, settings["temperature"], self.frequency,
+                                                     settings["frequency_power"])[0]
+        return out
+
+    def training_rows(self, ids: NDArray[np.int64]) -> NDArray[np.float32]:
+        """Training images' rows as queries (their T): read back from an exact index of their image projections
+        (``--space image``), else projected again from the store's cached features (KCCA: a kernel row each)."""
+        if self.exact_index and self.manifest["projection"].get("space", "image") == "image":
+            try:
+                return np.stack([self.index.reconstruct(int(i)) for i in ids]).astype(np.float32)
+            except RuntimeError:  # an index that cannot give its vectors back (e.g. on a GPU)
+                pass
+        from annot.indexer.features import FeatureCache
+
+        encoder = self.manifest["encoder"]
+        X = FeatureCache(self.store.features_dir / encoder["key"], encoder["dim"]).load(ids)
+        if np.isnan(X).any():
+            raise StoreError(f"{self.store.root}: the features of some training images are not in the store's cache; "
+                             "re-run `annot index` to extract them")
+        return self.project(X)
 
     def rows_of(self, ids: NDArray[np.int64]) -> NDArray[np.int64]:
         """Label-matrix rows of indexed image ids."""

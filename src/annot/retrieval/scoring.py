@@ -13,6 +13,8 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy import sparse
 
+SCORES = ("eq5", "standardized")  # how CCA-KNN ranks a query's words: Eq. 5's score, or it standardised per word
+
 
 @dataclass(frozen=True)
 class Scored:
@@ -64,6 +66,7 @@ def cca_knn_scores(
     temperature: float,
     frequency: NDArray[np.int64] | None = None,
     frequency_power: float = 0.0,
+    chosen: NDArray[np.bool_] | None = None,
 ) -> tuple[NDArray[np.float64], NDArray[np.bool_], NDArray[np.float64]]:
     """CCA-KNN (paper §3.4.1, Eq. 5).
 
@@ -78,9 +81,11 @@ def cca_knn_scores(
     A frequent word is carried by many semantic neighbours chosen for other words, so Eq. 5 favours it; α = 0 is
     the paper's Eq. 5 and α = 1 divides by the group size (a per-group average). α is chosen by cross-validation.
 
-    Returns word scores (nq × V), which candidates were chosen (nq × m), and candidate weights (nq × m).
+    ``chosen``, the semantic neighbours of an earlier call with the same ``D``, ``labels`` and ``k``, saves finding
+    them again when only τ or α differ. Returns word scores (nq × V), which candidates were chosen (nq × m), and
+    candidate weights (nq × m).
     """
-    chosen = semantic_neighbours(D, labels, k)
+    chosen = semantic_neighbours(D, labels, k) if chosen is None else chosen
     nearest = np.min(np.where(np.isfinite(D), D, np.inf), axis=1, keepdims=True)
     weights = np.exp(-(D.astype(np.float64) - nearest) / temperature)
     weights[~np.isfinite(D)] = 0.0
@@ -171,10 +176,30 @@ def nn_transfer(order: NDArray[np.int64], labels: NDArray[np.bool_], frequency: 
     return chosen
 
 
-def top_words(scores: NDArray[np.float64], frequency: NDArray[np.int64], n_tags: int) -> NDArray[np.int64]:
-    """The ``n_tags`` best-scoring words with a positive score; ties go to the more frequent training word."""
+def word_standards(loo_scores: NDArray[np.float64]) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Each word's mean and spread (standard deviation, at least 1e-6) of its query-normalised CCA-KNN score (the
+    score over the query's largest) on training images, each scored without itself among the candidates: what a
+    word usually scores, against which ``standardize`` measures a query's score."""
+    s = loo_scores / np.maximum(loo_scores.max(axis=1, keepdims=True), 1e-300)
+    return s.mean(axis=0), np.maximum(s.std(axis=0), 1e-6)
+
+
+def standardize(scores: NDArray[np.float64], standards: tuple[NDArray[np.float64], NDArray[np.float64]]) -> NDArray[np.float64]:
+    """Standardised CCA-KNN scores: z_w = (s_w / max s − μ_w) / σ_w, with μ_w and σ_w from ``word_standards``: how
+    unusually high a word scores for this query, in its own spreads. A frequent word is carried by many neighbours
+    of every query, so its raw score is high everywhere and its z only when the query is really like its images; a
+    rare word's raw score is low everywhere, and its z rises when its few images are the query's nearest. Words
+    without a score (no candidate carries them) are −inf."""
+    mean, spread = standards
+    z = (scores / np.maximum(scores.max(axis=1, keepdims=True), 1e-300) - mean) / spread
+    return np.where(scores > 0, z, -np.inf)
+
+
+def top_words(scores: NDArray[np.float64], frequency: NDArray[np.int64], n_tags: int, floor: float = 0.0) -> NDArray[np.int64]:
+    """The ``n_tags`` best-scoring words scoring above ``floor`` (a positive score by default; −inf for
+    standardised scores, which may be negative); ties go to the more frequent training word."""
     order = np.lexsort((-frequency, -scores))
-    order = order[scores[order] > 0]
+    order = order[scores[order] > floor]
     return order[:n_tags].astype(np.int64)
 
 
@@ -188,8 +213,10 @@ def score_queries(
     temperature: float,
     frequency_power: float = 0.0,
     k_power: float = 0.0,
+    standards: tuple[NDArray[np.float64], NDArray[np.float64]] | None = None,
 ) -> list[Scored]:
-    """Ranked words for each query with ``method``: the one entry point for annotation, evaluation and tuning."""
+    """Ranked words for each query with ``method``: the one entry point for annotation, evaluation and tuning. With
+    ``standards`` (``word_standards``), CCA-KNN ranks words by their standardised scores (``standardize``)."""
     out: list[Scored] = []
     if method == "nn":
         finite = np.isfinite(D)
@@ -204,8 +231,11 @@ def score_queries(
     if method == "cca-knn":
         scores, chosen, weights = cca_knn_scores(D, labels, tag_k(k, k_power, frequency), temperature, frequency,
                                                  frequency_power)
+        floor = 0.0
+        if standards is not None:
+            scores, floor = standardize(scores, standards), -np.inf
         for q in range(D.shape[0]):
-            words = top_words(scores[q], frequency, n_tags)
+            words = top_words(scores[q], frequency, n_tags, floor)
             voters = [np.flatnonzero(chosen[q] & labels[:, w]) for w in words]
             out.append(Scored(words, scores[q, words], voters, weights[q]))
         return out

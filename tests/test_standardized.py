@@ -1,0 +1,175 @@
+"""Standardised CCA-KNN scores: each word's Eq. 5 score against its leave-one-out scores on the training images,
+the same in the store (index, query, eval, add/remove) as in cross-validation."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from tests.conftest import invoke
+
+from annot.evaluation.tune import Candidate, CVResult, _fold_standards, choose
+from annot.indexer.corpus import read_corpus
+from annot.indexer.features import FeatureCache
+from annot.indexer.grow import remove_images
+from annot.retrieval import model as model_module
+from annot.retrieval.indexes import correlation_rows
+from annot.retrieval.model import AnnotationModel
+from annot.retrieval.scoring import cca_knn_scores, score_queries, standardize, top_words, word_standards
+
+
+def test_standardize_ranks_a_word_by_how_unusual_its_score_is() -> None:
+    # word 0 scores high for every image; word 1 low everywhere but twice its usual for the query
+    loo = np.array([[1.0, 0.1, 0.5], [1.0, 0.1, 0.3], [1.0, 0.2, 0.4], [1.0, 0.2, 0.2]])
+    mean, spread = word_standards(loo)
+    normalised = loo / loo.max(axis=1, keepdims=True)
+    np.testing.assert_allclose(mean, normalised.mean(axis=0))
+    np.testing.assert_allclose(spread, np.maximum(normalised.std(axis=0), 1e-6))  # word 0 never varies: the floor
+    scores = np.array([[2.0, 0.6, 0.0]])
+    z = standardize(scores, (mean, spread))
+    np.testing.assert_allclose(z[0, :2], (scores[0, :2] / 2.0 - mean[:2]) / spread[:2])
+    assert z[0, 2] == -np.inf  # no candidate carried it: never a tag
+    frequency = np.array([50, 3, 10])
+    assert top_words(scores[0], frequency, 1).tolist() == [0]  # Eq. 5 picks the frequent word
+    assert top_words(z[0], frequency, 3, floor=-np.inf).tolist() == [1, 0]  # standardised: the rare one, then it
+
+
+def index_rows(model: AnnotationModel) -> np.ndarray:
+    return np.stack([model.index.reconstruct(int(i)) for i in model.ids])
+
+
+def test_leave_one_out_scores_leave_each_image_out_of_its_own_candidates(built_store: Path) -> None:
+    model = AnnotationModel.open(built_store)
+    try:
+        settings = model.settings(score="standardized", k=4, temperature=0.2, frequency_power=0.5)
+        loo = model.leave_one_out_scores(settings)
+        R = index_rows(model)
+        F = (1.0 - R @ R.T).astype(np.float32)
+        np.fill_diagonal(F, np.inf)
+        expected = cca_knn_scores(F, model.labels, 4, 0.2, model.frequency, 0.5)[0]
+        np.testing.assert_allclose(loo, expected, rtol=1e-4, atol=1e-8)
+        np.fill_diagonal(F, 0.0)  # with itself as a candidate an image would vote for its own tags
+        assert not np.allclose(loo, cca_knn_scores(F, model.labels, 4, 0.2, model.frequency, 0.5)[0], rtol=1e-3)
+        # rows read back from the exact index are the rows the projection gives the cached features
+        model.exact_index = False
+        np.testing.assert_allclose(correlation_rows(model.training_rows(model.ids[:20])), R[:20], atol=1e-5)
+    finally:
+        model.close()
+
+
+def test_cross_validation_computes_the_standards_the_store_does(built_store: Path) -> None:
+    model = AnnotationModel.open(built_store)
+    try:
+        settings = model.settings(score="standardized", k=5, temperature=0.1, frequency_power=0.0)
+        U = index_rows(model)
+        candidate = Candidate(k=5, temperature=0.1, frequency_power=0.0, score="standardized")
+        mean, spread = _fold_standards([candidate], U, U, model.labels, model.frequency)[candidate]
+        stored_mean, stored_spread = model.standards(settings)
+        np.testing.assert_allclose(mean, stored_mean, rtol=1e-4, atol=1e-7)
+        np.testing.assert_allclose(spread, stored_spread, rtol=1e-4, atol=1e-7)
+    finally:
+        model.close()
+
+
+def expected_words(model: AnnotationModel, X: np.ndarray, settings: dict) -> list[list[int]]:  # type: ignore[type-arg]
+    """Each query's words by hand: Eq. 5 over every training image, standardised by the model's standards."""
+    T = model.project(X)
+    D = (1.0 - correlation_rows(T) @ index_rows(model).T).astype(np.float32)
+    scores = cca_knn_scores(D, model.labels, settings["k"], settings["temperature"], model.frequency,
+                            settings["frequency_power"])[0]
+    z = standardize(scores, model.standards(settings))
+    return [top_words(row, model.frequency, 5, floor=-np.inf).tolist() for row in z]
+
+
+def test_a_standardized_store_saves_its_standards_and_annotates_with_them(synthetic: dict[str, Path], tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    store = tmp_path / "z.annot"
+    result = invoke("index", synthetic["train"], "--store", store, "--encoder", "fake", "--words", synthetic["words"],
+                    "--k", "4", "--temperature", "0.2", "--frequency-power", "0", "--score", "standardized", "--json")
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((store / "manifest.json").read_text())
+    assert manifest["annotation"]["score"] == "standardized"
+    saved = np.load(store / manifest["standards"]["file"])
+    model = AnnotationModel.open(store)
+    try:
+        settings = model.settings()
+        assert manifest["standards"]["key"] == model.standards_key(settings)
+        fresh = word_standards(model.leave_one_out_scores(settings))
+        np.testing.assert_allclose(saved["mean"], fresh[0])
+        np.testing.assert_allclose(saved["spread"], fresh[1])
+
+        encoder = manifest["encoder"]
+        X = FeatureCache(store / "features" / encoder["key"], encoder["dim"]).load(model.ids[:12])
+        X = X * np.random.default_rng(0).uniform(0.5, 1.5, X.shape).astype(np.float32)  # new images near the training ones
+        words = [p.words.tolist() for p in model.predict(X)]
+        assert words == expected_words(model, X, settings)
+        assert words != [p.words.tolist() for p in model.predict(X, score="eq5")]  # the ranking is not Eq. 5's
+        # other settings than the saved ones: computed on the spot, not read from the file
+        other = model.settings(k=2)
+        assert [p.words.tolist() for p in model.predict(X, k=2)] == expected_words(model, X, other)
+        # a corpus above the exact-search size scores each query's own pool: the same words
+        monkeypatch.setattr(model_module, "EXACT_NEIGHBOURS", 10)
+        model._standards.clear()
+        assert [p.words.tolist() for p in model.predict(X)] == words
+    finally:
+        model.close()
+
+    result = invoke("eval", synthetic["test"], "--store", store, "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["params"]["score"] == "standardized"
+
+    remove_images([str(read_corpus(synthetic["train"]).entries[0].path)], store)  # fewer images: new standards
+    manifest = json.loads((store / "manifest.json").read_text())
+    assert (store / manifest["standards"]["file"]).exists()
+    model = AnnotationModel.open(store)
+    try:
+        assert manifest["standards"]["key"] == model.standards_key(model.settings())
+        saved = np.load(store / manifest["standards"]["file"])
+        np.testing.assert_allclose(saved["mean"], word_standards(model.leave_one_out_scores(model.settings()))[0])
+    finally:
+        model.close()
+
+
+def test_an_unknown_score_is_refused_and_nothing_is_overwritten(store: Path, synthetic: dict[str, Path]) -> None:
+    before = (store / "manifest.json").read_text()
+    result = invoke("index", synthetic["train"], "--store", store, "--encoder", "fake", "--words", synthetic["words"],
+                    "--score", "zscore")
+    assert result.exit_code == 1 and "--score must be one of eq5, standardized" in result.output
+    assert (store / "manifest.json").read_text() == before
+    result = invoke("eval", synthetic["test"], "--store", store, "--score", "zscore")
+    assert result.exit_code == 1 and "unknown score 'zscore'" in result.output
+
+
+def cv(f1: float, n_plus: float) -> CVResult:
+    return CVResult(Candidate(k=int(n_plus)), f1, 0.0, 0.0, n_plus, (f1,))
+
+
+def test_choose_takes_the_highest_f1_or_the_most_words_at_a_stated_f1() -> None:
+    results = [cv(0.47, 190), cv(0.46, 205), cv(0.462, 201), cv(0.44, 220)]
+    assert choose(results) is results[0]
+    assert choose(results, 0.46) is results[1]
+    assert choose(results, 0.461) is results[2]
+    assert choose(results, 0.50) is results[0]  # nothing reaches it: the highest F1
+    tied = [cv(0.46, 205), cv(0.47, 205)]
+    assert choose(tied, 0.45) is tied[1]
+
+
+def test_standardized_candidates_are_cross_validated_on_their_own_scores() -> None:
+    from annot.evaluation.tune import cross_validate
+
+    rng = np.random.default_rng(0)
+    n, vocabulary = 150, 8
+    labels = rng.random((n, vocabulary)) < np.linspace(0.05, 0.6, vocabulary)  # frequent and rare words
+    labels[np.arange(n), rng.integers(0, vocabulary, n)] = True
+    X = (labels @ rng.normal(size=(vocabulary, 12)) + 0.7 * rng.normal(size=(n, 12))).astype(np.float32)
+    E = rng.normal(size=(vocabulary, 5)).astype(np.float32)
+    candidates = [Candidate(text="bv", k=8, temperature=0.2, score=s) for s in ("eq5", "standardized")]
+    results = {r.candidate.score: r for r in cross_validate(X, labels, E, np.ones(vocabulary, bool), candidates, folds=3)}
+    assert results["standardized"].fold_f1 != results["eq5"].fold_f1
+    # on these labels the rare words are recalled more often once each word is measured against its own scores
+    assert results["standardized"].n_plus >= results["eq5"].n_plus
+    scored = score_queries("cca-knn", np.zeros((1, n), np.float32), labels, labels.sum(0), 5, 8, 0.2,
+                           standards=(np.zeros(vocabulary), np.ones(vocabulary)))
+    assert len(scored[0].words) == 5
