@@ -19,7 +19,8 @@ images. Then every scoring candidate is scored on all six, from the same distanc
 - ``standardized``: each word's score (over the query's largest) standardised by the mean and spread of that word's
   scores on the fitting images themselves (leave-one-out), so a word counts when it scores unusually high for it.
 
-The two variants are probes. Neither is part of `annot`: see BENCHMARKS.md for why.
+``prototype`` is a probe. ``standardized`` began as one (session 9) and is now `annot`'s ``--score standardized``
+(:func:`annot.retrieval.scoring.standardize`), scored here with the same functions.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ from annot.indexer.corpus import read_corpus
 from annot.indexer.features import FeatureCache
 from annot.projection.registry import build_projection
 from annot.retrieval.indexes import correlation_rows
-from annot.retrieval.scoring import cca_knn_scores, top_words
+from annot.retrieval.scoring import cca_knn_scores, standardize, top_words, word_standards
 from annot.schema.tables import images
 from annot.store import Store
 from assemble import write_results
@@ -86,13 +87,11 @@ class Part:
     def loo(self, k: int, tau: float) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
         """Mean and spread of each word's (query-normalised) score on the fitting images, each left out of its own."""
         if (k, tau) not in self._loo:
-            s = cca_knn_scores(self.F, self.labels, k, tau)[0]
-            s /= np.maximum(s.max(axis=1, keepdims=True), 1e-300)
-            self._loo[k, tau] = (s.mean(axis=0), np.maximum(s.std(axis=0), 1e-6))
+            self._loo[k, tau] = word_standards(cca_knn_scores(self.F, self.labels, k, tau)[0])
         return self._loo[k, tau]
 
-    def quality(self, S: NDArray[np.float64]) -> tuple[float, int]:
-        predicted = [top_words(row, self.frequency, 5) for row in S]
+    def quality(self, S: NDArray[np.float64], floor: float = 0.0) -> tuple[float, int]:
+        predicted = [top_words(row, self.frequency, 5, floor) for row in S]
         s = summarize(per_word_metrics(self.truth, predictions_matrix(predicted, self.truth.shape[1])), len(self.truth))
         return 100 * s.f1, s.n_plus
 
@@ -146,15 +145,13 @@ def sweep(parts: list[Part], own: tuple[int, float, float], progress: RichProgre
         candidates.append(("prototype", {"k": k, "tau": tau, "alpha": a, "t": t}, prototype))
     for k, tau in COARSE:
         def standardized(q: Part, k: int = k, tau: float = tau) -> NDArray[np.float64]:
-            s = q.scores(k, tau)
-            mean, spread = q.loo(k, tau)
-            z = (s / np.maximum(s.max(axis=1, keepdims=True), 1e-300) - mean) / spread
-            return z - z.min(axis=1, keepdims=True) + 1e-9  # top_words keeps positive scores only
+            return standardize(q.scores(k, tau), q.loo(k, tau))
         candidates.append(("standardized", {"k": k, "tau": tau}, standardized))
     rows = []
     with progress.task("scoring candidates on 5 hold-outs and the test split", len(candidates)) as advance:
         for rule, settings, score in candidates:
-            q = np.array([part.quality(score(part)) for part in parts])
+            floor = -np.inf if rule == "standardized" else 0.0  # standardised scores may be negative
+            q = np.array([part.quality(score(part), floor) for part in parts])
             rows.append({"rule": rule, **settings, "cv_f1": round(float(q[:-1, 0].mean()), 2),
                          "cv_n_plus": round(float(q[:-1, 1].mean()), 1), "test_f1": round(float(q[-1, 0]), 2),
                          "test_n_plus": int(q[-1, 1])})

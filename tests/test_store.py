@@ -26,7 +26,7 @@ def test_manifest_records_every_setting_and_files_exist(built_store: Path) -> No
         assert m["format_version"] == 1
         assert m["encoder"]["name"] == "fake" and m["encoder"]["dim"] == 48
         assert m["text"] == "w2v+bv" and m["projection"]["normalization"] == "none"  # the defaults
-        assert m["annotation"] == {"method": "cca-knn", "n_tags": 5, "k": 3, "temperature": 0.1, "frequency_power": 0.375, "depth": 0, "k_power": 0.0}
+        assert m["annotation"] == {"method": "cca-knn", "n_tags": 5, "k": 3, "temperature": 0.1, "frequency_power": 0.375, "depth": 0, "k_power": 0.0, "score": "eq5"}
         assert m["index"]["ntotal"] == 160
         assert len(m["vocabulary"]["words"]) == 8
         for key in ("projection", "index", "word_index"):
