@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from tests.conftest import invoke
 
-from annot.evaluation.tune import Candidate, CVResult, _fold_standards, choose
+from annot.evaluation.tune import Candidate, CVResult, _fold_standards, choose, within_pool
 from annot.indexer.corpus import read_corpus
 from annot.indexer.features import FeatureCache
 from annot.indexer.grow import remove_images
@@ -52,6 +52,12 @@ def test_leave_one_out_scores_leave_each_image_out_of_its_own_candidates(built_s
         np.testing.assert_allclose(loo, expected, rtol=1e-4, atol=1e-8)
         np.fill_diagonal(F, 0.0)  # with itself as a candidate an image would vote for its own tags
         assert not np.allclose(loo, cca_knn_scores(F, model.labels, 4, 0.2, model.frequency, 0.5)[0], rtol=1e-3)
+        # a candidate pool: each image's 40 nearest others, as cross-validation's within_pool takes them
+        pooled = model.leave_one_out_scores(model.settings(k=4, temperature=0.2, frequency_power=0.5, depth=40))
+        np.fill_diagonal(F, np.inf)
+        expected = cca_knn_scores(within_pool(F, 40), model.labels, 4, 0.2, model.frequency, 0.5)[0]
+        np.testing.assert_allclose(pooled, expected, rtol=1e-4, atol=1e-8)
+        assert not np.allclose(pooled, loo, rtol=1e-3)
         # rows read back from the exact index are the rows the projection gives the cached features
         model.exact_index = False
         np.testing.assert_allclose(correlation_rows(model.training_rows(model.ids[:20])), R[:20], atol=1e-5)

@@ -321,8 +321,9 @@ class AnnotationModel:
             distances, ids = search_correlation(self.index, T[lo : lo + 256], min(depth + 1, n))
             own = ids == self.ids[sample[lo : lo + 256], None]
             distances[own], ids[own] = np.inf, -1
-            last = np.argsort(own, axis=1, kind="stable")  # each query's own row to the end: the pool stays in order
-            distances, ids = np.take_along_axis(distances, last, 1), np.take_along_axis(ids, last, 1)
+            # the pool without the query's own row (or, where it was not found, without the farthest), still in order
+            keep = np.argsort(own, axis=1, kind="stable")[:, :depth]
+            distances, ids = np.take_along_axis(distances, keep, 1), np.take_along_axis(ids, keep, 1)
             if n <= EXACT_NEIGHBOURS:
                 D = np.full((len(ids), n), np.inf, np.float32)
                 for q in range(len(ids)):
