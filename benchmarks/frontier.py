@@ -215,7 +215,8 @@ def main() -> None:
         return
     start = time.perf_counter()
     progress = RichProgress()
-    own = evaluate(args.store, args.data / "test.jsonl", record=False, progress=progress).summary  # caches test features
+    # the store's K, τ and α with Eq. 5, whatever its --score: the first row's check (caches the test features)
+    own = evaluate(args.store, args.data / "test.jsonl", record=False, progress=progress, score="eq5").summary
     parts, settings = fit_parts(args.store, args.data, progress)
     rows = sweep(parts, (settings["k"], settings["temperature"], settings["frequency_power"]), progress)
     data = {"store": str(args.store), "settings": settings, "store_test": {"f1": round(100 * own.f1, 2),
