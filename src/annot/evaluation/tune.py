@@ -116,17 +116,21 @@ def _fold_standards(
     computes them on a store: every fitting image a query over the others (its own row left out). Candidates that
     differ only in τ or α share the semantic neighbours."""
     out: dict[Candidate, tuple[NDArray[np.float64], NDArray[np.float64]]] = {}
-    queries = correlation_rows(U) if candidates else U
-    neighbours: dict[tuple[str, int, int, float], tuple[NDArray[np.float32], NDArray[np.bool_]]] = {}
+    if not candidates:
+        return out
+    queries = correlation_rows(U)
+    pools: dict[tuple[str, int], NDArray[np.float32]] = {}  # the fitting images against each other, per space and pool
+    neighbours: dict[tuple[str, int, int, float], NDArray[np.bool_]] = {}
     for c in candidates:
-        key = (c.space, c.depth, c.k, c.k_power)
-        if key not in neighbours:
+        if (c.space, c.depth) not in pools:
             F = (1.0 - queries @ space_rows(U, V, c.space).T).astype(np.float32)
             np.fill_diagonal(F, np.inf)
-            F = within_pool(F, c.depth)
-            neighbours[key] = (F, semantic_neighbours(F, labels, tag_k(c.k, c.k_power, frequency)))
-        F, chosen = neighbours[key]
-        scores = cca_knn_scores(F, labels, c.k, c.temperature, frequency, c.frequency_power, chosen=chosen)[0]
+            pools[c.space, c.depth] = within_pool(F, c.depth)
+        F = pools[c.space, c.depth]
+        key = (c.space, c.depth, c.k, c.k_power)
+        if key not in neighbours:
+            neighbours[key] = semantic_neighbours(F, labels, tag_k(c.k, c.k_power, frequency))
+        scores = cca_knn_scores(F, labels, c.k, c.temperature, frequency, c.frequency_power, chosen=neighbours[key])[0]
         out[c] = word_standards(scores)
     return out
 

@@ -26,8 +26,8 @@ from annot.retrieval.scoring import (
     Scored,
     cca_knn_pooled,
     cca_knn_scores,
+    ranking,
     score_queries,
-    standardize,
     tag_k,
     top_words,
     word_standards,
@@ -250,10 +250,7 @@ class AnnotationModel:
         for lo in range(0, len(T), 256):
             distances, ids = search_correlation(self.index, T[lo : lo + 256], depth)
             if n <= EXACT_NEIGHBOURS:  # small corpora: one dense (queries × images) problem, inf beyond the pool
-                D = np.full((len(ids), n), np.inf, np.float32)
-                for q in range(len(ids)):
-                    valid = ids[q] >= 0
-                    D[q, self.rows_of(ids[q][valid])] = distances[q][valid]
+                D = self._dense(distances, ids)
                 scored = score_queries(method, D, self.labels, self.frequency, n_tags, k, temperature, alpha, beta, standards)
                 out.extend(self._prediction(s, self.ids, D[q]) for q, s in enumerate(scored))
                 continue
@@ -273,14 +270,10 @@ class AnnotationModel:
                 temperature: float, alpha: float, standards: Standards | None = None) -> list[Prediction]:
         out: list[Prediction] = []
         for lo in range(0, len(ids), POOL_BATCH):
-            d, i = distances[lo : lo + POOL_BATCH].copy(), ids[lo : lo + POOL_BATCH]
-            valid = i >= 0
-            d[~valid] = np.inf
-            rows = self.rows_of(np.where(valid, i, self._sorted_ids[0]))
+            i = ids[lo : lo + POOL_BATCH]
+            d, rows = self._pool(distances[lo : lo + POOL_BATCH], i)
             scores, chosen, weights = cca_knn_pooled(d, rows, self.labels_csr, k, temperature, self.frequency, alpha)
-            floor = 0.0
-            if standards is not None:
-                scores, floor = standardize(scores, standards), -np.inf
+            scores, floor = ranking(scores, standards)
             for q in range(len(i)):
                 words = top_words(scores[q], self.frequency, n_tags, floor)
                 voters = [np.flatnonzero(chosen[q] & self.labels[rows[q], w]) for w in words]
@@ -324,27 +317,34 @@ class AnnotationModel:
             # the pool without the query's own row (or, where it was not found, without the farthest), still in order
             keep = np.argsort(own, axis=1, kind="stable")[:, :depth]
             distances, ids = np.take_along_axis(distances, keep, 1), np.take_along_axis(ids, keep, 1)
+            tau, alpha = settings["temperature"], settings["frequency_power"]
             if n <= EXACT_NEIGHBOURS:
-                D = np.full((len(ids), n), np.inf, np.float32)
-                for q in range(len(ids)):
-                    valid = ids[q] >= 0
-                    D[q, self.rows_of(ids[q][valid])] = distances[q][valid]
-                out[lo : lo + len(ids)] = cca_knn_scores(D, self.labels, k, settings["temperature"], self.frequency,
-                                                         settings["frequency_power"])[0]
-                continue
-            valid = ids >= 0
-            rows = self.rows_of(np.where(valid, ids, self._sorted_ids[0]))
-            out[lo : lo + len(ids)] = cca_knn_pooled(np.where(valid, distances, np.inf).astype(np.float32), rows,
-                                                     self.labels_csr, k, settings["temperature"], self.frequency,
-                                                     settings["frequency_power"])[0]
+                scores = cca_knn_scores(self._dense(distances, ids), self.labels, k, tau, self.frequency, alpha)[0]
+            else:
+                scores = cca_knn_pooled(*self._pool(distances, ids), self.labels_csr, k, tau, self.frequency, alpha)[0]
+            out[lo : lo + len(ids)] = scores
         return out
+
+    def _dense(self, distances: NDArray[np.float32], ids: NDArray[np.int64]) -> NDArray[np.float32]:
+        """Search results (ids < 0: none) as one row per query over every indexed image, inf beyond its pool."""
+        D = np.full((len(ids), len(self.ids)), np.inf, np.float32)
+        for q in range(len(ids)):
+            valid = ids[q] >= 0
+            D[q, self.rows_of(ids[q][valid])] = distances[q][valid]
+        return D
+
+    def _pool(self, distances: NDArray[np.float32], ids: NDArray[np.int64]) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
+        """Search results as ``cca_knn_pooled`` reads them: distances with inf where none, and label-matrix rows."""
+        valid = ids >= 0
+        rows = self.rows_of(np.where(valid, ids, self._sorted_ids[0]))
+        return np.where(valid, distances, np.inf).astype(np.float32), rows
 
     def training_rows(self, ids: NDArray[np.int64]) -> NDArray[np.float32]:
         """Training images' rows as queries (their T): read back from an exact index of their image projections
         (``--space image``), else projected again from the store's cached features (KCCA: a kernel row each)."""
         if self.exact_index and self.manifest["projection"].get("space", "image") == "image":
             try:
-                return np.stack([self.index.reconstruct(int(i)) for i in ids]).astype(np.float32)
+                return np.asarray(self.index.reconstruct_batch(np.ascontiguousarray(ids, np.int64)), np.float32)
             except RuntimeError:  # an index that cannot give its vectors back (e.g. on a GPU)
                 pass
         from annot.indexer.features import FeatureCache

@@ -176,11 +176,16 @@ def nn_transfer(order: NDArray[np.int64], labels: NDArray[np.bool_], frequency: 
     return chosen
 
 
+def _query_normalised(scores: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Each query's scores over its largest: what ``word_standards`` measures and ``standardize`` compares."""
+    return scores / np.maximum(scores.max(axis=1, keepdims=True), 1e-300)
+
+
 def word_standards(loo_scores: NDArray[np.float64]) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     """Each word's mean and spread (standard deviation, at least 1e-6) of its query-normalised CCA-KNN score (the
     score over the query's largest) on training images, each scored without itself among the candidates: what a
     word usually scores, against which ``standardize`` measures a query's score."""
-    s = loo_scores / np.maximum(loo_scores.max(axis=1, keepdims=True), 1e-300)
+    s = _query_normalised(loo_scores)
     return s.mean(axis=0), np.maximum(s.std(axis=0), 1e-6)
 
 
@@ -191,8 +196,15 @@ def standardize(scores: NDArray[np.float64], standards: tuple[NDArray[np.float64
     rare word's raw score is low everywhere, and its z rises when its few images are the query's nearest. Words
     without a score (no candidate carries them) are −inf."""
     mean, spread = standards
-    z = (scores / np.maximum(scores.max(axis=1, keepdims=True), 1e-300) - mean) / spread
+    z = (_query_normalised(scores) - mean) / spread
     return np.where(scores > 0, z, -np.inf)
+
+
+def ranking(scores: NDArray[np.float64], standards: tuple[NDArray[np.float64], NDArray[np.float64]] | None
+            ) -> tuple[NDArray[np.float64], float]:
+    """The scores CCA-KNN ranks words by, and the ``top_words`` floor they must pass: Eq. 5's scores above 0, or
+    with ``standards`` the standardised scores above −inf."""
+    return (scores, 0.0) if standards is None else (standardize(scores, standards), -np.inf)
 
 
 def top_words(scores: NDArray[np.float64], frequency: NDArray[np.int64], n_tags: int, floor: float = 0.0) -> NDArray[np.int64]:
@@ -231,9 +243,7 @@ def score_queries(
     if method == "cca-knn":
         scores, chosen, weights = cca_knn_scores(D, labels, tag_k(k, k_power, frequency), temperature, frequency,
                                                  frequency_power)
-        floor = 0.0
-        if standards is not None:
-            scores, floor = standardize(scores, standards), -np.inf
+        scores, floor = ranking(scores, standards)
         for q in range(D.shape[0]):
             words = top_words(scores[q], frequency, n_tags, floor)
             voters = [np.flatnonzero(chosen[q] & labels[:, w]) for w in words]
