@@ -6,6 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from typer.main import get_command
@@ -177,6 +178,14 @@ def test_tune_chooses_on_training_folds_and_rebuilds(synthetic: dict[str, Path],
     listed = json.loads(invoke("runs", "--store", s, "--json").stdout)
     assert len(listed) == len(out["runs"]) == 48 and all(r["dataset"].startswith("cv:3-fold:") and r["dataset"].endswith("train.jsonl") for r in listed)
     assert info["counts"].get("images.test", 0) == 0  # nothing but the training corpus was touched
+    # the reported ties are the recorded candidates within one paired standard error of the chosen one's fold F1s
+    recorded = [json.loads(r["params_json"]) for r in json.loads(invoke("sql", "SELECT params_json FROM runs", "--store", s,
+                                                                          "--json").stdout)]
+    best = next(np.array(r["fold_f1"]) for r in recorded if {k: r[k] for k in chosen} == chosen)
+    assert out["standard_error"] == pytest.approx(best.std(ddof=1) / np.sqrt(3)) and out["standard_error"] > 0
+    gaps = [best - np.array(r["fold_f1"]) for r in recorded if {k: r[k] for k in chosen} != chosen]
+    assert len(out["tied"]) == sum(g.mean() <= g.std(ddof=1) / np.sqrt(3) for g in gaps) < len(gaps)
+    assert chosen not in out["tied"]
 
 
 def test_tune_on_cover_hold_outs_records_the_design(synthetic: dict[str, Path], tmp_path: Path) -> None:

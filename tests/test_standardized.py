@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from tests.conftest import invoke
 
-from annot.evaluation.tune import Candidate, CVResult, _fold_standards, choose, within_pool
+from annot.evaluation.tune import Candidate, CVResult, _fold_standards, choose, standard_error, ties, within_pool
 from annot.indexer.corpus import read_corpus
 from annot.indexer.features import FeatureCache
 from annot.indexer.grow import remove_images
@@ -160,6 +160,24 @@ def test_choose_takes_the_highest_f1_or_the_most_words_at_a_stated_f1() -> None:
     assert choose(results, 0.50) is results[0]  # nothing reaches it: the highest F1
     tied = [cv(0.46, 205), cv(0.47, 205)]
     assert choose(tied, 0.45) is tied[1]
+
+
+def test_ties_are_candidates_within_one_paired_standard_error_of_the_chosen() -> None:
+    def folds(*f1: float) -> CVResult:
+        return CVResult(Candidate(k=len(f1)), float(np.mean(f1)), 0.0, 0.0, 0.0, f1)
+
+    best = folds(0.50, 0.46, 0.48, 0.52, 0.44)  # spread over folds: 0.0316; standard error 0.0141
+    assert standard_error(best) == pytest.approx(np.std([0.50, 0.46, 0.48, 0.52, 0.44], ddof=1) / np.sqrt(5))
+    shifted = folds(0.49, 0.45, 0.47, 0.51, 0.43)  # behind on every fold by 0.01: the paired spread is 0
+    noisy = folds(0.51, 0.44, 0.47, 0.53, 0.43)  # behind by 0.004 on average; the differences' se is 0.006
+    ahead = folds(0.52, 0.47, 0.48, 0.52, 0.45)
+    far = folds(0.40, 0.40, 0.40, 0.40, 0.40)
+    gap = np.subtract(best.fold_f1, noisy.fold_f1)
+    assert gap.mean() <= gap.std(ddof=1) / np.sqrt(5)
+    tied = ties([best, shifted, noisy, ahead, far], best)
+    assert noisy in tied and ahead in tied  # the paired comparison, not the folds' own spread, decides
+    assert shifted not in tied and far not in tied and best not in tied
+    assert ties([best], best) == [] and standard_error(folds(0.5)) == 0.0
 
 
 def test_standardized_candidates_are_cross_validated_on_their_own_scores() -> None:

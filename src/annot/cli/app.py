@@ -309,6 +309,7 @@ def tune(
                         min_f1=None if min_f1 is None else min_f1 / 100, progress=RichProgress())
     if json_out:
         print_json({"chosen": report.chosen.__dict__, "runs": report.run_ids, "seconds": round(report.seconds, 1),
+                    "standard_error": report.standard_error, "tied": [r.candidate.__dict__ for r in report.tied],
                     "top": [{"candidate": r.candidate.__dict__, "f1": r.f1, "n_plus": r.n_plus} for r in report.results[:10]]})
         return
     how = f"{folds}-fold cross-validation" if cv == "random" else f"cross-validation on {folds} covering hold-outs"
@@ -322,6 +323,9 @@ def tune(
     c = report.chosen
     console.print(f"chosen: {c.method}{' (' + c.score + ')' if c.method == 'cca-knn' else ''}, text {c.text}, "
                   f"{c.normalization}, ridge {c.reg}, K {c.k}, τ {c.temperature}, α {c.frequency_power}", highlight=False)
+    console.print(f"its CV F1 has a standard error of {100 * report.standard_error:.2f} over the folds; "
+                  f"{len(report.tied)} other candidate(s) are within one paired standard error of it or above it, "
+                  "and cross-validation cannot rank them", highlight=False)
     console.print(f"store rebuilt with the best settings; candidates recorded as runs {report.run_ids[0]}-{report.run_ids[-1]}")
 
 
