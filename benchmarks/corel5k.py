@@ -4,8 +4,10 @@ then evaluate each once on the 499 test images.
 
     python benchmarks/corel5k.py [--data ../shared/data/corel5k] [--store out/corel5k.annot] [--encoder NAME]
                                  [--words glove-50|minilm|PATH] [--projections linear,kcca,kcca-rbf] [--flip] [--crops] [--cv cover|random]
+                                 [--test-rows NAME,...] [--suffix SUFFIX]
 
-Writes benchmarks/results/corel5k-<encoder>[-kcca][-crops][-flip][-<words>][-cover].json and .md (our rows beside the paper's Table 1 rows).
+Writes benchmarks/results/corel5k-<encoder>[-kcca][-crops][-flip][-<words>][-cover][SUFFIX].json and .md (our rows
+beside the paper's Table 1 rows), and every candidate's CV numbers to the same name with -cv.jsonl.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from pathlib import Path
 
 from annot.cli.render import RichProgress
 from annot.evaluation.evaluate import evaluate
-from annot.evaluation.tune import Candidate, choose, cross_validate, grid
+from annot.evaluation.tune import Candidate, choose, choose_for_targets, cross_validate, grid, target_odds
 from annot.features.words import load_word_vectors
 from annot.indexer import IndexConfig, build_index
 from annot.indexer.build import load_training_set
@@ -66,6 +68,10 @@ KCCA_GRID = (
 # the issue's target, F1 ≥ 46 and N+ ≥ 201: a row chosen for both by a rule on CV results only, fixed in session 10
 # before the first run with it (choose: the most CV N+ among candidates with CV F1 ≥ 46)
 TARGET_F1 = 0.46
+# session 12, fixed before the run it was first used in: that rule takes the most CV N+ at the F1 floor, so its picks
+# sit on the floor and land below it on test about half the time before any winner's curse. The second rule keeps a
+# margin on both sides: the candidate most likely to meet both on a new hold-out (annot.evaluation.tune.target_odds)
+TARGET_N_PLUS = 201
 # KCCA with a Gaussian kernel on the text view as well (--projections kcca-rbf). Each fit solves a CCA between two
 # views of a few thousand mapped dimensions, so its grid is narrower: the ridges and widths around the linear-text
 # KCCA choices, and γ_y at its default (a two-hold-out probe put γ_y × 0.5 and × 2 within 0.1 CV F1 of each other).
@@ -89,6 +95,8 @@ def kcca_rows(name: str, text_kernel: str, linear_note: str) -> dict[str, dict[s
                                                                     "score": "standardized"},
         f"{name} + CCA-KNN, the most CV N+ at CV F1 ≥ 46 (the rule for the target)": {
             "method": "cca-knn", "text_kernel": text_kernel, "min_f1": TARGET_F1},
+        f"{name} + CCA-KNN, the likeliest to reach F1 46 and N+ 201 (the second rule for the target)": {
+            "method": "cca-knn", "text_kernel": text_kernel, "targets": (TARGET_F1, TARGET_N_PLUS)},
         f"CCA + nn transfer (W2V), {linear_note}": {"method": "nn", "text": "w2v", "projection": "linear-cca"},
         f"CCA + nn transfer (best text view), {linear_note}": {"method": "nn", "projection": "linear-cca"},
     }
@@ -118,10 +126,14 @@ def cover_holdout(data: Path) -> float:
     return n_test / n_train
 
 
-def best(results: list, min_f1: float | None = None, **fixed: object):  # type: ignore[no-untyped-def]
-    """The chosen candidate (``choose``) among those with the ``fixed`` settings; a row without any gets none."""
+def best(results: list, min_f1: float | None = None, targets: tuple[float, float] | None = None,  # type: ignore[no-untyped-def]
+         **fixed: object):
+    """The chosen candidate among those with the ``fixed`` settings (``choose``, or ``choose_for_targets`` with
+    ``targets``); a row without any gets none."""
     matching = [r for r in results if all(getattr(r.candidate, k) == v for k, v in fixed.items())]
-    return choose(matching, min_f1) if matching else None
+    if not matching:
+        return None
+    return choose_for_targets(matching, *targets) if targets else choose(matching, min_f1)
 
 
 def config_of(c: Candidate, encoder: str, vocabulary: Path, flip: bool = False, words: str = "glove-50", crops: bool = False) -> IndexConfig:
@@ -177,6 +189,9 @@ def main() -> None:
     parser.add_argument("--projections", default="linear", help="comma-separated: linear, kcca, kcca-rbf (KCCA with a "
                         "Gaussian text kernel)")
     parser.add_argument("--words", default="glove-50", help="word vectors: glove-50, minilm or a file")
+    parser.add_argument("--test-rows", default="", help="evaluate on test only the rows whose name holds one of these "
+                        "comma-separated strings (the others get their CV numbers only); default: every row")
+    parser.add_argument("--suffix", default="", help="appended to the results' file names (a rerun beside an earlier one)")
     args = parser.parse_args()
     vocabulary = args.data / "vocabulary.txt"
     t0 = time.perf_counter()
@@ -212,6 +227,17 @@ def main() -> None:
     print(f"cross-validated {len(GRID)} candidates in {cv_seconds:.0f}s", flush=True)
     for r in results[:5]:
         print(f"  CV F1 {100 * r.f1:.2f} N+ {r.n_plus:.1f}  {r.candidate}", flush=True)
+    suffix = ("" if projections == ["linear"] else "-" + "-".join(projections)) + ("-crops" if args.crops else "") + ("-flip" if args.flip else "")
+    suffix += "" if args.words == "glove-50" else "-" + Path(args.words).stem
+    suffix += ("-cover" if args.cv == "cover" else "") + args.suffix
+    results_dir.mkdir(exist_ok=True)
+    # every candidate's CV numbers, so that a rule can be read off them later without another CV run
+    odds = target_odds(results, TARGET_F1, TARGET_N_PLUS)
+    (results_dir / f"corel5k-{args.encoder}{suffix}-cv.jsonl").write_text("".join(
+        json.dumps({"settings": dataclasses.asdict(r.candidate), "f1": round(r.f1, 5), "n_plus": r.n_plus,
+                    "fold_f1": [round(v, 5) for v in r.fold_f1], "fold_n_plus": r.fold_n_plus,
+                    "target_odds": round(p, 4)}, separators=(",", ":")) + "\n"
+        for r, p in zip(results, odds, strict=True)))
 
     rows = {}
     for name in projections:
@@ -220,12 +246,18 @@ def main() -> None:
             row = best(results, **{"projection": kind, **fixed})
             if row is not None:  # a grid without the row's settings (e.g. standardized scores for kcca-rbf)
                 rows[label] = row
+    wanted = [w for w in args.test_rows.split(",") if w]
     chosen = results[0].candidate
     out: dict[str, object] = {"encoder": args.encoder, "flip": args.flip, "crops": args.crops, "words": args.words, "folds": args.folds,
                               "cv": args.cv, **({"holdout": round(holdout, 4)} if args.cv == "cover" else {}),
                               "grid_size": len(GRID), "cv_seconds": round(cv_seconds, 1),
                               "index_seconds": index_report.seconds, "rows": {}}
     for name, r in rows.items():
+        if wanted and not any(w in name for w in wanted):
+            out["rows"][name] = {"settings": dataclasses.asdict(r.candidate), "cv_f1": round(100 * r.f1, 2),  # type: ignore[index]
+                                 "cv_n_plus": round(r.n_plus, 1), "test": None}
+            print(f"{name}: not evaluated on test (CV F1 {100 * r.f1:.2f}, N+ {r.n_plus:.1f})", flush=True)
+            continue
         build_index(args.data / "train.jsonl", args.store, config_of(r.candidate, args.encoder, vocabulary, args.flip, args.words, args.crops))
         result = evaluate(args.store, args.data / "test.jsonl")
         out["rows"][name] = {  # type: ignore[index]
@@ -238,16 +270,12 @@ def main() -> None:
     out["chosen"] = dataclasses.asdict(chosen)
     out["total_seconds"] = round(time.perf_counter() - t0, 1)
 
-    results_dir.mkdir(exist_ok=True)
-    suffix = ("" if projections == ["linear"] else "-" + "-".join(projections)) + ("-crops" if args.crops else "") + ("-flip" if args.flip else "")
-    suffix += "" if args.words == "glove-50" else "-" + Path(args.words).stem
-    suffix += "-cover" if args.cv == "cover" else ""
     (results_dir / f"corel5k-{args.encoder}{suffix}.json").write_text(json.dumps(out, indent=2))
     lines = ["| method | visual | text | P | R | F1 | N+ | CV F1 | CV N+ |", "|---|---|---|---|---|---|---|---|---|"]
     for name, (p, r, f, n) in PAPER.items():
         lines.append(f"| paper: {name} | VGG-16 | | {p} | {r} | {f} | {n} | | |")
     for name, row in out["rows"].items():  # type: ignore[attr-defined]
-        s = row["test"]
+        s = row["test"] or {"P": "", "R": "", "F1": "", "N+": ""}
         lines.append(f"| annot: {name} | {args.encoder} | {Path(args.words).stem} | {s['P']} | {s['R']} | {s['F1']} | {s['N+']} | {row['cv_f1']} | {row['cv_n_plus']} |")
     (results_dir / f"corel5k-{args.encoder}{suffix}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -198,9 +198,32 @@ def test_tune_on_cover_hold_outs_records_the_design(synthetic: dict[str, Path], 
     params = json.loads(invoke("sql", "SELECT params_json FROM runs LIMIT 1", "--store", s, "--json").stdout)[0]
     recorded = json.loads(params["params_json"])
     assert recorded["cv"] == "cover" and recorded["holdout"] == 0.2 and len(recorded["fold_f1"]) == 2
+    assert len(recorded["fold_n_plus"]) == 2
+
+    # two targets: the candidate most likely to reach both, from the recorded fold scores (spreads pooled by median)
+    from scipy.stats import norm
+
+    recorded = [json.loads(r["params_json"]) | {"f1": r["f1"]}
+                for r in json.loads(invoke("sql", "SELECT params_json, f1 FROM runs", "--store", s, "--json").stdout)]
+    f1s = np.array([r["f1"] for r in recorded])
+    n_plus = np.array([np.mean(r["fold_n_plus"]) for r in recorded])
+    f1_target, n_plus_target = float(np.median(f1s)), float(np.median(n_plus))
+    # (a spread of 0, as N+ can be on these small folds, is floored at 1e-9: a certain pass, fail or coin toss)
+    spread_f1 = max(np.median([np.std(r["fold_f1"], ddof=1) for r in recorded]), 1e-9)
+    spread_n = max(np.median([np.std(r["fold_n_plus"], ddof=1) for r in recorded]), 1e-9)
+    odds = norm.cdf((f1s - f1_target) / spread_f1) * norm.cdf((n_plus - n_plus_target) / spread_n)
+    both = invoke("tune", synthetic["train"], "--store", s, "--encoder", "fake", "--words", synthetic["words"],
+                  "--folds", "2", "--cv", "cover", "--holdout", "0.2", "--min-f1", str(100 * f1_target),
+                  "--min-n-plus", str(n_plus_target), "--json")
+    assert both.exit_code == 0, both.output
+    out = json.loads(both.stdout)
+    assert out["target_odds"] == pytest.approx(odds.max())
+    likeliest = [{k: r[k] for k in out["chosen"]} for r, p in zip(recorded, odds, strict=True) if p == odds.max()]
+    assert out["chosen"] in likeliest
 
     for args, message in ((["--cv", "stratified"], "--cv must be one of random, cover"),
                           (["--cv", "cover", "--holdout", "2"], "--holdout must be a fraction"),
+                          (["--min-n-plus", "200"], "--min-n-plus needs --min-f1"),
                           (["--folds", "1"], "--folds must be at least 2")):
         bad = invoke("tune", synthetic["train"], "--store", tmp_path / "bad.annot", "--encoder", "fake",
                      "--words", synthetic["words"], *args)

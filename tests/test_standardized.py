@@ -10,7 +10,17 @@ import numpy as np
 import pytest
 from tests.conftest import invoke
 
-from annot.evaluation.tune import Candidate, CVResult, _fold_standards, choose, standard_error, ties, within_pool
+from annot.evaluation.tune import (
+    Candidate,
+    CVResult,
+    _fold_standards,
+    choose,
+    choose_for_targets,
+    standard_error,
+    target_odds,
+    ties,
+    within_pool,
+)
 from annot.indexer.corpus import read_corpus
 from annot.indexer.features import FeatureCache
 from annot.indexer.grow import remove_images
@@ -178,6 +188,33 @@ def test_ties_are_candidates_within_one_paired_standard_error_of_the_chosen() ->
     assert noisy in tied and ahead in tied  # the paired comparison, not the folds' own spread, decides
     assert shifted not in tied and far not in tied and best not in tied
     assert ties([best], best) == [] and standard_error(folds(0.5)) == 0.0
+
+
+def test_the_two_target_choice_keeps_a_margin_on_both_sides() -> None:
+    from scipy.stats import norm
+
+    def folds(k: int, f1: tuple[float, ...], n_plus: tuple[float, ...]) -> CVResult:
+        return CVResult(Candidate(k=k), float(np.mean(f1)), 0.0, 0.0, float(np.mean(n_plus)), f1, n_plus)
+
+    # every candidate's folds spread alike: F1 by ±0.01 around its mean, N+ by ±4 (standard deviations 0.01 and 4)
+    def at(k: int, f1: float, n_plus: float) -> CVResult:
+        return folds(k, (f1 - 0.01, f1, f1 + 0.01), (n_plus - 4, n_plus, n_plus + 4))
+
+    floor = at(1, 0.4601, 220)  # the most N+ at F1 ≥ 46: what choose(results, 0.46) takes
+    middle = at(2, 0.47, 209)  # one deviation above the F1 target, two above the N+ target
+    rich = at(3, 0.49, 196)  # far above in F1, below in N+
+    results = [rich, middle, floor]
+    assert choose(results, 0.46) is floor
+    assert choose_for_targets(results, 0.46, 201) is middle
+    odds = target_odds(results, 0.46, 201)
+    assert odds[1] == pytest.approx(norm.cdf(1.0) * norm.cdf(2.0))  # (0.47 − 0.46) / 0.01 and (209 − 201) / 4
+    assert odds[2] == pytest.approx(norm.cdf(0.01) * norm.cdf(19 / 4))
+    assert odds[0] == pytest.approx(norm.cdf(3.0) * norm.cdf(-5 / 4))
+    # a candidate whose own folds happened to agree closely gains nothing: the spread is pooled over candidates
+    lucky = folds(4, (0.465, 0.465, 0.465), (205, 205, 205))
+    assert choose_for_targets([*results, lucky], 0.46, 201) is middle
+    with pytest.raises(ValueError, match="two folds"):
+        target_odds([CVResult(Candidate(), 0.5, 0.0, 0.0, 200.0, (0.5,), (200.0,))], 0.46, 201)
 
 
 def test_standardized_candidates_are_cross_validated_on_their_own_scores() -> None:

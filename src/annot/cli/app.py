@@ -296,6 +296,9 @@ def tune(
     min_f1: Annotated[float | None, typer.Option("--min-f1", help="Choose the candidate that recalls the most words "
                                                  "(CV N+) among those with CV F1 at least this, in percent (default: "
                                                  "the highest CV F1).")] = None,
+    min_n_plus: Annotated[float | None, typer.Option("--min-n-plus", help="With --min-f1: choose the candidate most "
+                                                     "likely to reach both on a new hold-out (its CV means against "
+                                                     "how much the folds vary), not the one at the F1 floor.")] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Choose text view, normalisation, ridge, K, τ and α by cross-validation on the training corpus only,
@@ -306,10 +309,12 @@ def tune(
 
     base = IndexConfig(encoder=encoder, words=words, projection=projection, text_kernel=text_kernel, vocabulary=vocabulary)
     report = tune_store(corpus, store, base, grid_name=grid, folds=folds, design=cv, holdout=holdout,
-                        min_f1=None if min_f1 is None else min_f1 / 100, progress=RichProgress())
+                        min_f1=None if min_f1 is None else min_f1 / 100, min_n_plus=min_n_plus,
+                        progress=RichProgress())
     if json_out:
         print_json({"chosen": report.chosen.__dict__, "runs": report.run_ids, "seconds": round(report.seconds, 1),
                     "standard_error": report.standard_error, "tied": [r.candidate.__dict__ for r in report.tied],
+                    **({} if report.odds is None else {"target_odds": report.odds}),
                     "top": [{"candidate": r.candidate.__dict__, "f1": r.f1, "n_plus": r.n_plus} for r in report.results[:10]]})
         return
     how = f"{folds}-fold cross-validation" if cv == "random" else f"cross-validation on {folds} covering hold-outs"
@@ -326,6 +331,10 @@ def tune(
     console.print(f"its CV F1 has a standard error of {100 * report.standard_error:.2f} over the folds; "
                   f"{len(report.tied)} other candidate(s) are within one paired standard error of it or above it, "
                   "and cross-validation cannot rank them", highlight=False)
+    if report.odds is not None:
+        console.print(f"estimated chance that a new hold-out like the folds reaches F1 {min_f1:g} and N+ "
+                      f"{min_n_plus:g}: {100 * report.odds:.0f}% (before the optimism of choosing the best of many)",
+                      highlight=False)
     console.print(f"store rebuilt with the best settings; candidates recorded as runs {report.run_ids[0]}-{report.run_ids[-1]}")
 
 

@@ -69,6 +69,7 @@ class CVResult:
     recall: float
     n_plus: float
     fold_f1: tuple[float, ...]
+    fold_n_plus: tuple[float, ...] = ()
 
 
 def grid(**values: Sequence[object]) -> list[Candidate]:
@@ -144,6 +145,37 @@ def choose(results: Sequence[CVResult], min_f1: float | None = None) -> CVResult
         return best
     floor = [r for r in results if r.f1 >= min_f1]
     return max(floor, key=lambda r: (r.n_plus, r.f1)) if floor else best
+
+
+def target_odds(results: Sequence[CVResult], min_f1: float, min_n_plus: float) -> list[float]:
+    """Each candidate's estimated chance that one more hold-out like the folds meets both targets, F1 ≥ ``min_f1``
+    and N+ ≥ ``min_n_plus``: Φ(z_F1) Φ(z_N+), where z is the candidate's CV mean minus the target over the
+    fold-to-fold standard deviation. The deviations are pooled over all candidates (the median of theirs), so that a
+    candidate cannot win on a spread that happened to be small over a few folds; the two are taken as independent."""
+    from scipy.special import ndtr
+
+    f1 = np.array([r.f1 for r in results])
+    n_plus = np.array([r.n_plus for r in results])
+    spread_f1 = _pooled_deviation([r.fold_f1 for r in results])
+    spread_n_plus = _pooled_deviation([r.fold_n_plus for r in results])
+    odds = ndtr((f1 - min_f1) / spread_f1) * ndtr((n_plus - min_n_plus) / spread_n_plus)
+    return [float(p) for p in odds]
+
+
+def choose_for_targets(results: Sequence[CVResult], min_f1: float, min_n_plus: float) -> CVResult:
+    """The candidate most likely to meet both targets on a new hold-out of the folds' size (``target_odds``); ties
+    to the higher CV F1. Unlike ``choose(results, min_f1)``, which takes the most words at the F1 floor and so lands
+    on it, this keeps a margin on both sides, in units of how much a hold-out's scores vary."""
+    odds = target_odds(results, min_f1, min_n_plus)
+    return max(zip(odds, results, strict=True), key=lambda pair: (pair[0], pair[1].f1))[1]
+
+
+def _pooled_deviation(folds: Sequence[tuple[float, ...]]) -> float:
+    """The median over candidates of their fold-to-fold standard deviation (a tiny floor keeps z finite)."""
+    spreads = [np.std(f, ddof=1) for f in folds if len(f) > 1]
+    if not spreads:
+        raise ValueError("target odds need at least two folds per candidate")
+    return max(float(np.median(spreads)), 1e-9)
 
 
 def ties(results: Sequence[CVResult], chosen: CVResult) -> list[CVResult]:
@@ -237,7 +269,8 @@ def cross_validate(
     for candidate, scores in fold_scores.items():
         a = np.array(scores, np.float64)
         results.append(CVResult(candidate, float(a[:, 0].mean()), float(a[:, 1].mean()), float(a[:, 2].mean()),
-                                float(a[:, 3].mean()), tuple(float(v) for v in a[:, 0])))
+                                float(a[:, 3].mean()), tuple(float(v) for v in a[:, 0]),
+                                tuple(float(v) for v in a[:, 3])))
     return sorted(results, key=lambda r: -r.f1)
 
 
@@ -282,6 +315,7 @@ class TuneReport:
     seconds: float
     tied: list[CVResult]  # candidates CV cannot rank below the chosen one (``ties``)
     standard_error: float  # of the chosen candidate's CV F1
+    odds: float | None = None  # with both targets: the chosen candidate's estimated chance of meeting them
 
 
 def tune_store(
@@ -294,12 +328,13 @@ def tune_store(
     design: str = "random",
     holdout: float = 0.1,
     min_f1: float | None = None,
+    min_n_plus: float | None = None,
     progress: Progress | None = None,
 ) -> TuneReport:
     """Index ``corpus`` (reusing cached features), cross-validate a grid on its training images only (``design``
     and ``holdout`` as :func:`annot.evaluation.splits.cv_splits`), record each candidate as a run, and rebuild the
     store with the chosen candidate's settings (``choose``: the highest CV F1, or with ``min_f1`` the most words
-    recalled at that F1)."""
+    recalled at that F1; with ``min_n_plus`` as well, ``choose_for_targets``: the likeliest to reach both)."""
     import time
 
     progress = progress or NoProgress()
@@ -307,6 +342,11 @@ def tune_store(
         raise AnnotError(f"--grid must be one of {', '.join(GRIDS)}, got {grid_name!r}")
     if min_f1 is not None and not 0 < min_f1 < 1:
         raise AnnotError(f"--min-f1 must be a percentage between 0 and 100, got {100 * min_f1:g}")
+    if min_n_plus is not None and (min_f1 is None or min_n_plus < 0):
+        raise AnnotError("--min-n-plus needs --min-f1 and must not be negative"
+                         if min_f1 is None else f"--min-n-plus must not be negative, got {min_n_plus:g}")
+    if min_n_plus is not None and folds < 2:
+        raise AnnotError("--min-n-plus needs at least two folds, to see how much a hold-out's scores vary")
     try:  # before anything is written
         check_design(folds, design, holdout)
     except ValueError as exc:
@@ -321,7 +361,12 @@ def tune_store(
     candidates = GRIDS[grid_name](base.projection, base.text_kernel)  # the text kernel is the user's, not searched
     results = cross_validate(training.X, training.labels, training.E, training.has_vector, candidates,
                              folds=folds, design=design, holdout=holdout, progress=progress)
-    chosen_result = choose(results, min_f1)
+    odds = None
+    if min_f1 is not None and min_n_plus is not None:
+        chosen_result = choose_for_targets(results, min_f1, min_n_plus)
+        odds = max(target_odds(results, min_f1, min_n_plus))  # the chosen candidate's
+    else:
+        chosen_result = choose(results, min_f1)
     chosen = chosen_result.candidate
     config = replace(base, score=chosen.score, text=chosen.text, normalization=chosen.normalization, reg_x=chosen.reg, reg_y=chosen.reg,
                      n_components=chosen.n_components, method=chosen.method, k=chosen.k,
@@ -339,11 +384,12 @@ def tune_store(
             insert_rows(conn, runs, [
                 {"id": run_id, "created_at": datetime.now(UTC).replace(tzinfo=None),
                  "method": r.candidate.method,
-                 "params_json": json.dumps({**asdict(r.candidate), **how, "fold_f1": r.fold_f1}, sort_keys=True),
+                 "params_json": json.dumps({**asdict(r.candidate), **how, "fold_f1": r.fold_f1,
+                                          "fold_n_plus": r.fold_n_plus}, sort_keys=True),
                  "dataset": dataset, "store_manifest_sha": manifest_sha,
                  "precision": r.precision, "recall": r.recall, "f1": r.f1, "n_plus": round(r.n_plus),
                  "n_images": len(training.X)}
                 for run_id, r in zip(ids, results, strict=True)
             ])
     return TuneReport(results, ids, chosen, time.perf_counter() - start, ties(results, chosen_result),
-                      standard_error(chosen_result))
+                      standard_error(chosen_result), odds)
