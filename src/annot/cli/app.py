@@ -326,8 +326,10 @@ def tune(
         for r in report.results[:10]
     ]))
     c = report.chosen
+    mine = next(r for r in report.results if r.candidate == c)
     console.print(f"chosen: {c.method}{' (' + c.score + ')' if c.method == 'cca-knn' else ''}, text {c.text}, "
-                  f"{c.normalization}, ridge {c.reg}, K {c.k}, τ {c.temperature}, α {c.frequency_power}", highlight=False)
+                  f"{c.normalization}, ridge {c.reg}, K {c.k}, τ {c.temperature}, α {c.frequency_power}: "
+                  f"CV F1 {100 * mine.f1:.2f}, N+ {mine.n_plus:.1f}", highlight=False)
     console.print(f"its CV F1 has a standard error of {100 * report.standard_error:.2f} over the folds; "
                   f"{len(report.tied)} other candidate(s) are within one paired standard error of it or above it, "
                   "and cross-validation cannot rank them", highlight=False)
