@@ -224,6 +224,7 @@ def test_tune_on_cover_hold_outs_records_the_design(synthetic: dict[str, Path], 
     for args, message in ((["--cv", "stratified"], "--cv must be one of random, cover"),
                           (["--cv", "cover", "--holdout", "2"], "--holdout must be a fraction"),
                           (["--min-n-plus", "200"], "--min-n-plus needs --min-f1"),
+                          (["--min-f1", "40", "--min-n-plus", "-1"], "--min-n-plus must not be negative"),
                           (["--folds", "1"], "--folds must be at least 2")):
         bad = invoke("tune", synthetic["train"], "--store", tmp_path / "bad.annot", "--encoder", "fake",
                      "--words", synthetic["words"], *args)

@@ -342,11 +342,10 @@ def tune_store(
         raise AnnotError(f"--grid must be one of {', '.join(GRIDS)}, got {grid_name!r}")
     if min_f1 is not None and not 0 < min_f1 < 1:
         raise AnnotError(f"--min-f1 must be a percentage between 0 and 100, got {100 * min_f1:g}")
-    if min_n_plus is not None and (min_f1 is None or min_n_plus < 0):
-        raise AnnotError("--min-n-plus needs --min-f1 and must not be negative"
-                         if min_f1 is None else f"--min-n-plus must not be negative, got {min_n_plus:g}")
-    if min_n_plus is not None and folds < 2:
-        raise AnnotError("--min-n-plus needs at least two folds, to see how much a hold-out's scores vary")
+    if min_n_plus is not None and min_f1 is None:
+        raise AnnotError("--min-n-plus needs --min-f1: the two targets are chosen for together")
+    if min_n_plus is not None and min_n_plus < 0:
+        raise AnnotError(f"--min-n-plus must not be negative, got {min_n_plus:g}")
     try:  # before anything is written
         check_design(folds, design, holdout)
     except ValueError as exc:
@@ -362,7 +361,7 @@ def tune_store(
     results = cross_validate(training.X, training.labels, training.E, training.has_vector, candidates,
                              folds=folds, design=design, holdout=holdout, progress=progress)
     odds = None
-    if min_f1 is not None and min_n_plus is not None:
+    if min_f1 is not None and min_n_plus is not None:  # check_design has made sure of two folds at least
         chosen_result = choose_for_targets(results, min_f1, min_n_plus)
         odds = max(target_odds(results, min_f1, min_n_plus))  # the chosen candidate's
     else:
