@@ -253,18 +253,17 @@ def main() -> None:
                               "grid_size": len(GRID), "cv_seconds": round(cv_seconds, 1),
                               "index_seconds": index_report.seconds, "rows": {}}
     for name, r in rows.items():
+        entry: dict[str, object] = {"settings": dataclasses.asdict(r.candidate), "cv_f1": round(100 * r.f1, 2),
+                                    "cv_n_plus": round(r.n_plus, 1), "test": None}
+        out["rows"][name] = entry  # type: ignore[index]
+        cv_note = f"(CV F1 {100 * r.f1:.2f}, N+ {r.n_plus:.1f})"
         if wanted and not any(w in name for w in wanted):
-            out["rows"][name] = {"settings": dataclasses.asdict(r.candidate), "cv_f1": round(100 * r.f1, 2),  # type: ignore[index]
-                                 "cv_n_plus": round(r.n_plus, 1), "test": None}
-            print(f"{name}: not evaluated on test (CV F1 {100 * r.f1:.2f}, N+ {r.n_plus:.1f})", flush=True)
+            print(f"{name}: not evaluated on test {cv_note}", flush=True)
             continue
         build_index(args.data / "train.jsonl", args.store, config_of(r.candidate, args.encoder, vocabulary, args.flip, args.words, args.crops))
         result = evaluate(args.store, args.data / "test.jsonl")
-        out["rows"][name] = {  # type: ignore[index]
-            "settings": dataclasses.asdict(r.candidate), "cv_f1": round(100 * r.f1, 2), "cv_n_plus": round(r.n_plus, 1),
-            "test": result.summary.as_percent(), "run_id": result.run_id,
-        }
-        print(f"{name}: test {result.summary.as_percent()} (CV F1 {100 * r.f1:.2f}, N+ {r.n_plus:.1f})", flush=True)
+        entry.update(test=result.summary.as_percent(), run_id=result.run_id)
+        print(f"{name}: test {result.summary.as_percent()} {cv_note}", flush=True)
     # leave the store with the cross-validated best settings
     build_index(args.data / "train.jsonl", args.store, config_of(chosen, args.encoder, vocabulary, args.flip, args.words, args.crops))
     out["chosen"] = dataclasses.asdict(chosen)

@@ -325,8 +325,7 @@ def tune(
          r.candidate.reg, r.candidate.k, r.candidate.temperature, r.candidate.frequency_power]
         for r in report.results[:10]
     ]))
-    c = report.chosen
-    mine = next(r for r in report.results if r.candidate == c)
+    c, mine = report.chosen, report.chosen_result
     console.print(f"chosen: {c.method}{' (' + c.score + ')' if c.method == 'cca-knn' else ''}, text {c.text}, "
                   f"{c.normalization}, ridge {c.reg}, K {c.k}, τ {c.temperature}, α {c.frequency_power}: "
                   f"CV F1 {100 * mine.f1:.2f}, N+ {mine.n_plus:.1f}", highlight=False)

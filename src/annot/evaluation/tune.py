@@ -311,11 +311,15 @@ GRIDS = {
 class TuneReport:
     results: list[CVResult]
     run_ids: list[int]
-    chosen: Candidate
+    chosen_result: CVResult
     seconds: float
     tied: list[CVResult]  # candidates CV cannot rank below the chosen one (``ties``)
     standard_error: float  # of the chosen candidate's CV F1
     odds: float | None = None  # with both targets: the chosen candidate's estimated chance of meeting them
+
+    @property
+    def chosen(self) -> Candidate:
+        return self.chosen_result.candidate
 
 
 def tune_store(
@@ -390,5 +394,5 @@ def tune_store(
                  "n_images": len(training.X)}
                 for run_id, r in zip(ids, results, strict=True)
             ])
-    return TuneReport(results, ids, chosen, time.perf_counter() - start, ties(results, chosen_result),
+    return TuneReport(results, ids, chosen_result, time.perf_counter() - start, ties(results, chosen_result),
                       standard_error(chosen_result), odds)
