@@ -1,0 +1,229 @@
+"""Combining encoders after the projection (late fusion) against before it (concatenated features): a probe.
+
+    python benchmarks/fusion.py --store out/corel5k-triple-minilm-kcca.annot
+
+Issue #3 lists "combining encoders" as a lever. Until now the project combined encoders one way: their features side
+by side (``--encoder a+b``), one KCCA over the concatenation. With the χ² kernel that multiplies the encoders'
+kernels, so two images are near only when they are near under every encoder. Late fusion fits one KCCA per encoder,
+scores each query's words with Eq. 5 in each shared space, and averages the scores, so a word supported in any space
+counts. This script measures both on the same features, hold-outs and scoring grid, side by side.
+
+The store must hold the encoders' features side by side (its encoder ``a+b+...``); each member is a slice of them.
+The projection settings are fixed for every member (``--ridge``, ``--gamma-scale``, ``--text``; power
+normalisation, KCCA with its default kernel width): those of the project's best row (Lite2 with stages, MiniLM,
+KCCA), chosen by its cover cross-validation. Each member is fitted on each of the five cover hold-outs' fitting
+parts (``benchmarks/corel5k.py``'s) and on all training images. Every candidate is scored on the five hold-outs and
+on the test split from the same distances; the tables report the cross-validated choices (the test split chooses
+nothing) and, for the record, every family's test numbers at those choices.
+
+A fusion's score is the mean over members of each member's query-normalised score (Eq. 5 over the query's largest;
+for ``standardized``, the members' z-scores), then divided by n_w^α as in Eq. 5.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+from scipy.stats import norm
+from sqlalchemy import select
+
+from annot.cli.render import RichProgress
+from annot.evaluation.metrics import per_word_metrics, predictions_matrix, summarize
+from annot.evaluation.splits import cv_splits
+from annot.features.encoders import build_encoder
+from annot.features.text import normalize_features, text_view, usable_rows
+from annot.features.words import load_word_vectors
+from annot.indexer.build import label_matrix, load_training_set
+from annot.indexer.corpus import read_corpus
+from annot.indexer.features import FeatureCache
+from annot.projection.registry import build_projection
+from annot.retrieval.indexes import correlation_rows
+from annot.retrieval.scoring import cca_knn_scores, standardize, top_words, word_standards
+from annot.schema.tables import images
+from annot.store import Store
+from assemble import write_results
+from corel5k import cover_holdout
+
+TARGET_F1, TARGET_N_PLUS = 46.0, 201
+KS, TAUS, ALPHAS = [8, 16, 32], [0.05, 0.1, 0.2], [0.0, 0.25, 0.375, 0.5, 0.625, 0.75]
+
+
+class Member:
+    """One encoder slice's projection, fitted on each hold-out's fitting part and on all training images: per part
+    the query distances ``D`` and the fitting images' distances among themselves ``F`` (diagonal inf)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.D: list[NDArray[np.float32]] = []
+        self.F: list[NDArray[np.float32]] = []
+        self._cache: dict[tuple[str, int, int, float], NDArray[np.float64]] = {}
+
+    def scores(self, part: int, labels: NDArray[np.bool_], k: int, tau: float, kind: str) -> NDArray[np.float64]:
+        """Query-normalised Eq. 5 scores (``eq5``) or their per-word standardisation (``standardized``)."""
+        key = (kind, part, k, tau)
+        if key not in self._cache:
+            s = cca_knn_scores(self.D[part], labels, k, tau)[0]
+            if kind == "eq5":
+                self._cache[key] = s / np.maximum(s.max(axis=1, keepdims=True), 1e-300)
+            else:
+                self._cache[key] = standardize(s, word_standards(cca_knn_scores(self.F[part], labels, k, tau)[0]))
+        return self._cache[key]
+
+
+def load(store_root: Path, data: Path) -> dict[str, Any]:
+    """The store's training and test features, tags, MiniLM/GloVe word vectors and encoder slices."""
+    with Store.open(store_root) as store:
+        manifest = store.manifest()
+        cache = FeatureCache(store.features_dir / manifest["encoder"]["key"], manifest["encoder"]["dim"])
+        training = load_training_set(store, cache, tuple(manifest["vocabulary"]["words"]),
+                                     load_word_vectors(manifest["words"]["source"]), "bv")
+        test_paths = {str(e.path) for e in read_corpus(data / "test.jsonl").entries}
+        with store.db.connect() as conn:
+            rows = conn.execute(select(images.c.id, images.c.path).where(images.c.split == "test").order_by(images.c.id))
+            test_ids = [int(i) for i, path in rows if path in test_paths]
+        test_X = cache.load(test_ids)
+        test_labels = label_matrix(store.db, test_ids, [int(t) for t in manifest["vocabulary"]["tag_ids"]])
+    names = manifest["encoder"]["name"].split("+")
+    dims = [build_encoder(n).dim for n in names]
+    if sum(dims) != training.X.shape[1]:
+        raise SystemExit(f"{store_root}: features are {training.X.shape[1]}-d, the encoders {names} give {sum(dims)}")
+    bounds = np.cumsum([0, *dims])
+    return {"training": training, "test_X": test_X, "test_labels": test_labels,
+            "slices": {n: slice(int(a), int(b)) for n, a, b in zip(names, bounds[:-1], bounds[1:], strict=True)}}
+
+
+def fit_members(loaded: dict[str, Any], members: dict[str, list[str]], data: Path, args: argparse.Namespace,
+                progress: RichProgress) -> tuple[dict[str, Member], list[NDArray[np.bool_]], list[NDArray[np.bool_]]]:
+    """Each member fitted per cover hold-out and on all training images; the fitting parts' and queries' tags."""
+    training = loaded["training"]
+    X, L = normalize_features(training.X, "power"), training.labels
+    Xt = normalize_features(loaded["test_X"], "power")
+    splits = [*cv_splits(L, 5, "cover", cover_holdout(data), 0), (None, np.arange(len(X)))]
+    keeps = [fit[usable_rows(L[fit], training.has_vector, args.text)] for _held, fit in splits]
+    fitted = {name: Member(name) for name in members}
+    with progress.task(f"fitting {len(members)} members' KCCA on 6 parts", len(members) * len(splits)) as advance:
+        for name, parts in members.items():
+            columns = np.concatenate([np.arange(len(X.T))[loaded["slices"][p]] for p in parts])
+            for (held, _fit), keep in zip(splits, keeps, strict=True):
+                model = build_projection("kcca", None, args.ridge, args.ridge, "auto", args.gamma_scale)
+                Y = text_view(L[keep], training.E, training.has_vector, args.text)
+                U = correlation_rows(model.fit_transform(X[keep][:, columns], Y))
+                T = correlation_rows(model.transform((Xt if held is None else X[held])[:, columns]))
+                F = (1.0 - U @ U.T).astype(np.float32)
+                np.fill_diagonal(F, np.inf)
+                fitted[name].D.append((1.0 - T @ U.T).astype(np.float32))
+                fitted[name].F.append(F)
+                advance(1)
+    queries = [loaded["test_labels"] if held is None else L[held] for held, _fit in splits]
+    return fitted, [L[keep] for keep in keeps], queries
+
+
+def quality(S: NDArray[np.float64], truth: NDArray[np.bool_], frequency: NDArray[np.int64], floor: float) -> tuple[float, int]:
+    predicted = [top_words(row, frequency, 5, floor) for row in S]
+    s = summarize(per_word_metrics(truth, predictions_matrix(predicted, truth.shape[1])), len(truth))
+    return 100 * s.f1, s.n_plus
+
+
+def sweep(fitted: dict[str, Member], families: dict[str, list[str]], labels: list[NDArray[np.bool_]],
+          queries: list[NDArray[np.bool_]], progress: RichProgress) -> list[dict[str, Any]]:
+    """Every family's candidates: per-hold-out F1 / N+ and the test split's."""
+    grid = [("eq5", k, tau, a) for k, tau, a in itertools.product(KS, TAUS, ALPHAS)]
+    grid += [("standardized", k, tau, 0.0) for k, tau in itertools.product(KS, TAUS)]
+    rows = []
+    with progress.task("scoring candidates on 5 hold-outs and the test split", len(families) * len(grid)) as advance:
+        for family, names in families.items():
+            for kind, k, tau, a in grid:
+                q = []
+                for part, (fit_labels, truth) in enumerate(zip(labels, queries, strict=True)):
+                    frequency = fit_labels.sum(axis=0).astype(np.int64)
+                    S = np.mean([fitted[n].scores(part, fit_labels, k, tau, kind) for n in names], axis=0)
+                    if kind == "eq5":
+                        S = S / np.maximum(frequency, 1) ** a
+                    q.append(quality(S, truth, frequency, -np.inf if kind == "standardized" else 0.0))
+                f = np.array(q)
+                rows.append({"family": family, "score": kind, "k": k, "tau": tau, "alpha": a,
+                             "fold_f1": [round(float(v), 3) for v in f[:-1, 0]],
+                             "fold_n_plus": [int(v) for v in f[:-1, 1]],
+                             "cv_f1": round(float(f[:-1, 0].mean()), 2), "cv_n_plus": round(float(f[:-1, 1].mean()), 1),
+                             "test_f1": round(float(f[-1, 0]), 2), "test_n_plus": int(f[-1, 1])})
+                advance(1)
+    return rows
+
+
+def with_odds(rows: list[dict[str, Any]]) -> None:
+    """``annot.evaluation.tune.target_odds`` on these rows: Φ((F1 − 46)/s_F1) · Φ((N+ − 201)/s_N+), spreads the median
+    over all candidates of their fold-to-fold standard deviations."""
+    s_f1 = max(float(np.median([np.std(r["fold_f1"], ddof=1) for r in rows])), 1e-9)
+    s_n = max(float(np.median([np.std(r["fold_n_plus"], ddof=1) for r in rows])), 1e-9)
+    for r in rows:
+        r["odds"] = round(float(norm.cdf((r["cv_f1"] - TARGET_F1) / s_f1) * norm.cdf((r["cv_n_plus"] - TARGET_N_PLUS) / s_n)), 3)
+
+
+def describe(r: dict[str, Any]) -> str:
+    alpha = f", α {r['alpha']:g}" if r["score"] == "eq5" else ""
+    return f"{r['score']}, K {r['k']}, τ {r['tau']:g}{alpha}"
+
+
+def table(data: dict[str, Any]) -> list[str]:
+    """Per family: the highest CV F1, and the second rule for the target (the likeliest to reach both), each with
+    its test numbers."""
+    lines = []
+    for family in data["families"]:
+        mine = [r for r in data["candidates"] if r["family"] == family]
+        for label, r in (("highest CV F1", max(mine, key=lambda r: r["cv_f1"])),
+                         ("likeliest to reach both (second rule)", max(mine, key=lambda r: (r["odds"], r["cv_f1"])))):
+            lines.append(f"| {family} | {label} | {describe(r)} | {r['cv_f1']} | {r['cv_n_plus']} | {r['odds']} | "
+                         f"{r['test_f1']} | {r['test_n_plus']} |")
+    return lines
+
+
+HEAD = ["features", "rule (CV only)", "settings", "CV F1", "CV N+", "estimated chance", "test F1", "test N+"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=Path("../shared/data/corel5k"))
+    parser.add_argument("--store", type=Path, default=Path("out/corel5k-triple-minilm-kcca.annot"),
+                        help="a store whose encoder is several joined by +; its cached features are sliced")
+    parser.add_argument("--members", default="efficientnet-lite0-stages,efficientnet-lite2-stages",
+                        help="comma-separated encoders of the store to fit alone, fused and concatenated")
+    parser.add_argument("--ridge", type=float, default=0.03)
+    parser.add_argument("--gamma-scale", type=float, default=1.0)
+    parser.add_argument("--text", default="w2v+bv")
+    parser.add_argument("--name", default="fusion-corel5k")
+    parser.add_argument("--table-only", action="store_true", help="rewrite the table from the results JSON")
+    args = parser.parse_args()
+    if args.table_only:
+        data = json.loads((Path(__file__).parent / "results" / f"{args.name}.json").read_text())
+        write_results(args.name, data, HEAD, table(data))
+        return
+    start = time.perf_counter()
+    progress = RichProgress()
+    loaded = load(args.store, args.data)
+    singles = args.members.split(",")
+    unknown = [m for m in singles if m not in loaded["slices"]]
+    if unknown:
+        raise SystemExit(f"{args.store}: its encoder has no {', '.join(unknown)} (it has {', '.join(loaded['slices'])})")
+    members = {m: [m] for m in singles} | {"+".join(singles): singles}
+    fitted, labels, queries = fit_members(loaded, members, args.data, args, progress)
+    families = {f"{m} alone": [m] for m in singles}
+    families[f"concatenated ({'+'.join(singles)})"] = ["+".join(singles)]
+    families[f"late fusion ({' & '.join(singles)})"] = singles
+    families["late fusion of all of them and the concatenation"] = [*singles, "+".join(singles)]
+    rows = sweep(fitted, families, labels, queries, progress)
+    with_odds(rows)
+    data = {"store": str(args.store), "settings": {"ridge": args.ridge, "gamma_scale": args.gamma_scale,
+            "text": args.text, "normalization": "power"}, "families": list(families), "candidates": rows,
+            "total_seconds": round(time.perf_counter() - start)}
+    write_results(args.name, data, HEAD, table(data))
+
+
+if __name__ == "__main__":
+    main()
