@@ -63,17 +63,24 @@ class Member:
         self.name = name
         self.D: list[NDArray[np.float32]] = []
         self.F: list[NDArray[np.float32]] = []
-        self._cache: dict[tuple[str, int, int, float], NDArray[np.float64]] = {}
+        self._cache: dict[tuple[str, int, int, float], tuple[NDArray[np.float64], NDArray[np.bool_]]] = {}
 
-    def scores(self, part: int, labels: NDArray[np.bool_], k: int, tau: float, kind: str) -> NDArray[np.float64]:
-        """Query-normalised Eq. 5 scores (``eq5``) or their per-word standardisation (``standardized``)."""
+    def scores(self, part: int, labels: NDArray[np.bool_], k: int, tau: float, kind: str
+               ) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
+        """Query-normalised Eq. 5 scores (``eq5``) or their per-word standardisation (``standardized``; for every
+        word, a zero score's z too, since a word no neighbour carries here may be carried in another space), and which
+        words score above zero."""
         key = (kind, part, k, tau)
         if key not in self._cache:
             s = cca_knn_scores(self.D[part], labels, k, tau)[0]
+            normalised = s / np.maximum(s.max(axis=1, keepdims=True), 1e-300)
             if kind == "eq5":
-                self._cache[key] = s / np.maximum(s.max(axis=1, keepdims=True), 1e-300)
+                self._cache[key] = normalised, s > 0
             else:
-                self._cache[key] = standardize(s, word_standards(cca_knn_scores(self.F[part], labels, k, tau)[0]))
+                mean, spread = word_standards(cca_knn_scores(self.F[part], labels, k, tau)[0])
+                z = (normalised - mean) / spread
+                assert np.array_equal(np.where(s > 0, z, -np.inf), standardize(s, (mean, spread)))  # annot's scores
+                self._cache[key] = z, s > 0
         return self._cache[key]
 
 
@@ -111,11 +118,19 @@ def fit_members(loaded: dict[str, Any], members: dict[str, list[str]], data: Pat
     with progress.task(f"fitting {len(members)} members' KCCA on 6 parts", len(members) * len(splits)) as advance:
         for name, parts in members.items():
             columns = np.concatenate([np.arange(len(X.T))[loaded["slices"][p]] for p in parts])
-            for (held, _fit), keep in zip(splits, keeps, strict=True):
-                model = build_projection("kcca", None, args.ridge, args.ridge, "auto", args.gamma_scale)
-                Y = text_view(L[keep], training.E, training.has_vector, args.text)
-                U = correlation_rows(model.fit_transform(X[keep][:, columns], Y))
-                T = correlation_rows(model.transform((Xt if held is None else X[held])[:, columns]))
+            for part, ((held, _fit), keep) in enumerate(zip(splits, keeps, strict=True)):
+                saved = args.cache / args.store.stem / f"{name}-ridge{args.ridge:g}-gamma{args.gamma_scale:g}-{args.text}-{part}.npz"
+                if saved.is_file():  # an earlier run's projections of the same part
+                    with np.load(saved) as arrays:
+                        U, T = arrays["U"], arrays["T"]
+                else:
+                    model = build_projection("kcca", None, args.ridge, args.ridge, "auto", args.gamma_scale)
+                    Y = text_view(L[keep], training.E, training.has_vector, args.text)
+                    U = correlation_rows(model.fit_transform(X[keep][:, columns], Y))
+                    T = correlation_rows(model.transform((Xt if held is None else X[held])[:, columns]))
+                    saved.parent.mkdir(parents=True, exist_ok=True)
+                    np.savez(saved.with_suffix(".tmp.npz"), U=U, T=T)
+                    saved.with_suffix(".tmp.npz").replace(saved)
                 F = (1.0 - U @ U.T).astype(np.float32)
                 np.fill_diagonal(F, np.inf)
                 fitted[name].D.append((1.0 - T @ U.T).astype(np.float32))
@@ -143,7 +158,9 @@ def sweep(fitted: dict[str, Member], families: dict[str, list[str]], labels: lis
                 q = []
                 for part, (fit_labels, truth) in enumerate(zip(labels, queries, strict=True)):
                     frequency = fit_labels.sum(axis=0).astype(np.int64)
-                    S = np.mean([fitted[n].scores(part, fit_labels, k, tau, kind) for n in names], axis=0)
+                    values, scored = zip(*(fitted[n].scores(part, fit_labels, k, tau, kind) for n in names), strict=True)
+                    S = np.mean(values, axis=0)  # the members' mean; a word no member scores is never predicted
+                    S = np.where(np.any(scored, axis=0), S, -np.inf)
                     if kind == "eq5":
                         S = S / np.maximum(frequency, 1) ** a
                     q.append(quality(S, truth, frequency, -np.inf if kind == "standardized" else 0.0))
@@ -198,6 +215,8 @@ def main() -> None:
     parser.add_argument("--gamma-scale", type=float, default=1.0)
     parser.add_argument("--text", default="w2v+bv")
     parser.add_argument("--name", default="fusion-corel5k")
+    parser.add_argument("--cache", type=Path, default=Path("out/fusion-cache"),
+                        help="where each member's fitted projections are kept, so a rerun only scores")
     parser.add_argument("--table-only", action="store_true", help="rewrite the table from the results JSON")
     args = parser.parse_args()
     if args.table_only:
