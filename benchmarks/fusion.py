@@ -10,9 +10,10 @@ counts. This script measures both on the same features, hold-outs and scoring gr
 
 The store must hold the encoders' features side by side (its encoder ``a+b+...``); each member is a slice of them.
 The projection settings are fixed for every member (``--ridge``, ``--gamma-scale``, ``--text``; power
-normalisation, KCCA with its default kernel width): those of the project's best row (Lite2 with stages, MiniLM,
-KCCA), chosen by its cover cross-validation. Each member is fitted on each of the five cover hold-outs' fitting
-parts (``benchmarks/corel5k.py``'s) and on all training images. Every candidate is scored on the five hold-outs and
+normalisation, exact KCCA): those of the project's best row (Lite2 with stages, MiniLM, KCCA), chosen by its cover
+cross-validation. Each member is fitted on each of the five cover hold-outs' fitting parts (``benchmarks/corel5k.py``'s)
+and on all training images, as ``annot tune`` fits them: one χ² kernel over all training images (its width from
+them), sliced per part, so a candidate here scores as the same candidate in ``benchmarks/corel5k.py``'s CV. Every candidate is scored on the five hold-outs and
 on the test split from the same distances; the tables report the cross-validated choices (the test split chooses
 nothing) and, for the record, every family's test numbers at those choices.
 
@@ -43,7 +44,7 @@ from annot.features.words import load_word_vectors
 from annot.indexer.build import label_matrix, load_training_set
 from annot.indexer.corpus import read_corpus
 from annot.indexer.features import FeatureCache
-from annot.projection.registry import build_projection
+from annot.projection.kcca import KernelCCA, chi2_input, chi2_kernel, default_gamma, kernel_map
 from annot.retrieval.indexes import correlation_rows
 from annot.retrieval.scoring import cca_knn_scores, standardize, top_words, word_standards
 from annot.schema.tables import images
@@ -118,16 +119,24 @@ def fit_members(loaded: dict[str, Any], members: dict[str, list[str]], data: Pat
     with progress.task(f"fitting {len(members)} members' KCCA on 6 parts", len(members) * len(splits)) as advance:
         for name, parts in members.items():
             columns = np.concatenate([np.arange(len(X.T))[loaded["slices"][p]] for p in parts])
+            kernels: tuple[NDArray[np.float64], float, NDArray[np.float64], NDArray[np.float64]] | None = None
             for part, ((held, _fit), keep) in enumerate(zip(splits, keeps, strict=True)):
                 saved = args.cache / args.store.stem / f"{name}-ridge{args.ridge:g}-gamma{args.gamma_scale:g}-{args.text}-{part}.npz"
                 if saved.is_file():  # an earlier run's projections of the same part
                     with np.load(saved) as arrays:
                         U, T = arrays["U"], arrays["T"]
-                else:
-                    model = build_projection("kcca", None, args.ridge, args.ridge, "auto", args.gamma_scale)
-                    Y = text_view(L[keep], training.E, training.has_vector, args.text)
-                    U = correlation_rows(model.fit_transform(X[keep][:, columns], Y))
-                    T = correlation_rows(model.transform((Xt if held is None else X[held])[:, columns]))
+                else:  # as cross_validate: one χ² kernel over all training images (γ from them), sliced per part
+                    if kernels is None:
+                        Xk = chi2_input(X[:, columns], "split")
+                        gamma = default_gamma(Xk) * args.gamma_scale
+                        kernels = Xk, gamma, chi2_kernel(Xk, Xk, gamma), chi2_kernel(chi2_input(Xt[:, columns], "split"), Xk, gamma)
+                    Xk, gamma, K, K_test = kernels
+                    eigen = kernel_map(K[np.ix_(keep, keep)])
+                    model = KernelCCA(None, args.ridge, args.ridge, n_landmarks=None, negative="split")
+                    model.fit_exact(Xk[keep], gamma, eigen, text_view(L[keep], training.E, training.has_vector, args.text))
+                    U = correlation_rows(model.cca_.transform(model.map_ * model.eigenvalues_))
+                    Q = K_test[:, keep] if held is None else K[np.ix_(held, keep)]
+                    T = correlation_rows(model.cca_.transform(Q @ eigen[1]))
                     saved.parent.mkdir(parents=True, exist_ok=True)
                     np.savez(saved.with_suffix(".tmp.npz"), U=U, T=T)
                     saved.with_suffix(".tmp.npz").replace(saved)
