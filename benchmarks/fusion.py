@@ -1,6 +1,6 @@
 """Combining encoders after the projection (late fusion) against before it (concatenated features): a probe.
 
-    python benchmarks/fusion.py --store out/corel5k-triple-minilm-kcca.annot
+    python benchmarks/fusion.py --store out/corel5k-triple-minilm-kcca.annot [--members a,b] [--no-concatenated]
 
 Issue #3 lists "combining encoders" as a lever. Until now the project combined encoders one way: their features side
 by side (``--encoder a+b``), one KCCA over the concatenation. With the χ² kernel that multiplies the encoders'
@@ -12,10 +12,12 @@ The store must hold the encoders' features side by side (its encoder ``a+b+...``
 The projection settings are fixed for every member (``--ridge``, ``--gamma-scale``, ``--text``; power
 normalisation, exact KCCA): those of the project's best row (Lite2 with stages, MiniLM, KCCA), chosen by its cover
 cross-validation. Each member is fitted on each of the five cover hold-outs' fitting parts (``benchmarks/corel5k.py``'s)
-and on all training images, as ``annot tune`` fits them: one χ² kernel over all training images (its width from
-them), sliced per part, so a candidate here scores as the same candidate in ``benchmarks/corel5k.py``'s CV. Every candidate is scored on the five hold-outs and
-on the test split from the same distances; the tables report the cross-validated choices (the test split chooses
-nothing) and, for the record, every family's test numbers at those choices.
+and on all training images as ``annot tune`` fits KCCA: one χ² kernel over all training images (its width from them),
+sliced per part, so a candidate here scores as the same candidate in ``benchmarks/corel5k.py``'s CV. Fitted
+projections are kept under ``--cache``; a rerun only scores. Every candidate is scored on the five hold-outs and on
+the test split from the same distances; the table reports each family's cross-validated choices (the test split
+chooses nothing) with their test numbers, for the record. ``--no-concatenated`` leaves out the KCCA on the features
+side by side, the costliest fit; ``benchmarks/corel5k.py`` on a store of those encoders gives its CV.
 
 A fusion's score is the mean over members of each member's query-normalised score (Eq. 5 over the query's largest;
 for ``standardized``, the members' z-scores), then divided by n_w^α as in Eq. 5.
@@ -184,8 +186,8 @@ def sweep(fitted: dict[str, Member], families: dict[str, list[str]], labels: lis
 
 
 def with_odds(rows: list[dict[str, Any]]) -> None:
-    """``annot.evaluation.tune.target_odds`` on these rows: Φ((F1 − 46)/s_F1) · Φ((N+ − 201)/s_N+), spreads the median
-    over all candidates of their fold-to-fold standard deviations."""
+    """``annot.evaluation.tune.target_odds`` on these rows: Φ((F1 − 46)/s_F1) · Φ((N+ − 201)/s_N+), the spreads the
+    median over all of this run's candidates (every family) of their fold-to-fold standard deviations."""
     s_f1 = max(float(np.median([np.std(r["fold_f1"], ddof=1) for r in rows])), 1e-9)
     s_n = max(float(np.median([np.std(r["fold_n_plus"], ddof=1) for r in rows])), 1e-9)
     for r in rows:
