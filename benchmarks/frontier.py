@@ -43,7 +43,7 @@ from annot.evaluation.metrics import per_word_metrics, predictions_matrix, summa
 from annot.evaluation.splits import cv_splits
 from annot.features.text import normalize_features, text_view, usable_rows
 from annot.features.words import load_word_vectors
-from annot.indexer.build import IndexConfig, label_matrix, load_training_set
+from annot.indexer.build import IndexConfig, TrainingSet, label_matrix, load_training_set
 from annot.indexer.corpus import read_corpus
 from annot.indexer.features import FeatureCache
 from annot.projection.registry import build_projection
@@ -96,8 +96,10 @@ class Part:
         return 100 * s.f1, s.n_plus
 
 
-def fit_parts(store_root: Path, data: Path, progress: RichProgress) -> tuple[list[Part], dict[str, Any]]:
-    """The store's projection fitted on each cover hold-out's fitting part and on all training images."""
+def load_store(store_root: Path, data: Path
+               ) -> tuple[dict[str, Any], TrainingSet, NDArray[np.float32], NDArray[np.bool_]]:
+    """The store's manifest, its training set (cached features, tags, word vectors) and the features and tags of the
+    test split's images (``data``/test.jsonl's, not other test sets the store may hold)."""
     with Store.open(store_root) as store:
         manifest = store.manifest()
         cache = FeatureCache(store.features_dir / manifest["encoder"]["key"], manifest["encoder"]["dim"])
@@ -106,9 +108,15 @@ def fit_parts(store_root: Path, data: Path, progress: RichProgress) -> tuple[lis
         test_paths = {str(e.path) for e in read_corpus(data / "test.jsonl").entries}
         with store.db.connect() as conn:
             rows = conn.execute(select(images.c.id, images.c.path).where(images.c.split == "test").order_by(images.c.id))
-            test_ids = [int(i) for i, path in rows if path in test_paths]  # this corpus's images, not other test sets
+            test_ids = [int(i) for i, path in rows if path in test_paths]
         test_X = cache.load(test_ids)
         test_labels = label_matrix(store.db, test_ids, [int(t) for t in manifest["vocabulary"]["tag_ids"]])
+    return manifest, training, test_X, test_labels
+
+
+def fit_parts(store_root: Path, data: Path, progress: RichProgress) -> tuple[list[Part], dict[str, Any]]:
+    """The store's projection fitted on each cover hold-out's fitting part and on all training images."""
+    _manifest, training, test_X, test_labels = load_store(store_root, data)
     c = IndexConfig.of_store(store_root)
     if c.space != "image":
         raise SystemExit(f"{store_root}: indexed with --space {c.space}; this script compares queries with U (image) only")

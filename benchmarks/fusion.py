@@ -34,25 +34,19 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
-from scipy.stats import norm
-from sqlalchemy import select
 
 from annot.cli.render import RichProgress
 from annot.evaluation.metrics import per_word_metrics, predictions_matrix, summarize
 from annot.evaluation.splits import cv_splits
+from annot.evaluation.tune import Candidate, CVResult, target_odds
 from annot.features.encoders import build_encoder
 from annot.features.text import normalize_features, text_view, usable_rows
-from annot.features.words import load_word_vectors
-from annot.indexer.build import label_matrix, load_training_set
-from annot.indexer.corpus import read_corpus
-from annot.indexer.features import FeatureCache
 from annot.projection.kcca import KernelCCA, chi2_input, chi2_kernel, default_gamma, kernel_map
 from annot.retrieval.indexes import correlation_rows
 from annot.retrieval.scoring import cca_knn_scores, standardize, top_words, word_standards
-from annot.schema.tables import images
-from annot.store import Store
 from assemble import write_results
 from corel5k import cover_holdout
+from frontier import load_store
 
 TARGET_F1, TARGET_N_PLUS = 46.0, 201
 KS, TAUS, ALPHAS = [8, 16, 32], [0.05, 0.1, 0.2], [0.0, 0.25, 0.375, 0.5, 0.625, 0.75]
@@ -89,17 +83,7 @@ class Member:
 
 def load(store_root: Path, data: Path) -> dict[str, Any]:
     """The store's training and test features, tags, MiniLM/GloVe word vectors and encoder slices."""
-    with Store.open(store_root) as store:
-        manifest = store.manifest()
-        cache = FeatureCache(store.features_dir / manifest["encoder"]["key"], manifest["encoder"]["dim"])
-        training = load_training_set(store, cache, tuple(manifest["vocabulary"]["words"]),
-                                     load_word_vectors(manifest["words"]["source"]), "bv")
-        test_paths = {str(e.path) for e in read_corpus(data / "test.jsonl").entries}
-        with store.db.connect() as conn:
-            rows = conn.execute(select(images.c.id, images.c.path).where(images.c.split == "test").order_by(images.c.id))
-            test_ids = [int(i) for i, path in rows if path in test_paths]
-        test_X = cache.load(test_ids)
-        test_labels = label_matrix(store.db, test_ids, [int(t) for t in manifest["vocabulary"]["tag_ids"]])
+    manifest, training, test_X, test_labels = load_store(store_root, data)
     names = manifest["encoder"]["name"].split("+")
     dims = [build_encoder(n).dim for n in names]
     if sum(dims) != training.X.shape[1]:
@@ -186,12 +170,12 @@ def sweep(fitted: dict[str, Member], families: dict[str, list[str]], labels: lis
 
 
 def with_odds(rows: list[dict[str, Any]]) -> None:
-    """``annot.evaluation.tune.target_odds`` on these rows: Φ((F1 − 46)/s_F1) · Φ((N+ − 201)/s_N+), the spreads the
-    median over all of this run's candidates (every family) of their fold-to-fold standard deviations."""
-    s_f1 = max(float(np.median([np.std(r["fold_f1"], ddof=1) for r in rows])), 1e-9)
-    s_n = max(float(np.median([np.std(r["fold_n_plus"], ddof=1) for r in rows])), 1e-9)
-    for r in rows:
-        r["odds"] = round(float(norm.cdf((r["cv_f1"] - TARGET_F1) / s_f1) * norm.cdf((r["cv_n_plus"] - TARGET_N_PLUS) / s_n)), 3)
+    """Each row's ``annot.evaluation.tune.target_odds`` (the fold spreads pooled over all of this run's candidates,
+    every family)."""
+    results = [CVResult(Candidate(), r["cv_f1"], 0.0, 0.0, r["cv_n_plus"], tuple(r["fold_f1"]), tuple(r["fold_n_plus"]))
+               for r in rows]
+    for r, odds in zip(rows, target_odds(results, TARGET_F1, TARGET_N_PLUS), strict=True):
+        r["odds"] = round(odds, 3)
 
 
 def describe(r: dict[str, Any]) -> str:
