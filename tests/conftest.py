@@ -20,7 +20,8 @@ REGIONS = {w: (i % 4, i // 4) for i, w in enumerate(WORDS)}
 
 
 class FakeEncoder(ImageEncoder):
-    """Mean colour of each cell of a 4 × 4 grid over a 16 × 16 image: 48 deterministic features."""
+    """Mean colour of each cell of a 4 × 4 grid over the image (16 × 16 by default): 48 deterministic features at any
+    input size, as a network's pooled features."""
 
     name = "fake"
     dim = 48
@@ -31,7 +32,7 @@ class FakeEncoder(ImageEncoder):
     def encode(self, pixels):  # type: ignore[no-untyped-def]
         import torch
 
-        pooled = torch.nn.functional.avg_pool2d(pixels, 4)
+        pooled = torch.nn.functional.adaptive_avg_pool2d(pixels, round((self.dim / 3) ** 0.5))
         return pooled.flatten(1).numpy().astype(np.float32)
 
 

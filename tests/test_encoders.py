@@ -68,9 +68,27 @@ def test_composite_concatenates_parts_at_their_own_sizes() -> None:
     np.testing.assert_allclose(features[:, 48:].mean(), pixels.mean().item(), rtol=0.05)  # a resize keeps the mean
 
 
+def test_an_input_size_after_at_resizes_the_images_and_keeps_the_features_apart() -> None:
+    encoder = build_encoder("fake@32")
+    assert (encoder.name, encoder.key, encoder.input_size, encoder.dim) == ("fake@32", "fake@32", 32, 48)
+    assert build_encoder("fake@16").key == "fake"  # the network's own size: the same features, the same cache
+    both = build_encoder("fake+fake@32")
+    assert isinstance(both, CompositeEncoder) and (both.input_size, both.dim, both.key) == (32, 96, "fake+fake@32")
+    pixels = torch.rand(2, 3, 32, 32)
+    features = both.encode(pixels)
+    np.testing.assert_allclose(features[:, 48:], FakeEncoder().encode(pixels))  # decoded at 32, seen at 32
+    small = torch.nn.functional.interpolate(pixels, size=(16, 16), mode="bilinear", antialias=True)
+    np.testing.assert_allclose(features[:, :48], FakeEncoder().encode(small))
+    assert not np.allclose(features[:, :48], features[:, 48:])
+    cropped = build_encoder("fake@32", crops=True)
+    assert (cropped.key, cropped.input_size) == ("fake@32-crops", round(32 / 0.875))
+
+
 @pytest.mark.parametrize(
     ("name", "weights", "message"),
-    [("fake+nope", None, "unknown encoder 'nope'"), ("fake+fake8", "w.pth", "--weights applies to one encoder")],
+    [("fake+nope", None, "unknown encoder 'nope'"), ("fake+fake8", "w.pth", "--weights applies to one encoder"),
+     ("fake@big", None, "'fake@big': the input size after @ must be a whole number of pixels from 16 to 1024"),
+     ("fake@8", None, "from 16 to 1024"), ("nope@64", None, "unknown encoder 'nope'")],
 )
 def test_registry_errors(name: str, weights: str | None, message: str) -> None:
     with pytest.raises(EncoderError, match=message):

@@ -70,6 +70,11 @@ def test_stage_pooled_encoder_extends_the_head_features() -> None:
     assert S.shape == (6, 2024)
     np.testing.assert_allclose(S[:, -1280:], X, rtol=1e-4, atol=1e-5)  # the head's features, unchanged
     assert np.all(np.isfinite(S)) and S[:, :744].std(axis=0).mean() > 0  # the stage parts vary across images
+    larger = build_encoder("efficientnet-lite0-stages@288")
+    assert (larger.input_size, larger.dim, larger.key) == (288, 2024, "efficientnet-lite0-stages@288")
+    L, _ = encode_paths(larger, paths, batch_size=4)
+    assert L.shape == (6, 2024) and not np.allclose(L, S, atol=1e-3)  # other pixels, other features ...
+    assert all(np.corrcoef(a, b)[0, 1] > 0.8 for a, b in zip(L, S, strict=True))  # ... of the same images
 
 
 @pytest.mark.skipif(not COREL.is_dir(), reason="needs ../shared/data/corel5k")

@@ -8,6 +8,9 @@
   texture words).
 - ``vgg16`` (fc7, 4096-d, the paper's encoder) and ``alexnet`` (fc7, 4096-d, the paper's CaffeNet): torchvision
   networks; weights from ``weights`` (a state-dict file) or torchvision's own download where a network allows.
+
+``NAME@SIZE`` feeds a network SIZE x SIZE images instead of its own input size (``efficientnet-lite2-stages@300``);
+the networks pool their last feature maps, so any size gives features of the same width.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ log = logging.getLogger(__name__)
 STAGES = 5  # stages pooled by the ``-stages`` encoders: 5-fold CV on Corel-5k's training images rose with each stage
 # added up to 5 (Lite0 CV F1: head alone 43.6, +3 stages 44.6, +4 44.7, +5 45.1) and stayed within 0.1 beyond
 CROP = 0.875  # side of a crop as a share of the decoded image (ImageNet's 224 of 256)
+INPUT_SIZES = (16, 1024)  # the input sizes ``NAME@SIZE`` accepts, in pixels
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -322,18 +326,39 @@ def build_encoder(name: str, weights: Path | None = None, *, flip: bool = False,
     ``crops`` averages features over each image and five crops of it, and ``flip`` over each image (with its crops)
     and its mirror image."""
     names = name.split("+")
-    for part in names:
-        if part not in _REGISTRY and not part.startswith("cnnr:"):
-            raise EncoderError(f"unknown encoder {part!r} (known: {', '.join(encoder_names())}, or several joined by +)")
+    sized = [(part, None) if part.startswith("cnnr:") else _input_size(part) for part in names]
+    for base, _size in sized:
+        if base not in _REGISTRY and not base.startswith("cnnr:"):
+            raise EncoderError(f"unknown encoder {base!r} (known: {', '.join(encoder_names())}, or several joined by +)")
     if weights is not None and len(names) > 1:
         raise EncoderError(f"--weights applies to one encoder, not to {name}")
     if weights is not None and not Path(weights).is_file():
         raise EncoderError(f"{weights}: no such weights file")
-    parts = [_cnnr_features(part) if part.startswith("cnnr:") else _REGISTRY[part](Path(weights) if weights is not None else None)
-             for part in names]
+    parts = [_cnnr_features(base) if base.startswith("cnnr:") else
+             _resized(_REGISTRY[base](Path(weights) if weights is not None else None), size) for base, size in sized]
     encoder = parts[0] if len(parts) == 1 else CompositeEncoder(parts)
     encoder = CropAveraged(encoder) if crops else encoder
     return FlipAveraged(encoder) if flip else encoder
+
+
+def _input_size(part: str) -> tuple[str, int | None]:
+    """``NAME@SIZE``: the registered encoder NAME fed SIZE x SIZE images instead of its own input size."""
+    base, at, size = part.partition("@")
+    if not at:
+        return part, None
+    low, high = INPUT_SIZES
+    if not size.isdigit() or not low <= int(size) <= high:
+        raise EncoderError(f"encoder {part!r}: the input size after @ must be a whole number of pixels from {low} to {high}")
+    return base, int(size)
+
+
+def _resized(encoder: ImageEncoder, size: int | None) -> ImageEncoder:
+    """The encoder at another input size (its pooled features do not depend on it); named ``NAME@SIZE``, so that its
+    features are cached apart from those at the network's own size."""
+    if size is None or size == encoder.input_size:
+        return encoder
+    encoder.name, encoder.input_size = f"{encoder.name}@{size}", size
+    return encoder
 
 
 def _cnnr_features(spec: str) -> ImageEncoder:
