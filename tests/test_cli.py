@@ -103,6 +103,7 @@ def test_query_a_directory_in_plain_text(store: Path, synthetic: dict[str, Path]
         (("eval", "{tmp}/bad.jsonl", "--store", "{store}"), "bad.jsonl:2: not valid JSON"),
         (("index", "{tmp}/bad.jsonl", "--store", "{tmp}/new.annot", "--encoder", "fake"), "bad.jsonl:2: not valid JSON"),
         (("index", "{train}", "--store", "{tmp}/new.annot", "--encoder", "nope"), "unknown encoder 'nope'"),
+        (("index", "{train}", "--store", "{tmp}/new.annot", "--encoder", "fake@huge"), "'fake@huge': the input size after @"),
         (("index", "{train}", "--store", "{tmp}/new.annot", "--words", "{tmp}/words.bin"), "words.bin: not a word-vector file"),
         (("index", "{train}", "--store", "{tmp}/new.annot", "--encoder", "alexnet", "--weights", "{tmp}/vgg.pth"),
          "vgg.pth: not alexnet weights"),

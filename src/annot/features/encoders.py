@@ -353,8 +353,8 @@ def _input_size(part: str) -> tuple[str, int | None]:
 
 
 def _resized(encoder: ImageEncoder, size: int | None) -> ImageEncoder:
-    """The encoder at another input size (its pooled features do not depend on it); named ``NAME@SIZE``, so that its
-    features are cached apart from those at the network's own size."""
+    """The encoder fed images of another size (its pooled features keep their width); named ``NAME@SIZE``, so that
+    its features are cached apart from those at the network's own size."""
     if size is None or size == encoder.input_size:
         return encoder
     encoder.name, encoder.input_size = f"{encoder.name}@{size}", size
