@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -16,6 +18,7 @@ from annot.features.encoders import (
     encoder_of_manifest,
     register_encoder,
 )
+from annot.indexer.features import encode_paths
 
 
 class SmallFake(FakeEncoder):
@@ -60,7 +63,7 @@ def test_crops_and_flip_compose_and_round_trip_through_a_manifest() -> None:
 def test_composite_concatenates_parts_at_their_own_sizes() -> None:
     encoder = build_encoder("fake+fake8")
     assert isinstance(encoder, CompositeEncoder)
-    assert (encoder.dim, encoder.input_size, encoder.key) == (60, 16, "fake+fake8")
+    assert (encoder.dim, encoder.input_size, encoder.key) == (60, 16, "fake+fake8-own-sizes")
     pixels = torch.rand(2, 3, 16, 16)
     features = encoder.encode(pixels)
     assert features.shape == (2, 60)
@@ -73,15 +76,38 @@ def test_an_input_size_after_at_resizes_the_images_and_keeps_the_features_apart(
     assert (encoder.name, encoder.key, encoder.input_size, encoder.dim) == ("fake@32", "fake@32", 32, 48)
     assert build_encoder("fake@16").key == "fake"  # the network's own size: the same features, the same cache
     both = build_encoder("fake+fake@32")
-    assert isinstance(both, CompositeEncoder) and (both.input_size, both.dim, both.key) == (32, 96, "fake+fake@32")
+    assert isinstance(both, CompositeEncoder) and (both.input_size, both.dim) == (32, 96)
     pixels = torch.rand(2, 3, 32, 32)
     features = both.encode(pixels)
     np.testing.assert_allclose(features[:, 48:], FakeEncoder().encode(pixels))  # decoded at 32, seen at 32
     small = torch.nn.functional.interpolate(pixels, size=(16, 16), mode="bilinear", antialias=True)
     np.testing.assert_allclose(features[:, :48], FakeEncoder().encode(small))
     assert not np.allclose(features[:, :48], features[:, 48:])
+    assert build_encoder("fake+fake").key == "fake+fake"  # one size: one decoding, nothing to keep apart
     cropped = build_encoder("fake@32", crops=True)
     assert (cropped.key, cropped.input_size) == ("fake@32-crops", round(32 / 0.875))
+
+
+def test_a_composite_part_gets_exactly_its_own_features_and_old_stores_keep_theirs(synthetic: dict[str, Path]) -> None:
+    paths = sorted((synthetic["folder"] / "images").glob("*.jpeg"))[:6]
+    assert len(paths) == 6
+    alone = [encode_paths(build_encoder(name), paths, batch_size=4)[0] for name in ("fake", "fake@32")]
+    both = build_encoder("fake+fake@32", flip=True)
+    assert both.decode_sizes == (32, 16) and both.key == "fake+fake@32-own-sizes-flip"
+    X, failed = encode_paths(both, paths, batch_size=4)
+    assert not failed
+    flipped = [encode_paths(build_encoder(name, flip=True), paths, batch_size=4)[0] for name in ("fake", "fake@32")]
+    np.testing.assert_allclose(X, np.hstack(flipped), rtol=1e-6)  # each part decoded at its own size, then mirrored
+    plain = encode_paths(build_encoder("fake+fake@32"), paths, batch_size=4)[0]
+    np.testing.assert_allclose(plain, np.hstack(alone), rtol=1e-6)
+    # a store made before: decoded once at 32 and resized to 16 for the smaller part, under the old key
+    old = encoder_of_manifest({"name": "fake+fake@32", "key": "fake+fake@32"})
+    assert old.key == "fake+fake@32" and old.decode_sizes == (32,)
+    resized = encode_paths(old, paths, batch_size=4)[0]
+    np.testing.assert_allclose(resized[:, 48:], alone[1], rtol=1e-6)
+    assert not np.allclose(resized[:, :48], alone[0], atol=1e-3)
+    assert isinstance(both, FlipAveraged)  # a store of now records own_sizes, and rebuilds the same composite
+    assert encoder_of_manifest({"name": "fake+fake@32", "own_sizes": True}).key == both.inner.key
 
 
 @pytest.mark.parametrize(

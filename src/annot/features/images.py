@@ -49,48 +49,57 @@ def load_pixels(path: Path, size: int) -> NDArray[np.uint8]:
         return np.asarray(rgb, dtype=np.uint8)
 
 
-class _ImageDataset:
-    """A map-style dataset of image paths; a file that cannot be decoded yields ``ok=False`` and zeros."""
+Decoded = tuple[list[NDArray[np.uint8]], bool, str]
 
-    def __init__(self, paths: Sequence[Path], size: int) -> None:
+
+class _ImageDataset:
+    """A map-style dataset of image paths, each decoded at every one of ``sizes`` (as ``load_pixels`` would at that
+    size alone); a file that cannot be decoded yields ``ok=False`` and zeros."""
+
+    def __init__(self, paths: Sequence[Path], sizes: Sequence[int]) -> None:
         self.paths = list(paths)
-        self.size = size
+        self.sizes = list(sizes)
 
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, i: int) -> tuple[NDArray[np.uint8], bool, str]:
+    def __getitem__(self, i: int) -> Decoded:
         try:
-            return load_pixels(self.paths[i], self.size), True, ""
+            return [load_pixels(self.paths[i], size) for size in self.sizes], True, ""
         except Exception as exc:  # noqa: BLE001 - any decoder failure marks the image unreadable
             message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            return np.zeros((self.size, self.size, 3), np.uint8), False, message
+            return [np.zeros((size, size, 3), np.uint8) for size in self.sizes], False, message
 
 
-def _collate(items: list[tuple[NDArray[np.uint8], bool, str]]) -> tuple[NDArray[np.uint8], list[bool], list[str]]:
-    return np.stack([x for x, _, _ in items]), [ok for _, ok, _ in items], [m for _, _, m in items]
+def _collate(items: list[Decoded]) -> tuple[list[NDArray[np.uint8]], list[bool], list[str]]:
+    stacked = [np.stack([pixels[j] for pixels, _, _ in items]) for j in range(len(items[0][0]))]
+    return stacked, [ok for _, ok, _ in items], [m for _, _, m in items]
 
 
 @dataclass(frozen=True)
 class DecodedBatch:
-    """A batch of preprocessed images: ``pixels`` (b, 3, s, s) float tensor, which rows decoded, and why not."""
+    """A batch of preprocessed images: ``pixels`` (b, 3, s, s) float tensor at the encoder's input size, the same
+    images at each of its ``decode_sizes`` (``sized``), which rows decoded, and why not."""
 
     pixels: torch.Tensor
     ok: list[bool]
     errors: list[str]
+    sized: dict[int, torch.Tensor]
 
 
 def iter_batches(
     paths: Sequence[Path], encoder: ImageEncoder, batch_size: int = 32, workers: int | None = None
 ) -> Iterator[DecodedBatch]:
-    """Decode ``paths`` in order, in batches, with decoding in ``workers`` processes ahead of the network."""
+    """Decode ``paths`` in order, in batches, at each of ``encoder.decode_sizes``, with decoding in ``workers``
+    processes ahead of the network."""
     import torch
     from torch.utils.data import DataLoader
 
     if workers is None:
         workers = 1 if len(paths) > batch_size else 0
+    sizes = list(dict.fromkeys([encoder.input_size, *encoder.decode_sizes]))
     loader: DataLoader[Any] = DataLoader(
-        cast(Any, _ImageDataset(paths, encoder.input_size)),  # map-style: __len__ and __getitem__
+        cast(Any, _ImageDataset(paths, sizes)),  # map-style: __len__ and __getitem__
         batch_size=batch_size,
         num_workers=workers,
         collate_fn=_collate,
@@ -99,7 +108,8 @@ def iter_batches(
     )
     mean = torch.tensor(encoder.mean, dtype=torch.float32).view(1, 3, 1, 1)
     std = torch.tensor(encoder.std, dtype=torch.float32).view(1, 3, 1, 1)
-    for pixels, ok, errors in loader:
-        x = torch.from_numpy(pixels).permute(0, 3, 1, 2).float().div_(255.0)
-        yield DecodedBatch((x - mean) / std, ok, errors)
+    for stacked, ok, errors in loader:
+        sized = {size: (torch.from_numpy(pixels).permute(0, 3, 1, 2).float().div_(255.0) - mean) / std
+                 for size, pixels in zip(sizes, stacked, strict=True)}
+        yield DecodedBatch(sized[encoder.input_size], ok, errors, sized)
 

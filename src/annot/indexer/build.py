@@ -427,7 +427,7 @@ def build_index(corpus_path: Path, store_root: Path, config: IndexConfig = Index
         manifest = {
             "updated_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "encoder": {"name": resolve_encoder_name(config.encoder), "key": encoder.key, "dim": encoder.dim, "flip": config.flip, "crops": config.crops,
-                        "weights": str(Path(config.weights).resolve()) if config.weights else None},
+                        "own_sizes": True, "weights": str(Path(config.weights).resolve()) if config.weights else None},
             "words": {"source": words.source, "dim": words.dim},
             "text": config.text,
             "projection": {"kind": config.projection, "file": files["projection"], "statistics": files.get("statistics"), "n_components": len(cca.canonical_correlations_),

@@ -44,7 +44,7 @@ def encode_paths(
     errors: dict[int, str] = {}
     row = 0
     for batch in iter_batches(list(paths), encoder, batch_size, workers):
-        features = encoder.encode(batch.pixels)
+        features = encoder.encode_sized(batch.sized)
         for j, ok in enumerate(batch.ok):
             if not ok:
                 features[j] = np.nan

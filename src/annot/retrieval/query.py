@@ -63,7 +63,7 @@ def annotate_files(
     with progress.task("encoding", len(paths)) as advance:
         offset = 0
         for batch in iter_batches(paths, encoder, batch_size, workers=0 if len(paths) <= batch_size else None):
-            x = encoder.encode(batch.pixels)
+            x = encoder.encode_sized(batch.sized)
             for j, ok in enumerate(batch.ok):
                 path = paths[offset + j]
                 if ok:
