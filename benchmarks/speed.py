@@ -4,11 +4,14 @@
    (one decoder process) against decoding in line;
 2. LinearCCA.fit on the Corel-5k training features against scikit-learn's CCA, same data, same components;
 3. annotation throughput from stored features (images/s) for nn and cca-knn on the Corel-5k store;
-4. one-image latency of `annot query` (decode + encode + search + score), in process and as a fresh command.
+4. one-image latency of `annot query` (decode + encode + search + score), in process and as a fresh command;
+5. a composite encoder's extraction (Lite0 + Lite2 with stages) decoding each image at every part's own size
+   against decoding once at the largest size (stores made before session 14), runs interleaved.
 
-    python benchmarks/speed.py [--store out/corel5k.annot] [--data ../shared/data/corel5k]
+    python benchmarks/speed.py [--store out/corel5k.annot] [--data ../shared/data/corel5k] [--sections a,b]
 
-Needs a Corel-5k store (`make demo` or benchmarks/corel5k.py). Writes benchmarks/results/speed.json and .md.
+Needs a Corel-5k store (`make demo` or benchmarks/corel5k.py) for sections 2-4. Writes
+benchmarks/results/speed.json (sections not run keep their earlier numbers).
 """
 
 from __future__ import annotations
@@ -53,11 +56,32 @@ def extraction(data: Path, n: int, repeats: int) -> dict[str, dict[str, float]]:
         for workers, label in ((1, "overlapped"), (0, "inline")):
             def run(encoder: ImageEncoder = encoder, workers: int = workers) -> None:
                 for batch in iter_batches(paths, encoder, 32, workers=workers):
-                    encoder.encode(batch.pixels)
+                    encoder.encode_sized(batch.sized)
             run()  # warm-up
             seconds = statistics.median(timed(run, repeats))
             out[f"{name} ({label})"] = {"images_per_s": round(n / seconds, 1), "seconds": round(seconds, 2)}
             print(name, label, out[f"{name} ({label})"], flush=True)
+    return out
+
+
+def composite_decoding(data: Path, n: int, repeats: int) -> dict[str, dict[str, float]]:
+    """Lite0 + Lite2 with stages, each image decoded at both parts' sizes (224 and 260) against once at 260 and
+    resized; the two runs alternate, so machine noise falls on both."""
+    paths = sorted((data / "images" / "train").glob("*.jpeg"))[:n]
+    name = "efficientnet-lite0-stages+efficientnet-lite2-stages"
+    encoders = {"own sizes": build_encoder(name), "largest size, resized": build_encoder(name, own_sizes=False)}
+    seconds: dict[str, list[float]] = {label: [] for label in encoders}
+    for repeat in range(repeats + 1):
+        for label, encoder in encoders.items():
+            def run(encoder: ImageEncoder = encoder) -> None:
+                for batch in iter_batches(paths, encoder, 32, workers=1):
+                    encoder.encode_sized(batch.sized)
+            took = timed(run, 1)[0]
+            if repeat:  # the first round warms up
+                seconds[label].append(took)
+    out = {label: {"images_per_s": round(n / statistics.median(s), 1), "seconds": round(statistics.median(s), 2)}
+           for label, s in seconds.items()}
+    print(name, out, flush=True)
     return out
 
 
@@ -134,17 +158,26 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=Path("../shared/data/corel5k"))
     parser.add_argument("--images", type=int, default=256)
     parser.add_argument("--components", type=int, default=32)
+    sections = ("extraction", "cca_fit", "annotation", "latency", "composite_decoding")
+    parser.add_argument("--sections", default=",".join(sections), help=f"comma-separated, of: {', '.join(sections)}")
     args = parser.parse_args()
-    results = {
-        "machine": {"cores": torch.get_num_threads(), "torch": torch.__version__},
-        "extraction": extraction(args.data, args.images, repeats=3),
-        "cca_fit": cca_fit(args.store, args.components, repeats=5),
-        "annotation": annotation(args.store, repeats=5),
-        "latency": latency(args.store, min((args.data / "images" / "test").glob("*.jpeg")), repeats=10),
+    wanted = args.sections.split(",")
+    if unknown := sorted(set(wanted) - set(sections)):
+        parser.error(f"unknown sections {', '.join(unknown)} (known: {', '.join(sections)})")
+    run = {
+        "extraction": lambda: extraction(args.data, args.images, repeats=3),
+        "cca_fit": lambda: cca_fit(args.store, args.components, repeats=5),
+        "annotation": lambda: annotation(args.store, repeats=5),
+        "latency": lambda: latency(args.store, min((args.data / "images" / "test").glob("*.jpeg")), repeats=10),
+        "composite_decoding": lambda: composite_decoding(args.data, args.images, repeats=3),
     }
     folder = Path(__file__).parent / "results"
     folder.mkdir(exist_ok=True)
-    (folder / "speed.json").write_text(json.dumps(results, indent=2))
+    saved = folder / "speed.json"
+    results = json.loads(saved.read_text()) if saved.is_file() else {}
+    results["machine"] = {"cores": torch.get_num_threads(), "torch": torch.__version__}
+    results.update({name: run[name]() for name in sections if name in wanted})
+    saved.write_text(json.dumps(results, indent=2))
     print(json.dumps(results, indent=2))
 
 
