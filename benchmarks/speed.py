@@ -48,6 +48,12 @@ def timed(fn, repeats: int) -> list[float]:  # type: ignore[no-untyped-def]
     return out
 
 
+def extract(paths: list[Path], encoder: ImageEncoder, workers: int) -> None:
+    """Every image's features, as `annot index` extracts them (batches of 32), thrown away."""
+    for batch in iter_batches(paths, encoder, 32, workers=workers):
+        encoder.encode_sized(batch.sized)
+
+
 def extraction(data: Path, n: int, repeats: int) -> dict[str, dict[str, float]]:
     paths = sorted((data / "images" / "train").glob("*.jpeg"))[:n]
     out = {}
@@ -55,8 +61,7 @@ def extraction(data: Path, n: int, repeats: int) -> dict[str, dict[str, float]]:
         encoder = build_encoder(name)
         for workers, label in ((1, "overlapped"), (0, "inline")):
             def run(encoder: ImageEncoder = encoder, workers: int = workers) -> None:
-                for batch in iter_batches(paths, encoder, 32, workers=workers):
-                    encoder.encode_sized(batch.sized)
+                extract(paths, encoder, workers)
             run()  # warm-up
             seconds = statistics.median(timed(run, repeats))
             out[f"{name} ({label})"] = {"images_per_s": round(n / seconds, 1), "seconds": round(seconds, 2)}
@@ -73,10 +78,7 @@ def composite_decoding(data: Path, n: int, repeats: int) -> dict[str, dict[str, 
     seconds: dict[str, list[float]] = {label: [] for label in encoders}
     for repeat in range(repeats + 1):
         for label, encoder in encoders.items():
-            def run(encoder: ImageEncoder = encoder) -> None:
-                for batch in iter_batches(paths, encoder, 32, workers=1):
-                    encoder.encode_sized(batch.sized)
-            took = timed(run, 1)[0]
+            took = timed(lambda encoder=encoder: extract(paths, encoder, 1), 1)[0]
             if repeat:  # the first round warms up
                 seconds[label].append(took)
     out = {label: {"images_per_s": round(n / statistics.median(s), 1), "seconds": round(statistics.median(s), 2)}

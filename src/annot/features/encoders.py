@@ -181,7 +181,7 @@ class CompositeEncoder(ImageEncoder):
 
     def encode_sized(self, sized: Mapping[int, torch.Tensor]) -> NDArray[np.float32]:
         """Each part from the images decoded at its own size where they were; else resized from the largest."""
-        return np.hstack([part.encode_sized(sized) if all(s in sized for s in part.decode_sizes)
+        return np.hstack([part.encode_sized(sized) if part.input_size in sized
                           else self._encode_part(part, sized[self.input_size]) for part in self.parts])
 
     def encode(self, pixels: torch.Tensor) -> NDArray[np.float32]:
