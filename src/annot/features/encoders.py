@@ -6,6 +6,10 @@
 - ``efficientnet-lite0-stages`` (2,024-d), ``efficientnet-lite1-stages`` and ``efficientnet-lite2-stages``: the same networks, with the mean-pooled
   outputs of their last ``STAGES`` stages before the head's features (one pass; mid-level features help scene and
   texture words).
+- ``efficientnet-lite0-strips``, ``efficientnet-lite1-strips`` and ``efficientnet-lite2-strips`` (3 x 1,280-d): the
+  head's feature map mean-pooled over ``STRIPS`` horizontal bands, top to bottom, instead of over the whole image, so
+  the features keep where in the picture something is (sky above, water below); ``a-stages+a-strips`` puts them beside
+  the pooled stages.
 - ``vgg16`` (fc7, 4096-d, the paper's encoder) and ``alexnet`` (fc7, 4096-d, the paper's CaffeNet): torchvision
   networks; weights from ``weights`` (a state-dict file) or torchvision's own download where a network allows.
 
@@ -35,6 +39,7 @@ log = logging.getLogger(__name__)
 
 STAGES = 5  # stages pooled by the ``-stages`` encoders: 5-fold CV on Corel-5k's training images rose with each stage
 # added up to 5 (Lite0 CV F1: head alone 43.6, +3 stages 44.6, +4 44.7, +5 45.1) and stayed within 0.1 beyond
+STRIPS = 3  # horizontal bands pooled by the ``-strips`` encoders: top, middle and bottom of the picture
 CROP = 0.875  # side of a crop as a share of the decoded image (ImageNet's 224 of 256)
 INPUT_SIZES = (16, 1024)  # the input sizes ``NAME@SIZE`` accepts, in pixels
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -203,10 +208,12 @@ def stage_ends(blocks: Sequence[Any]) -> list[int]:
     return [i for i in range(len(widths)) if i == len(widths) - 1 or widths[i + 1] != widths[i]]
 
 
-def _efficientnet(model_name: str, weights_file: str, stages: int = 0) -> Callable[[Path | None], ImageEncoder]:
+def _efficientnet(model_name: str, weights_file: str, stages: int = 0, strips: int = 0
+                  ) -> Callable[[Path | None], ImageEncoder]:
     """EfficientNet-Lite's mean-pooled head features (1,280-d); with ``stages`` > 0, the mean-pooled outputs of its
     last ``stages`` stages before them (mid-level texture and part features; Lite0 with 5: 40 + 80 + 112 + 192 + 320
-    + 1,280)."""
+    + 1,280); with ``strips`` > 0 instead, the head's features pooled over that many horizontal bands, top first
+    (``strips`` x 1,280; bands of rows as ``adaptive_avg_pool2d`` cuts them)."""
 
     def build(weights: Path | None) -> ImageEncoder:
         import torch
@@ -230,12 +237,15 @@ def _efficientnet(model_name: str, weights_file: str, stages: int = 0) -> Callab
                 self.net = net
 
             def forward(self, x: torch.Tensor) -> torch.Tensor:
-                head = self.net.extract_features(x).mean(dim=(2, 3))
+                features = self.net.extract_features(x)
+                if strips:  # (b, 1280, strips, 1) -> (b, strips * 1280), the top band's 1,280 first
+                    return torch.nn.functional.adaptive_avg_pool2d(features, (strips, 1)).squeeze(3).transpose(1, 2).flatten(1)
+                head = features.mean(dim=(2, 3))
                 return torch.cat([pooled.pop(t) for t in taps] + [head], dim=1) if taps else head
 
         encoder = TorchEncoder(Pooled())
-        encoder.name = f"{model_name}-stages" if stages else model_name
-        encoder.dim = 1280 + sum(int(net._blocks[t]._project_conv.out_channels) for t in taps)
+        encoder.name = f"{model_name}-stages" if stages else f"{model_name}-strips" if strips else model_name
+        encoder.dim = 1280 * max(strips, 1) + sum(int(net._blocks[t]._project_conv.out_channels) for t in taps)
         encoder.input_size = int(net.input_image_size)
         encoder.mean = (0.5, 0.5, 0.5)
         encoder.std = (0.5, 0.5, 0.5)
@@ -333,14 +343,16 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0][:200] if text else type(exc).__name__
 
 
-def _packaged_efficientnet(variant: int, stages: int, weights: Path | None) -> ImageEncoder:
-    """EfficientNet-Lite``variant`` with its packaged weights (or ``weights``), with ``stages`` pooled stages."""
-    return _efficientnet(f"efficientnet-lite{variant}", _packaged_weights(variant), stages)(weights)
+def _packaged_efficientnet(variant: int, stages: int, weights: Path | None, strips: int = 0) -> ImageEncoder:
+    """EfficientNet-Lite``variant`` with its packaged weights (or ``weights``), with ``stages`` pooled stages or the
+    head pooled over ``strips`` bands."""
+    return _efficientnet(f"efficientnet-lite{variant}", _packaged_weights(variant), stages, strips)(weights)
 
 
 _REGISTRY: dict[str, Callable[[Path | None], ImageEncoder]] = {
     **{f"efficientnet-lite{v}{'-stages' if stages else ''}": partial(_packaged_efficientnet, v, stages)
        for stages in (0, STAGES) for v in (0, 1, 2)},
+    **{f"efficientnet-lite{v}-strips": partial(_packaged_efficientnet, v, 0, strips=STRIPS) for v in (0, 1, 2)},
     "vgg16": _torchvision_fc7("vgg16", 5),
     "alexnet": _torchvision_fc7("alexnet", 6),
 }
