@@ -14,7 +14,8 @@ normalisation, exact KCCA): those of the project's best row (Lite2 with stages, 
 cross-validation. Each member is fitted on each of the five cover hold-outs' fitting parts (``benchmarks/corel5k.py``'s)
 and on all training images as ``annot tune`` fits KCCA: one χ² kernel over all training images (its width from them),
 sliced per part, so a candidate here scores as the same candidate in ``benchmarks/corel5k.py``'s CV. Fitted
-projections are kept under ``--cache``; a rerun only scores. Every candidate is scored on the five hold-outs and on
+projections are kept under ``--cache`` with a hash of the rows they were fitted on; a rerun only scores (and fits
+again a part whose rows differ: the cover hold-outs depend on the vocabulary's order). Every candidate is scored on the five hold-outs and on
 the test split from the same distances; the table reports each family's cross-validated choices (the test split
 chooses nothing) with their test numbers, for the record. ``--no-concatenated`` leaves out the KCCA on the features
 side by side, the costliest fit; ``benchmarks/corel5k.py`` on a store of those encoders gives its CV.
@@ -26,6 +27,7 @@ for ``standardized``, the members' z-scores), then divided by n_w^α as in Eq. 5
 from __future__ import annotations
 
 import argparse
+import hashlib
 import itertools
 import json
 import time
@@ -108,9 +110,16 @@ def fit_members(loaded: dict[str, Any], members: dict[str, list[str]], data: Pat
             kernels: tuple[NDArray[np.float64], float, NDArray[np.float64], NDArray[np.float64]] | None = None
             for part, ((held, _fit), keep) in enumerate(zip(splits, keeps, strict=True)):
                 saved = args.cache / args.store.stem / f"{name}-ridge{args.ridge:g}-gamma{args.gamma_scale:g}-{args.text}-{part}.npz"
-                if saved.is_file():  # an earlier run's projections of the same part
+                rows = np.frombuffer(hashlib.sha256(keep.tobytes() + (b"" if held is None else held.tobytes())).digest()[:8], np.uint8)
+                cached = None
+                if saved.is_file():  # an earlier run's projections of the same part (the same rows, where recorded)
                     with np.load(saved) as arrays:
-                        U, T = arrays["U"], arrays["T"]
+                        if "rows" not in arrays or np.array_equal(arrays["rows"], rows):
+                            cached = arrays["U"], arrays["T"]
+                        else:
+                            print(f"{saved}: fitted on other hold-out rows (another vocabulary order?); fitting again")
+                if cached is not None:
+                    U, T = cached
                 else:  # as cross_validate: one χ² kernel over all training images (γ from them), sliced per part
                     if kernels is None:
                         Xk = chi2_input(X[:, columns], "split")
@@ -124,7 +133,7 @@ def fit_members(loaded: dict[str, Any], members: dict[str, list[str]], data: Pat
                     Q = K_test[:, keep] if held is None else K[np.ix_(held, keep)]
                     T = correlation_rows(model.cca_.transform(Q @ eigen[1]))
                     saved.parent.mkdir(parents=True, exist_ok=True)
-                    np.savez(saved.with_suffix(".tmp.npz"), U=U, T=T)
+                    np.savez(saved.with_suffix(".tmp.npz"), U=U, T=T, rows=rows)
                     saved.with_suffix(".tmp.npz").replace(saved)
                 F = (1.0 - U @ U.T).astype(np.float32)
                 np.fill_diagonal(F, np.inf)
