@@ -15,9 +15,9 @@ cross-validation. Each member is fitted on each of the five cover hold-outs' fit
 and on all training images as ``annot tune`` fits KCCA: one χ² kernel over all training images (its width from them),
 sliced per part, so a candidate here scores as the same candidate in ``benchmarks/corel5k.py``'s CV. Fitted
 projections are kept under ``--cache`` with a hash of the rows they were fitted on; a rerun only scores (and fits
-again a part whose rows differ: the cover hold-outs depend on the vocabulary's order). Every candidate is scored on the five hold-outs and on
-the test split from the same distances; the table reports each family's cross-validated choices (the test split
-chooses nothing) with their test numbers, for the record. ``--no-concatenated`` leaves out the KCCA on the features
+again a part whose rows differ: the cover hold-outs depend on the vocabulary's order). Every candidate is scored on
+the five hold-outs and on the test split from the same distances; the table reports each family's cross-validated
+choices (the test split chooses nothing) with their test numbers, for the record. ``--no-concatenated`` leaves out the KCCA on the features
 side by side, the costliest fit; ``benchmarks/corel5k.py`` on a store of those encoders gives its CV.
 
 A fusion's score is the mean over members of each member's query-normalised score (Eq. 5 over the query's largest;

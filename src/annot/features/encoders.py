@@ -215,6 +215,9 @@ def _efficientnet(model_name: str, weights_file: str, stages: int = 0, strips: i
     + 1,280); with ``strips`` > 0 instead, the head's features pooled over that many horizontal bands, top first
     (``strips`` x 1,280; bands of rows as ``adaptive_avg_pool2d`` cuts them)."""
 
+    if stages and strips:
+        raise ValueError("an EfficientNet encoder pools either stages or strips, not both (join them with +)")
+
     def build(weights: Path | None) -> ImageEncoder:
         import torch
         from efficientnet_lite_pytorch import EfficientNet
