@@ -95,6 +95,18 @@ def load(store_root: Path, data: Path) -> dict[str, Any]:
             "slices": {n: slice(int(a), int(b)) for n, a, b in zip(names, bounds[:-1], bounds[1:], strict=True)}}
 
 
+def cached_fit(saved: Path, rows: str) -> tuple[NDArray[np.float64], NDArray[np.float64]] | None:
+    """An earlier run's projections (U, T) of a part, if it saved them for the same rows (files saved before the rows
+    were recorded are trusted)."""
+    if not saved.is_file():
+        return None
+    with np.load(saved) as arrays:
+        if "rows" in arrays and str(arrays["rows"]) != rows:
+            print(f"{saved}: fitted on other hold-out rows (another vocabulary order?); fitting again")
+            return None
+        return arrays["U"], arrays["T"]
+
+
 def fit_members(loaded: dict[str, Any], members: dict[str, list[str]], data: Path, args: argparse.Namespace,
                 progress: RichProgress) -> tuple[dict[str, Member], list[NDArray[np.bool_]], list[NDArray[np.bool_]]]:
     """Each member fitted per cover hold-out and on all training images; the fitting parts' and queries' tags."""
@@ -110,15 +122,8 @@ def fit_members(loaded: dict[str, Any], members: dict[str, list[str]], data: Pat
             kernels: tuple[NDArray[np.float64], float, NDArray[np.float64], NDArray[np.float64]] | None = None
             for part, ((held, _fit), keep) in enumerate(zip(splits, keeps, strict=True)):
                 saved = args.cache / args.store.stem / f"{name}-ridge{args.ridge:g}-gamma{args.gamma_scale:g}-{args.text}-{part}.npz"
-                rows = np.frombuffer(hashlib.sha256(keep.tobytes() + (b"" if held is None else held.tobytes())).digest()[:8], np.uint8)
-                cached = None
-                if saved.is_file():  # an earlier run's projections of the same part (the same rows, where recorded)
-                    with np.load(saved) as arrays:
-                        if "rows" not in arrays or np.array_equal(arrays["rows"], rows):
-                            cached = arrays["U"], arrays["T"]
-                        else:
-                            print(f"{saved}: fitted on other hold-out rows (another vocabulary order?); fitting again")
-                if cached is not None:
+                rows = hashlib.sha256(keep.tobytes() + (b"" if held is None else held.tobytes())).hexdigest()[:16]
+                if (cached := cached_fit(saved, rows)) is not None:
                     U, T = cached
                 else:  # as cross_validate: one χ² kernel over all training images (γ from them), sliced per part
                     if kernels is None:

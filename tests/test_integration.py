@@ -81,10 +81,8 @@ def test_stage_pooled_encoder_extends_the_head_features() -> None:
 def test_strip_pooled_encoder_keeps_the_head_features_by_band_top_first() -> None:
     """At 288 px the head's map has 9 rows, so the three bands' mean is the whole map's mean (the plain encoder); the
     top band comes first: greying a third of the picture changes the band there far more than the opposite band."""
-    import torch
-
     from annot.features.encoders import build_encoder
-    from annot.features.images import load_pixels
+    from annot.features.images import iter_batches
     from annot.indexer.features import encode_paths
 
     paths = [COREL / json.loads(line)["image"] for line in (COREL / "test.jsonl").read_text().splitlines()[:6]]
@@ -95,8 +93,7 @@ def test_strip_pooled_encoder_keeps_the_head_features_by_band_top_first() -> Non
     bands = S.reshape(6, 3, 1280)
     np.testing.assert_allclose(bands.mean(axis=1), X, rtol=1e-4, atol=1e-5)
 
-    pixels = torch.from_numpy(np.stack([load_pixels(p, 288) for p in paths])).permute(0, 3, 1, 2)
-    pixels = (pixels.float() / 255 - 0.5) / 0.5
+    pixels = next(iter_batches(paths, strips, batch_size=6, workers=0)).pixels  # decoded as extraction decodes
     np.testing.assert_allclose(strips.encode(pixels), S, rtol=1e-4, atol=1e-5)
     for rows, band, opposite in ((slice(192, None), 2, 0), (slice(None, 96), 0, 2)):
         greyed = pixels.clone()
