@@ -5,8 +5,8 @@
 ``--score standardized`` ranks a query's words by z_w = (s_w / max s − μ_w) / σ_w, where μ_w and σ_w are word w's
 usual query-normalised Eq. 5 score. ``annot`` takes them from the training images, each annotated from the others
 (leave-one-out, ``loo`` below). But those images are the ones the projection was fitted on, and KCCA fits them
-closely: annotated leave-one-out in their own shared space, Corel-5k's fitting images score a mean-word F1 of about
-87 %, against about 48 % for held-out images. So μ_w and σ_w describe how a word scores on images the projection
+closely: annotated leave-one-out in their own shared space, Corel-5k's fitting images score a mean-word F1 of 83-84 %,
+against 47-50 % for held-out images. So μ_w and σ_w describe how a word scores on images the projection
 knows, not on a new image. ``held-out`` standards take them instead from images the projection never saw: the cover
 hold-outs' queries, each scored by the projection fitted without its hold-out. For hold-out h the standards are
 pooled from the other four hold-outs' queries, leaving out the images h holds; for the test split, from all five.

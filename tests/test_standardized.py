@@ -27,7 +27,14 @@ from annot.indexer.grow import remove_images
 from annot.retrieval import model as model_module
 from annot.retrieval.indexes import correlation_rows
 from annot.retrieval.model import AnnotationModel
-from annot.retrieval.scoring import cca_knn_scores, score_queries, standardize, top_words, word_standards
+from annot.retrieval.scoring import (
+    cca_knn_scores,
+    held_out_standards,
+    score_queries,
+    standardize,
+    top_words,
+    word_standards,
+)
 
 
 def test_standardize_ranks_a_word_by_how_unusual_its_score_is() -> None:
@@ -152,7 +159,7 @@ def test_an_unknown_score_is_refused_and_nothing_is_overwritten(store: Path, syn
     before = (store / "manifest.json").read_text()
     result = invoke("index", synthetic["train"], "--store", store, "--encoder", "fake", "--words", synthetic["words"],
                     "--score", "zscore")
-    assert result.exit_code == 1 and "--score must be one of eq5, standardized" in result.output
+    assert result.exit_code == 1 and "--score must be one of eq5, standardized, standardized-held-out" in result.output
     assert (store / "manifest.json").read_text() == before
     result = invoke("eval", synthetic["test"], "--store", store, "--score", "zscore")
     assert result.exit_code == 1 and "unknown score 'zscore'" in result.output
@@ -234,3 +241,102 @@ def test_standardized_candidates_are_cross_validated_on_their_own_scores() -> No
     scored = score_queries("cca-knn", np.zeros((1, n), np.float32), labels, labels.sum(0), 5, 8, 0.2,
                            standards=(np.zeros(vocabulary), np.ones(vocabulary)))
     assert len(scored[0].words) == 5
+
+
+def test_held_out_standards_pool_the_hold_outs_and_leave_out_the_fold_s_own_images() -> None:
+    first = (np.array([0, 2, 5]), np.array([[2.0, 1.0, 0.0], [1.0, 1.0, 0.5], [4.0, 0.0, 1.0]]))
+    second = (np.array([2, 7]), np.array([[1.0, 0.5, 0.5], [0.0, 3.0, 3.0]]))
+    normalised = np.array([[1.0, 0.5, 0.0], [1.0, 1.0, 0.5], [1.0, 0.0, 0.25], [1.0, 0.5, 0.5], [0.0, 1.0, 1.0]])
+    mean, spread = held_out_standards([first, second])
+    np.testing.assert_allclose(mean, normalised.mean(axis=0))
+    np.testing.assert_allclose(spread, normalised.std(axis=0))
+    mean, spread = held_out_standards([first, second], leave=np.array([2, 9]))  # image 2 is in both: out of both
+    kept = normalised[[0, 2, 4]]
+    np.testing.assert_allclose(mean, kept.mean(axis=0))
+    np.testing.assert_allclose(spread, np.maximum(kept.std(axis=0), 1e-6))
+    with pytest.raises(ValueError, match="at least one held-out image"):
+        held_out_standards([second], leave=np.array([2, 7]))
+
+
+def test_held_out_candidates_are_standardised_against_the_other_hold_outs() -> None:
+    from annot.evaluation.metrics import per_word_metrics, predictions_matrix, summarize
+    from annot.evaluation.tune import cross_validate
+
+    rng = np.random.default_rng(1)
+    n, vocabulary = 180, 8
+    labels = rng.random((n, vocabulary)) < np.linspace(0.05, 0.6, vocabulary)
+    labels[np.arange(n), rng.integers(0, vocabulary, n)] = True
+    X = (labels @ rng.normal(size=(vocabulary, 12)) + 0.7 * rng.normal(size=(n, 12))).astype(np.float32)
+    E = rng.normal(size=(vocabulary, 5)).astype(np.float32)
+    candidates = [Candidate(text="bv", k=8, temperature=0.2, score=s) for s in ("standardized", "standardized-held-out")]
+    collect: dict[Candidate, list[tuple[np.ndarray, np.ndarray]]] = {}
+    results = {r.candidate.score: r for r in cross_validate(X, labels, E, np.ones(vocabulary, bool), candidates, folds=4,
+                                                            design="cover", holdout=0.2, collect=collect)}
+    held_out = results["standardized-held-out"]
+    assert held_out.fold_f1 != results["standardized"].fold_f1 and len(held_out.fold_f1) == 4
+    parts = collect[candidates[1]]
+    assert list(collect) == [candidates[1]] and len(parts) == 4
+    assert len(np.intersect1d(parts[0][0], parts[1][0])) > 0  # cover hold-outs share images: leaving them out matters
+    for f, (held, raw) in enumerate(parts):
+        fitting = np.setdiff1d(np.arange(n), held)
+        frequency = labels[fitting].sum(axis=0)
+        # by hand: each fold's standards from the other folds' images it does not hold, never from its own
+        pooled = np.concatenate([(s / s.max(axis=1, keepdims=True))[~np.isin(rows, held)]
+                                 for g, (rows, s) in enumerate(parts) if g != f])
+        z = np.where(raw > 0, (raw / raw.max(axis=1, keepdims=True) - pooled.mean(0)) / np.maximum(pooled.std(0), 1e-6),
+                     -np.inf)
+        predicted = [top_words(row, frequency, 5, floor=-np.inf) for row in z]
+        s = summarize(per_word_metrics(labels[held], predictions_matrix(predicted, vocabulary)), len(held))
+        assert held_out.fold_f1[f] == pytest.approx(s.f1)
+        assert held_out.fold_n_plus[f] == s.n_plus
+
+
+def test_a_held_out_standardized_store_fits_its_projection_per_hold_out(synthetic: dict[str, Path], tmp_path: Path) -> None:
+    from annot.evaluation.tune import HELD_OUT_FOLDS, HELD_OUT_SIZE, cross_validate
+    from annot.features.words import load_word_vectors
+    from annot.indexer.build import load_training_set
+
+    store = tmp_path / "h.annot"
+    result = invoke("index", synthetic["train"], "--store", store, "--encoder", "fake", "--words", synthetic["words"],
+                    "--k", "4", "--temperature", "0.2", "--frequency-power", "0", "--score", "standardized-held-out",
+                    "--json")
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((store / "manifest.json").read_text())
+    saved = np.load(store / manifest["standards"]["file"])
+    model = AnnotationModel.open(store)
+    try:
+        settings = model.settings()
+        assert settings["score"] == "standardized-held-out" and manifest["standards"]["key"] == model.standards_key(settings)
+        assert json.loads(manifest["standards"]["key"])["standards"] == "held-out"
+        # independently: the store's settings as a candidate, cross-validated on the same hold-outs
+        cache = FeatureCache(store / "features" / manifest["encoder"]["key"], manifest["encoder"]["dim"])
+        training = load_training_set(model.store, cache, tuple(model.vocabulary), load_word_vectors(synthetic["words"]), "bv")
+        candidate = Candidate(text="w2v+bv", normalization="none", reg=0.3, k=4, temperature=0.2, frequency_power=0.0,
+                              score="standardized-held-out")
+        collect: dict[Candidate, list[tuple[np.ndarray, np.ndarray]]] = {}
+        cross_validate(training.X, training.labels, training.E, training.has_vector, [candidate], folds=HELD_OUT_FOLDS,
+                       design="cover", holdout=HELD_OUT_SIZE, collect=collect)
+        mean, spread = held_out_standards(collect[candidate])
+        np.testing.assert_allclose(saved["mean"], mean, rtol=1e-6)
+        np.testing.assert_allclose(saved["spread"], spread, rtol=1e-6)
+        loo = word_standards(model.leave_one_out_scores(settings))
+        assert not np.allclose(saved["mean"], loo[0])  # not the leave-one-out standards
+        assert [p.words.tolist() for p in model.predict(training.X[:8])] != [
+            p.words.tolist() for p in model.predict(training.X[:8], score="standardized")]
+    finally:
+        model.close()
+    result = invoke("eval", synthetic["test"], "--store", store, "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["params"]["score"] == "standardized-held-out"
+    result = invoke("eval", synthetic["test"], "--store", store, "--k", "2")  # no held-out standards for K 2
+    assert result.exit_code == 1 and "held-out standards are saved for the store's own settings only" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+    remove_images([str(read_corpus(synthetic["train"]).entries[0].path)], store)  # fewer images: new standards
+    manifest = json.loads((store / "manifest.json").read_text())
+    model = AnnotationModel.open(store)
+    try:
+        assert manifest["standards"]["key"] == model.standards_key(model.settings())
+        assert not np.allclose(np.load(store / manifest["standards"]["file"])["mean"], saved["mean"])
+    finally:
+        model.close()

@@ -47,8 +47,10 @@ DepthOpt = Annotated[int | None, typer.Option(
     "--depth", help="Candidate pool: each query's nearest training images that CCA-KNN and nn look at (0: all up to "
                     "20,000 images). Default: the store's.")]
 ScoreOpt = Annotated[str | None, typer.Option(
-    "--score", help="CCA-KNN word ranking: eq5 (Eq. 5's score) or standardized (each word's Eq. 5 score in spreads "
-                    "above its usual score on the training images; recalls more rare words). Default: the store's.")]
+    "--score", help="CCA-KNN word ranking: eq5 (Eq. 5's score), standardized (each word's Eq. 5 score in spreads "
+                    "above its usual score on the training images; recalls more rare words) or standardized-held-out "
+                    "(above its usual score on images the projection was fitted without; a store's own settings "
+                    "only). Default: the store's.")]
 AlphaOpt = Annotated[
     float | None,
     typer.Option("--frequency-power", help="CCA-KNN: divide each word's score by its training frequency^α (0: Eq. 5)."),
@@ -112,8 +114,11 @@ def index(
     frequency_power: Annotated[float, typer.Option(help="Default CCA-KNN word-frequency exponent α.")] = 0.375,
     depth: Annotated[int, typer.Option(help="Default candidate pool per query (0: all images up to 20,000).")] = 0,
     k_power: Annotated[float, typer.Option("--k-power", help="Default per-tag K exponent β (0: the same K for every tag).")] = 0.0,
-    score: Annotated[str, typer.Option(help="Default CCA-KNN word ranking: eq5, or standardized (each word's Eq. 5 score "
-                                       "against its leave-one-out scores on the training images, computed here).")] = "eq5",
+    score: Annotated[str, typer.Option(help="Default CCA-KNN word ranking: eq5; standardized (each word's Eq. 5 score "
+                                       "against its leave-one-out scores on the training images, computed here); or "
+                                       "standardized-held-out (against its scores on 5 hold-outs of a ninth of the "
+                                       "images, the projection fitted again without each: 5 more fits; the most "
+                                       "words recalled).")] = "eq5",
     batch_size: Annotated[int, typer.Option(help="Images per encoder batch.")] = 32,
     strict: Annotated[bool, typer.Option(help="Make unreadable images and tags without word vectors errors.")] = False,
     index_kind: Annotated[str, typer.Option("--index", help="Image index: auto (exact Flat up to 50,000 images, else IVF "
@@ -289,7 +294,7 @@ def tune(
     projection: ProjectionOpt = "linear-cca",
     text_kernel: Annotated[str, typer.Option(help="KCCA: kernel on the text view, linear or rbf (kept, not searched).")] = "linear",
     vocabulary: VocabularyOpt = None,
-    grid: Annotated[str, typer.Option(help="Candidate grid: quick (48 candidates; 192 for kcca: two ridges, two kernel widths) or full (540, with standardised CCA-KNN; 1,080 for kcca).")] = "quick",
+    grid: Annotated[str, typer.Option(help="Candidate grid: quick (48 candidates; 192 for kcca: two ridges, two kernel widths) or full (612, with standardised CCA-KNN; 1,224 for kcca).")] = "quick",
     folds: Annotated[int, typer.Option(help="Cross-validation folds (with --cv cover: hold-outs).")] = 5,
     cv: Annotated[str, typer.Option(help="random: k-fold; cover: hold-outs that hold every word at least once, as "
                                          "the benchmarks' test splits do (for comparing with published numbers).")] = "random",

@@ -50,7 +50,7 @@ from annot.retrieval.ann import (
     tune_search,
 )
 from annot.retrieval.indexes import build_flat_index, save_index
-from annot.retrieval.scoring import SCORES, pooled_tagger, tag_k
+from annot.retrieval.scoring import SCORES, STANDARDIZED, pooled_tagger, tag_k
 from annot.schema import image_tags, images, tags
 from annot.schema.queries import label_matrix
 from annot.store import Store, atomic_write, save_arrays
@@ -323,14 +323,19 @@ def build_word_index(cca: Any, E: NDArray[np.float32], has_vector: NDArray[np.bo
     return build_flat_index(Z, np.array(vocab_ids, np.int64)[word_rows])
 
 
-def save_standards(store: Store, tag: str) -> str:
-    """Compute each word's standards for the store's own annotation settings (``AnnotationModel.standards``), save
-    them and switch the manifest to them; returns the file's store path."""
+def save_standards(store: Store, tag: str, progress: Progress | None = None) -> str:
+    """Compute each word's standards for the store's own annotation settings (``AnnotationModel.standards``; held-out
+    ones with ``annot.evaluation.tune.held_out_word_standards``), save them and switch the manifest to them; returns
+    the file's store path."""
+    from annot.evaluation.tune import held_out_word_standards
     from annot.retrieval.model import AnnotationModel
 
     model = AnnotationModel(store)
     settings = model.settings()
-    mean, spread = model.standards(settings)
+    if settings["score"] == "standardized-held-out":
+        mean, spread = held_out_word_standards(store, model.ids, progress)
+    else:
+        mean, spread = model.standards(settings)
     path = f"models/standards-{tag}.npz"
     save_arrays(store.path(path), {"mean": mean, "spread": spread})
     manifest = store.manifest()
@@ -452,9 +457,13 @@ def build_index(corpus_path: Path, store_root: Path, config: IndexConfig = Index
         if store.has_manifest() and "cnnr" in (previous := store.manifest()):
             manifest["cnnr"] = previous["cnnr"]  # CNN-R lives in models/cnnr/ and does not depend on the CCA
         store.write_manifest(manifest)
-        if config.score == "standardized":  # saved for the store's own settings, so queries need not compute them
-            with _Timer(seconds, "standards"), progress.task("word standards (leave-one-out scores)", None):
-                files["standards"] = save_standards(store, tag)
+        if config.score in STANDARDIZED:  # saved for the store's own settings, so queries need not compute them
+            if config.score == "standardized-held-out":  # the projection fitted again per hold-out: its own progress
+                with _Timer(seconds, "standards"):
+                    files["standards"] = save_standards(store, tag, progress)
+            else:
+                with _Timer(seconds, "standards"), progress.task("word standards (leave-one-out scores)", None):
+                    files["standards"] = save_standards(store, tag)
         store.remove_unreferenced(set(files.values()))
     finally:
         store.close()

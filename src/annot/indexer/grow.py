@@ -41,6 +41,7 @@ from annot.projection import load_projection
 from annot.projection.cca import CCAStatistics, LinearCCA
 from annot.retrieval.ann import set_search
 from annot.retrieval.indexes import load_index, save_index
+from annot.retrieval.scoring import STANDARDIZED
 from annot.schema import images
 from annot.store import Store, atomic_write, save_arrays
 
@@ -127,7 +128,7 @@ class _Open:
         self.store.write_manifest(m)
         referenced = {m["projection"]["file"], m["projection"]["statistics"], m["index"]["file"], m["index"]["ids_file"],
                       m["word_index"]["file"]}
-        if m.get("annotation", {}).get("score") == "standardized":
+        if m.get("annotation", {}).get("score") in STANDARDIZED:
             referenced.add(save_standards(self.store, tag))
         self.store.remove_unreferenced(referenced)
 

@@ -23,6 +23,7 @@ from annot.retrieval.baselines import BASELINES, Baseline
 from annot.retrieval.indexes import index_ids, load_index, search_correlation
 from annot.retrieval.scoring import (
     SCORES,
+    STANDARDIZED,
     Scored,
     cca_knn_pooled,
     cca_knn_scores,
@@ -242,7 +243,7 @@ class AnnotationModel:
             scored, D = baseline.annotate(X, n_tags)
             blank = np.zeros(len(self.ids), np.float32)
             return [self._prediction(s, self.ids, blank if D is None else D[q]) for q, s in enumerate(scored)]
-        standards = self.standards(settings) if method == "cca-knn" and settings["score"] == "standardized" else None
+        standards = self.standards(settings) if method == "cca-knn" and settings["score"] in STANDARDIZED else None
         T = self.project(X)
         n = self.index.ntotal
         depth = pool_depth(n, k, settings["depth"], self.exact_index)
@@ -283,19 +284,26 @@ class AnnotationModel:
     def standards_key(self, settings: dict[str, Any]) -> str:
         """What a word's standards depend on: the scoring settings and the indexed images (the index file's name)."""
         keys = ("k", "k_power", "temperature", "frequency_power", "depth")
-        return json.dumps({"index": self.manifest["index"]["file"], **{k: settings[k] for k in keys}}, sort_keys=True)
+        held_out = {"standards": "held-out"} if settings["score"] == "standardized-held-out" else {}
+        return json.dumps({"index": self.manifest["index"]["file"], **{k: settings[k] for k in keys}, **held_out},
+                          sort_keys=True)
 
     def standards(self, settings: dict[str, Any]) -> Standards:
         """Each word's mean and spread of its query-normalised CCA-KNN score (``word_standards``) under ``settings``:
         read from the store when it saved them for these settings (``annot index --score standardized``), else
         computed once here from up to ``STANDARDS_SAMPLE`` training images, each scored as a query over the other
-        training images exactly as ``predict`` scores a new image."""
+        training images exactly as ``predict`` scores a new image. Held-out standards (``standardized-held-out``)
+        need the projection fitted again without each hold-out, so only the store's own settings have them."""
         key = self.standards_key(settings)
         if key not in self._standards:
             saved = self.manifest.get("standards") or {}
             if saved.get("key") == key:
                 with np.load(self.store.path(saved["file"])) as arrays:
                     self._standards[key] = (arrays["mean"], arrays["spread"])
+            elif settings["score"] == "standardized-held-out":
+                raise AnnotError(f"{self.store.root}: held-out standards are saved for the store's own settings only "
+                                 "(they refit the projection on 5 hold-outs); index with these settings and --score "
+                                 "standardized-held-out, or use --score standardized")
             else:
                 log.info("computing word standards for %s", key)
                 self._standards[key] = word_standards(self.leave_one_out_scores(settings))
