@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from tests.conftest import invoke
 
+from annot.errors import AnnotError
 from annot.evaluation.tune import (
     Candidate,
     CVResult,
@@ -291,7 +292,8 @@ def test_held_out_candidates_are_standardised_against_the_other_hold_outs() -> N
         assert held_out.fold_n_plus[f] == s.n_plus
 
 
-def test_a_held_out_standardized_store_fits_its_projection_per_hold_out(synthetic: dict[str, Path], tmp_path: Path) -> None:
+def test_a_held_out_standardized_store_fits_its_projection_per_hold_out(synthetic: dict[str, Path], tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     from annot.evaluation.tune import HELD_OUT_FOLDS, HELD_OUT_SIZE, cross_validate
     from annot.features.words import load_word_vectors
     from annot.indexer.build import load_training_set
@@ -332,6 +334,24 @@ def test_a_held_out_standardized_store_fits_its_projection_per_hold_out(syntheti
     assert result.exit_code == 1 and "held-out standards are saved for the store's own settings only" in result.output
     assert len(result.output.strip().splitlines()) == 1
 
+    # past the size the hold-out fits are made for: refused before anything changes, by index and by add
+    from annot.indexer import build as build_module
+    from annot.indexer.grow import add_images
+
+    monkeypatch.setattr(build_module, "HELD_OUT_LINEAR_LIMIT", 100)
+    result = invoke("index", synthetic["train"], "--store", tmp_path / "big.annot", "--encoder", "fake", "--words",
+                    synthetic["words"], "--score", "standardized-held-out")
+    assert result.exit_code == 1 and "at most 100 training images, not 160" in result.output
+    assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "big.annot").exists()
+    before = (store / "manifest.json").read_text()
+    count = "SELECT split, count(*) AS n FROM images GROUP BY split ORDER BY split"
+    rows = invoke("sql", count, "--store", store, "--json").output
+    with pytest.raises(AnnotError, match="at most 100 training images"):
+        add_images(synthetic["test"], store)
+    assert (store / "manifest.json").read_text() == before
+    assert invoke("sql", count, "--store", store, "--json").output == rows
+    monkeypatch.undo()
+
     remove_images([str(read_corpus(synthetic["train"]).entries[0].path)], store)  # fewer images: new standards
     manifest = json.loads((store / "manifest.json").read_text())
     model = AnnotationModel.open(store)
@@ -340,3 +360,19 @@ def test_a_held_out_standardized_store_fits_its_projection_per_hold_out(syntheti
         assert not np.allclose(np.load(store / manifest["standards"]["file"])["mean"], saved["mean"])
     finally:
         model.close()
+
+
+def test_held_out_standards_refuse_a_fit_the_hold_outs_would_not_repeat(synthetic: dict[str, Path], tmp_path: Path) -> None:
+    for option in (("--landmarks", "50"), ("--text-kernel", "rbf", "--text-gamma-scale", "2")):
+        result = invoke("index", synthetic["train"], "--store", tmp_path / "k.annot", "--encoder", "fake", "--words",
+                        synthetic["words"], "--projection", "kcca", "--score", "standardized-held-out", *option)
+        assert result.exit_code == 1 and "not with --landmarks N or --text-gamma-scale" in result.output, result.output
+        assert not (tmp_path / "k.annot").exists()
+    result = invoke("index", synthetic["train"], "--store", tmp_path / "k.annot", "--encoder", "fake", "--words",
+                    synthetic["words"], "--projection", "kcca", "--gamma-scale", "2", "--score", "standardized-held-out")
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((tmp_path / "k.annot" / "manifest.json").read_text())
+    spread = np.load(tmp_path / "k.annot" / manifest["standards"]["file"])["spread"]
+    assert spread.shape == (len(manifest["vocabulary"]["words"]),) and (spread > 1e-6).all()
+    result = invoke("eval", synthetic["test"], "--store", tmp_path / "k.annot", "--json")
+    assert result.exit_code == 0 and json.loads(result.output)["params"]["score"] == "standardized-held-out"

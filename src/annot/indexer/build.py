@@ -34,7 +34,7 @@ from annot.indexer.stream import project_to_file, streamed_statistics, training_
 from annot.progress import NoProgress, Progress
 from annot.projection import PROJECTIONS, build_projection
 from annot.projection.cca import CCAStatistics, LinearCCA
-from annot.projection.registry import SPACES, space_rows
+from annot.projection.registry import SPACES, parse_landmarks, space_rows
 from annot.projection.text_kernel import TEXT_KERNELS
 from annot.retrieval.ann import (
     ADD_CHUNK,
@@ -323,6 +323,21 @@ def build_word_index(cca: Any, E: NDArray[np.float32], has_vector: NDArray[np.bo
     return build_flat_index(Z, np.array(vocab_ids, np.int64)[word_rows])
 
 
+HELD_OUT_LINEAR_LIMIT = 50_000  # training images: each hold-out's dense distances to its fitting images stay in memory
+
+
+def check_held_out_size(projection: str, n: int) -> None:
+    """Refuse held-out standards (``--score standardized-held-out``) where refitting the projection per hold-out, as
+    ``annot tune`` fits candidates (exact KCCA, dense distances), would not fit: above KCCA's exact-fit limit, or
+    ``HELD_OUT_LINEAR_LIMIT`` images for linear CCA."""
+    from annot.projection.kcca import EXACT_LIMIT
+
+    limit = EXACT_LIMIT if projection == "kcca" else HELD_OUT_LINEAR_LIMIT
+    if n > limit:
+        raise AnnotError(f"--score standardized-held-out refits the {projection} projection on five hold-outs: at most "
+                         f"{limit:,} training images, not {n:,}; use --score standardized")
+
+
 def save_standards(store: Store, tag: str, progress: Progress | None = None) -> str:
     """Compute each word's standards for the store's own annotation settings (``AnnotationModel.standards``; held-out
     ones with ``annot.evaluation.tune.held_out_word_standards``), save them and switch the manifest to them; returns
@@ -383,6 +398,12 @@ def build_index(corpus_path: Path, store_root: Path, config: IndexConfig = Index
         words = load_word_vectors(config.words)
         encoder = build_encoder(config.encoder, config.weights, flip=config.flip, crops=config.crops)
     report.dropped_tags = corpus.dropped_tags
+    if config.score == "standardized-held-out":  # before anything is written
+        check_held_out_size(config.projection, len(corpus.entries))
+        if config.projection == "kcca" and (parse_landmarks(config.landmarks) not in (None, "auto")
+                                            or config.text_gamma_scale != 1):
+            raise AnnotError("--score standardized-held-out fits its hold-outs as annot tune does (exact KCCA, the text "
+                             "kernel's default width): not with --landmarks N or --text-gamma-scale")
 
     store = Store.create(Path(store_root))
     try:

@@ -30,6 +30,7 @@ from annot.indexer.build import (
     annotation_tagger,
     build_image_index,
     build_word_index,
+    check_held_out_size,
     extract_features,
     save_standards,
 )
@@ -140,6 +141,8 @@ def add_images(corpus_path: Path, store_root: Path, *, strict: bool = False, pro
     try:
         state = _Open(store)
         corpus = read_corpus(Path(corpus_path), state.vocabulary)
+        if state.manifest.get("annotation", {}).get("score") == "standardized-held-out":  # before anything is written
+            check_held_out_size("linear-cca", len(state.ids) + len(corpus.entries))
         encoder = encoder_of_manifest(state.manifest["encoder"])
         items, _, _, _, _ = extract_features(store, corpus, TRAIN, encoder, strict=strict, batch_size=32, progress=progress)
         candidates = np.array(sorted({i for i, _ in items} - set(state.ids.tolist())), np.int64)
