@@ -197,17 +197,19 @@ def describe(r: dict[str, Any]) -> str:
     return f"{r['score']}, K {r['k']}, τ {r['tau']:g}{alpha}"
 
 
+def choices(name: str, rows: list[dict[str, Any]], second: str = "likeliest to reach both (second rule)") -> list[str]:
+    """Table lines headed ``name`` for two choices among ``rows``: the highest CV F1, and the second rule for the
+    target (the likeliest to reach both; ties to the higher CV F1), each with its test numbers."""
+    return [f"| {name} | {label} | {describe(r)} | {r['cv_f1']} | {r['cv_n_plus']} | {r['odds']} | {r['test_f1']} | "
+            f"{r['test_n_plus']} |"
+            for label, r in (("highest CV F1", max(rows, key=lambda r: r["cv_f1"])),
+                             (second, max(rows, key=lambda r: (r["odds"], r["cv_f1"]))))]
+
+
 def table(data: dict[str, Any]) -> list[str]:
-    """Per family: the highest CV F1, and the second rule for the target (the likeliest to reach both), each with
-    its test numbers."""
-    lines = []
-    for family in data["families"]:
-        mine = [r for r in data["candidates"] if r["family"] == family]
-        for label, r in (("highest CV F1", max(mine, key=lambda r: r["cv_f1"])),
-                         ("likeliest to reach both (second rule)", max(mine, key=lambda r: (r["odds"], r["cv_f1"])))):
-            lines.append(f"| {family} | {label} | {describe(r)} | {r['cv_f1']} | {r['cv_n_plus']} | {r['odds']} | "
-                         f"{r['test_f1']} | {r['test_n_plus']} |")
-    return lines
+    """Per family: the highest CV F1, and the second rule for the target, each with its test numbers."""
+    return [line for family in data["families"]
+            for line in choices(family, [r for r in data["candidates"] if r["family"] == family])]
 
 
 HEAD = ["features", "rule (CV only)", "settings", "CV F1", "CV N+", "estimated chance", "test F1", "test N+"]

@@ -31,10 +31,10 @@ from numpy.typing import NDArray
 
 from annot.cli.render import RichProgress
 from annot.evaluation.splits import cv_splits
-from annot.retrieval.scoring import cca_knn_scores, word_standards
+from annot.retrieval.scoring import cca_knn_scores, held_out_standards, standardize, word_standards
 from assemble import write_results
 from corel5k import cover_holdout
-from fusion import ALPHAS, KS, TAUS, Member, fit_members, load, quality, with_odds
+from fusion import ALPHAS, KS, TAUS, Member, choices, describe, fit_members, load, quality, with_odds
 
 MEMBERS = ("corel5k-triple-minilm-kcca:efficientnet-lite2-stages,corel5k-triple-minilm-kcca:efficientnet-lite1-stages,"
            "corel5k-triple-minilm-kcca:efficientnet-lite0-stages,corel5k-lite2-res:efficientnet-lite2-stages@300,"
@@ -43,16 +43,6 @@ MEMBERS = ("corel5k-triple-minilm-kcca:efficientnet-lite2-stages,corel5k-triple-
 
 def normalised(scores: NDArray[np.float64]) -> NDArray[np.float64]:
     return scores / np.maximum(scores.max(axis=1, keepdims=True), 1e-300)
-
-
-def held_out_standards(scores: list[NDArray[np.float64]], held: list[NDArray[np.int64]], part: int
-                       ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    """μ_w and σ_w of the query-normalised scores of the cover hold-outs' queries other than ``part``'s (part 5, the
-    test split: all five), leaving out the images hold-out ``part`` holds."""
-    others = [g for g in range(len(held)) if g != part]
-    pooled = np.concatenate([normalised(scores[g])[~np.isin(held[g], held[part])] if part < len(held)
-                             else normalised(scores[g]) for g in others])
-    return pooled.mean(axis=0), np.maximum(pooled.std(axis=0), 1e-6)
 
 
 def sweep(name: str, member: Member, labels: list[NDArray[np.bool_]], queries: list[NDArray[np.bool_]],
@@ -69,9 +59,10 @@ def sweep(name: str, member: Member, labels: list[NDArray[np.bool_]], queries: l
             for p, s in enumerate(raw):
                 if kind == "loo":
                     mean, spread = word_standards(cca_knn_scores(member.F[p], labels[p], k, tau)[0])
-                else:
-                    mean, spread = held_out_standards(raw[:5], held, p)
-                z.append(np.where(s > 0, (normalised(s) - mean) / spread, -np.inf))
+                else:  # the other hold-outs' queries without the images this one holds; the test split: all five
+                    mean, spread = held_out_standards([(held[g], raw[g]) for g in range(5) if g != p],
+                                                      held[p] if p < 5 else None)
+                z.append(standardize(s, (mean, spread)))
             grid.append((f"standardized, {kind} standards", 0.0, z))
         for kind, a, S in grid:
             floor = 0.0 if kind == "eq5" else -np.inf
@@ -83,22 +74,14 @@ def sweep(name: str, member: Member, labels: list[NDArray[np.bool_]], queries: l
     return rows
 
 
-def describe(r: dict[str, Any]) -> str:
-    alpha = f", α {r['alpha']:g}" if r["score"] == "eq5" else ""
-    return f"{r['score']}, K {r['k']}, τ {r['tau']:g}{alpha}"
-
-
 def table(data: dict[str, Any]) -> list[str]:
     """Per member and family: the highest CV F1 and the likeliest to reach both targets; then the pick over all."""
     lines = []
     rows = data["candidates"]
     for name in data["members"]:
         for family in ("eq5", "standardized, loo standards", "standardized, held-out standards"):
-            mine = [r for r in rows if r["member"] == name and r["score"] == family]
-            for label, r in (("highest CV F1", max(mine, key=lambda r: r["cv_f1"])),
-                             ("likeliest to reach both", max(mine, key=lambda r: (r["odds"], r["cv_f1"])))):
-                lines.append(f"| {name} | {label} | {describe(r)} | {r['cv_f1']} | {r['cv_n_plus']} | {r['odds']} | "
-                             f"{r['test_f1']} | {r['test_n_plus']} |")
+            lines += choices(name, [r for r in rows if r["member"] == name and r["score"] == family],
+                             "likeliest to reach both")
     pick = max(rows, key=lambda r: (r["odds"], r["cv_f1"]))
     lines.append(f"| **every member** | **likeliest to reach both (the rule fixed before the run)** | {pick['member']}: "
                  f"{describe(pick)} | {pick['cv_f1']} | {pick['cv_n_plus']} | {pick['odds']} | **{pick['test_f1']}** | "

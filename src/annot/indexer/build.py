@@ -50,7 +50,7 @@ from annot.retrieval.ann import (
     tune_search,
 )
 from annot.retrieval.indexes import build_flat_index, save_index
-from annot.retrieval.scoring import SCORES, STANDARDIZED, pooled_tagger, tag_k
+from annot.retrieval.scoring import SCORES, pooled_tagger, tag_k
 from annot.schema import image_tags, images, tags
 from annot.schema.queries import label_matrix
 from annot.store import Store, atomic_write, save_arrays
@@ -478,13 +478,13 @@ def build_index(corpus_path: Path, store_root: Path, config: IndexConfig = Index
         if store.has_manifest() and "cnnr" in (previous := store.manifest()):
             manifest["cnnr"] = previous["cnnr"]  # CNN-R lives in models/cnnr/ and does not depend on the CCA
         store.write_manifest(manifest)
-        if config.score in STANDARDIZED:  # saved for the store's own settings, so queries need not compute them
-            if config.score == "standardized-held-out":  # the projection fitted again per hold-out: its own progress
-                with _Timer(seconds, "standards"):
-                    files["standards"] = save_standards(store, tag, progress)
-            else:
-                with _Timer(seconds, "standards"), progress.task("word standards (leave-one-out scores)", None):
-                    files["standards"] = save_standards(store, tag)
+        # standards are saved for the store's own settings, so queries need not compute them
+        if config.score == "standardized-held-out":  # the projection fitted again per hold-out: its own progress
+            with _Timer(seconds, "standards"):
+                files["standards"] = save_standards(store, tag, progress)
+        elif config.score == "standardized":
+            with _Timer(seconds, "standards"), progress.task("word standards (leave-one-out scores)", None):
+                files["standards"] = save_standards(store, tag)
         store.remove_unreferenced(set(files.values()))
     finally:
         store.close()
