@@ -37,6 +37,7 @@ test: setup chromium
 lint: setup
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 bench: setup
 	$(BIN)/python benchmarks/corel5k.py --store $(STORE)

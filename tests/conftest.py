@@ -45,7 +45,7 @@ def tiny_backbone(width: int = 16):  # type: ignore[no-untyped-def]
     def build(weights):  # type: ignore[no-untyped-def]
         import torch
 
-        from annot.cnnr.network import Backbone
+        from annot.methods.cnnr.network import Backbone
 
         torch.manual_seed(0)
         trunk = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, stride=2, padding=1), torch.nn.ReLU())
@@ -57,7 +57,7 @@ def tiny_backbone(width: int = 16):  # type: ignore[no-untyped-def]
 
 
 def _register_backbones() -> None:
-    from annot.cnnr.network import register_backbone
+    from annot.methods.cnnr.network import register_backbone
 
     register_backbone("tiny16", tiny_backbone(16))
     register_backbone("tiny24", tiny_backbone(24))
@@ -112,13 +112,20 @@ def synthetic(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     }
 
 
+def fake_settings(synthetic: dict[str, Path], **flags: object):  # type: ignore[no-untyped-def]
+    """Settings for the fake encoder and the synthetic word vectors, with CLI-style ``flags`` (``k=3, text="bv"``)."""
+    from annot.cli.app import build_settings
+
+    return build_settings(**{"encoder": "fake", "words": str(synthetic["words"]), **flags})  # type: ignore[arg-type]
+
+
 @pytest.fixture(scope="session")
 def built_store(synthetic: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A store indexed from the synthetic train corpus with the fake encoder (built once; tests must not modify it)."""
-    from annot.indexer import IndexConfig, build_index
+    from annot.indexer import build_index
 
     store = tmp_path_factory.mktemp("stores") / "synthetic.annot"
-    build_index(synthetic["train"], store, IndexConfig(encoder="fake", words=str(synthetic["words"]), k=3, temperature=0.1))
+    build_index(synthetic["train"], store, fake_settings(synthetic, k=3, temperature=0.1))
     return store
 
 
@@ -126,7 +133,7 @@ def invoke(*args: str | Path):  # type: ignore[no-untyped-def]
     """Run the CLI in process (typer's CliRunner) with string arguments."""
     from typer.testing import CliRunner
 
-    from annot.cli.app import app
+    from annot.cli.main import app
 
     return CliRunner().invoke(app, [str(a) for a in args])
 
@@ -140,3 +147,11 @@ def store(built_store: Path, tmp_path: Path) -> Path:
     shutil.copytree(built_store, copy)
     return copy
 
+
+
+def candidate(**flat: object):  # type: ignore[no-untyped-def]
+    """A cross-validation candidate from flat names (``text="bv", normalization="none", k=3``), on the defaults."""
+    from annot.cli.app import build_settings
+
+    names = {"normalization": "normalize"}
+    return build_settings(**{names.get(k, k): v for k, v in flat.items()})  # type: ignore[arg-type]

@@ -7,12 +7,12 @@ import pytest
 from numpy.typing import NDArray
 
 from annot.errors import AnnotError
-from annot.retrieval.baselines import BASELINES, TrainingData
-from annot.retrieval.baselines.base import distance_scales, l1_distances, sq_l2_distances
-from annot.retrieval.baselines.metric import TwoPassKNNML, jaccard, learn_dimension_weights
-from annot.retrieval.baselines.neighbours import JEC, MBRM, Frequency, TwoPassKNN
-from annot.retrieval.baselines.svm import SVMDMBRM
-from annot.retrieval.baselines.tagprop import TagProp
+from annot.methods.baselines import BASELINES, TrainingData
+from annot.methods.baselines.base import distance_scales, l1_distances, sq_l2_distances
+from annot.methods.baselines.metric import TwoPassKNNML, jaccard, learn_dimension_weights
+from annot.methods.baselines.neighbours import JEC, MBRM, Frequency, TwoPassKNN
+from annot.methods.baselines.svm import SVMDMBRM
+from annot.methods.baselines.tagprop import TagProp
 from annot.retrieval.scoring import cca_knn_scores
 
 CLUSTER_TAGS = [(0, 1), (2, 3), (4, 5, 0), (6, 7), (8, 9), (10, 11, 2)]

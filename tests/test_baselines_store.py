@@ -9,11 +9,22 @@ import numpy as np
 import pytest
 
 from annot.errors import StoreError
-from annot.indexer import IndexConfig, build_index
-from annot.retrieval.baselines.stored import fit_baseline, load_baseline
-from annot.retrieval.model import AnnotationModel
-from annot.store import Store
-from conftest import invoke
+from annot.indexer import build_index
+from annot.methods import StoreModel, method_class
+from annot.store import StoreDir
+from conftest import fake_settings, invoke
+
+
+def fit_baseline(store: Path, name: str):  # type: ignore[no-untyped-def]
+    model = StoreModel(StoreDir.open(store, write=True))
+    try:
+        return method_class(name).fit(model)
+    finally:
+        model.close()
+
+
+def load_baseline(store: StoreDir, name: str):  # type: ignore[no-untyped-def]
+    return method_class(name).open(StoreModel(store)).fitted  # type: ignore[attr-defined]
 
 
 def test_fit_keeps_parameters_and_eval_records_them(store: Path, synthetic: dict[str, Path]) -> None:
@@ -59,14 +70,13 @@ def test_an_unfitted_trained_method_is_a_clear_error(store: Path, synthetic: dic
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert len(lines) == 1 and "annot fit svm-dmbrm" in lines[0] and str(store) in lines[0]
     result = invoke("fit", "bogus", "--store", store)
-    assert result.exit_code == 1 and "unknown method 'bogus'" in result.output
+    assert result.exit_code == 2 and "must be one of" in result.output and "'bogus'" in result.output
 
 
 def test_restored_baseline_predicts_as_the_fitted_one(store: Path) -> None:
     fit_baseline(store, "2pknn-ml")
-    with Store.open(store, read_only=True) as s:
-        model = AnnotationModel(s)
-        restored = load_baseline(s, "2pknn-ml", model.ids, model.labels)
+    with StoreDir.open(store) as s:
+        restored = load_baseline(s, "2pknn-ml")
         fresh = type(restored)(restored.data)
         fresh.fit()
         X = restored.data.X[:10]
@@ -78,16 +88,14 @@ def test_restored_baseline_predicts_as_the_fitted_one(store: Path) -> None:
 
 def test_fitted_methods_do_not_survive_a_rebuild_on_other_images(store: Path, synthetic: dict[str, Path]) -> None:
     fit_baseline(store, "svm-dmbrm")
-    with Store.open(store, read_only=True) as s:
-        entry = s.manifest()["methods"]["svm-dmbrm"]
+    with StoreDir.open(store) as s:
+        entry = s.manifest().methods["svm-dmbrm"]
     manifest = json.loads((store / "manifest.json").read_text())
     manifest["methods"]["svm-dmbrm"]["training"] = "0" * 16  # as if fitted on other training images
     (store / "manifest.json").write_text(json.dumps(manifest))
-    with Store.open(store, read_only=True) as s:
-        model = AnnotationModel(s)
-        with pytest.raises(StoreError, match="fitted on other training images"):
-            load_baseline(s, "svm-dmbrm", model.ids, model.labels)
-    build_index(synthetic["train"], store, IndexConfig(encoder="fake", words=str(synthetic["words"]), k=3, temperature=0.1))
-    with Store.open(store, read_only=True) as s:
-        assert "methods" not in s.manifest()
-    assert not (store / entry["file"]).exists()
+    with StoreDir.open(store) as s, pytest.raises(StoreError, match="fitted on other training images"):
+        load_baseline(s, "svm-dmbrm")
+    build_index(synthetic["train"], store, fake_settings(synthetic, k=3, temperature=0.1))
+    with StoreDir.open(store) as s:
+        assert not s.manifest().methods
+    assert not (store / entry.file.path).exists()

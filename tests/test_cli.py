@@ -11,13 +11,13 @@ import pytest
 import torch
 from typer.main import get_command
 
-from annot.cli.app import app
+from annot.cli.main import app
 from conftest import invoke
 
 
 def test_every_command_has_help_text() -> None:
     group = get_command(app)
-    assert group.help
+    assert group.help and len(group.commands) >= 14  # type: ignore[attr-defined]
     for name, command in group.commands.items():  # type: ignore[attr-defined]
         assert command.help, f"annot {name} has no help text"
         result = invoke(name, "--help")
@@ -27,20 +27,20 @@ def test_every_command_has_help_text() -> None:
 
 
 def test_index_defaults_are_the_library_defaults() -> None:
-    """`annot index` with no options builds exactly `IndexConfig()`: the CLI repeats no stale default."""
-    from annot.indexer import IndexConfig
+    """`annot index` with no options builds exactly `BuildSettings()`: every option left out is the library's
+    default (written once, in annot.settings), and with --projection kcca the scoring defaults are KCCA's."""
+    from annot.cli.app import build_settings
+    from annot.settings import BuildSettings, ScoringSettings
 
     params = {p.name: p.default for p in get_command(app).commands["index"].params}  # type: ignore[attr-defined]
-    names = {"normalize": "normalization", "reg": "reg_x", "components": "n_components", "index_kind": "index"}
-    default = IndexConfig()
-    compared = 0
-    for name, value in params.items():
-        field = names.get(name, name)
-        if hasattr(default, field) and field not in {"vocabulary", "weights"}:
-            expected = getattr(default, field)
-            assert value == expected or (value is None and expected is None), f"--{name}: CLI {value!r}, library {expected!r}"
-            compared += 1
-    assert compared >= 20
+    flags = {name: value for name, value in params.items() if name not in {"corpus", "store", "json_out", "wait"}}
+    assert len(flags) >= 25 and all(v in (None, False) for v in flags.values()), flags
+    assert build_settings() == BuildSettings()
+    kcca = build_settings(projection="kcca")
+    assert kcca.scoring == ScoringSettings.defaults_for("kcca") == ScoringSettings(k=8, temperature=0.05,
+                                                                                    frequency_power=0.0)
+    assert kcca.projection.normalization == "power" and BuildSettings().projection.normalization == "none"
+    assert build_settings(projection="kcca", k=16).scoring.k == 16  # a flag given wins over the projection's default
 
 
 def test_index_query_eval_info_as_json(synthetic: dict[str, Path], tmp_path: Path) -> None:
@@ -70,19 +70,6 @@ def test_index_query_eval_info_as_json(synthetic: dict[str, Path], tmp_path: Pat
     assert info["vocabulary_size"] == 8
 
 
-def test_index_with_crops_keeps_its_own_features_and_queries_through_them(synthetic: dict[str, Path], tmp_path: Path) -> None:
-    s = tmp_path / "crops.annot"
-    result = invoke("index", synthetic["train"], "--store", s, "--encoder", "fake", "--words", synthetic["words"],
-                    "--k", "3", "--crops", "--flip", "--json")
-    assert result.exit_code == 0, result.output
-    encoder = json.loads((s / "manifest.json").read_text())["encoder"]
-    assert (encoder["key"], encoder["crops"], encoder["flip"]) == ("fake-crops-flip", True, True)
-    assert (s / "features" / "fake-crops-flip").is_dir()
-    result = invoke("eval", synthetic["test"], "--store", s, "--json")  # queries rebuild the encoder from the manifest
-    assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout)["summary"]["R"] > 90
-
-
 def test_query_a_directory_in_plain_text(store: Path, synthetic: dict[str, Path], tmp_path: Path) -> None:
     folder = tmp_path / "few"
     folder.mkdir()
@@ -98,7 +85,7 @@ def test_query_a_directory_in_plain_text(store: Path, synthetic: dict[str, Path]
     [
         (("query", "{image}", "--store", "{tmp}/nowhere.annot"), "no such store"),
         (("query", "{tmp}/nope.jpg", "--store", "{store}"), "nope.jpg: no such file"),
-        (("query", "{image}", "--store", "{store}", "--method", "magic"), "unknown method 'magic'"),
+        (("query", "{image}", "--store", "{store}", "--method", "magic"), "--method must be one of cca-knn, nn"),
         (("info", "--store", "{tmp}"), "not a complete store"),
         (("eval", "{tmp}/bad.jsonl", "--store", "{store}"), "bad.jsonl:2: not valid JSON"),
         (("index", "{tmp}/bad.jsonl", "--store", "{tmp}/new.annot", "--encoder", "fake"), "bad.jsonl:2: not valid JSON"),
@@ -166,18 +153,21 @@ def test_runs_sql_and_compare(store: Path, synthetic: dict[str, Path]) -> None:
 
 def test_tune_chooses_on_training_folds_and_rebuilds(synthetic: dict[str, Path], tmp_path: Path) -> None:
     s = tmp_path / "tuned.annot"
-    result = invoke("tune", synthetic["train"], "--store", s, "--encoder", "fake", "--words", synthetic["words"],
-                    "--folds", "3", "--json")
+    assert invoke("index", synthetic["train"], "--store", s, "--encoder", "fake", "--words", synthetic["words"],
+                  "--memory-budget", "1GB").exit_code == 0
+    result = invoke("tune", "--store", s, "--folds", "3", "--json")
     assert result.exit_code == 0, result.output
     out = json.loads(result.stdout)
     chosen = out["chosen"]
     assert out["top"][0]["candidate"] == chosen
     assert out["top"][0]["f1"] >= max(t["f1"] for t in out["top"])
     info = json.loads(invoke("info", "--store", s, "--json").stdout)
-    assert info["annotation"]["k"] == chosen["k"] and info["text"] == chosen["text"]
-    assert info["annotation"]["frequency_power"] == chosen["frequency_power"]
+    settings = info["settings"]
+    assert settings["scoring"]["k"] == chosen["k"] and settings["text"]["view"] == chosen["text"]
+    assert settings["scoring"]["frequency_power"] == chosen["frequency_power"]
+    assert settings["index"]["memory_budget"] == "1GB"  # what tune does not search stays the store's
     listed = json.loads(invoke("runs", "--store", s, "--json").stdout)
-    assert len(listed) == len(out["runs"]) == 48 and all(r["dataset"].startswith("cv:3-fold:") and r["dataset"].endswith("train.jsonl") for r in listed)
+    assert len(listed) == len(out["runs"]) == 48 and all(r["dataset"].startswith("cv:3-fold:") for r in listed)
     assert info["counts"].get("images.test", 0) == 0  # nothing but the training corpus was touched
     # the reported ties are the recorded candidates within one paired standard error of the chosen one's fold F1s
     recorded = [json.loads(r["params_json"]) for r in json.loads(invoke("sql", "SELECT params_json FROM runs", "--store", s,
@@ -189,48 +179,26 @@ def test_tune_chooses_on_training_folds_and_rebuilds(synthetic: dict[str, Path],
     assert chosen not in out["tied"]
 
 
-def test_tune_on_cover_hold_outs_records_the_design(synthetic: dict[str, Path], tmp_path: Path) -> None:
-    s = tmp_path / "covered.annot"
-    result = invoke("tune", synthetic["train"], "--store", s, "--encoder", "fake", "--words", synthetic["words"],
-                    "--folds", "2", "--cv", "cover", "--holdout", "0.2", "--json")
+def test_tune_on_cover_hold_outs_records_the_design(store: Path, synthetic: dict[str, Path], tmp_path: Path) -> None:
+    result = invoke("tune", "--store", store, "--folds", "2", "--cv", "cover", "--holdout", "0.2", "--json")
     assert result.exit_code == 0, result.output
-    listed = json.loads(invoke("runs", "--store", s, "--json").stdout)
+    listed = json.loads(invoke("runs", "--store", store, "--json").stdout)
     assert len(listed) == 48 and all(r["dataset"].startswith("cv:2-cover:") for r in listed)
-    params = json.loads(invoke("sql", "SELECT params_json FROM runs LIMIT 1", "--store", s, "--json").stdout)[0]
+    params = json.loads(invoke("sql", "SELECT params_json FROM runs LIMIT 1", "--store", store, "--json").stdout)[0]
     recorded = json.loads(params["params_json"])
     assert recorded["cv"] == "cover" and recorded["holdout"] == 0.2 and len(recorded["fold_f1"]) == 2
     assert len(recorded["fold_n_plus"]) == 2
-
-    # two targets: the candidate most likely to reach both, from the recorded fold scores (spreads pooled by median)
-    from scipy.stats import norm
-
-    recorded = [json.loads(r["params_json"]) | {"f1": r["f1"]}
-                for r in json.loads(invoke("sql", "SELECT params_json, f1 FROM runs", "--store", s, "--json").stdout)]
-    f1s = np.array([r["f1"] for r in recorded])
-    n_plus = np.array([np.mean(r["fold_n_plus"]) for r in recorded])
-    f1_target, n_plus_target = float(np.median(f1s)), float(np.median(n_plus))
-    # (a spread of 0, as N+ can be on these small folds, is floored at 1e-9: a certain pass, fail or coin toss)
-    spread_f1 = max(np.median([np.std(r["fold_f1"], ddof=1) for r in recorded]), 1e-9)
-    spread_n = max(np.median([np.std(r["fold_n_plus"], ddof=1) for r in recorded]), 1e-9)
-    odds = norm.cdf((f1s - f1_target) / spread_f1) * norm.cdf((n_plus - n_plus_target) / spread_n)
-    both = invoke("tune", synthetic["train"], "--store", s, "--encoder", "fake", "--words", synthetic["words"],
-                  "--folds", "2", "--cv", "cover", "--holdout", "0.2", "--min-f1", str(100 * f1_target),
-                  "--min-n-plus", str(n_plus_target), "--json")
-    assert both.exit_code == 0, both.output
-    out = json.loads(both.stdout)
-    assert out["target_odds"] == pytest.approx(odds.max())
-    likeliest = [{k: r[k] for k in out["chosen"]} for r, p in zip(recorded, odds, strict=True) if p == odds.max()]
-    assert out["chosen"] in likeliest
-
+    manifest = (store / "manifest.json").read_bytes()
     for args, message in ((["--cv", "stratified"], "--cv must be one of random, cover"),
                           (["--cv", "cover", "--holdout", "2"], "--holdout must be a fraction"),
-                          (["--min-n-plus", "200"], "--min-n-plus needs --min-f1"),
-                          (["--min-f1", "40", "--min-n-plus", "-1"], "--min-n-plus must not be negative"),
+                          (["--min-f1", "140"], "--min-f1 must be a percentage"),
+                          (["--grid", "huge"], "--grid must be one of quick, full"),
                           (["--folds", "1"], "--folds must be at least 2")):
-        bad = invoke("tune", synthetic["train"], "--store", tmp_path / "bad.annot", "--encoder", "fake",
-                     "--words", synthetic["words"], *args)
-        assert bad.exit_code == 1 and message in bad.stderr, bad.output
-        assert not (tmp_path / "bad.annot").exists()  # refused before anything was written
+        bad = invoke("tune", "--store", store, *args)
+        assert bad.exit_code != 0 and message in bad.stderr, bad.output
+        assert (store / "manifest.json").read_bytes() == manifest  # refused before anything was written
+    missing = invoke("tune", "--store", tmp_path / "none.annot")
+    assert missing.exit_code == 1 and "no such store" in missing.stderr
 
 
 def test_progress_without_a_terminal_is_occasional_lines() -> None:

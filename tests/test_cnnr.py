@@ -9,12 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from annot.cnnr.train import CHECKPOINT, CNNRConfig, targets, train_cnnr
 from annot.errors import AnnotError, EncoderError
 from annot.evaluation.evaluate import evaluate
-from annot.indexer import IndexConfig, build_index
-from annot.store import Store
-from conftest import invoke, tiny_backbone, write_word_vectors
+from annot.indexer import build_index
+from annot.methods.cnnr.train import CHECKPOINT, CNNRConfig, targets, train_cnnr
+from annot.settings import ScoringSettings
+from annot.store import StoreDir
+from conftest import fake_settings, invoke, tiny_backbone, write_word_vectors
 
 FAST = CNNRConfig(backbone="tiny16", epochs=30, batch_size=32, lr=1e-2, lr_ratio=0.5, patience=30)
 
@@ -25,7 +26,7 @@ FAST = CNNRConfig(backbone="tiny16", epochs=30, batch_size=32, lr=1e-2, lr_ratio
 def trained(built_store: Path, synthetic: dict[str, Path], tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
     root = tmp_path_factory.mktemp("cnnr") / "s.annot"
     shutil.copytree(built_store, root)
-    report = train_cnnr(synthetic["train"], root, FAST)
+    report = train_cnnr(root, FAST)
     return root, report
 
 
@@ -43,8 +44,8 @@ def test_training_lowers_the_loss_and_answers_the_planted_tags(trained, syntheti
     assert losses[-1] < 0.5 * losses[0]
     assert report.n_train + report.n_validation == 160 and report.n_validation == 16
     assert (root / report.model_file).is_file() and (root / CHECKPOINT).is_file()
-    result = evaluate(root, synthetic["test"], method="cnn-r", n_tags=3)
-    prior = evaluate(root, synthetic["test"], method="freq", n_tags=3)
+    result = evaluate(root, synthetic["test"], scoring=ScoringSettings(method="cnn-r", n_tags=3))
+    prior = evaluate(root, synthetic["test"], scoring=ScoringSettings(method="freq", n_tags=3))
     assert result.summary.recall > 0.6 and result.summary.f1 > prior.summary.f1 + 0.2
     assert result.params["method"] == "cnn-r" and result.params["backbone"] == "tiny16"
 
@@ -59,16 +60,17 @@ def test_validation_f1_is_what_answering_the_validation_images_gives(trained, sy
 
     root, report = trained
     assert len(report.validation_ids) == report.n_validation == 16
-    with Store.open(root, read_only=True) as s, s.db.connect() as conn:
+    with StoreDir.open(root) as s, s.db.connect() as conn:
         paths = {i: p for i, p in conn.execute(select(images.c.id, images.c.path).where(images.c.id.in_(report.validation_ids)))}
     entries = {str((synthetic["folder"] / json.loads(line)["image"]).resolve()): json.loads(line)
                for line in synthetic["train"].read_text().splitlines()}
     held = tmp_path / "held.jsonl"  # copies of the held-out images: evaluating on a store's own paths is refused
-    for i in report.validation_ids:
-        shutil.copy(paths[i], tmp_path / f"{i}.jpeg")
+    for i in report.validation_ids:  # the same pictures in other bytes (a byte after the JPEG's end), so that they
+        # are not refused as copies of training images; they decode to the same pixels
+        (tmp_path / f"{i}.jpeg").write_bytes(Path(paths[i]).read_bytes() + b"\0")
     held.write_text("".join(json.dumps({**entries[str(Path(paths[i]).resolve())], "image": f"{i}.jpeg"}) + "\n"
                             for i in report.validation_ids))
-    result = evaluate(root, held, method="cnn-r", n_tags=5, record=False)
+    result = evaluate(root, held, scoring=ScoringSettings(method="cnn-r", n_tags=5), record=False)
     kept = report.history[report.best_epoch - 1]
     assert kept["validation_f1"] == report.best_validation_f1
     assert abs(100 * result.summary.f1 - report.best_validation_f1) < 0.01
@@ -80,21 +82,22 @@ def test_validation_f1_is_what_answering_the_validation_images_gives(trained, sy
 
 def test_the_kept_epoch_and_early_stopping_follow_the_selection(store: Path, synthetic: dict[str, Path]) -> None:
     for select, value in (("loss", lambda h: h["validation_loss"]), ("f1", lambda h: -h["validation_f1"])):
-        report = train_cnnr(synthetic["train"], store, CNNRConfig(backbone="tiny16", epochs=14, batch_size=32, lr=3e-2,
+        report = train_cnnr(store, CNNRConfig(backbone="tiny16", epochs=14, batch_size=32, lr=3e-2,
                                                                  lr_ratio=0.5, patience=2, select=select, restart=True))
         values = [value(h) for h in report.history]
         assert report.best_epoch == 1 + values.index(min(values))  # the first epoch with the best value
         assert len(report.history) in (14, report.best_epoch + 2)  # stopped 2 epochs after it without improvement
-        with Store.open(store, read_only=True) as s:
-            assert s.manifest()["cnnr"]["select"] == select and s.manifest()["cnnr"]["best_epoch"] == report.best_epoch
+        with StoreDir.open(store) as s:
+            info = s.manifest().cnnr.info  # type: ignore[union-attr]
+            assert info["select"] == select and info["best_epoch"] == report.best_epoch
     with pytest.raises(AnnotError, match="--select"):
-        train_cnnr(synthetic["train"], store, CNNRConfig(backbone="tiny16", epochs=1, select="accuracy", restart=True))
+        train_cnnr(store, CNNRConfig(backbone="tiny16", epochs=1, select="accuracy", restart=True))
 
 
 def test_resume_continues_from_the_checkpoint(store: Path, synthetic: dict[str, Path]) -> None:
     config = CNNRConfig(backbone="tiny16", epochs=2, batch_size=32, lr=1e-2)
-    first = train_cnnr(synthetic["train"], store, config)
-    second = train_cnnr(synthetic["train"], store, CNNRConfig(backbone="tiny16", epochs=4, batch_size=32, lr=1e-2))
+    first = train_cnnr(store, config)
+    second = train_cnnr(store, CNNRConfig(backbone="tiny16", epochs=4, batch_size=32, lr=1e-2))
     assert second.resumed_from_epoch == 2 and len(second.history) == 4
     assert second.history[:2] == first.history
 
@@ -116,31 +119,31 @@ def test_resume_continues_from_the_checkpoint(store: Path, synthetic: dict[str, 
             return run()
 
     with pytest.raises(KeyboardInterrupt):  # interrupted during the 6th epoch: the 5th was checkpointed
-        train_cnnr(synthetic["train"], store, CNNRConfig(backbone="tiny16", epochs=8, batch_size=32, lr=1e-2), Interrupt())
-    third = train_cnnr(synthetic["train"], store, CNNRConfig(backbone="tiny16", epochs=6, batch_size=32, lr=1e-2))
+        train_cnnr(store, CNNRConfig(backbone="tiny16", epochs=8, batch_size=32, lr=1e-2), Interrupt())
+    third = train_cnnr(store, CNNRConfig(backbone="tiny16", epochs=6, batch_size=32, lr=1e-2))
     assert third.resumed_from_epoch == 5 and [h["epoch"] for h in third.history] == [1, 2, 3, 4, 5, 6]
 
 
 def test_a_checkpoint_for_another_backbone_or_dimension_is_a_clear_error(store: Path, synthetic: dict[str, Path], tmp_path: Path) -> None:
-    train_cnnr(synthetic["train"], store, CNNRConfig(backbone="tiny16", epochs=1))
+    train_cnnr(store, CNNRConfig(backbone="tiny16", epochs=1))
     with pytest.raises(AnnotError, match="--restart"):
-        train_cnnr(synthetic["train"], store, CNNRConfig(backbone="tiny24", epochs=2))
+        train_cnnr(store, CNNRConfig(backbone="tiny24", epochs=2))
     # a store whose word vectors have another dimension, given this checkpoint
     words = tmp_path / "words8.txt"
     write_word_vectors(words, dim=8)
     other = tmp_path / "other.annot"
-    build_index(synthetic["train"], other, IndexConfig(encoder="fake", words=str(words), k=3))
+    build_index(synthetic["train"], other, fake_settings({"words": words}, k=3))
     (other / CHECKPOINT).parent.mkdir(parents=True, exist_ok=True)
     shutil.copy(store / CHECKPOINT, other / CHECKPOINT)
     with pytest.raises(AnnotError, match="dim 6 there, 8 here") as info:
-        train_cnnr(synthetic["train"], other, CNNRConfig(backbone="tiny16", epochs=2))
+        train_cnnr(other, CNNRConfig(backbone="tiny16", epochs=2))
     assert "backbone" not in str(info.value)  # only the settings that differ are named
-    report = train_cnnr(synthetic["train"], other, CNNRConfig(backbone="tiny24", epochs=1, restart=True))
+    report = train_cnnr(other, CNNRConfig(backbone="tiny24", epochs=1, restart=True))
     assert report.resumed_from_epoch == 0
 
 
 def test_cli_train_query_open_vocabulary_and_cnnr_encoder(store: Path, synthetic: dict[str, Path], tmp_path: Path) -> None:
-    result = invoke("train-cnnr", synthetic["train"], "--store", store, "--backbone", "tiny16", "--epochs", "3",
+    result = invoke("train-cnnr", "--store", store, "--backbone", "tiny16", "--epochs", "3",
                     "--target", "raw", "--json")
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["best_epoch"] >= 1
@@ -166,9 +169,9 @@ def test_cli_train_query_open_vocabulary_and_cnnr_encoder(store: Path, synthetic
     result = invoke("index", synthetic["train"], "--store", fine, "--encoder", f"cnnr:{store}", "--words", synthetic["words"],
                     "--k", "3", "--json")
     assert result.exit_code == 0, result.output
-    with Store.open(fine, read_only=True) as s:
-        spec = s.manifest()["encoder"]
-    assert spec["name"] == f"cnnr:{store.resolve()}" and spec["dim"] == 16
+    with StoreDir.open(fine) as s:
+        spec = s.manifest().encoder
+    assert spec.name == f"cnnr:{store.resolve()}" and spec.dim == 16
     result = invoke("eval", synthetic["test"], "--store", fine, "--json")
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["summary"]["R"] > 50
@@ -187,9 +190,9 @@ def test_cnnr_errors_name_the_store(store: Path, synthetic: dict[str, Path]) -> 
 def test_full_fine_tuning_trains_the_trunk_from_images(store: Path, synthetic: dict[str, Path]) -> None:
     import torch
 
-    from annot.cnnr.network import load_cnnr
+    from annot.methods.cnnr.network import load_cnnr
 
-    report = train_cnnr(synthetic["train"], store, CNNRConfig(backbone="tiny16", epochs=3, batch_size=32, lr=1e-2, full=True))
+    report = train_cnnr(store, CNNRConfig(backbone="tiny16", epochs=3, batch_size=32, lr=1e-2, full=True))
     assert report.full and report.history[-1]["train_loss"] < report.history[0]["train_loss"]
     assert not (store / "features" / "cnnr-trunk-tiny16").exists()  # no activation cache in this mode
     model, meta = load_cnnr(store / report.model_file)
@@ -201,7 +204,7 @@ def test_full_fine_tuning_trains_the_trunk_from_images(store: Path, synthetic: d
 
 
 def test_centred_cosine_does_not_answer_the_hub_word() -> None:
-    from annot.cnnr.answer import WordIndex
+    from annot.methods.cnnr.answer import WordIndex
 
     offset = np.array([5.0, 5.0, 5.0])  # every word vector shares a large common component
     E = offset + np.array([[1.0, 0, 0], [0, 1.0, 0], [0, 0, 1.0], [0.3, 0.3, 0.3]])  # word 3 sits at the middle: a hub
@@ -214,7 +217,7 @@ def test_centred_cosine_does_not_answer_the_hub_word() -> None:
 
 
 def test_whitened_targets_train_and_the_open_vocabulary_is_answered_in_word_space(store: Path, synthetic: dict[str, Path]) -> None:
-    from annot.cnnr.train import word_space
+    from annot.methods.cnnr.train import word_space
 
     rng = np.random.default_rng(0)
     E = (rng.normal(size=(40, 5)) * [5.0, 1.0, 0.2, 1.0, 3.0] + 2.0).astype(np.float32)
@@ -224,19 +227,19 @@ def test_whitened_targets_train_and_the_open_vocabulary_is_answered_in_word_spac
     raw_mean, raw_A = word_space(E, np.ones(40, bool), "raw")
     assert not raw_mean.any() and np.array_equal(raw_A, np.eye(5))
 
-    report = train_cnnr(synthetic["train"], store, CNNRConfig(backbone="tiny16", epochs=20, batch_size=32, lr=1e-2,
+    report = train_cnnr(store, CNNRConfig(backbone="tiny16", epochs=20, batch_size=32, lr=1e-2,
                                                              lr_ratio=0.5, patience=20, target="whitened"))
     assert report.history[-1]["train_loss"] < report.history[0]["train_loss"]
-    result = evaluate(store, synthetic["test"], method="cnn-r", n_tags=3, record=False)
+    result = evaluate(store, synthetic["test"], scoring=ScoringSettings(method="cnn-r", n_tags=3), record=False)
     assert result.summary.recall > 0.5
     # the open vocabulary is answered in the word vectors' own space: v ↦ v A⁻¹ + μ, then centred cosine against
     # every word of the file, centred on the vocabulary's mean raw vector (checked here by direct computation)
-    from annot.cnnr.network import read_model_file
     from annot.features.words import load_word_vectors
-    from annot.retrieval.model import AnnotationModel
+    from annot.methods import StoreModel
+    from annot.methods.cnnr.network import read_model_file
 
-    with Store.open(store, read_only=True) as s:
-        saved = read_model_file(store / s.manifest()["cnnr"]["file"])
+    with StoreDir.open(store) as s:
+        saved = read_model_file(store / s.manifest().cnnr.file.path)  # type: ignore[union-attr]
     mean, A = np.asarray(saved["word_mean"]), np.asarray(saved["word_transform"])
     words, vectors = load_word_vectors(str(synthetic["words"])).open_vocabulary()
     raw_vocabulary, _ = load_word_vectors(str(synthetic["words"])).matrix(saved["vocabulary"])
@@ -248,11 +251,11 @@ def test_whitened_targets_train_and_the_open_vocabulary_is_answered_in_word_spac
         return (M - centre) / np.linalg.norm(M - centre, axis=1, keepdims=True)
 
     expected = [[words[j] for j in np.argsort(-row, kind="stable")[:5]] for row in unit(W) @ unit(vectors).T]
-    model = AnnotationModel.open(store)
+    model = StoreModel.open(store)
     try:
-        answered = model.open_vocabulary(V, 5)
+        answered = model.method("cnn-r").open_vocabulary(V, 5)  # type: ignore[attr-defined]
     finally:
         model.close()
     assert [[w for w, _ in row] for row in answered] == expected
     with pytest.raises(AnnotError, match="--restart"):
-        train_cnnr(synthetic["train"], store, CNNRConfig(backbone="tiny16", epochs=21, target="raw"))
+        train_cnnr(store, CNNRConfig(backbone="tiny16", epochs=21, target="raw"))

@@ -1,4 +1,4 @@
-"""Encoder combinators (flip and crop averaging, several encoders side by side) and the registry's errors."""
+"""Encoders side by side, NAME@SIZE, and the registry's errors."""
 
 from __future__ import annotations
 
@@ -7,18 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from tests.conftest import FakeEncoder
 
 from annot.errors import EncoderError
-from annot.features.encoders import (
-    CompositeEncoder,
-    CropAveraged,
-    FlipAveraged,
-    build_encoder,
-    encoder_of_manifest,
-    register_encoder,
-)
-from annot.indexer.features import encode_paths
+from annot.features.cache import encode_paths
+from annot.features.encoders import CompositeEncoder, build_encoder, register_encoder
+from conftest import FakeEncoder
 
 
 class SmallFake(FakeEncoder):
@@ -28,36 +21,6 @@ class SmallFake(FakeEncoder):
 
 
 register_encoder("fake8", lambda weights: SmallFake())
-
-
-def test_flip_averaged_features_are_mirror_invariant() -> None:
-    pixels = torch.rand(3, 3, 16, 16)
-    encoder = build_encoder("fake", flip=True)
-    assert isinstance(encoder, FlipAveraged) and encoder.key == "fake-flip"
-    np.testing.assert_allclose(encoder.encode(pixels), encoder.encode(pixels.flip(3)), atol=1e-6)
-    plain = FakeEncoder().encode(pixels)
-    assert not np.allclose(plain, FakeEncoder().encode(pixels.flip(3)))
-
-
-def test_crop_averaged_features_are_the_mean_over_the_whole_image_and_five_crops() -> None:
-    encoder = build_encoder("fake", crops=True)
-    assert isinstance(encoder, CropAveraged)
-    assert (encoder.key, encoder.dim, encoder.input_size) == ("fake-crops", 48, 18)  # decoded at 16 / 0.875
-    pixels = torch.rand(2, 3, 18, 18)
-    inner = FakeEncoder()
-    whole = torch.nn.functional.interpolate(pixels, size=(16, 16), mode="bilinear", antialias=True)
-    crops = [pixels[..., y:y + 16, x:x + 16] for y in (0, 2) for x in (0, 2)] + [pixels[..., 1:17, 1:17]]
-    expected = np.mean([inner.encode(v) for v in [whole, *crops]], axis=0)
-    np.testing.assert_allclose(encoder.encode(pixels), expected, rtol=1e-5)
-
-
-def test_crops_and_flip_compose_and_round_trip_through_a_manifest() -> None:
-    encoder = encoder_of_manifest({"name": "fake", "flip": True, "crops": True})
-    assert isinstance(encoder, FlipAveraged) and isinstance(encoder.inner, CropAveraged)
-    assert (encoder.key, encoder.input_size) == ("fake-crops-flip", 18)
-    pixels = torch.rand(2, 3, 18, 18)
-    np.testing.assert_allclose(encoder.encode(pixels), encoder.encode(pixels.flip(3)), atol=1e-6)
-    assert encoder_of_manifest({"name": "fake"}).key == "fake"  # manifests from before crops existed
 
 
 def test_composite_concatenates_parts_at_their_own_sizes() -> None:
@@ -84,30 +47,17 @@ def test_an_input_size_after_at_resizes_the_images_and_keeps_the_features_apart(
     np.testing.assert_allclose(features[:, :48], FakeEncoder().encode(small))
     assert not np.allclose(features[:, :48], features[:, 48:])
     assert build_encoder("fake+fake").key == "fake+fake"  # one size: one decoding, nothing to keep apart
-    cropped = build_encoder("fake@32", crops=True)
-    assert (cropped.key, cropped.input_size) == ("fake@32-crops", round(32 / 0.875))
 
 
-def test_a_composite_part_gets_exactly_its_own_features_and_old_stores_keep_theirs(synthetic: dict[str, Path]) -> None:
+def test_a_composite_part_gets_exactly_its_own_features(synthetic: dict[str, Path]) -> None:
     paths = sorted((synthetic["folder"] / "images").glob("*.jpeg"))[:6]
     assert len(paths) == 6
     alone = [encode_paths(build_encoder(name), paths, batch_size=4)[0] for name in ("fake", "fake@32")]
-    both = build_encoder("fake+fake@32", flip=True)
-    assert both.decode_sizes == (32, 16) and both.key == "fake+fake@32-own-sizes-flip"
+    both = build_encoder("fake+fake@32")
+    assert both.decode_sizes == (32, 16) and both.key == "fake+fake@32-own-sizes"
     X, failed = encode_paths(both, paths, batch_size=4)
     assert not failed
-    flipped = [encode_paths(build_encoder(name, flip=True), paths, batch_size=4)[0] for name in ("fake", "fake@32")]
-    np.testing.assert_allclose(X, np.hstack(flipped), rtol=1e-6)  # each part decoded at its own size, then mirrored
-    plain = encode_paths(build_encoder("fake+fake@32"), paths, batch_size=4)[0]
-    np.testing.assert_allclose(plain, np.hstack(alone), rtol=1e-6)
-    # a store made before: decoded once at 32 and resized to 16 for the smaller part, under the old key
-    old = encoder_of_manifest({"name": "fake+fake@32", "key": "fake+fake@32"})
-    assert old.key == "fake+fake@32" and old.decode_sizes == (32,)
-    resized = encode_paths(old, paths, batch_size=4)[0]
-    np.testing.assert_allclose(resized[:, 48:], alone[1], rtol=1e-6)
-    assert not np.allclose(resized[:, :48], alone[0], atol=1e-3)
-    assert isinstance(both, FlipAveraged)  # a store of now records own_sizes, and rebuilds the same composite
-    assert encoder_of_manifest({"name": "fake+fake@32", "own_sizes": True}).key == both.inner.key
+    np.testing.assert_allclose(X, np.hstack(alone), rtol=1e-6)  # each part decoded at its own size
 
 
 @pytest.mark.parametrize(

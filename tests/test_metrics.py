@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from annot.evaluation.metrics import per_word_metrics, predictions_matrix, summarize
+from annot.metrics import per_word_metrics, predictions_matrix, summarize
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

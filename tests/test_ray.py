@@ -14,10 +14,10 @@ import pytest
 
 import conftest
 from annot.errors import AnnotError
-from annot.indexer import IndexConfig, build_index
-from annot.indexer.features import FeatureCache
-from annot.retrieval.model import AnnotationModel
-from annot.store import Store
+from annot.indexer import build_index
+from annot.methods import StoreModel
+from annot.store import StoreDir
+from conftest import fake_settings
 
 
 def free_port() -> int:
@@ -53,38 +53,38 @@ def test_index_on_ray_equals_the_local_index(cluster: str, synthetic: dict[str, 
     import ray
 
     store = tmp_path / "ray.annot"
-    config = IndexConfig(encoder="fake", words=str(synthetic["words"]), k=3, temperature=0.1, ray=cluster)
+    config = fake_settings(synthetic, k=3, temperature=0.1, ray=cluster)
     report = build_index(synthetic["train"], store, config)
     assert report.extracted == 160 and report.n_indexed == 160
     nodes = [n for n in ray.nodes() if n["Alive"]]
     assert len(nodes) == 2  # the head and the worker node
-    with Store.open(store, read_only=True) as s, Store.open(built_store, read_only=True) as local:
-        ray_model, local_model = AnnotationModel(s), AnnotationModel(local)
+    with StoreDir.open(store) as s, StoreDir.open(built_store) as local:
+        ray_model, local_model = StoreModel(s), StoreModel(local)
         ids = np.sort(local_model.ids)
         # ids are per store; compare by path
         ray_paths = dict(s.db.read_sql("SELECT path, id FROM images")[1])
         local_paths = dict(local.db.read_sql("SELECT path, id FROM images")[1])
         assert set(ray_paths) >= set(local_paths)
         order = sorted(local_paths)
-        x_ray = FeatureCache(s.features_dir / "fake", 48).load([ray_paths[p] for p in order])
-        x_local = FeatureCache(local.features_dir / "fake", 48).load([local_paths[p] for p in order])
+        x_ray = ray_model.feature_cache().load([ray_paths[p] for p in order])
+        x_local = local_model.feature_cache().load([local_paths[p] for p in order])
         np.testing.assert_allclose(x_ray, x_local, rtol=1e-6)  # the same features, extracted on the workers
         np.testing.assert_allclose(ray_model.projection.canonical_correlations_,
                                    local_model.projection.canonical_correlations_, atol=1e-10)
         np.testing.assert_allclose(np.abs(ray_model.projection.x_weights_), np.abs(local_model.projection.x_weights_),
                                    rtol=1e-7, atol=1e-10)
         assert len(ids) == ray_model.index.ntotal
-        a = ray_model.predict(x_ray[:20])
-        b = local_model.predict(x_local[:20])
+        a = ray_model.predict(x_ray[:20], ray_model.settings.scoring)
+        b = local_model.predict(x_local[:20], local_model.settings.scoring)
         assert [p.words.tolist() for p in a] == [p.words.tolist() for p in b]
     manifest = json.loads((store / "manifest.json").read_text())
-    assert manifest["config"]["ray"] == cluster
+    assert manifest["settings"]["ray"] == cluster
 
 
 def test_no_cluster_at_the_address_is_a_clear_error(synthetic: dict[str, Path], tmp_path: Path) -> None:
     import ray
 
     ray.shutdown()
-    config = IndexConfig(encoder="fake", words=str(synthetic["words"]), ray=f"127.0.0.1:{free_port()}")
+    config = fake_settings(synthetic, ray=f"127.0.0.1:{free_port()}")
     with pytest.raises(AnnotError, match="cannot join a Ray cluster"):
         build_index(synthetic["train"], tmp_path / "none.annot", config)

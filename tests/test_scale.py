@@ -14,17 +14,16 @@ from annot.errors import AnnotError
 from annot.evaluation.evaluate import evaluate
 from annot.features.text import normalize_features, text_view
 from annot.features.words import load_word_vectors
-from annot.indexer import IndexConfig, build_index
-from annot.indexer.build import load_training_set
-from annot.indexer.features import FeatureCache
-from annot.indexer.stream import training_chunks
+from annot.indexer import build_index
+from annot.methods import StoreModel
+from annot.methods.fit import load_training_set, training_chunks
+from annot.projection import correlation_rows
 from annot.projection.cca import LinearCCA
 from annot.retrieval.ann import (
     build_ann,
     choose_factory,
     exact_neighbours,
     exact_search,
-    parse_bytes,
     pool_depth,
     recall_at,
     search_values,
@@ -32,17 +31,20 @@ from annot.retrieval.ann import (
     tag_agreement,
     tune_search,
 )
-from annot.retrieval.indexes import correlation_rows
-from annot.retrieval.model import AnnotationModel
 from annot.retrieval.scoring import pooled_tagger
-from annot.store import Store
-from conftest import invoke
+from annot.settings import parse_bytes
+from annot.store import StoreDir
+from conftest import fake_settings, invoke
 
 
 def test_parse_bytes_and_choose_factory() -> None:
     assert parse_bytes("4GB") == 4 << 30 and parse_bytes("512M") == 512 << 20 and parse_bytes("1000") == 1000
-    with pytest.raises(AnnotError, match="--memory-budget"):
+    with pytest.raises(ValueError, match="cannot read 'lots'"):
         parse_bytes("lots")
+    from annot.settings import IndexSettings, SettingsError
+
+    with pytest.raises(SettingsError, match="index.memory_budget"):
+        IndexSettings(memory_budget="lots")
     assert choose_factory(4_500, 310, 4 << 30) == "Flat"
     assert choose_factory(1_000_000, 310, 4 << 30) == "IVF1024,Flat"  # 1.2 GB of vectors: under half the budget
     assert choose_factory(1_000_000, 256, 1 << 30).startswith("IVF1024,PQ")  # does not fit: compressed codes
@@ -144,17 +146,18 @@ def test_pool_depth() -> None:
 
 
 def test_streamed_fit_equals_the_in_memory_fit(built_store: Path) -> None:
-    with Store.open(built_store, read_only=True) as store:
+    with StoreDir.open(built_store) as store:
         m = store.manifest()
-        cache = FeatureCache(store.features_dir / m["encoder"]["key"], m["encoder"]["dim"])
-        words = load_word_vectors(m["words"]["source"])
-        training = load_training_set(store, cache, tuple(m["vocabulary"]["words"]), words, m["text"])
-        chunked = list(training_chunks(store, cache, training.image_ids, training.tag_ids, chunk_rows=37))
-        model = AnnotationModel(store)
+        model = StoreModel(store)
+        cache = model.feature_cache()
+        words = load_word_vectors(m.words.source)
+        training = load_training_set(store, cache, model.ids, m.vocabulary.words, m.vocabulary.tag_ids, words)
+        chunked = list(training_chunks(store, cache, training.image_ids, list(training.tag_ids), chunk_rows=37))
     assert len(chunked) > 3 and sum(len(ids) for ids, _, _ in chunked) == len(training.image_ids)
-    X = normalize_features(training.X, m["projection"]["normalization"])
-    Y = text_view(training.labels, training.E, training.has_vector, m["text"])
-    memory = LinearCCA(None, m["projection"]["reg_x"], m["projection"]["reg_y"]).fit(X, Y)
+    settings = m.settings
+    X = normalize_features(training.X, settings.projection.normalization)
+    Y = text_view(training.labels, training.E, training.has_vector, settings.text.view)
+    memory = LinearCCA(None, settings.projection.reg, settings.projection.reg).fit(X, Y)
     np.testing.assert_allclose(model.projection.canonical_correlations_, memory.canonical_correlations_, atol=1e-9)
     np.testing.assert_allclose(np.abs(model.projection.x_weights_), np.abs(memory.x_weights_), rtol=1e-6, atol=1e-9)
     assert sorted(model.ids.tolist()) == sorted(training.image_ids.tolist())
@@ -162,25 +165,25 @@ def test_streamed_fit_equals_the_in_memory_fit(built_store: Path) -> None:
 
 def test_float16_features_and_an_approximate_index_in_a_store(synthetic: dict[str, Path], built_store: Path, tmp_path: Path) -> None:
     store = tmp_path / "half.annot"
-    config = IndexConfig(encoder="fake", words=str(synthetic["words"]), k=3, temperature=0.1, feature_dtype="float16",
-                         index="IVF4,Flat")
+    config = fake_settings(synthetic, k=3, temperature=0.1, feature_dtype="float16", index="IVF4,Flat")
     build_index(synthetic["train"], store, config)
-    part = next((store / "features" / "fake").glob("part-*[0-9].npy"))
+    part = next((store / "features" / "fake-exif").glob("part-*[0-9].npy"))
     assert np.load(part).dtype == np.float16
     manifest = json.loads((store / "manifest.json").read_text())
     n = manifest["counts"]["train_images"]
-    assert manifest["index"]["kind"] == "IVF4,Flat" and manifest["index"]["recall_depth"] == min(n - 1, 2000)
-    assert manifest["index"]["tag_agreement"] >= 0.9 and manifest["config"]["tag_agreement"] == 0.9  # the default
-    assert manifest["index"]["tuning"][-1] == [manifest["index"]["search"]["nprobe"], manifest["index"]["tag_agreement"]]
-    assert manifest["index"]["search"]["nprobe"] in (1, 2, 4) and manifest["feature_dtype"] == "float16"
+    index, tuning = manifest["index"], manifest["index"]["tuning"]
+    assert index["factory"] == "IVF4,Flat" and tuning["recall_depth"] == min(n - 1, 2000)
+    assert tuning["tag_agreement"] >= 0.9 and manifest["settings"]["index"]["tag_agreement"] == 0.9  # the default
+    assert tuning["tried"][-1] == [index["search"]["nprobe"], tuning["tag_agreement"]]
+    assert index["search"]["nprobe"] in (1, 2, 4) and manifest["settings"]["feature_dtype"] == "float16"
     half = evaluate(store, synthetic["test"], record=False)
     exact = evaluate(shutil.copytree(built_store, tmp_path / "exact.annot"), synthetic["test"], record=False)
     assert abs(half.summary.f1 - exact.summary.f1) < 0.05
-    with pytest.raises(AnnotError, match="not a FAISS index_factory"):
-        build_index(synthetic["train"], store, IndexConfig(encoder="fake", words=str(synthetic["words"]), index="IVF-nonsense"))
-    assert json.loads((store / "manifest.json").read_text())["index"]["kind"] == "IVF4,Flat"  # the store is unchanged
+    with pytest.raises(AnnotError, match="FAISS refuses 'IVF-nonsense'"):
+        build_index(synthetic["train"], store, fake_settings(synthetic, index="IVF-nonsense"))
+    assert json.loads((store / "manifest.json").read_text())["index"]["factory"] == "IVF4,Flat"  # the store is unchanged
     before = (store / "manifest.json").read_text()
     result = invoke("index", synthetic["train"], "--store", store, "--encoder", "fake", "--words", synthetic["words"],
                     "--index", "IVF4,Flat", "--tag-agreement", "1.5")
-    assert result.exit_code != 0 and "--tag-agreement must be between 0 and 1" in result.output
+    assert result.exit_code != 0 and "--tag-agreement must be <= 1 and >= 0, got 1.5" in result.output
     assert (store / "manifest.json").read_text() == before

@@ -8,19 +8,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tests.conftest import invoke
 
 from annot.errors import ProjectionError
 from annot.evaluation.evaluate import evaluate
-from annot.evaluation.tune import Candidate, cross_validate
 from annot.features.text import text_view
 from annot.features.words import load_word_vectors
-from annot.indexer import IndexConfig, build_index
+from annot.indexer import build_index
 from annot.indexer.grow import add_images, refit
-from annot.projection.registry import SPACES, load_projection, space_rows
-from annot.retrieval.indexes import correlation_rows, load_index
+from annot.methods.cv import cross_validate
+from annot.projection import correlation_rows, load_projection, space_rows
 from annot.schema.queries import label_matrix
-from annot.store import Store
+from annot.settings import Space
+from annot.store import StoreDir
+from conftest import candidate, fake_settings, invoke
 
 
 def test_space_rows_are_the_correlation_rows_of_their_side_or_their_mean() -> None:
@@ -37,27 +37,25 @@ def test_space_rows_are_the_correlation_rows_of_their_side_or_their_mean() -> No
 
 def stored_and_tag_rows(store: Path, words: Path) -> tuple[np.ndarray, np.ndarray]:
     """The image index's rows, and the correlation rows of the stored projection applied to each image's text view."""
-    with Store.open(store, read_only=True) as s:
+    with StoreDir.open(store) as s:
         m = s.manifest()
-        ids = np.load(s.path(m["index"]["ids_file"]))
-        index = load_index(s.path(m["index"]["file"]))
+        ids = s.read_array(m.index.ids)
+        index = s.read_index(m.index.file)
         rows = np.stack([index.reconstruct(int(i)) for i in ids])
-        with np.load(s.path(m["projection"]["file"])) as arrays:
-            projection = load_projection(m["projection"]["kind"], dict(arrays), s.path(m["projection"]["file"]))
-        vocabulary = m["vocabulary"]["words"]
-        labels = label_matrix(s.db, ids.tolist(), [int(t) for t in m["vocabulary"]["tag_ids"]])
+        projection = load_projection(m.settings.projection.kind, s.read_arrays(m.projection.file), s.path(m.projection.file.path))
+        vocabulary = m.vocabulary.words
+        labels = label_matrix(s.db, ids.tolist(), list(m.vocabulary.tag_ids))
     E, missing = load_word_vectors(str(words)).matrix(vocabulary)
     has_vector = np.array([w not in missing for w in vocabulary])
-    return rows, correlation_rows(projection.transform_y(text_view(labels, E, has_vector, m["text"])))
+    return rows, correlation_rows(projection.transform_y(text_view(labels, E, has_vector, m.settings.text.view)))
 
 
 @pytest.mark.parametrize("projection", ["linear-cca", "kcca"])
 def test_text_space_indexes_the_projections_of_each_images_tags(synthetic: dict[str, Path], tmp_path: Path,
                                                                 projection: str) -> None:
     store = tmp_path / "text.annot"
-    build_index(synthetic["train"], store, IndexConfig(encoder="fake", words=str(synthetic["words"]), k=3,
-                                                       projection=projection, space="text"))
-    assert json.loads((store / "manifest.json").read_text())["projection"]["space"] == "text"
+    build_index(synthetic["train"], store, fake_settings(synthetic, k=3, projection=projection, space="text"))
+    assert json.loads((store / "manifest.json").read_text())["settings"]["projection"]["space"] == "text"
     rows, expected = stored_and_tag_rows(store, synthetic["words"])
     np.testing.assert_allclose(rows, expected, atol=1e-5)
     assert evaluate(store, synthetic["test"], record=False).summary.recall > 0.5
@@ -69,7 +67,7 @@ def test_images_added_to_or_refitted_in_a_text_space_store_get_their_tags_rows(s
     a.write_text("\n".join(lines[:100]) + "\n")
     b.write_text("\n".join(lines[100:]) + "\n")
     store = tmp_path / "grow.annot"
-    build_index(a, store, IndexConfig(encoder="fake", words=str(synthetic["words"]), k=3, space="text"))
+    build_index(a, store, fake_settings(synthetic, k=3, space="text"))
     assert add_images(b, store).added == 60
     rows, expected = stored_and_tag_rows(store, synthetic["words"])
     assert len(rows) == 160
@@ -87,16 +85,16 @@ def test_cross_validation_scores_each_space_and_the_cli_indexes_it(synthetic: di
     X = (labels @ rng.normal(size=(vocabulary, 10)) + 0.5 * rng.normal(size=(n, 10))).astype(np.float32)
     E = rng.normal(size=(vocabulary, 5)).astype(np.float32)
     results = cross_validate(X, labels, E, np.ones(vocabulary, bool),
-                             [Candidate(method="nn", text="bv", space=s) for s in SPACES], folds=3)
-    assert {r.candidate.space for r in results} == set(SPACES)
+                             [candidate(method="nn", text="bv", space=s) for s in Space], folds=3)
+    assert {r.candidate.projection.space for r in results} == set(Space)
     assert len({round(r.f1, 9) for r in results}) > 1  # the spaces are scored on their own rows
 
     s = tmp_path / "both.annot"
     result = invoke("index", synthetic["train"], "--store", s, "--encoder", "fake", "--words", synthetic["words"],
                     "--k", "3", "--space", "both", "--json")
     assert result.exit_code == 0, result.output
-    assert json.loads((s / "manifest.json").read_text())["projection"]["space"] == "both"
+    assert json.loads((s / "manifest.json").read_text())["settings"]["projection"]["space"] == "both"
     result = invoke("index", synthetic["train"], "--store", s, "--encoder", "fake", "--words", synthetic["words"],
                     "--space", "tags")
-    assert result.exit_code == 1 and "--space must be one of image, text, both" in result.output
-    assert json.loads((s / "manifest.json").read_text())["projection"]["space"] == "both"  # nothing overwritten
+    assert result.exit_code == 2 and "--space must be one of image, text, both" in result.output
+    assert json.loads((s / "manifest.json").read_text())["settings"]["projection"]["space"] == "both"  # nothing overwritten

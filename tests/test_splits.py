@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from annot.evaluation.splits import cv_splits
-from annot.evaluation.tune import Candidate, cross_validate
+from annot.methods.cv import cross_validate
+from annot.methods.splits import cv_splits
+from annot.settings import BuildSettings, ProjectionSettings, ScoringSettings, TextSettings
 
 
 def long_tailed_labels(n: int = 600, V: int = 60, seed: int = 0) -> np.ndarray:
@@ -64,8 +65,9 @@ def test_cross_validation_on_cover_hold_outs_scores_the_held_words() -> None:
     rng = np.random.default_rng(2)
     X = (labels @ rng.standard_normal((40, 30)) + 0.1 * rng.standard_normal((400, 30))).astype(np.float32)
     E, has_vector = rng.standard_normal((40, 8)).astype(np.float32), np.ones(40, bool)
-    candidates = [Candidate(text="bv", normalization="none", k=3, temperature=0.1, frequency_power=a) for a in (0.0, 0.5)]
-    cover = {r.candidate.frequency_power: r for r in cross_validate(X, labels, E, has_vector, candidates, folds=3,
+    candidates = [BuildSettings(text=TextSettings(view="bv"), projection=ProjectionSettings(normalization="none"),
+                                scoring=ScoringSettings(k=3, temperature=0.1, frequency_power=a)) for a in (0.0, 0.5)]
+    cover = {r.candidate.scoring.frequency_power: r for r in cross_validate(X, labels, E, has_vector, candidates, folds=3,
                                                                     design="cover", holdout=0.1)}
     # the features are the tags themselves, so a frequency-divided score recalls the rare words the plain one does
     # not; random folds (3-fold: N+ 33 of 40 here) cannot reach 36, since their rare words are mostly not held out

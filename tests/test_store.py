@@ -8,46 +8,50 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tests.conftest import FakeEncoder
 
 from annot.errors import AnnotError, StoreError
 from annot.evaluation.evaluate import evaluate
-from annot.evaluation.metrics import per_word_metrics, predictions_matrix, summarize
-from annot.indexer import IndexConfig, build_index
-from annot.indexer.features import FeatureCache
-from annot.retrieval.model import AnnotationModel
-from annot.retrieval.query import annotate_files
-from annot.store import Store
+from annot.features.cache import FeatureCache
+from annot.indexer import build_index
+from annot.library.query import annotate_files
+from annot.methods import StoreModel
+from annot.metrics import per_word_metrics, predictions_matrix, summarize
+from annot.settings import BuildSettings, ScoringSettings
+from annot.store import StoreDir
+from conftest import FakeEncoder, fake_settings
 
 
 def test_manifest_records_every_setting_and_files_exist(built_store: Path) -> None:
-    with Store.open(built_store) as store:
+    with StoreDir.open(built_store) as store:
         m = store.manifest()
-        assert m["format_version"] == 1
-        assert m["encoder"]["name"] == "fake" and m["encoder"]["dim"] == 48
-        assert m["text"] == "w2v+bv" and m["projection"]["normalization"] == "none"  # the defaults
-        assert m["annotation"] == {"method": "cca-knn", "n_tags": 5, "k": 3, "temperature": 0.1, "frequency_power": 0.375, "depth": 0, "k_power": 0.0, "score": "eq5"}
-        assert m["index"]["ntotal"] == 160
-        assert len(m["vocabulary"]["words"]) == 8
-        for key in ("projection", "index", "word_index"):
-            assert store.path(m[key]["file"]).is_file()
-        rho = m["projection"]["canonical_correlations"]
-        assert all(0 <= c <= 1 for c in rho) and rho == sorted(rho, reverse=True)
+        assert m.format_version == 2
+        assert m.encoder.name == "fake" and m.encoder.dim == 48 and m.encoder.key == "fake-exif"
+        assert m.settings.text.view == "w2v+bv" and m.settings.projection.normalization == "none"  # the defaults
+        assert m.settings.scoring == ScoringSettings(k=3, temperature=0.1)
+        assert m.index.ntotal == 160
+        assert len(m.vocabulary.words) == 8
+        for _, file in m.files():
+            assert store.path(file.path).stat().st_size == file.size
+            assert len(file.sha256 or "") == 64
+        rho = m.projection.canonical_correlations
+        assert all(0 <= c <= 1 for c in rho) and list(rho) == sorted(rho, reverse=True)
 
 
-def test_config_of_a_store_is_the_config_it_was_built_with(built_store: Path, synthetic: dict[str, Path]) -> None:
-    built = IndexConfig(encoder="fake", words=str(synthetic["words"]), k=3, temperature=0.1)  # as conftest builds it
-    assert IndexConfig.of_store(built_store) == built
-    changed = IndexConfig.of_store(built_store, words="minilm", k=7)
-    assert changed == IndexConfig(encoder="fake", words="minilm", k=7, temperature=0.1)
+def test_settings_of_a_store_are_the_settings_it_was_built_with(built_store: Path, synthetic: dict[str, Path]) -> None:
+    built = fake_settings(synthetic, k=3, temperature=0.1)  # as conftest builds it
+    with StoreDir.open(built_store) as store:
+        kept = store.manifest().settings
+    assert kept == built
+    assert BuildSettings.from_dict(kept.to_dict()) == kept
 
 
 def test_model_transfers_a_training_images_own_tags(built_store: Path, synthetic: dict[str, Path]) -> None:
     """A training image's nearest neighbour is itself (distance 0), so nn transfer starts with its own tags."""
     first = json.loads(synthetic["train"].read_text().splitlines()[0])
-    model = AnnotationModel.open(built_store)
+    model = StoreModel.open(built_store)
     try:
-        result = annotate_files(model, [synthetic["folder"] / first["image"]], method="nn", explain=True)
+        result = annotate_files(model, [synthetic["folder"] / first["image"]], model.settings.scoring.replace(method="nn"),
+                                explain=True)
     finally:
         model.close()
     tags = [t.tag for t in result.annotations[0].tags]
@@ -66,7 +70,7 @@ def test_eval_beats_the_frequency_prior_and_is_recorded(built_store: Path, synth
     truth = np.array([[w in json.loads(line)["tags"] for w in result.words] for line in synthetic["test"].read_text().splitlines()])
     prior_f1 = summarize(per_word_metrics(truth, predictions_matrix([prior] * len(truth), len(result.words)))).f1
     assert result.summary.f1 > prior_f1 + 0.2
-    with Store.open(store) as s:
+    with StoreDir.open(store) as s:
         _cols, rows = s.db.read_sql(f"SELECT f1, n_plus FROM runs WHERE id = {result.run_id}")
         assert rows[0][0] == pytest.approx(result.summary.f1)
         _, n = s.db.read_sql(f"SELECT count(*) FROM predictions WHERE run_id = {result.run_id}")
@@ -82,28 +86,28 @@ def test_eval_refuses_training_images(built_store: Path, synthetic: dict[str, Pa
 
 def test_opening_errors(tmp_path: Path, built_store: Path) -> None:
     with pytest.raises(StoreError, match="no such store"):
-        Store.open(tmp_path / "missing.annot")
+        StoreDir.open(tmp_path / "missing.annot")
     (tmp_path / "half.annot").mkdir()
     with pytest.raises(StoreError, match="not a complete store"):
-        Store.open(tmp_path / "half.annot")
+        StoreDir.open(tmp_path / "half.annot")
     other = tmp_path / "future.annot"
     shutil.copytree(built_store, other)
     manifest = json.loads((other / "manifest.json").read_text())
     manifest["format_version"] = 99
     (other / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(StoreError, match="format version 99"):
-        Store.open(other)
+        StoreDir.open(other)
 
 
 def test_reindex_with_other_settings_keeps_store_consistent(built_store: Path, synthetic: dict[str, Path], tmp_path: Path) -> None:
     store = tmp_path / "copy.annot"
     shutil.copytree(built_store, store)
-    report = build_index(synthetic["train"], store, IndexConfig(encoder="fake", words=str(synthetic["words"]), text="bv"))
+    report = build_index(synthetic["train"], store, fake_settings(synthetic, text="bv"))
     assert report.extracted == 0 and report.cached == 160  # features are reused
-    with Store.open(store) as s:
+    with StoreDir.open(store) as s:
         m = s.manifest()
-        assert m["text"] == "bv"
-        referenced = {m[k]["file"] for k in ("projection", "index", "word_index")} | {m["index"]["ids_file"], m["projection"]["statistics"]}
+        assert m.settings.text.view == "bv"
+        referenced = {f.path for _, f in m.files()}
         on_disk = {str(p.relative_to(store)) for d in ("models", "indexes") for p in (store / d).iterdir()}
         assert on_disk == referenced  # the previous model's files were removed after the switch
 
@@ -113,11 +117,11 @@ def test_a_failed_rebuild_leaves_the_previous_store_readable(built_store: Path, 
     shutil.copytree(built_store, store)
     before = (store / "manifest.json").read_bytes()
     with pytest.raises(AnnotError, match="n_components"):
-        build_index(synthetic["train"], store, IndexConfig(encoder="fake", words=str(synthetic["words"]), n_components=10_000))
+        build_index(synthetic["train"], store, fake_settings(synthetic, components=10_000))
     assert (store / "manifest.json").read_bytes() == before
-    model = AnnotationModel.open(store)
+    model = StoreModel.open(store)
     try:
-        assert len(model.predict(np.random.default_rng(0).random((2, 48)).astype(np.float32))) == 2
+        assert len(model.predict(np.random.default_rng(0).random((2, 48)).astype(np.float32), model.settings.scoring)) == 2
     finally:
         model.close()
 
@@ -163,24 +167,23 @@ def test_corrupt_images_are_skipped_and_counted_or_fatal_when_strict(synthetic: 
               json.dumps({"image": "images/missing.jpeg", "tags": ["sky"]})]
     corpus = folder / "train.jsonl"
     corpus.write_text("\n".join(lines) + "\n")
-    config = IndexConfig(encoder="fake", words=str(synthetic["words"]))
-    report = build_index(corpus, tmp_path / "s.annot", config)
+    report = build_index(corpus, tmp_path / "s.annot", fake_settings(synthetic))
     assert set(report.unreadable) == {str(truncated), str(folder / "images" / "notes.jpeg"), str(folder / "images" / "missing.jpeg")}
     assert report.n_indexed == 29
     with pytest.raises(AnnotError, match=r"missing\.jpeg: no such file|notes\.jpeg: not a readable image|truncated"):
-        build_index(corpus, tmp_path / "strict.annot", IndexConfig(encoder="fake", words=str(synthetic["words"]), strict=True))
+        build_index(corpus, tmp_path / "strict.annot", fake_settings(synthetic, strict=True))
 
 
 def test_pooled_and_dense_annotation_agree(built_store: Path, synthetic: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
-    import annot.retrieval.model as model_module
-    from annot.indexer.features import FeatureCache
+    from annot.methods import cca_knn
 
-    with Store.open(built_store, read_only=True) as s:
-        model = model_module.AnnotationModel(s)
-        X = FeatureCache(s.features_dir / "fake", 48).load(model.ids[:20])
-        dense = model.predict(X, depth=60)
-        monkeypatch.setattr(model_module, "EXACT_NEIGHBOURS", 0)  # as if the corpus were large
-        pooled = model.predict(X, depth=60)
+    with StoreDir.open(built_store) as s:
+        model = StoreModel(s)
+        X = model.feature_cache().load(model.ids[:20])
+        scoring = model.settings.scoring.replace(depth=60)
+        dense = model.predict(X, scoring)
+        monkeypatch.setattr(cca_knn, "EXACT_NEIGHBOURS", 0)  # as if the corpus were large
+        pooled = model.method("cca-knn").predict(X, scoring)
     for a, b in zip(dense, pooled, strict=True):
         assert a.words.tolist() == b.words.tolist()
         np.testing.assert_allclose(a.scores, b.scores, rtol=1e-6)

@@ -96,19 +96,20 @@ def test_bad_text_kernel_settings_are_clear_errors(kwargs: dict[str, object], me
 def test_cross_validation_shares_the_text_map_without_changing_results() -> None:
     """The tuner fits one text map per fold and view and shares it across ridges; each fold still scores exactly as
     a KernelCCA fitted from scratch on the fold's images does (V through the text kernel, for `--space text`)."""
-    from annot.evaluation.metrics import per_word_metrics, predictions_matrix, summarize
-    from annot.evaluation.splits import cv_splits
-    from annot.evaluation.tune import Candidate, cross_validate
     from annot.features.text import normalize_features, text_view
-    from annot.retrieval.indexes import correlation_rows
+    from annot.methods.cv import cross_validate
+    from annot.methods.splits import cv_splits
+    from annot.metrics import per_word_metrics, predictions_matrix, summarize
+    from annot.projection import correlation_rows
     from annot.retrieval.scoring import score_queries
+    from conftest import candidate
 
     rng = np.random.default_rng(3)
     labels = rng.random((90, 6)) < 0.3
     labels[labels.sum(1) == 0, 0] = True
     X = (labels @ rng.random((6, 10)) + 0.3 * rng.random((90, 10))).astype(np.float32)
     E, has_vector = rng.standard_normal((6, 4)).astype(np.float32), np.ones(6, bool)
-    candidates = [Candidate(projection="kcca", text="w2v", normalization="power", reg=reg, method="nn", space=space,
+    candidates = [candidate(projection="kcca", text="w2v", normalization="power", reg=reg, method="nn", space=space,
                             text_kernel="rbf") for reg in (0.1, 1.0) for space in ("image", "text")]
     results = {r.candidate: r for r in cross_validate(X, labels, E, has_vector, candidates, folds=3)}
     Xn = normalize_features(X, "power")
@@ -116,10 +117,11 @@ def test_cross_validation_shares_the_text_map_without_changing_results() -> None
     for c in candidates:
         f1s = []
         for held, fit in cv_splits(labels, 3):
-            model = KernelCCA(reg_x=c.reg, reg_y=c.reg, n_landmarks=None, negative="split", gamma=gamma, text_kernel="rbf")
+            reg = c.projection.reg
+            model = KernelCCA(reg_x=reg, reg_y=reg, n_landmarks=None, negative="split", gamma=gamma, text_kernel="rbf")
             Y = text_view(labels[fit], E, has_vector, "w2v")
             U = model.fit_transform(Xn[fit], Y)
-            rows = correlation_rows(U if c.space == "image" else model.transform_y(Y))
+            rows = correlation_rows(U if c.projection.space == "image" else model.transform_y(Y))
             T = correlation_rows(model.transform(Xn[held]))
             scored = score_queries("nn", (1.0 - T @ rows.T).astype(np.float32), labels[fit],
                                    labels[fit].sum(0).astype(np.int64), 5, 4, 0.05)
@@ -130,7 +132,7 @@ def test_cross_validation_shares_the_text_map_without_changing_results() -> None
 
 def test_store_with_a_gaussian_text_kernel(synthetic: dict[str, Path], tmp_path: Path) -> None:
     from annot.evaluation.evaluate import evaluate
-    from annot.store import Store
+    from annot.store import StoreDir
     from conftest import invoke
 
     store = tmp_path / "rbf.annot"
@@ -138,33 +140,33 @@ def test_store_with_a_gaussian_text_kernel(synthetic: dict[str, Path], tmp_path:
                     "--projection", "kcca", "--text-kernel", "rbf", "--text-gamma-scale", "2", "--space", "both",
                     "--k", "3")
     assert result.exit_code == 0, result.output
-    with Store.open(store) as s:
-        m = s.manifest()["projection"]
-        assert (m["text_kernel"], m["text_gamma_scale"], m["space"]) == ("rbf", 2.0, "both")
+    with StoreDir.open(store) as s:
+        p = s.manifest().settings.projection
+        assert (p.text_kernel, p.text_gamma_scale, p.space) == ("rbf", 2.0, "both")
     evaluated = evaluate(store, synthetic["test"], record=False)
     assert evaluated.summary.recall > 0.9 and evaluated.summary.n_plus == 8
-    for args, message in [(("--text-kernel", "rbf"), "needs --projection kcca"),
+    for args, message in [(("--text-kernel", "rbf"), "--text-kernel rbf needs the kcca projection"),
                           (("--projection", "kcca", "--text-kernel", "cubic"), "--text-kernel must be one of"),
                           (("--projection", "kcca", "--text-kernel", "rbf", "--text-gamma-scale", "0"), "must be > 0")]:
         bad = tmp_path / "bad.annot"
         result = invoke("index", synthetic["train"], "--store", bad, "--encoder", "fake", "--words", synthetic["words"], *args)
-        assert result.exit_code == 1 and message in result.output, result.output
+        assert result.exit_code == 2 and message in result.output, result.output
         assert not (bad / "manifest.json").exists()
 
 
 def test_tune_keeps_the_users_text_kernel(synthetic: dict[str, Path], tmp_path: Path) -> None:
     from annot.errors import AnnotError
     from annot.evaluation.tune import tune_store
-    from annot.indexer import IndexConfig
-    from annot.store import Store
+    from annot.indexer import build_index
+    from annot.store import StoreDir
+    from conftest import fake_settings
 
     store = tmp_path / "tuned.annot"
-    base = IndexConfig(encoder="fake", words=str(synthetic["words"]), projection="kcca", text_kernel="rbf")
-    report = tune_store(synthetic["train"], store, base, folds=3)
-    assert {r.candidate.text_kernel for r in report.results} == {"rbf"} and report.chosen.text_kernel == "rbf"
-    with Store.open(store) as s:
-        assert s.manifest()["projection"]["text_kernel"] == "rbf"
-    with pytest.raises(AnnotError, match="needs --projection kcca"):
-        tune_store(synthetic["train"], tmp_path / "bad.annot", IndexConfig(encoder="fake", words=str(synthetic["words"]),
-                                                                           text_kernel="rbf"), folds=3)
-    assert not (tmp_path / "bad.annot" / "manifest.json").exists()
+    build_index(synthetic["train"], store, fake_settings(synthetic, projection="kcca", text_kernel="rbf"))
+    report = tune_store(store, folds=3)
+    assert {r.candidate.projection.text_kernel for r in report.results} == {"rbf"}
+    assert report.chosen.projection.text_kernel == "rbf"
+    with StoreDir.open(store) as s:
+        assert s.manifest().settings.projection.text_kernel == "rbf"
+    with pytest.raises(AnnotError, match="needs the kcca projection"):
+        fake_settings(synthetic, text_kernel="rbf")

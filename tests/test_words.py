@@ -10,7 +10,8 @@ import pytest
 
 from annot.errors import AnnotError, WordVectorError
 from annot.features.words import load_word_vectors
-from annot.indexer import IndexConfig, build_index
+from annot.indexer import build_index
+from conftest import fake_settings
 
 
 def test_glove_text_without_header_and_multi_word_tags(tmp_path: Path) -> None:
@@ -38,13 +39,13 @@ def test_uncovered_tags_and_untagged_images_are_reported(synthetic: dict[str, Pa
     rows = [json.loads(l) for l in synthetic["train"].read_text().splitlines()[:60]]
     rows[0]["tags"] = []
     corpus.write_text("".join(json.dumps({"image": str(synthetic["folder"] / r["image"]), "tags": r["tags"]}) + "\n" for r in rows))
-    report = build_index(corpus, tmp_path / "s.annot", IndexConfig(encoder="fake", words=str(partial), text="w2v"))
+    report = build_index(corpus, tmp_path / "s.annot", fake_settings({"words": partial}, text="w2v"))
     assert report.missing_word_vectors == ["snow"]
     only_snow = sum(1 for r in rows if r["tags"] == ["snow"])
     assert report.untagged == 1 + only_snow  # no tag the W2V view can represent
     assert report.n_indexed == 60 - report.untagged
     with pytest.raises(AnnotError, match="no vector for 1 tags: snow"):
-        build_index(corpus, tmp_path / "strict.annot", IndexConfig(encoder="fake", words=str(partial), strict=True))
+        build_index(corpus, tmp_path / "strict.annot", fake_settings({"words": partial}, strict=True))
 
 
 def test_minilm_gives_every_tag_a_unit_vector_with_meaning() -> None:
@@ -61,7 +62,7 @@ def test_minilm_gives_every_tag_a_unit_vector_with_meaning() -> None:
 
 
 def test_index_with_minilm_word_vectors(synthetic: dict[str, Path], tmp_path: Path) -> None:
-    report = build_index(synthetic["train"], tmp_path / "s.annot", IndexConfig(encoder="fake", words="minilm", text="w2v"))
+    report = build_index(synthetic["train"], tmp_path / "s.annot", fake_settings({"words": "minilm"}, text="w2v"))
     manifest = json.loads((tmp_path / "s.annot" / "manifest.json").read_text())
     assert manifest["words"] == {"source": "minilm", "dim": 384}
     assert report.missing_word_vectors == [] and report.n_indexed > 0

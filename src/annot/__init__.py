@@ -1,7 +1,45 @@
-"""annot: automatic image annotation with CNN features, word vectors and CCA (Murthy, Maji & Manmatha, ICMR 2015)."""
+"""annot: automatic image annotation with CNN features, word vectors and CCA (Murthy, Maji & Manmatha, ICMR 2015).
 
-from annot.errors import AnnotError
+The public Python API::
 
-__version__ = "0.1.0"
+    import annot
+    store = annot.open_store("corel5k.annot")
+    store.build("train.jsonl")
+    store.annotate(["photo.jpg"])
+"""
 
-__all__ = ["AnnotError", "__version__"]
+from annot.api import Store, open_store
+from annot.errors import AnnotError, CorpusError, StoreError
+from annot.methods import Annotation, TagScore, Vote
+from annot.settings import (
+    BuildSettings,
+    EncoderSettings,
+    IndexSettings,
+    ProjectionSettings,
+    ScoringSettings,
+    SettingsError,
+    TextSettings,
+)
+from annot.store import StoreBusy
+
+__version__ = "0.2.0"
+
+__all__ = [
+    "AnnotError",
+    "Annotation",
+    "BuildSettings",
+    "CorpusError",
+    "EncoderSettings",
+    "IndexSettings",
+    "ProjectionSettings",
+    "ScoringSettings",
+    "SettingsError",
+    "Store",
+    "StoreBusy",
+    "StoreError",
+    "TagScore",
+    "TextSettings",
+    "Vote",
+    "__version__",
+    "open_store",
+]

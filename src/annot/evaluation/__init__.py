@@ -1,5 +1,2 @@
-"""Per-word evaluation exactly as the annotation literature does it, and evaluation runs over a store."""
-
-from annot.evaluation.metrics import Summary, WordMetrics, per_word_metrics, summarize
-
-__all__ = ["Summary", "WordMetrics", "per_word_metrics", "summarize"]
+"""Evaluation runs over a store (per-word metrics exactly as the annotation literature computes them), choosing
+settings by cross-validation (``annot tune``), stored runs and their reports."""

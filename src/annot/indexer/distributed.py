@@ -19,9 +19,9 @@ import numpy as np
 from numpy.typing import NDArray
 
 from annot.errors import AnnotError
+from annot.features.cache import encode_paths
 from annot.features.encoders import ImageEncoder
-from annot.indexer.features import encode_paths
-from annot.indexer.stream import chunk_statistics
+from annot.methods.fit import chunk_statistics
 from annot.projection.cca import CCAStatistics
 
 SHARD = 1024  # images per extraction task (one cache part)
@@ -46,9 +46,10 @@ def connect(address: str) -> Any:
     return ray
 
 
-def _encode_shard(encoder: ImageEncoder, paths: list[str], batch_size: int) -> tuple[NDArray[np.float32], dict[int, str]]:
+def _encode_shard(encoder: ImageEncoder, paths: list[str], batch_size: int, upright: bool
+                  ) -> tuple[NDArray[np.float32], dict[int, str]]:
     """One shard's features on a worker (decoding in the task itself: the worker is the parallelism)."""
-    return encode_paths(encoder, [Path(p) for p in paths], batch_size, workers=0)
+    return encode_paths(encoder, [Path(p) for p in paths], batch_size, workers=0, upright=upright)
 
 
 def extract_with_ray(
@@ -63,7 +64,8 @@ def extract_with_ray(
     task = ray.remote(_encode_shard)
     encoder_ref = ray.put(encoder)
     shards = [todo[lo : lo + SHARD] for lo in range(0, len(todo), SHARD)]
-    pending = {task.remote(encoder_ref, [str(p) for _, p in shard], batch_size): shard for shard in shards}
+    pending = {task.remote(encoder_ref, [str(p) for _, p in shard], batch_size, cache.upright): shard
+               for shard in shards}
     failed: dict[int, str] = {}
     while pending:
         ready, _ = ray.wait(list(pending), num_returns=1)

@@ -1,199 +1,278 @@
 """Growing and shrinking a store without re-indexing: ``annot add``, ``annot remove``, ``annot refit``.
 
-``add`` imports, extracts and projects new tagged images with the fitted projection (no refit) and adds them to the
-image index; ``remove`` takes images out of the index (their tags no longer vote; their rows stay in the database
-with split ``removed``); both keep the CCA sufficient statistics up to date. ``refit`` re-estimates the projection
-from those statistics and rebuilds the indexes in one streaming pass. Each writes new files under new names and
-switches the manifest last, so a crash leaves the previous store readable, and rerunning finishes the job:
-``add`` adds the imported images the index does not hold yet, ``remove`` removes those it still holds.
-Fitted baselines are dropped (they were fitted on the old training set).
+``add`` imports, extracts and projects tagged images with the fitted projection (no refit) and adds them to the image
+index. An image the index already holds but whose tags the corpus changes is updated everywhere its tags count: its
+old tags leave the CCA statistics and its new ones enter, its row in a text-space index is replaced, its votes change,
+and an image left with no usable tag leaves the index. ``remove`` takes images out of the index (their rows stay in
+the database with split ``removed``). Both keep the CCA sufficient statistics exact; ``refit`` re-estimates the
+projection from them and rebuilds the indexes in one streaming pass.
+
+The index records its images' tags as they were indexed (what the statistics hold), so that a change is computed
+against them and not against the database, which a killed run may have updated already. Each command writes new
+files under new names and switches the manifest last, so a crash leaves the previous store readable, and rerunning
+finishes the job. Fitted baselines are dropped (they were fitted on the old training set).
 """
 
 from __future__ import annotations
 
-import hashlib
+import logging
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
-from sqlalchemy import update
+from sqlalchemy import select, update
 
-from annot.errors import AnnotError, StoreError
-from annot.features.encoders import encoder_of_manifest
+from annot.errors import AnnotError, CorpusError, StoreError
+from annot.features.cache import FeatureCache
+from annot.features.encoders import build_encoder
 from annot.features.words import load_word_vectors
-from annot.indexer.build import (
-    TRAIN,
-    IndexConfig,
-    annotation_tagger,
-    build_image_index,
-    build_word_index,
-    check_held_out_size,
-    extract_features,
-    save_standards,
-)
+from annot.indexer.build import build_image_index, build_word_index, check_held_out_size, save_standards, short_hash
 from annot.indexer.corpus import read_corpus
-from annot.indexer.features import FeatureCache
-from annot.indexer.stream import chunk_rows, chunk_statistics, project_to_file, training_chunks
+from annot.indexer.extract import extract_features
+from annot.indexer.importer import TRAIN
+from annot.methods.fit import Chunk, chunk_rows, chunk_statistics, project_to_file, word_matrix
+from annot.methods.model import labels_from_arrays, labels_to_arrays
 from annot.progress import NoProgress, Progress
-from annot.projection import load_projection
-from annot.projection.cca import CCAStatistics, LinearCCA
+from annot.projection import LinearCCA, load_projection
+from annot.projection.cca import CCAStatistics
 from annot.retrieval.ann import set_search
-from annot.retrieval.indexes import load_index, save_index
-from annot.retrieval.scoring import STANDARDIZED
 from annot.schema import images
-from annot.store import Store, atomic_write, save_arrays
+from annot.schema.queries import label_matrix
+from annot.settings import ProjectionKind, Score, Space
+from annot.store import StoreDir
+
+log = logging.getLogger(__name__)
 
 REMOVED = "removed"
-Chunks = Callable[[], Iterator[tuple[NDArray[np.int64], NDArray[np.float32], NDArray[np.bool_]]]]
 
 
 @dataclass
 class GrowReport:
     added: int = 0
+    retagged: int = 0
     removed: int = 0
     skipped: int = 0  # already in (add) or already out (remove), or without usable tags
     ntotal: int = 0
     refitted: bool = False
+    unreadable: dict[str, str] = field(default_factory=dict)
+    duplicates: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"added": self.added, "removed": self.removed, "skipped": self.skipped, "indexed": self.ntotal,
-                "refitted": self.refitted}
+        return {"added": self.added, "retagged": self.retagged, "removed": self.removed, "skipped": self.skipped,
+                "indexed": self.ntotal, "refitted": self.refitted, "unreadable": self.unreadable,
+                "content_duplicates": self.duplicates}
 
 
 class _Open:
-    """A store's linear-CCA state: manifest, projection, statistics, image index and its ids."""
+    """A linear-CCA store's state for growing: its projection, statistics, image index, ids and indexed tags."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: StoreDir) -> None:
         self.store = store
-        self.manifest = store.manifest()
-        m = self.manifest
-        if m["projection"]["kind"] != "linear-cca" or not m["projection"].get("statistics"):
-            raise StoreError(f"{store.root}: add, remove and refit need a linear-cca store indexed by this version of annot")
-        self.vocabulary = tuple(m["vocabulary"]["words"])
-        self.tag_ids = [int(t) for t in m["vocabulary"]["tag_ids"]]
-        self.text, self.normalization = m["text"], m["projection"]["normalization"]
-        self.space = m["projection"].get("space", "image")  # stores from before --space compared with U
-        words = load_word_vectors(m["words"]["source"])
-        self.E, missing = words.matrix(self.vocabulary)
-        self.has_vector = np.array([w not in set(missing) for w in self.vocabulary])
-        path = store.path(m["projection"]["file"])
-        with np.load(path) as arrays:
-            self.projection = load_projection("linear-cca", dict(arrays), path)
-        with np.load(store.path(m["projection"]["statistics"])) as arrays:
-            self.stats = CCAStatistics.from_arrays(dict(arrays))
-        self.index = load_index(store.path(m["index"]["file"]))
-        set_search(self.index, dict(m["index"].get("search") or {}))
-        self.ids = np.load(store.path(m["index"]["ids_file"]))
-        self.cache = FeatureCache(store.features_dir / m["encoder"]["key"], int(m["encoder"]["dim"]))
+        m = self.manifest = store.manifest()
+        if m.settings.projection.kind is not ProjectionKind.LINEAR or m.projection.statistics is None:
+            raise StoreError(f"{store.root}: add, remove and refit need a linear-cca store (a {m.settings.projection.kind} "
+                             "store's kernel is fitted on its images: index the corpus again instead)")
+        self.vocabulary = tuple(m.vocabulary.words)
+        self.tag_ids = list(m.vocabulary.tag_ids)
+        s = m.settings
+        self.view, self.normalization, self.space = s.text.view.value, s.projection.normalization.value, s.projection.space
+        self.E, self.has_vector, _ = word_matrix(load_word_vectors(m.words.source), self.vocabulary)
+        self.projection = load_projection(ProjectionKind.LINEAR, store.read_arrays(m.projection.file, "projection"),
+                                          store.path(m.projection.file.path))
+        assert isinstance(self.projection, LinearCCA)
+        self.stats = CCAStatistics.from_arrays(store.read_arrays(m.projection.statistics, "statistics"))
+        self.index = store.read_index(m.index.file, "image index")
+        set_search(self.index, dict(m.index.search))
+        self.ids = np.asarray(store.read_array(m.index.ids, "image ids"), np.int64)
+        if len(self.ids) != self.index.ntotal:
+            raise StoreError(f"{store.path(m.index.ids.path)}: damaged image ids ({len(self.ids):,} ids for an index "
+                             f"of {self.index.ntotal:,} images)")
+        if m.index.labels is not None:
+            self.labels = labels_from_arrays(store.read_arrays(m.index.labels, "indexed tags"),
+                                             store.path(m.index.labels.path))
+        else:  # a version-1 store: the database's tags are what it indexed
+            self.labels = label_matrix(store.db, self.ids.tolist(), self.tag_ids)
+        e = m.encoder
+        self.cache = FeatureCache(store.features_dir / e.key, e.dim, s.feature_dtype.value, e.orientation == "exif")
 
-    def chunks(self, ids: NDArray[np.int64]) -> Chunks:
-        return lambda: training_chunks(self.store, self.cache, ids, self.tag_ids)
+    def chunks(self, ids: NDArray[np.int64], labels: Callable[[NDArray[np.int64]], NDArray[np.bool_]] | None = None
+               ) -> Callable[[], Iterator[Chunk]]:
+        """(ids, features, tags) of ``ids`` in cache order; tags from ``labels(ids)``, else the database."""
+        def read(chunk_ids: NDArray[np.int64]) -> NDArray[np.bool_]:
+            return labels(chunk_ids) if labels is not None else label_matrix(self.store.db, chunk_ids.tolist(),
+                                                                             self.tag_ids)
 
-    def statistics_of(self, ids: NDArray[np.int64]) -> tuple[CCAStatistics | None, NDArray[np.int64]]:
-        """Statistics of the usable images among ``ids``, and those images' ids."""
-        stats, used_ids = None, []
-        for chunk_ids, X, labels in self.chunks(ids)():
-            part, keep = chunk_statistics(X, labels, self.E, self.has_vector, self.text, self.normalization)
+        def run() -> Iterator[Chunk]:
+            wanted = np.asarray(ids, np.int64)
+            for part_ids, x in self.cache.iter_parts():
+                rows = np.flatnonzero(np.isin(part_ids, wanted))
+                for lo in range(0, len(rows), 16_384):
+                    sel = rows[lo : lo + 16_384]
+                    yield part_ids[sel], np.asarray(x[sel], np.float32), read(part_ids[sel])
+
+        return run
+
+    def indexed_labels(self, ids: NDArray[np.int64]) -> NDArray[np.bool_]:
+        """The tags the index holds for indexed ``ids``."""
+        order = np.argsort(self.ids, kind="stable")
+        return self.labels[order[np.searchsorted(self.ids[order], ids)]]
+
+    def statistics_of(self, ids: NDArray[np.int64], labels: Callable[[NDArray[np.int64]], NDArray[np.bool_]] | None = None
+                      ) -> tuple[CCAStatistics | None, NDArray[np.int64]]:
+        """Statistics of the usable images among ``ids`` (tags from ``labels``, else the database), and their ids."""
+        stats, used = None, []
+        for chunk_ids, X, chunk_labels in self.chunks(ids, labels)():
+            part, keep = chunk_statistics(X, chunk_labels, self.E, self.has_vector, self.view, self.normalization)
             if part is not None:
                 stats = part if stats is None else stats + part
-                used_ids.append(chunk_ids[keep])
-        return stats, (np.concatenate(used_ids) if used_ids else np.zeros(0, np.int64))
+                used.append(chunk_ids[keep])
+        return stats, (np.concatenate(used) if used else np.zeros(0, np.int64))
 
-    def commit(self, ids: NDArray[np.int64], projection: LinearCCA | None = None, word_index: Any = None) -> None:
-        """Write the index, its ids, the statistics (and a refitted projection) under new names; switch the manifest."""
-        m = self.manifest
-        digest = hashlib.sha256(np.ascontiguousarray(ids).tobytes())
-        digest.update(np.ascontiguousarray(self.stats.xy).tobytes())
-        tag = digest.hexdigest()[:12]
-        files = {"images": f"indexes/images-{tag}.faiss", "image_ids": f"indexes/images-{tag}.ids.npy",
-                 "statistics": f"models/statistics-{tag}.npz"}
-        save_index(self.index, self.store.path(files["images"]))
-        atomic_write(self.store.path(files["image_ids"]), lambda fh: np.save(fh, ids))
-        save_arrays(self.store.path(files["statistics"]), self.stats.to_arrays())
-        m["index"].update({"file": files["images"], "ids_file": files["image_ids"], "ntotal": int(self.index.ntotal)})
-        m["projection"]["statistics"] = files["statistics"]
+    def add_rows(self, ids: NDArray[np.int64], advance: Callable[[int], None]) -> None:
+        for chunk_ids, X, labels in self.chunks(ids)():
+            rows, keep = chunk_rows(self.projection, X, labels, self.E, self.has_vector, self.view, self.normalization,
+                                    self.space.value)
+            self.index.add_with_ids(rows, chunk_ids[keep])
+            advance(len(chunk_ids))
+
+    def remove_rows(self, ids: NDArray[np.int64]) -> None:
+        import faiss
+
+        if not len(ids):
+            return
+        try:
+            removed = self.index.remove_ids(faiss.IDSelectorBatch(ids))
+        except RuntimeError as exc:
+            raise StoreError(f"{self.store.root}: a {self.manifest.index.factory} index cannot remove images; index "
+                             "again without them (annot index) or use a Flat or IVF index") from exc
+        if removed != len(ids):
+            raise StoreError(f"{self.store.root}: the index held {removed} of {len(ids)} images to remove")
+
+    def commit(self, ids: NDArray[np.int64], labels: NDArray[np.bool_], projection: LinearCCA | None = None,
+               word_index: Any = None, search: dict[str, int] | None = None, tuning: dict[str, Any] | None = None,
+               ) -> None:
+        """Write the index, its ids and tags, the statistics (and a refitted projection) under new names; switch the
+        manifest; recompute the saved word standards (they depend on the indexed images)."""
+        store, m = self.store, self.manifest
+        tag = short_hash(ids, labels, self.stats.xy)
+        index_record = m.index
+        if search is not None:
+            index_record = _replace(index_record, search=search, tuning=tuning or {})
+        index_record = _replace(index_record, file=store.save_index(f"indexes/images-{tag}.faiss", self.index),
+                                ids=store.save_array(f"indexes/images-{tag}.ids.npy", ids),
+                                labels=store.save_arrays(f"indexes/images-{tag}.tags.npz", labels_to_arrays(labels)),
+                                ntotal=int(self.index.ntotal))
+        projection_record = _replace(m.projection, statistics=store.save_arrays(f"models/statistics-{tag}.npz",
+                                                                                self.stats.to_arrays()))
+        word_record = m.word_index
         if projection is not None:
-            files["projection"] = f"models/projection-{tag}.npz"
-            files["words"] = f"indexes/words-{tag}.faiss"
-            save_arrays(self.store.path(files["projection"]), projection.to_arrays())
-            save_index(word_index, self.store.path(files["words"]))
-            m["projection"]["file"] = files["projection"]
-            m["projection"]["canonical_correlations"] = [round(float(c), 6) for c in projection.canonical_correlations_]
-            m["word_index"]["file"] = files["words"]
-        m["counts"]["train_images"] = int(self.index.ntotal)
-        m.pop("methods", None)
-        m.pop("standards", None)  # the words' standards depend on the indexed images
-        self.store.write_manifest(m)
-        referenced = {m["projection"]["file"], m["projection"]["statistics"], m["index"]["file"], m["index"]["ids_file"],
-                      m["word_index"]["file"]}
-        if m.get("annotation", {}).get("score") in STANDARDIZED:
-            referenced.add(save_standards(self.store, tag))
-        self.store.remove_unreferenced(referenced)
+            correlations = tuple(round(float(c), 6) for c in projection.canonical_correlations_)
+            projection_record = _replace(projection_record,
+                                         file=store.save_arrays(f"models/projection-{tag}.npz", projection.to_arrays()),
+                                         canonical_correlations=correlations, n_components=len(correlations))
+            word_record = _replace(word_record, file=store.save_index(f"indexes/words-{tag}.faiss", word_index))
+        manifest = m.touched(index=index_record, projection=projection_record, word_index=word_record,
+                             counts=_replace(m.counts, train_images=int(self.index.ntotal)), methods={},
+                             standards=None)
+        store.write_manifest(manifest)
+        if m.settings.scoring.score is not Score.EQ5:
+            save_standards(store, tag)
+        store.remove_unreferenced()
 
 
-def add_images(corpus_path: Path, store_root: Path, *, strict: bool = False, progress: Progress | None = None) -> GrowReport:
-    """Add a corpus's tagged images to the store's index with the fitted projection (no refit)."""
+def _replace(record: Any, **changes: Any) -> Any:
+    from dataclasses import replace
+
+    return replace(record, **changes)
+
+
+def add_images(corpus_path: Path, store_root: Path, *, strict: bool = False, progress: Progress | None = None,
+               wait: bool = False) -> GrowReport:
+    """Add a corpus's tagged images to the store's index with the fitted projection (no refit); images already
+    indexed take the corpus's tags everywhere they count."""
     progress = progress or NoProgress()
-    store = Store.open(Path(store_root))
+    store = StoreDir.open(Path(store_root), write=True, wait=wait)
     try:
         state = _Open(store)
         corpus = read_corpus(Path(corpus_path), state.vocabulary)
-        if state.manifest.get("annotation", {}).get("score") == "standardized-held-out":  # before anything is written
-            check_held_out_size("linear-cca", len(state.ids) + len(corpus.entries))
-        encoder = encoder_of_manifest(state.manifest["encoder"])
-        items, _, _, _, _ = extract_features(store, corpus, TRAIN, encoder, strict=strict, batch_size=32, progress=progress)
-        candidates = np.array(sorted({i for i, _ in items} - set(state.ids.tolist())), np.int64)
-        report = GrowReport(skipped=len(items) - len(candidates))
-        stats, new_ids = state.statistics_of(candidates)
-        report.skipped += len(candidates) - len(new_ids)
-        if stats is not None:
-            with progress.task("adding to the index", len(new_ids)) as advance:
-                for ids, X, labels in state.chunks(new_ids)():
-                    rows, keep = chunk_rows(state.projection, X, labels, state.E, state.has_vector, state.text,
-                                            state.normalization, state.space)
-                    state.index.add_with_ids(rows, ids[keep])
-                    advance(len(ids))
-            state.stats = state.stats + stats
-            state.commit(np.concatenate([state.ids, new_ids]))
-            with store.db.begin() as conn:  # images removed earlier and added again are training images again
-                conn.execute(update(images).where(images.c.id.in_(new_ids.tolist())).values(split=TRAIN))
-        report.added, report.ntotal = len(new_ids), int(state.index.ntotal)
+        settings = state.manifest.settings
+        if settings.scoring.score is Score.HELD_OUT:  # before anything is written
+            check_held_out_size(ProjectionKind.LINEAR, len(state.ids) + len(corpus.entries))
+        e = state.manifest.encoder
+        encoder = build_encoder(e.name, Path(e.weights) if e.weights else None)
+        extracted = extract_features(store, corpus, TRAIN, encoder, upright=e.orientation == "exif", strict=strict,
+                                     batch_size=settings.batch_size, progress=progress,
+                                     dtype=settings.feature_dtype.value)
+        report = GrowReport(unreadable=extracted.unreadable, duplicates=extracted.imported.duplicates)
+        if not extracted.items:
+            first = next(iter(extracted.unreadable.items()), None)
+            raise CorpusError(f"{corpus.source}: none of its {len(corpus.entries)} images could be read"
+                              + (f" (e.g. {first[0]}: {first[1]})" if first else ""))
+        given = np.array(sorted(i for i, _ in extracted.items), np.int64)
+        indexed = np.isin(given, state.ids)
+        candidates, already = given[~indexed], given[indexed]
+        now_labels = label_matrix(store.db, already.tolist(), state.tag_ids)
+        changed = already[(now_labels != state.indexed_labels(already)).any(axis=1)]
+        stats = state.stats
+        old, old_used = state.statistics_of(changed, state.indexed_labels)
+        new, new_used = state.statistics_of(changed)
+        added, added_ids = state.statistics_of(candidates)
+        report.skipped = len(already) - len(changed) + len(candidates) - len(added_ids)
+        if len(changed) or len(added_ids):
+            for part, sign in ((old, -1), (new, 1), (added, 1)):
+                if part is not None:
+                    stats = stats - part if sign < 0 else stats + part
+            state.stats = stats
+            # the changed images' rows: replaced where they depend on the tags, dropped where no tag is left
+            out = old_used if state.space is not Space.IMAGE else np.setdiff1d(old_used, new_used)
+            back = new_used if state.space is not Space.IMAGE else np.setdiff1d(new_used, old_used)
+            state.remove_rows(out)
+            keep = ~np.isin(state.ids, out)
+            with progress.task("adding to the index", len(back) + len(added_ids)) as advance:
+                state.add_rows(np.concatenate([back, added_ids]), advance)
+            kept_ids, kept_labels = state.ids[keep], state.labels[keep].copy()
+            hit = np.isin(kept_ids, changed)  # the index now holds these images' new tags; the others keep theirs
+            if hit.any():
+                kept_labels[hit] = label_matrix(store.db, kept_ids[hit].tolist(), state.tag_ids)
+            entering = np.concatenate([back, added_ids])
+            state.commit(np.concatenate([kept_ids, entering]),
+                         np.vstack([kept_labels, label_matrix(store.db, entering.tolist(), state.tag_ids)]))
+            report.retagged = len(changed)
+        report.added, report.ntotal = len(added_ids), int(state.index.ntotal)
         return report
     finally:
         store.close()
 
 
-def remove_images(paths: list[str], store_root: Path, progress: Progress | None = None) -> GrowReport:
-    """Take images (by path, as stored) out of the index and the statistics; their tags no longer vote."""
-    import faiss
-
-    store = Store.open(Path(store_root))
+def remove_images(paths: list[str], store_root: Path, progress: Progress | None = None, *,
+                  wait: bool = False) -> GrowReport:
+    """Take training images (by path, as stored) out of the index and the statistics; their tags no longer vote."""
+    store = StoreDir.open(Path(store_root), write=True, wait=wait)
     try:
         state = _Open(store)
         with store.db.connect() as conn:
-            found = dict(conn.execute(images.select().with_only_columns(images.c.path, images.c.id)
-                                      .where(images.c.path.in_(paths))).all())
+            found = {p: (int(i), s) for p, i, s in conn.execute(select(images.c.path, images.c.id, images.c.split)
+                                                                .where(images.c.path.in_(paths)))}
         unknown = [p for p in paths if p not in found]
         if unknown:
-            raise AnnotError(f"{unknown[0]}: not an image of {store.root} ({len(unknown)} such)")
-        ids = np.array(sorted(found.values()), np.int64)
+            raise AnnotError(f"{unknown[0]}: not an image of {store.root} ({len(unknown)} such); nothing removed")
+        tested = [p for p, (_, s) in found.items() if s not in (TRAIN, REMOVED)]
+        if tested:
+            raise AnnotError(f"{tested[0]}: a {found[tested[0]][1]} image of {store.root}, not a training image "
+                             f"({len(tested)} such); nothing removed")
+        ids = np.array(sorted(i for i, _ in found.values()), np.int64)
         gone = ids[np.isin(ids, state.ids)]
         report = GrowReport(skipped=len(ids) - len(gone))
         if len(gone):
-            stats, _ = state.statistics_of(gone)
+            stats, _ = state.statistics_of(gone, state.indexed_labels)
             if stats is not None:
                 state.stats = state.stats - stats
-            try:
-                removed = state.index.remove_ids(faiss.IDSelectorBatch(gone))
-            except RuntimeError as exc:
-                raise StoreError(f"{store.root}: a {state.manifest['index'].get('factory')} index cannot remove images; "
-                                 "re-index without them (annot index) or use a Flat or IVF index") from exc
-            if removed != len(gone):
-                raise StoreError(f"{store.root}: the index held {removed} of {len(gone)} images to remove")
-            state.commit(state.ids[~np.isin(state.ids, gone)])
+            state.remove_rows(gone)
+            keep = ~np.isin(state.ids, gone)
+            state.commit(state.ids[keep], state.labels[keep])
         with store.db.begin() as conn:  # after the switch: a crash before it leaves them indexed and train
             conn.execute(update(images).where(images.c.id.in_(ids.tolist())).values(split=REMOVED))
         report.removed, report.ntotal = len(gone), int(state.index.ntotal)
@@ -202,28 +281,25 @@ def remove_images(paths: list[str], store_root: Path, progress: Progress | None 
         store.close()
 
 
-def refit(store_root: Path, progress: Progress | None = None) -> GrowReport:
+def refit(store_root: Path, progress: Progress | None = None, *, wait: bool = False) -> GrowReport:
     """Re-estimate the projection from the accumulated statistics and rebuild the indexes (one streaming pass)."""
     progress = progress or NoProgress()
-    store = Store.open(Path(store_root))
+    store = StoreDir.open(Path(store_root), write=True, wait=wait)
     try:
         state = _Open(store)
-        p = state.manifest["projection"]
-        cca = LinearCCA(p.get("n_components"), p["reg_x"], p["reg_y"]).fit_statistics(state.stats)
+        s = state.manifest.settings
+        cca = LinearCCA(s.projection.n_components, s.projection.reg, s.projection.reg).fit_statistics(state.stats)
         path = store.indexes_dir / ".refit.npy"
         try:
             with progress.task("projecting", len(state.ids)) as advance:
-                rows, ids = project_to_file(state.chunks(state.ids), cca, state.E, state.has_vector, state.text,
-                                            state.normalization, state.space, len(state.ids), len(cca.canonical_correlations_), path, advance)
-            factory = state.manifest["index"].get("factory") or "Flat"
-            annotation = state.manifest.get("annotation", {})
-            tagger = None if factory == "Flat" else annotation_tagger(store, ids, state.tag_ids, annotation)
-            agreement = float(state.manifest.get("config", {}).get("tag_agreement", IndexConfig.tag_agreement))
-            state.index, info = build_image_index(factory, rows, ids, progress, int(annotation.get("k", IndexConfig.k)),
-                                                  int(annotation.get("depth") or 0), tagger, agreement)
-            state.manifest["index"].update(info.manifest())
-            words = build_word_index(cca, state.E, state.has_vector, state.text, state.tag_ids)
-            state.commit(ids, cca, words)
+                rows, ids = project_to_file(state.chunks(state.ids, state.indexed_labels), cca, state.E,
+                                            state.has_vector, state.view, state.normalization, state.space.value,
+                                            len(state.ids), len(cca.canonical_correlations_), path, advance)
+            labels = state.indexed_labels(ids)
+            state.index, info = build_image_index(state.manifest.index.factory, rows, ids, progress, s.scoring.k,
+                                                  s.scoring.depth, labels, s.scoring, s.index.tag_agreement)
+            words = build_word_index(cca, state.E, state.has_vector, s.text.view, state.tag_ids)
+            state.commit(ids, labels, cca, words, info.search, info.tuning())
         finally:
             path.unlink(missing_ok=True)
         return GrowReport(ntotal=int(state.index.ntotal), refitted=True)

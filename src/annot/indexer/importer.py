@@ -1,10 +1,16 @@
-"""Importing a corpus into a store's database: images (hash, size, split), tags and image_tags, in one transaction."""
+"""Importing a corpus into a store's database: images (hash, size, split), tags and image_tags, in one transaction.
+
+An image already in the store keeps its id (so its cached features stay its own); its tags become the corpus's
+(``retagged`` says whose changed) and its split the one imported. A file whose content is byte for byte that of
+another image (in the store or earlier in the corpus) is imported and reported (``duplicates``): a copy of a test
+image among the training images would leak its tags into an evaluation, which ``annot eval`` refuses.
+"""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -12,13 +18,15 @@ from typing import Any
 from sqlalchemy import select, update
 
 from annot.errors import CorpusError
-from annot.features.images import probe_image
+from annot.features.images import UnreadableImage, probe_image
 from annot.indexer.corpus import Corpus
 from annot.schema import image_tags, images, tags
 from annot.schema.database import insert_rows, next_id
-from annot.store import Store
+from annot.store import StoreDir
 
 log = logging.getLogger(__name__)
+
+TRAIN = "train"
 
 
 @dataclass(frozen=True)
@@ -28,9 +36,11 @@ class ImportReport:
     items: list[tuple[int, Path]]
     added: int
     unreadable: dict[str, str]
+    duplicates: dict[str, str] = field(default_factory=dict)  # path -> "path (split)" of the image with its content
+    retagged: list[int] = field(default_factory=list)  # ids of images already in the store whose tags changed
 
 
-def tag_ids(store: Store, words: list[str] | tuple[str, ...], *, create: bool) -> dict[str, int]:
+def tag_ids(store: StoreDir, words: list[str] | tuple[str, ...], *, create: bool) -> dict[str, int]:
     """Ids of ``words`` in the tags table, creating missing ones when ``create``."""
     with store.db.begin() as conn:
         known = {w: i for i, w in conn.execute(select(tags.c.id, tags.c.word))}
@@ -43,8 +53,19 @@ def tag_ids(store: Store, words: list[str] | tuple[str, ...], *, create: bool) -
     return {w: known[w] for w in words if w in known}
 
 
+def probe(path: Path) -> tuple[str, int, int] | str:
+    """(sha256, width, height) of an image file, or why it cannot be read."""
+    try:
+        info = probe_image(path)
+    except FileNotFoundError:
+        return "no such file"
+    except UnreadableImage as exc:
+        return str(exc)
+    return info.sha256, info.width, info.height
+
+
 def import_corpus(
-    store: Store,
+    store: StoreDir,
     corpus: Corpus,
     split: str,
     *,
@@ -57,21 +78,28 @@ def import_corpus(
     Nothing is written unless the whole import succeeds.
     """
     with store.db.connect() as conn:
-        existing = {p: (i, s) for i, p, s in conn.execute(select(images.c.id, images.c.path, images.c.split))}
+        existing = {p: (i, s, h) for i, p, s, h in conn.execute(select(images.c.id, images.c.path, images.c.split,
+                                                                      images.c.sha256))}
+    by_content = {h: (p, s) for p, (_i, s, h) in existing.items()}
 
     unreadable: dict[str, str] = {}
     probed: dict[Path, tuple[str, int, int]] = {}
+    duplicates: dict[str, str] = {}
     for entry in corpus.entries:
-        if str(entry.path) not in existing:
-            try:
-                info = probe_image(entry.path)
-                probed[entry.path] = (info.sha256, info.width, info.height)
-            except FileNotFoundError:
-                unreadable[str(entry.path)] = "no such file"
-            except (OSError, ValueError) as exc:
-                unreadable[str(entry.path)] = f"not a readable image ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
-            if strict and str(entry.path) in unreadable:
-                raise CorpusError(f"{corpus.source}:{entry.line}: {entry.path}: {unreadable[str(entry.path)]}")
+        key = str(entry.path)
+        if key not in existing:
+            found = probe(entry.path)
+            if isinstance(found, str):
+                unreadable[key] = found
+                if strict:
+                    raise CorpusError(f"{corpus.source}:{entry.line}: {entry.path}: {found}")
+            else:
+                probed[entry.path] = found
+                twin = by_content.get(found[0])
+                if twin is not None:
+                    duplicates[key] = f"{twin[0]} ({twin[1]})"
+                else:
+                    by_content[found[0]] = (key, split)
         if progress:
             progress(1)
 
@@ -83,23 +111,32 @@ def import_corpus(
         new_rows: list[dict[str, Any]] = []
         tag_rows: list[dict[str, int]] = []
         moved: list[int] = []
+        kept: list[int] = []
         for entry in corpus.entries:
             key = str(entry.path)
             if key in unreadable:
                 continue
             if key in existing:
-                image_id, old_split = existing[key]
+                image_id, old_split, _ = existing[key]
+                kept.append(image_id)
                 if old_split != split:
                     moved.append(image_id)
             else:
                 image_id = start + len(new_rows)
                 digest, width, height = probed[entry.path]
-                new_rows.append(
-                    {"id": image_id, "path": key, "sha256": digest, "width": width, "height": height,
-                     "split": split, "added_at": now}
-                )
+                new_rows.append({"id": image_id, "path": key, "sha256": digest, "width": width, "height": height,
+                                 "split": split, "added_at": now})
             items.append((image_id, entry.path))
             tag_rows.extend({"image_id": image_id, "tag_id": word_ids[t]} for t in entry.tags)
+        old_tags: dict[int, set[int]] = {}
+        for lo in range(0, len(kept), 5000):
+            for image_id, tag_id in conn.execute(select(image_tags.c.image_id, image_tags.c.tag_id)
+                                                 .where(image_tags.c.image_id.in_(kept[lo : lo + 5000]))):
+                old_tags.setdefault(int(image_id), set()).add(int(tag_id))
+        new_tags: dict[int, set[int]] = {}
+        for row in tag_rows:
+            new_tags.setdefault(row["image_id"], set()).add(row["tag_id"])
+        retagged = [i for i in kept if old_tags.get(i, set()) != new_tags.get(i, set())]
         insert_rows(conn, images, new_rows)
         if moved:
             conn.execute(update(images).where(images.c.id.in_(moved)).values(split=split))
@@ -109,4 +146,4 @@ def import_corpus(
         insert_rows(conn, image_tags, tag_rows)
     if unreadable:
         log.warning("%s: skipped %d unreadable images", corpus.source, len(unreadable))
-    return ImportReport(items, len(new_rows), unreadable)
+    return ImportReport(items, len(new_rows), unreadable, duplicates, retagged)

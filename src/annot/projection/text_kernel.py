@@ -18,6 +18,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from annot.errors import ProjectionError
+from annot.projection.kernels import kernel_map, mean_sampled_distance
 
 TEXT_KERNELS = ("linear", "rbf")
 CHUNK = 4096
@@ -46,8 +47,6 @@ class TextMap:
 
     @classmethod
     def fit(cls, landmarks: NDArray[np.floating], gamma_scale: float = 1.0, seed: int = 0) -> TextMap:
-        from annot.projection.kcca import kernel_map, mean_sampled_distance  # kcca imports this module
-
         L = np.asarray(landmarks, np.float64)
         if len(L) < 2:
             raise ProjectionError(f"the text kernel needs at least 2 landmark texts, got {len(L)}")

@@ -1,5 +1,2 @@
-"""Loading a store and annotating: neighbour search in the shared space and one scorer per method."""
-
-from annot.retrieval.model import METHODS, Annotation, AnnotationModel, TagScore, Vote
-
-__all__ = ["METHODS", "Annotation", "AnnotationModel", "TagScore", "Vote"]
+"""Neighbour search in the shared space: FAISS indexes by corpus size, and the tag scoring of each method (pure
+numpy)."""

@@ -26,6 +26,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from annot.errors import AnnotError
+from annot.settings import SettingsError
 
 if TYPE_CHECKING:
     import faiss
@@ -40,15 +41,6 @@ RECALL_TARGET = 0.95
 AGREEMENT_TARGET = 0.9  # share of the exact pool's tags that the approximate pool's tags must keep
 RECALL_QUERIES = 1000
 ADD_CHUNK = 65_536
-_UNITS = {"": 1, "B": 1, "K": 1 << 10, "KB": 1 << 10, "M": 1 << 20, "MB": 1 << 20, "G": 1 << 30, "GB": 1 << 30}
-
-
-def parse_bytes(text: str) -> int:
-    """``4GB``, ``512M``, ``1.5G`` or a plain number of bytes."""
-    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([KMG]?B?)\s*", text.upper())
-    if not match:
-        raise AnnotError(f"--memory-budget: cannot read {text!r} (examples: 4GB, 512MB)")
-    return int(float(match.group(1)) * _UNITS[match.group(2)])
 
 
 def choose_factory(n: int, d: int, memory_budget: int) -> str:
@@ -93,10 +85,10 @@ class IndexInfo:
     tag_agreement: float | None = None
     tried: list[tuple[int, float]] = field(default_factory=list)  # (setting, agreement or recall@10) in the order tried
 
-    def manifest(self) -> dict[str, Any]:
-        return {"factory": self.factory, "search": self.search, "recall_at_10": self.recall_at_10,
-                "recall_at_depth": self.recall_at_depth, "recall_depth": self.depth, "tag_agreement": self.tag_agreement,
-                "tuning": [[v, a] for v, a in self.tried]}
+    def tuning(self) -> dict[str, Any]:
+        """What choosing the search setting measured, as the manifest records it."""
+        return {"recall_at_10": self.recall_at_10, "recall_at_depth": self.recall_at_depth, "recall_depth": self.depth,
+                "tag_agreement": self.tag_agreement, "tried": [[v, a] for v, a in self.tried]}
 
 
 Tagger = Callable[[NDArray[np.float32], NDArray[np.int64]], NDArray[np.int64]]  # pools (distances, ids) -> top tags
@@ -123,6 +115,20 @@ def build_ann(factory: str, d: int, rows: Rows, sample: NDArray[np.float32], adv
         if advance:
             advance(len(ids))
     return index
+
+
+def check_factory(factory: str, d: int) -> None:
+    """Refuse an index_factory string FAISS cannot build for dimension ``d``, before any work is done."""
+    import faiss
+
+    if factory in ("auto", "Flat"):
+        return
+    try:
+        faiss.index_factory(d, factory, faiss.METRIC_INNER_PRODUCT)
+    except RuntimeError as exc:
+        raise SettingsError("index.kind", f"must be auto or a FAISS index_factory string that builds for the "
+                            f"{d}-dimensional shared space; FAISS refuses {factory!r} "
+                            f"({str(exc).strip().splitlines()[-1]})") from None
 
 
 def _takes_ids(index: faiss.Index) -> bool:

@@ -1,30 +1,22 @@
 """FAISS indexes over the shared space, searched by correlation distance (paper §3.4.1).
 
 The correlation distance of the paper is D(a, b) = 1 − corr(a, b), with each vector centred by its own mean
-(as ``scipy.spatial.distance.correlation``). Centring each row and scaling it to unit length turns it into an inner
-product, so a FAISS inner-product index answers it exactly: D = 1 − ⟨â, b̂⟩.
+(as ``scipy.spatial.distance.correlation``). Centring each row and scaling it to unit length
+(:func:`annot.projection.correlation_rows`) turns it into an inner product, so a FAISS inner-product index answers
+it exactly: D = 1 − ⟨â, b̂⟩.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 from numpy.typing import NDArray
 
-from annot.errors import StoreError
-from annot.store import atomic_write
+from annot.projection.space import correlation_rows
 
 if TYPE_CHECKING:
     import faiss
-
-
-def correlation_rows(V: NDArray[np.floating]) -> NDArray[np.float32]:
-    """Centre each row by its own mean and scale it to unit length (zero rows stay zero)."""
-    C = np.asarray(V, np.float32) - np.asarray(V, np.float32).mean(axis=1, keepdims=True)
-    norms = np.linalg.norm(C, axis=1, keepdims=True)
-    return np.ascontiguousarray(C / np.maximum(norms, 1e-12), dtype=np.float32)
 
 
 def build_flat_index(V: NDArray[np.floating], ids: NDArray[np.int64]) -> faiss.IndexIDMap2:
@@ -35,23 +27,6 @@ def build_flat_index(V: NDArray[np.floating], ids: NDArray[np.int64]) -> faiss.I
     index = faiss.IndexIDMap2(faiss.IndexFlatIP(rows.shape[1]))
     index.add_with_ids(rows, np.ascontiguousarray(ids, dtype=np.int64))
     return index
-
-
-def save_index(index: faiss.Index, path: Path) -> None:
-    import faiss
-
-    atomic_write(path, lambda fh: faiss.write_index(index, faiss.PyCallbackIOWriter(fh.write)))  # type: ignore[attr-defined]  # SWIG, streamed
-
-
-def load_index(path: Path) -> faiss.Index:
-    import faiss
-
-    if not Path(path).is_file():
-        raise StoreError(f"{path}: index file missing")
-    try:
-        return faiss.read_index(str(path))
-    except RuntimeError as exc:
-        raise StoreError(f"{path}: unreadable FAISS index") from exc
 
 
 def index_ids(index: faiss.Index) -> NDArray[np.int64]:

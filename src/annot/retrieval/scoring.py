@@ -29,28 +29,16 @@ class Scored:
     weights: NDArray[np.float64]
 
 
-def tag_k(k: int, k_power: float, frequency: NDArray[np.int64]) -> NDArray[np.int64]:
-    """Per-tag K: K_w = max(1, round(k · (n_w / median n)^β)) with β = ``k_power`` (β = 0: the same k for every tag).
-    A frequent word's group is large and varied, so it may take more neighbours; a rare word's fewer."""
-    n = np.maximum(np.asarray(frequency, np.float64), 1.0)
-    if not k_power:
-        return np.full(len(n), int(k), np.int64)
-    median = float(np.median(n[np.asarray(frequency) > 0])) if (np.asarray(frequency) > 0).any() else 1.0
-    return np.maximum(1, np.round(k * (n / median) ** k_power)).astype(np.int64)
-
-
-def semantic_neighbours(D: NDArray[np.float32], labels: NDArray[np.bool_], k: int | NDArray[np.int64]) -> NDArray[np.bool_]:
-    """Which candidates are among the ``k`` nearest of some tag group (the first pass of 2PKNN and CCA-KNN);
-    ``k`` may be one number or one per tag.
+def semantic_neighbours(D: NDArray[np.float32], labels: NDArray[np.bool_], k: int) -> NDArray[np.bool_]:
+    """Which candidates are among the ``k`` nearest of some tag group (the first pass of 2PKNN and CCA-KNN).
 
     Works per tag over all queries at once: the cost is nq × (number of (image, tag) pairs), not nq × m × V.
     """
     nq = D.shape[0]
     chosen = np.zeros(D.shape, bool)
     queries = np.arange(nq)[:, None]
-    per_tag = np.broadcast_to(np.asarray(k, np.int64), (labels.shape[1],))
+    k = int(k)
     for w in range(labels.shape[1]):
-        k = int(per_tag[w])
         members = np.flatnonzero(labels[:, w])
         if len(members) == 0:
             continue
@@ -65,7 +53,7 @@ def semantic_neighbours(D: NDArray[np.float32], labels: NDArray[np.bool_], k: in
 def cca_knn_scores(
     D: NDArray[np.float32],
     labels: NDArray[np.bool_],
-    k: int | NDArray[np.int64],
+    k: int,
     temperature: float,
     frequency: NDArray[np.int64] | None = None,
     frequency_power: float = 0.0,
@@ -103,7 +91,7 @@ def cca_knn_pooled(
     D: NDArray[np.float32],
     rows: NDArray[np.int64],
     labels: sparse.csr_matrix,
-    k: int | NDArray[np.int64],
+    k: int,
     temperature: float,
     frequency: NDArray[np.int64],
     frequency_power: float = 0.0,
@@ -128,10 +116,8 @@ def cca_knn_pooled(
     sorted_key = key[order]
     starts = np.flatnonzero(np.r_[True, sorted_key[1:] != sorted_key[:-1]]) if len(key) else np.zeros(0, np.int64)
     rank = np.arange(len(key)) - np.repeat(starts, np.diff(np.r_[starts, len(key)]))
-    tags = picked.indices[keep][order]
-    limit = np.broadcast_to(np.asarray(k, np.int64), (V,))[tags] if np.ndim(k) else int(k)
     chosen = np.zeros(nq * L, bool)
-    chosen[position[order][rank < limit]] = True
+    chosen[position[order][rank < int(k)]] = True
     chosen = chosen.reshape(nq, L)
     nearest = np.where(finite[:, :1], D[:, :1], 0.0)
     weights = np.exp(-(D.astype(np.float64) - nearest) / temperature)
@@ -143,7 +129,7 @@ def cca_knn_pooled(
     return scores, chosen, weights
 
 
-def pooled_tagger(labels: sparse.csr_matrix, frequency: NDArray[np.int64], k: int | NDArray[np.int64],
+def pooled_tagger(labels: sparse.csr_matrix, frequency: NDArray[np.int64], k: int,
                   temperature: float, frequency_power: float, n_tags: int = 5,
                   batch: int = 64) -> Callable[[NDArray[np.float32], NDArray[np.int64]], NDArray[np.int64]]:
     """A function from candidate pools (distances ascending, label rows; rows < 0 are missing) to each query's
@@ -245,7 +231,6 @@ def score_queries(
     k: int,
     temperature: float,
     frequency_power: float = 0.0,
-    k_power: float = 0.0,
     standards: tuple[NDArray[np.float64], NDArray[np.float64]] | None = None,
 ) -> list[Scored]:
     """Ranked words for each query with ``method``: the one entry point for annotation, evaluation and tuning. With
@@ -262,8 +247,7 @@ def score_queries(
             out.append(Scored(words, scores, [np.array([c], np.int64) for _, c in pairs], finite[q].astype(np.float64)))
         return out
     if method == "cca-knn":
-        scores, chosen, weights = cca_knn_scores(D, labels, tag_k(k, k_power, frequency), temperature, frequency,
-                                                 frequency_power)
+        scores, chosen, weights = cca_knn_scores(D, labels, k, temperature, frequency, frequency_power)
         scores, floor = ranking(scores, standards)
         for q in range(D.shape[0]):
             words = top_words(scores[q], frequency, n_tags, floor)

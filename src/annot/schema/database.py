@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import logging
+import os
+import weakref
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, Engine, Table, create_engine, func, insert, inspect, select, text
@@ -18,26 +21,54 @@ log = logging.getLogger(__name__)
 _INSERT_CHUNK = 2000
 
 
-class Database:
-    """A store's metadata database. ``url`` is any SQLAlchemy URL; migrations run when it is opened."""
+# DuckDB settings of a sandboxed connection (``annot sql``): no file outside the database can be read or written,
+# no extension installed or loaded, and the settings cannot be changed back from SQL.
+SANDBOX = {"enable_external_access": False, "autoload_known_extensions": False, "autoinstall_known_extensions": False,
+           "lock_configuration": True}
 
-    def __init__(self, url: str, *, read_only: bool = False) -> None:
+
+_OPEN: weakref.WeakSet[Database] = weakref.WeakSet()
+
+
+def _close_before_fork() -> None:
+    """Close every database connection of this process before it forks (decoding workers are forked): a child that
+    inherits an open DuckDB database would close it again when it exits, writing a stale copy of it."""
+    for database in list(_OPEN):
+        database.engine.dispose()
+
+
+os.register_at_fork(before=_close_before_fork)
+
+
+class Database:
+    """A store's metadata database: a DuckDB file (``location``: its path) or any SQLAlchemy URL. Migrations run
+    when it is opened for writing; a read-only one of an older schema is read as it is (migrations only add), and
+    ``schema_version`` says which tables it has. ``sandbox`` opens DuckDB with :data:`SANDBOX`."""
+
+    def __init__(self, location: str | Path, *, read_only: bool = False, sandbox: bool = False) -> None:
+        url = location if isinstance(location, str) and "://" in location else f"duckdb:///{location}"
         self.url = url
         connect_args: dict[str, Any] = {}
-        if url.startswith("duckdb") and read_only:
-            connect_args["read_only"] = True
+        if url.startswith("duckdb"):
+            if read_only:
+                connect_args["read_only"] = True
+            if sandbox:
+                connect_args["config"] = dict(SANDBOX)
         try:
-            self.engine: Engine = create_engine(url, connect_args=connect_args, poolclass=None)
+            self.engine: Engine = create_engine(url, connect_args=connect_args)
             with self.engine.connect() as conn:
                 version = self._version(conn)
         except SQLAlchemyError as exc:
-            raise StoreError(f"{url}: cannot open database ({_first_line(exc)})") from exc
+            raise StoreError(f"{url.removeprefix('duckdb:///')}: cannot open the database ({_first_line(exc)})") from exc
         if version > SCHEMA_VERSION:
-            raise StoreError(f"{url}: schema version {version} is newer than this annot ({SCHEMA_VERSION})")
-        if version < SCHEMA_VERSION:
-            if read_only:
-                raise StoreError(f"{url}: schema version {version} needs migrating; open it writable once")
+            self.engine.dispose()
+            raise StoreError(f"{url.removeprefix('duckdb:///')}: database schema version {version} is newer than this "
+                             f"annot's ({SCHEMA_VERSION}); upgrade annot")
+        if version < SCHEMA_VERSION and not read_only:
             self._migrate(version)
+            version = SCHEMA_VERSION
+        self.schema_version = version
+        _OPEN.add(self)
 
     @staticmethod
     def _version(conn: Connection) -> int:
@@ -65,6 +96,13 @@ class Database:
         with self.engine.connect() as conn:
             yield conn
 
+    def checkpoint(self) -> None:
+        """Write everything logged into the database file itself (DuckDB: its write-ahead log folded in). DuckDB
+        does this on close too, but not always after replaying the log of a process that was killed."""
+        if self.url.startswith("duckdb"):
+            with self.engine.connect() as conn:
+                conn.exec_driver_sql("CHECKPOINT")
+
     def close(self) -> None:
         self.engine.dispose()
 
@@ -72,7 +110,13 @@ class Database:
         """Run one statement and return column names and rows."""
         with self.engine.connect() as conn:
             result = conn.execute(text(sql))
+            if not result.returns_rows:
+                return [], []
             return list(result.keys()), [tuple(r) for r in result.fetchall()]
+
+    def has_table(self, name: str) -> bool:
+        with self.engine.connect() as conn:
+            return bool(inspect(conn).has_table(name))
 
 
 def next_id(conn: Connection, table: Table) -> int:

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from annot.errors import CorpusError
+from annot.errors import StoreError
 from annot.features.encoders import ImageEncoder
 from annot.features.images import iter_batches
 from annot.store import atomic_write
@@ -37,13 +37,13 @@ class ExtractionReport:
 
 def encode_paths(
     encoder: ImageEncoder, paths: Sequence[Path], batch_size: int = 32, workers: int | None = None,
-    progress: ProgressFn | None = None,
+    progress: ProgressFn | None = None, upright: bool = True,
 ) -> tuple[NDArray[np.float32], dict[int, str]]:
     """Features of image files in order (NaN rows for files that do not decode) and, by position, why not."""
     x = np.empty((len(paths), encoder.dim), np.float32)
     errors: dict[int, str] = {}
     row = 0
-    for batch in iter_batches(list(paths), encoder, batch_size, workers):
+    for batch in iter_batches(list(paths), encoder, batch_size, workers, upright):
         features = encoder.encode_sized(batch.sized)
         for j, ok in enumerate(batch.ok):
             if not ok:
@@ -57,14 +57,16 @@ def encode_paths(
 
 
 class FeatureCache:
-    """Cached features of one encoder in one store."""
+    """Cached features of one encoder in one store; ``upright`` says how its images are decoded (the cache's key
+    records it: ``annot.features.images.feature_key``)."""
 
-    def __init__(self, folder: Path, dim: int, dtype: str = "float32") -> None:
+    def __init__(self, folder: Path, dim: int, dtype: str = "float32", upright: bool = True) -> None:
         if dtype not in ("float32", "float16"):
             raise ValueError(f"feature dtype must be float32 or float16, got {dtype!r}")
         self.folder = Path(folder)
         self.dim = dim
         self.dtype = np.dtype(dtype)
+        self.upright = upright
 
     def _parts(self) -> list[tuple[Path, Path]]:
         if not self.folder.is_dir():
@@ -116,7 +118,7 @@ class FeatureCache:
             found[targets] = True
         if not found.all():
             missing = wanted[~found][:5].tolist()
-            raise CorpusError(f"{self.folder}: no cached features for image ids {missing}")
+            raise StoreError(f"{self.folder}: no cached features for image ids {missing}")
         return out
 
     def extract(
@@ -138,7 +140,7 @@ class FeatureCache:
         failed: dict[int, str] = {}
         for start in range(0, len(todo), part_size):
             chunk = todo[start : start + part_size]
-            x, errors = encode_paths(encoder, [p for _, p in chunk], batch_size, progress=progress)
+            x, errors = encode_paths(encoder, [p for _, p in chunk], batch_size, progress=progress, upright=self.upright)
             chunk_failed = {chunk[j][0]: f"{chunk[j][1]}: {why}" for j, why in errors.items()}
             failed.update(chunk_failed)
             self.write_part(x, np.array([i for i, _ in chunk], np.int64), chunk_failed)

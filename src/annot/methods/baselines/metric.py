@@ -19,9 +19,9 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from annot.methods.baselines.base import QUIET, Arrays, batches, l1_distances
+from annot.methods.baselines.neighbours import TwoPassKNN
 from annot.progress import Progress
-from annot.retrieval.baselines.base import QUIET, Arrays, batches, l1_distances
-from annot.retrieval.baselines.neighbours import TwoPassKNN
 
 CANDIDATES = 30
 TRIPLETS_PER_IMAGE = 8

@@ -33,17 +33,17 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from annot.cnnr.answer import answer_quality, word_index
-from annot.cnnr.network import CNNR, Backbone, build_backbone
-from annot.errors import AnnotError, StoreError
+from annot.errors import AnnotError
+from annot.features.cache import FeatureCache
 from annot.features.encoders import ImageEncoder
-from annot.features.images import iter_batches
+from annot.features.images import feature_key, iter_batches
 from annot.features.words import load_word_vectors
-from annot.indexer.build import TRAIN, extract_features
-from annot.indexer.corpus import read_corpus
+from annot.methods.cnnr.answer import answer_quality, word_index
+from annot.methods.cnnr.network import CNNR, Backbone, build_backbone
 from annot.progress import NoProgress, Progress
-from annot.schema.queries import label_matrix
-from annot.store import Store, atomic_write
+from annot.schema.queries import image_paths, label_matrix
+from annot.store import StoreDir, atomic_write
+from annot.store.manifest import CNNRRecord
 
 log = logging.getLogger(__name__)
 
@@ -138,52 +138,53 @@ def _checkpoint_key(config: CNNRConfig, dim: int, full: bool, words: str) -> dic
             "select": config.select, "weights": str(Path(config.weights).resolve()) if config.weights else None}
 
 
-def train_cnnr(corpus_path: Path, store_root: Path, config: CNNRConfig = CNNRConfig(), progress: Progress | None = None) -> TrainReport:
-    """Train CNN-R on a corpus's images in an indexed store; keeps the best weights in ``models/cnnr/``."""
+def train_cnnr(store_root: Path, config: CNNRConfig = CNNRConfig(), progress: Progress | None = None,
+               wait: bool = False) -> TrainReport:
+    """Train CNN-R on the indexed training images of a store; keeps the best weights in ``models/cnnr/``."""
     import torch
 
     progress = progress or NoProgress()
     start = time.perf_counter()
     torch.manual_seed(config.seed)
-    store = Store.open(Path(store_root))
+    if config.target not in TARGETS:
+        raise AnnotError(f"--target must be one of {', '.join(TARGETS)}, got {config.target!r}")
+    if config.select not in SELECTIONS:
+        raise AnnotError(f"--select must be one of {', '.join(SELECTIONS)}, got {config.select!r}")
+    store = StoreDir.open(Path(store_root), write=True, wait=wait)
     try:
-        if not store.has_manifest():
-            raise StoreError(f"{store.root}: not indexed yet; run `annot index` first (CNN-R uses its vocabulary and word vectors)")
         manifest = store.manifest()
-        vocabulary = tuple(manifest["vocabulary"]["words"])
-        tag_ids = [int(t) for t in manifest["vocabulary"]["tag_ids"]]
-        words = load_word_vectors(manifest["words"]["source"])
-        if config.target not in TARGETS:
-            raise AnnotError(f"--target must be one of {', '.join(TARGETS)}, got {config.target!r}")
-        if config.select not in SELECTIONS:
-            raise AnnotError(f"--select must be one of {', '.join(SELECTIONS)}, got {config.select!r}")
+        vocabulary = tuple(manifest.vocabulary.words)
+        tag_ids = list(manifest.vocabulary.tag_ids)
+        words = load_word_vectors(manifest.words.source)
+        upright = manifest.encoder.orientation == "exif"
         E, missing = words.matrix(vocabulary)
         has_vector = np.array([w not in set(missing) for w in vocabulary])
         mean, transform = word_space(E, has_vector, config.target)
         E = np.where(has_vector[:, None], (E - mean) @ transform, 0.0).astype(np.float32)  # the regression's word space
-        corpus = read_corpus(Path(corpus_path), vocabulary)
+        indexed = np.asarray(store.read_array(manifest.index.ids, "image ids"), np.int64)
+        located = image_paths(store.db, indexed.tolist())
+        items = [(int(i), Path(located[int(i)])) for i in sorted(indexed.tolist())]
         backbone = build_backbone(config.backbone, config.weights)
         model = CNNR(backbone, words.dim, config.device)
         full = config.full if config.full is not None else model.device.type == "cuda"
         key = _checkpoint_key(config, words.dim, full, words.source)
 
-        if full:
-            from annot.indexer.importer import import_corpus
-
-            with progress.task(f"importing {corpus.source.name}", len(corpus.entries)) as advance:
-                imported = import_corpus(store, corpus, TRAIN, progress=advance)
-            items = imported.items
-            A = None
-        else:
+        A = None
+        if not full:
             trunk = TrunkEncoder(backbone, model.device)
-            items, cache, _, _, _ = extract_features(store, corpus, TRAIN, trunk, strict=False, batch_size=32, progress=progress)
+            cache = FeatureCache(store.features_dir / feature_key(trunk.key, upright), trunk.dim, upright=upright)
+            with progress.task(f"extracting trunk activations ({trunk.name})", len(items)) as advance:
+                cache.extract(items, trunk, batch_size=32, progress=advance)
+            failed = cache.failures()
+            items = [(i, p) for i, p in items if i not in failed]
             A = cache.load([i for i, _ in items])
         ids = [i for i, _ in items]
         paths = [p for _, p in items]
         Y, usable = targets(label_matrix(store.db, ids, tag_ids), E, has_vector)
         rows = np.flatnonzero(usable)
         if len(rows) < 4:
-            raise AnnotError(f"{corpus.source}: {len(rows)} images with a tag that has a word vector; CNN-R needs more")
+            raise AnnotError(f"{store.root}: {len(rows)} training images with a tag that has a word vector; CNN-R "
+                             "needs more")
         rng = np.random.default_rng(config.seed)
         rows = rng.permutation(rows)
         n_val = max(1, round(config.validation * len(rows)))
@@ -198,7 +199,8 @@ def train_cnnr(corpus_path: Path, store_root: Path, config: CNNRConfig = CNNRCon
                 return
             shim = backbone_encoder_shim(backbone)
             for lo, batch in zip(range(0, len(order), config.batch_size),
-                                 iter_batches([paths[i] for i in order], shim, config.batch_size), strict=True):
+                                 iter_batches([paths[i] for i in order], shim, config.batch_size, upright=upright),
+                                 strict=True):
                 ok = np.array(batch.ok)
                 yield order[lo : lo + config.batch_size][ok], batch.pixels[torch.from_numpy(ok)].to(model.device)
 
@@ -289,9 +291,11 @@ def train_cnnr(corpus_path: Path, store_root: Path, config: CNNRConfig = CNNRCon
                                "seconds": time.perf_counter() - start})
         if best_state is None:
             raise AnnotError(f"{checkpoint}: no epoch finished; nothing to keep")
-        report.model_file = _keep(store, key, best_state, vocabulary, tag_ids, E, has_vector, report, (mean, transform))
         report.seconds = time.perf_counter() - start
-        _record(store, report, key)
+        record = _keep(store, key, best_state, vocabulary, tag_ids, E, has_vector, report, (mean, transform))
+        report.model_file = record.file.path
+        store.write_manifest(store.manifest().touched(cnnr=record))
+        store.remove_unreferenced()  # the previous model file, once the manifest no longer names it
         return report
     finally:
         store.close()
@@ -319,10 +323,11 @@ def _save(path: Path, payload: dict[str, Any]) -> None:
     atomic_write(path, lambda fh: fh.write(buffer.getvalue()) and None)
 
 
-def _keep(store: Store, key: dict[str, Any], state: dict[str, Any], vocabulary: tuple[str, ...], tag_ids: list[int],
+def _keep(store: StoreDir, key: dict[str, Any], state: dict[str, Any], vocabulary: tuple[str, ...], tag_ids: list[int],
           E: NDArray[np.float32], has_vector: NDArray[np.bool_], report: TrainReport,
-          space: tuple[NDArray[np.float64], NDArray[np.float64]]) -> str:
-    """Write the best weights with what answering needs (the vocabulary's word vectors) under a new name."""
+          space: tuple[NDArray[np.float64], NDArray[np.float64]]) -> CNNRRecord:
+    """Write the best weights with what answering needs (the vocabulary's word vectors) under a new name, and the
+    manifest record pointing at them."""
     import torch
 
     buffer = io.BytesIO()
@@ -330,21 +335,12 @@ def _keep(store: Store, key: dict[str, Any], state: dict[str, Any], vocabulary: 
     model_id = hashlib.sha256(buffer.getvalue()).hexdigest()[:12]
     meta = {**key, "id": model_id, "best_epoch": report.best_epoch,
             "best_validation_loss": round(report.best_validation_loss, 5), "best_validation_f1": report.best_validation_f1}
-    file = f"models/cnnr/model-{model_id}.pt"
-    _save(store.path(file), {"meta": meta, "state": state, "vocabulary": list(vocabulary), "tag_ids": tag_ids,
-                             "E": E, "has_vector": has_vector, "word_mean": space[0], "word_transform": space[1]})
-    return file
-
-
-def _record(store: Store, report: TrainReport, key: dict[str, Any]) -> None:
-    """Point the manifest at the new model; the previous model file goes once the manifest no longer names it."""
-    manifest = store.manifest()
-    previous = manifest.get("cnnr", {}).get("file")
-    manifest["cnnr"] = {**key, "file": report.model_file, "best_epoch": report.best_epoch,
-                        "validation_loss": round(report.best_validation_loss, 5),
-                        "validation_f1": report.best_validation_f1, "epochs": len(report.history),
-                        "train_seconds": round(report.seconds, 1), "device": report.device,
-                        "trained_at": datetime.now(UTC).isoformat(timespec="seconds")}
-    store.write_manifest(manifest)
-    if previous and previous != report.model_file:
-        store.path(previous).unlink(missing_ok=True)
+    payload = io.BytesIO()
+    torch.save({"meta": meta, "state": state, "vocabulary": list(vocabulary), "tag_ids": tag_ids, "E": E,
+                "has_vector": has_vector, "word_mean": space[0], "word_transform": space[1]}, payload)
+    file = store.save_bytes(f"models/cnnr/model-{model_id}.pt", payload.getvalue())
+    info = {**key, "best_epoch": report.best_epoch, "validation_loss": round(report.best_validation_loss, 5),
+            "validation_f1": report.best_validation_f1, "epochs": len(report.history),
+            "train_seconds": round(report.seconds, 1), "device": report.device,
+            "trained_at": datetime.now(UTC).isoformat(timespec="seconds")}
+    return CNNRRecord(file, info)

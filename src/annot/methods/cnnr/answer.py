@@ -24,8 +24,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from annot.errors import EncoderError, StoreError
-from annot.evaluation.metrics import Summary, per_word_metrics, predictions_matrix, summarize
 from annot.features.words import load_word_vectors
+from annot.metrics import Summary, per_word_metrics, predictions_matrix, summarize
 
 
 def _unit(V: NDArray[np.floating]) -> NDArray[np.float32]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -16,7 +17,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from annot.errors import EncoderError
-from annot.features.encoders import IMAGENET_MEAN, ImageEncoder, _lite0_weights, _lite2_weights, _load_state
+from annot.features.encoders import IMAGENET_MEAN, ImageEncoder, load_state, packaged_weights
 
 if TYPE_CHECKING:
     import torch
@@ -61,7 +62,7 @@ def _efficientnet(model_name: str, packaged: Callable[[], str], cut: int) -> Bac
         net = EfficientNet.from_name(model_name)
         path = Path(weights) if weights else Path(packaged())
         try:
-            net.load_state_dict(_load_state(path))
+            net.load_state_dict(load_state(path))
         except RuntimeError as exc:
             raise EncoderError(f"{path}: not {model_name} weights") from exc
         rate = float(net._global_params.drop_connect_rate or 0.0)
@@ -102,7 +103,7 @@ def _alexnet(weights: Path | None) -> Backbone:
         raise EncoderError("alexnet needs --weights (a torchvision alexnet state dict); none is packaged")
     net = torchvision.models.alexnet(weights=None)
     try:
-        net.load_state_dict(_load_state(Path(weights)))
+        net.load_state_dict(load_state(Path(weights)))
     except RuntimeError as exc:
         raise EncoderError(f"{weights}: not alexnet weights") from exc
     trunk = torch.nn.Sequential(net.features, net.avgpool, torch.nn.Flatten(1))
@@ -110,8 +111,8 @@ def _alexnet(weights: Path | None) -> Backbone:
     return Backbone("alexnet", trunk, top, 4096, 224, IMAGENET_MEAN, (0.229, 0.224, 0.225))
 
 
-register_backbone("efficientnet-lite0", _efficientnet("efficientnet-lite0", _lite0_weights, 12))
-register_backbone("efficientnet-lite2", _efficientnet("efficientnet-lite2", _lite2_weights, 16))
+register_backbone("efficientnet-lite0", _efficientnet("efficientnet-lite0", partial(packaged_weights, 0), 12))
+register_backbone("efficientnet-lite2", _efficientnet("efficientnet-lite2", partial(packaged_weights, 2), 16))
 register_backbone("alexnet", _alexnet)
 
 

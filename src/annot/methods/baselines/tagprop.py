@@ -20,8 +20,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from annot.progress import Progress
-from annot.retrieval.baselines.base import (
+from annot.methods.baselines.base import (
     QUIET,
     Arrays,
     Baseline,
@@ -31,6 +30,7 @@ from annot.retrieval.baselines.base import (
     f1_of,
     validation_rows,
 )
+from annot.progress import Progress
 from annot.retrieval.scoring import Scored, top_words
 
 K_NEIGHBOURS = 200

@@ -7,8 +7,7 @@ from functools import cached_property, partial
 import numpy as np
 from numpy.typing import NDArray
 
-from annot.progress import Progress
-from annot.retrieval.baselines.base import (
+from annot.methods.baselines.base import (
     QUIET,
     Baseline,
     batches,
@@ -20,6 +19,7 @@ from annot.retrieval.baselines.base import (
     sq_l2_distances,
     validation_rows,
 )
+from annot.progress import Progress
 from annot.retrieval.scoring import Scored, cca_knn_scores, top_words
 
 

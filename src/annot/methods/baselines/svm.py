@@ -17,8 +17,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from annot.progress import Progress
-from annot.retrieval.baselines.base import (
+from annot.methods.baselines.base import (
     QUIET,
     Arrays,
     Baseline,
@@ -28,7 +27,8 @@ from annot.retrieval.baselines.base import (
     sq_l2_distances,
     validation_rows,
 )
-from annot.retrieval.baselines.neighbours import MBRM, _top
+from annot.methods.baselines.neighbours import MBRM, _top
+from annot.progress import Progress
 from annot.retrieval.scoring import Scored
 
 FOLDS = 3

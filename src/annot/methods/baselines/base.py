@@ -15,7 +15,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from annot.errors import AnnotError
-from annot.evaluation.metrics import per_word_metrics, predictions_matrix, summarize
+from annot.metrics import per_word_metrics, predictions_matrix, summarize
 from annot.progress import NoProgress, Progress
 from annot.retrieval.scoring import Scored, top_words
 

@@ -1,0 +1,83 @@
+"""One writer at a time per store: an advisory lock on ``STORE/.lock`` held for as long as a command changes the store.
+
+The lock is an ``flock`` on the file, so the kernel releases it when its process ends, however it ends (a crash or a
+SIGKILL leaves no stale lock). The file holds the holder's process id and command, so that a second writer can say
+who it waits for. Readers never take it: they read the published database and the manifest's files, which writers
+never change in place (see :mod:`annot.store.directory`).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+from annot.errors import StoreError
+
+log = logging.getLogger(__name__)
+
+LOCK = ".lock"
+
+
+class StoreBusy(StoreError):
+    """Another process is changing the store."""
+
+
+class WriterLock:
+    """The store's writer lock; ``acquire(wait=False)`` raises :class:`StoreBusy` naming the holder."""
+
+    def __init__(self, root: Path) -> None:
+        self.path = Path(root) / LOCK
+        self._fd: int | None = None
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def holder(self) -> str:
+        """Who holds the lock, as its file says (``process 1234 (annot add ...)``)."""
+        try:
+            text = self.path.read_text(encoding="utf-8").strip()
+        except OSError:
+            return "another process"
+        pid, _, command = text.partition(" ")
+        return f"process {pid}" + (f" ({command})" if command else "") if pid.isdigit() else "another process"
+
+    def acquire(self, wait: bool = False, poll: float = 0.2) -> None:
+        if self._fd is not None:
+            return
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            announced = False
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if not wait:
+                        raise StoreBusy(f"{self.path.parent}: the store is being changed by {self.holder()}; "
+                                        "try again when it ends, or pass --wait") from None
+                    if not announced:
+                        log.warning("%s: waiting for %s to finish changing the store", self.path.parent, self.holder())
+                        announced = True
+                    time.sleep(poll)
+            command = " ".join(["annot", *sys.argv[1:3]]) if sys.argv and sys.argv[0].endswith("annot") else ""
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()} {command}".strip().encode(), 0)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        try:
+            os.ftruncate(self._fd, 0)
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+        finally:
+            os.close(self._fd)
+            self._fd = None
