@@ -109,7 +109,7 @@ def handle_errors(func: F) -> F:
         except AnnotError as exc:
             fail(str(exc), exc.exit_code)
         except KeyboardInterrupt:
-            fail("interrupted; nothing stored was lost: run the same command again to resume", 130)
+            fail("interrupted; nothing stored was lost (a rerun of the same command resumes where this one stopped)", 130)
         except MemoryError:
             fail("out of memory; try a smaller --batch-size, or --feature-dtype float16", 1)
 

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import json
+import signal
 import threading
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select, text
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy import select
 
 from annot.errors import AnnotError
-from annot.schema import Database, runs, tags, word_metrics
+from annot.schema import runs, tags, word_metrics
+from annot.schema.database import SANDBOX
 from annot.settings import SettingsError
 from annot.store import DATABASE, StoreDir
 
@@ -55,51 +57,73 @@ def list_runs(store: StoreDir) -> list[RunRow]:
 
 
 def read_only_sql(store_root: Path, sql: str, timeout: float | None = None) -> tuple[list[str], list[tuple[Any, ...]]]:
-    """Run one statement on a read-only, sandboxed connection to the store's database (DuckDB's external access off
-    and its configuration locked, :data:`annot.schema.database.SANDBOX`): reading or writing any other file,
-    installing or loading an extension, and anything that writes is refused with one line. ``timeout`` (seconds)
-    interrupts a statement that runs longer."""
+    """Run one statement on a read-only, sandboxed DuckDB connection to the store's database (external access off,
+    configuration locked: :data:`annot.schema.database.SANDBOX`): reading or writing any other file, installing or
+    loading an extension, and anything that writes is refused with one line. ``timeout`` (seconds) interrupts a
+    statement that runs longer; so does Ctrl-C (a KeyboardInterrupt), however long DuckDB works."""
+    import duckdb
+
     if timeout is not None and not timeout > 0:
         raise SettingsError("timeout", f"must be a number of seconds > 0, got {timeout}")
     with StoreDir.open(store_root) as store:
-        database = store.path(DATABASE)
-        db = Database(database, read_only=True, sandbox=True)
-        fired = threading.Event()
+        path = store.path(DATABASE)
+        if not path.is_file():
+            raise AnnotError(f"{path}: missing (the store's database)")
         try:
-            with db.engine.connect() as conn:
-                raw = conn.connection.driver_connection
+            config: dict[str, str | bool | int | float | list[str]] = {
+                k: v for k, v in SANDBOX.items() if k != "lock_configuration"}
+            conn = duckdb.connect(str(path), read_only=True, config=config)
+            conn.execute("SET enable_progress_bar = false")  # a session setting: before the lock
+            conn.execute("SET lock_configuration = true")
+        except duckdb.Error as exc:
+            raise AnnotError(f"{path}: cannot open the database ({_first_line(exc)})") from exc
+        outcome: dict[str, Any] = {}
 
-                def stop() -> None:
-                    fired.set()
-                    if raw is not None:
-                        raw.interrupt()
+        def run() -> None:  # in a thread, so that the main thread stays free to hear Ctrl-C and the clock
+            try:
+                cursor = conn.execute(sql)
+                columns = [d[0] for d in cursor.description] if cursor.description else []
+                outcome["rows"] = (columns, [tuple(r) for r in cursor.fetchall()] if columns else [])
+            except duckdb.Error as exc:
+                outcome["error"] = exc
 
-                timer = threading.Timer(timeout, stop) if timeout is not None and raw is not None else None
-                if timer is not None:
-                    timer.daemon = True
-                    timer.start()
-                try:
-                    result = conn.execute(text(sql))
-                    if not result.returns_rows:
-                        return [], []
-                    return list(result.keys()), [tuple(r) for r in result.fetchall()]
-                finally:
-                    if timer is not None:
-                        timer.cancel()
-        except SQLAlchemyError as exc:
-            if type(getattr(exc, "orig", None)).__name__ == "InterruptException" and not fired.is_set():
-                raise KeyboardInterrupt from None  # Ctrl-C, not the timeout
-            raise AnnotError(_sql_error(store_root, sql, exc, timeout)) from exc
+        interrupted: list[int] = []
+
+        def on_ctrl_c(*_: object) -> None:  # Ctrl-C stops the statement; KeyboardInterrupt follows once it has
+            interrupted.append(1)
+            conn.interrupt()
+
+        worker = threading.Thread(target=run, daemon=True)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        timed_out = False
+        previous = signal.signal(signal.SIGINT, on_ctrl_c) if threading.current_thread() is threading.main_thread() else None
+        try:
+            worker.start()
+            while worker.is_alive():
+                worker.join(0.05)
+                if deadline is not None and time.monotonic() > deadline and not interrupted:
+                    timed_out = True
+                    conn.interrupt()  # again until the statement stops: DuckDB checks between chunks of work
         finally:
-            db.close()
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
+            conn.close()
+        if interrupted:
+            raise KeyboardInterrupt
+        if "error" in outcome:
+            raise AnnotError(_sql_error(store_root, sql, outcome["error"], timeout if timed_out else None))
+        return outcome["rows"]
 
 
-def _sql_error(store_root: Path, sql: str, exc: SQLAlchemyError, timeout: float | None) -> str:
-    original = getattr(exc, "orig", None) or exc
-    kind = type(original).__name__
-    message = (str(original).strip().splitlines() or [kind])[0]
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def _sql_error(store_root: Path, sql: str, exc: BaseException, timeout: float | None) -> str:
+    kind = type(exc).__name__
+    message = _first_line(exc)
     statement = " ".join(sql.split())[:80]
-    if kind == "InterruptException":
+    if kind == "InterruptException" and timeout is not None:
         return f"{store_root}: the statement ran over its --timeout of {timeout:g} s and was stopped: {statement}"
     if kind == "PermissionException" or "disabled by configuration" in message or "configuration has been locked" in message:
         return (f"{store_root}: annot sql reads the store's tables only; refused (it reads or writes other files, or "
