@@ -194,9 +194,12 @@ def test_ctrl_c_in_sql_is_a_clean_exit_130(store: Path) -> None:
     slow = "SELECT count(*) FROM range(100000000) a, range(100000000) b"
     process = subprocess.Popen([sys.executable, "-c", CLI, "sql", slow, "--store", str(store)], cwd=ROOT,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(4)
-    process.send_signal(signal.SIGINT)
-    _, err = process.communicate(timeout=60)
+    try:
+        time.sleep(4)
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=60)
+    finally:
+        process.kill()  # never left running, whatever failed
     assert process.returncode == 130, err
     assert "Traceback" not in err and err.strip().startswith("error: interrupted; nothing stored was lost")
 

@@ -69,7 +69,7 @@ def migrate_v1(d: dict[str, Any], source: Path) -> dict[str, Any]:
     standards = d.get("standards")
     cnnr = d.get("cnnr")
     return {
-        "format_version": 2,
+        "format_version": 1,  # what the file on disk holds; written back as version 2
         "updated_at": d.get("updated_at", ""),
         "settings": settings,
         "encoder": {"name": encoder["name"], "key": encoder["key"], "dim": int(encoder["dim"]),
