@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 DATA   ?= ../shared/data/corel5k
 STORE  ?= out/corel5k.annot
 
-.PHONY: setup demo test lint bench clean chromium
+.PHONY: setup demo test lint docs bench clean tools
 
 $(BIN)/annot: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,15 +24,24 @@ demo: setup
 	$(BIN)/annot info --store $(STORE)
 
 # pytest exits 5 when it collects nothing; that alone is not a failure, every other non-zero code is.
-# The report test renders HTML in headless Chromium (Debian's package); install it when missing.
-chromium:
-	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || \
-	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)
+# The tests need Debian's chromium and its driver (the report and the web page, in a real browser) and exiftool
+# (reading exported XMP sidecars back); install what is missing.
+tools:
+	@missing=""; \
+	  command -v chromium >/dev/null || command -v chromium-browser >/dev/null || missing="$$missing chromium"; \
+	  command -v chromedriver >/dev/null || missing="$$missing chromium-driver"; \
+	  command -v exiftool >/dev/null || missing="$$missing libimage-exiftool-perl"; \
+	  if [ -n "$$missing" ]; then apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; fi
 
 # The tests, then the linter and the type checker (pinned in the dev extras); every failure counts.
-test: setup chromium
+test: setup tools
 	$(BIN)/python -m pytest -q -ra; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; rc=0; fi; \
 	$(MAKE) --no-print-directory lint || rc=1; exit $$rc
+
+# The CLI reference is generated from the commands' help text; tests/test_docs.py fails when it is stale.
+docs: setup
+	$(BIN)/python -m annot.cli.reference > docs/cli.md
 
 lint: setup
 	$(BIN)/ruff check src tests benchmarks

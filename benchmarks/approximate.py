@@ -21,42 +21,48 @@ import shutil
 import statistics
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from annot.evaluation.evaluate import evaluate
-from annot.indexer import IndexConfig, build_index
+from annot.indexer import rebuild
 from annot.retrieval.ann import pool_depth
-from annot.store import Store
-from assemble import write_results
+from annot.settings import BuildSettings
+from annot.store import StoreDir
+from common import write_results
 
 DEFAULT_INDEXES = ("IVF64,Flat", "IVF64,Flat@0.99", "OPQ64_320,IVF64,PQ64", "HNSW32", "HNSW32@0.99")
 REPEATS = 3
 SWEEP = (8, 16, 32, 48, 64)  # nprobe of the first IVF index, each evaluated once beside the tuned setting
 
 
-def config_of(store: Path, index: str) -> IndexConfig:
+def config_of(store: Path, index: str) -> BuildSettings:
     """The store's own settings with ``--index`` (``FACTORY`` or ``FACTORY@AGREEMENT``)."""
     factory, _, agreement = index.partition("@")
-    return IndexConfig.of_store(store, index=factory,
-                                tag_agreement=float(agreement) if agreement else IndexConfig.tag_agreement)
+    with StoreDir.open(store) as opened:
+        settings = opened.manifest().settings
+    return settings.replace(index=settings.index.replace(
+        kind=factory, tag_agreement=float(agreement) if agreement else BuildSettings().index.tag_agreement))
 
 
-def measure(store: Path, test: Path, repeats: int = REPEATS, **given: Any) -> dict[str, Any]:
+def measure(store: Path, test: Path, repeats: int = REPEATS, depth: int | None = None) -> dict[str, Any]:
     """Quality of one evaluation and the median annotation speed over ``repeats`` (features cached)."""
     seconds, result = [], None
+    with StoreDir.open(store) as opened:
+        manifest = opened.manifest()
+    scoring = manifest.settings.scoring if depth is None else manifest.settings.scoring.replace(depth=depth)
     for _ in range(repeats):
         start = time.perf_counter()
-        result = evaluate(store, test, record=False, **given)
+        result = evaluate(store, test, scoring=scoring, record=False)
         seconds.append(time.perf_counter() - start)
     assert result is not None
     s = result.summary.as_percent()
-    with Store.open(store, read_only=True) as opened:
-        index = opened.manifest()["index"]
-    return {"precision": s["P"], "recall": s["R"], "f1": s["F1"], "n_plus": s["N+"], "search": index.get("search"),
-            "recall_at_10": index.get("recall_at_10"), "recall_at_depth": index.get("recall_at_depth"),
-            "recall_depth": index.get("recall_depth"), "tag_agreement": index.get("tag_agreement"),
-            "tuning": index.get("tuning"),
+    index, tuning = manifest.index, dict(manifest.index.tuning)
+    return {"precision": s["P"], "recall": s["R"], "f1": s["F1"], "n_plus": s["N+"], "search": dict(index.search),
+            "recall_at_10": tuning.get("recall_at_10"), "recall_at_depth": tuning.get("recall_at_depth"),
+            "recall_depth": tuning.get("recall_depth"), "tag_agreement": tuning.get("tag_agreement"),
+            "tuning": tuning.get("tried"),
             "images": result.summary.n_images,
             "evaluate_images_per_second": round(result.summary.n_images / statistics.median(seconds), 1)}
 
@@ -65,10 +71,9 @@ def sweep(store: Path, test: Path, factory: str, built: float, tuned: int) -> li
     """The same index at other ``nprobe`` settings (the stored setting overridden in a copy's manifest)."""
     out = []
     for nprobe in (v for v in SWEEP if v != tuned):
-        with Store.open(store) as s:
+        with StoreDir.open(store, write=True) as s:
             manifest = s.manifest()
-            manifest["index"]["search"] = {"nprobe": nprobe}
-            s.write_manifest(manifest)
+            s.write_manifest(manifest.touched(index=replace(manifest.index, search={"nprobe": nprobe})))
         measured = {**measure(store, test, repeats=1), "recall_at_10": None, "recall_at_depth": None, "tag_agreement": None}
         out.append({"index": f"{factory}, nprobe {nprobe} (not the tuned setting)", "build_seconds": built, "swept": True,
                     **measured})
@@ -82,7 +87,7 @@ def main() -> None:
     parser.add_argument("--index", action="append", help="a FAISS index_factory string (repeatable)")
     parser.add_argument("--name", default="approximate-corel5k", help="results file name under benchmarks/results/")
     args = parser.parse_args()
-    train, test = args.data / "train.jsonl", args.data / "test.jsonl"
+    test = args.data / "test.jsonl"
     if not (args.store / "manifest.json").is_file():
         parser.error(f"{args.store}: no store; build it first (make demo, or benchmarks/corel5k.py)")
     rows: list[dict[str, Any]] = []
@@ -93,13 +98,13 @@ def main() -> None:
             shutil.copytree(args.store, copy)
             config = config_of(copy, factory)
             start = time.perf_counter()
-            build_index(train, copy, config)
+            rebuild(copy, config)
             built = round(time.perf_counter() - start, 1)
-            with Store.open(copy, read_only=True) as s:
-                n = int(s.manifest()["index"]["ntotal"])
+            with StoreDir.open(copy) as s:
+                n = s.manifest().index.ntotal
             if factory == "Flat":
                 rows.append({"index": "Flat (every training image: the default)", "build_seconds": built, **measure(copy, test)})
-                pool = pool_depth(n, config.k, config.depth, exact=False)
+                pool = pool_depth(n, config.scoring.k, config.scoring.depth, exact=False)
                 rows.append({"index": f"Flat, the same {pool:,}-image pool", "build_seconds": built, **measure(copy, test, depth=pool)})
             else:
                 rows.append({"index": factory, "build_seconds": built, **measure(copy, test)})

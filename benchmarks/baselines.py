@@ -5,7 +5,7 @@
 Uses the store that ``benchmarks/corel5k.py`` (or ``make demo``) built, and indexes one with the defaults if there is
 none. For every method: ``annot fit`` (hyperparameters chosen on held-out training images only; timed), then one
 evaluation on the test split (recorded as a run in the store), and the annotation time of the test images alone
-(median of 3 runs over features already extracted). Writes benchmarks/results/baselines-<dataset>.json and .md, and refreshes BENCHMARKS.md's appendix.
+(median of 3 runs over features already extracted). Writes benchmarks/results/baselines-<dataset>.json and .md.
 """
 
 from __future__ import annotations
@@ -17,16 +17,13 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from annot.evaluation.evaluate import evaluate
+import annot
 from annot.evaluation.published import PUBLISHED
-from annot.indexer import IndexConfig, build_index
-from annot.indexer.features import FeatureCache
-from annot.retrieval.baselines import BASELINES
-from annot.retrieval.baselines.stored import fit_baseline
-from annot.retrieval.model import AnnotationModel
+from annot.methods import StoreModel
+from annot.methods.baselines import BASELINES
 from annot.schema import images
-from annot.store import Store
-from assemble import write_results
+from annot.store import StoreDir
+from common import write_results
 
 NAMES = {"freq": "frequency prior", "jec": "JEC", "2pknn": "2PKNN", "2pknn-ml": "2PKNN+ML", "tagprop": "TagProp σML",
          "mbrm": "MBRM", "svm-dmbrm": "SVM-DMBRM", "cca-knn": "CCA-KNN (store default)", "nn": "CCA + nn transfer"}
@@ -34,18 +31,17 @@ NAMES = {"freq": "frequency prior", "jec": "JEC", "2pknn": "2PKNN", "2pknn-ml": 
 
 def annotation_seconds(store_root: Path, method: str, repeats: int = 3) -> tuple[float, int]:
     """Median seconds to annotate the store's test images from cached features (model loaded once)."""
-    with Store.open(store_root, read_only=True) as store:
-        manifest = store.manifest()
+    with StoreDir.open(store_root) as store:
         with store.db.connect() as conn:
             ids = [i for (i,) in conn.execute(select(images.c.id).where(images.c.split == "test").order_by(images.c.id))]
-        cache = FeatureCache(store.features_dir / manifest["encoder"]["key"], manifest["encoder"]["dim"])
-        X = cache.load(ids)
-        model = AnnotationModel(store)
-        model.predict(X[:5], method)  # load (and for quick methods fit) once, outside the timing
+        model = StoreModel(store)
+        X = model.feature_cache().load(ids)
+        scoring = model.settings.scoring.replace(method=method)
+        model.predict(X[:5], scoring)  # load (and for quick methods fit) once, outside the timing
         times = []
         for _ in range(repeats):
             t = time.perf_counter()
-            model.predict(X, method)
+            model.predict(X, scoring)
             times.append(time.perf_counter() - t)
     return statistics.median(times), len(ids)
 
@@ -57,19 +53,20 @@ def main() -> None:
     parser.add_argument("--methods", default=",".join(BASELINES) + ",nn,cca-knn")
     args = parser.parse_args()
     dataset = args.data.name
+    store = annot.open_store(args.store)
     if not (args.store / "manifest.json").is_file():
-        build_index(args.data / "train.jsonl", args.store, IndexConfig(vocabulary=args.data / "vocabulary.txt"))
-    with Store.open(args.store, read_only=True) as store:
-        encoder = store.manifest()["encoder"]["name"]
+        store.build(args.data / "train.jsonl", annot.BuildSettings(text=annot.TextSettings(
+            vocabulary=args.data / "vocabulary.txt")))
+    encoder = store.manifest.encoder.name
     rows: dict[str, dict[str, object]] = {}
     for method in args.methods.split(","):
         fit_seconds = 0.0
         params: dict[str, object] = {}
         if method in BASELINES:
-            report = fit_baseline(args.store, method)
+            report = store.fit(method)
             fit_seconds, params = report.seconds, report.params
             print(f"{method}: fitted in {fit_seconds:.1f}s {params}", flush=True)
-        result = evaluate(args.store, args.data / "test.jsonl", method=method)
+        result = store.evaluate(args.data / "test.jsonl", method=method)
         seconds, n = annotation_seconds(args.store, method)
         rows[method] = {"test": result.summary.as_percent(), "run_id": result.run_id, "params": params or result.params,
                         "fit_seconds": round(fit_seconds, 2), "annotate_seconds": round(seconds, 3),

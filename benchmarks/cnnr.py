@@ -21,7 +21,6 @@ import argparse
 import json
 import shutil
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -29,20 +28,20 @@ import numpy as np
 from sqlalchemy import select
 
 from annot.cli.render import RichProgress
-from annot.cnnr.answer import answer_quality, word_index
-from annot.cnnr.network import read_model_file
-from annot.cnnr.train import CNNRConfig, targets, train_cnnr
 from annot.evaluation.evaluate import evaluate
 from annot.evaluation.published import PUBLISHED
 from annot.features.text import normalize_features
-from annot.indexer import IndexConfig, build_index
-from annot.indexer.features import FeatureCache
-from annot.retrieval.model import AnnotationModel
-from annot.retrieval.query import annotate_files
+from annot.indexer import build_index
+from annot.library.query import annotate_files
+from annot.methods import StoreModel
+from annot.methods.cnnr.answer import answer_quality, word_index
+from annot.methods.cnnr.network import read_model_file
+from annot.methods.cnnr.train import CNNRConfig, targets, train_cnnr
 from annot.schema import images
 from annot.schema.queries import label_matrix
-from annot.store import Store
-from assemble import write_results
+from annot.settings import BuildSettings, ScoringSettings, TextSettings
+from annot.store import StoreDir
+from common import write_results
 
 EXAMPLES = 8  # the first test images, answered from the vocabulary and from all 400,000 GloVe words
 RIDGES = (0.01, 0.03, 0.1, 0.3, 1.0)  # for the comparison: ridge regression from the store's frozen features
@@ -56,9 +55,10 @@ def variant_store(base: Path, train: Path, words: str, target: str) -> tuple[Pat
         return root, False
     shutil.rmtree(root, ignore_errors=True)
     shutil.copytree(base, root, ignore=shutil.ignore_patterns("cnnr"))  # no trained model; cached activations kept
-    config = IndexConfig.of_store(root)
-    if config.words != words:
-        build_index(train, root, replace(config, words=words), RichProgress())
+    with StoreDir.open(root) as s:
+        settings = s.manifest().settings
+    if settings.text.words != words:
+        build_index(train, root, settings.replace(text=settings.text.replace(words=words)), RichProgress())
     return root, True
 
 
@@ -66,12 +66,13 @@ def frozen_ridge(root: Path, validation_ids: list[int]) -> dict[str, Any]:
     """For comparison with the network: ridge regression from the store's frozen encoder features (power-normalised)
     to the same targets in the same word space, fitted on the same training images; λ chosen on the same validation
     images; answered the same way (the 5 nearest vocabulary words by centred cosine); then the test split."""
-    with Store.open(root, read_only=True) as store:
+    with StoreDir.open(root) as store:
         manifest = store.manifest()
-        saved = read_model_file(store.path(manifest["cnnr"]["file"]))
+        assert manifest.cnnr is not None
+        saved = read_model_file(store.path(manifest.cnnr.file.path))
         with store.db.connect() as conn:
             split = dict(conn.execute(select(images.c.id, images.c.split)).all())
-        cache = FeatureCache(store.features_dir / manifest["encoder"]["key"], manifest["encoder"]["dim"])
+        cache = StoreModel(store).feature_cache()
         cached = {int(i) for i in cache.cached_ids()}
         tag_ids = [int(t) for t in saved["tag_ids"]]
         train_ids = [i for i, s in split.items() if s == "train" and i in cached]
@@ -96,7 +97,7 @@ def frozen_ridge(root: Path, validation_ids: list[int]) -> dict[str, Any]:
         scored.append((quality(B, X[held], labels[held])["F1"], ridge, B))
     validation_f1, ridge, B = max(scored, key=lambda r: r[0])
     return {"ridge": ridge, "validation_f1": validation_f1, "test": quality(B, T, test_truth),
-            "encoder": manifest["encoder"]["name"]}
+            "encoder": manifest.encoder.name}
 
 
 def main() -> None:
@@ -112,7 +113,7 @@ def main() -> None:
     dataset = args.data.name
     train, test = args.data / "train.jsonl", args.data / "test.jsonl"
     if not (args.store / "manifest.json").is_file():
-        build_index(train, args.store, IndexConfig(vocabulary=args.data / "vocabulary.txt"))
+        build_index(train, args.store, BuildSettings(text=TextSettings(vocabulary=args.data / "vocabulary.txt")))
 
     variants: list[dict[str, Any]] = []
     for words in args.words.split(","):
@@ -120,8 +121,8 @@ def main() -> None:
             root, new = variant_store(args.store, train, words, target)
             t = time.perf_counter()
             config = CNNRConfig(epochs=args.epochs, target=target, restart=args.restart or new)
-            report = train_cnnr(train, root, config, progress=RichProgress())
-            result = evaluate(root, test, method="cnn-r")
+            report = train_cnnr(root, config, progress=RichProgress())
+            result = evaluate(root, test, scoring=ScoringSettings(method="cnn-r"))
             variants.append({"words": words, "target": target, "store": str(root), "seconds": round(report.seconds, 1),
                              "seconds_this_run": round(time.perf_counter() - t, 1), "best_epoch": report.best_epoch,
                              "validation_f1": report.best_validation_f1,
@@ -137,12 +138,12 @@ def main() -> None:
     glove = [v for v in variants if v["words"] == "glove-50"]
     if glove:
         shown = max(glove, key=lambda v: v["validation_f1"])
-        model = AnnotationModel.open(Path(shown["store"]))
+        model = StoreModel.open(Path(shown["store"]))
         try:
             entries = [json.loads(line) for line in test.read_text().splitlines()]
             images = [args.data / e["image"] for e in entries[:EXAMPLES]]
-            closed = annotate_files(model, images, method="cnn-r")
-            opened = annotate_files(model, images, method="cnn-r", open_vocabulary=True, n_tags=8)
+            closed = annotate_files(model, images, ScoringSettings(method="cnn-r"))
+            opened = annotate_files(model, images, ScoringSettings(method="cnn-r", n_tags=8), open_vocabulary=True)
             vocabulary = set(model.vocabulary)
         finally:
             model.close()
@@ -157,15 +158,18 @@ def main() -> None:
     fine_store = args.store.with_name(f"{args.store.stem}-cnnr-features.annot")
     shutil.rmtree(fine_store, ignore_errors=True)
     t = time.perf_counter()
-    build_index(train, fine_store, IndexConfig.of_store(args.store, encoder=f"cnnr:{chosen['store']}"), RichProgress())
+    with StoreDir.open(args.store) as s:
+        base = s.manifest().settings
+    build_index(train, fine_store, base.replace(encoder=base.encoder.replace(name=f"cnnr:{chosen['store']}")),
+                RichProgress())
     fine_seconds = time.perf_counter() - t
     fine = evaluate(fine_store, test)
     pretrained = evaluate(args.store, test)
     print(f"cca-knn on fine-tuned features: {fine.summary.as_percent()}; pretrained: {pretrained.summary.as_percent()}",
           flush=True)
 
-    with Store.open(args.store, read_only=True) as s:
-        encoder = s.manifest()["encoder"]["name"]
+    with StoreDir.open(args.store) as s:
+        encoder = s.manifest().encoder.name
     out = {"dataset": dataset, "variants": variants, "selected": {k: chosen[k] for k in ("words", "target", "store")},
            "cca_knn_fine_tuned": fine.summary.as_percent(), "fine_index_seconds": round(fine_seconds, 1),
            "cca_knn_pretrained": pretrained.summary.as_percent(), "pretrained_encoder": encoder, "examples": examples,

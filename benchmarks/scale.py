@@ -10,7 +10,7 @@ sample and filled in chunks (``build_ann``), its search setting tuned until CCA-
 agree with those from exact pools on 90% of the words (``tune_search``, the default; and again speed first, tuned to recall@10
 ≥ 0.95 as with ``--tag-agreement 0``, and at 0.99); then
 1,000 new images annotated with CCA-KNN over their candidate pools (``pooled_tagger``), batch by batch as
-``AnnotationModel`` does for large corpora. Tags come from an in-memory 0/1 matrix instead of DuckDB (the database
+``annot.methods.cca_knn`` does for large corpora. Tags come from an in-memory 0/1 matrix instead of DuckDB (the database
 side is not what grows here). Writes benchmarks/results/scale.json and .md.
 """
 
@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from assemble import write_results
+from common import write_results
 
 P, V, TAGS_PER_IMAGE, CHUNK = 1280, 260, (1, 5), 16_384
 QUERIES, DEPTH, K, TAU, ALPHA = 1000, 2000, 16, 0.1, 0.5
@@ -52,25 +52,19 @@ def synthetic(n: int, seed: int, prototypes: np.ndarray, popularity: np.ndarray)
 
 
 def one(n: int, budget: str, folder: Path, autofaiss: str | None) -> dict[str, object]:
+    import faiss
     from scipy import sparse
 
+    from annot.features.cache import FeatureCache
     from annot.features.text import normalize_features
     from annot.indexer.build import build_image_index
-    from annot.indexer.features import FeatureCache
-    from annot.indexer.stream import project_to_file, streamed_statistics
+    from annot.methods.fit import project_to_file, streamed_statistics
     from annot.progress import NoProgress
+    from annot.projection import correlation_rows
     from annot.projection.cca import LinearCCA
-    from annot.retrieval.ann import (
-        ADD_CHUNK,
-        AGREEMENT_TARGET,
-        choose_factory,
-        exact_search,
-        parse_bytes,
-        recall_at,
-        tag_agreement,
-    )
-    from annot.retrieval.indexes import correlation_rows, save_index
+    from annot.retrieval.ann import ADD_CHUNK, AGREEMENT_TARGET, choose_factory, exact_search, recall_at, tag_agreement
     from annot.retrieval.scoring import pooled_tagger
+    from annot.settings import ScoringSettings, parse_bytes
 
     rng = np.random.default_rng(0)
     prototypes = rng.gamma(0.5, 1.0, (V, P)).astype(np.float32)
@@ -101,11 +95,11 @@ def one(n: int, budget: str, folder: Path, autofaiss: str | None) -> dict[str, o
     k = len(cca.canonical_correlations_)
     out["fit_seconds"], out["components"] = round(time.perf_counter() - t, 2), k
     t = time.perf_counter()
-    rows, ids = project_to_file(chunks, cca.transform, has_vector, "bv", "power", used, k, folder / "rows.npy")
+    rows, ids = project_to_file(chunks, cca, E, has_vector, "bv", "power", "image", used, k, folder / "rows.npy")
     out["project_seconds"], out["peak_mb_after_projection"] = round(time.perf_counter() - t, 1), round(peak_mb())
 
     factory = choose_factory(n, k, parse_bytes(budget))
-    frequency = labels.sum(axis=0).astype(np.int64)  # loaded once with the store, as AnnotationModel does
+    frequency = labels.sum(axis=0).astype(np.int64)  # loaded once with the store, as StoreModel does
     labels_csr = sparse.csr_matrix(labels)
     tagger = pooled_tagger(labels_csr, frequency, K, TAU, ALPHA)  # ids are label rows here
     Xq, _ = synthetic(QUERIES, 10_000, prototypes, popularity)  # new images, not in the index
@@ -119,14 +113,16 @@ def one(n: int, budget: str, folder: Path, autofaiss: str | None) -> dict[str, o
     for mode, agreement in (("exact tags", 0.99), ("default", AGREEMENT_TARGET), ("speed", 0.0)):
         r: dict[str, object] = {"tag_agreement_target": agreement}
         t = time.perf_counter()
-        index, info = build_image_index(factory, rows, ids, NoProgress(), K, DEPTH, tagger, agreement)  # trains, fills, tunes
+        scoring = ScoringSettings(k=K, temperature=TAU, frequency_power=ALPHA, depth=DEPTH)
+        index, info = build_image_index(factory, rows, ids, NoProgress(), K, DEPTH, labels[ids], scoring,
+                                        agreement)  # trains, fills, tunes
         r["index_build_and_check_seconds"] = round(time.perf_counter() - t, 1)
         r["search"], r["recall_at_10_indexed"] = info.search, info.recall_at_10
         r["recall_at_depth_indexed"], r["tag_agreement_indexed"] = info.recall_at_depth, info.tag_agreement
         r["tuning"] = info.tried  # (setting, agreement or recall@10) for every setting tried
         if mode == "exact tags":
             out["index"] = factory
-            save_index(index, folder / "index.faiss")
+            faiss.write_index(index, str(folder / "index.faiss"))
             out["index_mb"] = round((folder / "index.faiss").stat().st_size / 2**20, 1)
             out["peak_mb_after_index"] = round(peak_mb())
         t = time.perf_counter()

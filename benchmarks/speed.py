@@ -4,9 +4,7 @@
    (one decoder process) against decoding in line;
 2. LinearCCA.fit on the Corel-5k training features against scikit-learn's CCA, same data, same components;
 3. annotation throughput from stored features (images/s) for nn and cca-knn on the Corel-5k store;
-4. one-image latency of `annot query` (decode + encode + search + score), in process and as a fresh command;
-5. a composite encoder's extraction (Lite0 + Lite2 with stages) decoding each image at every part's own size
-   against decoding once at the largest size (stores made before session 14), runs interleaved.
+4. one-image latency of `annot query` (decode + encode + search + score), in process and as a fresh command.
 
     python benchmarks/speed.py [--store out/corel5k.annot] [--data ../shared/data/corel5k] [--sections a,b]
 
@@ -29,12 +27,11 @@ import torch
 
 from annot.features.encoders import ImageEncoder, build_encoder
 from annot.features.images import iter_batches
-from annot.indexer.features import FeatureCache
+from annot.library.query import annotate_files
+from annot.methods import StoreModel
 from annot.projection import LinearCCA
-from annot.retrieval.model import AnnotationModel
-from annot.retrieval.query import annotate_files
 from annot.schema.queries import label_matrix
-from annot.store import Store
+from annot.store import StoreDir
 
 ENCODERS = ("efficientnet-lite0", "efficientnet-lite0-stages", "efficientnet-lite2")
 
@@ -69,34 +66,14 @@ def extraction(data: Path, n: int, repeats: int) -> dict[str, dict[str, float]]:
     return out
 
 
-def composite_decoding(data: Path, n: int, repeats: int) -> dict[str, dict[str, float]]:
-    """Lite0 + Lite2 with stages, each image decoded at both parts' sizes (224 and 260) against once at 260 and
-    resized; the two runs alternate, so machine noise falls on both."""
-    paths = sorted((data / "images" / "train").glob("*.jpeg"))[:n]
-    name = "efficientnet-lite0-stages+efficientnet-lite2-stages"
-    encoders = {"own sizes": build_encoder(name), "largest size, resized": build_encoder(name, own_sizes=False)}
-    seconds: dict[str, list[float]] = {label: [] for label in encoders}
-    for repeat in range(repeats + 1):
-        for label, encoder in encoders.items():
-            took = timed(lambda encoder=encoder: extract(paths, encoder, 1), 1)[0]
-            if repeat:  # the first round warms up
-                seconds[label].append(took)
-    out = {label: {"images_per_s": round(n / statistics.median(s), 1), "seconds": round(statistics.median(s), 2)}
-           for label, s in seconds.items()}
-    print(name, out, flush=True)
-    return out
-
-
 def cca_fit(store: Path, components: int, repeats: int) -> dict[str, object]:
     from sklearn.cross_decomposition import CCA
 
-    with Store.open(store) as s:
-        m = s.manifest()
-        cache = FeatureCache(s.features_dir / m["encoder"]["key"], m["encoder"]["dim"])
-        _, rows = s.db.read_sql("SELECT id FROM images WHERE split = 'train' ORDER BY id")
-        ids = [r[0] for r in rows]
-        X = cache.load(ids).astype(np.float64)
-        Y = label_matrix(s.db, ids, m["vocabulary"]["tag_ids"]).astype(np.float64)
+    with StoreDir.open(store) as s:
+        model = StoreModel(s)
+        ids = sorted(model.ids.tolist())
+        X = model.feature_cache().load(ids).astype(np.float64)
+        Y = label_matrix(s.db, ids, model.tag_ids).astype(np.float64)
     ours_all = statistics.median(timed(lambda: LinearCCA(None, 0.3, 0.3).fit(X, Y), repeats))
     ours_k = statistics.median(timed(lambda: LinearCCA(components, 1e-4, 1e-4).fit(X, Y), repeats))
     t = time.perf_counter()
@@ -124,15 +101,14 @@ def cca_fit(store: Path, components: int, repeats: int) -> dict[str, object]:
 
 
 def annotation(store: Path, repeats: int) -> dict[str, object]:
-    model = AnnotationModel.open(store)
+    model = StoreModel.open(store)
     try:
-        with Store.open(store, read_only=True) as s:
-            _, rows = s.db.read_sql("SELECT id FROM images WHERE split = 'test' ORDER BY id")
-            m = s.manifest()
-            X = FeatureCache(s.features_dir / m["encoder"]["key"], m["encoder"]["dim"]).load([r[0] for r in rows])
+        _, rows = model.store.db.read_sql("SELECT id FROM images WHERE split = 'test' ORDER BY id")
+        X = model.feature_cache().load([r[0] for r in rows])
         out: dict[str, object] = {"queries": len(X), "index_size": model.index.ntotal}
         for method in ("nn", "cca-knn"):
-            seconds = statistics.median(timed(lambda method=method: model.predict(X, method), repeats))
+            scoring = model.settings.scoring.replace(method=method)
+            seconds = statistics.median(timed(lambda scoring=scoring: model.predict(X, scoring), repeats))
             out[method] = {"images_per_s": round(len(X) / seconds, 1), "seconds": round(seconds, 3)}
             print(method, out[method], flush=True)
         return out
@@ -141,13 +117,13 @@ def annotation(store: Path, repeats: int) -> dict[str, object]:
 
 
 def latency(store: Path, image: Path, repeats: int) -> dict[str, float]:
-    model = AnnotationModel.open(store)
+    model = StoreModel.open(store)
     try:
         annotate_files(model, [image])  # builds the encoder once
         in_process = statistics.median(timed(lambda: annotate_files(model, [image]), repeats))
     finally:
         model.close()
-    command = [sys.executable, "-m", "annot.cli.app", "query", str(image), "--store", str(store)]
+    command = [sys.executable, "-m", "annot.cli.main", "query", str(image), "--store", str(store)]
     cold = statistics.median(timed(lambda: subprocess.run(command, check=True, capture_output=True), 3))
     out = {"in_process_ms": round(1000 * in_process, 1), "fresh_command_s": round(cold, 2)}
     print("latency", out, flush=True)
@@ -160,7 +136,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=Path("../shared/data/corel5k"))
     parser.add_argument("--images", type=int, default=256)
     parser.add_argument("--components", type=int, default=32)
-    sections = ("extraction", "cca_fit", "annotation", "latency", "composite_decoding")
+    sections = ("extraction", "cca_fit", "annotation", "latency")
     parser.add_argument("--sections", default=",".join(sections), help=f"comma-separated, of: {', '.join(sections)}")
     args = parser.parse_args()
     wanted = args.sections.split(",")
@@ -171,7 +147,6 @@ def main() -> None:
         "cca_fit": lambda: cca_fit(args.store, args.components, repeats=5),
         "annotation": lambda: annotation(args.store, repeats=5),
         "latency": lambda: latency(args.store, min((args.data / "images" / "test").glob("*.jpeg")), repeats=10),
-        "composite_decoding": lambda: composite_decoding(args.data, args.images, repeats=3),
     }
     folder = Path(__file__).parent / "results"
     folder.mkdir(exist_ok=True)

@@ -222,9 +222,26 @@ def test_progress_without_a_terminal_is_occasional_lines() -> None:
     assert [line.split(",")[0] for line in lines] == ["features: 5/100 (5%)", "features: 35/100 (35%)",
                                                      "features: 65/100 (65%)", "features: 95/100 (95%)",
                                                      "features: 100/100 (100%)"]
-    assert lines[-1].endswith("3m20s, finished")
+    # with the rate and, while unfinished, the time left at that rate
+    assert lines[0] == "features: 5/100 (5%), 10s, 0.5/s, about 3m10s left"
+    assert lines[-1] == "features: 100/100 (100%), 3m20s, 0.5/s, finished"
     lines.clear()
     with progress.task("statistics pass", None) as advance:
         now[0] += 30.0
         advance(1000)
-    assert lines == ["statistics pass: 1,000 done, 30s", "statistics pass: 1,000 done, 30s, finished"]
+    assert lines == ["statistics pass: 1,000 done, 30s, 33.3/s", "statistics pass: 1,000 done, 30s, 33.3/s, finished"]
+
+
+def test_tune_keeps_every_setting_it_does_not_search(synthetic: dict[str, Path], tmp_path: Path) -> None:
+    s = tmp_path / "hnsw.annot"
+    assert invoke("index", synthetic["train"], "--store", s, "--encoder", "fake", "--words", synthetic["words"],
+                  "--index", "HNSW32", "--feature-dtype", "float16", "--batch-size", "7").exit_code == 0
+    before = json.loads((s / "manifest.json").read_text())["settings"]
+    result = invoke("tune", "--store", s, "--folds", "2", "--json")
+    assert result.exit_code == 0, result.output
+    after = json.loads((s / "manifest.json").read_text())
+    assert after["index"]["factory"] == "HNSW32" and after["settings"]["index"]["kind"] == "HNSW32"
+    assert after["settings"]["feature_dtype"] == "float16" and after["settings"]["batch_size"] == 7
+    assert after["settings"]["encoder"] == before["encoder"] and after["settings"]["text"]["words"] == before["text"]["words"]
+    chosen = json.loads(result.stdout)["chosen"]
+    assert after["settings"]["scoring"]["k"] == chosen["k"]

@@ -13,7 +13,7 @@ from PIL import Image
 
 from annot.errors import AnnotError
 from annot.evaluation.evaluate import evaluate
-from annot.evaluation.report import build_report
+from annot.evaluation.report import build_report, run_reliability
 
 
 @pytest.fixture(scope="module")
@@ -31,6 +31,15 @@ def test_page_holds_summary_charts_and_gallery(evaluated: tuple[Path, int]) -> N
     assert page.count('class="card"') == 12 and page.count("data:image/jpeg;base64,") == 12
     assert "http://" not in page and "https://" not in page  # nothing fetched at view time
     assert 'class="ours"' in page
+    # the reliability diagram: every predicted tag (40 images x 5) in one of its bins, the ECE printed as measured
+    from annot.store import StoreDir
+
+    with StoreDir.open(store) as s:
+        measured = run_reliability(s, run_id)
+    assert measured is not None and sum(b["n"] for b in measured["bins"]) == measured["n"] == 200
+    assert 0.0 <= measured["ece"] < 0.25
+    assert len(re.findall(r'<rect class="bin"', page)) == len(measured["bins"])
+    assert f'id="ece">{100 * measured["ece"]:.1f}<' in page
 
 
 def test_published_rows_appear_for_a_known_dataset(evaluated: tuple[Path, int], tmp_path: Path) -> None:

@@ -5,11 +5,14 @@ The public Python API::
     import annot
     store = annot.open_store("corel5k.annot")
     store.build("train.jsonl")
-    store.annotate(["photo.jpg"])
+    store.query(["photo.jpg"])        # tags, nothing kept
+    store.annotate(["~/Pictures"])     # the photo library: kept, incremental
+    store.search(["beach"])
 """
 
 from annot.api import Store, open_store
 from annot.errors import AnnotError, CorpusError, StoreError
+from annot.library.corrections import Correction
 from annot.methods import Annotation, TagScore, Vote
 from annot.settings import (
     BuildSettings,
@@ -29,6 +32,7 @@ __all__ = [
     "Annotation",
     "BuildSettings",
     "CorpusError",
+    "Correction",
     "EncoderSettings",
     "IndexSettings",
     "ProjectionSettings",

@@ -5,9 +5,11 @@ import annot
 
 store = annot.open_store("corel5k.annot")
 store.build("train.jsonl", annot.BuildSettings(text=annot.TextSettings(vocabulary=Path("vocabulary.txt"))))
-for a in store.annotate(["photo.jpg"]):
-    print(a.image, [(t.tag, round(t.score, 3)) for t in a.tags])
+for a in store.query(["photo.jpg"]):
+    print(a.image, [(t.tag, round(t.score, 3), t.confidence) for t in a.tags])
 print(store.evaluate("test.jsonl").summary.f1)
+store.annotate(["~/Pictures"])                      # the photo library: kept, incremental
+print([hit.path for hit in store.search(["beach"])])
 ```
 
 The command line (``annot.cli``) and the server (``annot.serve``) call these same methods.
@@ -15,16 +17,23 @@ The command line (``annot.cli``) and the server (``annot.serve``) call these sam
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Self
+from typing import IO, Any, Self
 
 from annot.errors import CorpusError, StoreError
 from annot.evaluation.evaluate import EvalResult, evaluate
-from annot.evaluation.runs import RunRow, WordChange, compare_runs, list_runs, read_only_sql
+from annot.evaluation.report import thumbnail_jpeg
+from annot.evaluation.runs import RunRow, WordChange, compare_runs, list_runs, read_only_sql, run_words
 from annot.evaluation.tune import TuneReport, tune_store
+from annot.features.images import UnreadableImage
 from annot.indexer import GrowReport, IndexReport, add_images, build_index, refit, remove_images
-from annot.library.query import annotate_files
+from annot.library.collection import AnnotateReport, annotate_photos, library_counts
+from annot.library.corrections import Correction, CorrectReport, record_corrections
+from annot.library.export import ExportReport, export
+from annot.library.query import annotate_files, annotate_uploads
+from annot.library.search import Hit, Searcher
+from annot.library.view import find_photo, photo_record, vocabulary_counts
 from annot.methods import Annotation, FitReport, StoreModel, method_class
 from annot.methods.cnnr.train import CNNRConfig, TrainReport, train_cnnr
 from annot.progress import NoProgress, Progress
@@ -37,15 +46,20 @@ class Store:
     """An annot store: build it from a tagged corpus, grow it, annotate images with it, evaluate it.
 
     Writes take the store's writer lock (``wait``: until another writer ends, else a :class:`annot.store.StoreBusy`
-    naming it); reads never wait. ``progress`` receives progress of long work (the CLI passes a rich one).
+    naming it); reads never wait. ``progress`` receives progress of long work (the CLI passes a rich one). The model
+    is loaded once and again when a writer (this one or another process) has changed the store; with ``reload``
+    false only when :meth:`load` is called (the server, between requests).
     """
 
-    def __init__(self, root: str | Path, *, progress: Progress | None = None, wait: bool = False) -> None:
+    def __init__(self, root: str | Path, *, progress: Progress | None = None, wait: bool = False,
+                 reload: bool = True) -> None:
         self.root = Path(root)
+        self.reload = reload
         self.progress = progress
         self.wait = wait
         self._model: StoreModel | None = None
-        self._model_version: tuple[int, int] | None = None
+        self._model_version: tuple[int, ...] | None = None
+        self._searcher: Searcher | None = None
 
     def __repr__(self) -> str:
         return f"annot.Store({str(self.root)!r})"
@@ -101,14 +115,42 @@ class Store:
         """The store's scoring settings (or ``scoring``) with ``changes`` (``k=8, n_tags=3``), checked."""
         return (scoring or self.settings.scoring).replace(**{k: v for k, v in changes.items() if v is not None})
 
-    def model(self) -> StoreModel:
-        """The store's loaded model, loaded again when a writer has switched the store to a new one."""
-        path = self.root / "manifest.json"
-        try:
-            stat = path.stat()
+    def _version(self) -> tuple[int, ...]:
+        try:  # a writer switches the manifest, or only the database (published by a rename: a new inode)
+            manifest = (self.root / "manifest.json").stat()
         except OSError as exc:
             raise StoreError(f"{self.root}: no such store (run `annot index` first)") from exc
-        version = (stat.st_mtime_ns, stat.st_ino)
+        try:
+            database = (self.root / "annot.duckdb").stat()
+        except OSError:  # opening the model says what is missing
+            return manifest.st_mtime_ns, manifest.st_ino
+        return manifest.st_mtime_ns, manifest.st_ino, database.st_mtime_ns, database.st_ino
+
+    def stale(self) -> bool:
+        """Whether a writer changed the store since its model was loaded."""
+        return self._model is None or self._version() != self._model_version
+
+    def load(self) -> StoreModel:
+        """Load the model again if a writer changed the store (what :meth:`model` does by itself with ``reload``;
+        the server calls this between requests instead)."""
+        if self.stale():
+            self._model_version = None
+            if self._model is not None:
+                self._model.close()
+                self._model = None
+            reload, self.reload = self.reload, True
+            try:
+                return self.model()
+            finally:
+                self.reload = reload
+        assert self._model is not None
+        return self._model
+
+    def model(self) -> StoreModel:
+        """The store's loaded model, loaded again when a writer has switched the store to a new one."""
+        if self._model is not None and not self.reload:
+            return self._model
+        version = self._version()
         if self._model is None or version != self._model_version:
             if self._model is not None:
                 self._model.close()
@@ -116,16 +158,80 @@ class Store:
             self._model_version = version
         return self._model
 
-    def annotate(self, images: Sequence[str | Path], scoring: ScoringSettings | None = None, *, explain: bool = False,
-                 open_vocabulary: bool = False, **changes: Any) -> list[Annotation]:
-        """Tags for image files (or folders of them), best first; ``changes`` override the store's scoring settings.
-        A file that cannot be read is an error naming it (``annotate_files`` returns them instead)."""
+    def query(self, images: Sequence[str | Path], scoring: ScoringSettings | None = None, *, explain: bool = False,
+              open_vocabulary: bool = False, **changes: Any) -> list[Annotation]:
+        """Tags for image files (or folders of them), best first, nothing kept; ``changes`` override the store's
+        scoring settings. A file that cannot be read is an error naming it (``annotate_files`` returns them)."""
         result = annotate_files(self.model(), [Path(p) for p in images], self.scoring(scoring, **changes),
                                 explain=explain, open_vocabulary=open_vocabulary, progress=self.progress)
         if result.failed:
             path, why = next(iter(result.failed.items()))
             raise CorpusError(f"{path}: {why}")
         return result.annotations
+
+    def query_uploads(self, uploads: Sequence[tuple[str, bytes]], scoring: ScoringSettings | None = None, *,
+                      explain: bool = False, max_pixels: int | None = None) -> list[Annotation | UnreadableImage]:
+        """Tags for uploaded images (name, bytes), encoded in one batch; an unreadable one is its reason."""
+        return annotate_uploads(self.model(), uploads, scoring or self.settings.scoring, explain=explain,
+                                max_pixels=max_pixels)
+
+    # -- the photo library ---------------------------------------------------------------------------------------
+    def annotate(self, paths: Sequence[str | Path], scoring: ScoringSettings | None = None, *,
+                 ray: str | None = None, batch_size: int | None = None, **changes: Any) -> AnnotateReport:
+        """Annotate photos (files, folders, or files listing paths) into the store's library: new and changed ones;
+        unchanged ones are skipped, vanished ones marked missing, unreadable ones listed."""
+        scoring = self.scoring(scoring, **changes) if scoring is not None or changes else None
+        return self._changed(annotate_photos(self.root, [Path(p).expanduser() for p in paths], scoring=scoring,
+                                             batch_size=batch_size, progress=self.progress, wait=self.wait, ray=ray))
+
+    def search(self, words: Sequence[str] = (), *, like: str | Path | bytes | None = None, mode: str = "combined",
+               require: Sequence[str] = (), exclude: Sequence[str] = (), folder: str | Path | None = None,
+               n: int = 20, scope: str = "all", max_pixels: int | None = None) -> list[Hit]:
+        """Photos (training images and the library's) by words, by an example photo (``like``: a file or an
+        upload's bytes), or both."""
+        model = self.model()
+        searcher = self._searcher
+        if searcher is None or searcher.model is not model:
+            searcher = self._searcher = Searcher(model)
+        example = like if isinstance(like, bytes) or like is None else Path(like)
+        return searcher.search(words, example, mode=mode, require=require, exclude=exclude,
+                               folder=Path(folder) if folder is not None else None, n=n, scope=scope,
+                               max_pixels=max_pixels)
+
+    def photo_id(self, path: str | Path) -> int:
+        """The id of the photo (or training image) at ``path``."""
+        return find_photo(self.model(), Path(path))
+
+    def photo(self, image_id: int) -> dict[str, Any]:
+        """One photo by its id: path, size, whether a library photo or a training image, and its tags as shown."""
+        return photo_record(self.model(), image_id)
+
+    def thumbnail(self, image_id: int, size: int = 256) -> bytes:
+        """A JPEG thumbnail of a photo (by id: a training image or a library photo), turned upright."""
+        model = self.model()
+        path = photo_record(model, image_id)["path"]
+        data = thumbnail_jpeg(path, size, model.upright)
+        if data is None:
+            raise CorpusError(f"photo id {image_id}: its file {path} cannot be read")
+        return data
+
+    def vocabulary(self) -> list[dict[str, Any]]:
+        """The vocabulary: each word with its training images and the library photos predicted to show it."""
+        return vocabulary_counts(self.model())
+
+    def export(self, fmt: str = "xmp", *, out: str | Path | None = None, naming: str = "full",
+               min_confidence: float | str | None = None, training: bool = False,
+               stream: IO[str] | None = None) -> ExportReport:
+        """Write the library's tags as XMP sidecars (merged into existing ones), CSV or JSON Lines."""
+        model = self.model()
+        cut = model.confidence_cut(model.settings.scoring.replace(min_confidence=min_confidence))
+        return export(model, fmt, out=Path(out) if out is not None else None, naming=naming, min_confidence=cut,
+                      training=training, stream=stream)
+
+    def correct(self, corrections: Iterable[Correction], *, source: str = "api") -> CorrectReport:
+        """Confirm, reject or add tags of photos; corrected photos join the training corpus with their vouched tags."""
+        return self._changed(record_corrections(self.root, corrections, source=source, wait=self.wait,
+                                                progress=self.progress))
 
     def evaluate(self, corpus: str | Path, scoring: ScoringSettings | None = None, *, split: str = "test",
                  record: bool = True, **changes: Any) -> EvalResult:
@@ -139,6 +245,7 @@ class Store:
         with StoreDir.open(self.root) as store:
             m = store.manifest()
             counts = count_rows(store.db)
+            library = library_counts(store)
             size = sum(f.stat().st_size for f in store.root.rglob("*") if f.is_file())
         data = m.to_json()
         return {"store": str(self.root), "format_version": m.format_version, "size_bytes": size,
@@ -149,7 +256,7 @@ class Store:
                                                                      "search": dict(m.index.search),
                                                                      **dict(m.index.tuning)},
                 "vocabulary_size": len(m.vocabulary.words), "missing_word_vectors": list(m.vocabulary.missing_word_vectors),
-                "counts": counts, "cnnr": None if m.cnnr is None else dict(m.cnnr.info),
+                "counts": counts, "library": library, "cnnr": None if m.cnnr is None else dict(m.cnnr.info),
                 "fitted_methods": {name: {"fit_seconds": r.fit_seconds, "fitted_at": r.fitted_at, **dict(r.params)}
                                    for name, r in m.methods.items()}}
 
@@ -157,12 +264,18 @@ class Store:
         with StoreDir.open(self.root) as store:
             return list_runs(store)
 
+    def run_words(self, run_id: int) -> list[dict[str, Any]]:
+        """A run's per-word P / R / F1, most frequent training word first."""
+        with StoreDir.open(self.root) as store:
+            return run_words(store, run_id)
+
     def compare(self, run_a: int, run_b: int) -> list[WordChange]:
         with StoreDir.open(self.root) as store:
             return compare_runs(store, run_a, run_b)
 
     def sql(self, statement: str, timeout: float | None = None) -> tuple[list[str], list[tuple[Any, ...]]]:
         """Run one read-only statement against the store's tables (sandboxed: no other file can be touched)."""
+        self.close()  # DuckDB opens a file once per process: the sandboxed connection cannot share the model's
         return read_only_sql(self.root, statement, timeout)
 
     def close(self) -> None:

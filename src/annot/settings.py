@@ -248,7 +248,9 @@ def _landmarks(value: object) -> str | int:
 class ScoringSettings(_Settings):
     """How a query's tags are chosen (paper §3.4.1): ``method`` (a registered annotation method), ``n_tags`` per
     image, CCA-KNN's ``k`` nearest images per tag group, the temperature τ of exp(−D/τ), the word-frequency exponent
-    α (0: Eq. 5 as printed), the candidate pool ``depth`` (0: all images up to 20,000) and the word ranking."""
+    α (0: Eq. 5 as printed), the candidate pool ``depth`` (0: all images up to 20,000) and the word ranking. With
+    ``min_confidence`` an image gets every word (of its 10 best) whose calibrated confidence reaches it, not
+    ``n_tags`` words (``"auto"``: the cut whose annotations had the best F1 on held-out training images)."""
 
     method: str = "cca-knn"
     n_tags: int = 5
@@ -257,6 +259,7 @@ class ScoringSettings(_Settings):
     frequency_power: float = 0.375
     depth: int = 0
     score: Score = Score.EQ5
+    min_confidence: float | str | None = None  # a probability, or "auto": the cut chosen on the training images
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -268,6 +271,16 @@ class ScoringSettings(_Settings):
         set_(self, "frequency_power", _number("scoring.frequency_power", self.frequency_power, low=0.0, high=4.0))
         set_(self, "depth", _whole("scoring.depth", self.depth, low=0))
         set_(self, "score", _choice("scoring.score", self.score, Score))
+        if self.min_confidence == "auto":
+            pass
+        elif isinstance(self.min_confidence, str):
+            try:
+                set_(self, "min_confidence", float(self.min_confidence))
+            except ValueError:
+                raise SettingsError("scoring.min_confidence", "must be a probability from 0 to 1, or auto (the cut "
+                                    f"chosen on the training images), got {self.min_confidence!r}") from None
+        if self.min_confidence not in (None, "auto"):
+            set_(self, "min_confidence", _number("scoring.min_confidence", self.min_confidence, low=0.0, high=1.0))
 
     @classmethod
     def defaults_for(cls, projection: ProjectionKind | str) -> ScoringSettings:

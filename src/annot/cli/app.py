@@ -37,6 +37,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode="markdown",  # help paragraphs wrap as written prose, not at the docstring's line breaks
 )
 
 DEFAULT = BuildSettings()
@@ -53,7 +54,7 @@ FLAGS = {
     "scoring.n_tags": "-n", "scoring.k": "--k", "scoring.temperature": "--temperature",
     "scoring.frequency_power": "--frequency-power", "scoring.depth": "--depth", "scoring.score": "--score",
     "feature_dtype": "--feature-dtype", "batch_size": "--batch-size", "strict": "--strict", "ray": "--ray",
-    "timeout": "--timeout", "grid": "--grid", "min_f1": "--min-f1",
+    "timeout": "--timeout", "grid": "--grid", "min_f1": "--min-f1", "scoring.min_confidence": "--min-confidence",
 }
 
 StoreOpt = Annotated[Path, typer.Option("--store", "-s", help="The store directory.")]
@@ -84,6 +85,11 @@ ScoreOpt = Annotated[str | None, typer.Option(
                     "usual score on the training images; recalls more rare words) or standardized-held-out (above its "
                     "usual score on images the projection was fitted without; a store's own settings only). "
                     "Default: the store's.")]
+
+MinConfidenceOpt = Annotated[str | None, typer.Option(
+    "--min-confidence",
+    help="Give each image every tag (of its 10 best) whose calibrated confidence reaches this probability, instead "
+         "of a fixed number: a number from 0 to 1, or auto for the cut with the best F1 on held-out training images.")]
 
 
 def fail(message: str, code: int = 1) -> None:
@@ -130,10 +136,12 @@ def _given(**values: Any) -> dict[str, Any]:
 
 def scoring_settings(base: ScoringSettings, *, method: str | None = None, n: int | None = None, k: int | None = None,
                      temperature: float | None = None, frequency_power: float | None = None,
-                     depth: int | None = None, score: str | None = None) -> ScoringSettings:
+                     depth: int | None = None, score: str | None = None,
+                     min_confidence: str | None = None) -> ScoringSettings:
     """``base`` with the scoring flags that were given."""
     return base.replace(**_given(method=method, n_tags=n, k=k, temperature=temperature,
-                                 frequency_power=frequency_power, depth=depth, score=score))
+                                 frequency_power=frequency_power, depth=depth, score=score,
+                                 min_confidence=min_confidence))
 
 
 def build_settings(*, encoder: str | None = None, weights: Path | None = None, words: str | None = None,

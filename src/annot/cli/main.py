@@ -1,6 +1,6 @@
 """The ``annot`` command: the app with every command module registered on it."""
 
-from annot.cli import build, inspect, use  # noqa: F401  (each registers its commands on the app)
+from annot.cli import build, inspect, library, server, use  # noqa: F401  (each registers its commands on the app)
 from annot.cli.app import app
 
 __all__ = ["app", "main"]

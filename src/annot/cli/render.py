@@ -10,8 +10,18 @@ from contextlib import contextmanager
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
+from rich.text import Text
 
 from annot.progress import Advance
 
@@ -33,10 +43,13 @@ class LineProgress:
         done, due, spoke = 0, start + self.first, False
 
         def status() -> str:
-            elapsed = _duration(self.clock() - start)
+            seconds = self.clock() - start
+            rate = done / seconds if seconds > 0 else 0.0
+            pace = f", {rate:,.1f}/s" if rate >= 0.1 else ""
             if not total:
-                return f"{description}: {done:,} done, {elapsed}"
-            return f"{description}: {done:,}/{total:,} ({100 * done / total:.0f}%), {elapsed}"
+                return f"{description}: {done:,} done, {_duration(seconds)}{pace}"
+            left = f", about {_duration((total - done) / rate)} left" if rate > 0 and done < total else ""
+            return f"{description}: {done:,}/{total:,} ({100 * done / total:.0f}%), {_duration(seconds)}{pace}{left}"
 
         def advance(n: int) -> None:
             nonlocal done, due, spoke
@@ -51,8 +64,18 @@ class LineProgress:
 
 
 def _duration(seconds: float) -> str:
-    minutes, s = divmod(int(seconds), 60)
+    hours, rest = divmod(int(seconds), 3600)
+    minutes, s = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes:02d}m"
     return f"{minutes}m{s:02d}s" if minutes else f"{s}s"
+
+
+class _Rate(ProgressColumn):
+    """Items a second, once there is a rate to show."""
+
+    def render(self, task: Any) -> Text:
+        return Text(f"{task.speed:,.1f}/s" if task.speed else "", style="progress.data.speed")
 
 
 class RichProgress:
@@ -71,10 +94,17 @@ class RichProgress:
             with self.lines.task(description, total) as advance:
                 yield advance
             return
-        columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn()]
+        columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
+                   _Rate(), TimeElapsedColumn(),
+                   TimeRemainingColumn()]
         with Progress(*columns, console=errors, transient=True) as progress:
             task_id = progress.add_task(description, total=total)
             yield lambda n: progress.advance(task_id, n)
+
+
+def say(message: str) -> None:
+    """One unwrapped line on stdout."""
+    console.print(message, highlight=False, soft_wrap=True)
 
 
 def warn(message: str) -> None:

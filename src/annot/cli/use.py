@@ -13,6 +13,7 @@ from annot.cli.app import (
     JsonOpt,
     KOpt,
     MethodOpt,
+    MinConfidenceOpt,
     NOpt,
     ScoreOpt,
     StoreOpt,
@@ -23,8 +24,9 @@ from annot.cli.app import (
     open_store,
     scoring_settings,
 )
-from annot.cli.render import RichProgress, console, print_json, table, warn
+from annot.cli.render import RichProgress, console, print_json, say, table, warn
 from annot.library.query import expand_inputs, iter_annotations
+from annot.methods import TagScore
 
 
 @app.command()
@@ -39,6 +41,7 @@ def query(
     frequency_power: AlphaOpt = None,
     depth: DepthOpt = None,
     score: ScoreOpt = None,
+    min_confidence: MinConfidenceOpt = None,
     explain: Annotated[bool, typer.Option(help="Show, per tag, the training images that voted and their weights.")] = False,
     open_vocabulary: Annotated[bool, typer.Option(
         "--open-vocabulary", help="cnn-r: answer with the nearest words of the whole word-vector file, not only the "
@@ -50,7 +53,8 @@ def query(
     api = open_store(store)
     model = api.model()
     scoring = scoring_settings(model.settings.scoring, method=method, n=n, k=k, temperature=temperature,
-                               frequency_power=frequency_power, depth=depth, score=score)
+                               frequency_power=frequency_power, depth=depth, score=score,
+                               min_confidence=min_confidence)
     paths = expand_inputs(images)
     results: list[dict[str, object]] = []
     failed: dict[str, str] = {}
@@ -61,12 +65,12 @@ def query(
             results.extend(a.to_dict(explain) for a in batch)
             continue
         for a in batch:
-            console.print(f"[bold]{a.image}[/]: " + "  ".join(f"{t.tag} ({t.score:.3g})" for t in a.tags), highlight=False)
+            say(f"[bold]{a.image}[/]: " + "  ".join(_shown(t) for t in a.tags))
             if explain:
                 for t in a.tags:
                     voters = ", ".join(f"{Path(v.path).name} (D={v.distance:.3f}, w={v.weight:.3g})" for v in t.evidence[:8])
                     more = f" +{len(t.evidence) - 8} more" if len(t.evidence) > 8 else ""
-                    console.print(f"    {t.tag}: {voters}{more}", highlight=False)
+                    say(f"    {t.tag}: {voters}{more}")
     api.close()
     if json_out:
         print_json({"annotations": results, "failed": failed})
@@ -74,6 +78,13 @@ def query(
         warn(f"[bold red]error:[/] {path}: {why}")
     if failed:
         raise typer.Exit(1)
+
+
+def _shown(tag: TagScore) -> str:
+    """A tag with its confidence (a probability) where the store is calibrated for these settings, else its score."""
+    if tag.confidence is not None:
+        return f"{tag.tag} ({100 * tag.confidence:.0f}%)"
+    return f"{tag.tag} (score {tag.score:.3g})"
 
 
 @app.command("eval")
@@ -88,6 +99,7 @@ def eval_(
     frequency_power: AlphaOpt = None,
     depth: DepthOpt = None,
     score: ScoreOpt = None,
+    min_confidence: MinConfidenceOpt = None,
     split: Annotated[str, typer.Option(help="Split name recorded for these images.")] = "test",
     wait: WaitOpt = False,
     json_out: JsonOpt = False,
@@ -96,7 +108,8 @@ def eval_(
 
     api = open_store(store, wait)
     scoring = scoring_settings(api.manifest.settings.scoring, method=method, n=n, k=k, temperature=temperature,
-                               frequency_power=frequency_power, depth=depth, score=score)
+                               frequency_power=frequency_power, depth=depth, score=score,
+                               min_confidence=min_confidence)
     result = api.evaluate(corpus, scoring, split=split)
     if json_out:
         print_json(result.to_dict())

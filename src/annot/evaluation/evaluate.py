@@ -65,7 +65,8 @@ def record_run(
             n_images=summary.n_images,
         ))
         insert_rows(conn, predictions, (
-            {"run_id": run_id, "image_id": image_id, "rank": rank + 1, "tag_id": tag_ids[int(w)], "score": float(s)}
+            {"run_id": run_id, "image_id": image_id, "rank": rank + 1, "tag_id": tag_ids[int(w)], "score": float(s),
+             "confidence": None if p.confidence is None else float(p.confidence[rank])}
             for image_id, p in zip(image_ids, preds, strict=True)
             for rank, (w, s) in enumerate(zip(p.words, p.scores, strict=True))
         ))
@@ -113,11 +114,12 @@ def evaluate(
         ids = [i for i, _ in extracted.items]
         X = extracted.cache.load(ids)
         with progress.task("annotating", None):
-            preds = method.predict(X, scoring)
+            preds = model.predict(X, scoring)
         truth = label_matrix(store.db, ids, tag_ids)
         metrics = per_word_metrics(truth, predictions_matrix([p.words for p in preds], len(tag_ids)))
         summary = summarize(metrics, n_images=len(ids))
-        params = method.params(scoring)
+        cut = model.confidence_cut(scoring)
+        params = {**method.params(scoring), **({"min_confidence": cut} if cut is not None else {})}
         run_id = None
         if record:
             run_id = record_run(store, scoring.method, params, str(corpus.source.resolve()), ids, preds, tag_ids,

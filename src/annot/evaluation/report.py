@@ -1,7 +1,8 @@
 """``annot report``: one self-contained HTML page for a run (no network at view time).
 
 The page holds the summary beside the published numbers, a per-word F1 chart ordered by training frequency, precision
-against recall per word, and a gallery of test images with the predicted tags (right ones marked) against the truth.
+against recall per word, the reliability diagram of the tags' confidence (with its expected calibration error), and a
+gallery of test images with the predicted tags (right ones marked) against the truth.
 Charts are inline SVG and thumbnails inline JPEG, so the file can be mailed or archived on its own.
 """
 
@@ -13,13 +14,16 @@ import io
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 from sqlalchemy import select
 
 from annot.errors import AnnotError
 from annot.evaluation.published import published_for
 from annot.evaluation.runs import list_runs
 from annot.features.images import UnreadableImage, load_image
+from annot.methods.calibration import reliability
 from annot.schema import image_tags, images, predictions, tags, word_metrics
 from annot.store import StoreDir
 
@@ -100,6 +104,41 @@ def _pr_chart(rows: list[WordRow], size: int = 360) -> str:
     return f'<svg id="pr-chart" width="{size}" height="{size}" role="img" aria-label="precision against recall">{frame}{points}</svg>'
 
 
+def run_reliability(store: StoreDir, run_id: int) -> dict[str, Any] | None:
+    """How well the confidence of a run's predicted tags matched how often they were right: the expected calibration
+    error and the reliability diagram's bins (None for a run recorded without confidence)."""
+    with store.db.connect() as conn:
+        rows = conn.execute(select(predictions.c.image_id, predictions.c.tag_id, predictions.c.confidence)
+                            .where(predictions.c.run_id == run_id, predictions.c.confidence.is_not(None))).all()
+        if not rows:
+            return None
+        truth = set(conn.execute(select(image_tags.c.image_id, image_tags.c.tag_id).where(
+            image_tags.c.image_id.in_(sorted({i for i, _, _ in rows})))).tuples().all())
+    confidence = np.array([c for _, _, c in rows], np.float64)
+    right = np.array([(i, t) in truth for i, t, _ in rows], bool)
+    return reliability(confidence, right)
+
+
+def _reliability_chart(measured: dict[str, Any], size: int = 320) -> str:
+    """Accuracy against confidence per bin (bars, width by share of predictions) beside the diagonal."""
+    inner = size - 40
+    bars = "".join(
+        f'<rect class="bin" x="{30 + b["low"] * inner:.1f}" y="{size - 30 - b["accuracy"] * inner:.1f}" '
+        f'width="{(b["high"] - b["low"]) * inner - 2:.1f}" height="{b["accuracy"] * inner:.1f}" fill="#3b7dd8" '
+        f'fill-opacity="{0.25 + 0.75 * min(1.0, 5 * b["n"] / measured["n"]):.2f}">'
+        f'<title>confidence {b["low"]:.1f}-{b["high"]:.1f}: {b["n"]} tags, right {100 * b["accuracy"]:.0f}% '
+        f'(mean confidence {100 * b["confidence"]:.0f}%)</title></rect>'
+        for b in measured["bins"])
+    frame = (f'<line x1="30" y1="{size - 30}" x2="{size - 10}" y2="10" stroke="#d8663b" stroke-dasharray="4"/>'
+             f'<line x1="30" y1="{size - 30}" x2="{size - 10}" y2="{size - 30}" stroke="#888"/>'
+             f'<line x1="30" y1="10" x2="30" y2="{size - 30}" stroke="#888"/>'
+             f'<text x="{size / 2}" y="{size - 8}" font-size="12" text-anchor="middle">confidence</text>'
+             f'<text x="12" y="{size / 2}" font-size="12" transform="rotate(-90 12 {size / 2})" '
+             f'text-anchor="middle">share right</text>')
+    return (f'<svg id="reliability-chart" width="{size}" height="{size}" role="img" aria-label="reliability diagram">'
+            f"{frame}{bars}</svg>")
+
+
 def build_report(store_root: Path, run_id: int, gallery: int = 40) -> str:
     """The HTML page for run ``run_id`` of the store."""
     with StoreDir.open(store_root) as store:
@@ -119,6 +158,8 @@ def build_report(store_root: Path, run_id: int, gallery: int = 40) -> str:
             predicted = conn.execute(select(predictions.c.image_id, predictions.c.rank, predictions.c.tag_id)
                                      .where(predictions.c.run_id == run_id).order_by(predictions.c.image_id, predictions.c.rank)).all()
             image_ids = sorted({i for i, _, _ in predicted})[:gallery]
+        measured = run_reliability(store, run_id)
+        with store.db.connect() as conn:
             paths = dict(conn.execute(select(images.c.id, images.c.path).where(images.c.id.in_(image_ids))).all())
             truth: dict[int, set[int]] = {}
             for i, t in conn.execute(select(image_tags.c.image_id, image_tags.c.tag_id).where(image_tags.c.image_id.in_(image_ids))):
@@ -141,6 +182,9 @@ def build_report(store_root: Path, run_id: int, gallery: int = 40) -> str:
         image_tag = f'<img src="{src}" alt="{html.escape(Path(paths.get(image_id, "")).name)}">' if src else "<p>(image missing)</p>"
         cards.append(f'<div class="card">{image_tag}<div>{chips}</div><div>truth: {truth_chips}</div></div>')
     params = ", ".join(f"{k}={v}" for k, v in run.params.items())
+    calibration = "" if measured is None else (
+        f'<h2>Confidence against how often a tag was right (expected calibration error <span id="ece">'
+        f'{100 * measured["ece"]:.1f}</span> points over {measured["n"]:,} tags)</h2>{_reliability_chart(measured)}')
     return f"""<!doctype html><html lang="en"><head><meta charset="utf-8"><title>annot run {run_id}</title>
 <style>{_CSS}</style></head><body>
 <h1>annot run {run_id}: {html.escape(run.method)} on {html.escape(Path(run.dataset).name)}</h1>
@@ -149,6 +193,7 @@ def build_report(store_root: Path, run_id: int, gallery: int = 40) -> str:
 <table id="summary"><tr><th>method</th><th>P</th><th>R</th><th>F1</th><th>N+</th></tr>{summary_rows}</table>
 <h2>F1 per word, most frequent training word first</h2>{_f1_chart(rows)}
 <h2>Precision against recall, per word (size: training frequency)</h2>{_pr_chart(rows)}
+{calibration}
 <h2>Test images: predicted tags (✓ right, ✗ wrong) and the truth</h2>
 <div class="gallery" id="gallery">{"".join(cards)}</div>
 </body></html>"""

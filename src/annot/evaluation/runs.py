@@ -11,10 +11,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from annot.errors import AnnotError
-from annot.schema import runs, tags, word_metrics
+from annot.schema import image_tags, images, runs, tags, word_metrics
 from annot.schema.database import SANDBOX
 from annot.settings import SettingsError
 from annot.store import DATABASE, StoreDir
@@ -131,6 +131,21 @@ def _sql_error(store_root: Path, sql: str, exc: BaseException, timeout: float | 
     if "read-only" in message or "read only" in message:
         return f"{store_root}: annot sql is read-only; refused: {statement}"
     return f"{store_root}: SQL error: {message}"
+
+
+def run_words(store: StoreDir, run_id: int) -> list[dict[str, Any]]:
+    """A run's per-word metrics (what ``annot report`` charts), most frequent training word first."""
+    with store.db.connect() as conn:
+        if conn.execute(select(runs.c.id).where(runs.c.id == run_id)).first() is None:
+            raise AnnotError(f"{store.root}: no run {run_id} (see `annot runs`)")
+        frequency: dict[int, int] = dict(conn.execute(
+            select(image_tags.c.tag_id, func.count()).join(images, images.c.id == image_tags.c.image_id)
+            .where(images.c.split == "train").group_by(image_tags.c.tag_id)).tuples().all())
+        rows = conn.execute(select(tags.c.word, word_metrics).join(tags, tags.c.id == word_metrics.c.tag_id)
+                            .where(word_metrics.c.run_id == run_id)).mappings().all()
+    out = [{"word": r["word"], "precision": r["precision"], "recall": r["recall"], "f1": r["f1"],
+            "n_truth": r["n_truth"], "train_frequency": int(frequency.get(r["tag_id"], 0))} for r in rows]
+    return sorted(out, key=lambda w: (-w["train_frequency"], w["word"]))
 
 
 def compare_runs(store: StoreDir, run_a: int, run_b: int) -> list[WordChange]:

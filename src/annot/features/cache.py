@@ -88,19 +88,24 @@ class FeatureCache:
         return np.concatenate(ids) if ids else np.zeros(0, np.int64)
 
     def failures(self) -> dict[int, str]:
+        """Why images could not be decoded, by id; an image extracted again later (``force``) is no longer one."""
         path = self.folder / "failures.jsonl"
         found: dict[int, str] = {}
         if path.is_file():
             for line in path.read_text(encoding="utf-8").splitlines():
                 try:
                     record = json.loads(line)
-                    found[int(record["id"])] = str(record["error"])
-                except (ValueError, KeyError, TypeError):
+                    if record.get("error") is None:
+                        found.pop(int(record["id"]), None)
+                    else:
+                        found[int(record["id"])] = str(record["error"])
+                except (ValueError, KeyError, TypeError, AttributeError):
                     continue  # a line cut short by a crash
         return found
 
     def load(self, image_ids: Sequence[int] | NDArray[np.int64]) -> NDArray[np.float32]:
-        """Features for ``image_ids`` in that order (NaN rows for images that failed to decode)."""
+        """Features for ``image_ids`` in that order (NaN rows for images that failed to decode); where an image was
+        extracted again (its file changed), the latest part's row."""
         wanted = np.asarray(image_ids, np.int64)
         out = np.full((len(wanted), self.dim), np.nan, np.float32)
         found = np.zeros(len(wanted), bool)
@@ -129,10 +134,12 @@ class FeatureCache:
         batch_size: int = 32,
         part_size: int = 1024,
         progress: ProgressFn | None = None,
+        force: set[int] | None = None,
     ) -> ExtractionReport:
-        """Extract features of the (id, path) items not yet cached, one part of ``part_size`` images at a time."""
+        """Extract features of the (id, path) items not yet cached (and of those in ``force``, whose files changed),
+        one part of ``part_size`` images at a time."""
         self.folder.mkdir(parents=True, exist_ok=True)
-        done = set(self.cached_ids().tolist())
+        done = set(self.cached_ids().tolist()) - (force or set())
         todo = [(i, p) for i, p in items if i not in done]
         cached = len(items) - len(todo)
         if progress and cached:
@@ -151,9 +158,14 @@ class FeatureCache:
         written last: it commits the part."""
         self.folder.mkdir(parents=True, exist_ok=True)
         stem = self.folder / f"part-{len(self._parts()):05d}"
-        new_failures = [i for i in ids.tolist() if i in failed]
-        if new_failures:
-            with open(self.folder / "failures.jsonl", "a", encoding="utf-8") as fh:
-                fh.writelines(json.dumps({"id": i, "error": failed[i]}) + "\n" for i in new_failures)
+        known = self.failures()
+        self._log_failures([{"id": i, "error": failed[i]} for i in ids.tolist() if i in failed])  # before the part
         atomic_write(stem.with_suffix(".npy"), lambda fh: np.save(fh, x.astype(self.dtype, copy=False)))
         atomic_write(stem.with_name(stem.name + ".ids.npy"), lambda fh: np.save(fh, ids))  # commits the part
+        # images that failed before and decode now (extracted again): cleared only once their rows are committed
+        self._log_failures([{"id": i, "error": None} for i in ids.tolist() if i in known and i not in failed])
+
+    def _log_failures(self, lines: list[dict[str, object]]) -> None:
+        if lines:
+            with open(self.folder / "failures.jsonl", "a", encoding="utf-8") as fh:
+                fh.writelines(json.dumps(line) + "\n" for line in lines)

@@ -16,7 +16,7 @@ import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 import numpy as np
 from numpy.typing import NDArray
@@ -34,6 +34,10 @@ class UnreadableImage(ValueError):
     """A file that is not an image annot can decode (or one over the pixel limit)."""
 
 
+class TooManyPixels(UnreadableImage):
+    """An image over the pixel limit (a decompression bomb, or just too large), refused before it is decoded."""
+
+
 @dataclass(frozen=True)
 class ImageInfo:
     sha256: str
@@ -49,15 +53,19 @@ def feature_key(encoder_key: str, upright: bool) -> str:
 @functools.cache
 def _register_heif() -> None:
     try:
-        from pillow_heif import register_heif_opener  # type: ignore[import-not-found]
+        from pillow_heif import register_heif_opener
     except ImportError:
         return
     register_heif_opener()
 
 
-def open_image(path: Path) -> PILImage.Image:
-    """Open an image file with PIL; :class:`UnreadableImage` (with a one-line reason) for anything PIL cannot open,
-    a symlink loop, or more pixels than ``Image.MAX_IMAGE_PIXELS``."""
+Source = Path | BinaryIO  # an image file, or its bytes (an upload)
+
+
+def open_image(path: Source, max_pixels: int | None = None) -> PILImage.Image:
+    """Open an image file (or stream) with PIL; :class:`UnreadableImage` (with a one-line reason) for anything PIL
+    cannot open, a symlink loop, or more pixels than ``max_pixels`` (default ``Image.MAX_IMAGE_PIXELS``), checked on
+    the header before anything is decoded."""
     from PIL import Image
 
     _register_heif()
@@ -68,13 +76,14 @@ def open_image(path: Path) -> PILImage.Image:
         except FileNotFoundError:
             raise
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-            raise UnreadableImage(f"over the pixel limit ({_bomb_message(exc)})") from None
+            raise TooManyPixels(f"over the pixel limit ({_bomb_message(exc)})") from None
         except (OSError, ValueError, SyntaxError) as exc:
-            raise UnreadableImage(f"not a readable image ({_first_line(exc)})") from None
-    limit = Image.MAX_IMAGE_PIXELS
+            why = _first_line(exc) if isinstance(path, Path) else "no image format recognised in its bytes"
+            raise UnreadableImage(f"not a readable image ({why})") from None
+    limit = Image.MAX_IMAGE_PIXELS if max_pixels is None else max_pixels
     if limit and image.width * image.height > limit:  # PIL checks at 2x its limit
         image.close()
-        raise UnreadableImage(f"over the pixel limit ({image.width:,} x {image.height:,} pixels; at most {limit:,})")
+        raise TooManyPixels(f"over the pixel limit ({image.width:,} x {image.height:,} pixels; at most {limit:,})")
     return image
 
 
@@ -102,12 +111,13 @@ def _orientation(image: PILImage.Image) -> int:
         return 1
 
 
-def load_image(path: Path, size: int | None = None, upright: bool = True) -> PILImage.Image:
+def load_image(path: Source, size: int | None = None, upright: bool = True,
+               max_pixels: int | None = None) -> PILImage.Image:
     """An image decoded to RGB (JPEG at a reduced scale when it is much larger than ``size``), turned upright by its
     EXIF orientation when ``upright``."""
     from PIL import ImageOps
 
-    with open_image(path) as image:
+    with open_image(path, max_pixels) as image:
         try:
             if size is not None:
                 image.draft("RGB", (size, size))  # JPEG: decode at a reduced scale when it is much larger
@@ -117,12 +127,38 @@ def load_image(path: Path, size: int | None = None, upright: bool = True) -> PIL
             raise UnreadableImage(f"not a readable image ({_first_line(exc)})") from None
 
 
-def load_pixels(path: Path, size: int, upright: bool = True) -> NDArray[np.uint8]:
+def load_pixels(path: Source, size: int, upright: bool = True, max_pixels: int | None = None) -> NDArray[np.uint8]:
     """Decode an image to RGB and resize it to ``size`` x ``size`` (aspect ratio ignored, as in the paper)."""
     from PIL import Image
 
-    rgb = load_image(path, size, upright).resize((size, size), Image.Resampling.BILINEAR)
+    rgb = load_image(path, size, upright, max_pixels).resize((size, size), Image.Resampling.BILINEAR)
     return np.asarray(rgb, dtype=np.uint8)
+
+
+def decode_bytes(data: bytes, encoder: ImageEncoder, upright: bool = True, max_pixels: int | None = None,
+                 ) -> list[NDArray[np.uint8]]:
+    """An uploaded image's pixels at each of the encoder's sizes (as :func:`iter_batches` decodes a file);
+    :class:`UnreadableImage` for what is not a readable image or is over ``max_pixels``."""
+    import io
+
+    image = load_image(io.BytesIO(data), max(_sizes(encoder)), upright, max_pixels)
+    from PIL import Image
+
+    return [np.array(image.resize((size, size), Image.Resampling.BILINEAR), np.uint8) for size in _sizes(encoder)]
+
+
+def _sizes(encoder: ImageEncoder) -> list[int]:
+    return list(dict.fromkeys([encoder.input_size, *encoder.decode_sizes]))
+
+
+def preprocess(encoder: ImageEncoder, stacked: Sequence[NDArray[np.uint8]]) -> dict[int, torch.Tensor]:
+    """Decoded batches (b, s, s, 3 uint8, one per size of ``encoder``) as the network's normalised input tensors."""
+    import torch
+
+    mean = torch.tensor(encoder.mean, dtype=torch.float32).view(1, 3, 1, 1)
+    std = torch.tensor(encoder.std, dtype=torch.float32).view(1, 3, 1, 1)
+    return {size: (torch.from_numpy(np.ascontiguousarray(pixels)).permute(0, 3, 1, 2).float().div_(255.0) - mean) / std
+            for size, pixels in zip(_sizes(encoder), stacked, strict=True)}
 
 
 Decoded = tuple[list[NDArray[np.uint8]], bool, str]
@@ -176,12 +212,11 @@ def iter_batches(
 ) -> Iterator[DecodedBatch]:
     """Decode ``paths`` in order, in batches, at each of ``encoder.decode_sizes``, with decoding in ``workers``
     processes ahead of the network."""
-    import torch
     from torch.utils.data import DataLoader
 
     if workers is None:
         workers = 1 if len(paths) > batch_size else 0
-    sizes = list(dict.fromkeys([encoder.input_size, *encoder.decode_sizes]))
+    sizes = _sizes(encoder)
     loader: DataLoader[Any] = DataLoader(
         cast(Any, _ImageDataset(paths, sizes, upright)),  # map-style: __len__ and __getitem__
         batch_size=batch_size,
@@ -190,11 +225,8 @@ def iter_batches(
         prefetch_factor=4 if workers else None,
         persistent_workers=False,
     )
-    mean = torch.tensor(encoder.mean, dtype=torch.float32).view(1, 3, 1, 1)
-    std = torch.tensor(encoder.std, dtype=torch.float32).view(1, 3, 1, 1)
     for stacked, ok, errors in loader:
-        sized = {size: (torch.from_numpy(pixels).permute(0, 3, 1, 2).float().div_(255.0) - mean) / std
-                 for size, pixels in zip(sizes, stacked, strict=True)}
+        sized = preprocess(encoder, stacked)
         yield DecodedBatch(sized[encoder.input_size], ok, errors, sized)
 
 

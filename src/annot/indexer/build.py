@@ -32,6 +32,7 @@ from annot.indexer.distributed import connect, statistics_with_ray
 from annot.indexer.extract import extract_features, feature_cache
 from annot.indexer.importer import TRAIN, tag_ids
 from annot.methods.base import method_class
+from annot.methods.calibration import calibrate, calibration_key
 from annot.methods.cca_knn import CCAKNN, standards_key
 from annot.methods.cv import held_out_scores
 from annot.methods.fit import fit_in_memory, fit_streamed, project_to_file, training_chunks, word_matrix
@@ -59,6 +60,7 @@ from annot.schema.queries import label_matrix
 from annot.settings import BuildSettings, ProjectionKind, Score, ScoringSettings, SettingsError, TextView
 from annot.store import StoreDir, remove_stale_scratch
 from annot.store.manifest import (
+    CalibrationRecord,
     Counts,
     EncoderRecord,
     IndexRecord,
@@ -224,16 +226,40 @@ def short_hash(*arrays: NDArray[Any]) -> str:
     return digest.hexdigest()[:12]
 
 
+def indexed_training_set(model: StoreModel) -> tuple[NDArray[np.float32], NDArray[np.bool_], NDArray[np.float32],
+                                                     NDArray[np.bool_]]:
+    """The indexed training images (in id order) as cross-validation reads them: features, tags, word vectors."""
+    ids = np.sort(model.ids)
+    X, labels = model.feature_cache().load(ids), label_matrix(model.store.db, ids.tolist(), model.tag_ids)
+    E, has_vector, _ = word_matrix(load_word_vectors(model.manifest.words.source), tuple(model.vocabulary))
+    return X, labels, E, has_vector
+
+
+CALIBRATED = ("cca-knn", "nn")  # the methods whose held-out annotations cross-validation makes
+
+
+def save_calibration(store: StoreDir, tag: str, progress: Progress | None = None) -> Manifest | None:
+    """Calibrate the confidence of the store's own annotations on held-out training images
+    (:func:`annot.methods.calibration.calibrate`), save it and record it in the manifest."""
+    model = StoreModel(store)
+    if model.settings.scoring.method not in CALIBRATED:
+        return None
+    X, labels, E, has_vector = indexed_training_set(model)
+    calibration = calibrate(X, labels, E, has_vector, model.settings, progress)
+    file = store.save_arrays(f"models/calibration-{tag}.npz", calibration.to_arrays())
+    record = CalibrationRecord(file, calibration_key(model.settings), calibration.measured)
+    manifest = store.manifest().touched(calibration=record)
+    store.write_manifest(manifest)
+    return manifest
+
+
 def save_standards(store: StoreDir, tag: str, progress: Progress | None = None) -> Manifest:
     """Each word's standards for the store's own scoring settings (leave-one-out, or held out:
     :func:`annot.methods.cv.held_out_scores`), saved and recorded in the manifest; returns the new manifest."""
     model = StoreModel(store)
     scoring = model.settings.scoring
     if scoring.score is Score.HELD_OUT:
-        cache = model.feature_cache()
-        ids = np.sort(model.ids)
-        X, labels = cache.load(ids), label_matrix(store.db, ids.tolist(), model.tag_ids)
-        E, has_vector, _ = word_matrix(load_word_vectors(model.manifest.words.source), tuple(model.vocabulary))
+        X, labels, E, has_vector = indexed_training_set(model)
         mean, spread = held_out_scores(X, labels, E, has_vector, model.settings, progress)
     else:
         method = CCAKNN(model)
@@ -341,6 +367,9 @@ def write_model(store: StoreDir, settings: BuildSettings, encoder: ImageEncoder,
     if settings.scoring.score is not Score.EQ5:  # standards are saved for the store's own settings
         with _Timer(seconds, "standards"), progress.task("word standards", None):
             save_standards(store, tag, progress)
+    if settings.scoring.method in CALIBRATED:
+        with _Timer(seconds, "calibration"), progress.task("calibrating confidence on held-out training images", None):
+            save_calibration(store, tag, progress)
     store.remove_unreferenced()
     report.n_indexed = len(train_ids)
     report.n_words = len(vocabulary)

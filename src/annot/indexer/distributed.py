@@ -54,10 +54,11 @@ def _encode_shard(encoder: ImageEncoder, paths: list[str], batch_size: int, upri
 
 def extract_with_ray(
     ray: Any, cache: Any, items: Sequence[tuple[int, Path]], encoder: ImageEncoder, batch_size: int,
-    progress: Callable[[int], None] | None = None,
+    progress: Callable[[int], None] | None = None, force: set[int] | None = None,
 ) -> tuple[int, int, dict[int, str]]:
-    """Extract the features the cache lacks as Ray tasks; returns (extracted, cached, failures by image id)."""
-    done = set(cache.cached_ids().tolist())
+    """Extract the features the cache lacks (and those of ``force``) as Ray tasks; returns (extracted, cached,
+    failures by image id)."""
+    done = set(cache.cached_ids().tolist()) - (force or set())
     todo = [(i, p) for i, p in items if i not in done]
     if progress and len(items) > len(todo):
         progress(len(items) - len(todo))

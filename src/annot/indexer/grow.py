@@ -212,39 +212,55 @@ def add_images(corpus_path: Path, store_root: Path, *, strict: bool = False, pro
             raise CorpusError(f"{corpus.source}: none of its {len(corpus.entries)} images could be read"
                               + (f" (e.g. {first[0]}: {first[1]})" if first else ""))
         given = np.array(sorted(i for i, _ in extracted.items), np.int64)
-        indexed = np.isin(given, state.ids)
-        candidates, already = given[~indexed], given[indexed]
-        now_labels = label_matrix(store.db, already.tolist(), state.tag_ids)
-        changed = already[(now_labels != state.indexed_labels(already)).any(axis=1)]
-        stats = state.stats
-        old, old_used = state.statistics_of(changed, state.indexed_labels)
-        new, new_used = state.statistics_of(changed)
-        added, added_ids = state.statistics_of(candidates)
-        report.skipped = len(already) - len(changed) + len(candidates) - len(added_ids)
-        if len(changed) or len(added_ids):
-            for part, sign in ((old, -1), (new, 1), (added, 1)):
-                if part is not None:
-                    stats = stats - part if sign < 0 else stats + part
-            state.stats = stats
-            # the changed images' rows: replaced where they depend on the tags, dropped where no tag is left
-            out = old_used if state.space is not Space.IMAGE else np.setdiff1d(old_used, new_used)
-            back = new_used if state.space is not Space.IMAGE else np.setdiff1d(new_used, old_used)
-            state.remove_rows(out)
-            keep = ~np.isin(state.ids, out)
-            with progress.task("adding to the index", len(back) + len(added_ids)) as advance:
-                state.add_rows(np.concatenate([back, added_ids]), advance)
-            kept_ids, kept_labels = state.ids[keep], state.labels[keep].copy()
-            hit = np.isin(kept_ids, changed)  # the index now holds these images' new tags; the others keep theirs
-            if hit.any():
-                kept_labels[hit] = label_matrix(store.db, kept_ids[hit].tolist(), state.tag_ids)
-            entering = np.concatenate([back, added_ids])
-            state.commit(np.concatenate([kept_ids, entering]),
-                         np.vstack([kept_labels, label_matrix(store.db, entering.tolist(), state.tag_ids)]))
-            report.retagged = len(changed)
-        report.added, report.ntotal = len(added_ids), int(state.index.ntotal)
+        apply_tags(state, given, report, progress)
         return report
     finally:
         store.close()
+
+
+def apply_tags(state: _Open, given: NDArray[np.int64], report: GrowReport, progress: Progress) -> None:
+    """Make the index, its tags and the statistics hold the database's tags of the training images ``given``: new
+    ones are added, changed ones updated everywhere their tags count (``add``; corrections of the photo library)."""
+    store = state.store
+    indexed = np.isin(given, state.ids)
+    candidates, already = given[~indexed], given[indexed]
+    now_labels = label_matrix(store.db, already.tolist(), state.tag_ids)
+    changed = already[(now_labels != state.indexed_labels(already)).any(axis=1)]
+    stats = state.stats
+    old, old_used = state.statistics_of(changed, state.indexed_labels)
+    new, new_used = state.statistics_of(changed)
+    added, added_ids = state.statistics_of(candidates)
+    report.skipped = len(already) - len(changed) + len(candidates) - len(added_ids)
+    if len(changed) or len(added_ids):
+        for part, sign in ((old, -1), (new, 1), (added, 1)):
+            if part is not None:
+                stats = stats - part if sign < 0 else stats + part
+        state.stats = stats
+        # the changed images' rows: replaced where they depend on the tags, dropped where no tag is left
+        out = old_used if state.space is not Space.IMAGE else np.setdiff1d(old_used, new_used)
+        back = new_used if state.space is not Space.IMAGE else np.setdiff1d(new_used, old_used)
+        state.remove_rows(out)
+        keep = ~np.isin(state.ids, out)
+        with progress.task("adding to the index", len(back) + len(added_ids)) as advance:
+            state.add_rows(np.concatenate([back, added_ids]), advance)
+        kept_ids, kept_labels = state.ids[keep], state.labels[keep].copy()
+        hit = np.isin(kept_ids, changed)  # the index now holds these images' new tags; the others keep theirs
+        if hit.any():
+            kept_labels[hit] = label_matrix(store.db, kept_ids[hit].tolist(), state.tag_ids)
+        entering = np.concatenate([back, added_ids])
+        state.commit(np.concatenate([kept_ids, entering]),
+                     np.vstack([kept_labels, label_matrix(store.db, entering.tolist(), state.tag_ids)]))
+        report.retagged = len(changed)
+    report.added, report.ntotal = len(added_ids), int(state.index.ntotal)
+
+
+def sync_training(store: StoreDir, ids: NDArray[np.int64], progress: Progress | None = None) -> GrowReport:
+    """The training images ``ids`` (their rows and tags already in the database, their features cached) into the
+    index and the statistics, as ``add`` puts them there."""
+    state = _Open(store)
+    report = GrowReport()
+    apply_tags(state, np.asarray(sorted(ids), np.int64), report, progress or NoProgress())
+    return report
 
 
 def remove_images(paths: list[str], store_root: Path, progress: Progress | None = None, *,

@@ -4,12 +4,16 @@ method's encoder, project, search, score, one batch at a time."""
 from __future__ import annotations
 
 import os
+import typing
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+from numpy.typing import NDArray
+
 from annot.errors import AnnotError, CorpusError
-from annot.features.images import iter_batches
+from annot.features.images import UnreadableImage, decode_bytes, iter_batches, preprocess
 from annot.methods import Annotation, StoreModel, TagScore
 from annot.methods.cnnr.method import CNNRMethod
 from annot.progress import NoProgress, Progress
@@ -78,9 +82,34 @@ def iter_annotations(model: StoreModel, paths: Sequence[Path], scoring: ScoringS
                     annotations = [Annotation(name, tuple(TagScore(w, s) for w, s in words))
                                    for name, words in zip(kept, answers, strict=True)]
                 else:
-                    annotations = model.annotations(kept, method.predict(X, scoring), explain)
+                    annotations = model.annotations(kept, model.predict(X, scoring), explain)
             advance(len(batch.ok))
             yield annotations, failed
+
+
+def annotate_uploads(model: StoreModel, uploads: Sequence[tuple[str, bytes]], scoring: ScoringSettings, *,
+                     explain: bool = False, max_pixels: int | None = None) -> list[Annotation | UnreadableImage]:
+    """Annotate uploaded images (name, bytes) in one encoder batch; each is its annotation, or why it could not be
+    read (the server batches concurrent requests through here)."""
+    method = model.method(scoring.method)
+    encoder = method.encoder()
+    decoded: list[list[NDArray[np.uint8]] | UnreadableImage] = []
+    for _, data in uploads:
+        try:
+            decoded.append(decode_bytes(data, encoder, model.upright, max_pixels))
+        except UnreadableImage as exc:
+            decoded.append(exc)
+        except Exception as exc:  # noqa: BLE001 - any other decoder failure is an unreadable upload
+            decoded.append(UnreadableImage(f"not a readable image ({type(exc).__name__})"))
+    good = [j for j, d in enumerate(decoded) if not isinstance(d, UnreadableImage)]
+    answers: dict[int, Annotation] = {}
+    if good:
+        pixels = [d for d in decoded if not isinstance(d, UnreadableImage)]
+        stacked = [np.stack([p[k] for p in pixels]) for k in range(len(pixels[0]))]
+        X = encoder.encode_sized(preprocess(encoder, stacked))
+        found = model.annotations([uploads[j][0] for j in good], model.predict(X, scoring), explain)
+        answers = dict(zip(good, found, strict=True))
+    return [answers[j] if j in answers else typing.cast(UnreadableImage, d) for j, d in enumerate(decoded)]
 
 
 def annotate_files(model: StoreModel, inputs: Sequence[Path], scoring: ScoringSettings | None = None, *,

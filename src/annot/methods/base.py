@@ -35,6 +35,7 @@ class Prediction:
     words: NDArray[np.int64]
     scores: NDArray[np.float64]
     votes: list[list[tuple[int, float, float]]]
+    confidence: NDArray[np.float64] | None = None  # the calibrated probability that each word is right
 
 
 def prediction(s: Scored, candidate_ids: NDArray[np.int64], d: NDArray[np.float32]) -> Prediction:

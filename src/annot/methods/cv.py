@@ -24,6 +24,7 @@ from annot.progress import NoProgress, Progress
 from annot.projection import correlation_rows, space_rows
 from annot.retrieval.ann import pool_depth
 from annot.retrieval.scoring import (
+    Scored,
     cca_knn_scores,
     held_out_standards,
     score_queries,
@@ -97,13 +98,15 @@ def cross_validate(
     candidates: Sequence[BuildSettings], *, folds: int = 5, design: str = "random", holdout: float = 0.1,
     seed: int = 0, progress: Progress | None = None,
     collect: dict[BuildSettings, list[tuple[NDArray[np.int64], NDArray[np.float64]]]] | None = None,
+    predictions: dict[BuildSettings, list[tuple[NDArray[np.int64], list[Scored]]]] | None = None,
 ) -> list[CVResult]:
     """Mean F1 / P / R / N+ of each candidate over ``folds`` splits of the training images (``design`` and
     ``holdout`` as :func:`annot.methods.splits.cv_splits`), best F1 first.
 
     A ``standardized-held-out`` candidate is scored after every fold has been fitted: each fold's held-out images
     are standardised against the other folds' held-out scores (without the images this fold holds). ``collect``
-    receives those candidates' (held-out rows, Eq. 5 scores) per fold."""
+    receives those candidates' (held-out rows, Eq. 5 scores) per fold. ``predictions`` receives, for each candidate it holds
+    as a key, every fold's held-out rows and their ranked words (what calibrating confidence learns from)."""
     progress = progress or NoProgress()
     if not candidates:
         raise AnnotError("cross-validation needs at least one candidate")
@@ -140,13 +143,18 @@ def cross_validate(
                         continue
                     scored = score_queries(s.method, candidates_D, fit_labels, frequency, s.n_tags, s.k,
                                            s.temperature, s.frequency_power, standards.get(c))
+                    if predictions is not None and c in predictions:
+                        predictions[c].append((held, scored))
                     metrics = per_word_metrics(labels[held], predictions_matrix([r.words for r in scored],
                                                                                 labels.shape[1]))
                     summary = summarize(metrics, len(held))
                     fold_scores[c].append((summary.f1, summary.precision, summary.recall, summary.n_plus))
                 advance(1)
     for c, parts in pending.items():
-        fold_scores[c] = [_held_out_fold(parts, f, labels, c.scoring.n_tags) for f in range(len(parts))]
+        folds_scored = [_held_out_fold(parts, f, labels, c.scoring.n_tags) for f in range(len(parts))]
+        fold_scores[c] = [numbers for numbers, _ in folds_scored]
+        if predictions is not None and c in predictions:
+            predictions[c].extend((parts[f][0], scored) for f, (_, scored) in enumerate(folds_scored))
         if collect is not None:
             collect[c] = [(held, raw) for held, raw, _frequency in parts]
     results = []
@@ -159,15 +167,16 @@ def cross_validate(
 
 
 def _held_out_fold(parts: Sequence[tuple[NDArray[np.int64], NDArray[np.float64], NDArray[np.int64]]], fold: int,
-                   labels: NDArray[np.bool_], n_tags: int) -> tuple[float, float, float, int]:
+                   labels: NDArray[np.bool_], n_tags: int) -> tuple[tuple[float, float, float, int], list[Scored]]:
     """F1, P, R and N+ of fold ``fold``'s held-out images ranked by their scores standardised against the other
-    folds' held-out scores, leaving out the images this fold holds."""
+    folds' held-out scores, leaving out the images this fold holds; and the ranked words."""
     held, raw, frequency = parts[fold]
     others = [(rows, scores) for g, (rows, scores, _f) in enumerate(parts) if g != fold]
     z = standardize(raw, held_out_standards(others, held))
     predicted = [top_words(row, frequency, n_tags, -np.inf) for row in z]
     s = summarize(per_word_metrics(labels[held], predictions_matrix(predicted, labels.shape[1])), len(held))
-    return s.f1, s.precision, s.recall, s.n_plus
+    scored = [Scored(words, z[q, words], [], np.zeros(0)) for q, words in enumerate(predicted)]
+    return (s.f1, s.precision, s.recall, s.n_plus), scored
 
 
 HELD_OUT_FOLDS, HELD_OUT_SIZE = 5, 1 / 9  # cover hold-outs of a ninth each, as Corel-5k's test split (499 of 4,500)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -17,11 +18,12 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy import sparse
 
-from annot.errors import StoreError
+from annot.errors import AnnotError, StoreError
 from annot.features.cache import FeatureCache
 from annot.features.encoders import ImageEncoder, build_encoder
 from annot.features.text import normalize_features
 from annot.methods.base import AnnotationMethod, Prediction, method_class
+from annot.methods.calibration import POOL, Calibration, calibration_key
 from annot.methods.results import Annotation, TagScore, Vote
 from annot.projection import load_projection
 from annot.retrieval.ann import on_gpu, set_search
@@ -77,6 +79,7 @@ class StoreModel:
         self.normalization = m.settings.projection.normalization.value
         self._methods: dict[str, AnnotationMethod] = {}
         self._encoder: ImageEncoder | None = None
+        self._calibration: Calibration | None = None
 
     @classmethod
     def open(cls, root: Path) -> StoreModel:
@@ -183,20 +186,62 @@ class StoreModel:
             self._methods[name] = method_class(name).open(self)
         return self._methods[name]
 
+    def calibration(self, scoring: ScoringSettings) -> Calibration | None:
+        """The confidence calibration for ``scoring``, where the store has one for these settings."""
+        record = self.manifest.calibration
+        if record is None or record.key != calibration_key(self.settings.replace(scoring=scoring)):
+            return None
+        if self._calibration is None:
+            self._calibration = Calibration.from_arrays(self.store.read_arrays(record.file, "confidence calibration"),
+                                                        dict(record.measured))
+        return self._calibration
+
+    def confidence_cut(self, scoring: ScoringSettings) -> float | None:
+        """The confidence a tag must reach under ``scoring`` (``auto``: the calibration's cut), or None for none."""
+        if scoring.min_confidence is None:
+            return None
+        if scoring.min_confidence != "auto":
+            return float(scoring.min_confidence)
+        calibration = self.calibration(scoring)
+        if calibration is None:
+            raise AnnotError(f"{self.store.root}: --min-confidence auto needs the store's confidence calibration, "
+                             f"which it has for its own {self.settings.scoring.method} settings only")
+        return calibration.cut
+
     def predict(self, X: NDArray[np.floating], scoring: ScoringSettings) -> list[Prediction]:
-        """Annotate features X (read with ``method(scoring.method).encoder()``) with ``scoring``."""
-        return self.method(scoring.method).predict(X, scoring)
+        """Annotate features X (read with ``method(scoring.method).encoder()``) with ``scoring``; each word with its
+        calibrated confidence where the store has a calibration for these settings. With ``min_confidence``, every
+        word of the ``POOL`` best that reaches it."""
+        method = self.method(scoring.method)
+        calibration = self.calibration(scoring)
+        if scoring.min_confidence is None:
+            predictions = method.predict(X, scoring)
+            if calibration is None:
+                return predictions
+            return [replace(p, confidence=calibration.confidence(p.words, p.scores)) for p in predictions]
+        if calibration is None:
+            raise AnnotError(f"{self.store.root}: --min-confidence needs the store's confidence calibration, which it "
+                             f"has for its own {self.settings.scoring.method} settings only (annot index makes it)")
+        cut = self.confidence_cut(scoring)
+        assert cut is not None
+        out = []
+        for p in method.predict(X, scoring.replace(n_tags=max(scoring.n_tags, POOL))):
+            confidence = calibration.confidence(p.words, p.scores)
+            keep = np.flatnonzero(confidence >= cut)
+            out.append(Prediction(p.words[keep], p.scores[keep], [p.votes[i] for i in keep], confidence[keep]))
+        return out
 
     def annotations(self, names: Sequence[str], predictions: Sequence[Prediction], explain: bool = False,
-                    confidence: Sequence[Sequence[float]] | None = None) -> list[Annotation]:
-        """Typed results with tag names, and with ``explain`` the voting training images and their paths."""
+                    ) -> list[Annotation]:
+        """Typed results with tag names and confidence, and with ``explain`` the voting training images and their
+        paths."""
         paths: dict[int, str] = {}
         if explain:
             voters = {v[0] for p in predictions for word_votes in p.votes for v in word_votes}
             paths = image_paths(self.store.db, sorted(voters))
         out = []
-        for q, (name, p) in enumerate(zip(names, predictions, strict=True)):
-            sure = confidence[q] if confidence is not None else [None] * len(p.words)
+        for name, p in zip(names, predictions, strict=True):
+            sure = p.confidence.tolist() if p.confidence is not None else [None] * len(p.words)
             tags = tuple(
                 TagScore(self.vocabulary[int(w)], float(s), None if c is None else float(c),
                          tuple(Vote(i, paths.get(i, ""), dist, wt) for i, dist, wt in votes) if explain else ())

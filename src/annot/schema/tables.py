@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from sqlalchemy import Column, Connection, DateTime, Float, Index, Integer, MetaData, String, Table, Text
+from sqlalchemy import BigInteger, Column, Connection, DateTime, Float, Index, Integer, MetaData, String, Table, Text
 
 metadata = MetaData()
 
@@ -65,6 +65,7 @@ predictions = Table(
     Column("rank", Integer, primary_key=True),
     Column("tag_id", Integer, nullable=False),
     Column("score", Float, nullable=False),
+    Column("confidence", Float),  # schema 2
 )
 
 word_metrics = Table(
@@ -80,14 +81,57 @@ word_metrics = Table(
     Column("n_correct", Integer, nullable=False),
 )
 
+# -- the photo library: a user's photos (rows of ``images`` with split ``collection``), tagged by the model -------
+photo_files = Table(
+    "photo_files",
+    metadata,
+    Column("image_id", Integer, primary_key=True, autoincrement=False),
+    Column("size", BigInteger, nullable=False),
+    Column("mtime_ns", BigInteger, nullable=False),
+    Column("state", String, nullable=False),  # annotated, unreadable, missing
+    Column("error", Text),
+    Column("annotated_at", DateTime),
+    Column("model", String),  # the projection the annotations were made with (its file name)
+)
+
+photo_annotations = Table(
+    "annotations",
+    metadata,
+    Column("image_id", Integer, primary_key=True),
+    Column("rank", Integer, primary_key=True),
+    Column("tag_id", Integer, nullable=False),
+    Column("score", Float, nullable=False),
+    Column("confidence", Float),
+)
+
+corrections = Table(
+    "corrections",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("image_id", Integer, nullable=False),
+    Column("tag_id", Integer, nullable=False),
+    Column("action", String, nullable=False),  # confirm, reject, add
+    Column("created_at", DateTime, nullable=False),
+    Column("source", String, nullable=False),
+)
+
 Index("image_tags_by_tag", image_tags.c.tag_id)
 Index("images_by_split", images.c.split)
+Index("annotations_by_tag", photo_annotations.c.tag_id)
+Index("corrections_by_image", corrections.c.image_id)
+COLLECTION_TABLES = (photo_files, photo_annotations, corrections)
 
 
 def _m001_initial(conn: Connection) -> None:
-    metadata.create_all(conn)
+    metadata.create_all(conn, tables=[t for t in metadata.sorted_tables if t not in COLLECTION_TABLES])
+    conn.exec_driver_sql("ALTER TABLE predictions DROP COLUMN confidence")  # as version 1 made it
+
+
+def _m002_photo_library(conn: Connection) -> None:
+    metadata.create_all(conn, tables=list(COLLECTION_TABLES))
+    conn.exec_driver_sql("ALTER TABLE predictions ADD COLUMN confidence DOUBLE PRECISION")
 
 
 # Numbered migrations: entry i brings a database from version i to i + 1. Append, never edit.
-MIGRATIONS: list[Callable[[Connection], None]] = [_m001_initial]
+MIGRATIONS: list[Callable[[Connection], None]] = [_m001_initial, _m002_photo_library]
 SCHEMA_VERSION = len(MIGRATIONS)

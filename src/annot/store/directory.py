@@ -3,6 +3,7 @@
 ```
 STORE/
   manifest.json      format version, settings, and every model file with its size and checksum (written last)
+  manifest.previous.json  the manifest before the last switch: the files it names are kept one generation longer
   annot.duckdb       metadata: images, tags, image_tags, runs, predictions, word_metrics (the published copy)
   features/          cached image features per encoder
   models/            fitted projections, statistics, baselines, CNN-R
@@ -14,7 +15,8 @@ Readers and writers never share a file. DuckDB lets one process write a database
 has it open, so a writer works on a private copy of the database (``annot.next.duckdb``) and publishes it by an
 atomic rename over ``annot.duckdb`` before it switches the manifest, and again when it ends. Readers open the
 published database read-only and the files the manifest names, which writers never change in place: a reader sees
-the store as it was before a writer's change or after it, never half of it, and never waits. One writer at a time
+the store as it was before a writer's change or after it, never half of it, and never waits (a switch keeps the
+files of the manifest it replaced, so a reader that read that one a moment earlier still finds them). One writer at a time
 holds the store's lock. A writer that is killed leaves its private copy behind; the next writer continues from it,
 so what the killed one imported (and the image ids its cached features belong to) is kept.
 """
@@ -54,6 +56,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
+PREVIOUS_MANIFEST = "manifest.previous.json"  # the manifest before the last switch (its files are kept)
 DATABASE = "annot.duckdb"
 WORKING_DATABASE = "annot.next.duckdb"
 _OWN = {MANIFEST, DATABASE, WORKING_DATABASE, ".lock", "features", "models", "indexes"}
@@ -231,12 +234,23 @@ class StoreDir:
         manifest also see the images and tags it refers to."""
         self._require_writable()
         self.publish()
-        atomic_write(self.root / MANIFEST, lambda fh: fh.write(dumps(manifest)))
+        current = self.root / MANIFEST
+        if current.is_file():  # kept one generation: a reader that just read it still finds its files
+            atomic_write(self.root / PREVIOUS_MANIFEST, lambda fh: _copy_into(current, fh))
+        atomic_write(current, lambda fh: fh.write(dumps(manifest)))
         self._manifest = manifest
 
     def remove_unreferenced(self) -> None:
-        """Delete model and index files the manifest no longer names (after it was replaced)."""
+        """Delete model and index files neither the manifest nor the one before it names (after it was replaced:
+        a reader that loaded the previous manifest a moment before the switch can still open what it names)."""
         referenced = {f.path for _, f in self.manifest().files()}
+        previous = self.root / PREVIOUS_MANIFEST
+        if previous.is_file():
+            try:
+                older = Manifest.from_json(json.loads(previous.read_text(encoding="utf-8")), previous)
+                referenced |= {f.path for _, f in older.files()}
+            except (OSError, ValueError, StoreError):
+                log.warning("%s: unreadable; the files only it named are removed", previous)
         for folder in (self.models_dir, self.indexes_dir):
             if not folder.is_dir():
                 continue

@@ -120,6 +120,26 @@ class CNNRRecord:
 
 
 @dataclass(frozen=True)
+class CalibrationRecord:
+    """The confidence calibration (``annot.methods.calibration``), the scoring it holds for, and what it measured on
+    held-out training images."""
+
+    file: StoredFile
+    key: str
+    measured: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CollectionRecord:
+    """The photo library's vectors in the shared space: a FAISS index whose ids are the photos' image ids."""
+
+    file: StoredFile
+    ids: StoredFile
+    ntotal: int
+    factory: str = "Flat"
+
+
+@dataclass(frozen=True)
 class Manifest:
     settings: BuildSettings
     encoder: EncoderRecord
@@ -133,6 +153,8 @@ class Manifest:
     standards: StandardsRecord | None = None
     methods: Mapping[str, MethodRecord] = field(default_factory=dict)
     cnnr: CNNRRecord | None = None
+    calibration: CalibrationRecord | None = None
+    collection: CollectionRecord | None = None
     format_version: int = FORMAT_VERSION
 
     def files(self) -> Iterator[tuple[str, StoredFile]]:
@@ -151,6 +173,11 @@ class Manifest:
             yield f"{name} parameters", method.file
         if self.cnnr is not None:
             yield "CNN-R model", self.cnnr.file
+        if self.calibration is not None:
+            yield "confidence calibration", self.calibration.file
+        if self.collection is not None:
+            yield "photo library index", self.collection.file
+            yield "photo library ids", self.collection.ids
 
     def touched(self, **changes: Any) -> Manifest:
         """A copy with ``changes`` and a new ``updated_at``."""
@@ -181,6 +208,12 @@ class Manifest:
                                "fit_seconds": m.fit_seconds, "fitted_at": m.fitted_at}
                         for name, m in self.methods.items()},
             "cnnr": None if self.cnnr is None else {"file": ref(self.cnnr.file), "info": dict(self.cnnr.info)},
+            "calibration": None if self.calibration is None else {
+                "file": ref(self.calibration.file), "key": self.calibration.key,
+                "measured": dict(self.calibration.measured)},
+            "collection": None if self.collection is None else {
+                "file": ref(self.collection.file), "ids": ref(self.collection.ids), "ntotal": self.collection.ntotal,
+                "factory": self.collection.factory},
         }
 
     @classmethod
@@ -243,6 +276,12 @@ def _read_v2(d: dict[str, Any]) -> Manifest:
                                                                         str(d["standards"]["key"])),
         methods=methods,
         cnnr=None if not d.get("cnnr") else CNNRRecord(_need(d["cnnr"]["file"], "cnnr.file"), dict(d["cnnr"].get("info") or {})),
+        calibration=None if not d.get("calibration") else CalibrationRecord(
+            _need(d["calibration"]["file"], "calibration.file"), str(d["calibration"]["key"]),
+            dict(d["calibration"].get("measured") or {})),
+        collection=None if not d.get("collection") else CollectionRecord(
+            _need(d["collection"]["file"], "collection.file"), _need(d["collection"]["ids"], "collection.ids"),
+            int(d["collection"]["ntotal"]), str(d["collection"].get("factory", "Flat"))),
         format_version=int(d.get("format_version", FORMAT_VERSION)),
     )
 
@@ -254,6 +293,8 @@ def dumps(manifest: Manifest) -> bytes:
 __all__ = [
     "FORMAT_VERSION",
     "CNNRRecord",
+    "CalibrationRecord",
+    "CollectionRecord",
     "Counts",
     "EncoderRecord",
     "IndexRecord",

@@ -1,0 +1,190 @@
+"""Commands for a photo library: ``annotate`` (tag photos and keep the tags), ``search``, ``export``, ``correct``."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from annot.cli.app import (
+    JsonOpt,
+    MinConfidenceOpt,
+    NOpt,
+    StoreOpt,
+    WaitOpt,
+    app,
+    handle_errors,
+    open_store,
+    scoring_settings,
+)
+from annot.cli.render import console, print_json, say, table, warn
+from annot.errors import AnnotError
+from annot.library.corrections import Correction, read_corrections
+from annot.library.search import MODES, Hit
+
+
+@app.command()
+@handle_errors
+def annotate(
+    paths: Annotated[list[Path], typer.Argument(help="Photos, folders of photos (walked recursively), or .txt files "
+                                                     "listing photo paths, one a line.")],
+    store: StoreOpt,
+    n: NOpt = None,
+    min_confidence: MinConfidenceOpt = None,
+    ray: Annotated[str | None, typer.Option(help="Encode on a Ray cluster at this address (as annot index).")] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", help="Images per encoder batch (default: the "
+                                                                        "store's).")] = None,
+    wait: WaitOpt = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Tag photos with the store's model and keep them in its library, to search, correct and export.
+
+    A rerun annotates only what is new or changed: unchanged photos (same size and modification time) are skipped,
+    changed ones annotated again, vanished ones marked missing. Ctrl-C or a crash loses at most the last minute of
+    work; run the same command again to finish. Unreadable files are listed and skipped."""
+
+    api = open_store(store, wait)
+    scoring = None
+    if n is not None or min_confidence is not None:
+        scoring = scoring_settings(api.settings.scoring, n=n, min_confidence=min_confidence)
+    report = api.annotate(paths, scoring, ray=ray, batch_size=batch_size)
+    if json_out:
+        print_json(report.to_dict())
+    else:
+        done = report.annotated + report.reannotated
+        rate = f", {done / report.seconds:.1f} photos/s" if report.seconds and done else ""
+        say(f"annotated {report.annotated:,} new and {report.reannotated:,} changed photos, "
+            f"{report.unchanged:,} unchanged, in {report.seconds:.1f}s{rate}; the library holds {report.total:,} photos")
+        if report.training:
+            say(f"{report.training:,} of the files are training images of the store (they keep their tags)")
+        if report.missing:
+            warn(f"{len(report.missing):,} photos are gone from their folders and were marked missing "
+                 f"(e.g. {report.missing[0]})")
+    for path, why in list(report.unreadable.items())[:20]:
+        warn(f"[yellow]skipped[/] {path}: {why}")
+    if len(report.unreadable) > 20:
+        warn(f"... and {len(report.unreadable) - 20:,} more unreadable files "
+             "(annot sql \"select path, error from images join photo_files on id = image_id where "
+             "state = 'unreadable'\")")
+
+
+@app.command()
+@handle_errors
+def search(
+    store: StoreOpt,
+    words: Annotated[list[str] | None, typer.Argument(help="Words to search for (all of them).")] = None,
+    like: Annotated[Path | None, typer.Option("--like", help="Find photos that look like this one.")] = None,
+    mode: Annotated[str, typer.Option(
+        help="tags (the photos' tags, by confidence), space (the words' text view in the shared CCA space: finds "
+             "photos for words outside the vocabulary too) or combined (both, by reciprocal-rank fusion).")
+    ] = "combined",
+    require: Annotated[list[str] | None, typer.Option("--require", help="A tag every result must have "
+                                                                         "(repeatable).")] = None,
+    exclude: Annotated[list[str] | None, typer.Option("--exclude", help="A tag no result may have "
+                                                                         "(repeatable).")] = None,
+    folder: Annotated[Path | None, typer.Option(help="Only photos under this folder.")] = None,
+    scope: Annotated[str, typer.Option(help="all, library (your annotated photos only) or training (the training "
+                                            "images only).")] = "all",
+    n: Annotated[int, typer.Option("-n", help="How many results.")] = 20,
+    json_out: JsonOpt = False,
+) -> None:
+    """Find photos by words or by an example photo, over the training images and the annotated library."""
+
+    if mode not in MODES:
+        raise AnnotError(f"--mode must be one of {', '.join(MODES)}, got {mode!r}")
+    api = open_store(store)
+    manifest = api.manifest
+    if manifest.collection is None or manifest.collection.ntotal == 0:
+        warn(f"the store has no photo library yet (annot annotate adds one); searching its "
+             f"{manifest.index.ntotal:,} training images")
+    hits = api.search(words or [], like=like, mode=mode, require=require or [], exclude=exclude or [],
+                      folder=folder, n=n, scope=scope)
+    api.close()
+    if json_out:
+        print_json({"results": [h.to_dict() for h in hits]})
+        return
+    if not hits:
+        warn("no photos found")
+        return
+    console.print(table(None, ["#", "score", "photo", "tags"], [
+        [rank, f"{h.score:.4g}", h.path + ("" if h.kind == "library" else " (training)"), _tags(h)]
+        for rank, h in enumerate(hits, 1)]))
+
+
+def _tags(hit: Hit) -> str:
+    return ", ".join(t.tag if t.confidence is None or t.source != "predicted" else f"{t.tag} {100 * t.confidence:.0f}%"
+                     for t in hit.tags[:8])
+
+
+@app.command("export")
+@handle_errors
+def export_(
+    store: StoreOpt,
+    fmt: Annotated[str, typer.Option("--format", "-f", help="xmp (a sidecar per photo, merged into an existing one), "
+                                                            "csv or jsonl.")] = "xmp",
+    out: Annotated[Path | None, typer.Option(
+        "--out", "-o", help="xmp: a folder to write the sidecars under, mirroring the photos' folders (default: "
+                            "beside each photo); csv, jsonl: the file (default: stdout).")] = None,
+    naming: Annotated[str, typer.Option(help="Sidecar names: full (photo.jpg.xmp: digiKam, darktable) or stem "
+                                             "(photo.xmp: Lightroom).")] = "full",
+    min_confidence: MinConfidenceOpt = None,
+    training: Annotated[bool, typer.Option("--training", help="Also the training images, with their own "
+                                                              "tags.")] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Write the library's tags where photo managers read them (XMP keywords), or as CSV or JSON Lines.
+
+    Only tags at or above --min-confidence are written (confirmed and added ones always). An existing sidecar keeps
+    its other fields and the keywords others wrote; the keywords an earlier export wrote are replaced."""
+
+    api = open_store(store)
+    report = api.export(fmt, out=out, naming=naming, min_confidence=min_confidence, training=training,
+                        stream=sys.stdout)
+    if json_out and (fmt == "xmp" or out is not None):
+        print_json(report.to_dict())
+    elif fmt == "xmp" or out is not None:
+        where = f"under {out}" if out is not None and fmt == "xmp" else str(out) if out else "beside the photos"
+        say(f"wrote {report.tags:,} tags of {report.photos:,} photos ({len(report.written):,} files "
+            f"{where}; {report.merged:,} existing sidecars merged)")
+
+
+@app.command()
+@handle_errors
+def correct(
+    store: StoreOpt,
+    photo: Annotated[str | None, typer.Argument(help="The photo: its path, or its id (annot search --json).")] = None,
+    confirm: Annotated[list[str] | None, typer.Option("--confirm", help="A tag that is right (repeatable).")] = None,
+    reject: Annotated[list[str] | None, typer.Option("--reject", help="A tag that is wrong (repeatable).")] = None,
+    add: Annotated[list[str] | None, typer.Option("--add", help="A tag the photo lacks (repeatable).")] = None,
+    from_file: Annotated[Path | None, typer.Option(
+        "--from", help='A JSON Lines file of corrections: {"image": PATH, "confirm": [...], "reject": [...], '
+                       '"add": [...]} (or "id": N) per line.')] = None,
+    wait: WaitOpt = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Confirm or reject a photo's tag, or add a missing one. Corrections win over every later annotate, and a
+    corrected photo joins the training corpus with the tags you vouched for (as annot add: no refit)."""
+
+    items: list[Correction] = []
+    if from_file is not None:
+        items += read_corrections(from_file)
+    if confirm or reject or add:
+        if photo is None:
+            raise AnnotError("name the photo to correct (its path or id), or give --from FILE")
+        target: int | str = int(photo) if photo.isdigit() and not Path(photo).exists() else str(Path(photo).resolve())
+        items += [Correction(target, t, a) for a, found in (("confirm", confirm), ("reject", reject), ("add", add))
+                  for t in found or []]
+    elif photo is not None:
+        raise AnnotError(f"{photo}: say what to correct: --confirm, --reject or --add a tag")
+    report = open_store(store, wait).correct(items, source="cli")
+    if json_out:
+        print_json(report.to_dict())
+        return
+    line = f"recorded {report.recorded} corrections of {report.photos} photos"
+    if report.kept_only:
+        line += "; the store's kernel-CCA model cannot take new training images (they join at the next annot index)"
+    else:
+        line += f"; {report.joined_training} photos entered or changed in the training index ({report.indexed:,} images)"
+    say(line)

@@ -1,0 +1,462 @@
+"""The photo library (``annot annotate``): a user's photos tagged by the store's model and kept in the store.
+
+Each photo is a row of ``images`` (split ``collection``) with its file's size and modification time
+(``photo_files``), its tags with score and confidence (``annotations``), its features in the store's feature cache,
+and its row of the shared space in the collection's FAISS index (ids: image ids), which ``annot search`` reads.
+
+A run walks the given files and folders, skips what it annotated before and has not changed (size and mtime; a
+changed one is hashed, and only a new content is read again), re-annotates what changed or what an older model
+annotated (its features are cached: nothing is decoded again), and marks photos that vanished from the folders it
+walks. Photos go through in chunks: decode and encode (on a Ray cluster with ``ray``), score, write their rows, add
+their vectors; every ``COMMIT_SECONDS`` the index is saved under a new name and the manifest switched, so memory
+stays bounded and a kill loses at most the last chunks, which the next run redoes (it first puts the index back in
+step with the database). Unreadable files are counted, listed and kept as such, never fatal.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+from sqlalchemy import select, update
+
+from annot.errors import AnnotError, CorpusError
+from annot.features.images import UnreadableImage, probe_image
+from annot.indexer.distributed import connect, extract_with_ray
+from annot.library.query import IMAGE_SUFFIXES, image_files
+from annot.methods import StoreModel
+from annot.methods.cnnr.method import CNNRMethod
+from annot.progress import NoProgress, Progress
+from annot.projection import correlation_rows
+from annot.schema import images, photo_annotations, photo_files
+from annot.schema.database import insert_rows, next_id
+from annot.settings import ScoringSettings
+from annot.store import StoreDir
+from annot.store.manifest import CollectionRecord
+
+log = logging.getLogger(__name__)
+
+COLLECTION = "collection"  # the images.split of the library's photos
+TRAINING_SPLITS = ("train", "removed")  # images of these splits keep their own tags (an evaluated image may join)
+CHUNK = 256  # photos decoded, scored and written together
+COMMIT_SECONDS = 60.0  # how often the collection index is saved and the manifest switched during a long run
+LISTS = {".txt", ".lst", ".list"}  # a file of paths, one a line
+
+
+@dataclass
+class AnnotateReport:
+    """What a run did; ``unreadable`` and ``missing`` name the files."""
+
+    seen: int = 0
+    annotated: int = 0
+    reannotated: int = 0  # changed files, or annotated by another model
+    unchanged: int = 0
+    training: int = 0  # files that are training images of the store (they keep their own tags)
+    unreadable: dict[str, str] = field(default_factory=dict)
+    missing: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    total: int = 0  # photos in the library after the run
+
+    def to_dict(self) -> dict[str, Any]:
+        rate = (self.annotated + self.reannotated) / self.seconds if self.seconds else 0.0
+        return {"seen": self.seen, "annotated": self.annotated, "reannotated": self.reannotated,
+                "unchanged": self.unchanged, "training_images": self.training, "unreadable": self.unreadable,
+                "missing": self.missing, "photos": self.total, "seconds": round(self.seconds, 1),
+                "photos_per_second": round(rate, 1)}
+
+
+@dataclass(frozen=True)
+class Known:
+    image_id: int
+    split: str
+    sha256: str
+    size: int | None
+    mtime_ns: int | None
+    state: str | None
+    model: str | None
+
+
+def photo_paths(inputs: Sequence[Path]) -> tuple[list[Path], list[Path], list[Path]]:
+    """The photos to annotate (absolute, in order, each once), the folders walked and the lists read (a vanished
+    photo is one that was under them and is no longer)."""
+    paths: dict[Path, None] = {}
+    folders, lists = [], []
+    for item in map(Path, inputs):
+        if item.is_dir():
+            folders.append(item.resolve())
+            found = list(image_files(item))
+            if not found:
+                raise CorpusError(f"{item}: folder holds no photos ({', '.join(sorted(IMAGE_SUFFIXES))})")
+            paths.update((_absolute(p), None) for p in found)
+        elif item.is_file() and item.suffix.lower() in LISTS:
+            lists.append(item.resolve())
+            try:
+                lines = item.read_text(encoding="utf-8-sig").splitlines()
+            except (OSError, UnicodeDecodeError) as exc:
+                raise CorpusError(f"{item}: cannot read the list of photos ({exc})") from exc
+            base = item.resolve().parent
+            paths.update((_absolute(base / line.strip()), None) for line in lines if line.strip())
+        elif item.exists() or item.is_symlink():
+            paths[_absolute(item)] = None
+        else:
+            raise CorpusError(f"{item}: no such file or folder")
+    return list(paths), folders, lists
+
+
+def _absolute(path: Path) -> Path:
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError):  # a symlink loop: kept as given, and it fails to read
+        return Path(os.path.abspath(path))
+
+
+def _known(store: StoreDir) -> dict[str, Known]:
+    with store.db.connect() as conn:
+        query = (select(images.c.path, images.c.id, images.c.split, images.c.sha256, photo_files.c.size,
+                        photo_files.c.mtime_ns, photo_files.c.state, photo_files.c.model)
+                 .select_from(images.outerjoin(photo_files, photo_files.c.image_id == images.c.id)))
+        return {p: Known(int(i), s, h, z, m, st, mo) for p, i, s, h, z, m, st, mo in conn.execute(query)}
+
+
+class Library:
+    """The photo library of a store opened for writing: its collection index and what writes photos into it."""
+
+    def __init__(self, store: StoreDir, scoring: ScoringSettings | None = None) -> None:
+        self.store = store
+        self.model = StoreModel(store)
+        self.scoring = scoring or self.model.settings.scoring
+        method = self.model.method(self.scoring.method)
+        if isinstance(method, CNNRMethod):
+            raise AnnotError("annot annotate places photos in the store's shared space with the store's encoder; "
+                             "cnn-r reads its own network (use annot query --method cnn-r)")
+        self.encoder = self.model.encoder()
+        self.cache = self.model.feature_cache()
+        self.model_tag = self.model.manifest.projection.file.path
+        self.index, self.ids = self._load_index()
+        self.dirty = False
+
+    # -- the collection index ------------------------------------------------------------------------------------
+    def _load_index(self) -> tuple[Any, set[int]]:
+        import faiss
+
+        record = self.store.manifest().collection
+        if record is None:
+            return faiss.IndexIDMap2(faiss.IndexFlatIP(len(self.model.manifest.projection.canonical_correlations))), set()
+        index = self.store.read_index(record.file, "photo library index")
+        ids = np.asarray(self.store.read_array(record.ids, "photo library ids"), np.int64)
+        if len(ids) != index.ntotal:
+            raise AnnotError(f"{self.store.path(record.ids.path)}: damaged photo library ids ({len(ids)} ids for "
+                             f"{index.ntotal} vectors)")
+        if index.d != len(self.model.manifest.projection.canonical_correlations):  # the store was indexed again
+            import faiss
+
+            return faiss.IndexIDMap2(faiss.IndexFlatIP(len(self.model.manifest.projection.canonical_correlations))), set()
+        return index, set(ids.tolist())
+
+    def vectors(self, X: NDArray[np.float32]) -> NDArray[np.float32]:
+        """Photos' rows of the shared space (their projections T as correlation rows)."""
+        return correlation_rows(self.model.project(X))
+
+    def put(self, ids: NDArray[np.int64], rows: NDArray[np.float32]) -> None:
+        self.drop(ids)
+        self.index.add_with_ids(np.ascontiguousarray(rows, np.float32), np.ascontiguousarray(ids, np.int64))
+        self.ids.update(ids.tolist())
+        self.dirty = True
+
+    def drop(self, ids: Sequence[int] | NDArray[np.int64]) -> None:
+        import faiss
+
+        present = np.array([i for i in np.asarray(ids).tolist() if i in self.ids], np.int64)
+        if len(present):
+            self.index.remove_ids(faiss.IDSelectorBatch(present))
+            self.ids.difference_update(present.tolist())
+            self.dirty = True
+
+    def commit(self) -> None:
+        """Save the collection index under a new name and switch the manifest to it (the database is published
+        first)."""
+        if not self.dirty:
+            self.store.publish()
+            return
+        ids = np.array(sorted(self.ids), np.int64)
+        tag = f"{int(time.time() * 1000):x}"
+        record = CollectionRecord(self.store.save_index(f"indexes/collection-{tag}.faiss", self.index),
+                                  self.store.save_array(f"indexes/collection-{tag}.ids.npy", ids), len(ids))
+        self.store.write_manifest(self.store.manifest().touched(collection=record))
+        self.store.remove_unreferenced()
+        self.dirty = False
+
+    def reconcile(self) -> None:
+        """Put the index back in step with the database after a killed run: annotated photos it lacks are added
+        (from their cached features), photos it holds that are no longer annotated photos of the library go."""
+        with self.store.db.connect() as conn:
+            annotated = {int(i) for (i,) in conn.execute(
+                select(photo_files.c.image_id).where(photo_files.c.state == "annotated"))}
+        self.drop([i for i in self.ids if i not in annotated])
+        lacking = np.array(sorted(annotated - self.ids), np.int64)
+        cached = set(self.cache.cached_ids().tolist()) - set(self.cache.failures())
+        lacking = lacking[np.isin(lacking, list(cached))] if len(lacking) else lacking
+        for lo in range(0, len(lacking), CHUNK):
+            part = lacking[lo : lo + CHUNK]
+            self.put(part, self.vectors(self.cache.load(part)))
+
+    # -- writing photos -----------------------------------------------------------------------------------------
+    def write(self, ids: list[int], X: NDArray[np.float32], stats: dict[int, tuple[int, int]]) -> None:
+        """Score photos whose features are ``X`` and write their annotations, file facts and vectors."""
+        predictions = self.model.predict(X, self.scoring)
+        now = datetime.now(UTC).replace(tzinfo=None)
+        rows = [{"image_id": i, "rank": r + 1, "tag_id": self.model.tag_ids[int(w)], "score": float(s),
+                 "confidence": None if p.confidence is None else float(p.confidence[r])}
+                for i, p in zip(ids, predictions, strict=True) for r, (w, s) in enumerate(zip(p.words, p.scores,
+                                                                                             strict=True))]
+        with self.store.db.begin() as conn:
+            conn.execute(photo_annotations.delete().where(photo_annotations.c.image_id.in_(ids)))
+            insert_rows(conn, photo_annotations, rows)
+            self._files(conn, [{"image_id": i, "size": stats[i][0], "mtime_ns": stats[i][1], "state": "annotated",
+                                "error": None, "annotated_at": now, "model": self.model_tag} for i in ids])
+        self.put(np.asarray(ids, np.int64), self.vectors(X))
+
+    def _files(self, conn: Any, rows: list[dict[str, Any]]) -> None:
+        if not rows:
+            return
+        conn.execute(photo_files.delete().where(photo_files.c.image_id.in_([r["image_id"] for r in rows])))
+        insert_rows(conn, photo_files, rows)
+
+    def mark(self, conn: Any, ids: list[int], state: str, errors: dict[int, str] | None = None,
+             stats: dict[int, tuple[int, int]] | None = None) -> None:
+        """Photos that could not be read, or vanished: kept with their state, out of the index."""
+        if not ids:
+            return
+        known = {i: (z, m) for i, z, m in conn.execute(select(photo_files.c.image_id, photo_files.c.size,
+                                                              photo_files.c.mtime_ns)
+                                                       .where(photo_files.c.image_id.in_(ids)))}
+        stats = stats or {}
+        self._files(conn, [{"image_id": i, "size": stats.get(i, known.get(i, (0, 0)))[0] or 0,
+                            "mtime_ns": stats.get(i, known.get(i, (0, 0)))[1] or 0, "state": state,
+                            "error": (errors or {}).get(i), "annotated_at": None, "model": None} for i in ids])
+        self.drop(ids)
+
+
+def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
+    for lo in range(0, len(items), size):
+        yield items[lo : lo + size]
+
+
+def annotate_photos(store_root: Path, inputs: Sequence[Path], *, scoring: ScoringSettings | None = None,
+                    batch_size: int | None = None, progress: Progress | None = None, wait: bool = False,
+                    ray: str | None = None, chunk: int = CHUNK) -> AnnotateReport:
+    """Annotate photos into the store's library: new and changed ones, skipping what is already annotated as it is."""
+    progress = progress or NoProgress()
+    started = time.perf_counter()
+    paths, folders, lists = photo_paths(inputs)
+    report = AnnotateReport(seen=len(paths))
+    store = StoreDir.open(Path(store_root), write=True, wait=wait)
+    try:
+        library = Library(store, scoring)
+        library.reconcile()
+        batch_size = batch_size or library.model.settings.batch_size
+        known = _known(store)
+        todo: list[tuple[Path, tuple[int, int], bool]] = []  # (path, (size, mtime_ns), content changed)
+        touched: list[tuple[int, int, int]] = []  # same content, new mtime: (id, size, mtime_ns)
+        errors: dict[str, str] = {}
+        with progress.task("looking at the photos", len(paths)) as advance:
+            for path in paths:
+                advance(1)
+                try:
+                    stat = path.stat()
+                except OSError as exc:
+                    errors[str(path)] = f"cannot read the file ({exc.strerror or exc})"
+                    continue
+                facts = (stat.st_size, stat.st_mtime_ns)
+                seen = known.get(str(path))
+                if seen is not None and seen.state is None and seen.split in TRAINING_SPLITS:  # a training image
+                    report.training += 1
+                    continue
+                if seen is None:
+                    todo.append((path, facts, False))
+                    continue
+                if seen.state in (None, "missing"):  # an evaluated image, or a photo that is back: same content?
+                    try:
+                        digest = probe_image(path).sha256
+                    except (OSError, UnreadableImage) as exc:
+                        errors[str(path)] = str(exc)
+                        continue
+                    todo.append((path, facts, digest != seen.sha256))
+                    continue
+                same_file = (seen.size, seen.mtime_ns) == facts
+                if same_file and seen.state == "unreadable":
+                    errors[str(path)] = "unreadable before, and unchanged since"
+                    continue
+                if same_file and seen.model == library.model_tag:
+                    report.unchanged += 1
+                    continue
+                if not same_file:
+                    try:
+                        digest = probe_image(path).sha256
+                    except (OSError, UnreadableImage) as exc:
+                        errors[str(path)] = str(exc)
+                        continue
+                    if digest == seen.sha256 and seen.model == library.model_tag and seen.state == "annotated":
+                        touched.append((seen.image_id, *facts))
+                        report.unchanged += 1
+                        continue
+                    todo.append((path, facts, digest != seen.sha256))
+                else:
+                    todo.append((path, facts, False))  # another model annotated it: features are cached
+        if touched:
+            with store.db.begin() as conn:
+                for image_id, size, mtime in touched:
+                    conn.execute(update(photo_files).where(photo_files.c.image_id == image_id)
+                                 .values(size=size, mtime_ns=mtime))
+        last_commit = time.monotonic()
+        with progress.task("annotating photos", len(todo)) as advance:
+            for part in _chunks(todo, chunk):
+                _annotate_chunk(library, part, known, report, errors, batch_size, ray)
+                advance(len(part))
+                if time.monotonic() - last_commit > COMMIT_SECONDS:
+                    library.commit()
+                    last_commit = time.monotonic()
+        report.missing = _vanished(library, known, set(map(str, paths)), folders, lists)
+        _record_unreadable(library, known, errors)
+        report.unreadable = errors
+        library.commit()
+        report.total = len(library.ids)
+    finally:
+        store.close()
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _annotate_chunk(library: Library, part: list[tuple[Path, tuple[int, int], bool]], known: dict[str, Known],
+                    report: AnnotateReport, errors: dict[str, str], batch_size: int, ray: str | None) -> None:
+    """One chunk: rows for new photos, features (again where the content changed), annotations and vectors."""
+    store = library.store
+    new: list[dict[str, Any]] = []
+    ids: dict[Path, int] = {}
+    force: set[int] = set()
+    stats: dict[int, tuple[int, int]] = {}
+    now = datetime.now(UTC).replace(tzinfo=None)
+    with store.db.begin() as conn:
+        start = next_id(conn, images)
+        for path, facts, changed in part:
+            seen = known.get(str(path))
+            if seen is not None:
+                image_id = seen.image_id
+                if changed:  # a new content: new hash and size, features extracted again
+                    try:
+                        info = probe_image(path)
+                    except FileNotFoundError:
+                        errors[str(path)] = "no such file"
+                        continue
+                    except UnreadableImage as exc:
+                        errors[str(path)] = str(exc)
+                        continue
+                    conn.execute(update(images).where(images.c.id == image_id)
+                                 .values(sha256=info.sha256, width=info.width, height=info.height))
+                    force.add(image_id)
+            else:
+                try:
+                    info = probe_image(path)
+                except FileNotFoundError:
+                    errors[str(path)] = "no such file"
+                    continue
+                except UnreadableImage as exc:
+                    errors[str(path)] = str(exc)
+                    continue
+                image_id = start + len(new)
+                new.append({"id": image_id, "path": str(path), "sha256": info.sha256, "width": info.width,
+                            "height": info.height, "split": COLLECTION, "added_at": now})
+                known[str(path)] = Known(image_id, COLLECTION, info.sha256, None, None, None, None)
+            ids[path] = image_id
+            stats[image_id] = facts
+        insert_rows(conn, images, new)
+    items = [(ids[p], p) for p, _, _ in part if p in ids]
+    if not items:
+        return
+    if ray:
+        extract_with_ray(connect(ray), library.cache, items, library.encoder, batch_size, None, force=force)
+    else:
+        library.cache.extract(items, library.encoder, batch_size=batch_size, force=force)
+    failures = library.cache.failures()
+    good = [(i, p) for i, p in items if i not in failures]
+    for i, p in items:
+        if i in failures:
+            errors[str(p)] = failures[i].split(": ", 1)[-1]
+    if good:
+        good_ids = [i for i, _ in good]
+        library.write(good_ids, library.cache.load(good_ids), stats)
+        for i, p in good:
+            seen = known.get(str(p))
+            if seen is not None and seen.state is not None:
+                report.reannotated += 1
+            else:
+                report.annotated += 1
+            known[str(p)] = replace(known[str(p)], state="annotated", model=library.model_tag, size=stats[i][0],
+                                    mtime_ns=stats[i][1])
+
+
+def _vanished(library: Library, known: dict[str, Known], seen: set[str], folders: list[Path],
+              lists: list[Path]) -> list[str]:
+    """Photos of the library under the walked folders (or in a read list) that are gone: marked missing."""
+    roots = [str(f) + os.sep for f in folders]
+    gone = [(p, k) for p, k in known.items() if k.state == "annotated" and p not in seen
+            and any(p.startswith(r) for r in roots) and not Path(p).exists()]
+    if lists:  # a list names its photos: one no longer on disk is gone too
+        gone += [(p, k) for p, k in known.items() if k.state == "annotated" and p in seen
+                 and not Path(p).exists() and (p, k) not in gone]
+    if gone:
+        with library.store.db.begin() as conn:
+            library.mark(conn, [k.image_id for _, k in gone], "missing")
+    return sorted(p for p, _ in gone)
+
+
+def _record_unreadable(library: Library, known: dict[str, Known], errors: dict[str, str]) -> None:
+    """Unreadable files are kept as such (with why), so an unchanged one is not tried again."""
+    now = datetime.now(UTC).replace(tzinfo=None)
+    rows: list[dict[str, Any]] = []
+    marked: dict[int, str] = {}
+    facts: dict[int, tuple[int, int]] = {}
+    with library.store.db.begin() as conn:
+        start = next_id(conn, images)
+        for path, why in errors.items():
+            seen = known.get(path)
+            if seen is None:
+                image_id = start + len(rows)
+                rows.append({"id": image_id, "path": path, "sha256": "", "width": 0, "height": 0,
+                             "split": COLLECTION, "added_at": now})
+            elif seen.state is None and seen.split in TRAINING_SPLITS:  # a training image of the store
+                continue
+            else:
+                image_id = seen.image_id
+            marked[image_id] = why
+            try:
+                stat = Path(path).stat()
+                facts[image_id] = (stat.st_size, stat.st_mtime_ns)
+            except OSError:
+                facts[image_id] = (0, 0)
+        insert_rows(conn, images, rows)
+        library.mark(conn, list(marked), "unreadable", marked, facts)
+
+
+def library_counts(store: StoreDir) -> dict[str, int]:
+    """Photos of the library by state, and how many of them joined the training corpus (corrected)."""
+    if not store.db.has_table("photo_files"):
+        return {}
+    with store.db.connect() as conn:
+        rows = conn.execute(select(photo_files.c.state, images.c.split).join(images, images.c.id == photo_files.c.image_id))
+        counts: dict[str, int] = {"annotated": 0, "unreadable": 0, "missing": 0, "in_training": 0}
+        for state, split in rows:
+            counts[state] = counts.get(state, 0) + 1
+            counts["in_training"] += split != COLLECTION  # corrected photos that joined the training corpus
+    return counts
+
+
+__all__ = ["COLLECTION", "AnnotateReport", "Library", "annotate_photos", "library_counts"]

@@ -1,0 +1,204 @@
+"""Correcting tags (``annot correct``): confirm or reject a tag of a photo, or add one it lacks.
+
+A correction is kept in the ``corrections`` table (``annot sql "select * from corrections"``) and wins over what the
+model predicts: every later ``annot annotate`` scores the photo again, but ``annot search``, ``annot export`` and the
+server show its confirmed and added tags as sure and never its rejected ones.
+
+A corrected photo of the library joins the training corpus with the tags someone vouched for (confirmed or added,
+less rejected; the tags nobody looked at are not taken as truth), as ``annot add`` puts images there: into the image
+index and the CCA statistics with the fitted projection, no refit, so its neighbours' tags improve at once. A
+correction of a training image changes that image's tags the same way. A kernel-CCA store is fitted on its images and
+cannot take new ones without indexing again: there the corrections are kept and shown, and join the training corpus
+at the next ``annot index`` of a corpus exported with ``annot export --training``.
+
+All corrections of one call are checked before anything is written (an unknown photo or tag stops them all), then
+written in one transaction; the training index follows, and a rerun of any ``correct`` finishes a killed one.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sqlalchemy import Connection, select, update
+
+from annot.errors import AnnotError, CorpusError
+from annot.indexer.corpus import normalize_tag
+from annot.indexer.grow import sync_training
+from annot.indexer.importer import TRAIN
+from annot.progress import Progress
+from annot.schema import corrections, image_tags, images, photo_files, tags
+from annot.schema.database import insert_rows, next_id
+from annot.settings import ProjectionKind
+from annot.store import StoreDir
+
+ACTIONS = ("confirm", "reject", "add")
+
+
+@dataclass(frozen=True)
+class Correction:
+    """One correction: a photo (its store id, or its path) and a tag to confirm, reject or add."""
+
+    photo: int | str
+    tag: str
+    action: str
+
+    def __post_init__(self) -> None:
+        if self.action not in ACTIONS:
+            raise AnnotError(f"a correction's action must be one of {', '.join(ACTIONS)}, got {self.action!r}")
+
+
+@dataclass
+class CorrectReport:
+    recorded: int = 0
+    photos: int = 0
+    joined_training: int = 0  # photos whose vouched tags entered (or changed in) the training index
+    left_training: int = 0  # photos left with no vouched tag, out of the training index
+    kept_only: bool = False  # a kernel-CCA store: corrections kept, the training index unchanged
+    indexed: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"recorded": self.recorded, "photos": self.photos, "joined_training": self.joined_training,
+                "left_training": self.left_training, "kept_only": self.kept_only, "indexed": self.indexed}
+
+
+def read_corrections(path: Path) -> list[Correction]:
+    """Corrections from a JSON Lines file: ``{"image": PATH or "id": N, "tag": T, "action": A}`` or
+    ``{"image": PATH, "confirm": [...], "reject": [...], "add": [...]}`` per line."""
+    try:
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CorpusError(f"{path}: cannot read the corrections ({exc})") from exc
+    out: list[Correction] = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise CorpusError(f"{path}:{number}: not JSON ({exc.msg})") from exc
+        if not isinstance(item, dict):
+            raise CorpusError(f"{path}:{number}: a correction is a JSON object")
+        photo = item.get("id", item.get("image"))
+        if isinstance(photo, bool) or not isinstance(photo, int | str) or photo == "":
+            raise CorpusError(f'{path}:{number}: name the photo with "image" (its path) or "id" (its store id)')
+        if isinstance(photo, str) and "id" not in item:
+            photo = str((path.parent / photo).resolve()) if not Path(photo).is_absolute() else photo
+        try:
+            if "action" in item:
+                out.append(Correction(photo, str(item.get("tag", "")), str(item["action"])))
+            for action in ACTIONS:
+                found = item.get(action, [])
+                for tag in [found] if isinstance(found, str) else found:
+                    out.append(Correction(photo, str(tag), action))
+        except AnnotError as exc:
+            raise CorpusError(f"{path}:{number}: {exc}") from None
+        if not any(a in item for a in ("action", *ACTIONS)):
+            raise CorpusError(f'{path}:{number}: say what to do: "action" with "tag", or "confirm" / "reject" / '
+                              '"add" with tags')
+    if not out:
+        raise CorpusError(f"{path}: no corrections in it")
+    return out
+
+
+def _resolve(conn: Connection, items: Sequence[Correction], store: Path) -> list[tuple[int, int, str]]:
+    """(image id, tag id, action) of each correction, or an error naming the first unknown photo or tag."""
+    vocabulary = dict(conn.execute(select(tags.c.word, tags.c.id)).all())
+    by_path: dict[str, int] = {}
+    paths = [c.photo for c in items if isinstance(c.photo, str)]
+    for lo in range(0, len(paths), 5000):
+        by_path.update(conn.execute(select(images.c.path, images.c.id).where(images.c.path.in_(paths[lo : lo + 5000]))
+                                    ).all())
+    ids = [c.photo for c in items if isinstance(c.photo, int)]
+    known_ids = {int(i) for (i,) in conn.execute(select(images.c.id).where(images.c.id.in_(ids)))} if ids else set()
+    resolved = []
+    for c in items:
+        if isinstance(c.photo, int):
+            if c.photo not in known_ids:
+                raise AnnotError(f"photo id {c.photo}: not a photo of {store}; nothing corrected")
+            image_id = c.photo
+        else:
+            found = by_path.get(c.photo)
+            if found is None:
+                raise AnnotError(f"{c.photo}: not a photo of {store} (annotate it first: annot annotate); "
+                                 "nothing corrected")
+            image_id = found
+        word = normalize_tag(c.tag)
+        if word not in vocabulary:
+            raise AnnotError(f"{c.tag!r}: not a word of the store's vocabulary ({len(vocabulary)} words: "
+                             "annot sql \"select word from tags\"); nothing corrected")
+        resolved.append((int(image_id), int(vocabulary[word]), c.action))
+    return resolved
+
+
+def vouched(conn: Connection, image_ids: Sequence[int]) -> dict[int, set[int]]:
+    """The tags someone vouched for on each library photo: confirmed or added, less rejected (the last word wins)."""
+    out: dict[int, dict[int, bool]] = {int(i): {} for i in image_ids}
+    for image_id, tag_id, action in conn.execute(
+            select(corrections.c.image_id, corrections.c.tag_id, corrections.c.action)
+            .where(corrections.c.image_id.in_(list(out))).order_by(corrections.c.id)):
+        out[int(image_id)][int(tag_id)] = action != "reject"
+    return {i: {t for t, keep in found.items() if keep} for i, found in out.items()}
+
+
+def record_corrections(store_root: Path, items: Iterable[Correction], *, source: str = "cli", wait: bool = False,
+                       progress: Progress | None = None) -> CorrectReport:
+    """Check and keep corrections, then bring the training index in step with them."""
+    items = list(items)
+    if not items:
+        raise AnnotError("no corrections given: --confirm, --reject or --add a tag, or --from a JSON Lines file")
+    store = StoreDir.open(Path(store_root), write=True, wait=wait)
+    try:
+        now = datetime.now(UTC).replace(tzinfo=None)
+        with store.db.begin() as conn:
+            resolved = _resolve(conn, items, store.root)
+            photo_ids = sorted({i for i, _, _ in resolved})
+            library = {int(i) for (i,) in conn.execute(select(photo_files.c.image_id)
+                                                       .where(photo_files.c.image_id.in_(photo_ids)))}
+            split = dict(conn.execute(select(images.c.id, images.c.split).where(images.c.id.in_(photo_ids))).all())
+            start = next_id(conn, corrections)
+            insert_rows(conn, corrections, [{"id": start + n, "image_id": i, "tag_id": t, "action": a,
+                                             "created_at": now, "source": source}
+                                            for n, (i, t, a) in enumerate(resolved)])
+            for image_id, tag_id, action in resolved:  # a training image's own tags change as corrected
+                if image_id in library or split.get(image_id) != TRAIN:
+                    continue
+                conn.execute(image_tags.delete().where(image_tags.c.image_id == image_id,
+                                                       image_tags.c.tag_id == tag_id))
+                if action != "reject":
+                    insert_rows(conn, image_tags, [{"image_id": image_id, "tag_id": tag_id}])
+            for image_id, tag_ids in vouched(conn, sorted(library)).items():  # a library photo's vouched tags
+                conn.execute(image_tags.delete().where(image_tags.c.image_id == image_id))
+                insert_rows(conn, image_tags, [{"image_id": image_id, "tag_id": t} for t in sorted(tag_ids)])
+                if tag_ids:
+                    conn.execute(update(images).where(images.c.id == image_id).values(split=TRAIN))
+        report = CorrectReport(recorded=len(resolved), photos=len(photo_ids))
+        if store.manifest().settings.projection.kind is not ProjectionKind.LINEAR:
+            report.kept_only = True
+            store.publish()
+            return report
+        grown = sync_training(store, _corrected_training(store), progress)
+        report.joined_training = grown.added + grown.retagged
+        report.indexed = grown.ntotal
+        with store.db.connect() as conn:
+            report.left_training = sum(1 for tags_ in vouched(conn, sorted(library)).values() if not tags_)
+        store.publish()
+        return report
+    finally:
+        store.close()
+
+
+def _corrected_training(store: StoreDir) -> np.ndarray[Any, np.dtype[np.int64]]:
+    """Every training image with a correction: the ones whose index rows may lag their tags (a killed run)."""
+    with store.db.connect() as conn:
+        ids = conn.execute(select(corrections.c.image_id).distinct().join(images, images.c.id == corrections.c.image_id)
+                           .where(images.c.split == TRAIN)).scalars().all()
+    return np.asarray(sorted(int(i) for i in ids), np.int64)
+
+
+__all__ = ["ACTIONS", "CorrectReport", "Correction", "read_corrections", "record_corrections", "vouched"]

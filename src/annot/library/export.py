@@ -1,0 +1,223 @@
+"""Exporting the library's tags (``annot export``): XMP sidecars a photo manager reads, CSV or JSON Lines.
+
+An XMP sidecar holds the tags in the fields photo managers read keywords from: ``dc:subject`` (an ``rdf:Bag``; every
+manager), ``lr:hierarchicalSubject`` (Lightroom) and ``digiKam:TagsList`` (digiKam), and each tag's confidence in
+annot's own namespace (``annot:Tags``, a bag of ``annot:Tag`` / ``annot:Confidence`` / ``annot:Source``). A sidecar
+that exists is merged, never overwritten: its other fields stay, and so do keywords someone else wrote; the keywords
+an earlier export of annot added (named in its ``annot:Added``) are replaced by this one's. Sidecars go beside each
+photo, or under ``out`` mirroring the photos' folders, named ``photo.jpg.xmp`` (``full``, as digiKam and darktable
+name them) or ``photo.xmp`` (``stem``, as Lightroom does). Only tags at or above a confidence cut are written; a
+confirmed or added tag always is.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from sqlalchemy import select
+
+from annot.errors import AnnotError
+from annot.library.view import PhotoTag, photo_tags
+from annot.methods import StoreModel
+from annot.schema import images, photo_files
+from annot.store import atomic_write
+
+FORMATS = ("xmp", "csv", "jsonl")
+NAMINGS = ("full", "stem")
+NS = {
+    "x": "adobe:ns:meta/",
+    "rdf": "http://www.w3.org/1999/02/22-rdf-syntax-ns#",
+    "dc": "http://purl.org/dc/elements/1.1/",
+    "lr": "http://ns.adobe.com/lightroom/1.0/",
+    "digiKam": "http://www.digikam.org/ns/1.0/",
+    "annot": "https://ns.annot.dev/xmp/1.0/",
+}
+KNOWN = {  # namespaces a sidecar from another tool may hold: their usual prefixes survive a merge
+    "xmp": "http://ns.adobe.com/xap/1.0/", "xmpMM": "http://ns.adobe.com/xap/1.0/mm/",
+    "xmpRights": "http://ns.adobe.com/xap/1.0/rights/", "stEvt": "http://ns.adobe.com/xap/1.0/sType/ResourceEvent#",
+    "stRef": "http://ns.adobe.com/xap/1.0/sType/ResourceRef#", "stDim": "http://ns.adobe.com/xap/1.0/sType/Dimensions#",
+    "stArea": "http://ns.adobe.com/xmp/sType/Area#", "exif": "http://ns.adobe.com/exif/1.0/",
+    "exifEX": "http://cipa.jp/exif/1.0/", "tiff": "http://ns.adobe.com/tiff/1.0/",
+    "photoshop": "http://ns.adobe.com/photoshop/1.0/", "crs": "http://ns.adobe.com/camera-raw-settings/1.0/",
+    "Iptc4xmpCore": "http://iptc.org/std/Iptc4xmpCore/1.0/xmlns/",
+    "Iptc4xmpExt": "http://iptc.org/std/Iptc4xmpExt/2008-02-29/",
+    "mwg-rs": "http://www.metadataworkinggroup.com/schemas/regions/", "darktable": "http://darktable.sf.net/",
+    "xmpDM": "http://ns.adobe.com/xmp/1.0/DynamicMedia/", "aux": "http://ns.adobe.com/exif/1.0/aux/",
+}
+for _prefix, _uri in {**KNOWN, **NS}.items():
+    ET.register_namespace(_prefix, _uri)
+
+
+def q(prefix: str, name: str) -> str:
+    return f"{{{NS[prefix]}}}{name}"
+
+
+@dataclass(frozen=True)
+class ExportReport:
+    photos: int
+    tags: int
+    written: list[str]
+    merged: int  # sidecars that existed and were merged
+
+    def to_dict(self) -> dict[str, object]:
+        return {"photos": self.photos, "tags": self.tags, "files": len(self.written), "merged": self.merged}
+
+
+def exported_tags(model: StoreModel, min_confidence: float | None, training: bool = False,
+                  ) -> Iterator[tuple[str, list[PhotoTag]]]:
+    """Each present library photo (and with ``training`` each training image) with the tags that pass the cut."""
+    with model.store.db.connect() as conn:
+        query = select(images.c.id, images.c.path).order_by(images.c.path)
+        if model.store.db.has_table("photo_files"):
+            query = query.outerjoin(photo_files, photo_files.c.image_id == images.c.id)
+            library = photo_files.c.state == "annotated"
+        else:
+            library = images.c.split == "none"
+        rows = conn.execute(query.where(library | (images.c.split == "train") if training else library)).all()
+    for lo in range(0, len(rows), 2000):
+        part = rows[lo : lo + 2000]
+        shown = photo_tags(model, [i for i, _ in part])
+        for image_id, path in part:
+            kept = [t for t in shown.get(int(image_id), [])
+                    if t.source != "predicted" or min_confidence is None
+                    or (t.confidence is not None and t.confidence >= min_confidence)]
+            yield path, kept
+
+
+def sidecar_path(photo: Path, naming: str, out: Path | None, root: Path | None) -> Path:
+    name = photo.name + ".xmp" if naming == "full" else photo.stem + ".xmp"
+    if out is None:
+        return photo.with_name(name)
+    relative = photo.parent.relative_to(root) if root is not None else Path()
+    return out / relative / name
+
+
+def _bag(parent: ET.Element, prefix: str, name: str, values: Sequence[str], kind: str = "Bag") -> None:
+    holder = ET.SubElement(parent, q(prefix, name))
+    container = ET.SubElement(holder, q("rdf", kind))
+    for value in values:
+        ET.SubElement(container, q("rdf", "li")).text = value
+
+
+def _values(description: ET.Element, prefix: str, name: str) -> list[str]:
+    found = description.find(q(prefix, name))
+    if found is None:
+        return []
+    return [li.text or "" for li in found.iter(q("rdf", "li"))]
+
+
+def merged_xmp(existing: bytes | None, tags: Sequence[PhotoTag]) -> bytes:
+    """The sidecar with ``tags``: a new one, or ``existing`` with its keywords merged and everything else kept."""
+    if existing:
+        try:
+            root = ET.fromstring(existing)
+        except ET.ParseError as exc:
+            raise ValueError(f"not an XMP sidecar annot can merge ({exc})") from None
+        if root.tag == q("rdf", "RDF"):  # a bare RDF packet: wrap it
+            meta = ET.Element(q("x", "xmpmeta"))
+            meta.append(root)
+            root = meta
+        rdf = root.find(q("rdf", "RDF"))
+        if rdf is None:
+            raise ValueError("not an XMP sidecar annot can merge (no rdf:RDF)")
+    else:
+        root = ET.Element(q("x", "xmpmeta"))
+        rdf = ET.SubElement(root, q("rdf", "RDF"))
+    descriptions = rdf.findall(q("rdf", "Description"))
+    if not descriptions:
+        descriptions = [ET.SubElement(rdf, q("rdf", "Description"), {q("rdf", "about"): ""})]
+    ours = {tag for d in descriptions for tag in _values(d, "annot", "Added")}  # what an earlier export added
+    keywords: dict[str, list[str]] = {"subject": [], "hierarchicalSubject": [], "TagsList": []}
+    for d in descriptions:
+        for prefix, name in (("dc", "subject"), ("lr", "hierarchicalSubject"), ("digiKam", "TagsList")):
+            keywords[name] += [v for v in _values(d, prefix, name) if v not in ours]
+            for old in d.findall(q(prefix, name)):
+                d.remove(old)
+        for old in [*d.findall(q("annot", "Tags")), *d.findall(q("annot", "Added"))]:
+            d.remove(old)
+    target = descriptions[0]
+    for d in descriptions[1:]:  # a description that held only keywords is left empty: it goes
+        if not len(d) and set(d.attrib) <= {q("rdf", "about")}:
+            rdf.remove(d)
+    names = [t.tag for t in tags]
+    for prefix, name, kind in (("dc", "subject", "Bag"), ("lr", "hierarchicalSubject", "Bag"),
+                               ("digiKam", "TagsList", "Seq")):
+        values = list(dict.fromkeys([*keywords[name], *names]))
+        if values:
+            _bag(target, prefix, name, values, kind)
+    added = [n for n in names if n not in keywords["subject"]]  # keywords someone else wrote stay theirs
+    if added:
+        _bag(target, "annot", "Added", added)
+    if tags:
+        holder = ET.SubElement(target, q("annot", "Tags"))
+        bag = ET.SubElement(holder, q("rdf", "Bag"))
+        for t in tags:
+            item = ET.SubElement(bag, q("rdf", "li"), {q("rdf", "parseType"): "Resource"})
+            ET.SubElement(item, q("annot", "Tag")).text = t.tag
+            if t.confidence is not None:
+                ET.SubElement(item, q("annot", "Confidence")).text = f"{t.confidence:.4f}"
+            ET.SubElement(item, q("annot", "Source")).text = t.source
+    ET.indent(root, space=" ")
+    body = ET.tostring(root, encoding="unicode")
+    return ('<?xpacket begin="\ufeff" id="W5M0MpCehiHzreSzNTczkc9d"?>\n' + body + '\n<?xpacket end="w"?>\n').encode()
+
+
+def export(model: StoreModel, fmt: str, *, out: Path | None = None, naming: str = "full",
+           min_confidence: float | None = None, training: bool = False, stream: IO[str] | None = None,
+           ) -> ExportReport:
+    """Write the library's tags as ``fmt``: XMP sidecars (beside the photos, or under ``out``), or one CSV or
+    JSON Lines file (``out``, else ``stream``)."""
+    if fmt not in FORMATS:
+        raise AnnotError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    if naming not in NAMINGS:
+        raise AnnotError(f"--naming must be one of {', '.join(NAMINGS)}, got {naming!r}")
+    photos = list(exported_tags(model, min_confidence, training))
+    n_tags = sum(len(t) for _, t in photos)
+    if fmt != "xmp":
+        buffer = io.StringIO()
+        if fmt == "csv":
+            writer = csv.writer(buffer)
+            writer.writerow(["image", "tag", "confidence", "source"])
+            writer.writerows([path, t.tag, "" if t.confidence is None else f"{t.confidence:.4f}", t.source]
+                             for path, found in photos for t in found)
+        else:
+            buffer.writelines(json.dumps({"image": path, "tags": [t.to_dict() for t in found]}) + "\n"
+                              for path, found in photos)
+        if out is None:
+            (stream or io.StringIO()).write(buffer.getvalue())
+            return ExportReport(len(photos), n_tags, [], 0)
+        _write(out, buffer.getvalue().encode())
+        return ExportReport(len(photos), n_tags, [str(out)], 0)
+    root = Path(os.path.commonpath([str(Path(p).parent) for p, _ in photos])) if photos and out is not None else None
+    written, merged = [], 0
+    for path, found in photos:
+        target = sidecar_path(Path(path), naming, out, root)
+        existing = None
+        if target.is_file():
+            try:
+                existing = target.read_bytes()
+            except OSError as exc:
+                raise AnnotError(f"{target}: cannot read the sidecar to merge it ({exc.strerror or exc})") from exc
+        try:
+            payload = merged_xmp(existing, found)
+        except ValueError as exc:
+            raise AnnotError(f"{target}: {exc}; left as it is") from None
+        merged += existing is not None
+        _write(target, payload)
+        written.append(str(target))
+    return ExportReport(len(photos), n_tags, written, merged)
+
+
+def _write(path: Path, payload: bytes) -> None:
+    try:
+        atomic_write(path, lambda fh: fh.write(payload))
+    except OSError as exc:
+        raise AnnotError(f"{path}: cannot write there ({exc.strerror or exc})") from exc

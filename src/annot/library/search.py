@@ -1,0 +1,240 @@
+"""Finding photos (``annot search``): by words or by an example photo, over the training images and the library.
+
+Two ways, combined by default and each selectable:
+
+- **by tags** (``tags``): photos whose tags hold the words: a library photo's predicted tags (ranked by their
+  confidence; its corrections win: a rejected tag is gone, a confirmed or added one is sure), and a training image's
+  own tags (sure).
+- **in the shared space** (``space``): the words' text view, as an image with those tags would have it (W2V: the mean
+  of their vectors; BV: their 0/1 positions, for vocabulary words), projected by the text side of the CCA (W_y) and
+  compared by correlation with every photo's row in FAISS (the training images' index and the library's). A word
+  outside the training vocabulary ("kitten") has no BV position and no tag, but a word vector: it finds photos
+  through it.
+
+``combined`` ranks by reciprocal-rank fusion of the two (Σ 1 / (60 + rank)), which needs no common scale between a
+confidence and a correlation. ``like`` finds photos near an example photo in the shared space. Filters: tags every
+result must have (``require``), tags none may have (``exclude``), a folder, library photos or training images only
+(``scope``), and how many (``n``).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+from sqlalchemy import select
+
+from annot.errors import AnnotError, WordVectorError
+from annot.features.images import TooManyPixels, UnreadableImage, decode_bytes, iter_batches, preprocess
+from annot.features.text import text_view
+from annot.features.words import load_word_vectors
+from annot.indexer.corpus import normalize_tag
+from annot.library.view import PhotoTag, PhotoView
+from annot.methods import StoreModel
+from annot.projection import correlation_rows
+from annot.schema import images
+from annot.settings import TextView
+
+MODES = ("combined", "tags", "space")
+SCOPES = ("all", "library", "training")  # which photos: the library's and the training images, or one of them
+FUSION = 60  # the k of reciprocal-rank fusion
+DEPTH = 1000  # nearest photos fetched from each index before filters apply
+
+
+class UnreadableUpload(AnnotError):
+    """An uploaded image that is not a readable image."""
+
+
+class UploadTooLarge(AnnotError):
+    """An uploaded image over the pixel limit."""
+
+
+@dataclass(frozen=True)
+class Hit:
+    """A photo found: its id, path, score (higher is better), whether it is a library photo or a training image,
+    what found it, and its tags."""
+
+    image_id: int
+    path: str
+    score: float
+    kind: str
+    found_by: tuple[str, ...]
+    tags: tuple[PhotoTag, ...] = field(default=())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.image_id, "path": self.path, "score": round(self.score, 6), "kind": self.kind,
+                "found_by": list(self.found_by), "tags": [t.to_dict() for t in self.tags]}
+
+
+class Searcher:
+    """Search over a loaded store: its training images' index and its library's."""
+
+    def __init__(self, model: StoreModel) -> None:
+        self.model = model
+        record = model.manifest.collection
+        self.library = model.store.read_index(record.file, "photo library index") if record is not None else None
+        if self.library is not None and self.library.d != model.index.d:
+            self.library = None  # made with a model the store no longer has
+        self._words: Any = None
+        self.view = PhotoView(model)
+
+    # -- the two ways -------------------------------------------------------------------------------------------
+    def text_query(self, words: Sequence[str]) -> NDArray[np.float32]:
+        """The words' row of the shared space: their text view projected by W_y (a correlation row)."""
+        model = self.model
+        view = model.settings.text.view
+        if self._words is None:
+            self._words = load_word_vectors(model.manifest.words.source)
+        vocabulary = {w: i for i, w in enumerate(model.vocabulary)}
+        labels = np.zeros((1, len(model.vocabulary)), bool)
+        vectors = []
+        for word in words:
+            if word in vocabulary:
+                labels[0, vocabulary[word]] = True
+            vector = self._words.vector(word)
+            if vector is not None:
+                vectors.append(np.asarray(vector, np.float32))
+            elif word not in vocabulary or view is TextView.W2V:
+                raise WordVectorError(f"{word!r}: no word vector in {model.manifest.words.source}, and not a word "
+                                      "of the store's vocabulary; it cannot be searched in the shared space")
+        if view is TextView.BV and not labels.any():
+            raise AnnotError(f"the store's text view is bv (0/1 tags): only its vocabulary words can be searched in "
+                             f"the shared space, not {', '.join(words)}")
+        E = np.zeros((1, 1), np.float32)
+        w2v = np.mean(vectors, axis=0)[None, :] if vectors else np.zeros((1, model.manifest.words.dim), np.float32)
+        if view is TextView.W2V:
+            Y = w2v
+        elif view is TextView.BV:
+            Y = text_view(labels, E, np.ones(len(model.vocabulary), bool), "bv")
+        else:
+            Y = np.hstack([w2v, labels.astype(np.float32)])
+        return correlation_rows(model.projection.transform_y(Y))
+
+    def image_query(self, image: Path | bytes, max_pixels: int | None = None) -> NDArray[np.float32]:
+        """An example photo's row of the shared space (a file, or an upload's bytes)."""
+        encoder = self.model.encoder()
+        if isinstance(image, bytes):
+            try:
+                pixels = decode_bytes(image, encoder, self.model.upright, max_pixels)
+            except TooManyPixels as exc:
+                raise UploadTooLarge(f"the uploaded image: {exc}") from None
+            except UnreadableImage as exc:
+                raise UnreadableUpload(f"the uploaded image: {exc}") from None
+            sized = preprocess(encoder, [p[None] for p in pixels])
+        else:
+            batch = next(iter_batches([image], encoder, 1, workers=0, upright=self.model.upright))
+            if not batch.ok[0]:
+                raise AnnotError(f"{image}: {batch.errors[0]}")
+            sized = batch.sized
+        return correlation_rows(self.model.project(encoder.encode_sized(sized)))
+
+    def nearest(self, row: NDArray[np.float32], depth: int = DEPTH) -> list[tuple[int, float]]:
+        """(row of the view, correlation) of the photos nearest to a row of the shared space, from both indexes,
+        best first, each photo once (a corrected photo is in both)."""
+        found_ids, found_scores = [], []
+        for index in (self.model.index, self.library):
+            if index is None or index.ntotal == 0:
+                continue
+            similarity, ids = index.search(np.ascontiguousarray(row, np.float32), min(depth, index.ntotal))
+            found_ids.append(ids[0])
+            found_scores.append(similarity[0])
+        if not found_ids:
+            return []
+        ids, scores = np.concatenate(found_ids), np.concatenate(found_scores)
+        rows = self.view.rows(ids)
+        keep = (ids >= 0) & (rows >= 0)
+        rows, scores = rows[keep], scores[keep]
+        order = np.argsort(-scores, kind="stable")
+        rows, scores = rows[order], scores[order]
+        _, first = np.unique(rows, return_index=True)
+        first.sort()
+        return list(zip(rows[first].tolist(), scores[first].tolist(), strict=True))
+
+    def by_tags(self, words: Sequence[str]) -> list[tuple[int, float]]:
+        """(row of the view, mean confidence of the words) of photos whose tags hold all the words, best first."""
+        position = {w: j for j, w in enumerate(self.view.vocabulary)}
+        if any(w not in position for w in words):
+            return []
+        total: NDArray[np.float64] | None = None
+        for word in dict.fromkeys(words):
+            rows, confidence = self.view.with_word(position[word])
+            part = np.full(len(self.view), np.nan)
+            part[rows] = confidence
+            total = part if total is None else total + part
+        assert total is not None
+        rows = np.flatnonzero(~np.isnan(total))
+        mean = total[rows] / len(dict.fromkeys(words))
+        order = np.argsort(-mean, kind="stable")
+        return list(zip(rows[order].tolist(), mean[order].tolist(), strict=True))
+
+    # -- a search ------------------------------------------------------------------------------------------------
+    def search(self, words: Sequence[str] = (), like: Path | bytes | None = None, *, mode: str = "combined",
+               require: Sequence[str] = (), exclude: Sequence[str] = (), folder: Path | None = None,
+               n: int = 20, scope: str = "all", max_pixels: int | None = None) -> list[Hit]:
+        if scope not in SCOPES:
+            raise AnnotError(f"--scope must be one of {', '.join(SCOPES)}, got {scope!r}")
+        if mode not in MODES:
+            raise AnnotError(f"--mode must be one of {', '.join(MODES)}, got {mode!r}")
+        if n < 1:
+            raise AnnotError(f"-n must be a whole number >= 1, got {n}")
+        words = [normalize_tag(w) for w in words if normalize_tag(w)]
+        if not words and like is None:
+            raise AnnotError("say what to search for: words, or --like IMAGE")
+        rankings: dict[str, list[tuple[int, float]]] = {}
+        if like is not None:
+            rankings["like"] = self.nearest(self.image_query(like, max_pixels))
+        if words and mode in ("combined", "space"):
+            try:
+                rankings["space"] = self.nearest(self.text_query(words))
+            except (WordVectorError, AnnotError):
+                if mode == "space":
+                    raise
+        if words and mode in ("combined", "tags"):
+            rankings["tags"] = self.by_tags(words)
+        if not rankings:
+            return []
+        candidates = np.unique(np.array([r for ranking in rankings.values() for r, _ in ranking], np.int64))
+        if scope != "all":
+            candidates = candidates[self.view.library[candidates] == (scope == "library")]
+        kept = set(self._filtered(candidates, require, exclude, folder).tolist())
+        scores: dict[int, float] = defaultdict(float)
+        found_by: dict[int, list[str]] = defaultdict(list)
+        for name, ranking in rankings.items():
+            rank = 0
+            for row, value in ranking:
+                if row not in kept:
+                    continue
+                rank += 1
+                scores[row] += value if len(rankings) == 1 else 1.0 / (FUSION + rank)
+                found_by[row].append(name)
+        best = sorted(scores, key=lambda r: -scores[r])[:n]
+        ids = [int(self.view.ids[r]) for r in best]
+        with self.model.store.db.connect() as conn:
+            paths = dict(conn.execute(select(images.c.id, images.c.path).where(images.c.id.in_(ids))).tuples().all())
+        return [Hit(i, paths.get(i, ""), scores[r], self.view.kind(r), tuple(found_by[r]), tuple(self.view.tags(r)))
+                for i, r in zip(ids, best, strict=True)]
+
+    def _filtered(self, rows: NDArray[np.int64], require: Sequence[str], exclude: Sequence[str],
+                  folder: Path | None) -> NDArray[np.int64]:
+        """The candidate rows that pass the filters: every required tag, no excluded one, under the folder."""
+        position = {w: j for j, w in enumerate(self.view.vocabulary)}
+        for tag in map(normalize_tag, require):
+            if tag not in position:
+                return rows[:0]
+            rows = rows[self.view.has_word(rows, position[tag])]
+        for tag in map(normalize_tag, exclude):
+            if tag in position:
+                rows = rows[~self.view.has_word(rows, position[tag])]
+        if folder is not None and len(rows):
+            prefix = str(Path(folder).resolve()).rstrip("/") + "/"
+            with self.model.store.db.connect() as conn:
+                inside = conn.execute(select(images.c.id).where(images.c.id.in_(self.view.ids[rows].tolist()),
+                                                                images.c.path.startswith(prefix, autoescape=True))
+                                      ).scalars().all()
+            rows = rows[np.isin(self.view.ids[rows], np.asarray(inside, np.int64))]
+        return rows

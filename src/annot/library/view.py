@@ -1,0 +1,205 @@
+"""What the library shows of its photos: each photo's tags (its corrections applied), one photo's record, the
+vocabulary with counts, and :class:`PhotoView`, the same read once into arrays for search.
+
+A training image shows its own tags (sure). A library photo shows its predicted tags ranked by confidence, with its
+corrections applied: the last correction of a tag wins; a rejected tag is gone, a confirmed or added one is sure.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+from sqlalchemy import func, select
+
+from annot.errors import AnnotError
+from annot.methods import StoreModel
+from annot.schema import corrections, image_tags, images, photo_annotations, photo_files, tags
+
+SOURCES = ("predicted", "confirmed", "added", "training")
+
+
+@dataclass(frozen=True)
+class PhotoTag:
+    tag: str
+    confidence: float | None
+    source: str  # predicted, confirmed, added, training
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"tag": self.tag, "confidence": None if self.confidence is None else round(self.confidence, 4),
+                "source": self.source}
+
+
+def library_ids(conn: Any, db: Any, ids: Sequence[int]) -> set[int]:
+    """Which of ``ids`` are photos of the library (``annot annotate``), the others being training images."""
+    if not db.has_table("photo_files"):
+        return set()
+    return {int(i) for (i,) in conn.execute(select(photo_files.c.image_id).where(photo_files.c.image_id.in_(list(ids))))}
+
+
+def photo_tags(model: StoreModel, ids: Sequence[int]) -> dict[int, list[PhotoTag]]:
+    """Each photo's tags as the library shows them: a training image's own tags; a library photo's predicted tags
+    with its corrections applied (the last correction of a tag wins: reject removes it, confirm and add make it
+    sure), surest first."""
+    ids = [int(i) for i in ids]
+    out: dict[int, list[PhotoTag]] = defaultdict(list)
+    if not ids:
+        return out
+    db = model.store.db
+    with db.connect() as conn:
+        word = dict(conn.execute(select(tags.c.id, tags.c.word)).all())
+        photos = library_ids(conn, db, ids)
+        training = [i for i in ids if i not in photos]
+        for i, t in conn.execute(select(image_tags.c.image_id, image_tags.c.tag_id)
+                                 .where(image_tags.c.image_id.in_(training))):
+            out[int(i)].append(PhotoTag(word[t], 1.0, "training"))
+        library = [i for i in ids if i in photos]
+        if not library:
+            return out
+        predicted: dict[int, dict[int, tuple[float | None, str]]] = defaultdict(dict)
+        for i, t, c in conn.execute(select(photo_annotations.c.image_id, photo_annotations.c.tag_id, photo_annotations.c.confidence)
+                                    .where(photo_annotations.c.image_id.in_(library)).order_by(photo_annotations.c.rank)):
+            predicted[int(i)][int(t)] = (c, "predicted")
+        for i, t, action in conn.execute(select(corrections.c.image_id, corrections.c.tag_id, corrections.c.action)
+                                         .where(corrections.c.image_id.in_(library)).order_by(corrections.c.id)):
+            if action == "reject":
+                predicted[int(i)].pop(int(t), None)
+            else:
+                predicted[int(i)][int(t)] = (1.0, "confirmed" if action == "confirm" else "added")
+    for i, found in predicted.items():
+        out[i] = sorted((PhotoTag(word[t], c, s) for t, (c, s) in found.items()),
+                        key=lambda p: -(p.confidence if p.confidence is not None else 0.0))
+    return out
+
+
+def find_photo(model: StoreModel, path: Path) -> int:
+    """The id of the image stored at ``path`` (as given, or resolved)."""
+    with model.store.db.connect() as conn:
+        for candidate in dict.fromkeys([str(path), str(Path(path).resolve())]):
+            found = conn.execute(select(images.c.id).where(images.c.path == candidate)).scalar()
+            if found is not None:
+                return int(found)
+    raise AnnotError(f"{path}: not a photo of {model.store.root}")
+
+
+def photo_record(model: StoreModel, image_id: int) -> dict[str, Any]:
+    """One photo by id, as the server and ``annot search --json`` describe it."""
+    db = model.store.db
+    with db.connect() as conn:
+        row = conn.execute(select(images.c.path, images.c.split, images.c.width, images.c.height)
+                           .where(images.c.id == int(image_id))).first()
+        if row is None:
+            raise AnnotError(f"photo id {image_id}: not a photo of {model.store.root}")
+        state = None
+        if db.has_table("photo_files"):
+            state = conn.execute(select(photo_files.c.state).where(photo_files.c.image_id == int(image_id))).scalar()
+    shown = photo_tags(model, [int(image_id)]).get(int(image_id), [])
+    return {"id": int(image_id), "path": row.path, "width": row.width, "height": row.height,
+            "kind": "training" if state is None else "library", "split": row.split, "state": state,
+            "tags": [t.to_dict() for t in shown]}
+
+
+def vocabulary_counts(model: StoreModel) -> list[dict[str, Any]]:
+    """The store's vocabulary: each word with its training images and the library photos it is shown on."""
+    db = model.store.db
+    with db.connect() as conn:
+        training: dict[int, int] = dict(conn.execute(
+            select(image_tags.c.tag_id, func.count()).join(images, images.c.id == image_tags.c.image_id)
+            .where(images.c.split == "train").group_by(image_tags.c.tag_id)).tuples().all())
+        library: dict[int, int] = {}
+        if db.has_table("annotations"):
+            library = dict(conn.execute(
+                select(photo_annotations.c.tag_id, func.count()).join(photo_files, photo_files.c.image_id ==
+                                                                photo_annotations.c.image_id)
+                .where(photo_files.c.state == "annotated").group_by(photo_annotations.c.tag_id)).tuples().all())
+    return [{"tag": word, "training_images": int(training.get(t, 0)), "library_photos": int(library.get(t, 0))}
+            for word, t in zip(model.vocabulary, model.tag_ids, strict=True)]
+
+
+class PhotoView:
+    """Every searchable photo with its shown tags, read from the database once per loaded model, in arrays: the
+    training images of the index and the library's annotated photos (not the missing or unreadable ones).
+
+    ``ids`` sorted; ``library[i]`` whether ``ids[i]`` is a library photo; its tags are ``words[ptr[i]:ptr[i+1]]``
+    (vocabulary positions) with ``confidence`` and ``source`` (an index into :data:`SOURCES`), surest first.
+    """
+
+    def __init__(self, model: StoreModel) -> None:
+        db = model.store.db
+        position = {t: j for j, t in enumerate(model.tag_ids)}
+        with db.connect() as conn:
+            photos: dict[int, str] = {}
+            if db.has_table("photo_files"):
+                photos = dict(conn.execute(select(photo_files.c.image_id, photo_files.c.state)).tuples().all())
+            training = np.asarray(model.ids, np.int64)  # the indexed training images
+            training = training[~np.isin(training, list(photos))] if photos else training
+            library = np.array(sorted(i for i, state in photos.items() if state == "annotated"), np.int64)
+            rows: list[tuple[int, int, float, int]] = []
+            for i, t in conn.execute(select(image_tags.c.image_id, image_tags.c.tag_id)
+                                     .join(images, images.c.id == image_tags.c.image_id)
+                                     .where(images.c.split == "train")):
+                if t in position and int(i) not in photos:
+                    rows.append((int(i), position[t], 1.0, 3))
+            if len(library):
+                shown: dict[int, dict[int, tuple[float, int]]] = defaultdict(dict)
+                for i, t, c in conn.execute(select(photo_annotations.c.image_id, photo_annotations.c.tag_id,
+                                                   photo_annotations.c.confidence)):
+                    if t in position:
+                        shown[int(i)][position[t]] = (0.5 if c is None else float(c), 0)
+                for i, t, action in conn.execute(select(corrections.c.image_id, corrections.c.tag_id,
+                                                        corrections.c.action).order_by(corrections.c.id)):
+                    if int(i) not in photos or t not in position:
+                        continue
+                    if action == "reject":
+                        shown[int(i)].pop(position[t], None)
+                    else:
+                        shown[int(i)][position[t]] = (1.0, SOURCES.index("confirmed" if action == "confirm"
+                                                                         else "added"))
+                rows += [(i, w, c, s) for i, found in shown.items() for w, (c, s) in found.items()]
+        self.vocabulary = list(model.vocabulary)
+        self.ids = np.concatenate([training, library])
+        order = np.argsort(self.ids, kind="stable")
+        self.ids = self.ids[order]
+        self.library = np.concatenate([np.zeros(len(training), bool), np.ones(len(library), bool)])[order]
+        table = np.array(rows, np.float64).reshape(-1, 4)
+        table = table[np.isin(table[:, 0], self.ids)]
+        table = table[np.lexsort((-table[:, 2], table[:, 0]))]  # by photo, surest first
+        rows_of = np.searchsorted(self.ids, table[:, 0].astype(np.int64))
+        self.ptr = np.concatenate([[0], np.cumsum(np.bincount(rows_of, minlength=len(self.ids)))]).astype(np.int64)
+        self.words = table[:, 1].astype(np.int32)
+        self.confidence = table[:, 2].astype(np.float32)
+        self.source = table[:, 3].astype(np.int8)
+        self._rows_of_tags = rows_of
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def rows(self, image_ids: NDArray[np.int64]) -> NDArray[np.int64]:
+        """The rows of ``image_ids`` (-1 for one that is not a searchable photo)."""
+        image_ids = np.asarray(image_ids, np.int64)
+        at = np.clip(np.searchsorted(self.ids, image_ids), 0, max(len(self.ids) - 1, 0))
+        found = (self.ids[at] == image_ids) if len(self.ids) else np.zeros(len(image_ids), bool)
+        return np.where(found, at, -1)
+
+    def with_word(self, word: int) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
+        """The rows of the photos showing vocabulary word ``word``, and its confidence on each."""
+        hit = self.words == word
+        return self._rows_of_tags[hit], self.confidence[hit]
+
+    def has_word(self, rows: NDArray[np.int64], word: int) -> NDArray[np.bool_]:
+        tagged = np.zeros(len(self.ids), bool)
+        tagged[self._rows_of_tags[self.words == word]] = True
+        return tagged[rows]
+
+    def tags(self, row: int) -> list[PhotoTag]:
+        lo, hi = self.ptr[row], self.ptr[row + 1]
+        return [PhotoTag(self.vocabulary[w], float(c), SOURCES[s])
+                for w, c, s in zip(self.words[lo:hi], self.confidence[lo:hi], self.source[lo:hi], strict=True)]
+
+    def kind(self, row: int) -> str:
+        return "library" if self.library[row] else "training"

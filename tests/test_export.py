@@ -1,0 +1,112 @@
+"""annot export: XMP sidecars read back with exiftool (merged into one exiftool wrote), CSV and JSON Lines."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from tests.conftest import invoke
+from tests.test_library import make_photos
+
+import annot
+from annot.library.collection import annotate_photos
+
+
+def exiftool(path: Path) -> dict[str, object]:
+    out = subprocess.run(["exiftool", "-j", "-G1", "-struct", str(path)], check=True, capture_output=True, text=True)
+    return json.loads(out.stdout)[0]  # type: ignore[no-any-return]
+
+
+def as_list(value: object) -> list[str]:
+    return [str(v) for v in value] if isinstance(value, list) else [] if value is None else [str(value)]
+
+
+@pytest.fixture()
+def library(store: Path, tmp_path: Path) -> dict[Path, list[str]]:
+    photos = make_photos(tmp_path / "photos" / "2024" / "june", 4, seed=31)
+    photos |= make_photos(tmp_path / "photos" / "2025", 2, seed=32, prefix="q")
+    annotate_photos(store, [tmp_path / "photos"])
+    return photos
+
+
+def shown_tags(store: Path, path: Path) -> list[dict[str, object]]:
+    with annot.open_store(store) as api:
+        return api.photo(api.search(like=path, n=1)[0].image_id)["tags"]  # type: ignore[no-any-return]
+
+
+def test_xmp_beside_photos_merges_an_exiftool_sidecar(store: Path, library: dict[Path, list[str]]) -> None:
+    first = min(library)
+    sidecar = first.with_name(first.name + ".xmp")
+    subprocess.run(["exiftool", "-q", "-XMP-dc:Title=Holiday", "-XMP-dc:Subject=family", "-XMP-dc:Subject=beach trip",
+                    "-XMP-xmp:Rating=4", "-XMP-lr:HierarchicalSubject=people|family", str(sidecar)], check=True)
+    result = invoke("export", "--store", store, "--format", "xmp")
+    assert result.exit_code == 0, result.output
+    assert "6 photos" in result.stdout and "1 existing sidecars merged" in result.stdout
+    for photo in library:
+        tags = [str(t["tag"]) for t in shown_tags(store, photo)]
+        meta = exiftool(photo.with_name(photo.name + ".xmp"))
+        subject = as_list(meta.get("XMP-dc:Subject"))
+        assert set(tags) <= set(subject) and tags == as_list(meta.get("XMP-digiKam:TagsList"))
+        assert set(tags) <= set(as_list(meta.get("XMP-lr:HierarchicalSubject")))
+        confidences = {t["Tag"]: float(t["Confidence"]) for t in meta["XMP-annot:Tags"]}  # type: ignore[attr-defined]
+        assert confidences == pytest.approx({str(t["tag"]): float(t["confidence"])  # type: ignore[arg-type]
+                                             for t in shown_tags(store, photo)}, abs=1e-4)
+    merged = exiftool(sidecar)
+    assert merged["XMP-dc:Title"] == "Holiday" and merged["XMP-xmp:Rating"] == 4
+    assert {"family", "beach trip"} <= set(as_list(merged["XMP-dc:Subject"]))
+    assert "people|family" in as_list(merged["XMP-lr:HierarchicalSubject"])
+
+    # a rejected tag leaves the sidecar at the next export; the keywords exiftool wrote stay
+    rejected = str(shown_tags(store, first)[0]["tag"])
+    assert invoke("correct", first, "--reject", rejected, "--store", store).exit_code == 0
+    assert invoke("export", "--store", store).exit_code == 0
+    again = exiftool(sidecar)
+    assert rejected not in as_list(again["XMP-dc:Subject"])
+    assert {"family", "beach trip"} <= set(as_list(again["XMP-dc:Subject"])) and again["XMP-dc:Title"] == "Holiday"
+
+
+def test_xmp_under_out_mirrors_folders_with_either_name(store: Path, library: dict[Path, list[str]],
+                                                        tmp_path: Path) -> None:
+    out = tmp_path / "sidecars"
+    assert invoke("export", "--store", store, "--out", out, "--naming", "stem").exit_code == 0
+    root = tmp_path / "photos"
+    expected = {(p.parent.relative_to(root.resolve()) / (p.stem + ".xmp")).as_posix() for p in library}
+    assert {p.relative_to(out).as_posix() for p in out.rglob("*.xmp")} == expected
+    assert not any(p.with_suffix(".xmp").exists() for p in library)  # nothing beside the photos
+
+
+def test_min_confidence_cuts_predicted_tags_only(store: Path, library: dict[Path, list[str]], tmp_path: Path) -> None:
+    api = annot.open_store(store)
+    full = io.StringIO()
+    api.export("jsonl", stream=full)
+    everything = [json.loads(line) for line in full.getvalue().splitlines()]
+    assert len(everything) == len(library) and all(len(r["tags"]) == 5 for r in everything)
+    photo = sorted(library)[1]
+    weakest = min(shown_tags(store, photo), key=lambda t: float(t["confidence"]))  # type: ignore[arg-type]
+    api.correct([annot.Correction(str(photo), str(weakest["tag"]), "confirm")])
+    cut = io.StringIO()
+    api.export("csv", stream=cut, min_confidence=0.5)
+    rows = list(csv.DictReader(io.StringIO(cut.getvalue())))
+    assert rows and all(float(r["confidence"]) >= 0.5 or r["source"] != "predicted" for r in rows)
+    assert any(r["image"] == str(photo) and r["tag"] == weakest["tag"] and r["source"] == "confirmed" for r in rows)
+    assert len(rows) < sum(len(r["tags"]) for r in everything)
+
+
+def test_export_errors_are_one_line(store: Path, library: dict[Path, list[str]], tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    result = invoke("export", "--store", store, "--out", blocker / "sidecars")
+    assert result.exit_code == 1 and "cannot write there" in result.stderr and "Traceback" not in result.output
+    broken = min(library).with_name(min(library).name + ".xmp")
+    broken.write_text("<x:xmpmeta this is not xml")
+    bad = invoke("export", "--store", store)
+    assert bad.exit_code == 1 and "not an XMP sidecar annot can merge" in bad.stderr
+    assert broken.read_text() == "<x:xmpmeta this is not xml"  # left as it was
+    fmt = invoke("export", "--store", store, "--format", "pdf")
+    assert fmt.exit_code == 1 and "--format must be one of" in fmt.stderr
+    assert shutil.which("exiftool")

@@ -1,0 +1,107 @@
+"""annot search: by tags, in the shared space (words outside the vocabulary too), by example, with filters."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from tests.conftest import WORDS, invoke
+from tests.test_library import make_photos
+
+import annot
+from annot.library.collection import annotate_photos
+
+
+@pytest.fixture(scope="module")
+def library(built_store: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+    """A copy of the built store with 30 photos annotated in two folders."""
+    root = tmp_path_factory.mktemp("library")
+    store = root / "s.annot"
+    shutil.copytree(built_store, store)
+    photos = make_photos(root / "photos" / "a", 15, seed=21) | make_photos(root / "photos" / "b", 15, seed=22)
+    annotate_photos(store, [root / "photos"])
+    return {"store": store, "photos": photos, "root": root}
+
+
+def tags_of(hit: annot.library.search.Hit) -> set[str]:  # type: ignore[name-defined]
+    return {t.tag for t in hit.tags}
+
+
+def test_by_tags_every_result_has_the_words(library: dict[str, object]) -> None:
+    api = annot.open_store(library["store"])  # type: ignore[arg-type]
+    for words in (["sky"], ["sea", "sand"]):
+        hits = api.search(words, mode="tags", n=500)
+        assert hits and all(set(words) <= tags_of(h) for h in hits)
+        assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+        assert {h.kind for h in hits} == {"training", "library"}
+        assert all(h.found_by == ("tags",) for h in hits)
+
+
+def test_space_finds_photos_for_a_word_outside_the_vocabulary(library: dict[str, object]) -> None:
+    api = annot.open_store(library["store"])  # type: ignore[arg-type]
+    assert "unseen" not in api.model().vocabulary  # it has a word vector only
+    assert api.search(["unseen"], mode="tags") == []
+    hits = api.search(["unseen"], mode="space", n=10)
+    assert len(hits) == 10 and all(h.found_by == ("space",) for h in hits)
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+    combined = api.search(["unseen"], n=10)
+    assert [h.image_id for h in combined] == [h.image_id for h in hits]  # the only way that finds anything
+    with pytest.raises(annot.AnnotError, match="no word vector"):
+        api.search(["qwertyzz"], mode="space")
+
+
+def test_space_ranks_photos_with_the_word_first(library: dict[str, object]) -> None:
+    """In the shared space a vocabulary word finds photos that show it: better than its share of the corpus."""
+    api = annot.open_store(library["store"])  # type: ignore[arg-type]
+    photos: dict[Path, list[str]] = library["photos"]  # type: ignore[assignment]
+    for word in WORDS:
+        hits = [h for h in api.search([word], mode="space", n=1000) if h.kind == "library"]
+        top = hits[:5]
+        share = sum(word in t for t in photos.values()) / len(photos)
+        precision = sum(word in photos[Path(h.path)] for h in top) / len(top)
+        assert precision >= min(1.0, share + 0.2), word
+
+
+def test_combined_and_filters(library: dict[str, object]) -> None:
+    api = annot.open_store(library["store"])  # type: ignore[arg-type]
+    hits = api.search(["sky"], n=40)
+    assert any(set(h.found_by) == {"tags", "space"} for h in hits)
+    folder = Path(library["root"]) / "photos" / "b"  # type: ignore[arg-type]
+    inside = api.search(["sky"], folder=folder, n=100)
+    assert inside and all(h.path.startswith(str(folder.resolve()) + "/") for h in inside)
+    required = api.search(["sky"], require=["sea"], exclude=["sun"], n=100)
+    assert required and all("sea" in tags_of(h) and "sun" not in tags_of(h) for h in required)
+    assert len(api.search(["sky"], n=3)) == 3
+    mine = api.search(["sky"], scope="library", n=100)
+    assert mine and all(h.kind == "library" for h in mine)
+    theirs = api.search(["sky"], scope="training", n=100)
+    assert theirs and all(h.kind == "training" for h in theirs)
+    with pytest.raises(annot.AnnotError, match="--scope must be one of"):
+        api.search(["sky"], scope="mine")
+
+
+def test_like_finds_the_photo_itself_first(library: dict[str, object]) -> None:
+    api = annot.open_store(library["store"])  # type: ignore[arg-type]
+    photos: dict[Path, list[str]] = library["photos"]  # type: ignore[assignment]
+    for path in sorted(photos)[:5]:
+        best = api.search(like=path, n=3)
+        assert best[0].path == str(path) and best[0].score == pytest.approx(1.0, abs=1e-4)
+        assert best[0].score >= best[1].score
+
+
+def test_search_cli(library: dict[str, object]) -> None:
+    result = invoke("search", "sea", "sand", "--store", library["store"], "-n", "5", "--json")
+    assert result.exit_code == 0, result.output
+    found = json.loads(result.stdout)["results"]
+    assert len(found) == 5 and all({"id", "path", "score", "kind", "tags"} <= set(r) for r in found)
+    assert all(isinstance(t["confidence"], float) for r in found if r["kind"] == "library" for t in r["tags"])
+    table = invoke("search", "sea", "--store", library["store"], "-n", "3")
+    assert table.exit_code == 0 and "sea" in table.stdout
+    nothing = invoke("search", "--store", library["store"])
+    assert nothing.exit_code == 1 and "say what to search for" in nothing.stderr
+    no_vector = invoke("search", "qwertyzz", "--mode", "space", "--store", library["store"])
+    assert no_vector.exit_code == 1 and "'qwertyzz': no word vector" in no_vector.stderr
+    mode = invoke("search", "sky", "--mode", "fuzzy", "--store", library["store"])
+    assert mode.exit_code == 1 and "--mode must be one of" in mode.stderr
