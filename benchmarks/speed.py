@@ -1,5 +1,7 @@
 """Speed on this machine, measured side by side in one run (medians of repeats):
 
+0. each packaged encoder's network run by torch and by ONNX Runtime (the default on the CPU), side by side, and
+   how far their features differ;
 1. feature extraction throughput (images/s) of each packaged encoder, decoding overlapped with the network
    (one decoder process) against decoding in line;
 2. LinearCCA.fit on the Corel-5k training features against scikit-learn's CCA, same data, same components;
@@ -63,6 +65,29 @@ def extraction(data: Path, n: int, repeats: int) -> dict[str, dict[str, float]]:
             seconds = statistics.median(timed(run, repeats))
             out[f"{name} ({label})"] = {"images_per_s": round(n / seconds, 1), "seconds": round(seconds, 2)}
             print(name, label, out[f"{name} ({label})"], flush=True)
+    return out
+
+
+def backends(data: Path, n: int, repeats: int) -> dict[str, dict[str, object]]:
+    """Each packaged encoder's network run by torch and by ONNX Runtime on the same decoded batches, side by side:
+    images/s of the network alone (median of repeats) and the largest difference between their features."""
+    paths = sorted((data / "images" / "train").glob("*.jpeg"))[:n]
+    out: dict[str, dict[str, object]] = {}
+    for name in ENCODERS:
+        torch_encoder, onnx_encoder = build_encoder(name), build_encoder(name)
+        torch_encoder._runner = False  # type: ignore[attr-defined]  # torch runs it
+        batches = [b.pixels for b in iter_batches(paths, torch_encoder, 32, workers=0)]
+        first = [torch_encoder.encode(b) for b in batches]
+        second = [onnx_encoder.encode(b) for b in batches]  # exports (or reads the cached export) first
+        runner = onnx_encoder._runner  # type: ignore[attr-defined]
+        assert runner, "ONNX Runtime is not in use (is onnxruntime installed?)"
+        row: dict[str, object] = {"max_abs_difference": float(max(np.abs(a - b).max() for a, b in zip(first, second)))}
+        for label, encoder in (("torch", torch_encoder), ("onnxruntime", onnx_encoder)):
+            seconds = statistics.median(timed(lambda e=encoder, bs=batches: [e.encode(b) for b in bs], repeats))
+            row[f"{label}_images_per_s"] = round(n / seconds, 1)
+        row["speedup"] = round(float(row["onnxruntime_images_per_s"]) / float(row["torch_images_per_s"]), 2)  # type: ignore[arg-type]
+        out[name] = row
+        print(name, row, flush=True)
     return out
 
 
@@ -136,13 +161,14 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=Path("../shared/data/corel5k"))
     parser.add_argument("--images", type=int, default=256)
     parser.add_argument("--components", type=int, default=32)
-    sections = ("extraction", "cca_fit", "annotation", "latency")
+    sections = ("backends", "extraction", "cca_fit", "annotation", "latency")
     parser.add_argument("--sections", default=",".join(sections), help=f"comma-separated, of: {', '.join(sections)}")
     args = parser.parse_args()
     wanted = args.sections.split(",")
     if unknown := sorted(set(wanted) - set(sections)):
         parser.error(f"unknown sections {', '.join(unknown)} (known: {', '.join(sections)})")
     run = {
+        "backends": lambda: backends(args.data, args.images, repeats=3),
         "extraction": lambda: extraction(args.data, args.images, repeats=3),
         "cca_fit": lambda: cca_fit(args.store, args.components, repeats=5),
         "annotation": lambda: annotation(args.store, repeats=5),

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +40,13 @@ class FakeEncoder(ImageEncoder):
 
 
 register_encoder("fake", lambda weights: FakeEncoder())
+# ONNX exports of the real encoders go to a folder of this test session (removed at its end), not the user's cache
+_CACHE = tempfile.mkdtemp(prefix="annot-test-cache-")
+os.environ["ANNOT_CACHE"] = _CACHE
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    shutil.rmtree(_CACHE, ignore_errors=True)
 
 
 def tiny_backbone(width: int = 16):  # type: ignore[no-untyped-def]

@@ -81,3 +81,31 @@ def test_torchvision_fc7_from_a_weights_file(tmp_path) -> None:  # type: ignore[
     assert (encoder.dim, encoder.input_size) == (4096, 224) and encoder.key.startswith("alexnet-")
     features = encoder.encode(torch.rand(2, 3, 224, 224))
     assert features.shape == (2, 4096) and (features >= 0).all()  # after fc7's ReLU
+
+
+def test_decoding_ahead_in_a_process_gives_the_same_batches_and_needs_three_cores(
+        synthetic: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    from torch.utils import data
+
+    from annot.features import images
+
+    paths = sorted((synthetic["folder"] / "images").glob("*.jpeg"))[:10]
+    inline = [b.pixels for b in images.iter_batches(paths, FakeEncoder(), 4, workers=0)]
+    ahead = [b.pixels for b in images.iter_batches(paths, FakeEncoder(), 4, workers=1)]
+    assert [len(b) for b in inline] == [4, 4, 2]
+    for a, b in zip(inline, ahead, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+    made: list[int] = []  # the default: a decoding process only where there are cores for it and the network
+    real = data.DataLoader.__init__
+
+    def spy(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        made.append(kwargs["num_workers"])
+        real(self, *args, **kwargs)
+
+    monkeypatch.setattr(data.DataLoader, "__init__", spy)
+    for cores in (2, images.DECODER_MIN_CORES):
+        monkeypatch.setattr(images, "_cores", lambda c=cores: c)
+        list(images.iter_batches(paths, FakeEncoder(), 4))
+        list(images.iter_batches(paths[:3], FakeEncoder(), 4))  # one batch: nothing to decode ahead of
+    assert made == [0, 0, 1, 0]

@@ -77,10 +77,17 @@ class TorchEncoder(ImageEncoder):
 
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.module = module.eval().to(self.device)
+        self._runner: Any = None  # ONNX Runtime on the CPU (annot.features.onnx), made on first use
 
     def encode(self, pixels: torch.Tensor) -> NDArray[np.float32]:
         import torch
 
+        if self._runner is None:
+            from annot.features.onnx import runner_for
+
+            self._runner = runner_for(self.module, self.key, self.input_size, self.device) or False
+        if self._runner:
+            return self._runner(pixels)
         with torch.inference_mode():
             out = self.module(pixels.to(self.device, non_blocking=True))
         return out.float().cpu().numpy().astype(np.float32, copy=False)

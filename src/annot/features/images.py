@@ -1,4 +1,5 @@
-"""Decoding and preprocessing images for an encoder, in worker processes so decoding overlaps the network.
+"""Decoding and preprocessing images for an encoder, in a worker process ahead of the network where there are cores
+for both.
 
 Preprocessing follows the paper (§3.1): every image is resized to the network's square input regardless of its
 aspect ratio, then normalised with the network's mean and standard deviation. Images are turned upright by their
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import os
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -27,6 +29,9 @@ if TYPE_CHECKING:
 
     from annot.features.encoders import ImageEncoder
 
+# a decoding process runs ahead of the network only with this many cores: with two, the network's threads use both and
+# a process beside them saves nothing (BENCHMARKS.md, "Speed": 122.7 images/s decoding in line, 79.3 beside it)
+DECODER_MIN_CORES = 3
 UPRIGHT_SUFFIX = "-exif"  # on a feature cache key: its images were turned upright by their EXIF orientation
 
 
@@ -215,7 +220,7 @@ def iter_batches(
     from torch.utils.data import DataLoader
 
     if workers is None:
-        workers = 1 if len(paths) > batch_size else 0
+        workers = 1 if len(paths) > batch_size and _cores() >= DECODER_MIN_CORES else 0
     sizes = _sizes(encoder)
     loader: DataLoader[Any] = DataLoader(
         cast(Any, _ImageDataset(paths, sizes, upright)),  # map-style: __len__ and __getitem__
@@ -228,6 +233,14 @@ def iter_batches(
     for stacked, ok, errors in loader:
         sized = preprocess(encoder, stacked)
         yield DecodedBatch(sized[encoder.input_size], ok, errors, sized)
+
+
+def _cores() -> int:
+    """The CPU cores this process may run on (a container's limit, not the host's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
 
 
 def _bomb_message(exc: BaseException) -> str:

@@ -46,7 +46,7 @@ log = logging.getLogger(__name__)
 
 COLLECTION = "collection"  # the images.split of the library's photos
 TRAINING_SPLITS = ("train", "removed")  # images of these splits keep their own tags (an evaluated image may join)
-CHUNK = 256  # photos decoded, scored and written together
+CHUNK = 1024  # photos decoded, scored and written together
 COMMIT_SECONDS = 60.0  # how often the collection index is saved and the manifest switched during a long run
 LISTS = {".txt", ".lst", ".list"}  # a file of paths, one a line
 

@@ -4,7 +4,8 @@ Two ways, combined by default and each selectable:
 
 - **by tags** (``tags``): photos whose tags hold the words: a library photo's predicted tags (ranked by their
   confidence; its corrections win: a rejected tag is gone, a confirmed or added one is sure), and a training image's
-  own tags (sure).
+  own tags (sure). A word outside the vocabulary stands for its nearest vocabulary words by word vector ("kitten":
+  cat), each weighted by its similarity.
 - **in the shared space** (``space``): the words' text view, as an image with those tags would have it (W2V: the mean
   of their vectors; BV: their 0/1 positions, for vocabulary words), projected by the text side of the CCA (W_y) and
   compared by correlation with every photo's row in FAISS (the training images' index and the library's). A word
@@ -44,6 +45,8 @@ MODES = ("combined", "tags", "space")
 SCOPES = ("all", "library", "training")  # which photos: the library's and the training images, or one of them
 FUSION = 60  # the k of reciprocal-rank fusion
 DEPTH = 1000  # nearest photos fetched from each index before filters apply
+EXPAND = 3  # a word outside the vocabulary stands for at most this many vocabulary words (by word vector) ...
+SIMILAR = 0.6  # ... each at least this similar (cosine); a fixed choice, measured in benchmarks/library.py
 
 
 class UnreadableUpload(AnnotError):
@@ -81,6 +84,7 @@ class Searcher:
         if self.library is not None and self.library.d != model.index.d:
             self.library = None  # made with a model the store no longer has
         self._words: Any = None
+        self._unit: NDArray[np.float64] | None = None  # the vocabulary's unit word vectors (for expand)
         self.view = PhotoView(model)
 
     # -- the two ways -------------------------------------------------------------------------------------------
@@ -88,8 +92,7 @@ class Searcher:
         """The words' row of the shared space: their text view projected by W_y (a correlation row)."""
         model = self.model
         view = model.settings.text.view
-        if self._words is None:
-            self._words = load_word_vectors(model.manifest.words.source)
+        self.word_vectors()
         vocabulary = {w: i for i, w in enumerate(model.vocabulary)}
         labels = np.zeros((1, len(model.vocabulary)), bool)
         vectors = []
@@ -155,20 +158,48 @@ class Searcher:
         first.sort()
         return list(zip(rows[first].tolist(), scores[first].tolist(), strict=True))
 
-    def by_tags(self, words: Sequence[str]) -> list[tuple[int, float]]:
-        """(row of the view, mean confidence of the words) of photos whose tags hold all the words, best first."""
+    def word_vectors(self) -> Any:
+        if self._words is None:
+            self._words = load_word_vectors(self.model.manifest.words.source)
+        return self._words
+
+    def expand(self, word: str) -> list[tuple[int, float]]:
+        """The vocabulary words a query word stands for, with weights: itself (1), or for a word outside the
+        vocabulary its ``EXPAND`` nearest vocabulary words by word vector with cosine >= ``SIMILAR``."""
         position = {w: j for j, w in enumerate(self.view.vocabulary)}
-        if any(w not in position for w in words):
+        if word in position:
+            return [(position[word], 1.0)]
+        vector = self.word_vectors().vector(word)
+        if vector is None:
             return []
+        if self._unit is None:
+            rows = [self.word_vectors().vector(w) for w in self.view.vocabulary]
+            dim = len(vector)
+            E = np.array([r if r is not None else np.zeros(dim) for r in rows], np.float64)
+            self._unit = E / np.maximum(np.linalg.norm(E, axis=1, keepdims=True), 1e-12)
+        v = np.asarray(vector, np.float64)
+        similarity = self._unit @ (v / max(float(np.linalg.norm(v)), 1e-12))
+        best = np.argsort(-similarity)[:EXPAND]
+        return [(int(j), float(similarity[j])) for j in best if similarity[j] >= SIMILAR]
+
+    def by_tags(self, words: Sequence[str]) -> list[tuple[int, float]]:
+        """(row of the view, mean over the words of its confidence) of the photos whose tags hold every word, best
+        first; a word outside the vocabulary counts as its nearest vocabulary words (:meth:`expand`), each tag's
+        confidence times its similarity."""
         total: NDArray[np.float64] | None = None
-        for word in dict.fromkeys(words):
-            rows, confidence = self.view.with_word(position[word])
+        unique = list(dict.fromkeys(words))
+        for word in unique:
+            expanded = self.expand(word)
+            if not expanded:
+                return []
             part = np.full(len(self.view), np.nan)
-            part[rows] = confidence
+            for position, weight in expanded:
+                rows, confidence = self.view.with_word(position)
+                part[rows] = np.fmax(part[rows], weight * confidence)
             total = part if total is None else total + part
         assert total is not None
         rows = np.flatnonzero(~np.isnan(total))
-        mean = total[rows] / len(dict.fromkeys(words))
+        mean = total[rows] / len(unique)
         order = np.argsort(-mean, kind="stable")
         return list(zip(rows[order].tolist(), mean[order].tolist(), strict=True))
 

@@ -124,7 +124,7 @@ def create_app(store_root: Path, *, token: str | None = None, limits: Limits | N
     limits = limits or Limits()
     store = Store(store_root, reload=False)
     store.load()  # a missing or damaged store fails here, before the server listens
-    _warm_up(store)
+    _warm_up(store, max_batch)
     guard = ModelGuard(store)
 
     def run_batch(key: Hashable, uploads: Sequence[tuple[str, bytes]]) -> list[Annotation | UnreadableImage]:
@@ -363,15 +363,18 @@ def create_app(store_root: Path, *, token: str | None = None, limits: Limits | N
     return app
 
 
-def _warm_up(store: Store) -> None:
-    """Load the encoder, the scoring method and the word vectors now, not on the first requests."""
+def _warm_up(store: Store, batch: int) -> None:
+    """Load the encoder, the scoring method and the word vectors now, not on the first requests.
+
+    The warm-up batch is as large as the batcher's largest, so that the encoder's working memory for it is taken at
+    start and the server's memory stays flat under load."""
     import io
 
     from PIL import Image
 
     buffer = io.BytesIO()
     Image.new("RGB", (64, 64), (120, 140, 160)).save(buffer, "JPEG")
-    store.query_uploads([("warm-up", buffer.getvalue())])
+    store.query_uploads([(f"warm-up {i}", buffer.getvalue()) for i in range(batch)])
     model = store.model()
     if model.vocabulary:
         store.search([model.vocabulary[0]], mode="space", n=1)
