@@ -105,7 +105,7 @@ def main() -> None:
         rows.append(f"| {name} | {result.returncode} | {'yes' if traceback else 'no'} | "
                     f"{'yes' if changed else 'no'} | {first.replace('|', '/')[:110]} | {'ok' if ok else 'FAIL'} |")
         print(rows[-1], flush=True)
-    write_results("faults", results, ["case", "exit", "traceback", "store changed", "message", ""], rows)
+    write_results("faults", results, ["case", "exit", "traceback", "store changed", "message", "as expected"], rows)
     if not all(r["ok"] for r in results):
         raise SystemExit("some cases failed")
 

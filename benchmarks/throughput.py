@@ -6,8 +6,9 @@ path is a photo of its own to annot (read, hashed, decoded and encoded), only th
 `annot annotate FOLDER --store COPY` as a fresh command on a copy of the store; its memory is the proportional set
 size of the command and any decoding process (shared pages counted once), sampled every 0.2 s. Beside it, in the
 same run: decoding alone and the encoder alone on the same photos, to compare with the whole. The same on a tenth of
-the photos (a store copy of its own), to show that memory does not grow with their number. Then a rerun (nothing
-changed) is timed.
+the photos (a store copy of its own), to show that memory does not grow with their number. On the tenth, side by side
+and alternating, twice each: decoding in line against a decoding process ahead of the network. Then a rerun
+(nothing changed) is timed.
 
     python benchmarks/throughput.py [--store out/corel5k.annot] [--photos 20000] [--distinct 600]
 """
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -46,8 +48,15 @@ def make_photos(data: Path, photos: int, distinct: int) -> Path:
     return folder
 
 
-def run_annotate(store: Path, folder: Path) -> dict[str, float]:
-    command = [sys.executable, "-m", "annot.cli.main", "annotate", str(folder), "--store", str(store), "--json"]
+# `annot annotate` with the decoding process forced on or off (annot's default depends on the cores it has)
+FORCED = ("import sys, annot.features.images as images; images._cores = lambda: {cores}; "
+          "from annot.cli.main import main; sys.argv[0] = 'annot'; main()")
+
+
+def run_annotate(store: Path, folder: Path, decoding_process: bool | None = None) -> dict[str, float]:
+    start_command = [sys.executable, "-m", "annot.cli.main"] if decoding_process is None else [
+        sys.executable, "-c", FORCED.format(cores=8 if decoding_process else 1)]
+    command = [*start_command, "annotate", str(folder), "--store", str(store), "--json"]
     start = time.perf_counter()
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     peak = 0
@@ -106,11 +115,20 @@ def main() -> None:
     small = run_annotate(small_copy, small_folder)
     shutil.rmtree(small_copy, ignore_errors=True)
     print("annotate, a tenth", small, flush=True)
+    modes: dict[str, list[float]] = {"in line": [], "in a process": []}
+    for _ in range(2):  # side by side, alternating: decoding in line against a decoding process ahead of the network
+        for label, process in (("in line", False), ("in a process", True)):
+            shutil.copytree(args.store, small_copy)
+            modes[label].append(run_annotate(small_copy, small_folder, process)["photos_per_s"])
+            shutil.rmtree(small_copy, ignore_errors=True)
+    decoding = {label: statistics.median(rates) for label, rates in modes.items()}
+    print("decoding", modes, flush=True)
     first = run_annotate(copy, folder)
     print("annotate", first, flush=True)
     again = run_annotate(copy, folder)
     print("rerun", again, flush=True)
-    results = {"first_run": first, "rerun_nothing_changed": again, "first_run_a_tenth": small, **side,
+    results = {"first_run": first, "rerun_nothing_changed": again, "first_run_a_tenth": small,
+               "decoding_photos_per_s": decoding, "decoding_runs": modes, **side,
                "photo": "4000 x 3000 JPEG, quality 90", "distinct_files": args.distinct}
     write_results("throughput", results, ["run", "photos", "seconds", "photos/s", "peak memory (MiB)"], [
         (f"| annotate, first run | {small['photos']:,} | {small['seconds']} | {small['photos_per_s']} | "
