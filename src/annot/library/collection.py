@@ -29,7 +29,7 @@ from numpy.typing import NDArray
 from sqlalchemy import select, update
 
 from annot.errors import AnnotError, CorpusError
-from annot.features.images import ImageInfo, UnreadableImage, probe_image
+from annot.features.images import UnreadableImage, probe_image
 from annot.indexer.distributed import connect, extract_with_ray
 from annot.library.query import IMAGE_SUFFIXES, image_files
 from annot.methods import StoreModel
@@ -48,8 +48,6 @@ COLLECTION = "collection"  # the images.split of the library's photos
 TRAINING_SPLITS = ("train", "removed")  # images of these splits keep their own tags (an evaluated image may join)
 CHUNK = 1024  # photos decoded, scored and written together
 COMMIT_SECONDS = 60.0  # how often the collection index is saved and the manifest switched during a long run
-# a photo to annotate: its path, (size, mtime_ns), and its new hash and size where its content changed (else None)
-Pending = tuple[Path, tuple[int, int], ImageInfo | None]
 LISTS = {".txt", ".lst", ".list"}  # a file of paths, one a line
 
 
@@ -266,7 +264,7 @@ def annotate_photos(store_root: Path, inputs: Sequence[Path], *, scoring: Scorin
         library.reconcile()
         batch_size = batch_size or library.model.settings.batch_size
         known = _known(store)
-        todo: list[Pending] = []
+        todo: list[tuple[Path, tuple[int, int], bool]] = []  # (path, (size, mtime_ns), content changed)
         touched: list[tuple[int, int, int]] = []  # same content, new mtime: (id, size, mtime_ns)
         errors: dict[str, str] = {}
         with progress.task("looking at the photos", len(paths)) as advance:
@@ -283,11 +281,15 @@ def annotate_photos(store_root: Path, inputs: Sequence[Path], *, scoring: Scorin
                     report.training += 1
                     continue
                 if seen is None:
-                    todo.append((path, facts, None))
+                    todo.append((path, facts, False))
                     continue
                 if seen.state in (None, "missing"):  # an evaluated image, or a photo that is back: same content?
-                    if (info := _probe(path, errors)) is not None:
-                        todo.append((path, facts, info if info.sha256 != seen.sha256 else None))
+                    try:
+                        digest = probe_image(path).sha256
+                    except (OSError, UnreadableImage) as exc:
+                        errors[str(path)] = str(exc)
+                        continue
+                    todo.append((path, facts, digest != seen.sha256))
                     continue
                 same_file = (seen.size, seen.mtime_ns) == facts
                 if same_file and seen.state == "unreadable":
@@ -297,15 +299,18 @@ def annotate_photos(store_root: Path, inputs: Sequence[Path], *, scoring: Scorin
                     report.unchanged += 1
                     continue
                 if not same_file:
-                    if (info := _probe(path, errors)) is None:
+                    try:
+                        digest = probe_image(path).sha256
+                    except (OSError, UnreadableImage) as exc:
+                        errors[str(path)] = str(exc)
                         continue
-                    if info.sha256 == seen.sha256 and seen.model == library.model_tag and seen.state == "annotated":
+                    if digest == seen.sha256 and seen.model == library.model_tag and seen.state == "annotated":
                         touched.append((seen.image_id, *facts))
                         report.unchanged += 1
                         continue
-                    todo.append((path, facts, info if info.sha256 != seen.sha256 else None))
+                    todo.append((path, facts, digest != seen.sha256))
                 else:
-                    todo.append((path, facts, None))  # another model annotated it: features are cached
+                    todo.append((path, facts, False))  # another model annotated it: features are cached
         if touched:
             with store.db.begin() as conn:
                 for image_id, size, mtime in touched:
@@ -330,18 +335,7 @@ def annotate_photos(store_root: Path, inputs: Sequence[Path], *, scoring: Scorin
     return report
 
 
-def _probe(path: Path, errors: dict[str, str]) -> ImageInfo | None:
-    """The file's hash and image size, or None with the reason kept in ``errors``."""
-    try:
-        return probe_image(path)
-    except FileNotFoundError:
-        errors[str(path)] = "no such file"
-    except UnreadableImage as exc:
-        errors[str(path)] = str(exc)
-    return None
-
-
-def _annotate_chunk(library: Library, part: list[Pending], known: dict[str, Known],
+def _annotate_chunk(library: Library, part: list[tuple[Path, tuple[int, int], bool]], known: dict[str, Known],
                     report: AnnotateReport, errors: dict[str, str], batch_size: int, ray: str | None) -> None:
     """One chunk: rows for new photos, features (again where the content changed), annotations and vectors."""
     store = library.store
@@ -352,16 +346,30 @@ def _annotate_chunk(library: Library, part: list[Pending], known: dict[str, Know
     now = datetime.now(UTC).replace(tzinfo=None)
     with store.db.begin() as conn:
         start = next_id(conn, images)
-        for path, facts, content in part:
+        for path, facts, changed in part:
             seen = known.get(str(path))
             if seen is not None:
                 image_id = seen.image_id
-                if content is not None:  # a new content: new hash and size, features extracted again
+                if changed:  # a new content: new hash and size, features extracted again
+                    try:
+                        info = probe_image(path)
+                    except FileNotFoundError:
+                        errors[str(path)] = "no such file"
+                        continue
+                    except UnreadableImage as exc:
+                        errors[str(path)] = str(exc)
+                        continue
                     conn.execute(update(images).where(images.c.id == image_id)
-                                 .values(sha256=content.sha256, width=content.width, height=content.height))
+                                 .values(sha256=info.sha256, width=info.width, height=info.height))
                     force.add(image_id)
             else:
-                if (info := _probe(path, errors)) is None:
+                try:
+                    info = probe_image(path)
+                except FileNotFoundError:
+                    errors[str(path)] = "no such file"
+                    continue
+                except UnreadableImage as exc:
+                    errors[str(path)] = str(exc)
                     continue
                 image_id = start + len(new)
                 new.append({"id": image_id, "path": str(path), "sha256": info.sha256, "width": info.width,

@@ -93,7 +93,7 @@ class Searcher:
         model = self.model
         view = model.settings.text.view
         self.word_vectors()
-        vocabulary = self.view.position
+        vocabulary = {w: i for i, w in enumerate(model.vocabulary)}
         labels = np.zeros((1, len(model.vocabulary)), bool)
         vectors = []
         for word in words:
@@ -166,7 +166,7 @@ class Searcher:
     def expand(self, word: str) -> list[tuple[int, float]]:
         """The vocabulary words a query word stands for, with weights: itself (1), or for a word outside the
         vocabulary its ``EXPAND`` nearest vocabulary words by word vector with cosine >= ``SIMILAR``."""
-        position = self.view.position
+        position = {w: j for j, w in enumerate(self.view.vocabulary)}
         if word in position:
             return [(position[word], 1.0)]
         vector = self.word_vectors().vector(word)
@@ -253,7 +253,7 @@ class Searcher:
     def _filtered(self, rows: NDArray[np.int64], require: Sequence[str], exclude: Sequence[str],
                   folder: Path | None) -> NDArray[np.int64]:
         """The candidate rows that pass the filters: every required tag, no excluded one, under the folder."""
-        position = self.view.position
+        position = {w: j for j, w in enumerate(self.view.vocabulary)}
         for tag in map(normalize_tag, require):
             if tag not in position:
                 return rows[:0]

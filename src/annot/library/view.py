@@ -162,7 +162,6 @@ class PhotoView:
                                                                          else "added"))
                 rows += [(i, w, c, s) for i, found in shown.items() for w, (c, s) in found.items()]
         self.vocabulary = list(model.vocabulary)
-        self.position = {w: j for j, w in enumerate(self.vocabulary)}  # a vocabulary word's position
         self.ids = np.concatenate([training, library])
         order = np.argsort(self.ids, kind="stable")
         self.ids = self.ids[order]
