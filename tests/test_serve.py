@@ -196,7 +196,7 @@ def test_corrections_show_at_once(served: dict[str, object]) -> None:
     nobody = client.post("/v1/corrections", json={"id": 999999, "tag": "sky", "action": "add"})
     assert nobody.status_code == 404
     verb = client.post("/v1/corrections", json={"id": image_id, "tag": "sky", "action": "love"})
-    assert verb.status_code == 400
+    assert verb.status_code == 422 and "confirm" in verb.json()["error"]
 
 
 def test_runs_and_their_words(served: dict[str, object]) -> None:

@@ -33,7 +33,7 @@ from annot.library.corrections import Correction, CorrectReport, record_correcti
 from annot.library.export import ExportReport, export
 from annot.library.query import annotate_files, annotate_uploads
 from annot.library.search import Hit, Searcher
-from annot.library.view import find_photo, photo_record, vocabulary_counts
+from annot.library.view import PhotoTag, find_photo, photo_record, photo_tags, vocabulary_counts
 from annot.methods import Annotation, FitReport, StoreModel, method_class
 from annot.methods.cnnr.train import CNNRConfig, TrainReport, train_cnnr
 from annot.progress import NoProgress, Progress
@@ -205,6 +205,10 @@ class Store:
     def photo(self, image_id: int) -> dict[str, Any]:
         """One photo by its id: path, size, whether a library photo or a training image, and its tags as shown."""
         return photo_record(self.model(), image_id)
+
+    def photo_tags(self, image_ids: Sequence[int]) -> dict[int, list[PhotoTag]]:
+        """The tags shown for each of these photos (one look-up for all): corrections applied, surest first."""
+        return photo_tags(self.model(), [int(i) for i in image_ids])
 
     def thumbnail(self, image_id: int, size: int = 256) -> bytes:
         """A JPEG thumbnail of a photo (by id: a training image or a library photo), turned upright."""

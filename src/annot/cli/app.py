@@ -17,7 +17,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 import annot
-from annot.cli.render import RichProgress, warn
+from annot.cli.render import RichProgress, error_line, warn
 from annot.errors import AnnotError
 from annot.settings import (
     BuildSettings,
@@ -93,8 +93,7 @@ MinConfidenceOpt = Annotated[str | None, typer.Option(
 
 
 def fail(message: str, code: int = 1) -> None:
-
-    warn(f"[bold red]error:[/] {message}")
+    warn(error_line(message))
     raise typer.Exit(code)
 
 

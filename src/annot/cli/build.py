@@ -103,7 +103,7 @@ def index(
     if json_out:
         print_json(report.to_dict())
         return
-    console.print(f"indexed [bold]{report.n_indexed}[/] of {report.n_images} images, {report.n_words} words into "
+    console.print(f"indexed {report.n_indexed} of {report.n_images} images, {report.n_words} words into "
                   f"{report.store} ({report.extracted} features extracted, {report.cached} cached)")
     top = ", ".join(f"{c:.3f}" for c in report.canonical_correlations[:5])
     console.print(f"canonical correlations: {top}, ...  stage seconds: {report.seconds}")

@@ -19,7 +19,7 @@ from annot.cli.app import (
     open_store,
     scoring_settings,
 )
-from annot.cli.render import console, print_json, say, table, warn
+from annot.cli.render import console, error_line, print_json, say, styled, table, warn
 from annot.errors import AnnotError
 from annot.library.corrections import Correction, read_corrections
 from annot.library.search import MODES, Hit
@@ -63,7 +63,7 @@ def annotate(
             warn(f"{len(report.missing):,} photos are gone from their folders and were marked missing "
                  f"(e.g. {report.missing[0]})")
     for path, why in list(report.unreadable.items())[:20]:
-        warn(f"[yellow]skipped[/] {path}: {why}")
+        warn(styled(("skipped", "yellow"), f" {path}: {why}"))
     if len(report.unreadable) > 20:
         warn(f"... and {len(report.unreadable) - 20:,} more unreadable files "
              "(annot sql \"select path, error from images join photo_files on id = image_id where "
@@ -137,17 +137,29 @@ def export_(
     """Write the library's tags where photo managers read them (XMP keywords), or as CSV or JSON Lines.
 
     Only tags at or above --min-confidence are written (confirmed and added ones always). An existing sidecar keeps
-    its other fields and the keywords others wrote; the keywords an earlier export wrote are replaced."""
+    its other fields and the keywords others wrote; the keywords an earlier export wrote are replaced. A
+    write-protected sidecar is left alone (and listed); one that cannot be merged (not XMP, over 16 MiB) is left as
+    it is, listed, and the command exits 1 after writing the others."""
 
-    api = open_store(store)
-    report = api.export(fmt, out=out, naming=naming, min_confidence=min_confidence, training=training,
-                        stream=sys.stdout)
+    with open_store(store) as api:
+        report = api.export(fmt, out=out, naming=naming, min_confidence=min_confidence, training=training,
+                            stream=sys.stdout)
     if json_out and (fmt == "xmp" or out is not None):
         print_json(report.to_dict())
     elif fmt == "xmp" or out is not None:
         where = f"under {out}" if out is not None and fmt == "xmp" else str(out) if out else "beside the photos"
         say(f"wrote {report.tags:,} tags of {report.photos:,} photos ({len(report.written):,} files "
             f"{where}; {report.merged:,} existing sidecars merged)")
+        for path in report.protected[:20]:
+            warn(styled(("left alone", "yellow"), f" {path}: write-protected"))
+        if len(report.protected) > 20:
+            warn(f"... and {len(report.protected) - 20:,} more write-protected sidecars left alone")
+    for path, why in list(report.failed.items())[:20]:
+        warn(error_line(f"{path}: {why}"))
+    if report.failed:
+        if len(report.failed) > 20:
+            warn(error_line(f"... and {len(report.failed) - 20:,} more sidecars left as they were"))
+        raise typer.Exit(1)
 
 
 @app.command()
@@ -183,6 +195,8 @@ def correct(
         print_json(report.to_dict())
         return
     line = f"recorded {report.recorded} corrections of {report.photos} photos"
+    if report.unchanged:
+        line += f" ({report.unchanged} repeated what was already recorded and were not recorded again)"
     if report.kept_only:
         line += "; the store's kernel-CCA model cannot take new training images (they join at the next annot index)"
     else:

@@ -1,4 +1,8 @@
-"""Rich rendering for the CLI: progress bars and result tables (the library itself never prints)."""
+"""Rich rendering for the CLI: progress bars and result tables (the library itself never prints).
+
+Text from data (paths, tags, SQL values, error messages that quote them) is never read as rich markup: both consoles
+have markup off, table cells are plain :class:`rich.text.Text`, and styles are given as styles, not as ``[bold]``.
+"""
 
 from __future__ import annotations
 
@@ -25,8 +29,8 @@ from rich.text import Text
 
 from annot.progress import Advance
 
-console = Console()
-errors = Console(stderr=True)
+console = Console(markup=False, highlight=False)
+errors = Console(stderr=True, markup=False, highlight=False)
 
 
 class LineProgress:
@@ -94,7 +98,7 @@ class RichProgress:
             with self.lines.task(description, total) as advance:
                 yield advance
             return
-        columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
+        columns = [TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
                    _Rate(), TimeElapsedColumn(),
                    TimeRemainingColumn()]
         with Progress(*columns, console=errors, transient=True) as progress:
@@ -102,14 +106,24 @@ class RichProgress:
             yield lambda n: progress.advance(task_id, n)
 
 
-def say(message: str) -> None:
-    """One unwrapped line on stdout."""
-    console.print(message, highlight=False, soft_wrap=True)
+def say(message: str | Text) -> None:
+    """One unwrapped line on stdout, printed as it is (never read as markup)."""
+    console.print(message, soft_wrap=True)
 
 
-def warn(message: str) -> None:
-    """One unwrapped line on stderr, whatever the terminal width."""
-    errors.print(message, highlight=False, soft_wrap=True)
+def warn(message: str | Text) -> None:
+    """One unwrapped line on stderr, whatever the terminal width, printed as it is."""
+    errors.print(message, soft_wrap=True)
+
+
+def error_line(message: str) -> Text:
+    """``error: MESSAGE`` with the label styled and the message as plain text."""
+    return Text.assemble(("error:", "bold red"), " ", message)
+
+
+def styled(*parts: str | tuple[str, str]) -> Text:
+    """A line of plain text parts, some with a style: ``styled((path, "bold"), ": ", tags)``."""
+    return Text.assemble(*parts)
 
 
 def print_json(data: Any) -> None:
@@ -118,9 +132,10 @@ def print_json(data: Any) -> None:
 
 
 def table(title: str | None, columns: list[str], rows: list[list[Any]]) -> Table:
-    t = Table(title=title, show_header=True, header_style="bold")
+    """A table whose title, headers and cells are plain text (a SQL value or a path is shown as it is)."""
+    t = Table(title=None if title is None else Text(title), show_header=True, header_style="bold")
     for c in columns:
-        t.add_column(c)
+        t.add_column(Text(str(c)))
     for r in rows:
-        t.add_row(*["" if v is None else str(v) for v in r])
+        t.add_row(*[Text("" if v is None else str(v)) for v in r])
     return t

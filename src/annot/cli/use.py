@@ -24,7 +24,7 @@ from annot.cli.app import (
     open_store,
     scoring_settings,
 )
-from annot.cli.render import RichProgress, console, print_json, say, table, warn
+from annot.cli.render import RichProgress, console, error_line, print_json, say, styled, table, warn
 from annot.library.query import expand_inputs, iter_annotations
 from annot.methods import TagScore
 
@@ -65,7 +65,7 @@ def query(
             results.extend(a.to_dict(explain) for a in batch)
             continue
         for a in batch:
-            say(f"[bold]{a.image}[/]: " + "  ".join(_shown(t) for t in a.tags))
+            say(styled((str(a.image), "bold"), ": " + "  ".join(_shown(t) for t in a.tags)))
             if explain:
                 for t in a.tags:
                     voters = ", ".join(f"{Path(v.path).name} (D={v.distance:.3f}, w={v.weight:.3g})" for v in t.evidence[:8])
@@ -75,7 +75,7 @@ def query(
     if json_out:
         print_json({"annotations": results, "failed": failed})
     for path, why in failed.items():
-        warn(f"[bold red]error:[/] {path}: {why}")
+        warn(error_line(f"{path}: {why}"))
     if failed:
         raise typer.Exit(1)
 

@@ -65,6 +65,8 @@ def read_only_sql(store_root: Path, sql: str, timeout: float | None = None) -> t
 
     if timeout is not None and not timeout > 0:
         raise SettingsError("timeout", f"must be a number of seconds > 0, got {timeout}")
+    if not sql.strip().strip(";").strip():
+        raise AnnotError("no SQL statement given (e.g. \"SELECT word FROM tags\")")
     with StoreDir.open(store_root) as store:
         path = store.path(DATABASE)
         if not path.is_file():
@@ -82,9 +84,10 @@ def read_only_sql(store_root: Path, sql: str, timeout: float | None = None) -> t
         def run() -> None:  # in a thread, so that the main thread stays free to hear Ctrl-C and the clock
             try:
                 cursor = conn.execute(sql)
-                columns = [d[0] for d in cursor.description] if cursor.description else []
+                description = getattr(cursor, "description", None)
+                columns = [str(d[0]) for d in description] if description else []
                 outcome["rows"] = (columns, [tuple(r) for r in cursor.fetchall()] if columns else [])
-            except duckdb.Error as exc:
+            except (duckdb.Error, ValueError, TypeError) as exc:  # the driver's own complaints too
                 outcome["error"] = exc
 
         interrupted: list[int] = []

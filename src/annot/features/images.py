@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
+import stat
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -22,6 +23,8 @@ from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 import numpy as np
 from numpy.typing import NDArray
+
+from annot.inputs import file_kind
 
 if TYPE_CHECKING:
     import torch
@@ -32,6 +35,7 @@ if TYPE_CHECKING:
 # a decoding process runs ahead of the network only with this many cores: with two, the network's threads use both and
 # a process beside them saves nothing (BENCHMARKS.md, "Speed": 122.7 images/s decoding in line, 79.3 beside it)
 DECODER_MIN_CORES = 3
+MAX_FILE_BYTES = 4 << 30  # an image file over 4 GiB is refused before it is read (the pixel limit comes later)
 UPRIGHT_SUFFIX = "-exif"  # on a feature cache key: its images were turned upright by their EXIF orientation
 
 
@@ -67,13 +71,32 @@ def _register_heif() -> None:
 Source = Path | BinaryIO  # an image file, or its bytes (an upload)
 
 
+def image_file(path: Path) -> os.stat_result:
+    """The status of an image file (links followed); ``FileNotFoundError``, or :class:`UnreadableImage` for what
+    must not be read as one: a named pipe or a device (reading would block or never end), a directory, a file over
+    :data:`MAX_FILE_BYTES`, a symlink loop."""
+    try:
+        status = Path(path).stat()
+    except FileNotFoundError:
+        raise
+    except (OSError, RuntimeError) as exc:
+        raise UnreadableImage(f"cannot read the file ({getattr(exc, 'strerror', None) or exc})") from None
+    if not stat.S_ISREG(status.st_mode):
+        raise UnreadableImage(f"not a regular file ({file_kind(status.st_mode)}); not read")
+    if status.st_size > MAX_FILE_BYTES:
+        raise UnreadableImage(f"{status.st_size:,} bytes, over the {MAX_FILE_BYTES:,} an image file may have")
+    return status
+
+
 def open_image(path: Source, max_pixels: int | None = None) -> PILImage.Image:
     """Open an image file (or stream) with PIL; :class:`UnreadableImage` (with a one-line reason) for anything PIL
-    cannot open, a symlink loop, or more pixels than ``max_pixels`` (default ``Image.MAX_IMAGE_PIXELS``), checked on
-    the header before anything is decoded."""
+    cannot open, a file that is not a regular one (:func:`image_file`), or more pixels than ``max_pixels`` (default
+    ``Image.MAX_IMAGE_PIXELS``), checked on the header before anything is decoded."""
     from PIL import Image
 
     _register_heif()
+    if isinstance(path, Path):
+        image_file(path)
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
@@ -95,18 +118,24 @@ def open_image(path: Source, max_pixels: int | None = None) -> PILImage.Image:
 def probe_image(path: Path) -> ImageInfo:
     """Hash a file and read its image header (size as shown: after its EXIF orientation); raises
     ``FileNotFoundError`` or :class:`UnreadableImage`."""
-    try:
-        data = Path(path).read_bytes()
-    except FileNotFoundError:
-        raise
-    except OSError as exc:
-        raise UnreadableImage(f"cannot read the file ({exc.strerror or exc})") from None
-    digest = hashlib.sha256(data).hexdigest()
+    digest = content_hash(Path(path))
     with open_image(path) as image:
         width, height = image.size
         if _orientation(image) in (5, 6, 7, 8):  # turned a quarter: shown the other way round
             width, height = height, width
     return ImageInfo(digest, int(width), int(height))
+
+
+def content_hash(path: Path) -> str:
+    """The SHA-256 of an image file's bytes, read in blocks (a regular file only: :func:`image_file`)."""
+    image_file(path)
+    try:
+        with open(path, "rb") as fh:
+            return hashlib.file_digest(fh, "sha256").hexdigest()
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise UnreadableImage(f"cannot read the file ({exc.strerror or exc})") from None
 
 
 def _orientation(image: PILImage.Image) -> int:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from annot.errors import CorpusError
+from annot.inputs import read_text
 
 _SPACES = re.compile(r"\s+")
 
@@ -55,16 +56,7 @@ class Corpus:
 
 
 def _read_text(path: Path, what: str) -> str:
-    if path.is_dir():
-        raise CorpusError(f"{path}: is a directory, not a {what} file")
-    if not path.is_file():
-        raise CorpusError(f"{path}: no such file")
-    try:
-        return path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise CorpusError(f"{path}: not UTF-8 text (byte {exc.start})") from exc
-    except OSError as exc:
-        raise CorpusError(f"{path}: cannot read the {what} ({exc.strerror or exc})") from exc
+    return read_text(path, what)
 
 
 def read_vocabulary(path: Path) -> tuple[str, ...]:

@@ -22,15 +22,16 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from numpy.typing import NDArray
 from sqlalchemy import select, update
 
 from annot.errors import AnnotError, CorpusError
-from annot.features.images import UnreadableImage, probe_image
+from annot.features.images import UnreadableImage, content_hash, probe_image
 from annot.indexer.distributed import connect, extract_with_ray
+from annot.inputs import read_text
 from annot.library.query import IMAGE_SUFFIXES, image_files
 from annot.methods import StoreModel
 from annot.methods.cnnr.method import CNNRMethod
@@ -73,13 +74,31 @@ class AnnotateReport:
                 "photos_per_second": round(rate, 1)}
 
 
+class FileFacts(NamedTuple):
+    """What a file's status says of it without reading it: a photo whose facts are all unchanged is not read."""
+
+    size: int
+    mtime_ns: int
+    inode: int | None
+    ctime_ns: int | None
+
+    @classmethod
+    def of(cls, status: os.stat_result) -> FileFacts:
+        return cls(status.st_size, status.st_mtime_ns, status.st_ino, status.st_ctime_ns)
+
+    def row(self) -> dict[str, int | None]:
+        return {"size": self.size, "mtime_ns": self.mtime_ns, "inode": self.inode, "ctime_ns": self.ctime_ns}
+
+
+NO_FACTS = FileFacts(0, 0, None, None)
+
+
 @dataclass(frozen=True)
 class Known:
     image_id: int
     split: str
     sha256: str
-    size: int | None
-    mtime_ns: int | None
+    facts: FileFacts | None
     state: str | None
     model: str | None
 
@@ -98,10 +117,7 @@ def photo_paths(inputs: Sequence[Path]) -> tuple[list[Path], list[Path], list[Pa
             paths.update((_absolute(p), None) for p in found)
         elif item.is_file() and item.suffix.lower() in LISTS:
             lists.append(item.resolve())
-            try:
-                lines = item.read_text(encoding="utf-8-sig").splitlines()
-            except (OSError, UnicodeDecodeError) as exc:
-                raise CorpusError(f"{item}: cannot read the list of photos ({exc})") from exc
+            lines = read_text(item, "list of photos").splitlines()
             base = item.resolve().parent
             paths.update((_absolute(base / line.strip()), None) for line in lines if line.strip())
         elif item.exists() or item.is_symlink():
@@ -121,9 +137,11 @@ def _absolute(path: Path) -> Path:
 def _known(store: StoreDir) -> dict[str, Known]:
     with store.db.connect() as conn:
         query = (select(images.c.path, images.c.id, images.c.split, images.c.sha256, photo_files.c.size,
-                        photo_files.c.mtime_ns, photo_files.c.state, photo_files.c.model)
+                        photo_files.c.mtime_ns, photo_files.c.inode, photo_files.c.ctime_ns, photo_files.c.state,
+                        photo_files.c.model)
                  .select_from(images.outerjoin(photo_files, photo_files.c.image_id == images.c.id)))
-        return {p: Known(int(i), s, h, z, m, st, mo) for p, i, s, h, z, m, st, mo in conn.execute(query)}
+        return {p: Known(int(i), s, h, None if z is None else FileFacts(z, m, ino, ct), st, mo)
+                for p, i, s, h, z, m, ino, ct, st, mo in conn.execute(query)}
 
 
 class Library:
@@ -209,7 +227,7 @@ class Library:
             self.put(part, self.vectors(self.cache.load(part)))
 
     # -- writing photos -----------------------------------------------------------------------------------------
-    def write(self, ids: list[int], X: NDArray[np.float32], stats: dict[int, tuple[int, int]]) -> None:
+    def write(self, ids: list[int], X: NDArray[np.float32], stats: dict[int, FileFacts]) -> None:
         """Score photos whose features are ``X`` and write their annotations, file facts and vectors."""
         predictions = self.model.predict(X, self.scoring)
         now = datetime.now(UTC).replace(tzinfo=None)
@@ -220,8 +238,8 @@ class Library:
         with self.store.db.begin() as conn:
             conn.execute(photo_annotations.delete().where(photo_annotations.c.image_id.in_(ids)))
             insert_rows(conn, photo_annotations, rows)
-            self._files(conn, [{"image_id": i, "size": stats[i][0], "mtime_ns": stats[i][1], "state": "annotated",
-                                "error": None, "annotated_at": now, "model": self.model_tag} for i in ids])
+            self._files(conn, [{"image_id": i, **stats[i].row(), "state": "annotated", "error": None,
+                                "annotated_at": now, "model": self.model_tag} for i in ids])
         self.put(np.asarray(ids, np.int64), self.vectors(X))
 
     def _files(self, conn: Any, rows: list[dict[str, Any]]) -> None:
@@ -231,16 +249,15 @@ class Library:
         insert_rows(conn, photo_files, rows)
 
     def mark(self, conn: Any, ids: list[int], state: str, errors: dict[int, str] | None = None,
-             stats: dict[int, tuple[int, int]] | None = None) -> None:
+             stats: dict[int, FileFacts] | None = None) -> None:
         """Photos that could not be read, or vanished: kept with their state, out of the index."""
         if not ids:
             return
-        known = {i: (z, m) for i, z, m in conn.execute(select(photo_files.c.image_id, photo_files.c.size,
-                                                              photo_files.c.mtime_ns)
-                                                       .where(photo_files.c.image_id.in_(ids)))}
+        known = {int(i): FileFacts(z or 0, m or 0, ino, ct) for i, z, m, ino, ct in conn.execute(
+            select(photo_files.c.image_id, photo_files.c.size, photo_files.c.mtime_ns, photo_files.c.inode,
+                   photo_files.c.ctime_ns).where(photo_files.c.image_id.in_(ids)))}
         stats = stats or {}
-        self._files(conn, [{"image_id": i, "size": stats.get(i, known.get(i, (0, 0)))[0] or 0,
-                            "mtime_ns": stats.get(i, known.get(i, (0, 0)))[1] or 0, "state": state,
+        self._files(conn, [{"image_id": i, **stats.get(i, known.get(i, NO_FACTS)).row(), "state": state,
                             "error": (errors or {}).get(i), "annotated_at": None, "model": None} for i in ids])
         self.drop(ids)
 
@@ -248,6 +265,60 @@ class Library:
 def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
     for lo in range(0, len(items), size):
         yield items[lo : lo + size]
+
+
+@dataclass
+class Scan:
+    """What a run finds before it annotates anything: the photos to annotate (new, changed, or tagged by another
+    model: ``(path, facts, content changed)``), the unchanged ones whose file facts moved (``touched``), and the
+    files that cannot be read."""
+
+    todo: list[tuple[Path, FileFacts, bool]] = field(default_factory=list)
+    touched: list[tuple[int, FileFacts]] = field(default_factory=list)
+    errors: dict[str, str] = field(default_factory=dict)
+    unchanged: int = 0
+    training: int = 0
+
+
+def scan_photos(paths: Sequence[Path], known: dict[str, Known], model_tag: str, progress: Progress) -> Scan:
+    """Sort the given photos by what a run must do with them, reading as little as it can.
+
+    A photo is unchanged when its size, modification time, inode and change time are what was recorded: nothing is
+    read. When only the inode or change time moved (the file was replaced, restored, or its time set back with
+    ``touch -r``), its content is hashed, so a different photo with the same size and time is never taken for the
+    old one."""
+    scan = Scan()
+    with progress.task("looking at the photos", len(paths)) as advance:
+        for path in paths:
+            advance(1)
+            try:
+                facts = FileFacts.of(path.stat())
+            except (OSError, RuntimeError) as exc:
+                scan.errors[str(path)] = f"cannot read the file ({getattr(exc, 'strerror', None) or exc})"
+                continue
+            seen = known.get(str(path))
+            if seen is not None and seen.state is None and seen.split in TRAINING_SPLITS:  # a training image
+                scan.training += 1
+            elif seen is None:
+                scan.todo.append((path, facts, False))
+            elif seen.facts == facts and seen.state == "unreadable":
+                scan.errors[str(path)] = "unreadable before, and unchanged since"
+            elif seen.facts == facts and seen.model == model_tag:
+                scan.unchanged += 1
+            elif seen.facts == facts and seen.state == "annotated":
+                scan.todo.append((path, facts, False))  # another model annotated it: features are cached
+            else:  # an evaluated image, a photo that is back, or one whose file facts moved: same content?
+                try:
+                    digest = content_hash(path)
+                except (OSError, UnreadableImage) as exc:
+                    scan.errors[str(path)] = str(exc)
+                    continue
+                if digest == seen.sha256 and seen.model == model_tag and seen.state == "annotated":
+                    scan.touched.append((seen.image_id, facts))
+                    scan.unchanged += 1
+                else:
+                    scan.todo.append((path, facts, digest != seen.sha256))
+    return scan
 
 
 def annotate_photos(store_root: Path, inputs: Sequence[Path], *, scoring: ScoringSettings | None = None,
@@ -264,58 +335,13 @@ def annotate_photos(store_root: Path, inputs: Sequence[Path], *, scoring: Scorin
         library.reconcile()
         batch_size = batch_size or library.model.settings.batch_size
         known = _known(store)
-        todo: list[tuple[Path, tuple[int, int], bool]] = []  # (path, (size, mtime_ns), content changed)
-        touched: list[tuple[int, int, int]] = []  # same content, new mtime: (id, size, mtime_ns)
-        errors: dict[str, str] = {}
-        with progress.task("looking at the photos", len(paths)) as advance:
-            for path in paths:
-                advance(1)
-                try:
-                    stat = path.stat()
-                except OSError as exc:
-                    errors[str(path)] = f"cannot read the file ({exc.strerror or exc})"
-                    continue
-                facts = (stat.st_size, stat.st_mtime_ns)
-                seen = known.get(str(path))
-                if seen is not None and seen.state is None and seen.split in TRAINING_SPLITS:  # a training image
-                    report.training += 1
-                    continue
-                if seen is None:
-                    todo.append((path, facts, False))
-                    continue
-                if seen.state in (None, "missing"):  # an evaluated image, or a photo that is back: same content?
-                    try:
-                        digest = probe_image(path).sha256
-                    except (OSError, UnreadableImage) as exc:
-                        errors[str(path)] = str(exc)
-                        continue
-                    todo.append((path, facts, digest != seen.sha256))
-                    continue
-                same_file = (seen.size, seen.mtime_ns) == facts
-                if same_file and seen.state == "unreadable":
-                    errors[str(path)] = "unreadable before, and unchanged since"
-                    continue
-                if same_file and seen.model == library.model_tag:
-                    report.unchanged += 1
-                    continue
-                if not same_file:
-                    try:
-                        digest = probe_image(path).sha256
-                    except (OSError, UnreadableImage) as exc:
-                        errors[str(path)] = str(exc)
-                        continue
-                    if digest == seen.sha256 and seen.model == library.model_tag and seen.state == "annotated":
-                        touched.append((seen.image_id, *facts))
-                        report.unchanged += 1
-                        continue
-                    todo.append((path, facts, digest != seen.sha256))
-                else:
-                    todo.append((path, facts, False))  # another model annotated it: features are cached
-        if touched:
+        scan = scan_photos(paths, known, library.model_tag, progress)
+        report.unchanged, report.training, errors = scan.unchanged, scan.training, scan.errors
+        if scan.touched:
             with store.db.begin() as conn:
-                for image_id, size, mtime in touched:
-                    conn.execute(update(photo_files).where(photo_files.c.image_id == image_id)
-                                 .values(size=size, mtime_ns=mtime))
+                for image_id, facts in scan.touched:
+                    conn.execute(update(photo_files).where(photo_files.c.image_id == image_id).values(**facts.row()))
+        todo = scan.todo
         last_commit = time.monotonic()
         with progress.task("annotating photos", len(todo)) as advance:
             for part in _chunks(todo, chunk):
@@ -335,14 +361,14 @@ def annotate_photos(store_root: Path, inputs: Sequence[Path], *, scoring: Scorin
     return report
 
 
-def _annotate_chunk(library: Library, part: list[tuple[Path, tuple[int, int], bool]], known: dict[str, Known],
+def _annotate_chunk(library: Library, part: list[tuple[Path, FileFacts, bool]], known: dict[str, Known],
                     report: AnnotateReport, errors: dict[str, str], batch_size: int, ray: str | None) -> None:
     """One chunk: rows for new photos, features (again where the content changed), annotations and vectors."""
     store = library.store
     new: list[dict[str, Any]] = []
     ids: dict[Path, int] = {}
     force: set[int] = set()
-    stats: dict[int, tuple[int, int]] = {}
+    stats: dict[int, FileFacts] = {}
     now = datetime.now(UTC).replace(tzinfo=None)
     with store.db.begin() as conn:
         start = next_id(conn, images)
@@ -374,7 +400,7 @@ def _annotate_chunk(library: Library, part: list[tuple[Path, tuple[int, int], bo
                 image_id = start + len(new)
                 new.append({"id": image_id, "path": str(path), "sha256": info.sha256, "width": info.width,
                             "height": info.height, "split": COLLECTION, "added_at": now})
-                known[str(path)] = Known(image_id, COLLECTION, info.sha256, None, None, None, None)
+                known[str(path)] = Known(image_id, COLLECTION, info.sha256, None, None, None)
             ids[path] = image_id
             stats[image_id] = facts
         insert_rows(conn, images, new)
@@ -399,8 +425,7 @@ def _annotate_chunk(library: Library, part: list[tuple[Path, tuple[int, int], bo
                 report.reannotated += 1
             else:
                 report.annotated += 1
-            known[str(p)] = replace(known[str(p)], state="annotated", model=library.model_tag, size=stats[i][0],
-                                    mtime_ns=stats[i][1])
+            known[str(p)] = replace(known[str(p)], state="annotated", model=library.model_tag, facts=stats[i])
 
 
 def _vanished(library: Library, known: dict[str, Known], seen: set[str], folders: list[Path],
@@ -423,7 +448,7 @@ def _record_unreadable(library: Library, known: dict[str, Known], errors: dict[s
     now = datetime.now(UTC).replace(tzinfo=None)
     rows: list[dict[str, Any]] = []
     marked: dict[int, str] = {}
-    facts: dict[int, tuple[int, int]] = {}
+    facts: dict[int, FileFacts] = {}
     with library.store.db.begin() as conn:
         start = next_id(conn, images)
         for path, why in errors.items():
@@ -438,10 +463,9 @@ def _record_unreadable(library: Library, known: dict[str, Known], errors: dict[s
                 image_id = seen.image_id
             marked[image_id] = why
             try:
-                stat = Path(path).stat()
-                facts[image_id] = (stat.st_size, stat.st_mtime_ns)
-            except OSError:
-                facts[image_id] = (0, 0)
+                facts[image_id] = FileFacts.of(Path(path).stat())
+            except (OSError, RuntimeError):
+                facts[image_id] = NO_FACTS
         insert_rows(conn, images, rows)
         library.mark(conn, list(marked), "unreadable", marked, facts)
 

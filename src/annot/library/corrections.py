@@ -13,6 +13,11 @@ at the next ``annot index`` of a corpus exported with ``annot export --training`
 
 All corrections of one call are checked before anything is written (an unknown photo or tag stops them all), then
 written in one transaction; the training index follows, and a rerun of any ``correct`` finishes a killed one.
+
+A correction that repeats what the photo's tag already is (the last correction of that tag had the same action) is
+not a new event: it is counted as ``unchanged`` and not recorded again. So running a batch twice records it once,
+and a batch that was killed is resumed exactly once: the writer's working copy of the database keeps what the killed
+run wrote, and the rerun finds those corrections recorded and finishes the rest (the training index, publishing).
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from annot.errors import AnnotError, CorpusError
 from annot.indexer.corpus import normalize_tag
 from annot.indexer.grow import sync_training
 from annot.indexer.importer import TRAIN
+from annot.inputs import read_text
 from annot.progress import Progress
 from annot.schema import corrections, image_tags, images, photo_files, tags
 from annot.schema.database import insert_rows, next_id
@@ -38,6 +44,7 @@ from annot.settings import ProjectionKind
 from annot.store import StoreDir
 
 ACTIONS = ("confirm", "reject", "add")
+CORRECTIONS_LIMIT = 64 << 20  # a corrections file over 64 MiB is not one (about a million corrections)
 
 
 @dataclass(frozen=True)
@@ -55,7 +62,8 @@ class Correction:
 
 @dataclass
 class CorrectReport:
-    recorded: int = 0
+    recorded: int = 0  # new corrections
+    unchanged: int = 0  # corrections that repeated what was already recorded (not recorded again)
     photos: int = 0
     joined_training: int = 0  # photos whose vouched tags entered (or changed in) the training index
     left_training: int = 0  # photos left with no vouched tag, out of the training index
@@ -63,17 +71,14 @@ class CorrectReport:
     indexed: int = 0
 
     def to_dict(self) -> dict[str, Any]:
-        return {"recorded": self.recorded, "photos": self.photos, "joined_training": self.joined_training,
+        return {"recorded": self.recorded, "unchanged": self.unchanged, "photos": self.photos, "joined_training": self.joined_training,
                 "left_training": self.left_training, "kept_only": self.kept_only, "indexed": self.indexed}
 
 
 def read_corrections(path: Path) -> list[Correction]:
     """Corrections from a JSON Lines file: ``{"image": PATH or "id": N, "tag": T, "action": A}`` or
     ``{"image": PATH, "confirm": [...], "reject": [...], "add": [...]}`` per line."""
-    try:
-        lines = path.read_text(encoding="utf-8-sig").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise CorpusError(f"{path}: cannot read the corrections ({exc})") from exc
+    lines = read_text(path, "corrections", CORRECTIONS_LIMIT).splitlines()
     out: list[Correction] = []
     for number, line in enumerate(lines, 1):
         if not line.strip():
@@ -136,6 +141,24 @@ def _resolve(conn: Connection, items: Sequence[Correction], store: Path) -> list
     return resolved
 
 
+def new_events(conn: Connection, resolved: Sequence[tuple[int, int, str]]) -> list[tuple[int, int, str]]:
+    """The corrections that change something, in order: each one whose action differs from the last recorded (or
+    earlier in ``resolved``) action on the same photo and tag."""
+    photos = sorted({i for i, _, _ in resolved})
+    last: dict[tuple[int, int], str] = {}
+    for lo in range(0, len(photos), 5000):
+        for image_id, tag_id, action in conn.execute(
+                select(corrections.c.image_id, corrections.c.tag_id, corrections.c.action)
+                .where(corrections.c.image_id.in_(photos[lo : lo + 5000])).order_by(corrections.c.id)):
+            last[(int(image_id), int(tag_id))] = str(action)
+    out = []
+    for image_id, tag_id, action in resolved:
+        if last.get((image_id, tag_id)) != action:
+            out.append((image_id, tag_id, action))
+            last[(image_id, tag_id)] = action
+    return out
+
+
 def vouched(conn: Connection, image_ids: Sequence[int]) -> dict[int, set[int]]:
     """The tags someone vouched for on each library photo: confirmed or added, less rejected (the last word wins)."""
     out: dict[int, dict[int, bool]] = {int(i): {} for i in image_ids}
@@ -156,8 +179,9 @@ def record_corrections(store_root: Path, items: Iterable[Correction], *, source:
     try:
         now = datetime.now(UTC).replace(tzinfo=None)
         with store.db.begin() as conn:
-            resolved = _resolve(conn, items, store.root)
-            photo_ids = sorted({i for i, _, _ in resolved})
+            checked = _resolve(conn, items, store.root)
+            resolved = new_events(conn, checked)
+            photo_ids = sorted({i for i, _, _ in checked})
             library = {int(i) for (i,) in conn.execute(select(photo_files.c.image_id)
                                                        .where(photo_files.c.image_id.in_(photo_ids)))}
             split = dict(conn.execute(select(images.c.id, images.c.split).where(images.c.id.in_(photo_ids))).all())
@@ -172,12 +196,15 @@ def record_corrections(store_root: Path, items: Iterable[Correction], *, source:
                                                        image_tags.c.tag_id == tag_id))
                 if action != "reject":
                     insert_rows(conn, image_tags, [{"image_id": image_id, "tag_id": tag_id}])
-            for image_id, tag_ids in vouched(conn, sorted(library)).items():  # a library photo's vouched tags
-                conn.execute(image_tags.delete().where(image_tags.c.image_id == image_id))
-                insert_rows(conn, image_tags, [{"image_id": image_id, "tag_id": t} for t in sorted(tag_ids)])
-                if tag_ids:
-                    conn.execute(update(images).where(images.c.id == image_id).values(split=TRAIN))
-        report = CorrectReport(recorded=len(resolved), photos=len(photo_ids))
+            kept = vouched(conn, sorted(library))  # a library photo's tags as training truth: its vouched ones
+            if kept:
+                conn.execute(image_tags.delete().where(image_tags.c.image_id.in_(list(kept))))
+                insert_rows(conn, image_tags, [{"image_id": i, "tag_id": t} for i, found in kept.items()
+                                               for t in sorted(found)])
+                joining = [i for i, found in kept.items() if found]
+                if joining:
+                    conn.execute(update(images).where(images.c.id.in_(joining)).values(split=TRAIN))
+        report = CorrectReport(recorded=len(resolved), unchanged=len(checked) - len(resolved), photos=len(photo_ids))
         if store.manifest().settings.projection.kind is not ProjectionKind.LINEAR:
             report.kept_only = True
             store.publish()

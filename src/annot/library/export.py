@@ -8,6 +8,13 @@ an earlier export of annot added (named in its ``annot:Added``) are replaced by 
 photo, or under ``out`` mirroring the photos' folders, named ``photo.jpg.xmp`` (``full``, as digiKam and darktable
 name them) or ``photo.xmp`` (``stem``, as Lightroom does). Only tags at or above a confidence cut are written; a
 confirmed or added tag always is.
+
+The person's files stay theirs: a write-protected sidecar (no write permission, or in a folder annot may not write
+to) is left alone and reported; a rewritten one keeps its permissions; a sidecar over :data:`MAX_SIDECAR_BYTES`, one
+that is not a regular file, or one that is not XMP is left as it is and reported (the export goes on with the other
+photos, and the command exits non-zero). Sidecars are parsed with ``defusedxml`` (no DTD, no entities: nothing
+outside the file is read and nothing expands). Temporary files a killed export left beside sidecars are removed by
+the next export that writes into that folder.
 """
 
 from __future__ import annotations
@@ -16,21 +23,26 @@ import csv
 import io
 import json
 import os
+import stat
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from defusedxml import DefusedXmlException
+from defusedxml.ElementTree import fromstring as parse_xml
 from sqlalchemy import select
 
 from annot.errors import AnnotError
+from annot.inputs import file_kind
 from annot.library.view import PhotoTag, photo_tags
 from annot.methods import StoreModel
 from annot.schema import images, photo_files
-from annot.store import atomic_write
+from annot.store import TEMPORARY, atomic_write
 
 FORMATS = ("xmp", "csv", "jsonl")
+MAX_SIDECAR_BYTES = 16 << 20  # an XMP sidecar over 16 MiB is not merged (real ones hold kilobytes)
 NAMINGS = ("full", "stem")
 NS = {
     "x": "adobe:ns:meta/",
@@ -60,15 +72,18 @@ def q(prefix: str, name: str) -> str:
     return f"{{{NS[prefix]}}}{name}"
 
 
-@dataclass(frozen=True)
+@dataclass
 class ExportReport:
     photos: int
     tags: int
     written: list[str]
     merged: int  # sidecars that existed and were merged
+    protected: list[str] = field(default_factory=list)  # write-protected sidecars, left alone
+    failed: dict[str, str] = field(default_factory=dict)  # sidecars that could not be merged, and why
 
     def to_dict(self) -> dict[str, object]:
-        return {"photos": self.photos, "tags": self.tags, "files": len(self.written), "merged": self.merged}
+        return {"photos": self.photos, "tags": self.tags, "files": len(self.written), "merged": self.merged,
+                "protected": self.protected, "failed": self.failed}
 
 
 def exported_tags(model: StoreModel, min_confidence: float | None, training: bool = False,
@@ -118,9 +133,11 @@ def merged_xmp(existing: bytes | None, tags: Sequence[PhotoTag]) -> bytes:
     """The sidecar with ``tags``: a new one, or ``existing`` with its keywords merged and everything else kept."""
     if existing:
         try:
-            root = ET.fromstring(existing)
+            root = parse_xml(existing, forbid_dtd=True)
         except ET.ParseError as exc:
             raise ValueError(f"not an XMP sidecar annot can merge ({exc})") from None
+        except DefusedXmlException as exc:
+            raise ValueError(f"not merged: it declares a DTD or entities ({type(exc).__name__})") from None
         if root.tag == q("rdf", "RDF"):  # a bare RDF packet: wrap it
             meta = ET.Element(q("x", "xmpmeta"))
             meta.append(root)
@@ -197,27 +214,81 @@ def export(model: StoreModel, fmt: str, *, out: Path | None = None, naming: str 
         _write(out, buffer.getvalue().encode())
         return ExportReport(len(photos), n_tags, [str(out)], 0)
     root = Path(os.path.commonpath([str(Path(p).parent) for p, _ in photos])) if photos and out is not None else None
-    written, merged = [], 0
+    report = ExportReport(len(photos), n_tags, [], 0)
+    cleaned: set[Path] = set()
     for path, found in photos:
         target = sidecar_path(Path(path), naming, out, root)
-        existing = None
-        if target.is_file():
-            try:
-                existing = target.read_bytes()
-            except OSError as exc:
-                raise AnnotError(f"{target}: cannot read the sidecar to merge it ({exc.strerror or exc})") from exc
-        try:
-            payload = merged_xmp(existing, found)
-        except ValueError as exc:
-            raise AnnotError(f"{target}: {exc}; left as it is") from None
-        merged += existing is not None
-        _write(target, payload)
-        written.append(str(target))
-    return ExportReport(len(photos), n_tags, written, merged)
+        if target.parent not in cleaned:
+            cleaned.add(target.parent)
+            remove_temporaries(target.parent)
+        _export_sidecar(target, found, report)
+    return report
 
 
-def _write(path: Path, payload: bytes) -> None:
+def _export_sidecar(target: Path, tags: Sequence[PhotoTag], report: ExportReport) -> None:
+    """Write or merge one sidecar; a protected or unusable one is recorded in ``report`` and left as it is."""
     try:
-        atomic_write(path, lambda fh: fh.write(payload))
+        status = target.stat()
+    except (FileNotFoundError, NotADirectoryError):  # a new sidecar (its folder may not be writable: said below)
+        status = None
+    except OSError as exc:
+        report.failed[str(target)] = f"cannot read the sidecar ({exc.strerror or exc})"
+        return
+    if status is not None:
+        why = _unmergeable(status)
+        if why is not None:
+            report.failed[str(target)] = why
+            return
+    if protected(target, status):
+        report.protected.append(str(target))
+        return
+    existing = None
+    if status is not None:
+        try:
+            existing = target.read_bytes()
+        except OSError as exc:
+            report.failed[str(target)] = f"cannot read the sidecar ({exc.strerror or exc})"
+            return
+    try:
+        payload = merged_xmp(existing, tags)
+    except ValueError as exc:
+        report.failed[str(target)] = str(exc)
+        return
+    _write(target, payload, None if status is None else stat.S_IMODE(status.st_mode))
+    report.written.append(str(target))
+    report.merged += existing is not None
+
+
+def _unmergeable(status: os.stat_result) -> str | None:
+    if not stat.S_ISREG(status.st_mode):
+        return f"{file_kind(status.st_mode)}, not a sidecar; left as it is"
+    if status.st_size > MAX_SIDECAR_BYTES:
+        return f"{status.st_size:,} bytes, over the {MAX_SIDECAR_BYTES:,} annot merges; left as it is"
+    return None
+
+
+def protected(target: Path, status: os.stat_result | None) -> bool:
+    """Whether the person protected a sidecar from changes: no write permission on it for anyone (as a file
+    manager's "read-only"; root is not exempt), or a folder annot cannot write into."""
+    if status is not None and not status.st_mode & 0o222:
+        return True
+    folder = target.parent
+    while not folder.exists() and folder != folder.parent:  # a folder --out will create: its first existing parent
+        folder = folder.parent
+    return folder.is_dir() and not os.access(folder, os.W_OK | os.X_OK)
+
+
+def remove_temporaries(folder: Path) -> None:
+    """Remove the temporary files a killed export left beside its sidecars (``.NAME.xmp.XXXX.tmp``)."""
+    try:
+        for stale in folder.glob(TEMPORARY.format(name="*.xmp")):
+            stale.unlink(missing_ok=True)
+    except OSError:  # a folder that cannot be listed: nothing to clean there
+        return
+
+
+def _write(path: Path, payload: bytes, mode: int | None = None) -> None:
+    try:
+        atomic_write(path, lambda fh: fh.write(payload), mode)
     except OSError as exc:
         raise AnnotError(f"{path}: cannot write there ({exc.strerror or exc})") from exc

@@ -4,7 +4,19 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from sqlalchemy import BigInteger, Column, Connection, DateTime, Float, Index, Integer, MetaData, String, Table, Text
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Connection,
+    DateTime,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
 
 metadata = MetaData()
 
@@ -92,6 +104,8 @@ photo_files = Table(
     Column("error", Text),
     Column("annotated_at", DateTime),
     Column("model", String),  # the projection the annotations were made with (its file name)
+    Column("inode", BigInteger),  # schema 3: with ctime_ns, tells a replaced file from an unchanged one
+    Column("ctime_ns", BigInteger),  # schema 3
 )
 
 photo_annotations = Table(
@@ -132,6 +146,14 @@ def _m002_photo_library(conn: Connection) -> None:
     conn.exec_driver_sql("ALTER TABLE predictions ADD COLUMN confidence DOUBLE PRECISION")
 
 
+def _m003_file_identity(conn: Connection) -> None:
+    present = {str(name) for (name,) in conn.exec_driver_sql(
+        "SELECT column_name FROM information_schema.columns WHERE table_name = 'photo_files'")}
+    for name in ("inode", "ctime_ns"):  # a store made at version 2 lacks them; one created since has them
+        if name not in present:
+            conn.exec_driver_sql(f"ALTER TABLE photo_files ADD COLUMN {name} BIGINT")
+
+
 # Numbered migrations: entry i brings a database from version i to i + 1. Append, never edit.
-MIGRATIONS: list[Callable[[Connection], None]] = [_m001_initial, _m002_photo_library]
+MIGRATIONS: list[Callable[[Connection], None]] = [_m001_initial, _m002_photo_library, _m003_file_identity]
 SCHEMA_VERSION = len(MIGRATIONS)

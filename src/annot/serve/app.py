@@ -19,9 +19,9 @@ import threading
 import typing
 from collections.abc import Hashable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, File, Form, Header, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
@@ -34,9 +34,10 @@ import annot
 from annot.api import Store
 from annot.errors import AnnotError, CorpusError, StoreError
 from annot.features.images import TooManyPixels, UnreadableImage
-from annot.library.corrections import ACTIONS, Correction
+from annot.library.corrections import Correction
 from annot.library.search import MODES, UnreadableUpload, UploadTooLarge
 from annot.methods import Annotation
+from annot.serve.security import Access, RequestGuard
 from annot.settings import ScoringSettings, SettingsError
 from annot.store import StoreBusy
 
@@ -52,7 +53,11 @@ class Limits:
 
 
 class ModelGuard:
-    """Requests read the loaded model together; loading a changed store waits for them and holds new ones back."""
+    """Requests read the loaded model together; loading a changed store waits for them and holds new ones back.
+
+    DuckDB opens a database file once per process, so the new model cannot be opened beside the old one: a load
+    waits for the requests reading the old one. Every request's work is bounded (items, bytes, results), so that
+    wait is short."""
 
     def __init__(self, store: Store) -> None:
         self.store = store
@@ -90,14 +95,21 @@ class ModelGuard:
                 self._cond.notify_all()
 
 
+MAX_CORRECTIONS = 1000  # corrections in one request
+MAX_TAG_CHARS = 200  # a tag's length in a request
+MAX_QUERY_CHARS = 1000  # a search's words, all together
+MAX_FILTERS = 32  # --require / --exclude tags of one search
+
+
 class CorrectionIn(BaseModel):
     id: int = Field(description="The photo's id (from search or annotate).")
-    tag: str
-    action: str = Field(description="confirm, reject or add.")
+    tag: str = Field(min_length=1, max_length=MAX_TAG_CHARS)
+    action: Literal["confirm", "reject", "add"] = Field(description="confirm, reject or add.")
 
 
 class CorrectionsIn(BaseModel):
-    corrections: list[CorrectionIn]
+    corrections: list[CorrectionIn] = Field(min_length=1, max_length=MAX_CORRECTIONS,
+                                            description=f"At most {MAX_CORRECTIONS} corrections a request.")
 
 
 def _error(status: int, message: str) -> JSONResponse:
@@ -117,11 +129,13 @@ def _tags(a: Annotation, explain: bool) -> list[dict[str, Any]]:
 
 
 def create_app(store_root: Path, *, token: str | None = None, limits: Limits | None = None,
-               max_batch: int = 16) -> FastAPI:
-    """The app over the store at ``store_root`` (opened read-only; writes go through the store's writer lock)."""
+               max_batch: int = 16, access: Access | None = None) -> FastAPI:
+    """The app over the store at ``store_root`` (opened read-only; writes go through the store's writer lock).
+    ``access`` says which hosts and origins it answers (default: loopback only)."""
     from annot.serve.batching import Batcher
 
     limits = limits or Limits()
+    access = replace(access or Access(), max_body_bytes=limits.max_bytes)
     store = Store(store_root, reload=False)
     store.load()  # a missing or damaged store fails here, before the server listens
     _warm_up(store, max_batch)
@@ -144,6 +158,7 @@ def create_app(store_root: Path, *, token: str | None = None, limits: Limits | N
                   description="Automatic image annotation over an annot store: tags with confidence, search by "
                               "words or by example, corrections, evaluation runs.")
     app.state.store, app.state.batcher = store, batcher
+    app.add_middleware(RequestGuard, access=access)  # Host, other sites, body size: before anything else runs
 
     # -- errors: one JSON shape, a status that says whose fault ---------------------------------------------------
     @app.exception_handler(AnnotError)
@@ -160,9 +175,7 @@ def create_app(store_root: Path, *, token: str | None = None, limits: Limits | N
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
-        where = ".".join(str(p) for p in first.get("loc", ()) if p not in ("body", "query"))
-        return _error(422, f"{where}: {first.get('msg')}" if where else str(first.get("msg")))
+        return _error(422, _validation_message(exc.errors()))
 
     def writer(authorization: Annotated[str | None, Header()] = None) -> None:
         if token is None:
@@ -193,23 +206,15 @@ def create_app(store_root: Path, *, token: str | None = None, limits: Limits | N
     async def too_large(request: Request, exc: _TooLarge) -> JSONResponse:
         return _error(413, str(exc))
 
-    @app.middleware("http")
-    async def cap_body(request: Request, call_next: Any) -> Response:
-        length = request.headers.get("content-length")
-        if length and length.isdigit() and int(length) > limits.max_bytes + 64 * 1024:
-            return _error(413, f"the request is over {limits.max_bytes:,} bytes")
-        response: Response = await call_next(request)
-        return response
-
     # -- the API ---------------------------------------------------------------------------------------------------
     @app.get("/v1/health")
     def health() -> dict[str, Any]:
-        with guard.reading() as s:
+        with guard.reading() as s:  # waits only while a writer's change is being loaded (requests are bounded)
             m = s.model().manifest
-            return {"status": "ok", "version": annot.__version__, "store": str(s.root),
-                    "training_images": m.index.ntotal, "library_photos": m.collection.ntotal if m.collection else 0,
-                    "encoder": m.encoder.name, "method": m.settings.scoring.method, "updated_at": m.updated_at,
-                    "calibrated": m.calibration is not None, "batches": batcher.batches, "batched": batcher.items}
+        return {"status": "ok", "version": annot.__version__, "store": str(store.root),
+                "training_images": m.index.ntotal, "library_photos": m.collection.ntotal if m.collection else 0,
+                "encoder": m.encoder.name, "method": m.settings.scoring.method, "updated_at": m.updated_at,
+                "calibrated": m.calibration is not None, "batches": batcher.batches, "batched": batcher.items}
 
     @app.post("/v1/annotate")
     async def annotate_image(
@@ -249,15 +254,20 @@ def create_app(store_root: Path, *, token: str | None = None, limits: Limits | N
 
         def write() -> int:
             folder.mkdir(exist_ok=True)
-            if not path.exists():
+            created = not path.exists()
+            if created:
                 tmp = path.with_suffix(".part")
                 tmp.write_bytes(data)
                 tmp.replace(path)
-            writing = Store(store.root)
-            report = writing.annotate([path])
-            if report.unreadable:
-                raise UnreadableUpload(f"{name}: {next(iter(report.unreadable.values()))}")
-            writing.close()
+            try:
+                with Store(store.root) as writing:
+                    report = writing.annotate([path])
+                if report.unreadable:
+                    raise UnreadableUpload(f"{name}: {next(iter(report.unreadable.values()))}")
+            except BaseException:
+                if created:  # refused (the store busy, the photo unreadable): no file left behind
+                    path.unlink(missing_ok=True)
+                raise
             with guard.reading() as s:
                 return s.photo_id(path)
 
@@ -265,10 +275,13 @@ def create_app(store_root: Path, *, token: str | None = None, limits: Limits | N
 
     @app.get("/v1/search")
     def search_words(
-        q: Annotated[str, Query(min_length=1, description="Words to search for, separated by spaces.")],
+        q: Annotated[str, Query(min_length=1, max_length=MAX_QUERY_CHARS,
+                                description="Words to search for, separated by spaces.")],
         mode: Annotated[str, Query(description=f"One of {', '.join(MODES)}.")] = "combined",
-        require: Annotated[list[str] | None, Query(description="A tag every result must have.")] = None,
-        exclude: Annotated[list[str] | None, Query(description="A tag no result may have.")] = None,
+        require: Annotated[list[str] | None, Query(max_length=MAX_FILTERS,
+                                                   description="A tag every result must have.")] = None,
+        exclude: Annotated[list[str] | None, Query(max_length=MAX_FILTERS,
+                                                   description="A tag no result may have.")] = None,
         folder: Annotated[str | None, Query(description="Only photos under this folder.")] = None,
         scope: Annotated[str, Query(description="all, library or training.")] = "all",
         n: Annotated[int, Query(ge=1, le=500)] = 20,
@@ -281,9 +294,9 @@ def create_app(store_root: Path, *, token: str | None = None, limits: Limits | N
     @app.post("/v1/search")
     async def search_like(
         image: Annotated[UploadFile, File(description="Find photos that look like this one.")],
-        q: Annotated[str, Form(description="Words to search for as well.")] = "",
-        require: Annotated[list[str] | None, Form()] = None,
-        exclude: Annotated[list[str] | None, Form()] = None,
+        q: Annotated[str, Form(max_length=MAX_QUERY_CHARS, description="Words to search for as well.")] = "",
+        require: Annotated[list[str] | None, Form(max_length=MAX_FILTERS)] = None,
+        exclude: Annotated[list[str] | None, Form(max_length=MAX_FILTERS)] = None,
         folder: Annotated[str | None, Form()] = None,
         scope: Annotated[str, Form()] = "all",
         n: Annotated[int, Form(ge=1, le=500)] = 20,
@@ -322,17 +335,16 @@ def create_app(store_root: Path, *, token: str | None = None, limits: Limits | N
     @app.post("/v1/corrections", dependencies=[Depends(writer)])
     def correct(body: CorrectionsIn | CorrectionIn) -> dict[str, Any]:
         items = body.corrections if isinstance(body, CorrectionsIn) else [body]
-        for c in items:
-            if c.action not in ACTIONS:
-                raise AnnotError(f"action must be one of {', '.join(ACTIONS)}, got {c.action!r}")
         writing = Store(store.root)
         try:
             report = writing.correct([Correction(c.id, c.tag, c.action) for c in items], source="server")
         finally:
             writing.close()
+        ids = list(dict.fromkeys(c.id for c in items))  # each photo once, read in one look-up
         with guard.reading() as s:
-            photos = {c.id: s.photo(c.id)["tags"] for c in items}
-        return {**report.to_dict(), "photos": [{"id": i, "tags": t} for i, t in photos.items()]}
+            shown = s.photo_tags(ids)
+        return {**report.to_dict(), "photos": [{"id": i, "tags": [t.to_dict() for t in shown.get(i, [])]}
+                                               for i in ids]}
 
     @app.get("/v1/runs")
     def runs() -> dict[str, Any]:
@@ -378,6 +390,17 @@ def _warm_up(store: Store, batch: int) -> None:
     model = store.model()
     if model.vocabulary:
         store.search([model.vocabulary[0]], mode="space", n=1)
+
+
+def _validation_message(errors: Sequence[Any]) -> str:
+    """One line for a request that does not fit its schema. A body of either shape (one correction, or a list) is
+    judged by the shape it tried: an error other than a missing field comes first; model names leave the place."""
+    if not errors:
+        return "invalid request"
+    first = next((e for e in errors if e.get("type") != "missing"), errors[0])
+    where = ".".join(str(p) for p in first.get("loc", ())
+                     if p not in ("body", "query", "form") and not (isinstance(p, str) and p[:1].isupper()))
+    return f"{where}: {first.get('msg')}" if where else str(first.get("msg"))
 
 
 def _hit(hit: dict[str, Any]) -> dict[str, Any]:

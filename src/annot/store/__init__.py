@@ -1,7 +1,7 @@
 """The store directory: its manifest, its database, its files, and the lock that keeps one writer at a time."""
 
 from annot.store.directory import DATABASE, MANIFEST, StoreDir, remove_stale_scratch
-from annot.store.files import StoredFile, atomic_write, sha256_file
+from annot.store.files import TEMPORARY, StoredFile, atomic_write, sha256_file
 from annot.store.lock import StoreBusy
 from annot.store.manifest import FORMAT_VERSION, Manifest
 
@@ -9,6 +9,7 @@ __all__ = [
     "DATABASE",
     "FORMAT_VERSION",
     "MANIFEST",
+    "TEMPORARY",
     "Manifest",
     "StoreBusy",
     "StoreDir",

@@ -36,8 +36,12 @@ def _umask() -> int:
 _MODE = 0o666 & ~_umask()  # files as open() would create them (mkstemp's are private to the owner)
 
 
-def atomic_write(path: Path, write: Callable[[IO[bytes]], object]) -> None:
-    """Write a file through a temporary sibling and rename it into place, so readers never see half a file."""
+TEMPORARY = ".{name}.*.tmp"  # the temporary sibling of ``name`` that atomic_write renames into place
+
+
+def atomic_write(path: Path, write: Callable[[IO[bytes]], object], mode: int | None = None) -> None:
+    """Write a file through a temporary sibling and rename it into place, so readers never see half a file.
+    ``mode``: the new file's permission bits (default: as ``open`` would create it)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -46,7 +50,7 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], object]) -> None:
             write(fh)
             fh.flush()
             os.fsync(fh.fileno())
-        os.chmod(tmp, _MODE)
+        os.chmod(tmp, _MODE if mode is None else mode)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
