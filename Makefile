@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 DATA   ?= ../shared/data/corel5k
 STORE  ?= out/corel5k.annot
 
-.PHONY: setup demo test lint docs bench clean tools
+.PHONY: setup demo test test-fast lint docs bench clean tools
 
 $(BIN)/annot: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -39,6 +39,12 @@ test: setup tools
 	$(BIN)/python -m pytest -q -ra; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; rc=0; fi; \
 	$(MAKE) --no-print-directory lint || rc=1; exit $$rc
 
+# The quick tier for the edit-test loop (under a minute on 2 cores): everything but the slow, browser, cluster and
+# real-encoder tests. `make test` runs them all.
+FAST := not slow and not browser and not cluster and not integration
+test-fast: setup
+	$(BIN)/python -m pytest -q -m "$(FAST)"; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; rc=0; fi; exit $$rc
+
 # The CLI reference is generated from the commands' help text; tests/test_docs.py fails when it is stale.
 docs: setup
 	$(BIN)/python -m annot.cli.reference > docs/cli.md
@@ -53,19 +59,22 @@ bench: setup
 	$(BIN)/python benchmarks/corel5k.py --store out/corel5k-lite0.annot --encoder efficientnet-lite0
 	$(BIN)/python benchmarks/corel5k.py --store out/corel5k-lite2-stages.annot --encoder efficientnet-lite2-stages
 	$(BIN)/python benchmarks/corel5k.py --store out/corel5k-minilm.annot --words minilm
-	$(BIN)/python benchmarks/corel5k.py --store out/corel5k-crops.annot --crops
 	$(BIN)/python benchmarks/corel5k.py --store out/corel5k-kcca.annot --projections kcca
 	$(BIN)/python benchmarks/corel5k.py --store out/corel5k-minilm-kcca.annot --words minilm --projections kcca
 	$(BIN)/python benchmarks/corel5k.py --store out/corel5k-lite2-minilm.annot --encoder efficientnet-lite2-stages --words minilm --projections kcca
 	$(BIN)/python benchmarks/corel5k.py --store out/corel5k-kcca-rbf.annot --projections kcca-rbf
 	$(BIN)/python benchmarks/corel5k.py --store out/corel5k-lite2-kcca-rbf.annot --encoder efficientnet-lite2-stages --projections kcca-rbf
-	$(BIN)/python benchmarks/frontier.py --store $(STORE)
-	$(BIN)/python benchmarks/frontier.py --store out/corel5k-lite2-minilm.annot
 	$(BIN)/python benchmarks/speed.py --store $(STORE)
 	$(BIN)/python benchmarks/baselines.py --store $(STORE)
 	$(BIN)/python benchmarks/cnnr.py --store $(STORE)
 	$(BIN)/python benchmarks/approximate.py --store $(STORE)
 	$(BIN)/python benchmarks/scale.py
+	$(BIN)/python benchmarks/kcca_scale.py
+	$(BIN)/python benchmarks/library.py --store $(STORE)
+	$(BIN)/python benchmarks/serve.py --store $(STORE)
+	$(BIN)/python benchmarks/throughput.py --store $(STORE)
+	$(BIN)/python benchmarks/rerun.py --store $(STORE)
+	$(BIN)/python benchmarks/faults.py
 
 clean:
 	rm -rf out .pytest_cache

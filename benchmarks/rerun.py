@@ -25,6 +25,8 @@ WORK = Path("/tmp/annot-rerun")
 
 def make_photos(data: Path, photos: int, distinct: int) -> Path:
     sources = sorted((data / "images" / "train").glob("*.jpeg"))[:distinct]
+    if not sources:
+        raise SystemExit(f"{data}: no images under images/train (run from the project's root, or give --data)")
     folder = WORK / f"photos-{photos}"
     if not folder.exists():
         for i in range(photos):

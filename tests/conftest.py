@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -41,13 +39,16 @@ class FakeEncoder(ImageEncoder):
 
 
 register_encoder("fake", lambda weights: FakeEncoder())
-# ONNX exports of the real encoders go to a folder of this test session (removed at its end), not the user's cache
-_CACHE = tempfile.mkdtemp(prefix="annot-test-cache-")
-os.environ["ANNOT_CACHE"] = _CACHE
 
 
-def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    shutil.rmtree(_CACHE, ignore_errors=True)
+@pytest.fixture(scope="session", autouse=True)
+def annot_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """ONNX exports of the real encoders go to a folder of this test session, not the user's cache (``ANNOT_CACHE``,
+    inherited by the commands the tests start)."""
+    cache = tmp_path_factory.mktemp("annot-cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("ANNOT_CACHE", str(cache))
+        yield cache
 
 
 def tiny_backbone(width: int = 16):  # type: ignore[no-untyped-def]
@@ -125,7 +126,7 @@ def synthetic(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 def fake_settings(synthetic: dict[str, Path], **flags: object):  # type: ignore[no-untyped-def]
     """Settings for the fake encoder and the synthetic word vectors, with CLI-style ``flags`` (``k=3, text="bv"``)."""
-    from annot.cli.app import build_settings
+    from annot.settings import build_settings
 
     return build_settings(**{"encoder": "fake", "words": str(synthetic["words"]), **flags})  # type: ignore[arg-type]
 
@@ -184,7 +185,7 @@ def browser() -> Iterator[object]:
 
 def candidate(**flat: object):  # type: ignore[no-untyped-def]
     """A cross-validation candidate from flat names (``text="bv", normalization="none", k=3``), on the defaults."""
-    from annot.cli.app import build_settings
+    from annot.settings import build_settings
 
     names = {"normalization": "normalize"}
     return build_settings(**{names.get(k, k): v for k, v in flat.items()})  # type: ignore[arg-type]

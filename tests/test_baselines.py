@@ -129,6 +129,7 @@ def test_mbrm_scores_are_the_relevance_model(data) -> None:  # type: ignore[no-u
     assert hits(scored, qtags) > 0.9
 
 
+@pytest.mark.slow
 def test_metric_learning_weights_the_informative_dimensions() -> None:
     rng = np.random.default_rng(3)
     n, informative = 240, 6
@@ -157,6 +158,7 @@ def test_two_pass_knn_ml_round_trips_its_weights(data) -> None:  # type: ignore[
     assert hits(s1, qtags) > 0.9
 
 
+@pytest.mark.slow
 def test_tagprop_learns_weights_and_predicts_planted_tags(data) -> None:  # type: ignore[no-untyped-def]
     train, Q, qtags = data
     b = TagProp(train)
@@ -174,6 +176,7 @@ def test_tagprop_learns_weights_and_predicts_planted_tags(data) -> None:  # type
     np.testing.assert_array_equal(again.annotate(Q, 5)[0][0].words, scored[0].words)
 
 
+@pytest.mark.slow
 def test_svm_dmbrm_combines_svm_and_relevance_model(data) -> None:  # type: ignore[no-untyped-def]
     train, Q, qtags = data
     b = SVMDMBRM(train)
@@ -188,6 +191,7 @@ def test_svm_dmbrm_combines_svm_and_relevance_model(data) -> None:  # type: igno
     np.testing.assert_array_equal(again.annotate(Q, 5)[0][1].words, scored[1].words)
 
 
+@pytest.mark.slow
 def test_every_baseline_beats_the_frequency_prior(data) -> None:  # type: ignore[no-untyped-def]
     train, Q, qtags = data
     floor = Frequency(train)

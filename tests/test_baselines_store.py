@@ -27,6 +27,7 @@ def load_baseline(store: StoreDir, name: str):  # type: ignore[no-untyped-def]
     return method_class(name).open(StoreModel(store)).fitted  # type: ignore[attr-defined]
 
 
+@pytest.mark.slow
 def test_fit_keeps_parameters_and_eval_records_them(store: Path, synthetic: dict[str, Path]) -> None:
     result = invoke("fit", "tagprop", "--store", store, "--json")
     assert result.exit_code == 0, result.output

@@ -15,6 +15,7 @@ from annot.cli.main import app
 from conftest import invoke
 
 
+@pytest.mark.slow
 def test_every_command_has_help_text() -> None:
     group = get_command(app)
     assert group.help and len(group.commands) >= 14  # type: ignore[attr-defined]
@@ -29,8 +30,7 @@ def test_every_command_has_help_text() -> None:
 def test_index_defaults_are_the_library_defaults() -> None:
     """`annot index` with no options builds exactly `BuildSettings()`: every option left out is the library's
     default (written once, in annot.settings), and with --projection kcca the scoring defaults are KCCA's."""
-    from annot.cli.app import build_settings
-    from annot.settings import BuildSettings, ScoringSettings
+    from annot.settings import BuildSettings, ScoringSettings, build_settings
 
     params = {p.name: p.default for p in get_command(app).commands["index"].params}  # type: ignore[attr-defined]
     flags = {name: value for name, value in params.items() if name not in {"corpus", "store", "json_out", "wait"}}
@@ -123,6 +123,7 @@ def test_unreadable_query_image_is_named_after_the_others_are_answered(store: Pa
     assert "bad.jpg: not a readable image" in result.stderr
 
 
+@pytest.mark.slow
 def test_runs_sql_and_compare(store: Path, synthetic: dict[str, Path]) -> None:
     assert invoke("eval", synthetic["test"], "--store", store, "--method", "nn").exit_code == 0
     assert invoke("eval", synthetic["test"], "--store", store, "--method", "cca-knn", "--k", "1").exit_code == 0
@@ -151,6 +152,7 @@ def test_runs_sql_and_compare(store: Path, synthetic: dict[str, Path]) -> None:
     assert missing.exit_code == 1 and "no run 9" in missing.stderr
 
 
+@pytest.mark.slow
 def test_tune_chooses_on_training_folds_and_rebuilds(synthetic: dict[str, Path], tmp_path: Path) -> None:
     s = tmp_path / "tuned.annot"
     assert invoke("index", synthetic["train"], "--store", s, "--encoder", "fake", "--words", synthetic["words"],
@@ -179,6 +181,7 @@ def test_tune_chooses_on_training_folds_and_rebuilds(synthetic: dict[str, Path],
     assert chosen not in out["tied"]
 
 
+@pytest.mark.slow
 def test_tune_on_cover_hold_outs_records_the_design(store: Path, synthetic: dict[str, Path], tmp_path: Path) -> None:
     result = invoke("tune", "--store", store, "--folds", "2", "--cv", "cover", "--holdout", "0.2", "--json")
     assert result.exit_code == 0, result.output
@@ -232,6 +235,7 @@ def test_progress_without_a_terminal_is_occasional_lines() -> None:
     assert lines == ["statistics pass: 1,000 done, 30s, 33.3/s", "statistics pass: 1,000 done, 30s, 33.3/s, finished"]
 
 
+@pytest.mark.slow
 def test_tune_keeps_every_setting_it_does_not_search(synthetic: dict[str, Path], tmp_path: Path) -> None:
     s = tmp_path / "hnsw.annot"
     assert invoke("index", synthetic["train"], "--store", s, "--encoder", "fake", "--words", synthetic["words"],

@@ -90,7 +90,7 @@ def test_the_kept_epoch_and_early_stopping_follow_the_selection(store: Path, syn
         with StoreDir.open(store) as s:
             info = s.manifest().cnnr.info  # type: ignore[union-attr]
             assert info["select"] == select and info["best_epoch"] == report.best_epoch
-    with pytest.raises(AnnotError, match="--select"):
+    with pytest.raises(AnnotError, match="cnnr.select must be one of"):
         train_cnnr(store, CNNRConfig(backbone="tiny16", epochs=1, select="accuracy", restart=True))
 
 
@@ -124,6 +124,7 @@ def test_resume_continues_from_the_checkpoint(store: Path, synthetic: dict[str, 
     assert third.resumed_from_epoch == 5 and [h["epoch"] for h in third.history] == [1, 2, 3, 4, 5, 6]
 
 
+@pytest.mark.slow
 def test_a_checkpoint_for_another_backbone_or_dimension_is_a_clear_error(store: Path, synthetic: dict[str, Path], tmp_path: Path) -> None:
     train_cnnr(store, CNNRConfig(backbone="tiny16", epochs=1))
     with pytest.raises(AnnotError, match="--restart"):
@@ -142,6 +143,7 @@ def test_a_checkpoint_for_another_backbone_or_dimension_is_a_clear_error(store: 
     assert report.resumed_from_epoch == 0
 
 
+@pytest.mark.slow
 def test_cli_train_query_open_vocabulary_and_cnnr_encoder(store: Path, synthetic: dict[str, Path], tmp_path: Path) -> None:
     result = invoke("train-cnnr", "--store", store, "--backbone", "tiny16", "--epochs", "3",
                     "--target", "raw", "--json")

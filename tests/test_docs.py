@@ -8,9 +8,14 @@ import re
 import shutil
 from pathlib import Path
 
+import pytest
+
+import annot
+
 ROOT = Path(__file__).parent.parent
 
 
+@pytest.mark.slow
 def test_the_cli_reference_is_the_commands_help() -> None:
     from annot.cli.reference import reference
 
@@ -19,6 +24,7 @@ def test_the_cli_reference_is_the_commands_help() -> None:
     assert "## `annot index`" in page and "--frequency-power" in page
 
 
+@pytest.mark.slow
 def test_the_readme_python_api_runs_as_written(synthetic: dict[str, Path], tmp_path: Path) -> None:
     block = re.search(r"## Python API\n\n```python\n(.*?)```", (ROOT / "README.md").read_text(), re.DOTALL)
     assert block is not None
@@ -52,4 +58,4 @@ def test_the_readme_python_api_runs_as_written(synthetic: dict[str, Path], tmp_p
     assert 30 < float(f1) <= 100 and 0 < int(n_plus) <= 8
     assert names["report"].annotated == 6  # type: ignore[attr-defined]
     assert len(hits) == 5 and all(h.kind == "library" for h in hits)  # type: ignore[attr-defined]
-    assert {"tag": "sky", "confidence": 1.0, "source": "confirmed"} in photo["tags"]
+    assert annot.PhotoTag("sky", 1.0, "confirmed") in photo.tags  # type: ignore[attr-defined]

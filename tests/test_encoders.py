@@ -71,6 +71,7 @@ def test_registry_errors(name: str, weights: str | None, message: str) -> None:
         build_encoder(name, weights)  # type: ignore[arg-type]
 
 
+@pytest.mark.slow
 def test_torchvision_fc7_from_a_weights_file(tmp_path) -> None:  # type: ignore[no-untyped-def]
     """AlexNet with weights from a file (random here: nothing is downloaded) gives 4,096-d fc7 features."""
     import torchvision

@@ -64,6 +64,7 @@ def retagged_corpus(synthetic: dict[str, Path], name: str, n: int = 10) -> tuple
 
 
 @pytest.mark.parametrize("space", ["image", "text"])
+@pytest.mark.slow
 def test_adding_indexed_images_with_other_tags_changes_them_everywhere(store: Path, synthetic: dict[str, Path],
                                                                      tmp_path: Path, space: str) -> None:
     if space != "image":
@@ -174,6 +175,7 @@ REFUSED = [
 ]
 
 
+@pytest.mark.slow
 def test_sql_touches_no_file_and_changes_nothing(store: Path) -> None:
     before = snapshot(store)
     for statement in REFUSED:
@@ -190,12 +192,30 @@ def test_sql_touches_no_file_and_changes_nothing(store: Path) -> None:
     one_line_error(invoke("sql", "SELECT 1", "--store", store, "--timeout", "0"), "--timeout must be", code=2)
 
 
+# annot sql, saying on stdout when its statement has started (so that Ctrl-C comes while it runs, not before)
+SQL_STARTED = """
+import sys, threading
+sys.path.insert(0, "tests")
+import conftest
+import annot.evaluation.runs as runs
+start = threading.Thread.start
+def started(self):
+    start(self)
+    print("started", flush=True)
+runs.threading.Thread.start = started
+from annot.cli.main import main
+sys.argv[0] = "annot"
+main()
+"""
+
+
+@pytest.mark.slow
 def test_ctrl_c_in_sql_is_a_clean_exit_130(store: Path) -> None:
     slow = "SELECT count(*) FROM range(100000000) a, range(100000000) b"
-    process = subprocess.Popen([sys.executable, "-c", CLI, "sql", slow, "--store", str(store)], cwd=ROOT,
+    process = subprocess.Popen([sys.executable, "-c", SQL_STARTED, "sql", slow, "--store", str(store)], cwd=ROOT,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        time.sleep(4)
+        assert process.stdout is not None and process.stdout.readline().strip() == "started"
         process.send_signal(signal.SIGINT)
         _, err = process.communicate(timeout=60)
     finally:
@@ -304,28 +324,39 @@ def test_bad_query_and_eval_settings_are_refused_not_replaced(store: Path, synth
 
 
 # -- 9. readers beside a writer -----------------------------------------------------------------------------------
-HOLD = ("import sys, time; sys.path.insert(0, 'src'); from annot.store import StoreDir; "
-        "s = StoreDir.open(sys.argv[1], write=True); s.db; print('held', flush=True); time.sleep(float(sys.argv[2])); "
-        "s.close()")
+HOLD = ("import sys; sys.path.insert(0, 'src'); from annot.store import StoreDir; "
+        "s = StoreDir.open(sys.argv[1], write=True); s.db; print('held', flush=True); sys.stdin.readline(); "
+        "s.close()")  # holds the writer lock until a line arrives on its stdin
 
 
+@pytest.mark.slow
 def test_readers_keep_working_while_a_writer_runs_and_a_second_writer_is_told_who(store: Path,
                                                                                   synthetic: dict[str, Path]) -> None:
     image = synthetic["folder"] / json.loads(synthetic["test"].read_text().splitlines()[0])["image"]
-    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(store), "6"], cwd=ROOT, stdout=subprocess.PIPE, text=True)
-    assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(store)], cwd=ROOT, stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    assert holder.stdout is not None and holder.stdin is not None and holder.stdout.readline().strip() == "held"
     try:
         assert invoke("query", image, "--store", store).exit_code == 0
         assert invoke("info", "--store", store).exit_code == 0
         assert invoke("sql", "SELECT count(*) FROM images", "--store", store).exit_code == 0
         one_line_error(invoke("eval", synthetic["test"], "--store", store),
                        f"the store is being changed by process {holder.pid}")
-        waited = invoke("eval", synthetic["test"], "--store", store, "--wait", "--json")  # waits for the holder
-        assert waited.exit_code == 0, waited.output
+        waiting = subprocess.Popen([sys.executable, "-c", CLI, "eval", str(synthetic["test"]), "--store", str(store),
+                                    "--wait", "--json"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                   text=True)
+        assert waiting.stderr is not None
+        assert any("waiting for process" in waiting.stderr.readline() for _ in range(20))
+        holder.stdin.write("release\n")
+        holder.stdin.flush()
+        out, err = waiting.communicate(timeout=120)  # it goes on once the holder lets go
+        assert waiting.returncode == 0 and json.loads(out)["summary"]["images"] == 40, err
     finally:
+        holder.kill()
         holder.wait(timeout=60)
 
 
+@pytest.mark.slow
 def test_a_long_add_never_locks_readers_out(synthetic: dict[str, Path], tmp_path: Path) -> None:
     lines = synthetic["train"].read_text().splitlines()
     a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
@@ -334,19 +365,48 @@ def test_a_long_add_never_locks_readers_out(synthetic: dict[str, Path], tmp_path
     store = tmp_path / "s.annot"
     build_index(a, store, fake_settings(synthetic, k=3))
     image = synthetic["folder"] / json.loads(lines[150])["image"]
-    writer = subprocess.Popen([sys.executable, "-c", CLI, "add", str(b), "--store", str(store)], cwd=ROOT,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    writer = subprocess.Popen([sys.executable, "-c", PAUSED, "add", str(b), "--store", str(store)], cwd=ROOT,
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert writer.stdout is not None and writer.stdin is not None
+    assert writer.stdout.readline().strip() == "paused"  # it has imported and extracted; it has not published
+    for _ in range(3):
+        with StoreDir.open(store) as s:  # readers are not locked out, and see the store as it was
+            model = StoreModel(s)
+            assert len(model.ids) == model.index.ntotal == model.manifest.index.ntotal == 100
+        assert invoke("query", image, "--store", store).exit_code == 0
+    writer.stdin.write("go\n")
+    writer.stdin.flush()
     seen = set()
     while writer.poll() is None:
         with StoreDir.open(store) as s:  # every read sees a whole store, before or after the add
             model = StoreModel(s)
             assert len(model.ids) == model.index.ntotal == model.manifest.index.ntotal
             seen.add(model.index.ntotal)
-        assert invoke("query", image, "--store", store).exit_code == 0
-    assert writer.returncode == 0, writer.stderr.read() if writer.stderr else ""
-    assert seen <= {100, 160} and 100 in seen
+    assert writer.wait(timeout=120) == 0, writer.stderr.read() if writer.stderr else ""
+    assert seen <= {100, 160}
     with StoreDir.open(store) as s:
         assert StoreModel(s).index.ntotal == 160
+
+
+# annot, pausing its writer before it first publishes, until a line arrives on its stdin
+PAUSED = """
+import sys
+sys.path.insert(0, "tests")
+import conftest
+import annot.store.directory as d
+publish = d.StoreDir.publish
+paused = []
+def pause_then_publish(self):
+    if not paused:
+        paused.append(1)
+        print("paused", flush=True)
+        sys.stdin.readline()
+    publish(self)
+d.StoreDir.publish = pause_then_publish
+from annot.cli.main import main
+sys.argv[0] = "annot"
+main()
+"""
 
 
 # -- 10. EXIF orientation -------------------------------------------------------------------------------------------

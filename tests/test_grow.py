@@ -72,6 +72,7 @@ def test_add_then_refit_equals_indexing_everything(synthetic: dict[str, Path], b
     assert grown.f1 == pytest.approx(fresh.f1, abs=1e-9) and grown.n_plus == fresh.n_plus
 
 
+@pytest.mark.slow
 def test_remove_takes_images_out_of_index_statistics_and_votes(synthetic: dict[str, Path], tmp_path: Path) -> None:
     a, b = split(synthetic, tmp_path, 150)
     store = tmp_path / "shrink.annot"
@@ -120,6 +121,7 @@ def test_a_crash_before_the_switch_leaves_the_previous_store(synthetic: dict[str
     assert statistics(store).n == 160
 
 
+@pytest.mark.slow
 def test_kcca_stores_cannot_grow(synthetic: dict[str, Path], tmp_path: Path) -> None:
     store = tmp_path / "k.annot"
     build_index(synthetic["train"], store, fake_settings(synthetic, projection="kcca"))
@@ -131,6 +133,7 @@ CLI = "import sys; sys.path.insert(0, 'tests'); import conftest; from annot.cli.
 
 
 @pytest.mark.parametrize("delay", [0.4, 1.2, 2.5])
+@pytest.mark.slow
 def test_sigkill_at_any_point_leaves_a_readable_store_and_a_rerun_completes(
     synthetic: dict[str, Path], tmp_path: Path, delay: float
 ) -> None:

@@ -82,6 +82,7 @@ def test_access_rules() -> None:
     assert one.host_allowed("192.168.1.9") and not one.host_allowed("127.0.0.2") and not one.host_allowed("10.0.0.1")
 
 
+@pytest.mark.slow
 def test_other_hosts_and_sites_are_refused_and_scripts_are_not(store: Path, tmp_path: Path) -> None:
     make_photos(tmp_path / "photos", 4, seed=7)
     annotate_photos(store, [tmp_path / "photos"])
@@ -157,6 +158,7 @@ def evil_site(tmp_path: Path) -> Iterator[tuple[Path, str]]:
         httpd.server_close()
 
 
+@pytest.mark.browser
 def test_a_page_of_another_site_cannot_write_or_read(browser: object, evil_site: tuple[Path, str], store: Path,
                                                      tmp_path: Path) -> None:
     from selenium.webdriver.support.ui import WebDriverWait
@@ -183,6 +185,7 @@ def test_a_page_of_another_site_cannot_write_or_read(browser: object, evil_site:
 
 
 # -- 2. requests that would stall the server ---------------------------------------------------------------------
+@pytest.mark.slow
 def test_a_large_correction_batch_leaves_the_server_answering(store: Path, tmp_path: Path) -> None:
     make_photos(tmp_path / "photos", 40, seed=11)
     annotate_photos(store, [tmp_path / "photos"])
@@ -238,6 +241,7 @@ def slow_body_status(port: int) -> int:
 
 
 # -- 3. files that never end -------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_files_that_never_end_are_not_read(store: Path, tmp_path: Path) -> None:
     make_photos(tmp_path / "photos", 3, seed=12)
     os.mkfifo(tmp_path / "photos" / "pipe.jpg")
@@ -272,6 +276,7 @@ def wide_console() -> Iterator[None]:
         render.console.width, render.errors.width = widths
 
 
+@pytest.mark.slow
 def test_names_and_values_are_printed_as_text(store: Path, tmp_path: Path, wide_console: None) -> None:
     folder = tmp_path / "photos" / "trip ["
     made = make_photos(folder, 2, seed=13)
@@ -362,6 +367,7 @@ def correction_rows(store: Path) -> list[tuple[int, int, str]]:
                                                       corrections.c.action).order_by(corrections.c.id))]
 
 
+@pytest.mark.slow
 def test_a_batch_run_twice_is_recorded_once(store: Path, tmp_path: Path) -> None:
     photos = make_photos(tmp_path / "photos", 6, seed=14)
     annotate_photos(store, [tmp_path / "photos"])
@@ -380,6 +386,7 @@ def test_a_batch_run_twice_is_recorded_once(store: Path, tmp_path: Path) -> None
 
 @pytest.mark.parametrize("moment", ["in its transaction", "before the training index", "while publishing",
                                     "at the manifest switch"])
+@pytest.mark.slow
 def test_a_killed_batch_is_applied_exactly_once(store: Path, tmp_path: Path, moment: str) -> None:
     photos = make_photos(tmp_path / "photos", 6, seed=15)
     annotate_photos(store, [tmp_path / "photos"])

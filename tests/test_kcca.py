@@ -92,6 +92,7 @@ def test_bad_input_is_a_clear_error_at_fit_time(X, Y, kwargs, message: str) -> N
         KernelCCA(**kwargs).fit(X, Y)
 
 
+@pytest.mark.slow
 def test_kcca_store_end_to_end(synthetic, tmp_path) -> None:  # type: ignore[no-untyped-def]
     """`annot index --projection kcca` builds a store that annotates as well as the synthetic data allows."""
     from annot.evaluation.evaluate import evaluate
@@ -156,6 +157,7 @@ def test_cross_validation_shares_eigendecompositions_without_changing_results() 
         assert results[c].fold_f1 == pytest.approx(tuple(f1s), abs=1e-9)
 
 
+@pytest.mark.slow
 def test_cli_gamma_scale_is_used_and_recorded(synthetic, tmp_path) -> None:  # type: ignore[no-untyped-def]
     from annot.methods import StoreModel
     from annot.store import StoreDir
@@ -177,6 +179,7 @@ def test_cli_gamma_scale_is_used_and_recorded(synthetic, tmp_path) -> None:  # t
     assert not (tmp_path / "bad.annot" / "manifest.json").exists()
 
 
+@pytest.mark.slow
 def test_tune_searches_the_kernel_width_and_writes_the_choice(synthetic, tmp_path) -> None:  # type: ignore[no-untyped-def]
     from annot.evaluation.tune import GRIDS, tune_store
     from annot.indexer import build_index

@@ -90,7 +90,7 @@ def test_annotated_tags_match_what_the_photos_show(store: Path, tmp_path: Path) 
     api = annot.open_store(store)
     hits = 0
     for path, tags in photos.items():
-        shown = api.photo(int(api.search(like=path, n=1)[0].image_id))
+        shown = api.photo(int(api.search(like=path, n=1)[0].image_id)).to_dict()
         assert shown["path"] == str(path) and shown["kind"] == "library"
         hits += bool(set(tags) & {t["tag"] for t in shown["tags"]})
     assert hits >= 27  # the fake encoder sees the painted regions: nearly every photo gets one of its own tags
@@ -120,6 +120,7 @@ c.annotate_photos(sys.argv[1], [sys.argv[2]], chunk=4)
 
 
 @pytest.mark.parametrize("when", ["after the first commit", "early"])
+@pytest.mark.slow
 def test_a_killed_annotate_completes_on_rerun(store: Path, tmp_path: Path, when: str) -> None:
     """SIGKILL while photos are being written; the rerun finishes with every photo once, index and database agreeing,
     and with the tags an uninterrupted run gives."""
@@ -214,7 +215,7 @@ def test_corrections_survive_annotate_and_join_training(store: Path, tmp_path: P
     annotate_photos(store, [tmp_path / "photos"])
     api = annot.open_store(store)
     target = min(photos)
-    before = {t["tag"]: t for t in api.photo(api.search(like=target, n=1)[0].image_id)["tags"]}
+    before = {t["tag"]: t for t in api.photo(api.search(like=target, n=1)[0].image_id).to_dict()["tags"]}
     wrong = next(t for t in before if t not in photos[target])
     right = next(t for t in before if t in photos[target])
     missing = next(w for w in WORDS if w not in before)
@@ -224,7 +225,7 @@ def test_corrections_survive_annotate_and_join_training(store: Path, tmp_path: P
     result = invoke("correct", target, "--store", store, "--reject", wrong, "--confirm", right, "--add", missing)
     assert result.exit_code == 0, result.output
     image_id = api.search(like=target, n=1)[0].image_id
-    shown = {t["tag"]: t for t in api.photo(image_id)["tags"]}
+    shown = {t["tag"]: t for t in api.photo(image_id).to_dict()["tags"]}
     assert wrong not in shown and shown[right]["source"] == "confirmed" and shown[missing]["source"] == "added"
     assert api.manifest.index.ntotal == ntotal + 1  # joined the training index
     with StoreDir.open(store) as s, s.db.connect() as conn:
@@ -238,7 +239,7 @@ def test_corrections_survive_annotate_and_join_training(store: Path, tmp_path: P
     Image.fromarray(paint(photos[target], np.random.default_rng(77))).save(target, quality=80)  # edited
     rerun = annotate_photos(store, [tmp_path / "photos"])
     assert rerun.reannotated == 1
-    shown = {t["tag"]: t for t in api.photo(image_id)["tags"]}
+    shown = {t["tag"]: t for t in api.photo(image_id).to_dict()["tags"]}
     assert wrong not in shown and shown[right]["source"] == "confirmed" and missing in shown
     api.close()
     sql = invoke("sql", "select action, count(*) as n from corrections group by action order by action", "--store",

@@ -19,6 +19,8 @@ from annot.methods import StoreModel
 from annot.store import StoreDir
 from conftest import fake_settings
 
+pytestmark = pytest.mark.cluster
+
 
 def free_port() -> int:
     with socket.socket() as s:

@@ -56,6 +56,7 @@ def test_unknown_run_is_a_clear_error(evaluated: tuple[Path, int]) -> None:
         build_report(evaluated[0], 99)
 
 
+@pytest.mark.browser
 def test_chromium_renders_charts_and_images(evaluated: tuple[Path, int], tmp_path: Path) -> None:
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     assert chromium, "headless Chromium is part of the test set-up (make test installs Debian's chromium)"

@@ -60,6 +60,7 @@ def clustered(n: int, d: int, seed: int) -> np.ndarray:
 
 
 @pytest.mark.parametrize("factory", ["IVF32,Flat", "HNSW16"])
+@pytest.mark.slow
 def test_approximate_index_is_tuned_to_the_recall_target(factory: str) -> None:
     rows = clustered(6000, 24, 0)
     ids = np.arange(100, 6100, dtype=np.int64)
@@ -120,6 +121,7 @@ def test_tag_agreement() -> None:
     assert tag_agreement(exact, np.array([[5, 4, 3, 9, 9], [8, 7, 1, 2, 3]])) == pytest.approx(5 / 7)  # order is free
 
 
+@pytest.mark.slow
 def test_rotated_product_quantiser_for_a_dimension_pq_does_not_divide() -> None:
     rows = clustered(3000, 24, 1)
     ids = np.arange(7, 3007, dtype=np.int64)

@@ -82,7 +82,7 @@ def test_combined_and_filters(library: dict[str, object]) -> None:
     assert mine and all(h.kind == "library" for h in mine)
     theirs = api.search(["sky"], scope="training", n=100)
     assert theirs and all(h.kind == "training" for h in theirs)
-    with pytest.raises(annot.AnnotError, match="--scope must be one of"):
+    with pytest.raises(annot.AnnotError, match="search.scope must be one of"):
         api.search(["sky"], scope="mine")
 
 
@@ -108,4 +108,4 @@ def test_search_cli(library: dict[str, object]) -> None:
     no_vector = invoke("search", "qwertyzz", "--mode", "space", "--store", library["store"])
     assert no_vector.exit_code == 1 and "'qwertyzz': no word vector" in no_vector.stderr
     mode = invoke("search", "sky", "--mode", "fuzzy", "--store", library["store"])
-    assert mode.exit_code == 1 and "--mode must be one of" in mode.stderr
+    assert mode.exit_code == 2 and "--mode must be one of" in mode.stderr  # a usage error, in the flag's name

@@ -285,6 +285,7 @@ def held_out_by_hand(model: StoreModel, settings):  # type: ignore[no-untyped-de
     return held_out_standards(collect[settings]), training
 
 
+@pytest.mark.slow
 def test_a_held_out_standardized_store_fits_its_projection_per_hold_out(synthetic: dict[str, Path], tmp_path: Path,
                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     store = tmp_path / "h.annot"
@@ -345,6 +346,7 @@ def test_a_held_out_standardized_store_fits_its_projection_per_hold_out(syntheti
         model.close()
 
 
+@pytest.mark.slow
 def test_held_out_standards_refit_the_projection_as_the_store_fits_it(synthetic: dict[str, Path], tmp_path: Path) -> None:
     """With Nyström landmarks or another text-kernel width, each hold-out's projection is fitted as the store's is
     (cross-validation fits the model the store would): the saved standards are those of that fit."""

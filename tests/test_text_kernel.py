@@ -130,6 +130,7 @@ def test_cross_validation_shares_the_text_map_without_changing_results() -> None
         assert results[c].fold_f1 == pytest.approx(tuple(f1s), abs=1e-9)
 
 
+@pytest.mark.slow
 def test_store_with_a_gaussian_text_kernel(synthetic: dict[str, Path], tmp_path: Path) -> None:
     from annot.evaluation.evaluate import evaluate
     from annot.store import StoreDir
@@ -154,6 +155,7 @@ def test_store_with_a_gaussian_text_kernel(synthetic: dict[str, Path], tmp_path:
         assert not (bad / "manifest.json").exists()
 
 
+@pytest.mark.slow
 def test_tune_keeps_the_users_text_kernel(synthetic: dict[str, Path], tmp_path: Path) -> None:
     from annot.errors import AnnotError
     from annot.evaluation.tune import tune_store

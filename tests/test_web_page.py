@@ -16,6 +16,8 @@ from annot.evaluation.evaluate import evaluate
 from annot.library.collection import annotate_photos
 from annot.serve.app import create_app
 
+pytestmark = pytest.mark.browser
+
 DROP = """
 const [name, data] = arguments;
 const bytes = Uint8Array.from(atob(data), (c) => c.charCodeAt(0));

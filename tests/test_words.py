@@ -48,6 +48,7 @@ def test_uncovered_tags_and_untagged_images_are_reported(synthetic: dict[str, Pa
         build_index(corpus, tmp_path / "strict.annot", fake_settings({"words": partial}, strict=True))
 
 
+@pytest.mark.slow
 def test_minilm_gives_every_tag_a_unit_vector_with_meaning() -> None:
     words = load_word_vectors("minilm")
     assert words.source == "minilm" and words.dim == 384

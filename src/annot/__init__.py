@@ -10,9 +10,11 @@ The public Python API::
     store.search(["beach"])
 """
 
-from annot.api import Store, open_store
-from annot.errors import AnnotError, CorpusError, StoreError
+from annot.api import Store, StoreInfo, open_store
+from annot.errors import AnnotError, Conflict, CorpusError, NotFound, StoreError
+from annot.evaluation.runs import WordMetrics
 from annot.library.corrections import Correction
+from annot.library.view import Photo, PhotoTag, WordCount
 from annot.methods import Annotation, TagScore, Vote
 from annot.settings import (
     BuildSettings,
@@ -31,19 +33,26 @@ __all__ = [
     "AnnotError",
     "Annotation",
     "BuildSettings",
+    "Conflict",
     "CorpusError",
     "Correction",
     "EncoderSettings",
     "IndexSettings",
+    "NotFound",
+    "Photo",
+    "PhotoTag",
     "ProjectionSettings",
     "ScoringSettings",
     "SettingsError",
     "Store",
     "StoreBusy",
     "StoreError",
+    "StoreInfo",
     "TagScore",
     "TextSettings",
     "Vote",
+    "WordCount",
+    "WordMetrics",
     "__version__",
     "open_store",
 ]

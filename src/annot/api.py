@@ -17,29 +17,66 @@ The command line (``annot.cli``) and the server (``annot.serve``) call these sam
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Self
+from typing import IO, Any, Self, TypeVar
 
 from annot.errors import CorpusError, StoreError
 from annot.evaluation.evaluate import EvalResult, evaluate
 from annot.evaluation.report import thumbnail_jpeg
-from annot.evaluation.runs import RunRow, WordChange, compare_runs, list_runs, read_only_sql, run_words
+from annot.evaluation.runs import (
+    RunRow,
+    WordChange,
+    WordMetrics,
+    compare_runs,
+    list_runs,
+    read_only_sql,
+    run_words,
+)
 from annot.evaluation.tune import TuneReport, tune_store
 from annot.features.images import UnreadableImage
 from annot.indexer import GrowReport, IndexReport, add_images, build_index, refit, remove_images
 from annot.library.collection import AnnotateReport, annotate_photos, library_counts
 from annot.library.corrections import Correction, CorrectReport, record_corrections
 from annot.library.export import ExportReport, export
-from annot.library.query import annotate_files, annotate_uploads
+from annot.library.query import annotate_files, annotate_uploads, expand_inputs, iter_annotations
 from annot.library.search import Hit, Searcher
-from annot.library.view import PhotoTag, find_photo, photo_record, photo_tags, vocabulary_counts
+from annot.library.view import Photo, PhotoTag, WordCount, find_photo, photo_record, photo_tags, vocabulary_counts
 from annot.methods import Annotation, FitReport, StoreModel, method_class
 from annot.methods.cnnr.train import CNNRConfig, TrainReport, train_cnnr
 from annot.progress import NoProgress, Progress
 from annot.schema.queries import count_rows
 from annot.settings import BuildSettings, ScoringSettings
 from annot.store import Manifest, StoreDir
+
+R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class StoreInfo:
+    """What a store holds (``annot info``): where, how big, its settings, model, index and counts."""
+
+    store: str
+    format_version: int
+    size_bytes: int
+    updated_at: str
+    settings: dict[str, Any]
+    encoder: dict[str, Any]
+    words: dict[str, Any]
+    canonical_correlations_top5: list[float]
+    n_components: int
+    index: dict[str, Any]
+    vocabulary_size: int
+    missing_word_vectors: list[str]
+    counts: dict[str, int]
+    library: dict[str, int]
+    cnnr: dict[str, Any] | None
+    fitted_methods: dict[str, dict[str, Any]]
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(vars(self))
 
 
 class Store:
@@ -103,13 +140,13 @@ class Store:
     # -- using it ----------------------------------------------------------------------------------------------
     @property
     def manifest(self) -> Manifest:
-        """The store's manifest (read now: another process may have changed the store)."""
-        with StoreDir.open(self.root) as store:
-            return store.manifest()
+        """The manifest of the loaded model (loaded again first when a writer has changed the store)."""
+        return self.model().manifest
 
     @property
     def settings(self) -> BuildSettings:
-        return self.manifest.settings
+        """The settings of the loaded model."""
+        return self.model().settings
 
     def scoring(self, scoring: ScoringSettings | None = None, **changes: Any) -> ScoringSettings:
         """The store's scoring settings (or ``scoring``) with ``changes`` (``k=8, n_tags=3``), checked."""
@@ -169,6 +206,26 @@ class Store:
             raise CorpusError(f"{path}: {why}")
         return result.annotations
 
+    def iter_query(self, images: Sequence[str | Path], scoring: ScoringSettings | None = None, *,
+                   explain: bool = False, open_vocabulary: bool = False, batch_size: int = 32, **changes: Any,
+                   ) -> Iterator[tuple[list[Annotation], dict[str, str]]]:
+        """:meth:`query` a batch at a time: each batch's annotations and its unreadable files (path: why), so a
+        caller can show results as they come."""
+        model = self.model()
+        yield from iter_annotations(model, expand_inputs([Path(p) for p in images]), self.scoring(scoring, **changes),
+                                    explain=explain, open_vocabulary=open_vocabulary, batch_size=batch_size,
+                                    progress=self.progress)
+
+    @contextmanager
+    def writer(self) -> Iterator[Store]:
+        """A store object for one write beside this one, whose model keeps serving reads meanwhile (the server's
+        corrections and kept uploads): it loads no model unless the write needs one, and is closed after it."""
+        writing = Store(self.root, progress=self.progress, wait=self.wait)
+        try:
+            yield writing
+        finally:
+            writing.close()
+
     def query_uploads(self, uploads: Sequence[tuple[str, bytes]], scoring: ScoringSettings | None = None, *,
                       explain: bool = False, max_pixels: int | None = None) -> list[Annotation | UnreadableImage]:
         """Tags for uploaded images (name, bytes), encoded in one batch; an unreadable one is its reason."""
@@ -202,7 +259,7 @@ class Store:
         """The id of the photo (or training image) at ``path``."""
         return find_photo(self.model(), Path(path))
 
-    def photo(self, image_id: int) -> dict[str, Any]:
+    def photo(self, image_id: int) -> Photo:
         """One photo by its id: path, size, whether a library photo or a training image, and its tags as shown."""
         return photo_record(self.model(), image_id)
 
@@ -213,13 +270,13 @@ class Store:
     def thumbnail(self, image_id: int, size: int = 256) -> bytes:
         """A JPEG thumbnail of a photo (by id: a training image or a library photo), turned upright."""
         model = self.model()
-        path = photo_record(model, image_id)["path"]
+        path = photo_record(model, image_id).path
         data = thumbnail_jpeg(path, size, model.upright)
         if data is None:
             raise CorpusError(f"photo id {image_id}: its file {path} cannot be read")
         return data
 
-    def vocabulary(self) -> list[dict[str, Any]]:
+    def vocabulary(self) -> list[WordCount]:
         """The vocabulary: each word with its training images and the library photos predicted to show it."""
         return vocabulary_counts(self.model())
 
@@ -244,7 +301,7 @@ class Store:
                                       record=record, progress=self.progress, wait=self.wait))
 
     # -- reading what it holds -----------------------------------------------------------------------------------
-    def info(self) -> dict[str, Any]:
+    def info(self) -> StoreInfo:
         """What the store holds: its settings, model, index and counts."""
         with StoreDir.open(self.root) as store:
             m = store.manifest()
@@ -252,23 +309,23 @@ class Store:
             library = library_counts(store)
             size = sum(f.stat().st_size for f in store.root.rglob("*") if f.is_file())
         data = m.to_json()
-        return {"store": str(self.root), "format_version": m.format_version, "size_bytes": size,
-                "updated_at": m.updated_at, "settings": data["settings"], "encoder": data["encoder"],
-                "words": data["words"], "canonical_correlations_top5": list(m.projection.canonical_correlations[:5]),
-                "n_components": m.projection.n_components, "index": {"factory": m.index.factory,
-                                                                     "ntotal": m.index.ntotal,
-                                                                     "search": dict(m.index.search),
-                                                                     **dict(m.index.tuning)},
-                "vocabulary_size": len(m.vocabulary.words), "missing_word_vectors": list(m.vocabulary.missing_word_vectors),
-                "counts": counts, "library": library, "cnnr": None if m.cnnr is None else dict(m.cnnr.info),
-                "fitted_methods": {name: {"fit_seconds": r.fit_seconds, "fitted_at": r.fitted_at, **dict(r.params)}
-                                   for name, r in m.methods.items()}}
+        return StoreInfo(
+            store=str(self.root), format_version=m.format_version, size_bytes=size, updated_at=m.updated_at,
+            settings=data["settings"], encoder=data["encoder"], words=data["words"],
+            canonical_correlations_top5=[float(c) for c in m.projection.canonical_correlations[:5]],
+            n_components=m.projection.n_components,
+            index={"factory": m.index.factory, "ntotal": m.index.ntotal, "search": dict(m.index.search),
+                   **dict(m.index.tuning)},
+            vocabulary_size=len(m.vocabulary.words), missing_word_vectors=list(m.vocabulary.missing_word_vectors),
+            counts=counts, library=library, cnnr=None if m.cnnr is None else dict(m.cnnr.info),
+            fitted_methods={name: {"fit_seconds": r.fit_seconds, "fitted_at": r.fitted_at, **dict(r.params)}
+                            for name, r in m.methods.items()})
 
     def runs(self) -> list[RunRow]:
         with StoreDir.open(self.root) as store:
             return list_runs(store)
 
-    def run_words(self, run_id: int) -> list[dict[str, Any]]:
+    def run_words(self, run_id: int) -> list[WordMetrics]:
         """A run's per-word P / R / F1, most frequent training word first."""
         with StoreDir.open(self.root) as store:
             return run_words(store, run_id)
@@ -293,7 +350,7 @@ class Store:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _changed(self, result: Any) -> Any:
+    def _changed(self, result: R) -> R:
         self._model_version = None  # reload the model on next use
         return result
 

@@ -1,4 +1,7 @@
-"""One exception family for every domain error; the CLI turns each into a one-line message and a non-zero exit."""
+"""One exception family for every domain error; the CLI turns each into a one-line message and a non-zero exit, and
+the server into a JSON error whose status follows the class (:class:`NotFound` 404, :class:`Conflict` 409, a
+setting's error 422, the store's own trouble 500, any other 400). Messages name settings (``search.mode``), not
+flags or query parameters: the CLI and the server say them in their own words."""
 
 from __future__ import annotations
 
@@ -7,6 +10,14 @@ class AnnotError(Exception):
     """Base of every error a user can cause and fix (bad input, missing store, wrong weights)."""
 
     exit_code = 1
+
+
+class NotFound(AnnotError):
+    """Something a request names does not exist: a photo (by id or path), a run."""
+
+
+class Conflict(AnnotError):
+    """The request cannot be done in the store's present state (another process is changing it)."""
 
 
 class CorpusError(AnnotError):

@@ -377,6 +377,47 @@ class BuildSettings(_Settings):
         return cls(**values)
 
 
+def _given(**values: Any) -> dict[str, Any]:
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def scoring_flags(*, method: str | None = None, n: int | None = None, k: int | None = None,
+                  temperature: float | None = None, frequency_power: float | None = None, depth: int | None = None,
+                  score: str | None = None, min_confidence: str | None = None) -> dict[str, Any]:
+    """The scoring flags that were given, by their settings' names: the changes a command asks of the store's
+    scoring settings (:meth:`annot.Store.scoring` applies them, checked)."""
+    return _given(method=method, n_tags=n, k=k, temperature=temperature, frequency_power=frequency_power,
+                  depth=depth, score=score, min_confidence=min_confidence)
+
+
+def build_settings(*, encoder: str | None = None, weights: Path | None = None, words: str | None = None,
+                   text: str | None = None, vocabulary: Path | None = None, projection: str | None = None,
+                   components: int | None = None, reg: float | None = None, normalize: str | None = None,
+                   landmarks: str | None = None, gamma_scale: float | None = None, text_kernel: str | None = None,
+                   text_gamma_scale: float | None = None, space: str | None = None, index: str | None = None,
+                   memory_budget: str | None = None, tag_agreement: float | None = None,
+                   method: str | None = None, n: int | None = None, k: int | None = None,
+                   temperature: float | None = None, frequency_power: float | None = None, depth: int | None = None,
+                   score: str | None = None, feature_dtype: str | None = None, batch_size: int | None = None,
+                   strict: bool | None = None, ray: str | None = None) -> BuildSettings:
+    """Settings from flat, flag-like names (``encoder="fake", k=3, text="bv"``; what ``annot index`` builds with):
+    every name not given takes the library's default (for the scoring names, the default of the projection given)."""
+
+    projection_settings = ProjectionSettings(**_given(
+        kind=projection, n_components=components, reg=reg, normalization=normalize, landmarks=landmarks,
+        gamma_scale=gamma_scale, text_kernel=text_kernel, text_gamma_scale=text_gamma_scale, space=space))
+    scoring = ScoringSettings.defaults_for(projection_settings.kind).replace(**scoring_flags(
+        method=method, n=n, k=k, temperature=temperature, frequency_power=frequency_power, depth=depth, score=score))
+    return BuildSettings(
+        encoder=EncoderSettings(**_given(name=encoder, weights=weights)),
+        text=TextSettings(**_given(words=words, view=text, vocabulary=vocabulary)),
+        projection=projection_settings,
+        index=IndexSettings(**_given(kind=index, memory_budget=memory_budget, tag_agreement=tag_agreement)),
+        scoring=scoring,
+        **_given(feature_dtype=feature_dtype, batch_size=batch_size, strict=strict, ray=ray),
+    )
+
+
 __all__ = [
     "BuildSettings",
     "EncoderSettings",
@@ -392,5 +433,7 @@ __all__ = [
     "TextKernel",
     "TextSettings",
     "TextView",
+    "build_settings",
     "parse_bytes",
+    "scoring_flags",
 ]

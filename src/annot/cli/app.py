@@ -2,7 +2,7 @@
 
 Each command module (``annot.cli.build``, ``.use``, ``.inspect``) registers its commands on ``app``;
 ``annot.cli.main`` imports them all. A command parses its flags, builds the settings with :func:`build_settings` or
-:func:`scoring_settings`, calls one method of :class:`annot.Store`, and renders the result. Every domain error becomes
+:func:`scoring_flags`, calls one method of :class:`annot.Store`, and renders the result. Every domain error becomes
 one line on stderr and a non-zero exit in :func:`handle_errors`; a setting's error names its flag.
 """
 
@@ -19,15 +19,7 @@ import typer
 import annot
 from annot.cli.render import RichProgress, error_line, warn
 from annot.errors import AnnotError
-from annot.settings import (
-    BuildSettings,
-    EncoderSettings,
-    IndexSettings,
-    ProjectionSettings,
-    ScoringSettings,
-    SettingsError,
-    TextSettings,
-)
+from annot.settings import BuildSettings, ScoringSettings, SettingsError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -55,6 +47,8 @@ FLAGS = {
     "scoring.frequency_power": "--frequency-power", "scoring.depth": "--depth", "scoring.score": "--score",
     "feature_dtype": "--feature-dtype", "batch_size": "--batch-size", "strict": "--strict", "ray": "--ray",
     "timeout": "--timeout", "grid": "--grid", "min_f1": "--min-f1", "scoring.min_confidence": "--min-confidence",
+    "search.mode": "--mode", "search.scope": "--scope", "export.format": "--format", "export.naming": "--naming",
+    "cnnr.target": "--target", "cnnr.select": "--select", "correction.action": "a correction's action",
 }
 
 StoreOpt = Annotated[Path, typer.Option("--store", "-s", help="The store directory.")]
@@ -127,48 +121,6 @@ def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log wha
 
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     warnings.filterwarnings("ignore", module="PIL")  # PIL's warnings (EXIF, decompression bombs) become our own lines
-
-
-def _given(**values: Any) -> dict[str, Any]:
-    return {k: v for k, v in values.items() if v is not None}
-
-
-def scoring_settings(base: ScoringSettings, *, method: str | None = None, n: int | None = None, k: int | None = None,
-                     temperature: float | None = None, frequency_power: float | None = None,
-                     depth: int | None = None, score: str | None = None,
-                     min_confidence: str | None = None) -> ScoringSettings:
-    """``base`` with the scoring flags that were given."""
-    return base.replace(**_given(method=method, n_tags=n, k=k, temperature=temperature,
-                                 frequency_power=frequency_power, depth=depth, score=score,
-                                 min_confidence=min_confidence))
-
-
-def build_settings(*, encoder: str | None = None, weights: Path | None = None, words: str | None = None,
-                   text: str | None = None, vocabulary: Path | None = None, projection: str | None = None,
-                   components: int | None = None, reg: float | None = None, normalize: str | None = None,
-                   landmarks: str | None = None, gamma_scale: float | None = None, text_kernel: str | None = None,
-                   text_gamma_scale: float | None = None, space: str | None = None, index: str | None = None,
-                   memory_budget: str | None = None, tag_agreement: float | None = None,
-                   method: str | None = None, n: int | None = None, k: int | None = None,
-                   temperature: float | None = None, frequency_power: float | None = None, depth: int | None = None,
-                   score: str | None = None, feature_dtype: str | None = None, batch_size: int | None = None,
-                   strict: bool | None = None, ray: str | None = None) -> BuildSettings:
-    """The settings ``annot index`` builds with: every flag not given takes the library's default (for the scoring
-    flags, the default of the projection given)."""
-
-    projection_settings = ProjectionSettings(**_given(
-        kind=projection, n_components=components, reg=reg, normalization=normalize, landmarks=landmarks,
-        gamma_scale=gamma_scale, text_kernel=text_kernel, text_gamma_scale=text_gamma_scale, space=space))
-    scoring = scoring_settings(ScoringSettings.defaults_for(projection_settings.kind), method=method, n=n, k=k,
-                               temperature=temperature, frequency_power=frequency_power, depth=depth, score=score)
-    return BuildSettings(
-        encoder=EncoderSettings(**_given(name=encoder, weights=weights)),
-        text=TextSettings(**_given(words=words, view=text, vocabulary=vocabulary)),
-        projection=projection_settings,
-        index=IndexSettings(**_given(kind=index, memory_budget=memory_budget, tag_agreement=tag_agreement)),
-        scoring=scoring,
-        **_given(feature_dtype=feature_dtype, batch_size=batch_size, strict=strict, ray=ray),
-    )
 
 
 def open_store(store: Path, wait: bool = False) -> Any:

@@ -20,7 +20,6 @@ from annot.cli.app import (
     TempOpt,
     WaitOpt,
     app,
-    build_settings,
     handle_errors,
     open_store,
 )
@@ -29,6 +28,7 @@ from annot.evaluation.tune import searched
 from annot.indexer.corpus import read_corpus
 from annot.library.query import expand_inputs
 from annot.methods.cnnr.train import CNNRConfig
+from annot.settings import build_settings
 
 P = DEFAULT.projection
 

@@ -22,7 +22,7 @@ from annot.store import atomic_write
 def info(store: StoreOpt, json_out: JsonOpt = False) -> None:
     """Show what a store holds: settings, encoder, word vectors, projection, index and counts."""
 
-    data = open_store(store).info()
+    data = open_store(store).info().to_dict()
     if json_out:
         print_json(data)
         return

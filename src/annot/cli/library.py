@@ -17,12 +17,12 @@ from annot.cli.app import (
     app,
     handle_errors,
     open_store,
-    scoring_settings,
 )
 from annot.cli.render import console, error_line, print_json, say, styled, table, warn
 from annot.errors import AnnotError
 from annot.library.corrections import Correction, read_corrections
-from annot.library.search import MODES, Hit
+from annot.library.search import Hit
+from annot.settings import scoring_flags
 
 
 @app.command()
@@ -45,11 +45,8 @@ def annotate(
     changed ones annotated again, vanished ones marked missing. Ctrl-C or a crash loses at most the last minute of
     work; run the same command again to finish. Unreadable files are listed and skipped."""
 
-    api = open_store(store, wait)
-    scoring = None
-    if n is not None or min_confidence is not None:
-        scoring = scoring_settings(api.settings.scoring, n=n, min_confidence=min_confidence)
-    report = api.annotate(paths, scoring, ray=ray, batch_size=batch_size)
+    report = open_store(store, wait).annotate(paths, ray=ray, batch_size=batch_size,
+                                              **scoring_flags(n=n, min_confidence=min_confidence))
     if json_out:
         print_json(report.to_dict())
     else:
@@ -92,8 +89,6 @@ def search(
 ) -> None:
     """Find photos by words or by an example photo, over the training images and the annotated library."""
 
-    if mode not in MODES:
-        raise AnnotError(f"--mode must be one of {', '.join(MODES)}, got {mode!r}")
     api = open_store(store)
     manifest = api.manifest
     if manifest.collection is None or manifest.collection.ntotal == 0:

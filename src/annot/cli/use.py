@@ -22,11 +22,10 @@ from annot.cli.app import (
     app,
     handle_errors,
     open_store,
-    scoring_settings,
 )
-from annot.cli.render import RichProgress, console, error_line, print_json, say, styled, table, warn
-from annot.library.query import expand_inputs, iter_annotations
+from annot.cli.render import console, error_line, print_json, say, styled, table, warn
 from annot.methods import TagScore
+from annot.settings import scoring_flags
 
 
 @app.command()
@@ -51,15 +50,12 @@ def query(
     """Annotate new images with the store's model (nothing is kept; see `annot annotate` for a photo library)."""
 
     api = open_store(store)
-    model = api.model()
-    scoring = scoring_settings(model.settings.scoring, method=method, n=n, k=k, temperature=temperature,
-                               frequency_power=frequency_power, depth=depth, score=score,
-                               min_confidence=min_confidence)
-    paths = expand_inputs(images)
+    scoring = api.scoring(**scoring_flags(method=method, n=n, k=k, temperature=temperature,
+                                          frequency_power=frequency_power, depth=depth, score=score,
+                                          min_confidence=min_confidence))
     results: list[dict[str, object]] = []
     failed: dict[str, str] = {}
-    for batch, unreadable in iter_annotations(model, paths, scoring, explain=explain,
-                                                    open_vocabulary=open_vocabulary, progress=RichProgress()):
+    for batch, unreadable in api.iter_query(images, scoring, explain=explain, open_vocabulary=open_vocabulary):
         failed.update(unreadable)
         if json_out:
             results.extend(a.to_dict(explain) for a in batch)
@@ -107,10 +103,9 @@ def eval_(
     """Annotate a labelled set and report per-word P / R / F1 / N+ (recorded as a run in the store)."""
 
     api = open_store(store, wait)
-    scoring = scoring_settings(api.manifest.settings.scoring, method=method, n=n, k=k, temperature=temperature,
-                               frequency_power=frequency_power, depth=depth, score=score,
-                               min_confidence=min_confidence)
-    result = api.evaluate(corpus, scoring, split=split)
+    result = api.evaluate(corpus, split=split, **scoring_flags(
+        method=method, n=n, k=k, temperature=temperature, frequency_power=frequency_power, depth=depth, score=score,
+        min_confidence=min_confidence))
     if json_out:
         print_json(result.to_dict())
         return

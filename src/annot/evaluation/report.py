@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from sqlalchemy import select
 
-from annot.errors import AnnotError
+from annot.errors import AnnotError, NotFound
 from annot.evaluation.published import published_for
 from annot.evaluation.runs import list_runs
 from annot.features.images import UnreadableImage, load_image
@@ -145,7 +145,7 @@ def build_report(store_root: Path, run_id: int, gallery: int = 40) -> str:
         upright = store.manifest().encoder.orientation == "exif"
         run = next((r for r in list_runs(store) if r.id == run_id), None)
         if run is None:
-            raise AnnotError(f"{store_root}: no run {run_id} (see `annot runs`)")
+            raise NotFound(f"{store_root}: no run {run_id} (see `annot runs`)")
         with store.db.connect() as conn:
             word_of = {i: w for i, w in conn.execute(select(tags.c.id, tags.c.word))}
             metrics = conn.execute(select(word_metrics).where(word_metrics.c.run_id == run_id)).mappings().all()

@@ -13,7 +13,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from annot.errors import AnnotError
+from annot.errors import AnnotError, NotFound
 from annot.schema import image_tags, images, runs, tags, word_metrics
 from annot.schema.database import SANDBOX
 from annot.settings import SettingsError
@@ -106,7 +106,8 @@ def read_only_sql(store_root: Path, sql: str, timeout: float | None = None) -> t
                 worker.join(0.05)
                 if deadline is not None and time.monotonic() > deadline and not interrupted:
                     timed_out = True
-                    conn.interrupt()  # again until the statement stops: DuckDB checks between chunks of work
+                if timed_out or interrupted:  # again until it stops: a statement that had not started yet, or
+                    conn.interrupt()  # one between DuckDB's checks, misses a single interrupt
         finally:
             if previous is not None:
                 signal.signal(signal.SIGINT, previous)
@@ -136,19 +137,35 @@ def _sql_error(store_root: Path, sql: str, exc: BaseException, timeout: float | 
     return f"{store_root}: SQL error: {message}"
 
 
-def run_words(store: StoreDir, run_id: int) -> list[dict[str, Any]]:
+@dataclass(frozen=True)
+class WordMetrics:
+    """One word's result in a run, with how many training images carry it."""
+
+    word: str
+    precision: float
+    recall: float | None  # None: the word has no truth in the run's images
+    f1: float
+    n_truth: int
+    train_frequency: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"word": self.word, "precision": self.precision, "recall": self.recall, "f1": self.f1,
+                "n_truth": self.n_truth, "train_frequency": self.train_frequency}
+
+
+def run_words(store: StoreDir, run_id: int) -> list[WordMetrics]:
     """A run's per-word metrics (what ``annot report`` charts), most frequent training word first."""
     with store.db.connect() as conn:
         if conn.execute(select(runs.c.id).where(runs.c.id == run_id)).first() is None:
-            raise AnnotError(f"{store.root}: no run {run_id} (see `annot runs`)")
+            raise NotFound(f"{store.root}: no run {run_id} (see `annot runs`)")
         frequency: dict[int, int] = dict(conn.execute(
             select(image_tags.c.tag_id, func.count()).join(images, images.c.id == image_tags.c.image_id)
             .where(images.c.split == "train").group_by(image_tags.c.tag_id)).tuples().all())
         rows = conn.execute(select(tags.c.word, word_metrics).join(tags, tags.c.id == word_metrics.c.tag_id)
                             .where(word_metrics.c.run_id == run_id)).mappings().all()
-    out = [{"word": r["word"], "precision": r["precision"], "recall": r["recall"], "f1": r["f1"],
-            "n_truth": r["n_truth"], "train_frequency": int(frequency.get(r["tag_id"], 0))} for r in rows]
-    return sorted(out, key=lambda w: (-w["train_frequency"], w["word"]))
+    out = [WordMetrics(str(r["word"]), float(r["precision"]), None if r["recall"] is None else float(r["recall"]),
+                       float(r["f1"]), int(r["n_truth"]), int(frequency.get(r["tag_id"], 0))) for r in rows]
+    return sorted(out, key=lambda w: (-w.train_frequency, w.word))
 
 
 def compare_runs(store: StoreDir, run_a: int, run_b: int) -> list[WordChange]:
@@ -157,7 +174,7 @@ def compare_runs(store: StoreDir, run_a: int, run_b: int) -> list[WordChange]:
         known = {r for (r,) in conn.execute(select(runs.c.id).where(runs.c.id.in_([run_a, run_b])))}
         for run in (run_a, run_b):
             if run not in known:
-                raise AnnotError(f"{store.root}: no run {run} (see `annot runs`)")
+                raise NotFound(f"{store.root}: no run {run} (see `annot runs`)")
         rows = conn.execute(
             select(word_metrics.c.run_id, word_metrics.c.tag_id, word_metrics.c.f1, word_metrics.c.n_truth, tags.c.word)
             .join(tags, tags.c.id == word_metrics.c.tag_id)

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 from sqlalchemy import Connection, select, update
 
-from annot.errors import AnnotError, CorpusError
+from annot.errors import AnnotError, CorpusError, NotFound
 from annot.indexer.corpus import normalize_tag
 from annot.indexer.grow import sync_training
 from annot.indexer.importer import TRAIN
@@ -40,7 +40,7 @@ from annot.inputs import read_text
 from annot.progress import Progress
 from annot.schema import corrections, image_tags, images, photo_files, tags
 from annot.schema.database import insert_rows, next_id
-from annot.settings import ProjectionKind
+from annot.settings import ProjectionKind, SettingsError
 from annot.store import StoreDir
 
 ACTIONS = ("confirm", "reject", "add")
@@ -57,7 +57,7 @@ class Correction:
 
     def __post_init__(self) -> None:
         if self.action not in ACTIONS:
-            raise AnnotError(f"a correction's action must be one of {', '.join(ACTIONS)}, got {self.action!r}")
+            raise SettingsError("correction.action", f"must be one of {', '.join(ACTIONS)}, got {self.action!r}")
 
 
 @dataclass
@@ -125,12 +125,12 @@ def _resolve(conn: Connection, items: Sequence[Correction], store: Path) -> list
     for c in items:
         if isinstance(c.photo, int):
             if c.photo not in known_ids:
-                raise AnnotError(f"photo id {c.photo}: not a photo of {store}; nothing corrected")
+                raise NotFound(f"photo id {c.photo}: not a photo of {store}; nothing corrected")
             image_id = c.photo
         else:
             found = by_path.get(c.photo)
             if found is None:
-                raise AnnotError(f"{c.photo}: not a photo of {store} (annotate it first: annot annotate); "
+                raise NotFound(f"{c.photo}: not a photo of {store} (annotate it first: annot annotate); "
                                  "nothing corrected")
             image_id = found
         word = normalize_tag(c.tag)

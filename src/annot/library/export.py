@@ -39,6 +39,7 @@ from annot.inputs import file_kind
 from annot.library.view import PhotoTag, photo_tags
 from annot.methods import StoreModel
 from annot.schema import images, photo_files
+from annot.settings import SettingsError
 from annot.store import TEMPORARY, atomic_write
 
 FORMATS = ("xmp", "csv", "jsonl")
@@ -193,9 +194,9 @@ def export(model: StoreModel, fmt: str, *, out: Path | None = None, naming: str 
     """Write the library's tags as ``fmt``: XMP sidecars (beside the photos, or under ``out``), or one CSV or
     JSON Lines file (``out``, else ``stream``)."""
     if fmt not in FORMATS:
-        raise AnnotError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+        raise SettingsError("export.format", f"must be one of {', '.join(FORMATS)}, got {fmt!r}")
     if naming not in NAMINGS:
-        raise AnnotError(f"--naming must be one of {', '.join(NAMINGS)}, got {naming!r}")
+        raise SettingsError("export.naming", f"must be one of {', '.join(NAMINGS)}, got {naming!r}")
     photos = list(exported_tags(model, min_confidence, training))
     n_tags = sum(len(t) for _, t in photos)
     if fmt != "xmp":

@@ -39,7 +39,7 @@ from annot.library.view import PhotoTag, PhotoView
 from annot.methods import StoreModel
 from annot.projection import correlation_rows
 from annot.schema import images
-from annot.settings import TextView
+from annot.settings import SettingsError, TextView
 
 MODES = ("combined", "tags", "space")
 SCOPES = ("all", "library", "training")  # which photos: the library's and the training images, or one of them
@@ -208,9 +208,9 @@ class Searcher:
                require: Sequence[str] = (), exclude: Sequence[str] = (), folder: Path | None = None,
                n: int = 20, scope: str = "all", max_pixels: int | None = None) -> list[Hit]:
         if scope not in SCOPES:
-            raise AnnotError(f"--scope must be one of {', '.join(SCOPES)}, got {scope!r}")
+            raise SettingsError("search.scope", f"must be one of {', '.join(SCOPES)}, got {scope!r}")
         if mode not in MODES:
-            raise AnnotError(f"--mode must be one of {', '.join(MODES)}, got {mode!r}")
+            raise SettingsError("search.mode", f"must be one of {', '.join(MODES)}, got {mode!r}")
         if n < 1:
             raise AnnotError(f"-n must be a whole number >= 1, got {n}")
         words = [normalize_tag(w) for w in words if normalize_tag(w)]

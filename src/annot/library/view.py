@@ -17,7 +17,7 @@ import numpy as np
 from numpy.typing import NDArray
 from sqlalchemy import func, select
 
-from annot.errors import AnnotError
+from annot.errors import NotFound
 from annot.methods import StoreModel
 from annot.schema import corrections, image_tags, images, photo_annotations, photo_files, tags
 
@@ -33,6 +33,36 @@ class PhotoTag:
     def to_dict(self) -> dict[str, Any]:
         return {"tag": self.tag, "confidence": None if self.confidence is None else round(self.confidence, 4),
                 "source": self.source}
+
+
+@dataclass(frozen=True)
+class Photo:
+    """One photo of the store as the library shows it: a library photo or a training image, its tags surest first."""
+
+    id: int
+    path: str
+    width: int
+    height: int
+    kind: str  # library or training
+    split: str
+    state: str | None  # a library photo's: annotated, unreadable, missing
+    tags: tuple[PhotoTag, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "path": self.path, "width": self.width, "height": self.height, "kind": self.kind,
+                "split": self.split, "state": self.state, "tags": [t.to_dict() for t in self.tags]}
+
+
+@dataclass(frozen=True)
+class WordCount:
+    """A vocabulary word with its training images and the library photos it is predicted on."""
+
+    tag: str
+    training_images: int
+    library_photos: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"tag": self.tag, "training_images": self.training_images, "library_photos": self.library_photos}
 
 
 def library_ids(conn: Any, db: Any, ids: Sequence[int]) -> set[int]:
@@ -84,27 +114,26 @@ def find_photo(model: StoreModel, path: Path) -> int:
             found = conn.execute(select(images.c.id).where(images.c.path == candidate)).scalar()
             if found is not None:
                 return int(found)
-    raise AnnotError(f"{path}: not a photo of {model.store.root}")
+    raise NotFound(f"{path}: not a photo of {model.store.root}")
 
 
-def photo_record(model: StoreModel, image_id: int) -> dict[str, Any]:
+def photo_record(model: StoreModel, image_id: int) -> Photo:
     """One photo by id, as the server and ``annot search --json`` describe it."""
     db = model.store.db
     with db.connect() as conn:
         row = conn.execute(select(images.c.path, images.c.split, images.c.width, images.c.height)
                            .where(images.c.id == int(image_id))).first()
         if row is None:
-            raise AnnotError(f"photo id {image_id}: not a photo of {model.store.root}")
+            raise NotFound(f"photo id {image_id}: not a photo of {model.store.root}")
         state = None
         if db.has_table("photo_files"):
             state = conn.execute(select(photo_files.c.state).where(photo_files.c.image_id == int(image_id))).scalar()
     shown = photo_tags(model, [int(image_id)]).get(int(image_id), [])
-    return {"id": int(image_id), "path": row.path, "width": row.width, "height": row.height,
-            "kind": "training" if state is None else "library", "split": row.split, "state": state,
-            "tags": [t.to_dict() for t in shown]}
+    return Photo(int(image_id), str(row.path), int(row.width), int(row.height),
+                 "training" if state is None else "library", str(row.split), state, tuple(shown))
 
 
-def vocabulary_counts(model: StoreModel) -> list[dict[str, Any]]:
+def vocabulary_counts(model: StoreModel) -> list[WordCount]:
     """The store's vocabulary: each word with its training images and the library photos it is shown on."""
     db = model.store.db
     with db.connect() as conn:
@@ -117,7 +146,7 @@ def vocabulary_counts(model: StoreModel) -> list[dict[str, Any]]:
                 select(photo_annotations.c.tag_id, func.count()).join(photo_files, photo_files.c.image_id ==
                                                                 photo_annotations.c.image_id)
                 .where(photo_files.c.state == "annotated").group_by(photo_annotations.c.tag_id)).tuples().all())
-    return [{"tag": word, "training_images": int(training.get(t, 0)), "library_photos": int(library.get(t, 0))}
+    return [WordCount(word, int(training.get(t, 0)), int(library.get(t, 0)))
             for word, t in zip(model.vocabulary, model.tag_ids, strict=True)]
 
 

@@ -32,7 +32,7 @@ from pydantic import BaseModel, Field
 
 import annot
 from annot.api import Store
-from annot.errors import AnnotError, CorpusError, StoreError
+from annot.errors import AnnotError, Conflict, CorpusError, NotFound, StoreError
 from annot.features.images import TooManyPixels, UnreadableImage
 from annot.library.corrections import Correction
 from annot.library.search import MODES, UnreadableUpload, UploadTooLarge
@@ -112,6 +112,24 @@ class CorrectionsIn(BaseModel):
                                             description=f"At most {MAX_CORRECTIONS} corrections a request.")
 
 
+# HTTP statuses of the library's errors; a class not named answers as its nearest named base (AnnotError: 400)
+ERROR_STATUS: dict[type[Exception], int] = {
+    AnnotError: 400, NotFound: 404, Conflict: 409, StoreBusy: 409, SettingsError: 422, StoreError: 500,
+    UnreadableUpload: 415, UploadTooLarge: 413,
+}
+PARAMETERS = {"scoring.n_tags": "n", "scoring.min_confidence": "min_confidence", "search.mode": "mode",
+              "search.scope": "scope", "correction.action": "action"}  # a setting's name in a request
+
+
+def _answer_with(status: int) -> Any:
+    async def answer(request: Request, exc: Exception) -> JSONResponse:
+        if isinstance(exc, SettingsError):  # in the request's words: its parameter, not the library's setting
+            return _error(status, f"{PARAMETERS.get(exc.setting, exc.setting.split('.')[-1])} {exc.detail}")
+        return _error(status, str(exc))
+
+    return answer
+
+
 def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
@@ -161,17 +179,8 @@ def create_app(store_root: Path, *, token: str | None = None, limits: Limits | N
     app.add_middleware(RequestGuard, access=access)  # Host, other sites, body size: before anything else runs
 
     # -- errors: one JSON shape, a status that says whose fault ---------------------------------------------------
-    @app.exception_handler(AnnotError)
-    async def annot_error(request: Request, exc: AnnotError) -> JSONResponse:
-        if isinstance(exc, StoreBusy):
-            return _error(409, str(exc))
-        if isinstance(exc, UnreadableUpload):
-            return _error(415, str(exc))
-        if isinstance(exc, UploadTooLarge):
-            return _error(413, str(exc))
-        if "not a photo of" in str(exc) or "no run" in str(exc):
-            return _error(404, str(exc))
-        return _error(400 if not isinstance(exc, StoreError) else 500, str(exc))
+    for error, status in ERROR_STATUS.items():  # keyed by class: the most specific class's status answers
+        app.add_exception_handler(error, _answer_with(status))
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -187,12 +196,6 @@ def create_app(store_root: Path, *, token: str | None = None, limits: Limits | N
     @app.exception_handler(_Forbidden)
     async def forbidden(request: Request, exc: _Forbidden) -> JSONResponse:
         return _error(401, "this server takes writes with its token only (Authorization: Bearer TOKEN)")
-
-    def scoring_of(s: Store, n: int | None, min_confidence: str | None) -> ScoringSettings:
-        try:
-            return s.scoring(n_tags=n, min_confidence=min_confidence)
-        except SettingsError as exc:
-            raise AnnotError(f"{exc.setting.split('.')[-1]} {exc.detail}") from None
 
     async def read_upload(image: UploadFile) -> bytes:
         data = await image.read(limits.max_bytes + 1)
@@ -231,7 +234,7 @@ def create_app(store_root: Path, *, token: str | None = None, limits: Limits | N
             writer(authorization)
         data = await read_upload(image)
         with guard.reading() as s:
-            scoring = scoring_of(s, n, min_confidence)
+            scoring = s.scoring(n_tags=n, min_confidence=min_confidence)
         name = image.filename or "upload"
         answer = await batcher((scoring, explain), (name, data))
         if isinstance(answer, TooManyPixels):
@@ -260,7 +263,7 @@ def create_app(store_root: Path, *, token: str | None = None, limits: Limits | N
                 tmp.write_bytes(data)
                 tmp.replace(path)
             try:
-                with Store(store.root) as writing:
+                with store.writer() as writing:
                     report = writing.annotate([path])
                 if report.unreadable:
                     raise UnreadableUpload(f"{name}: {next(iter(report.unreadable.values()))}")
@@ -316,7 +319,7 @@ def create_app(store_root: Path, *, token: str | None = None, limits: Limits | N
     @app.get("/v1/images/{image_id}")
     def image_info(image_id: int) -> dict[str, Any]:
         with guard.reading() as s:
-            return {**s.photo(image_id), "thumbnail": f"/v1/images/{image_id}/thumbnail"}
+            return {**s.photo(image_id).to_dict(), "thumbnail": f"/v1/images/{image_id}/thumbnail"}
 
     @app.get("/v1/images/{image_id}/thumbnail", response_class=Response)
     def thumbnail(image_id: int, size: Annotated[int, Query(ge=32, le=1024)] = 256) -> Response:
@@ -330,16 +333,13 @@ def create_app(store_root: Path, *, token: str | None = None, limits: Limits | N
     @app.get("/v1/tags")
     def vocabulary() -> dict[str, Any]:
         with guard.reading() as s:
-            return {"tags": s.vocabulary()}
+            return {"tags": [w.to_dict() for w in s.vocabulary()]}
 
     @app.post("/v1/corrections", dependencies=[Depends(writer)])
     def correct(body: CorrectionsIn | CorrectionIn) -> dict[str, Any]:
         items = body.corrections if isinstance(body, CorrectionsIn) else [body]
-        writing = Store(store.root)
-        try:
+        with store.writer() as writing:
             report = writing.correct([Correction(c.id, c.tag, c.action) for c in items], source="server")
-        finally:
-            writing.close()
         ids = list(dict.fromkeys(c.id for c in items))  # each photo once, read in one look-up
         with guard.reading() as s:
             shown = s.photo_tags(ids)
@@ -354,7 +354,7 @@ def create_app(store_root: Path, *, token: str | None = None, limits: Limits | N
     @app.get("/v1/runs/{run_id}/words")
     def run_words(run_id: int) -> dict[str, Any]:
         with guard.reading() as s:
-            return {"run": run_id, "words": s.run_words(run_id)}
+            return {"run": run_id, "words": [w.to_dict() for w in s.run_words(run_id)]}
 
     # -- the web page and the OpenAPI explorer, both offline ---------------------------------------------------------
     from swagger_ui_bundle import swagger_ui_path

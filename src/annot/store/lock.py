@@ -15,14 +15,14 @@ import sys
 import time
 from pathlib import Path
 
-from annot.errors import StoreError
+from annot.errors import Conflict, StoreError
 
 log = logging.getLogger(__name__)
 
 LOCK = ".lock"
 
 
-class StoreBusy(StoreError):
+class StoreBusy(StoreError, Conflict):
     """Another process is changing the store."""
 
 

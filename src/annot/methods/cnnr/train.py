@@ -42,6 +42,7 @@ from annot.methods.cnnr.answer import answer_quality, word_index
 from annot.methods.cnnr.network import CNNR, Backbone, build_backbone
 from annot.progress import NoProgress, Progress
 from annot.schema.queries import image_paths, label_matrix
+from annot.settings import SettingsError
 from annot.store import StoreDir, atomic_write
 from annot.store.manifest import CNNRRecord
 
@@ -147,9 +148,9 @@ def train_cnnr(store_root: Path, config: CNNRConfig = CNNRConfig(), progress: Pr
     start = time.perf_counter()
     torch.manual_seed(config.seed)
     if config.target not in TARGETS:
-        raise AnnotError(f"--target must be one of {', '.join(TARGETS)}, got {config.target!r}")
+        raise SettingsError("cnnr.target", f"must be one of {', '.join(TARGETS)}, got {config.target!r}")
     if config.select not in SELECTIONS:
-        raise AnnotError(f"--select must be one of {', '.join(SELECTIONS)}, got {config.select!r}")
+        raise SettingsError("cnnr.select", f"must be one of {', '.join(SELECTIONS)}, got {config.select!r}")
     store = StoreDir.open(Path(store_root), write=True, wait=wait)
     try:
         manifest = store.manifest()

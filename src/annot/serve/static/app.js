@@ -142,12 +142,7 @@ async function tagFile(file) {
   const form = new FormData();
   form.append("image", file, file.name);
   try {
-    let answer;
-    try {
-      answer = await api("/v1/annotate?explain=true&keep=true", { method: "POST", body: form });
-    } catch (error) {  // no right to keep it here: show its tags without keeping it
-      answer = await api("/v1/annotate?explain=true", { method: "POST", body: form });
-    }
+    const answer = await api("/v1/annotate?explain=true&keep=true", { method: "POST", body: form });
     const voters = votersOf(answer.tags);
     if (answer.id !== undefined) {
       await showPhoto(answer.id, voters);
@@ -158,8 +153,8 @@ async function tagFile(file) {
       renderTags(null, answer.tags.map((t) => ({ tag: t.tag, confidence: t.confidence, source: "predicted" })));
     }
     setStatus(`${file.name}: ${answer.tags.map((t) => t.tag).join(", ")}`);
-  } catch (error) {
-    setStatus(`${file.name}: ${error.message}`, true);
+  } catch (error) {  // not kept, and why: the page never quietly falls back to something else
+    setStatus(`${file.name} was not kept: ${error.message}`, true);
   }
 }
 
