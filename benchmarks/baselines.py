@@ -19,8 +19,8 @@ from sqlalchemy import select
 
 import annot
 from annot.evaluation.published import PUBLISHED
-from annot.methods import StoreModel
 from annot.methods.baselines import BASELINES
+from annot.model import StoreModel
 from annot.schema import images
 from annot.store import StoreDir
 from common import write_results

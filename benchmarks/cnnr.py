@@ -33,10 +33,10 @@ from annot.evaluation.published import PUBLISHED
 from annot.features.text import normalize_features
 from annot.indexer import build_index
 from annot.library.query import annotate_files
-from annot.methods import StoreModel
 from annot.methods.cnnr.answer import answer_quality, word_index
 from annot.methods.cnnr.network import read_model_file
 from annot.methods.cnnr.train import CNNRConfig, targets, train_cnnr
+from annot.model import StoreModel
 from annot.schema import images
 from annot.schema.queries import label_matrix
 from annot.settings import BuildSettings, ScoringSettings, TextSettings

@@ -8,7 +8,7 @@ evaluate each once on the 499 test images.
 
 Writes benchmarks/results/corel5k-<encoder>[-kcca][-<words>][-cover][SUFFIX].json and .md (our rows beside the
 paper's Table 1 rows). Where the dataset has no images here (ESP-Game, IAPRTC-12) it runs the label-side checks only
-(labels-<dataset>.json/.md). The fitting and the cross-validation are annot's own (annot.methods.fit, annot.methods.cv).
+(labels-<dataset>.json/.md). The fitting and the cross-validation are annot's own (annot.fitting.fit, annot.fitting.cv).
 """
 
 from __future__ import annotations
@@ -25,13 +25,13 @@ from annot.cli.render import RichProgress
 from annot.evaluation.evaluate import evaluate
 from annot.evaluation.tune import choose, grid, searched
 from annot.features.words import load_word_vectors
+from annot.fitting.cv import CVResult, cross_validate
+from annot.fitting.fit import load_training_set
 from annot.indexer import build_index, rebuild
 from annot.indexer.build import training_ids
 from annot.indexer.corpus import read_corpus, read_vocabulary
-from annot.methods import StoreModel
-from annot.methods.cv import CVResult, cross_validate
-from annot.methods.fit import load_training_set
 from annot.metrics import per_word_metrics, predictions_matrix, summarize
+from annot.model import StoreModel
 from annot.settings import BuildSettings, EncoderSettings, Space, TextSettings
 from annot.store import StoreDir
 from common import write_results
@@ -167,7 +167,7 @@ def main() -> None:
     parser.add_argument("--encoder", default=BuildSettings().encoder.name, help="image encoder (default: the default)")
     parser.add_argument("--folds", type=int, default=5, help="folds (random) or hold-outs (cover)")
     parser.add_argument("--cv", choices=["cover", "random"], default="cover",
-                        help="cover: hold-outs the size of the test split holding every word (annot.methods.splits); "
+                        help="cover: hold-outs the size of the test split holding every word (annot.fitting.splits); "
                              "random: plain k-fold")
     parser.add_argument("--projections", default="linear", help="comma-separated: linear, kcca, kcca-rbf")
     parser.add_argument("--words", default="glove-50", help="word vectors: glove-50, minilm or a file")

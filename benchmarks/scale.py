@@ -57,8 +57,8 @@ def one(n: int, budget: str, folder: Path, autofaiss: str | None) -> dict[str, o
 
     from annot.features.cache import FeatureCache
     from annot.features.text import normalize_features
+    from annot.fitting.fit import project_to_file, streamed_statistics
     from annot.indexer.build import build_image_index
-    from annot.methods.fit import project_to_file, streamed_statistics
     from annot.progress import NoProgress
     from annot.projection import correlation_rows
     from annot.projection.cca import LinearCCA

@@ -30,7 +30,7 @@ import torch
 from annot.features.encoders import ImageEncoder, build_encoder
 from annot.features.images import iter_batches
 from annot.library.query import annotate_files
-from annot.methods import StoreModel
+from annot.model import StoreModel
 from annot.projection import LinearCCA
 from annot.schema.queries import label_matrix
 from annot.store import StoreDir

@@ -78,7 +78,7 @@ def parts(folder: Path, store: Path, n: int) -> dict[str, float]:
     import torch
 
     from annot.features.images import iter_batches
-    from annot.methods import StoreModel
+    from annot.model import StoreModel
 
     paths = sorted(folder.rglob("*.jpg"))[:n]
     model = StoreModel.open(store)

@@ -10,7 +10,8 @@ import pytest
 
 from annot.errors import StoreError
 from annot.indexer import build_index
-from annot.methods import StoreModel, method_class
+from annot.methods import method_class
+from annot.model import StoreModel
 from annot.store import StoreDir
 from conftest import fake_settings, invoke
 

@@ -237,8 +237,8 @@ def test_whitened_targets_train_and_the_open_vocabulary_is_answered_in_word_spac
     # the open vocabulary is answered in the word vectors' own space: v ↦ v A⁻¹ + μ, then centred cosine against
     # every word of the file, centred on the vocabulary's mean raw vector (checked here by direct computation)
     from annot.features.words import load_word_vectors
-    from annot.methods import StoreModel
     from annot.methods.cnnr.network import read_model_file
+    from annot.model import StoreModel
 
     with StoreDir.open(store) as s:
         saved = read_model_file(store / s.manifest().cnnr.file.path)  # type: ignore[union-attr]

@@ -20,7 +20,7 @@ from PIL import Image
 from annot.evaluation.evaluate import evaluate
 from annot.indexer import build_index
 from annot.indexer.grow import add_images, refit
-from annot.methods import StoreModel
+from annot.model import StoreModel
 from annot.projection.cca import CCAStatistics
 from annot.store import StoreDir
 from conftest import fake_settings, invoke, make_corpus

@@ -12,7 +12,7 @@ from annot.errors import StoreError
 from annot.evaluation.evaluate import evaluate
 from annot.indexer import build_index
 from annot.indexer.grow import add_images, refit
-from annot.methods import StoreModel
+from annot.model import StoreModel
 from annot.projection.cca import CCAStatistics
 from annot.settings import BuildSettings
 from annot.store import StoreDir

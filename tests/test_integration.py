@@ -11,8 +11,8 @@ import pytest
 from annot.evaluation.evaluate import evaluate
 from annot.indexer import build_index
 from annot.library.query import annotate_files
-from annot.methods import StoreModel
 from annot.metrics import per_word_metrics, predictions_matrix, summarize
+from annot.model import StoreModel
 from annot.settings import BuildSettings, TextSettings
 
 COREL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "corel5k"

@@ -124,8 +124,8 @@ def test_cross_validation_shares_eigendecompositions_without_changing_results() 
     """The tuner's KCCA (one kernel, one eigendecomposition per fold, γ scaled by powering the kernel) scores each
     fold exactly as a KernelCCA fitted from scratch on that fold's images does."""
     from annot.features.text import normalize_features, text_view
-    from annot.methods.cv import cross_validate
-    from annot.methods.splits import cv_splits
+    from annot.fitting.cv import cross_validate
+    from annot.fitting.splits import cv_splits
     from annot.metrics import per_word_metrics, predictions_matrix, summarize
     from annot.projection import correlation_rows
     from annot.retrieval.scoring import score_queries
@@ -159,7 +159,7 @@ def test_cross_validation_shares_eigendecompositions_without_changing_results() 
 
 @pytest.mark.slow
 def test_cli_gamma_scale_is_used_and_recorded(synthetic, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from annot.methods import StoreModel
+    from annot.model import StoreModel
     from annot.store import StoreDir
     from conftest import invoke
 
@@ -204,7 +204,7 @@ def test_a_fold_is_fitted_as_a_store_of_its_images_would_be_with_landmarks() -> 
     """Cross-validation fits KCCA with Nyström landmarks where the store would (not exact KCCA everywhere): a fold's
     held-out rows are those of a KernelCCA with the same settings fitted from scratch on the fold's images."""
     from annot.features.text import normalize_features, text_view
-    from annot.methods.fit import FoldFitter, is_exact
+    from annot.fitting.fit import FoldFitter, is_exact
     from annot.projection import correlation_rows
     from conftest import candidate
 

@@ -164,7 +164,7 @@ def test_heic_photos_are_read(store: Path, tmp_path: Path) -> None:
 # -- confidence ---------------------------------------------------------------------------------------------------
 def test_calibration_recovers_known_probabilities() -> None:
     """Predictions whose rightness follows a known logistic law: the fitted confidence matches it on fresh ones."""
-    from annot.methods.calibration import fit_curve, reliability
+    from annot.fitting.calibration import fit_curve, reliability
 
     rng = np.random.default_rng(0)
 

@@ -11,7 +11,7 @@ import pytest
 
 from annot.evaluation.evaluate import evaluate
 from annot.indexer import build_index
-from annot.methods import StoreModel
+from annot.model import StoreModel
 from annot.store import StoreDir
 from conftest import fake_settings, invoke, make_corpus
 

@@ -15,7 +15,7 @@ import pytest
 import conftest
 from annot.errors import AnnotError
 from annot.indexer import build_index
-from annot.methods import StoreModel
+from annot.model import StoreModel
 from annot.store import StoreDir
 from conftest import fake_settings
 

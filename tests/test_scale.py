@@ -14,9 +14,9 @@ from annot.errors import AnnotError
 from annot.evaluation.evaluate import evaluate
 from annot.features.text import normalize_features, text_view
 from annot.features.words import load_word_vectors
+from annot.fitting.fit import load_training_set, training_chunks
 from annot.indexer import build_index
-from annot.methods import StoreModel
-from annot.methods.fit import load_training_set, training_chunks
+from annot.model import StoreModel
 from annot.projection import correlation_rows
 from annot.projection.cca import LinearCCA
 from annot.retrieval.ann import (

@@ -13,9 +13,9 @@ from annot.errors import ProjectionError
 from annot.evaluation.evaluate import evaluate
 from annot.features.text import text_view
 from annot.features.words import load_word_vectors
+from annot.fitting.cv import cross_validate
 from annot.indexer import build_index
 from annot.indexer.grow import add_images, refit
-from annot.methods.cv import cross_validate
 from annot.projection import correlation_rows, load_projection, space_rows
 from annot.schema.queries import label_matrix
 from annot.settings import Space

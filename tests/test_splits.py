@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from annot.methods.cv import cross_validate
-from annot.methods.splits import cv_splits
+from annot.fitting.cv import cross_validate
+from annot.fitting.splits import cv_splits
 from annot.settings import BuildSettings, ProjectionSettings, ScoringSettings, TextSettings
 
 

@@ -11,13 +11,13 @@ import pytest
 
 from annot.errors import AnnotError
 from annot.evaluation.tune import choose, standard_error, ties
+from annot.fitting.cv import CVResult, _fold_standards, within_pool
+from annot.fitting.fit import FoldFit
 from annot.indexer.corpus import read_corpus
 from annot.indexer.grow import remove_images
-from annot.methods import StoreModel
 from annot.methods import cca_knn as cca_knn_module
 from annot.methods.cca_knn import CCAKNN, standards_key
-from annot.methods.cv import CVResult, _fold_standards, within_pool
-from annot.methods.fit import FoldFit
+from annot.model import StoreModel
 from annot.projection import correlation_rows
 from annot.retrieval.scoring import (
     cca_knn_scores,
@@ -204,7 +204,7 @@ def test_ties_are_candidates_within_one_paired_standard_error_of_the_chosen() ->
 
 
 def test_standardized_candidates_are_cross_validated_on_their_own_scores() -> None:
-    from annot.methods.cv import cross_validate
+    from annot.fitting.cv import cross_validate
 
     rng = np.random.default_rng(0)
     n, vocabulary = 150, 8
@@ -238,7 +238,7 @@ def test_held_out_standards_pool_the_hold_outs_and_leave_out_the_fold_s_own_imag
 
 
 def test_held_out_candidates_are_standardised_against_the_other_hold_outs() -> None:
-    from annot.methods.cv import cross_validate
+    from annot.fitting.cv import cross_validate
     from annot.metrics import per_word_metrics, predictions_matrix, summarize
 
     rng = np.random.default_rng(1)
@@ -274,8 +274,8 @@ def held_out_by_hand(model: StoreModel, settings):  # type: ignore[no-untyped-de
     """The store's held-out standards computed independently: its settings as a candidate, cross-validated on the
     cover hold-outs of its indexed images."""
     from annot.features.words import load_word_vectors
-    from annot.methods.cv import HELD_OUT_FOLDS, HELD_OUT_SIZE, cross_validate
-    from annot.methods.fit import load_training_set
+    from annot.fitting.cv import HELD_OUT_FOLDS, HELD_OUT_SIZE, cross_validate
+    from annot.fitting.fit import load_training_set
 
     training = load_training_set(model.store, model.feature_cache(), model.ids, tuple(model.vocabulary),
                                  tuple(model.tag_ids), load_word_vectors(model.manifest.words.source))

@@ -14,8 +14,8 @@ from annot.evaluation.evaluate import evaluate
 from annot.features.cache import FeatureCache
 from annot.indexer import build_index
 from annot.library.query import annotate_files
-from annot.methods import StoreModel
 from annot.metrics import per_word_metrics, predictions_matrix, summarize
+from annot.model import StoreModel
 from annot.settings import BuildSettings, ScoringSettings
 from annot.store import StoreDir
 from conftest import FakeEncoder, fake_settings

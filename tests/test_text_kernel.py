@@ -97,8 +97,8 @@ def test_cross_validation_shares_the_text_map_without_changing_results() -> None
     """The tuner fits one text map per fold and view and shares it across ridges; each fold still scores exactly as
     a KernelCCA fitted from scratch on the fold's images does (V through the text kernel, for `--space text`)."""
     from annot.features.text import normalize_features, text_view
-    from annot.methods.cv import cross_validate
-    from annot.methods.splits import cv_splits
+    from annot.fitting.cv import cross_validate
+    from annot.fitting.splits import cv_splits
     from annot.metrics import per_word_metrics, predictions_matrix, summarize
     from annot.projection import correlation_rows
     from annot.retrieval.scoring import score_queries

@@ -25,18 +25,16 @@ from typing import IO, Any, Self, TypeVar
 
 from annot.errors import CorpusError, StoreError
 from annot.evaluation.evaluate import EvalResult, evaluate
-from annot.evaluation.report import thumbnail_jpeg
 from annot.evaluation.runs import (
     RunRow,
     WordChange,
     WordMetrics,
     compare_runs,
     list_runs,
-    read_only_sql,
     run_words,
 )
 from annot.evaluation.tune import TuneReport, tune_store
-from annot.features.images import UnreadableImage
+from annot.features.images import UnreadableImage, thumbnail_jpeg
 from annot.indexer import GrowReport, IndexReport, add_images, build_index, refit, remove_images
 from annot.library.collection import AnnotateReport, annotate_photos, library_counts
 from annot.library.corrections import Correction, CorrectReport, record_corrections
@@ -44,12 +42,14 @@ from annot.library.export import ExportReport, export
 from annot.library.query import annotate_files, annotate_uploads, expand_inputs, iter_annotations
 from annot.library.search import Hit, Searcher
 from annot.library.view import Photo, PhotoTag, WordCount, find_photo, photo_record, photo_tags, vocabulary_counts
-from annot.methods import Annotation, FitReport, StoreModel, method_class
+from annot.methods import Annotation, FitReport, method_class
 from annot.methods.cnnr.train import CNNRConfig, TrainReport, train_cnnr
+from annot.model import StoreModel
 from annot.progress import NoProgress, Progress
 from annot.schema.queries import count_rows
 from annot.settings import BuildSettings, ScoringSettings
 from annot.store import Manifest, StoreDir
+from annot.store.sql import read_only_sql
 
 R = TypeVar("R")
 

@@ -16,8 +16,9 @@ from annot.errors import CorpusError
 from annot.indexer.corpus import Corpus, read_corpus
 from annot.indexer.extract import extract_features
 from annot.indexer.importer import TRAIN, probe
-from annot.methods import Prediction, StoreModel
+from annot.methods import Prediction
 from annot.metrics import Summary, WordMetrics, per_word_metrics, predictions_matrix, summarize
+from annot.model import StoreModel
 from annot.progress import NoProgress, Progress
 from annot.schema import images, predictions, runs, word_metrics
 from annot.schema.database import insert_rows, next_id

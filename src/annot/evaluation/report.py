@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,8 +21,8 @@ from sqlalchemy import select
 from annot.errors import AnnotError, NotFound
 from annot.evaluation.published import published_for
 from annot.evaluation.runs import list_runs
-from annot.features.images import UnreadableImage, load_image
-from annot.methods.calibration import reliability
+from annot.features.images import thumbnail_jpeg
+from annot.fitting.calibration import reliability
 from annot.schema import image_tags, images, predictions, tags, word_metrics
 from annot.store import StoreDir
 
@@ -47,18 +46,6 @@ class WordRow:
     recall: float | None
     f1: float
     n_truth: int
-
-
-def thumbnail_jpeg(path: str | Path, size: int = 192, upright: bool = True) -> bytes | None:
-    """A JPEG thumbnail of an image, turned upright by its EXIF orientation (None when it cannot be read)."""
-    try:
-        image = load_image(Path(path), size, upright)
-    except (OSError, UnreadableImage):
-        return None
-    image.thumbnail((size, size))
-    buffer = io.BytesIO()
-    image.save(buffer, "JPEG", quality=80)
-    return buffer.getvalue()
 
 
 def _thumbnail(path: str, upright: bool) -> str:

@@ -2,7 +2,7 @@
 
 The candidates are the store's own settings with the searched ones changed (text view, normalisation, ridge, kernel
 width, K, τ, α, the word ranking, the method); every other setting (encoder, word vectors, index, feature precision,
-how the work runs) stays the store's. Each candidate is cross-validated with :func:`annot.methods.cv.cross_validate`
+how the work runs) stays the store's. Each candidate is cross-validated with :func:`annot.fitting.cv.cross_validate`
 and recorded as a run; the store is rebuilt with the chosen one (:func:`annot.indexer.rebuild`).
 """
 
@@ -22,12 +22,12 @@ from numpy.typing import NDArray
 
 from annot.errors import AnnotError
 from annot.features.words import load_word_vectors
+from annot.fitting.cv import CVResult, cross_validate
+from annot.fitting.fit import load_training_set
+from annot.fitting.splits import check_design
 from annot.indexer import rebuild
 from annot.indexer.build import training_ids
-from annot.methods import StoreModel
-from annot.methods.cv import CVResult, cross_validate
-from annot.methods.fit import load_training_set
-from annot.methods.splits import check_design
+from annot.model import StoreModel
 from annot.progress import NoProgress, Progress
 from annot.schema import runs
 from annot.schema.database import insert_rows, next_id
@@ -142,7 +142,7 @@ def tune_store(store_root: Path, *, grid_name: str = "quick", folds: int = 5, de
                holdout: float = 0.1, min_f1: float | None = None, progress: Progress | None = None,
                wait: bool = False) -> TuneReport:
     """Cross-validate a grid of the store's settings on its training images only (``design`` and ``holdout`` as
-    :func:`annot.methods.splits.cv_splits`), record each candidate as a run, and rebuild the store with the chosen
+    :func:`annot.fitting.splits.cv_splits`), record each candidate as a run, and rebuild the store with the chosen
     one (``choose``: the highest CV F1, or with ``min_f1`` the most words recalled at that F1)."""
     progress = progress or NoProgress()
     if grid_name not in GRIDS:

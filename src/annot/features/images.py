@@ -161,6 +161,20 @@ def load_image(path: Source, size: int | None = None, upright: bool = True,
             raise UnreadableImage(f"not a readable image ({_first_line(exc)})") from None
 
 
+def thumbnail_jpeg(path: str | Path, size: int = 192, upright: bool = True) -> bytes | None:
+    """A JPEG thumbnail of an image, turned upright by its EXIF orientation (None when it cannot be read)."""
+    import io
+
+    try:
+        image = load_image(Path(path), size, upright)
+    except (OSError, UnreadableImage):
+        return None
+    image.thumbnail((size, size))
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=80)
+    return buffer.getvalue()
+
+
 def load_pixels(path: Source, size: int, upright: bool = True, max_pixels: int | None = None) -> NDArray[np.uint8]:
     """Decode an image to RGB and resize it to ``size`` x ``size`` (aspect ratio ignored, as in the paper)."""
     from PIL import Image

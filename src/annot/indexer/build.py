@@ -1,7 +1,7 @@
 """``annot index``: the pipeline from a tagged corpus file to a complete store.
 
 Stages (each timed): read the corpus and check every setting, import it into the database, extract features
-(resumable), build the text view, fit the projection (:mod:`annot.methods.fit`), write the indexes, then switch the
+(resumable), build the text view, fit the projection (:mod:`annot.fitting.fit`), write the indexes, then switch the
 manifest. Models and indexes are written under new names and the manifest, written last and atomically, switches to
 them: a crash at any point leaves the previous store readable, and a rerun with the same arguments extracts only the
 features still missing. Everything a user can get wrong is refused before anything is written.
@@ -27,16 +27,16 @@ from annot.errors import AnnotError, WordVectorError
 from annot.features.encoders import ImageEncoder, build_encoder, resolve_encoder_name
 from annot.features.text import word_view
 from annot.features.words import WordVectors, load_word_vectors
+from annot.fitting.calibration import calibrate, calibration_key
+from annot.fitting.cv import held_out_scores
+from annot.fitting.fit import fit_in_memory, fit_streamed, project_to_file, training_chunks, word_matrix
 from annot.indexer.corpus import read_corpus, read_vocabulary
 from annot.indexer.distributed import connect, statistics_with_ray
 from annot.indexer.extract import extract_features, feature_cache
 from annot.indexer.importer import TRAIN, tag_ids
 from annot.methods.base import method_class
-from annot.methods.calibration import calibrate, calibration_key
 from annot.methods.cca_knn import CCAKNN, standards_key
-from annot.methods.cv import held_out_scores
-from annot.methods.fit import fit_in_memory, fit_streamed, project_to_file, training_chunks, word_matrix
-from annot.methods.model import StoreModel, labels_to_arrays
+from annot.model.loaded import StoreModel, labels_to_arrays
 from annot.progress import NoProgress, Progress
 from annot.projection import KernelCCA, LinearCCA
 from annot.projection.cca import CCAStatistics
@@ -240,7 +240,7 @@ CALIBRATED = ("cca-knn", "nn")  # the methods whose held-out annotations cross-v
 
 def save_calibration(store: StoreDir, tag: str, progress: Progress | None = None) -> Manifest | None:
     """Calibrate the confidence of the store's own annotations on held-out training images
-    (:func:`annot.methods.calibration.calibrate`), save it and record it in the manifest."""
+    (:func:`annot.fitting.calibration.calibrate`), save it and record it in the manifest."""
     model = StoreModel(store)
     if model.settings.scoring.method not in CALIBRATED:
         return None
@@ -255,7 +255,7 @@ def save_calibration(store: StoreDir, tag: str, progress: Progress | None = None
 
 def save_standards(store: StoreDir, tag: str, progress: Progress | None = None) -> Manifest:
     """Each word's standards for the store's own scoring settings (leave-one-out, or held out:
-    :func:`annot.methods.cv.held_out_scores`), saved and recorded in the manifest; returns the new manifest."""
+    :func:`annot.fitting.cv.held_out_scores`), saved and recorded in the manifest; returns the new manifest."""
     model = StoreModel(store)
     scoring = model.settings.scoring
     if scoring.score is Score.HELD_OUT:

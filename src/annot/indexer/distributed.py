@@ -21,7 +21,7 @@ from numpy.typing import NDArray
 from annot.errors import AnnotError
 from annot.features.cache import encode_paths
 from annot.features.encoders import ImageEncoder
-from annot.methods.fit import chunk_statistics
+from annot.fitting.fit import chunk_statistics
 from annot.projection.cca import CCAStatistics
 
 SHARD = 1024  # images per extraction task (one cache part)

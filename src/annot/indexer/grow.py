@@ -29,14 +29,14 @@ from annot.errors import AnnotError, CorpusError, StoreError
 from annot.features.cache import FeatureCache
 from annot.features.encoders import build_encoder
 from annot.features.words import load_word_vectors
+from annot.fitting.fit import Chunk, chunk_rows, chunk_statistics, project_to_file, word_matrix
 from annot.indexer.build import build_image_index, build_word_index, check_held_out_size, save_standards, short_hash
 from annot.indexer.corpus import read_corpus
 from annot.indexer.extract import extract_features
 from annot.indexer.importer import TRAIN
-from annot.methods.fit import Chunk, chunk_rows, chunk_statistics, project_to_file, word_matrix
-from annot.methods.model import labels_from_arrays, labels_to_arrays
+from annot.model.loaded import labels_from_arrays, labels_to_arrays
 from annot.progress import NoProgress, Progress
-from annot.projection import LinearCCA, load_projection
+from annot.projection import LinearCCA, linear_cca, load_projection
 from annot.projection.cca import CCAStatistics
 from annot.retrieval.ann import set_search
 from annot.schema import images
@@ -304,7 +304,7 @@ def refit(store_root: Path, progress: Progress | None = None, *, wait: bool = Fa
     try:
         state = _Open(store)
         s = state.manifest.settings
-        cca = LinearCCA(s.projection.n_components, s.projection.reg, s.projection.reg).fit_statistics(state.stats)
+        cca = linear_cca(s.projection).fit_statistics(state.stats)
         path = store.indexes_dir / ".refit.npy"
         try:
             with progress.task("projecting", len(state.ids)) as advance:

@@ -33,8 +33,8 @@ from annot.features.images import UnreadableImage, content_hash, probe_image
 from annot.indexer.distributed import connect, extract_with_ray
 from annot.inputs import read_text
 from annot.library.query import IMAGE_SUFFIXES, image_files
-from annot.methods import StoreModel
 from annot.methods.cnnr.method import CNNRMethod
+from annot.model import StoreModel
 from annot.progress import NoProgress, Progress
 from annot.projection import correlation_rows
 from annot.schema import images, photo_annotations, photo_files

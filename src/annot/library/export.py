@@ -37,7 +37,7 @@ from sqlalchemy import select
 from annot.errors import AnnotError
 from annot.inputs import file_kind
 from annot.library.view import PhotoTag, photo_tags
-from annot.methods import StoreModel
+from annot.model import StoreModel
 from annot.schema import images, photo_files
 from annot.settings import SettingsError
 from annot.store import TEMPORARY, atomic_write

@@ -14,8 +14,9 @@ from numpy.typing import NDArray
 
 from annot.errors import AnnotError, CorpusError
 from annot.features.images import UnreadableImage, decode_bytes, iter_batches, preprocess
-from annot.methods import Annotation, StoreModel, TagScore
+from annot.methods import Annotation, TagScore
 from annot.methods.cnnr.method import CNNRMethod
+from annot.model import StoreModel
 from annot.progress import NoProgress, Progress
 from annot.settings import ScoringSettings
 

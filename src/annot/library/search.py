@@ -36,7 +36,7 @@ from annot.features.text import text_view
 from annot.features.words import load_word_vectors
 from annot.indexer.corpus import normalize_tag
 from annot.library.view import PhotoTag, PhotoView
-from annot.methods import StoreModel
+from annot.model import StoreModel
 from annot.projection import correlation_rows
 from annot.schema import images
 from annot.settings import SettingsError, TextView

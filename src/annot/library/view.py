@@ -18,7 +18,7 @@ from numpy.typing import NDArray
 from sqlalchemy import func, select
 
 from annot.errors import NotFound
-from annot.methods import StoreModel
+from annot.model import StoreModel
 from annot.schema import corrections, image_tags, images, photo_annotations, photo_files, tags
 
 SOURCES = ("predicted", "confirmed", "added", "training")

@@ -1,6 +1,6 @@
 """One interface for every annotation method, and one registry of them by name.
 
-A method reads a loaded store (:class:`annot.methods.model.StoreModel`) and turns image features into ranked words
+A method reads a loaded store (:class:`annot.model.StoreModel`) and turns image features into ranked words
 (:class:`Prediction`). ``cca-knn`` and ``nn`` (:mod:`annot.methods.cca_knn`) work in the shared space that
 ``annot index`` fits; the baselines (:mod:`annot.methods.baselines`) on the store's image features, fitted by
 ``annot fit``; ``cnn-r`` (:mod:`annot.methods.cnnr`) through its own network, trained by ``annot train-cnnr``.
@@ -24,7 +24,7 @@ from annot.settings import ScoringSettings, SettingsError
 
 if TYPE_CHECKING:
     from annot.features.encoders import ImageEncoder
-    from annot.methods.model import StoreModel
+    from annot.model import StoreModel
 
 
 @dataclass(frozen=True)

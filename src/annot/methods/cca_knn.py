@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from annot.errors import AnnotError
 from annot.methods.base import AnnotationMethod, Prediction, prediction, register_method
-from annot.methods.model import StoreModel
 from annot.retrieval.ann import EXACT_NEIGHBOURS, pool_depth
 from annot.retrieval.scoring import (
     Scored,
@@ -34,6 +33,9 @@ from annot.retrieval.scoring import (
     word_standards,
 )
 from annot.settings import Score, ScoringSettings
+
+if TYPE_CHECKING:  # the layer above, which builds the methods
+    from annot.model import StoreModel
 
 log = logging.getLogger(__name__)
 

@@ -30,11 +30,17 @@ def build_projection(settings: ProjectionSettings, *, exact: bool = False) -> Li
     """An unfitted projection. KCCA maps negative features to [x⁺, x⁻] (see annot.projection.kcca) and takes a
     linear or Gaussian kernel on the text view (annot.projection.text_kernel); ``exact`` forces exact KCCA."""
     if settings.kind is ProjectionKind.LINEAR:
-        return LinearCCA(settings.n_components, settings.reg, settings.reg)
+        return linear_cca(settings)
     return KernelCCA(settings.n_components, settings.reg, settings.reg,
                      n_landmarks=None if exact else settings.n_landmarks, negative="split",
                      gamma_scale=settings.gamma_scale, text_kernel=settings.text_kernel.value,
                      text_gamma_scale=settings.text_gamma_scale)
+
+
+def linear_cca(settings: ProjectionSettings) -> LinearCCA:
+    """An unfitted linear CCA with the store's settings (what statistics are fitted with: ``annot index`` streaming,
+    ``refit``, corrections)."""
+    return LinearCCA(settings.n_components, settings.reg, settings.reg)
 
 
 def load_projection(kind: ProjectionKind | str, arrays: dict[str, NDArray[np.float64]], source: Path) -> LinearCCA | KernelCCA:

@@ -121,7 +121,7 @@ class CNNRRecord:
 
 @dataclass(frozen=True)
 class CalibrationRecord:
-    """The confidence calibration (``annot.methods.calibration``), the scoring it holds for, and what it measured on
+    """The confidence calibration (``annot.fitting.calibration``), the scoring it holds for, and what it measured on
     held-out training images."""
 
     file: StoredFile

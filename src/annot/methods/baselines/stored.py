@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 from numpy.typing import NDArray
@@ -15,11 +15,13 @@ from annot.errors import AnnotError, StoreError
 from annot.features.text import normalize_features
 from annot.methods.base import AnnotationMethod, FitReport, Prediction, prediction, register_method
 from annot.methods.baselines import BASELINES, Baseline, TrainingData
-from annot.methods.model import StoreModel
 from annot.progress import NoProgress, Progress
 from annot.settings import ScoringSettings
 from annot.store import Manifest
 from annot.store.manifest import MethodRecord, now
+
+if TYPE_CHECKING:  # the layer above, which builds the methods
+    from annot.model import StoreModel
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ word-vector file.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -18,9 +18,11 @@ from annot.features.encoders import ImageEncoder, register_encoder_family
 from annot.methods.base import AnnotationMethod, Prediction, register_method
 from annot.methods.cnnr.answer import WordIndex, open_vocabulary_index, vocabulary_index
 from annot.methods.cnnr.network import CNNREncoder, load_cnnr, read_model_file
-from annot.methods.model import StoreModel
 from annot.settings import ScoringSettings
 from annot.store import StoreDir
+
+if TYPE_CHECKING:  # the layer above, which builds the methods
+    from annot.model import StoreModel
 
 
 @register_method

@@ -1,6 +1,6 @@
 """Confidence: the probability that a predicted tag is right, calibrated on images the projection was fitted without.
 
-The store's training images are annotated in cross-validation (:func:`annot.methods.cv.cross_validate`: each fold's
+The store's training images are annotated in cross-validation (:func:`annot.fitting.cv.cross_validate`: each fold's
 projection fitted without its held-out images, scored with the store's own scoring settings, the ``POOL`` best words
 of each), and each predicted word is marked right or wrong by the image's tags. A logistic curve maps what is known
 at annotation time to the probability of being right:
@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from annot.methods.cv import cross_validate
+from annot.fitting.cv import cross_validate
 from annot.metrics import per_word_metrics, predictions_matrix, summarize
 from annot.progress import Progress
 from annot.retrieval.scoring import Scored

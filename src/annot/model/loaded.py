@@ -22,8 +22,8 @@ from annot.errors import AnnotError, StoreError
 from annot.features.cache import FeatureCache
 from annot.features.encoders import ImageEncoder, build_encoder
 from annot.features.text import normalize_features
+from annot.fitting.calibration import POOL, Calibration, calibration_key
 from annot.methods.base import AnnotationMethod, Prediction, method_class
-from annot.methods.calibration import POOL, Calibration, calibration_key
 from annot.methods.results import Annotation, TagScore, Vote
 from annot.projection import load_projection
 from annot.retrieval.ann import on_gpu, set_search

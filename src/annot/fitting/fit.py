@@ -32,6 +32,7 @@ from annot.projection import (
     Projection,
     build_projection,
     correlation_rows,
+    linear_cca,
     space_rows,
 )
 from annot.projection.kcca import EXACT_LIMIT, chi2_input, chi2_kernel, default_gamma
@@ -175,7 +176,7 @@ def fit_streamed(chunks: Chunks, E: NDArray[np.float32], has_vector: NDArray[np.
     stats, used, untagged = statistics(chunks, E, has_vector, view.value, settings.normalization.value)
     if stats is None or used < 2:
         raise CorpusError(f"fewer than 2 usable tagged training images ({used}); nothing to fit")
-    return LinearCCA(settings.n_components, settings.reg, settings.reg).fit_statistics(stats), stats, used, untagged
+    return linear_cca(settings).fit_statistics(stats), stats, used, untagged
 
 
 def fit_in_memory(X: NDArray[np.float32], labels: NDArray[np.bool_], E: NDArray[np.float32],

@@ -1,10 +1,10 @@
 """Cross-validation of annotation settings on the training images only.
 
-Each fold fits the projection on its fitting images (:class:`annot.methods.fit.FoldFitter`, the fitting path
+Each fold fits the projection on its fitting images (:class:`annot.fitting.fit.FoldFitter`, the fitting path
 ``annot index`` uses) and annotates its held-out images with the scoring functions ``annot query`` uses
 (:func:`annot.retrieval.scoring.score_queries`), scored with the per-word metrics ``annot eval`` uses. A candidate is
 a whole :class:`annot.settings.BuildSettings`; candidates that share a projection share its fit, so a grid over K,
-the temperature and α is cheap. Splits are :mod:`annot.methods.splits`.
+the temperature and α is cheap. Splits are :mod:`annot.fitting.splits`.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from annot.errors import AnnotError
-from annot.methods.fit import FoldFit, FoldFitter
-from annot.methods.splits import cv_splits
+from annot.fitting.fit import FoldFit, FoldFitter
+from annot.fitting.splits import cv_splits
 from annot.metrics import per_word_metrics, predictions_matrix, summarize
 from annot.progress import NoProgress, Progress
 from annot.projection import correlation_rows, space_rows
@@ -101,7 +101,7 @@ def cross_validate(
     predictions: dict[BuildSettings, list[tuple[NDArray[np.int64], list[Scored]]]] | None = None,
 ) -> list[CVResult]:
     """Mean F1 / P / R / N+ of each candidate over ``folds`` splits of the training images (``design`` and
-    ``holdout`` as :func:`annot.methods.splits.cv_splits`), best F1 first.
+    ``holdout`` as :func:`annot.fitting.splits.cv_splits`), best F1 first.
 
     A ``standardized-held-out`` candidate is scored after every fold has been fitted: each fold's held-out images
     are standardised against the other folds' held-out scores (without the images this fold holds). ``collect``
