@@ -37,7 +37,8 @@ from annot.cli import render
 from annot.library import collection
 from annot.library.collection import annotate_photos
 from annot.schema import corrections, images
-from annot.serve.app import MAX_CORRECTIONS, create_app
+from annot.serve.app import create_app
+from annot.serve.routes.corrections import MAX_CORRECTIONS
 from annot.serve.security import Access
 from annot.store import StoreDir
 

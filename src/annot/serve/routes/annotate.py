@@ -1,0 +1,85 @@
+"""``POST /v1/annotate``: tags for an uploaded photo (with the training photos that voted), kept in the library when
+asked."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, File, Header, Query, UploadFile
+from starlette.concurrency import run_in_threadpool
+
+from annot.features.images import TooManyPixels, UnreadableImage
+from annot.library.search import UnreadableUpload, UploadTooLarge
+from annot.methods import Annotation
+from annot.serve.state import ServerState, State
+
+router = APIRouter(tags=["annotate"])
+KEPT_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".heic", ".tif", ".tiff"}
+
+
+def tags_of(a: Annotation, explain: bool) -> list[dict[str, Any]]:
+    out = []
+    for t in a.tags:
+        item: dict[str, Any] = {"tag": t.tag, "score": round(t.score, 6),
+                                "confidence": None if t.confidence is None else round(t.confidence, 4)}
+        if explain:
+            item["voters"] = [{"id": v.image_id, "distance": round(v.distance, 4), "weight": round(v.weight, 6),
+                               "thumbnail": f"/v1/images/{v.image_id}/thumbnail"} for v in t.evidence]
+        out.append(item)
+    return out
+
+
+@router.post("/annotate")
+async def annotate_image(
+    state: State,
+    image: Annotated[UploadFile, File(description="The image to annotate.")],
+    n: Annotated[int | None, Query(ge=1, le=50, description="Tags to return (default: the store's).")] = None,
+    min_confidence: Annotated[str | None, Query(description="Every tag of the 10 best at or above this "
+                                                            "confidence (or auto) instead of n.")] = None,
+    explain: Annotated[bool, Query(description="Add the training photos that voted for each tag.")] = False,
+    keep: Annotated[bool, Query(description="Also keep the photo in the store's library (a write: needs the "
+                                            "token where one is set).")] = False,
+    authorization: Annotated[str | None, Header()] = None,
+) -> dict[str, Any]:
+    if keep:
+        state.check_writer(authorization)
+    data = await state.read_upload(image)
+    with state.guard.reading() as s:
+        scoring = s.scoring(n_tags=n, min_confidence=min_confidence)
+    name = image.filename or "upload"
+    answer = await state.batcher((scoring, explain), (name, data))
+    if isinstance(answer, TooManyPixels):
+        raise UploadTooLarge(f"{name}: {answer}")
+    if isinstance(answer, UnreadableImage):
+        raise UnreadableUpload(f"{name}: {answer}")
+    out: dict[str, Any] = {"image": name, "tags": tags_of(answer, explain)}
+    if keep:
+        out["id"] = await run_in_threadpool(keep_upload, state, name, data)
+    return out
+
+
+def keep_upload(state: ServerState, name: str, data: bytes) -> int:
+    """Save an upload under the store's uploads/ folder and annotate it into the library; its photo id. A refused
+    one (the store busy, the photo unreadable) leaves no file behind."""
+    suffix = Path(name).suffix.lower() if Path(name).suffix.lower() in KEPT_SUFFIXES else ".jpg"
+    folder = state.store.root / "uploads"
+    path = folder / f"{hashlib.sha256(data).hexdigest()[:24]}{suffix}"
+    folder.mkdir(exist_ok=True)
+    created = not path.exists()
+    if created:
+        tmp = path.with_suffix(".part")
+        tmp.write_bytes(data)
+        tmp.replace(path)
+    try:
+        with state.store.writer() as writing:
+            report = writing.annotate([path])
+        if report.unreadable:
+            raise UnreadableUpload(f"{name}: {next(iter(report.unreadable.values()))}")
+    except BaseException:
+        if created:
+            path.unlink(missing_ok=True)
+        raise
+    with state.guard.reading() as s:
+        return s.photo_id(path)

@@ -1,0 +1,61 @@
+"""``GET /v1/search`` (by words) and ``POST /v1/search`` (by an example photo, and words)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, File, Form, Query, UploadFile
+from starlette.concurrency import run_in_threadpool
+
+from annot.library.search import MODES, Hit
+from annot.serve.state import State
+
+router = APIRouter(tags=["search"])
+MAX_QUERY_CHARS = 1000  # a search's words, all together
+MAX_FILTERS = 32  # --require / --exclude tags of one search
+
+
+def hits_of(hits: list[Hit]) -> dict[str, Any]:
+    return {"results": [{**h.to_dict(), "thumbnail": f"/v1/images/{h.image_id}/thumbnail"} for h in hits]}
+
+
+@router.get("/search")
+def search_words(
+    state: State,
+    q: Annotated[str, Query(min_length=1, max_length=MAX_QUERY_CHARS,
+                            description="Words to search for, separated by spaces.")],
+    mode: Annotated[str, Query(description=f"One of {', '.join(MODES)}.")] = "combined",
+    require: Annotated[list[str] | None, Query(max_length=MAX_FILTERS,
+                                               description="A tag every result must have.")] = None,
+    exclude: Annotated[list[str] | None, Query(max_length=MAX_FILTERS,
+                                               description="A tag no result may have.")] = None,
+    folder: Annotated[str | None, Query(description="Only photos under this folder.")] = None,
+    scope: Annotated[str, Query(description="all, library or training.")] = "all",
+    n: Annotated[int, Query(ge=1, le=500)] = 20,
+) -> dict[str, Any]:
+    with state.guard.reading() as s:
+        hits = s.search(q.split(), mode=mode, require=require or [], exclude=exclude or [], folder=folder, n=n,
+                        scope=scope)
+    return hits_of(hits)
+
+
+@router.post("/search")
+async def search_like(
+    state: State,
+    image: Annotated[UploadFile, File(description="Find photos that look like this one.")],
+    q: Annotated[str, Form(max_length=MAX_QUERY_CHARS, description="Words to search for as well.")] = "",
+    require: Annotated[list[str] | None, Form(max_length=MAX_FILTERS)] = None,
+    exclude: Annotated[list[str] | None, Form(max_length=MAX_FILTERS)] = None,
+    folder: Annotated[str | None, Form()] = None,
+    scope: Annotated[str, Form()] = "all",
+    n: Annotated[int, Form(ge=1, le=500)] = 20,
+) -> dict[str, Any]:
+    data = await state.read_upload(image)
+
+    def run() -> dict[str, Any]:
+        with state.guard.reading() as s:
+            hits = s.search(q.split(), like=data, require=require or [], exclude=exclude or [], folder=folder,
+                            n=n, scope=scope, max_pixels=state.limits.max_pixels)
+        return hits_of(hits)
+
+    return await run_in_threadpool(run)
