@@ -197,12 +197,12 @@ SQL_STARTED = """
 import sys, threading
 sys.path.insert(0, "tests")
 import conftest
-import annot.evaluation.runs as runs
+import annot.store.sql as sql
 start = threading.Thread.start
 def started(self):
     start(self)
     print("started", flush=True)
-runs.threading.Thread.start = started
+sql.threading.Thread.start = started
 from annot.cli.main import main
 sys.argv[0] = "annot"
 main()

@@ -34,7 +34,7 @@ from tests.test_serve import Server, jpeg
 import annot
 import annot.library.export as export_module
 from annot.cli import render
-from annot.library import collection
+from annot.library import collection, scan
 from annot.library.collection import annotate_photos
 from annot.schema import corrections, images
 from annot.serve.app import create_app
@@ -451,8 +451,9 @@ def test_a_photo_replaced_with_the_same_size_and_time_is_annotated_again(store: 
     def no_reading(*args: object, **kwargs: object) -> None:
         raise AssertionError("an unchanged photo was read")
 
-    monkeypatch.setattr(collection, "content_hash", no_reading)
+    monkeypatch.setattr(scan, "content_hash", no_reading)
     monkeypatch.setattr(collection, "probe_image", no_reading)
+    monkeypatch.setattr(collection, "image_size", no_reading)
     rerun = annotate_photos(store, [tmp_path / "photos"])
     assert rerun.unchanged == 4 and rerun.annotated == rerun.reannotated == 0
     assert_consistent(store)

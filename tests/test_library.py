@@ -275,3 +275,37 @@ def test_search_without_a_library_searches_the_training_images(built_store: Path
     found = json.loads(result.stdout)["results"]
     assert found and all(r["kind"] == "training" for r in found)
     assert "no photo library" in result.stderr
+
+
+def test_the_scan_is_a_plan_made_without_a_database(tmp_path: Path) -> None:
+    """New, unchanged, touched (same content, new time), changed (another content: hashed once, the hash kept for
+    the chunk), unreadable, training and vanished photos, from file facts and what was recorded alone."""
+    import hashlib
+    import os
+
+    from annot.library.scan import FileFacts, Known, scan_photos
+    from annot.progress import NoProgress
+
+    made = sorted(make_photos(tmp_path / "photos", 6, seed=21))
+    new, same, touched, changed, training, broken = made
+    facts = {p: FileFacts.of(p.stat()) for p in made}
+    digest = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in made}
+    known = {
+        str(same): Known(1, "collection", digest[same], facts[same], "annotated", "m1"),
+        str(touched): Known(2, "collection", digest[touched], facts[touched], "annotated", "m1"),
+        str(changed): Known(3, "collection", "0" * 64, facts[changed], "annotated", "m1"),
+        str(training): Known(4, "train", digest[training], None, None, None),
+        str(broken): Known(5, "collection", "", facts[broken], "unreadable", None),
+        str(tmp_path / "photos" / "gone.jpg"): Known(6, "collection", "1" * 64, facts[same], "annotated", "m1"),
+    }
+    os.utime(touched, ns=(touched.stat().st_atime_ns, touched.stat().st_mtime_ns + 10**9))
+    changed.write_bytes(changed.read_bytes())  # the same bytes under a new change time: hashed, found different
+    known[str(changed)] = Known(3, "collection", "0" * 64, FileFacts(facts[changed].size, facts[changed].mtime_ns,
+                                                                     facts[changed].inode, 0), "annotated", "m1")
+    plan = scan_photos(made, known, "m1", NoProgress(), folders=[tmp_path / "photos"])
+    assert [t.path for t in plan.todo] == [new, changed]
+    assert plan.todo[0].digest is None and not plan.todo[0].changed  # a new photo: nothing read yet
+    assert plan.todo[1].digest == digest[changed] and plan.todo[1].changed  # hashed here, not again later
+    assert plan.unchanged == 2 and [i for i, _ in plan.touched] == [2]
+    assert plan.training == 1 and list(plan.errors) == [str(broken)]
+    assert [p for p, _ in plan.vanished] == [str(tmp_path / "photos" / "gone.jpg")]

@@ -119,11 +119,17 @@ def probe_image(path: Path) -> ImageInfo:
     """Hash a file and read its image header (size as shown: after its EXIF orientation); raises
     ``FileNotFoundError`` or :class:`UnreadableImage`."""
     digest = content_hash(Path(path))
+    width, height = image_size(Path(path))
+    return ImageInfo(digest, width, height)
+
+
+def image_size(path: Path) -> tuple[int, int]:
+    """An image's width and height as shown (after its EXIF orientation), from its header alone."""
     with open_image(path) as image:
         width, height = image.size
         if _orientation(image) in (5, 6, 7, 8):  # turned a quarter: shown the other way round
             width, height = height, width
-    return ImageInfo(digest, int(width), int(height))
+    return int(width), int(height)
 
 
 def content_hash(path: Path) -> str:

@@ -24,6 +24,7 @@ from scipy import sparse
 from sqlalchemy import select
 
 from annot.errors import AnnotError, WordVectorError
+from annot.features.cache import FeatureCache
 from annot.features.encoders import ImageEncoder, build_encoder, resolve_encoder_name
 from annot.features.text import word_view
 from annot.features.words import WordVectors, load_word_vectors
@@ -58,7 +59,7 @@ from annot.retrieval.scoring import pooled_tagger, word_standards
 from annot.schema import image_tags, images, tags
 from annot.schema.queries import label_matrix
 from annot.settings import BuildSettings, ProjectionKind, Score, ScoringSettings, SettingsError, TextView
-from annot.store import StoreDir, remove_stale_scratch
+from annot.store import StoredFile, StoreDir, remove_stale_scratch
 from annot.store.manifest import (
     CalibrationRecord,
     Counts,
@@ -280,6 +281,78 @@ def store_upright(store: StoreDir, settings: BuildSettings) -> bool:
     return True
 
 
+@dataclass(frozen=True)
+class _Fitted:
+    projection: LinearCCA | KernelCCA
+    statistics: CCAStatistics | None  # linear CCA's sufficient statistics (kept for add, remove, refit)
+    rows: NDArray[np.float32]  # the training images' rows of the shared space
+    train_ids: NDArray[np.int64]
+
+
+@dataclass(frozen=True)
+class _Indexes:
+    tag: str
+    info: Any  # the image index's factory, search and tuning
+    word_index: Any
+    stored: tuple[StoredFile, StoredFile | None, StoredFile, StoredFile, StoredFile, StoredFile]
+
+
+def _fit(store: StoreDir, settings: BuildSettings, cache: FeatureCache, candidates: NDArray[np.int64],
+         vocab_ids: list[int], E: NDArray[np.float32], has_vector: NDArray[np.bool_], report: IndexReport,
+         progress: Progress, scratch: Path) -> _Fitted:
+    """The projection fitted on the training images (linear CCA streamed from statistics, kernel CCA in memory),
+    and their rows of the shared space (linear: projected through ``scratch``)."""
+    seconds, view, projection_settings = report.seconds, settings.text.view, settings.projection
+    if projection_settings.kind is not ProjectionKind.LINEAR:
+        with _Timer(seconds, "fit"), progress.task("fitting kernel CCA", None):
+            labels_all = label_matrix(store.db, candidates.tolist(), vocab_ids)
+            fitted, rows, keep = fit_in_memory(cache.load(candidates), labels_all, E, has_vector, view,
+                                               projection_settings)
+            assert isinstance(fitted, KernelCCA | LinearCCA)
+            report.untagged = int((~keep).sum())
+            return _Fitted(fitted, None, rows, candidates[keep])
+
+    def chunks() -> Iterator[tuple[NDArray[np.int64], NDArray[np.float32], NDArray[np.bool_]]]:
+        return training_chunks(store, cache, candidates, vocab_ids)
+
+    with _Timer(seconds, "fit"), progress.task("statistics pass", None):
+        if settings.ray:
+            ray = connect(settings.ray)
+            projection, stats, used, report.untagged = fit_streamed(
+                chunks, E, has_vector, view, projection_settings, lambda *a: statistics_with_ray(ray, *a))
+        else:
+            projection, stats, used, report.untagged = fit_streamed(chunks, E, has_vector, view, projection_settings)
+    with _Timer(seconds, "project"), progress.task("projecting", len(candidates)) as advance:
+        scratch.parent.mkdir(parents=True, exist_ok=True)
+        rows, train_ids = project_to_file(chunks, projection, E, has_vector, view.value,
+                                          projection_settings.normalization.value, projection_settings.space.value,
+                                          used, len(projection.canonical_correlations_), scratch, advance)
+    return _Fitted(projection, stats, rows, train_ids)
+
+
+def _write_indexes(store: StoreDir, settings: BuildSettings, fitted: _Fitted, vocab_ids: list[int],
+                   E: NDArray[np.float32], has_vector: NDArray[np.bool_], progress: Progress) -> _Indexes:
+    """The image and word indexes built and written with the projection, under names of their content."""
+    projection, rows, train_ids = fitted.projection, fitted.rows, fitted.train_ids
+    labels = label_matrix(store.db, train_ids.tolist(), vocab_ids)
+    factory = settings.index.kind
+    if factory == "auto":
+        factory = choose_factory(len(train_ids), rows.shape[1], settings.index.budget_bytes)
+    image_index, info = build_image_index(factory, rows, train_ids, progress, settings.scoring.k,
+                                          settings.scoring.depth, labels, settings.scoring,
+                                          settings.index.tag_agreement)
+    word_index = build_word_index(projection, E, has_vector, settings.text.view, vocab_ids)
+    tag = short_hash(train_ids, *projection.to_arrays().values())
+    stored = (store.save_arrays(f"models/projection-{tag}.npz", projection.to_arrays()),
+              None if fitted.statistics is None else store.save_arrays(f"models/statistics-{tag}.npz",
+                                                                       fitted.statistics.to_arrays()),
+              store.save_index(f"indexes/images-{tag}.faiss", image_index),
+              store.save_array(f"indexes/images-{tag}.ids.npy", train_ids),
+              store.save_arrays(f"indexes/images-{tag}.tags.npz", labels_to_arrays(labels)),
+              store.save_index(f"indexes/words-{tag}.faiss", word_index))
+    return _Indexes(tag, info, word_index, stored)
+
+
 def write_model(store: StoreDir, settings: BuildSettings, encoder: ImageEncoder, words: WordVectors,
                 vocabulary: tuple[str, ...], report: IndexReport, progress: Progress, upright: bool) -> None:
     """Fit the projection on the store's training images, write the indexes and switch the manifest (the model part
@@ -295,60 +368,17 @@ def write_model(store: StoreDir, settings: BuildSettings, encoder: ImageEncoder,
     report.missing_word_vectors = missing
     failed = set(cache.failures())
     candidates = np.array([i for i in training_ids(store).tolist() if i not in failed], np.int64)
-    view, projection_settings = settings.text.view, settings.projection
-    stats: CCAStatistics | None = None
-    scratch: Path | None = None
-    projection: LinearCCA | KernelCCA
+    remove_stale_scratch(store.indexes_dir, ".projected-*.npy")  # a killed pass's
+    scratch = store.indexes_dir / f".projected-{os.getpid()}.npy"
     try:
-        if projection_settings.kind is ProjectionKind.LINEAR:
-            def chunks() -> Iterator[tuple[NDArray[np.int64], NDArray[np.float32], NDArray[np.bool_]]]:
-                return training_chunks(store, cache, candidates, vocab_ids)
-
-            statistics = None
-            if settings.ray:
-                ray = connect(settings.ray)
-                statistics = lambda *a: statistics_with_ray(ray, *a)
-            with _Timer(seconds, "fit"), progress.task("statistics pass", None):
-                projection, stats, used, report.untagged = (fit_streamed(chunks, E, has_vector, view, projection_settings)
-                                                            if statistics is None else
-                                                            fit_streamed(chunks, E, has_vector, view, projection_settings,
-                                                                         statistics))
-            with _Timer(seconds, "project"), progress.task("projecting", len(candidates)) as advance:
-                remove_stale_scratch(store.indexes_dir, ".projected-*.npy")  # a killed pass's
-                scratch = store.indexes_dir / f".projected-{os.getpid()}.npy"
-                scratch.parent.mkdir(parents=True, exist_ok=True)
-                rows, train_ids = project_to_file(chunks, projection, E, has_vector, view.value,
-                                                  projection_settings.normalization.value,
-                                                  projection_settings.space.value, used,
-                                                  len(projection.canonical_correlations_), scratch, advance)
-        else:
-            with _Timer(seconds, "fit"), progress.task("fitting kernel CCA", None):
-                labels_all = label_matrix(store.db, candidates.tolist(), vocab_ids)
-                fitted, rows, keep = fit_in_memory(cache.load(candidates), labels_all, E, has_vector, view,
-                                                   projection_settings)
-                assert isinstance(fitted, KernelCCA | LinearCCA)
-                projection = fitted
-                train_ids, report.untagged = candidates[keep], int((~keep).sum())
+        fitted = _fit(store, settings, cache, candidates, vocab_ids, E, has_vector, report, progress, scratch)
+        projection, train_ids = fitted.projection, fitted.train_ids
         with _Timer(seconds, "indexes"):
-            labels = label_matrix(store.db, train_ids.tolist(), vocab_ids)
-            factory = settings.index.kind
-            if factory == "auto":
-                factory = choose_factory(len(train_ids), rows.shape[1], settings.index.budget_bytes)
-            image_index, info = build_image_index(factory, rows, train_ids, progress, settings.scoring.k,
-                                                  settings.scoring.depth, labels, settings.scoring,
-                                                  settings.index.tag_agreement)
-            word_index = build_word_index(projection, E, has_vector, view, vocab_ids)
-            tag = short_hash(train_ids, *projection.to_arrays().values())
-            projection_file = store.save_arrays(f"models/projection-{tag}.npz", projection.to_arrays())
-            statistics_file = None if stats is None else store.save_arrays(f"models/statistics-{tag}.npz",
-                                                                           stats.to_arrays())
-            index_file = store.save_index(f"indexes/images-{tag}.faiss", image_index)
-            ids_file = store.save_array(f"indexes/images-{tag}.ids.npy", train_ids)
-            labels_file = store.save_arrays(f"indexes/images-{tag}.tags.npz", labels_to_arrays(labels))
-            words_file = store.save_index(f"indexes/words-{tag}.faiss", word_index)
+            files = _write_indexes(store, settings, fitted, vocab_ids, E, has_vector, progress)
     finally:
-        if scratch is not None:
-            scratch.unlink(missing_ok=True)
+        scratch.unlink(missing_ok=True)
+    tag, info, word_index = files.tag, files.info, files.word_index
+    projection_file, statistics_file, index_file, ids_file, labels_file, words_file = files.stored
     correlations = tuple(round(float(c), 6) for c in projection.canonical_correlations_)
     weights = settings.encoder.weights
     manifest = Manifest(

@@ -16,23 +16,21 @@ step with the database). Unreadable files are counted, listed and kept as such, 
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 from sqlalchemy import select, update
 
-from annot.errors import AnnotError, CorpusError
-from annot.features.images import UnreadableImage, content_hash, probe_image
+from annot.errors import AnnotError
+from annot.features.images import UnreadableImage, image_size, probe_image
 from annot.indexer.distributed import connect, extract_with_ray
-from annot.inputs import read_text
-from annot.library.query import IMAGE_SUFFIXES, image_files
+from annot.library.scan import NO_FACTS, TRAINING_SPLITS, FileFacts, Known, Todo, photo_paths, scan_photos
 from annot.methods.cnnr.method import CNNRMethod
 from annot.model import StoreModel
 from annot.progress import NoProgress, Progress
@@ -46,10 +44,8 @@ from annot.store.manifest import CollectionRecord
 log = logging.getLogger(__name__)
 
 COLLECTION = "collection"  # the images.split of the library's photos
-TRAINING_SPLITS = ("train", "removed")  # images of these splits keep their own tags (an evaluated image may join)
 CHUNK = 1024  # photos decoded, scored and written together
 COMMIT_SECONDS = 60.0  # how often the collection index is saved and the manifest switched during a long run
-LISTS = {".txt", ".lst", ".list"}  # a file of paths, one a line
 
 
 @dataclass
@@ -72,66 +68,6 @@ class AnnotateReport:
                 "unchanged": self.unchanged, "training_images": self.training, "unreadable": self.unreadable,
                 "missing": self.missing, "photos": self.total, "seconds": round(self.seconds, 1),
                 "photos_per_second": round(rate, 1)}
-
-
-class FileFacts(NamedTuple):
-    """What a file's status says of it without reading it: a photo whose facts are all unchanged is not read."""
-
-    size: int
-    mtime_ns: int
-    inode: int | None
-    ctime_ns: int | None
-
-    @classmethod
-    def of(cls, status: os.stat_result) -> FileFacts:
-        return cls(status.st_size, status.st_mtime_ns, status.st_ino, status.st_ctime_ns)
-
-    def row(self) -> dict[str, int | None]:
-        return {"size": self.size, "mtime_ns": self.mtime_ns, "inode": self.inode, "ctime_ns": self.ctime_ns}
-
-
-NO_FACTS = FileFacts(0, 0, None, None)
-
-
-@dataclass(frozen=True)
-class Known:
-    image_id: int
-    split: str
-    sha256: str
-    facts: FileFacts | None
-    state: str | None
-    model: str | None
-
-
-def photo_paths(inputs: Sequence[Path]) -> tuple[list[Path], list[Path], list[Path]]:
-    """The photos to annotate (absolute, in order, each once), the folders walked and the lists read (a vanished
-    photo is one that was under them and is no longer)."""
-    paths: dict[Path, None] = {}
-    folders, lists = [], []
-    for item in map(Path, inputs):
-        if item.is_dir():
-            folders.append(item.resolve())
-            found = list(image_files(item))
-            if not found:
-                raise CorpusError(f"{item}: folder holds no photos ({', '.join(sorted(IMAGE_SUFFIXES))})")
-            paths.update((_absolute(p), None) for p in found)
-        elif item.is_file() and item.suffix.lower() in LISTS:
-            lists.append(item.resolve())
-            lines = read_text(item, "list of photos").splitlines()
-            base = item.resolve().parent
-            paths.update((_absolute(base / line.strip()), None) for line in lines if line.strip())
-        elif item.exists() or item.is_symlink():
-            paths[_absolute(item)] = None
-        else:
-            raise CorpusError(f"{item}: no such file or folder")
-    return list(paths), folders, lists
-
-
-def _absolute(path: Path) -> Path:
-    try:
-        return path.resolve()
-    except (OSError, RuntimeError):  # a symlink loop: kept as given, and it fails to read
-        return Path(os.path.abspath(path))
 
 
 def _known(store: StoreDir) -> dict[str, Known]:
@@ -267,60 +203,6 @@ def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
         yield items[lo : lo + size]
 
 
-@dataclass
-class Scan:
-    """What a run finds before it annotates anything: the photos to annotate (new, changed, or tagged by another
-    model: ``(path, facts, content changed)``), the unchanged ones whose file facts moved (``touched``), and the
-    files that cannot be read."""
-
-    todo: list[tuple[Path, FileFacts, bool]] = field(default_factory=list)
-    touched: list[tuple[int, FileFacts]] = field(default_factory=list)
-    errors: dict[str, str] = field(default_factory=dict)
-    unchanged: int = 0
-    training: int = 0
-
-
-def scan_photos(paths: Sequence[Path], known: dict[str, Known], model_tag: str, progress: Progress) -> Scan:
-    """Sort the given photos by what a run must do with them, reading as little as it can.
-
-    A photo is unchanged when its size, modification time, inode and change time are what was recorded: nothing is
-    read. When only the inode or change time moved (the file was replaced, restored, or its time set back with
-    ``touch -r``), its content is hashed, so a different photo with the same size and time is never taken for the
-    old one."""
-    scan = Scan()
-    with progress.task("looking at the photos", len(paths)) as advance:
-        for path in paths:
-            advance(1)
-            try:
-                facts = FileFacts.of(path.stat())
-            except (OSError, RuntimeError) as exc:
-                scan.errors[str(path)] = f"cannot read the file ({getattr(exc, 'strerror', None) or exc})"
-                continue
-            seen = known.get(str(path))
-            if seen is not None and seen.state is None and seen.split in TRAINING_SPLITS:  # a training image
-                scan.training += 1
-            elif seen is None:
-                scan.todo.append((path, facts, False))
-            elif seen.facts == facts and seen.state == "unreadable":
-                scan.errors[str(path)] = "unreadable before, and unchanged since"
-            elif seen.facts == facts and seen.model == model_tag:
-                scan.unchanged += 1
-            elif seen.facts == facts and seen.state == "annotated":
-                scan.todo.append((path, facts, False))  # another model annotated it: features are cached
-            else:  # an evaluated image, a photo that is back, or one whose file facts moved: same content?
-                try:
-                    digest = content_hash(path)
-                except (OSError, UnreadableImage) as exc:
-                    scan.errors[str(path)] = str(exc)
-                    continue
-                if digest == seen.sha256 and seen.model == model_tag and seen.state == "annotated":
-                    scan.touched.append((seen.image_id, facts))
-                    scan.unchanged += 1
-                else:
-                    scan.todo.append((path, facts, digest != seen.sha256))
-    return scan
-
-
 def annotate_photos(store_root: Path, inputs: Sequence[Path], *, scoring: ScoringSettings | None = None,
                     batch_size: int | None = None, progress: Progress | None = None, wait: bool = False,
                     ray: str | None = None, chunk: int = CHUNK) -> AnnotateReport:
@@ -335,7 +217,7 @@ def annotate_photos(store_root: Path, inputs: Sequence[Path], *, scoring: Scorin
         library.reconcile()
         batch_size = batch_size or library.model.settings.batch_size
         known = _known(store)
-        scan = scan_photos(paths, known, library.model_tag, progress)
+        scan = scan_photos(paths, known, library.model_tag, progress, folders, lists)
         report.unchanged, report.training, errors = scan.unchanged, scan.training, scan.errors
         if scan.touched:
             with store.db.begin() as conn:
@@ -350,7 +232,7 @@ def annotate_photos(store_root: Path, inputs: Sequence[Path], *, scoring: Scorin
                 if time.monotonic() - last_commit > COMMIT_SECONDS:
                     library.commit()
                     last_commit = time.monotonic()
-        report.missing = _vanished(library, known, set(map(str, paths)), folders, lists)
+        report.missing = _mark_vanished(library, scan.vanished)
         _record_unreadable(library, known, errors)
         report.unreadable = errors
         library.commit()
@@ -361,7 +243,7 @@ def annotate_photos(store_root: Path, inputs: Sequence[Path], *, scoring: Scorin
     return report
 
 
-def _annotate_chunk(library: Library, part: list[tuple[Path, FileFacts, bool]], known: dict[str, Known],
+def _annotate_chunk(library: Library, part: list[Todo], known: dict[str, Known],
                     report: AnnotateReport, errors: dict[str, str], batch_size: int, ray: str | None) -> None:
     """One chunk: rows for new photos, features (again where the content changed), annotations and vectors."""
     store = library.store
@@ -372,13 +254,14 @@ def _annotate_chunk(library: Library, part: list[tuple[Path, FileFacts, bool]], 
     now = datetime.now(UTC).replace(tzinfo=None)
     with store.db.begin() as conn:
         start = next_id(conn, images)
-        for path, facts, changed in part:
+        for todo in part:
+            path, facts = todo.path, todo.facts
             seen = known.get(str(path))
             if seen is not None:
                 image_id = seen.image_id
-                if changed:  # a new content: new hash and size, features extracted again
+                if todo.changed and todo.digest is not None:  # a new content, hashed by the scan: its size here
                     try:
-                        info = probe_image(path)
+                        width, height = image_size(path)
                     except FileNotFoundError:
                         errors[str(path)] = "no such file"
                         continue
@@ -386,8 +269,8 @@ def _annotate_chunk(library: Library, part: list[tuple[Path, FileFacts, bool]], 
                         errors[str(path)] = str(exc)
                         continue
                     conn.execute(update(images).where(images.c.id == image_id)
-                                 .values(sha256=info.sha256, width=info.width, height=info.height))
-                    force.add(image_id)
+                                 .values(sha256=todo.digest, width=width, height=height))
+                    force.add(image_id)  # features extracted again
             else:
                 try:
                     info = probe_image(path)
@@ -404,7 +287,7 @@ def _annotate_chunk(library: Library, part: list[tuple[Path, FileFacts, bool]], 
             ids[path] = image_id
             stats[image_id] = facts
         insert_rows(conn, images, new)
-    items = [(ids[p], p) for p, _, _ in part if p in ids]
+    items = [(ids[t.path], t.path) for t in part if t.path in ids]
     if not items:
         return
     if ray:
@@ -428,19 +311,12 @@ def _annotate_chunk(library: Library, part: list[tuple[Path, FileFacts, bool]], 
             known[str(p)] = replace(known[str(p)], state="annotated", model=library.model_tag, facts=stats[i])
 
 
-def _vanished(library: Library, known: dict[str, Known], seen: set[str], folders: list[Path],
-              lists: list[Path]) -> list[str]:
-    """Photos of the library under the walked folders (or in a read list) that are gone: marked missing."""
-    roots = [str(f) + os.sep for f in folders]
-    gone = [(p, k) for p, k in known.items() if k.state == "annotated" and p not in seen
-            and any(p.startswith(r) for r in roots) and not Path(p).exists()]
-    if lists:  # a list names its photos: one no longer on disk is gone too
-        gone += [(p, k) for p, k in known.items() if k.state == "annotated" and p in seen
-                 and not Path(p).exists() and (p, k) not in gone]
+def _mark_vanished(library: Library, gone: list[tuple[str, Known]]) -> list[str]:
+    """Photos gone from their folders: marked missing, out of the index."""
     if gone:
         with library.store.db.begin() as conn:
             library.mark(conn, [k.image_id for _, k in gone], "missing")
-    return sorted(p for p, _ in gone)
+    return [p for p, _ in gone]
 
 
 def _record_unreadable(library: Library, known: dict[str, Known], errors: dict[str, str]) -> None:

@@ -145,7 +145,6 @@ def train_cnnr(store_root: Path, config: CNNRConfig = CNNRConfig(), progress: Pr
     import torch
 
     progress = progress or NoProgress()
-    start = time.perf_counter()
     torch.manual_seed(config.seed)
     if config.target not in TARGETS:
         raise SettingsError("cnnr.target", f"must be one of {', '.join(TARGETS)}, got {config.target!r}")
@@ -153,24 +152,71 @@ def train_cnnr(store_root: Path, config: CNNRConfig = CNNRConfig(), progress: Pr
         raise SettingsError("cnnr.select", f"must be one of {', '.join(SELECTIONS)}, got {config.select!r}")
     store = StoreDir.open(Path(store_root), write=True, wait=wait)
     try:
+        run = _Run.prepare(store, config, progress)
+        run.resume()
+        for epoch in range(len(run.report.history) + 1, config.epochs + 1):
+            if run.report.history and epoch - run.report.best_epoch > config.patience:
+                log.info("no validation improvement in %d epochs: stopping", config.patience)
+                break
+            run.epoch(epoch, progress)
+        return run.save()
+    finally:
+        store.close()
+
+
+@dataclass
+class _Run:
+    """One run of ``train_cnnr``: what it trains on (targets in the regression's word space, the training and
+    validation rows, cached trunk activations or the images' paths), the network and its optimiser, and the
+    report; :meth:`epoch` trains and validates once and writes the checkpoint."""
+
+    store: StoreDir
+    config: CNNRConfig
+    key: dict[str, Any]
+    vocabulary: tuple[str, ...]
+    tag_ids: list[int]
+    E: NDArray[np.float32]  # the vocabulary's word vectors in the regression's word space
+    has_vector: NDArray[np.bool_]
+    space: tuple[NDArray[np.float64], NDArray[np.float64]]  # the word space's mean and transform
+    backbone: Backbone
+    model: CNNR
+    full: bool
+    upright: bool
+    ids: list[int]
+    paths: list[Path]
+    activations: NDArray[np.float32] | None  # the trunk's, cached (not full); None when training from the images
+    trunk_shape: tuple[int, ...]
+    targets: Any  # torch tensor of the images' targets
+    train_rows: NDArray[np.int64]
+    val_rows: NDArray[np.int64]
+    val_truth: NDArray[np.bool_]
+    rng: np.random.Generator
+    optimiser: Any
+    report: TrainReport
+    started: float
+    best_state: dict[str, Any] | None = None
+
+    @classmethod
+    def prepare(cls, store: StoreDir, config: CNNRConfig, progress: Progress) -> _Run:
+        """The word space, the images and their targets, the split, the network and its optimiser."""
+        import torch
+
+        started = time.perf_counter()
         manifest = store.manifest()
-        vocabulary = tuple(manifest.vocabulary.words)
-        tag_ids = list(manifest.vocabulary.tag_ids)
+        vocabulary, tag_ids = tuple(manifest.vocabulary.words), list(manifest.vocabulary.tag_ids)
         words = load_word_vectors(manifest.words.source)
         upright = manifest.encoder.orientation == "exif"
         E, missing = words.matrix(vocabulary)
         has_vector = np.array([w not in set(missing) for w in vocabulary])
         mean, transform = word_space(E, has_vector, config.target)
-        E = np.where(has_vector[:, None], (E - mean) @ transform, 0.0).astype(np.float32)  # the regression's word space
+        E = np.where(has_vector[:, None], (E - mean) @ transform, 0.0).astype(np.float32)  # the regression's space
         indexed = np.asarray(store.read_array(manifest.index.ids, "image ids"), np.int64)
         located = image_paths(store.db, indexed.tolist())
         items = [(int(i), Path(located[int(i)])) for i in sorted(indexed.tolist())]
         backbone = build_backbone(config.backbone, config.weights)
         model = CNNR(backbone, words.dim, config.device)
         full = config.full if config.full is not None else model.device.type == "cuda"
-        key = _checkpoint_key(config, words.dim, full, words.source)
-
-        A = None
+        activations, trunk_shape = None, ()
         if not full:
             trunk = TrunkEncoder(backbone, model.device)
             cache = FeatureCache(store.features_dir / feature_key(trunk.key, upright), trunk.dim, upright=upright)
@@ -178,9 +224,8 @@ def train_cnnr(store_root: Path, config: CNNRConfig = CNNRConfig(), progress: Pr
                 cache.extract(items, trunk, batch_size=32, progress=advance)
             failed = cache.failures()
             items = [(i, p) for i, p in items if i not in failed]
-            A = cache.load([i for i, _ in items])
+            activations, trunk_shape = cache.load([i for i, _ in items]), trunk.shape
         ids = [i for i, _ in items]
-        paths = [p for _, p in items]
         Y, usable = targets(label_matrix(store.db, ids, tag_ids), E, has_vector)
         rows = np.flatnonzero(usable)
         if len(rows) < 4:
@@ -190,21 +235,6 @@ def train_cnnr(store_root: Path, config: CNNRConfig = CNNRConfig(), progress: Pr
         rows = rng.permutation(rows)
         n_val = max(1, round(config.validation * len(rows)))
         val_rows, train_rows = np.sort(rows[:n_val]), rows[n_val:]
-
-        def batches_of(order: NDArray[np.int64]) -> Iterator[tuple[NDArray[np.int64], Any]]:
-            """(rows, input) per batch: cached trunk activations, or decoded images when fine-tuning fully."""
-            if A is not None:
-                for lo in range(0, len(order), config.batch_size):
-                    sel = order[lo : lo + config.batch_size]
-                    yield sel, torch.from_numpy(A[sel]).view(len(sel), *trunk.shape).to(model.device)
-                return
-            shim = backbone_encoder_shim(backbone)
-            for lo, batch in zip(range(0, len(order), config.batch_size),
-                                 iter_batches([paths[i] for i in order], shim, config.batch_size, upright=upright),
-                                 strict=True):
-                ok = np.array(batch.ok)
-                yield order[lo : lo + config.batch_size][ok], batch.pixels[torch.from_numpy(ok)].to(model.device)
-
         pretrained = list(backbone.top.parameters()) + (list(backbone.trunk.parameters()) if full else [])
         optimiser = torch.optim.AdamW([
             {"params": model.head.parameters(), "lr": config.lr},
@@ -212,94 +242,129 @@ def train_cnnr(store_root: Path, config: CNNRConfig = CNNRConfig(), progress: Pr
         ], weight_decay=config.weight_decay)
         for p in backbone.trunk.parameters():
             p.requires_grad_(full)
-
         report = TrainReport("", str(model.device), full, len(train_rows), len(val_rows),
                              validation_ids=[int(ids[i]) for i in val_rows])
-        best_state: dict[str, Any] | None = None
-        checkpoint = store.path(CHECKPOINT)
-        if checkpoint.is_file() and not config.restart:
-            saved = torch.load(checkpoint, map_location=model.device, weights_only=False)
-            there = dict(saved.get("key") or {})
-            if there != key:
-                differ = ", ".join(f"{k} {there.get(k, 'unset')} there, {key.get(k, 'unset')} here"
-                                   for k in sorted(set(there) | set(key)) if there.get(k) != key.get(k))
-                raise AnnotError(f"{checkpoint}: a checkpoint for other settings ({differ}); "
-                                 "rerun with --restart to discard it")
-            model.load_state(saved["state"])
-            optimiser.load_state_dict(saved["optimizer"])
-            report.history = list(saved["history"])
-            report.best_epoch, report.best_validation_loss = saved["best_epoch"], saved["best_validation_loss"]
-            report.best_validation_f1 = float(saved.get("best_validation_f1", 0.0))
-            best_state = saved["best_state"]
-            report.resumed_from_epoch = len(report.history)
-            start -= float(saved.get("seconds", 0.0))  # training time adds up over resumed runs
-        Yt = torch.from_numpy(Y).to(model.device)
+        return cls(store, config, _checkpoint_key(config, words.dim, full, words.source), vocabulary, tag_ids, E,
+                   has_vector, (mean, transform), backbone, model, full, upright, ids, [p for _, p in items],
+                   activations, trunk_shape, torch.from_numpy(Y).to(model.device), train_rows, val_rows,
+                   label_matrix(store.db, [ids[i] for i in val_rows], tag_ids), rng, optimiser, report, started)
 
-        decoder, positions = word_index(vocabulary, E, has_vector)
-        val_truth = label_matrix(store.db, [ids[i] for i in val_rows], tag_ids)
+    def resume(self) -> None:
+        """Continue from the checkpoint a previous run left (for these settings only)."""
+        import torch
 
-        def run_epoch(sel_rows: NDArray[np.int64], train: bool, advance: Any) -> tuple[float, NDArray[np.float32]]:
-            """Mean loss over ``sel_rows`` (sorted); and, when not training, the predictions in row order (NaN rows
-            for images that did not decode)."""
-            for module in (backbone.top, model.head):
-                module.train(train)
-            backbone.trunk.train(train and full)
-            total = 0.0
-            predictions = np.full((0 if train else len(sel_rows), E.shape[1]), np.nan, np.float32)
-            order = rng.permutation(sel_rows) if train else sel_rows
-            for sel, x in batches_of(order):
-                if train and len(sel) < 2:
-                    continue  # batch norm needs two
-                with torch.set_grad_enabled(train):
-                    if full:
-                        x = backbone.trunk(x)
-                    pred = model.head(backbone.top(x))
-                    loss = ((pred - Yt[sel]) ** 2).sum(dim=1).mean()
-                if train:
-                    optimiser.zero_grad()
-                    loss.backward()
-                    optimiser.step()
-                else:
-                    predictions[np.searchsorted(sel_rows, sel)] = pred.detach().float().cpu().numpy()
-                total += float(loss.detach()) * len(sel)
-                advance(len(sel))
-            return total / max(1, len(order)), predictions
+        checkpoint = self.store.path(CHECKPOINT)
+        if not checkpoint.is_file() or self.config.restart:
+            return
+        saved = torch.load(checkpoint, map_location=self.model.device, weights_only=False)
+        there = dict(saved.get("key") or {})
+        if there != self.key:
+            differ = ", ".join(f"{k} {there.get(k, 'unset')} there, {self.key.get(k, 'unset')} here"
+                               for k in sorted(set(there) | set(self.key)) if there.get(k) != self.key.get(k))
+            raise AnnotError(f"{checkpoint}: a checkpoint for other settings ({differ}); "
+                             "rerun with --restart to discard it")
+        self.model.load_state(saved["state"])
+        self.optimiser.load_state_dict(saved["optimizer"])
+        report = self.report
+        report.history = list(saved["history"])
+        report.best_epoch, report.best_validation_loss = saved["best_epoch"], saved["best_validation_loss"]
+        report.best_validation_f1 = float(saved.get("best_validation_f1", 0.0))
+        self.best_state = saved["best_state"]
+        report.resumed_from_epoch = len(report.history)
+        self.started -= float(saved.get("seconds", 0.0))  # training time adds up over resumed runs
 
-        for epoch in range(len(report.history) + 1, config.epochs + 1):
-            if report.history and epoch - report.best_epoch > config.patience:
-                log.info("no validation improvement in %d epochs: stopping", config.patience)
-                break
-            last = report.history[-1] if report.history else None
-            shown = (f" (epoch {last['epoch']}: train loss {last['train_loss']:.3f} · validation loss "
-                     f"{last['validation_loss']:.3f} · validation F1 {last.get('validation_f1', 0):.1f}; "
-                     f"kept epoch {report.best_epoch})") if last else ""
-            with progress.task(f"CNN-R epoch {epoch}/{config.epochs}{shown}", len(train_rows) + len(val_rows)) as advance:
-                train_loss, _ = run_epoch(train_rows, True, advance)
-                val_loss, val_pred = run_epoch(val_rows, False, advance)
-            done = ~np.isnan(val_pred).any(axis=1)
-            quality = answer_quality(decoder, positions, val_pred[done], val_truth[done])
-            val_f1 = round(100 * quality.f1, 2)
-            report.history.append({"epoch": epoch, "train_loss": round(train_loss, 5), "validation_loss": round(val_loss, 5),
-                                   "validation_f1": val_f1, "validation_n_plus": quality.n_plus})
-            better = val_f1 > report.best_validation_f1 if config.select == "f1" else val_loss < report.best_validation_loss
-            if better or report.best_epoch == 0:
-                report.best_epoch, report.best_validation_loss, report.best_validation_f1 = epoch, val_loss, val_f1
-                best_state = {k: {n: t.detach().cpu().clone() for n, t in v.items()} for k, v in model.state(full).items()}
-            _save(checkpoint, {"key": key, "state": model.state(full), "optimizer": optimiser.state_dict(),
-                               "history": report.history, "best_epoch": report.best_epoch,
-                               "best_validation_loss": report.best_validation_loss,
-                               "best_validation_f1": report.best_validation_f1, "best_state": best_state,
-                               "seconds": time.perf_counter() - start})
-        if best_state is None:
-            raise AnnotError(f"{checkpoint}: no epoch finished; nothing to keep")
-        report.seconds = time.perf_counter() - start
-        record = _keep(store, key, best_state, vocabulary, tag_ids, E, has_vector, report, (mean, transform))
+    def batches(self, order: NDArray[np.int64]) -> Iterator[tuple[NDArray[np.int64], Any]]:
+        """(rows, input) per batch: cached trunk activations, or decoded images when fine-tuning fully."""
+        import torch
+
+        size = self.config.batch_size
+        if self.activations is not None:
+            for lo in range(0, len(order), size):
+                sel = order[lo : lo + size]
+                yield sel, torch.from_numpy(self.activations[sel]).view(len(sel), *self.trunk_shape).to(
+                    self.model.device)
+            return
+        shim = backbone_encoder_shim(self.backbone)
+        for lo, batch in zip(range(0, len(order), size),
+                             iter_batches([self.paths[i] for i in order], shim, size, upright=self.upright),
+                             strict=True):
+            ok = np.array(batch.ok)
+            yield order[lo : lo + size][ok], batch.pixels[torch.from_numpy(ok)].to(self.model.device)
+
+    def passes(self, rows: NDArray[np.int64], train: bool, advance: Any) -> tuple[float, NDArray[np.float32]]:
+        """One pass over ``rows`` (sorted): their mean loss; and, when not training, the predictions in row order
+        (NaN rows for images that did not decode)."""
+        import torch
+
+        backbone, model = self.backbone, self.model
+        for module in (backbone.top, model.head):
+            module.train(train)
+        backbone.trunk.train(train and self.full)
+        total = 0.0
+        predictions = np.full((0 if train else len(rows), self.E.shape[1]), np.nan, np.float32)
+        order = self.rng.permutation(rows) if train else rows
+        for sel, x in self.batches(order):
+            if train and len(sel) < 2:
+                continue  # batch norm needs two
+            with torch.set_grad_enabled(train):
+                if self.full:
+                    x = backbone.trunk(x)
+                pred = model.head(backbone.top(x))
+                loss = ((pred - self.targets[sel]) ** 2).sum(dim=1).mean()
+            if train:
+                self.optimiser.zero_grad()
+                loss.backward()
+                self.optimiser.step()
+            else:
+                predictions[np.searchsorted(rows, sel)] = pred.detach().float().cpu().numpy()
+            total += float(loss.detach()) * len(sel)
+            advance(len(sel))
+        return total / max(1, len(order)), predictions
+
+    def epoch(self, epoch: int, progress: Progress) -> None:
+        """Train once over the training rows, validate, keep the best state, write the checkpoint."""
+        report, config = self.report, self.config
+        last = report.history[-1] if report.history else None
+        shown = (f" (epoch {last['epoch']}: train loss {last['train_loss']:.3f} · validation loss "
+                 f"{last['validation_loss']:.3f} · validation F1 {last.get('validation_f1', 0):.1f}; "
+                 f"kept epoch {report.best_epoch})") if last else ""
+        with progress.task(f"CNN-R epoch {epoch}/{config.epochs}{shown}",
+                           len(self.train_rows) + len(self.val_rows)) as advance:
+            train_loss, _ = self.passes(self.train_rows, True, advance)
+            val_loss, val_pred = self.passes(self.val_rows, False, advance)
+        val_f1, n_plus = self.validate(val_pred)
+        report.history.append({"epoch": epoch, "train_loss": round(train_loss, 5), "validation_loss": round(val_loss, 5),
+                               "validation_f1": val_f1, "validation_n_plus": n_plus})
+        better = val_f1 > report.best_validation_f1 if config.select == "f1" else val_loss < report.best_validation_loss
+        if better or report.best_epoch == 0:
+            report.best_epoch, report.best_validation_loss, report.best_validation_f1 = epoch, val_loss, val_f1
+            self.best_state = {k: {n: t.detach().cpu().clone() for n, t in v.items()}
+                               for k, v in self.model.state(self.full).items()}
+        _save(self.store.path(CHECKPOINT), {
+            "key": self.key, "state": self.model.state(self.full), "optimizer": self.optimiser.state_dict(),
+            "history": report.history, "best_epoch": report.best_epoch,
+            "best_validation_loss": report.best_validation_loss, "best_validation_f1": report.best_validation_f1,
+            "best_state": self.best_state, "seconds": time.perf_counter() - self.started})
+
+    def validate(self, predictions: NDArray[np.float32]) -> tuple[float, int]:
+        """The validation images annotated as ``annot query --method cnn-r`` would: their F1 (percent) and N+."""
+        decoder, positions = word_index(self.vocabulary, self.E, self.has_vector)
+        done = ~np.isnan(predictions).any(axis=1)
+        quality = answer_quality(decoder, positions, predictions[done], self.val_truth[done])
+        return round(100 * quality.f1, 2), quality.n_plus
+
+    def save(self) -> TrainReport:
+        """Keep the best epoch's weights as the store's CNN-R model."""
+        if self.best_state is None:
+            raise AnnotError(f"{self.store.path(CHECKPOINT)}: no epoch finished; nothing to keep")
+        report = self.report
+        report.seconds = time.perf_counter() - self.started
+        record = _keep(self.store, self.key, self.best_state, self.vocabulary, self.tag_ids, self.E, self.has_vector,
+                       report, self.space)
         report.model_file = record.file.path
-        store.write_manifest(store.manifest().touched(cnnr=record))
-        store.remove_unreferenced()  # the previous model file, once the manifest no longer names it
+        self.store.write_manifest(self.store.manifest().touched(cnnr=record))
+        self.store.remove_unreferenced()  # the previous model file, once the manifest no longer names it
         return report
-    finally:
-        store.close()
 
 
 def backbone_encoder_shim(backbone: Backbone) -> ImageEncoder:

@@ -1,0 +1,170 @@
+"""What a run of ``annot annotate`` must do, decided before anything is written: the photos given (files, folders
+walked, lists read), each sorted by its file facts against what the store recorded (new, changed, unchanged,
+touched, unreadable, a training image), and the photos that vanished from the walked folders. No database here:
+what the store recorded comes in as ``known`` (path: :class:`Known`)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import NamedTuple
+
+from annot.errors import CorpusError
+from annot.features.images import UnreadableImage, content_hash
+from annot.inputs import read_text
+from annot.library.query import IMAGE_SUFFIXES, image_files
+from annot.progress import Progress
+
+TRAINING_SPLITS = ("train", "removed")  # images of these splits keep their own tags (an evaluated image may join)
+LISTS = {".txt", ".lst", ".list"}  # a file of paths, one a line
+
+
+class FileFacts(NamedTuple):
+    """What a file's status says of it without reading it: a photo whose facts are all unchanged is not read."""
+
+    size: int
+    mtime_ns: int
+    inode: int | None
+    ctime_ns: int | None
+
+    @classmethod
+    def of(cls, status: os.stat_result) -> FileFacts:
+        return cls(status.st_size, status.st_mtime_ns, status.st_ino, status.st_ctime_ns)
+
+    def row(self) -> dict[str, int | None]:
+        return {"size": self.size, "mtime_ns": self.mtime_ns, "inode": self.inode, "ctime_ns": self.ctime_ns}
+
+
+NO_FACTS = FileFacts(0, 0, None, None)
+
+
+@dataclass(frozen=True)
+class Known:
+    image_id: int
+    split: str
+    sha256: str
+    facts: FileFacts | None
+    state: str | None
+    model: str | None
+
+
+def photo_paths(inputs: Sequence[Path]) -> tuple[list[Path], list[Path], list[Path]]:
+    """The photos to annotate (absolute, in order, each once), the folders walked and the lists read (a vanished
+    photo is one that was under them and is no longer)."""
+    paths: dict[Path, None] = {}
+    folders, lists = [], []
+    for item in map(Path, inputs):
+        if item.is_dir():
+            folders.append(item.resolve())
+            found = list(image_files(item))
+            if not found:
+                raise CorpusError(f"{item}: folder holds no photos ({', '.join(sorted(IMAGE_SUFFIXES))})")
+            paths.update((_absolute(p), None) for p in found)
+        elif item.is_file() and item.suffix.lower() in LISTS:
+            lists.append(item.resolve())
+            lines = read_text(item, "list of photos").splitlines()
+            base = item.resolve().parent
+            paths.update((_absolute(base / line.strip()), None) for line in lines if line.strip())
+        elif item.exists() or item.is_symlink():
+            paths[_absolute(item)] = None
+        else:
+            raise CorpusError(f"{item}: no such file or folder")
+    return list(paths), folders, lists
+
+
+def _absolute(path: Path) -> Path:
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError):  # a symlink loop: kept as given, and it fails to read
+        return Path(os.path.abspath(path))
+
+
+@dataclass(frozen=True)
+class Todo:
+    """A photo to annotate: its file facts, the content hash the scan computed (None when it read nothing: a new
+    photo, or one another model annotated), and whether its content differs from what was recorded."""
+
+    path: Path
+    facts: FileFacts
+    digest: str | None = None
+    changed: bool = False
+
+
+@dataclass
+class Scan:
+    """The plan of a run, made before anything is written: the photos to annotate, the unchanged ones whose file
+    facts moved (``touched``: only their facts are written), the photos of the walked folders and lists that are
+    gone (``vanished``), and the files that cannot be read."""
+
+    todo: list[Todo] = field(default_factory=list)
+    touched: list[tuple[int, FileFacts]] = field(default_factory=list)
+    vanished: list[tuple[str, Known]] = field(default_factory=list)
+    errors: dict[str, str] = field(default_factory=dict)
+    unchanged: int = 0
+    training: int = 0
+
+
+def scan_photos(paths: Sequence[Path], known: dict[str, Known], model_tag: str, progress: Progress,
+                folders: Sequence[Path] = (), lists: Sequence[Path] = ()) -> Scan:
+    """Sort the given photos by what a run must do with them, reading as little as it can (no database: ``known``
+    is what the store recorded of each path).
+
+    A photo is unchanged when its size, modification time, inode and change time are what was recorded: nothing is
+    read. When only the inode or change time moved (the file was replaced, restored, or its time set back with
+    ``touch -r``), its content is hashed, so a different photo with the same size and time is never taken for the
+    old one; the hash travels with the photo, so a changed photo is read and hashed once."""
+    scan = Scan()
+    with progress.task("looking at the photos", len(paths)) as advance:
+        for path in paths:
+            advance(1)
+            try:
+                facts = FileFacts.of(path.stat())
+            except (OSError, RuntimeError) as exc:
+                scan.errors[str(path)] = f"cannot read the file ({getattr(exc, 'strerror', None) or exc})"
+                continue
+            _sort(scan, path, facts, known.get(str(path)), model_tag)
+    scan.vanished = vanished(known, {str(p) for p in paths}, folders, lists)
+    return scan
+
+
+def _sort(scan: Scan, path: Path, facts: FileFacts, seen: Known | None, model_tag: str) -> None:
+    if seen is not None and seen.state is None and seen.split in TRAINING_SPLITS:  # a training image
+        scan.training += 1
+    elif seen is None:
+        scan.todo.append(Todo(path, facts))
+    elif seen.facts == facts and seen.state == "unreadable":
+        scan.errors[str(path)] = "unreadable before, and unchanged since"
+    elif seen.facts == facts and seen.model == model_tag:
+        scan.unchanged += 1
+    elif seen.facts == facts and seen.state == "annotated":
+        scan.todo.append(Todo(path, facts))  # another model annotated it: features are cached
+    else:  # an evaluated image, a photo that is back, or one whose file facts moved: same content?
+        try:
+            digest = content_hash(path)
+        except (OSError, UnreadableImage) as exc:
+            scan.errors[str(path)] = str(exc)
+            return
+        if digest == seen.sha256 and seen.model == model_tag and seen.state == "annotated":
+            scan.touched.append((seen.image_id, facts))
+            scan.unchanged += 1
+        else:
+            scan.todo.append(Todo(path, facts, digest, digest != seen.sha256))
+
+
+def vanished(known: dict[str, Known], seen: set[str], folders: Sequence[Path],
+             lists: Sequence[Path]) -> list[tuple[str, Known]]:
+    """Annotated photos under the walked folders that were not found there, or named by a read list, and that are
+    no longer on disk."""
+    roots = [str(f) + os.sep for f in folders]
+    gone = [(p, k) for p, k in known.items() if k.state == "annotated" and p not in seen
+            and any(p.startswith(r) for r in roots) and not Path(p).exists()]
+    if lists:  # a list names its photos: one no longer on disk is gone too
+        gone += [(p, k) for p, k in known.items() if k.state == "annotated" and p in seen
+                 and not Path(p).exists() and (p, k) not in gone]
+    return sorted(gone, key=lambda item: item[0])
+
+
+__all__ = ["LISTS", "NO_FACTS", "TRAINING_SPLITS", "FileFacts", "Known", "Scan", "Todo", "photo_paths", "scan_photos",
+           "vanished"]
