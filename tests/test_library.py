@@ -309,3 +309,20 @@ def test_the_scan_is_a_plan_made_without_a_database(tmp_path: Path) -> None:
     assert plan.unchanged == 2 and [i for i, _ in plan.touched] == [2]
     assert plan.training == 1 and list(plan.errors) == [str(broken)]
     assert [p for p, _ in plan.vanished] == [str(tmp_path / "photos" / "gone.jpg")]
+
+
+def test_the_calibration_made_from_memory_is_the_one_the_files_give(store: Path) -> None:
+    """`annot index` calibrates from the training set it holds in memory; reading the same set back from the store's
+    files (as add and remove do) gives the same calibration, array for array."""
+    from annot.indexer.build import save_calibration
+
+    with StoreDir.open(store, write=True) as s:
+        record = s.manifest().calibration
+        assert record is not None
+        made = s.read_arrays(record.file)
+        again = save_calibration(s, "from-files")
+        assert again is not None and again.calibration is not None
+        read = s.read_arrays(again.calibration.file)
+    assert sorted(made) == sorted(read)
+    for key in made:
+        np.testing.assert_array_equal(made[key], read[key])

@@ -227,41 +227,55 @@ def short_hash(*arrays: NDArray[Any]) -> str:
     return digest.hexdigest()[:12]
 
 
-def indexed_training_set(model: StoreModel) -> tuple[NDArray[np.float32], NDArray[np.bool_], NDArray[np.float32],
-                                                     NDArray[np.bool_]]:
+@dataclass(frozen=True)
+class TrainingSet:
     """The indexed training images (in id order) as cross-validation reads them: features, tags, word vectors."""
+
+    X: NDArray[np.float32]
+    labels: NDArray[np.bool_]
+    E: NDArray[np.float32]
+    has_vector: NDArray[np.bool_]
+
+
+def indexed_training_set(model: StoreModel) -> TrainingSet:
+    """A loaded store's indexed training images, read from its files (``add`` and ``remove`` recompute standards)."""
     ids = np.sort(model.ids)
     X, labels = model.feature_cache().load(ids), label_matrix(model.store.db, ids.tolist(), model.tag_ids)
     E, has_vector, _ = word_matrix(load_word_vectors(model.manifest.words.source), tuple(model.vocabulary))
-    return X, labels, E, has_vector
+    return TrainingSet(X, labels, E, has_vector)
 
 
 CALIBRATED = ("cca-knn", "nn")  # the methods whose held-out annotations cross-validation makes
 
 
-def save_calibration(store: StoreDir, tag: str, progress: Progress | None = None) -> Manifest | None:
+def save_calibration(store: StoreDir, tag: str, progress: Progress | None = None,
+                     training: TrainingSet | None = None) -> Manifest | None:
     """Calibrate the confidence of the store's own annotations on held-out training images
-    (:func:`annot.fitting.calibration.calibrate`), save it and record it in the manifest."""
-    model = StoreModel(store)
-    if model.settings.scoring.method not in CALIBRATED:
+    (:func:`annot.fitting.calibration.calibrate`), save it and record it in the manifest. ``training``: the indexed
+    training images as the caller holds them (else read from the store's files)."""
+    settings = store.manifest().settings
+    if settings.scoring.method not in CALIBRATED:
         return None
-    X, labels, E, has_vector = indexed_training_set(model)
-    calibration = calibrate(X, labels, E, has_vector, model.settings, progress)
+    if training is None:
+        training = indexed_training_set(StoreModel(store))
+    calibration = calibrate(training.X, training.labels, training.E, training.has_vector, settings, progress)
     file = store.save_arrays(f"models/calibration-{tag}.npz", calibration.to_arrays())
-    record = CalibrationRecord(file, calibration_key(model.settings), calibration.measured)
+    record = CalibrationRecord(file, calibration_key(settings), calibration.measured)
     manifest = store.manifest().touched(calibration=record)
     store.write_manifest(manifest)
     return manifest
 
 
-def save_standards(store: StoreDir, tag: str, progress: Progress | None = None) -> Manifest:
+def save_standards(store: StoreDir, tag: str, progress: Progress | None = None,
+                   training: TrainingSet | None = None) -> Manifest:
     """Each word's standards for the store's own scoring settings (leave-one-out, or held out:
-    :func:`annot.fitting.cv.held_out_scores`), saved and recorded in the manifest; returns the new manifest."""
+    :func:`annot.fitting.cv.held_out_scores`), saved and recorded in the manifest; returns the new manifest.
+    ``training``: the indexed training images as the caller holds them (else read from the store's files)."""
     model = StoreModel(store)
     scoring = model.settings.scoring
     if scoring.score is Score.HELD_OUT:
-        X, labels, E, has_vector = indexed_training_set(model)
-        mean, spread = held_out_scores(X, labels, E, has_vector, model.settings, progress)
+        held = training if training is not None else indexed_training_set(model)
+        mean, spread = held_out_scores(held.X, held.labels, held.E, held.has_vector, model.settings, progress)
     else:
         method = CCAKNN(model)
         mean, spread = word_standards(method.leave_one_out_scores(scoring))
@@ -394,12 +408,16 @@ def write_model(store: StoreDir, settings: BuildSettings, encoder: ImageEncoder,
         cnnr=previous.cnnr if previous is not None else None,  # CNN-R does not depend on the CCA
     )
     store.write_manifest(manifest)
+    training = None  # the indexed training images, read once for standards and calibration from what is in memory
+    if settings.scoring.score is Score.HELD_OUT or settings.scoring.method in CALIBRATED:
+        ids = np.sort(train_ids)
+        training = TrainingSet(cache.load(ids), label_matrix(store.db, ids.tolist(), vocab_ids), E, has_vector)
     if settings.scoring.score is not Score.EQ5:  # standards are saved for the store's own settings
         with _Timer(seconds, "standards"), progress.task("word standards", None):
-            save_standards(store, tag, progress)
+            save_standards(store, tag, progress, training)
     if settings.scoring.method in CALIBRATED:
         with _Timer(seconds, "calibration"), progress.task("calibrating confidence on held-out training images", None):
-            save_calibration(store, tag, progress)
+            save_calibration(store, tag, progress, training)
     store.remove_unreferenced()
     report.n_indexed = len(train_ids)
     report.n_words = len(vocabulary)
