@@ -23,8 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Self, TypeVar
 
-from annot.errors import CorpusError, StoreError
+from annot.errors import AnnotError, CorpusError, StoreError
 from annot.evaluation.evaluate import EvalResult, evaluate
+from annot.evaluation.report import build_report
 from annot.evaluation.runs import (
     RunRow,
     WordChange,
@@ -36,6 +37,7 @@ from annot.evaluation.runs import (
 from annot.evaluation.tune import TuneReport, tune_store
 from annot.features.images import UnreadableImage, thumbnail_jpeg
 from annot.indexer import GrowReport, IndexReport, add_images, build_index, refit, remove_images
+from annot.indexer.corpus import read_corpus
 from annot.library.collection import AnnotateReport, annotate_photos, library_counts
 from annot.library.corrections import Correction, CorrectReport, record_corrections
 from annot.library.export import ExportReport, export
@@ -48,10 +50,11 @@ from annot.model import StoreModel
 from annot.progress import NoProgress, Progress
 from annot.schema.queries import count_rows
 from annot.settings import BuildSettings, ScoringSettings
-from annot.store import Manifest, StoreDir
+from annot.store import Manifest, StoreDir, atomic_write
 from annot.store.sql import read_only_sql
 
 R = TypeVar("R")
+CORPUS_SUFFIXES = {".jsonl", ".csv", ".json", ".ndjson"}  # a file naming images, not an image
 
 
 @dataclass(frozen=True)
@@ -110,8 +113,15 @@ class Store:
         """Add tagged images with the fitted projection (no refit); indexed images take the corpus's tags."""
         return self._changed(add_images(Path(corpus), self.root, strict=strict, progress=self.progress, wait=self.wait))
 
-    def remove(self, paths: Sequence[str | Path]) -> GrowReport:
-        """Take training images (by path) out of the index and the statistics."""
+    def remove(self, images: Sequence[str | Path]) -> GrowReport:
+        """Take training images out of the index and the statistics: image files, folders of them, or corpus files
+        (``.jsonl``, ``.csv``) naming them."""
+        paths: list[Path] = []
+        for item in map(Path, images):
+            if item.suffix.lower() in CORPUS_SUFFIXES:
+                paths.extend(e.path for e in read_corpus(item).entries)
+            else:
+                paths.extend(expand_inputs([item]))
         return self._changed(remove_images([str(Path(p).resolve()) for p in paths], self.root, self.progress,
                                            wait=self.wait))
 
@@ -320,6 +330,15 @@ class Store:
             counts=counts, library=library, cnnr=None if m.cnnr is None else dict(m.cnnr.info),
             fitted_methods={name: {"fit_seconds": r.fit_seconds, "fitted_at": r.fitted_at, **dict(r.params)}
                             for name, r in m.methods.items()})
+
+    def report(self, run_id: int, out: str | Path, gallery: int = 40) -> int:
+        """Write one self-contained HTML page for a run (summary, per-word charts, an image gallery); its size."""
+        page = build_report(self.root, run_id, gallery).encode()
+        try:
+            atomic_write(Path(out), lambda fh: fh.write(page))
+        except OSError as exc:
+            raise AnnotError(f"{out}: cannot write the report ({exc.strerror or exc})") from exc
+        return len(page)
 
     def runs(self) -> list[RunRow]:
         with StoreDir.open(self.root) as store:

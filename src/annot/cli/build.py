@@ -25,8 +25,6 @@ from annot.cli.app import (
 )
 from annot.cli.render import console, print_json, table, warn
 from annot.evaluation.tune import searched
-from annot.indexer.corpus import read_corpus
-from annot.library.query import expand_inputs
 from annot.methods.cnnr.train import CNNRConfig
 from annot.settings import build_settings
 
@@ -162,13 +160,7 @@ def remove(
     """Take training images out of a store's index; their tags no longer vote (they stay in the database, split
     'removed')."""
 
-    paths: list[Path] = []
-    for item in images:
-        if item.suffix.lower() in {".jsonl", ".csv", ".json", ".ndjson"}:
-            paths.extend(e.path for e in read_corpus(item).entries)
-        else:
-            paths.extend(expand_inputs([item]))
-    report = open_store(store, wait).remove(paths)
+    report = open_store(store, wait).remove(images)
     if json_out:
         print_json(report.to_dict())
         return

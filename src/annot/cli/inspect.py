@@ -11,10 +11,7 @@ import typer
 
 from annot.cli.app import JsonOpt, StoreOpt, app, handle_errors, open_store
 from annot.cli.render import console, print_json, table
-from annot.errors import AnnotError
-from annot.evaluation.report import build_report
 from annot.evaluation.runs import WordChange
-from annot.store import atomic_write
 
 
 @app.command()
@@ -105,9 +102,5 @@ def report(
 ) -> None:
     """Write one self-contained HTML page for a run: summary, per-word charts and an image gallery."""
 
-    page = build_report(store, run, gallery).encode()
-    try:
-        atomic_write(out, lambda fh: fh.write(page))
-    except OSError as exc:
-        raise AnnotError(f"{out}: cannot write the report ({exc.strerror or exc})") from exc
-    console.print(f"wrote {out} ({len(page) // 1024} KiB)")
+    size = open_store(store).report(run, out, gallery)
+    console.print(f"wrote {out} ({size // 1024} KiB)")
