@@ -59,3 +59,32 @@ def test_the_readme_python_api_runs_as_written(synthetic: dict[str, Path], tmp_p
     assert names["report"].annotated == 6  # type: ignore[attr-defined]
     assert len(hits) == 5 and all(h.kind == "library" for h in hits)  # type: ignore[attr-defined]
     assert annot.PhotoTag("sky", 1.0, "confirmed") in photo.tags  # type: ignore[attr-defined]
+
+
+# each result row of the README and the benchmark result it quotes: (results file, row of it or None for the file's)
+README_RESULTS = {
+    "annot defaults (`make demo`)": ("corel5k-efficientnet-lite0-stages-cover.json", "CCA-KNN (W2V+BV)"),
+    "annot `--projection kcca`": ("corel5k-efficientnet-lite0-stages-kcca-cover.json",
+                                  "KCCA + CCA-KNN (best text view)"),
+    "annot KCCA, held-out standardised scores": ("target.json", None),
+}
+
+
+def one_decimal(value: float) -> str:
+    """As the README rounds a number written with two decimals (half up: 58.35 is 58.4)."""
+    from decimal import ROUND_HALF_UP, Decimal
+
+    return str(Decimal(str(value)).quantize(Decimal("0.1"), ROUND_HALF_UP))
+
+
+def test_the_readmes_results_are_the_benchmarks() -> None:
+    """Every annot row of the README's results table quotes benchmarks/results/ (P, R, F1 to one decimal, N+)."""
+    rows = [line.split("|")[1:-1] for line in (ROOT / "README.md").read_text().splitlines()
+            if line.startswith("| annot ")]
+    assert sorted(r[0].strip() for r in rows) == sorted(README_RESULTS)
+    for name, _, p, r, f1, n_plus in ((c.strip() for c in row) for row in rows):
+        file, row = README_RESULTS[name]
+        data = json.loads((ROOT / "benchmarks" / "results" / file).read_text())
+        test = data["rows"][row]["test"] if row else data["test"]
+        assert [p, r, f1] == [one_decimal(test[k]) for k in ("P", "R", "F1")], (name, test)
+        assert int(n_plus) == test["N+"], (name, test)
