@@ -300,3 +300,40 @@ def test_kept_uploads_join_the_library(served: dict[str, object]) -> None:
     assert [t["tag"] for t in photo["tags"]] == [t["tag"] for t in kept.json()["tags"]]
     again = client.post("/v1/annotate", params={"keep": True}, files={"image": ("same.jpg", data)})
     assert again.json()["id"] == kept.json()["id"]  # the same bytes are the same photo
+
+
+@pytest.mark.slow
+def test_a_reload_beside_busy_readers_reads_the_new_database(built_store: Path, tmp_path: Path) -> None:
+    """Kept uploads and corrections while other requests read: each answer shows the write it follows (a reload
+    once handed the old database to the new model, and the photo just kept was 'not a photo of' the store)."""
+    store = tmp_path / "s.annot"
+    shutil.copytree(built_store, store)
+    make_photos(tmp_path / "photos", 6, seed=71)
+    annotate_photos(store, [tmp_path / "photos"])
+    with Server(create_app(store)) as server, httpx.Client(base_url=server.url, timeout=60) as client:
+        stop = threading.Event()
+        photo = client.get("/v1/search", params={"q": "sky", "scope": "library", "n": 1}).json()["results"][0]["id"]
+
+        def read() -> None:
+            with httpx.Client(base_url=server.url, timeout=60) as reader:
+                while not stop.is_set():
+                    assert reader.get(f"/v1/images/{photo}/thumbnail", params={"size": 64}).status_code == 200
+
+        readers = [threading.Thread(target=read) for _ in range(4)]
+        for thread in readers:
+            thread.start()
+        try:
+            for i in range(10):
+                kept = client.post("/v1/annotate", params={"keep": True},
+                                   files={"image": (f"k{i}.jpg", jpeg(["sea", "sand"], seed=200 + i, size=96))})
+                assert kept.status_code == 200, kept.text
+                tags = client.get(f"/v1/images/{kept.json()['id']}").json()["tags"]
+                weakest = tags[-1]["tag"]
+                answer = client.post("/v1/corrections", json={"id": kept.json()["id"], "tag": weakest,
+                                                              "action": "confirm"})
+                shown = {t["tag"]: t["source"] for t in answer.json()["photos"][0]["tags"]}
+                assert shown[weakest] == "confirmed", (i, shown)
+        finally:
+            stop.set()
+            for thread in readers:
+                thread.join()

@@ -17,6 +17,7 @@ The command line (``annot.cli``) and the server (``annot.serve``) call these sam
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -185,6 +186,11 @@ class Store:
             if self._model is not None:
                 self._model.close()
                 self._model = None
+                self._searcher = None  # it holds the old model
+            # DuckDB keeps one database instance per path per process while any connection to it lives, and hands
+            # it to the next open of that path: a connection still held by garbage (a finished request's frames)
+            # would give the new model the old database. Collect it first, so the new model reads the new file.
+            gc.collect()
             reload, self.reload = self.reload, True
             try:
                 return self.model()
