@@ -10,6 +10,7 @@ from pathlib import Path
 
 from annot.errors import CorpusError
 
+LISTS = {".txt", ".lst", ".list"}  # a file of paths, one a line
 TEXT_LIMIT = 1 << 30  # a corpus, list or corrections file larger than 1 GiB is not one
 
 
@@ -59,4 +60,4 @@ def read_text(path: Path, what: str, limit: int = TEXT_LIMIT) -> str:
         raise CorpusError(f"{path}: not UTF-8 text (byte {exc.start})") from exc
 
 
-__all__ = ["TEXT_LIMIT", "file_kind", "read_text", "regular_file"]
+__all__ = ["LISTS", "TEXT_LIMIT", "file_kind", "read_text", "regular_file"]

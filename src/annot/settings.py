@@ -30,6 +30,13 @@ class SettingsError(AnnotError):
         super().__init__(f"{setting} {message}")
 
 
+class KeywordPaths(StrEnum):
+    """How a hierarchical keyword (Lightroom's ``Animals|Dog``, digiKam's ``Animals/Dog``) becomes a tag."""
+
+    LEAF = "leaf"
+    PATH = "path"
+
+
 class TextView(StrEnum):
     """The text view Y (paper §3.2): mean tag vector (W2V), 0/1 tags (BV), or both side by side."""
 
@@ -179,12 +186,16 @@ class TextSettings(_Settings):
     words: str = "glove-50"
     view: TextView = TextView.W2V_BV
     vocabulary: Path | None = None
+    keywords: KeywordPaths = KeywordPaths.LEAF  # a photo's hierarchical keyword: its leaf word, or its whole path
+    min_photos: int = 1  # words on fewer training images are left out
 
     def __post_init__(self) -> None:
         if not isinstance(self.words, str) or not self.words.strip():
             raise SettingsError("text.words", f"must name word vectors, got {self.words!r}")
         object.__setattr__(self, "view", _choice("text.view", self.view, TextView))
         object.__setattr__(self, "vocabulary", _path(self.vocabulary))
+        object.__setattr__(self, "keywords", _choice("text.keywords", self.keywords, KeywordPaths))
+        object.__setattr__(self, "min_photos", _whole("text.min_photos", self.min_photos, low=1))
 
 
 LANDMARK_CHOICES = ("auto", "all")
@@ -391,7 +402,8 @@ def scoring_flags(*, method: str | None = None, n: int | None = None, k: int | N
 
 
 def build_settings(*, encoder: str | None = None, weights: Path | None = None, words: str | None = None,
-                   text: str | None = None, vocabulary: Path | None = None, projection: str | None = None,
+                   text: str | None = None, vocabulary: Path | None = None, keywords: str | None = None,
+                   min_photos: int | None = None, projection: str | None = None,
                    components: int | None = None, reg: float | None = None, normalize: str | None = None,
                    landmarks: str | None = None, gamma_scale: float | None = None, text_kernel: str | None = None,
                    text_gamma_scale: float | None = None, space: str | None = None, index: str | None = None,
@@ -410,7 +422,8 @@ def build_settings(*, encoder: str | None = None, weights: Path | None = None, w
         method=method, n=n, k=k, temperature=temperature, frequency_power=frequency_power, depth=depth, score=score))
     return BuildSettings(
         encoder=EncoderSettings(**_given(name=encoder, weights=weights)),
-        text=TextSettings(**_given(words=words, view=text, vocabulary=vocabulary)),
+        text=TextSettings(**_given(words=words, view=text, vocabulary=vocabulary, keywords=keywords,
+                                   min_photos=min_photos)),
         projection=projection_settings,
         index=IndexSettings(**_given(kind=index, memory_budget=memory_budget, tag_agreement=tag_agreement)),
         scoring=scoring,
@@ -423,6 +436,7 @@ __all__ = [
     "EncoderSettings",
     "FeatureDtype",
     "IndexSettings",
+    "KeywordPaths",
     "Normalization",
     "ProjectionKind",
     "ProjectionSettings",

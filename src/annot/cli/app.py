@@ -38,7 +38,7 @@ KCCA_SCORING = ScoringSettings.defaults_for("kcca")
 # the flag of each setting, for error messages
 FLAGS = {
     "encoder.name": "--encoder", "encoder.weights": "--weights", "text.words": "--words", "text.view": "--text",
-    "text.vocabulary": "--vocabulary", "projection.kind": "--projection", "projection.n_components": "--components",
+    "text.vocabulary": "--vocabulary", "text.keywords": "--keywords", "text.min_photos": "--min-photos", "projection.kind": "--projection", "projection.n_components": "--components",
     "projection.reg": "--reg", "projection.normalization": "--normalize", "projection.landmarks": "--landmarks",
     "projection.gamma_scale": "--gamma-scale", "projection.text_kernel": "--text-kernel",
     "projection.text_gamma_scale": "--text-gamma-scale", "projection.space": "--space", "index.kind": "--index",

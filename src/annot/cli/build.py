@@ -23,7 +23,7 @@ from annot.cli.app import (
     handle_errors,
     open_store,
 )
-from annot.cli.render import console, print_json, table, warn
+from annot.cli.render import console, print_json, say, styled, table, warn
 from annot.evaluation.tune import searched
 from annot.methods.cnnr.train import CNNRConfig
 from annot.settings import build_settings
@@ -34,7 +34,10 @@ P = DEFAULT.projection
 @app.command()
 @handle_errors
 def index(
-    corpus: Annotated[Path, typer.Argument(help="Tagged corpus: JSON Lines or CSV; image paths relative to it.")],
+    corpus: Annotated[Path, typer.Argument(
+        help="Tagged images: a corpus (JSON Lines or CSV; image paths relative to it), or a folder of photos (or a "
+             ".txt list of them) whose keywords are read from their XMP sidecars, embedded XMP and IPTC (the photos "
+             "with keywords train the store).")],
     store: StoreOpt,
     encoder: Annotated[str | None, typer.Option(
         help=f"Image encoder (default {DEFAULT.encoder.name}: EfficientNet-Lite0 with 5 pooled stages): "
@@ -47,6 +50,11 @@ def index(
     text: Annotated[str | None, typer.Option(
         help=f"Text view (default {DEFAULT.text.view}): w2v (mean tag vector), bv (0/1 tags) or w2v+bv (both).")] = None,
     vocabulary: Annotated[Path | None, typer.Option(help="Word list that restricts and orders the tags.")] = None,
+    keywords: Annotated[str | None, typer.Option(
+        help="A folder's hierarchical keywords (Lightroom's Animals|Dog, digiKam's Animals/Dog) as their leaf word "
+             "(leaf, the default) or as the whole path (path).")] = None,
+    min_photos: Annotated[int | None, typer.Option(
+        "--min-photos", help="Leave out words on fewer training images than this (they are listed).")] = None,
     projection: Annotated[str | None, typer.Option(
         help=f"linear-cca (default) or kcca (χ² kernel on the image view; its own scoring defaults: K {KCCA_SCORING.k}, "
              f"τ {KCCA_SCORING.temperature}, α {KCCA_SCORING.frequency_power}, power normalisation).")] = None,
@@ -91,7 +99,8 @@ def index(
     """Import a tagged corpus, extract features (resumable), fit CCA and write the indexes."""
 
     settings = build_settings(
-        encoder=encoder, weights=weights, words=words, text=text, vocabulary=vocabulary, projection=projection,
+        encoder=encoder, weights=weights, words=words, text=text, vocabulary=vocabulary, keywords=keywords,
+        min_photos=min_photos, projection=projection,
         components=components, reg=reg, normalize=normalize, landmarks=landmarks, gamma_scale=gamma_scale,
         text_kernel=text_kernel, text_gamma_scale=text_gamma_scale, space=space, index=index_kind,
         memory_budget=memory_budget, tag_agreement=tag_agreement, k=k, temperature=temperature,
@@ -101,6 +110,18 @@ def index(
     if json_out:
         print_json(report.to_dict())
         return
+    if report.keywords is not None:
+        found = report.keywords
+        sources = ", ".join(f"{n:,} from {s}" for s, n in found.by_source.items())
+        say(f"read {found.photos:,} photos: {found.with_keywords:,} have keywords ({sources}); the others are left "
+            "for annot annotate")
+        shown = ", ".join(report.words[:30]) + (f", ... ({len(report.words):,} in all)" if len(report.words) > 30 else "")
+        say(f"learning {len(report.words):,} words: {shown}")
+        for path, why in list(found.problems.items())[:20]:
+            warn(styled(("skipped", "yellow"), f" {path}: {why}"))
+    if report.words_left_out:
+        warn(f"left out {len(report.words_left_out)} words on fewer than the --min-photos images: "
+             + ", ".join(f"{w} ({n})" for w, n in list(report.words_left_out.items())[:20]))
     console.print(f"indexed {report.n_indexed} of {report.n_images} images, {report.n_words} words into "
                   f"{report.store} ({report.extracted} features extracted, {report.cached} cached)")
     top = ", ".join(f"{c:.3f}" for c in report.canonical_correlations[:5])

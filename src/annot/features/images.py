@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 # a process beside them saves nothing (BENCHMARKS.md, "Speed": 122.7 images/s decoding in line, 79.3 beside it)
 DECODER_MIN_CORES = 3
 MAX_FILE_BYTES = 4 << 30  # an image file over 4 GiB is refused before it is read (the pixel limit comes later)
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".heic", ".heif"}
 UPRIGHT_SUFFIX = "-exif"  # on a feature cache key: its images were turned upright by their EXIF orientation
 
 
@@ -69,6 +70,16 @@ def _register_heif() -> None:
 
 
 Source = Path | BinaryIO  # an image file, or its bytes (an upload)
+
+
+def image_files(folder: Path) -> Iterator[Path]:
+    """The image files under ``folder`` (by suffix), sorted, without following symbolic links to folders (a link
+    that loops is listed, and fails to read like any unreadable image)."""
+    for top, dirs, files in os.walk(folder, followlinks=False):
+        dirs.sort()
+        for name in sorted(files):
+            if Path(name).suffix.lower() in IMAGE_SUFFIXES:
+                yield Path(top) / name
 
 
 def image_file(path: Path) -> os.stat_result:

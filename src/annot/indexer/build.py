@@ -31,10 +31,12 @@ from annot.features.words import WordVectors, load_word_vectors
 from annot.fitting.calibration import calibrate, calibration_key
 from annot.fitting.cv import held_out_scores
 from annot.fitting.fit import fit_in_memory, fit_streamed, project_to_file, training_chunks, word_matrix
-from annot.indexer.corpus import read_corpus, read_vocabulary
+from annot.indexer.corpus import Corpus, keep_frequent, read_corpus, read_vocabulary
 from annot.indexer.distributed import connect, statistics_with_ray
 from annot.indexer.extract import extract_features, feature_cache
 from annot.indexer.importer import TRAIN, tag_ids
+from annot.indexer.keywords import KeywordSummary, photo_folder_corpus
+from annot.inputs import LISTS
 from annot.methods.base import method_class
 from annot.methods.cca_knn import CCAKNN, standards_key
 from annot.model.loaded import StoreModel, labels_to_arrays
@@ -58,7 +60,7 @@ from annot.retrieval.indexes import build_flat_index
 from annot.retrieval.scoring import pooled_tagger, word_standards
 from annot.schema import image_tags, images, tags
 from annot.schema.queries import label_matrix
-from annot.settings import BuildSettings, ProjectionKind, Score, ScoringSettings, SettingsError, TextView
+from annot.settings import BuildSettings, ProjectionKind, Score, ScoringSettings, SettingsError, TextSettings, TextView
 from annot.store import StoredFile, StoreDir, remove_stale_scratch
 from annot.store.manifest import (
     CalibrationRecord,
@@ -93,13 +95,17 @@ class IndexReport:
     dropped_tags: dict[str, int] = field(default_factory=dict)
     canonical_correlations: list[float] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
+    keywords: KeywordSummary | None = None  # a folder of photos: what reading their keywords found
+    words_left_out: dict[str, int] = field(default_factory=dict)  # words on fewer images than min_photos
+    words: list[str] = field(default_factory=list)  # the words the corpus gave (before those without a vector)
 
     def to_dict(self) -> dict[str, Any]:
         return {"store": str(self.store), "images": self.n_images, "indexed": self.n_indexed, "words": self.n_words,
                 "extracted": self.extracted, "cached": self.cached, "unreadable": self.unreadable,
                 "content_duplicates": self.duplicates, "untagged": self.untagged,
                 "missing_word_vectors": self.missing_word_vectors, "tags_outside_vocabulary": self.dropped_tags,
-                "seconds": self.seconds}
+                "keywords": None if self.keywords is None else self.keywords.to_dict(),
+                "words_left_out": self.words_left_out, "vocabulary": self.words, "seconds": self.seconds}
 
 
 class _Timer:
@@ -433,6 +439,19 @@ def resolved(settings: BuildSettings) -> BuildSettings:
                           words=str(Path(text.words).resolve()) if Path(text.words).is_file() else text.words))
 
 
+def read_training_corpus(path: Path, vocabulary: tuple[str, ...] | None, text: TextSettings, progress: Progress,
+                         ) -> tuple[Corpus, KeywordSummary | None, dict[str, int]]:
+    """The training images: a corpus file's, or the photos with keywords of a folder or a list of photos (with what
+    reading their keywords found); without the words on fewer images than ``text.min_photos`` (and those words)."""
+    summary = None
+    if path.is_dir() or path.suffix.lower() in LISTS:
+        corpus, summary = photo_folder_corpus([path], vocabulary, hierarchy=text.keywords.value, progress=progress)
+    else:
+        corpus = read_corpus(path, vocabulary)
+    corpus, rare = keep_frequent(corpus, text.min_photos)
+    return corpus, summary, rare
+
+
 def build_index(corpus_path: Path, store_root: Path, settings: BuildSettings | None = None,
                 progress: Progress | None = None, *, wait: bool = False) -> IndexReport:
     """Import ``corpus_path`` as training images of the store at ``store_root`` and (re)build its model."""
@@ -442,11 +461,12 @@ def build_index(corpus_path: Path, store_root: Path, settings: BuildSettings | N
     seconds = report.seconds
     with _Timer(seconds, "read"):
         vocabulary_filter = read_vocabulary(settings.text.vocabulary) if settings.text.vocabulary else None
-        corpus = read_corpus(Path(corpus_path), vocabulary_filter)
+        corpus, report.keywords, report.words_left_out = read_training_corpus(Path(corpus_path), vocabulary_filter,
+                                                                              settings.text, progress)
         words = load_word_vectors(settings.text.words)
         encoder = build_encoder(settings.encoder.name, settings.encoder.weights)
         check_settings(settings, encoder, words, len(vocabulary_filter or corpus.vocabulary), len(corpus.entries))
-    report.dropped_tags = corpus.dropped_tags
+    report.dropped_tags, report.words = corpus.dropped_tags, list(corpus.vocabulary)
     store = StoreDir.create(Path(store_root), wait=wait)
     try:
         upright = store_upright(store, settings)

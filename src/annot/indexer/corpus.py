@@ -15,7 +15,7 @@ import os
 import re
 import unicodedata
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from annot.errors import CorpusError
@@ -176,3 +176,15 @@ def read_corpus(path: Path, vocabulary: tuple[str, ...] | None = None) -> Corpus
 
     words = vocabulary if vocabulary is not None else tuple(sorted({t for e in entries for t in e.tags}))
     return Corpus(path, tuple(entries), tuple(words), dict(dropped))
+
+
+def keep_frequent(corpus: Corpus, min_photos: int) -> tuple[Corpus, dict[str, int]]:
+    """The corpus without the words on fewer than ``min_photos`` of its images, and those words with their counts."""
+    if min_photos <= 1:
+        return corpus, {}
+    counts = Counter(t for e in corpus.entries for t in e.tags)
+    rare = {t: n for t, n in sorted(counts.items()) if n < min_photos}
+    if not rare:
+        return corpus, {}
+    entries = tuple(CorpusEntry(e.line, e.path, tuple(t for t in e.tags if t not in rare)) for e in corpus.entries)
+    return replace(corpus, entries=entries, vocabulary=tuple(w for w in corpus.vocabulary if w not in rare)), rare

@@ -3,7 +3,6 @@ method's encoder, project, search, score, one batch at a time."""
 
 from __future__ import annotations
 
-import os
 import typing
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -13,30 +12,25 @@ import numpy as np
 from numpy.typing import NDArray
 
 from annot.errors import AnnotError, CorpusError
-from annot.features.images import UnreadableImage, decode_bytes, iter_batches, preprocess
+from annot.features.images import (
+    IMAGE_SUFFIXES,
+    UnreadableImage,
+    decode_bytes,
+    image_files,
+    iter_batches,
+    preprocess,
+)
 from annot.methods import Annotation, TagScore
 from annot.methods.cnnr.method import CNNRMethod
 from annot.model import StoreModel
 from annot.progress import NoProgress, Progress
 from annot.settings import ScoringSettings
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".heic", ".heif"}
-
 
 @dataclass
 class QueryResult:
     annotations: list[Annotation]
     failed: dict[str, str] = field(default_factory=dict)
-
-
-def image_files(folder: Path) -> Iterator[Path]:
-    """The image files under ``folder`` (by suffix), sorted, without following symbolic links to folders (a link
-    that loops is listed, and fails to read like any unreadable image)."""
-    for top, dirs, files in os.walk(folder, followlinks=False):
-        dirs.sort()
-        for name in sorted(files):
-            if Path(name).suffix.lower() in IMAGE_SUFFIXES:
-                yield Path(top) / name
 
 
 def expand_inputs(inputs: Sequence[Path]) -> list[Path]:

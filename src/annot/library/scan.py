@@ -13,12 +13,11 @@ from typing import NamedTuple
 
 from annot.errors import CorpusError
 from annot.features.images import UnreadableImage, content_hash
-from annot.inputs import read_text
+from annot.inputs import LISTS, read_text
 from annot.library.query import IMAGE_SUFFIXES, image_files
 from annot.progress import Progress
 
 TRAINING_SPLITS = ("train", "removed")  # images of these splits keep their own tags (an evaluated image may join)
-LISTS = {".txt", ".lst", ".list"}  # a file of paths, one a line
 
 
 class FileFacts(NamedTuple):
