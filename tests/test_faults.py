@@ -448,8 +448,12 @@ def test_a_store_keeps_features_decoded_upright_apart_from_version_1_ones(built_
 def test_corpus_files_folders_bom_and_unicode_tags(synthetic: dict[str, Path], tmp_path: Path) -> None:
     from annot.indexer.corpus import normalize_tag, read_corpus
 
+    # a folder is a photo library whose keywords train the store; one whose photos have none is one line
     one_line_error(invoke("index", synthetic["folder"], "--store", tmp_path / "s.annot", "--encoder", "fake"),
-                   "is a directory, not a corpus file")
+                   "none of the 200 photos has keywords")
+    assert not (tmp_path / "s.annot").exists()
+    one_line_error(invoke("index", synthetic["folder"] / "nothing-here.jsonl", "--store", tmp_path / "s.annot"),
+                   "no such file")
     rows = synthetic["train"].read_text().splitlines()[:3]
     bom = synthetic["folder"] / f"{tmp_path.name}-bom.jsonl"
     bom.write_bytes("\ufeff".encode() + "\n".join(rows).encode() + b"\n")
