@@ -59,14 +59,21 @@ def sidecars(photo: Path) -> list[Path]:
                                photo.with_name(photo.name + ".xmp"), photo.with_name(photo.name + ".XMP")]))
 
 
+def parse_xmp(packet: bytes, what: str = "XMP") -> ET.Element:
+    """An XMP packet's XML, parsed safely (no DTD, no entities: nothing outside it is read and nothing expands);
+    ``ValueError`` saying why one cannot be used (``what`` names it in the message)."""
+    try:
+        root: ET.Element = parse_xml(packet, forbid_dtd=True)
+    except ET.ParseError as exc:
+        raise ValueError(f"not {what} ({exc})") from None
+    except DefusedXmlException as exc:
+        raise ValueError(f"not used: it declares a DTD or entities ({type(exc).__name__})") from None
+    return root
+
+
 def xmp_keywords(packet: bytes, hierarchy: str = "leaf", parent: str = "annot") -> list[str]:
     """The keywords of an XMP packet (a sidecar or an embedded one); ``ValueError`` for one that is not XMP."""
-    try:
-        root = parse_xml(packet, forbid_dtd=True)
-    except ET.ParseError as exc:
-        raise ValueError(f"not XMP ({exc})") from None
-    except DefusedXmlException as exc:
-        raise ValueError(f"not read: it declares a DTD or entities ({type(exc).__name__})") from None
+    root = parse_xmp(packet)
     ours = {li.text or "" for holder in root.iter(ADDED) for li in holder.iter(f"{{{RDF}}}li")}
     found: list[str] = []
     for name, separator in FIELDS.items():
@@ -235,5 +242,5 @@ def _absolute(path: Path) -> Path:
         return Path(os.path.abspath(path))
 
 
-__all__ = ["MAX_SIDECAR_BYTES", "SOURCES", "KeywordSummary", "PhotoKeywords", "photo_folder_corpus", "read_keywords",
-           "sidecars", "xmp_keywords"]
+__all__ = ["MAX_SIDECAR_BYTES", "SOURCES", "KeywordSummary", "PhotoKeywords", "parse_xmp", "photo_folder_corpus",
+           "read_keywords", "sidecars", "xmp_keywords"]

@@ -30,11 +30,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from defusedxml import DefusedXmlException
-from defusedxml.ElementTree import fromstring as parse_xml
 from sqlalchemy import select
 
 from annot.errors import AnnotError
+from annot.indexer.keywords import parse_xmp
 from annot.inputs import file_kind
 from annot.library.view import PhotoTag, photo_tags
 from annot.model import StoreModel
@@ -133,12 +132,7 @@ def _values(description: ET.Element, prefix: str, name: str) -> list[str]:
 def merged_xmp(existing: bytes | None, tags: Sequence[PhotoTag]) -> bytes:
     """The sidecar with ``tags``: a new one, or ``existing`` with its keywords merged and everything else kept."""
     if existing:
-        try:
-            root = parse_xml(existing, forbid_dtd=True)
-        except ET.ParseError as exc:
-            raise ValueError(f"not an XMP sidecar annot can merge ({exc})") from None
-        except DefusedXmlException as exc:
-            raise ValueError(f"not merged: it declares a DTD or entities ({type(exc).__name__})") from None
+        root = parse_xmp(existing, "an XMP sidecar annot can merge")
         if root.tag == q("rdf", "RDF"):  # a bare RDF packet: wrap it
             meta = ET.Element(q("x", "xmpmeta"))
             meta.append(root)
