@@ -314,7 +314,7 @@ def test_the_scan_is_a_plan_made_without_a_database(tmp_path: Path) -> None:
 def test_the_calibration_made_from_memory_is_the_one_the_files_give(store: Path) -> None:
     """`annot index` calibrates from the training set it holds in memory; reading the same set back from the store's
     files (as add and remove do) gives the same calibration, array for array."""
-    from annot.indexer.build import save_calibration
+    from annot.indexer.standards import save_calibration
 
     with StoreDir.open(store, write=True) as s:
         record = s.manifest().calibration

@@ -30,10 +30,11 @@ from annot.features.cache import FeatureCache
 from annot.features.encoders import build_encoder
 from annot.features.words import load_word_vectors
 from annot.fitting.fit import Chunk, chunk_rows, chunk_statistics, project_to_file, word_matrix
-from annot.indexer.build import build_image_index, build_word_index, check_held_out_size, save_standards, short_hash
+from annot.indexer.build import build_image_index, build_word_index, check_held_out_size, short_hash
 from annot.indexer.corpus import read_corpus
 from annot.indexer.extract import extract_features
 from annot.indexer.importer import TRAIN
+from annot.indexer.standards import save_standards
 from annot.model.loaded import labels_from_arrays, labels_to_arrays
 from annot.progress import NoProgress, Progress
 from annot.projection import LinearCCA, linear_cca, load_projection
