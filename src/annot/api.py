@@ -183,14 +183,7 @@ class Store:
         the server calls this between requests instead)."""
         if self.stale():
             self._model_version = None
-            if self._model is not None:
-                self._model.close()
-                self._model = None
-                self._searcher = None  # it holds the old model
-            # DuckDB keeps one database instance per path per process while any connection to it lives, and hands
-            # it to the next open of that path: a connection still held by garbage (a finished request's frames)
-            # would give the new model the old database. Collect it first, so the new model reads the new file.
-            gc.collect()
+            self._drop_model()
             reload, self.reload = self.reload, True
             try:
                 return self.model()
@@ -205,11 +198,21 @@ class Store:
             return self._model
         version = self._version()
         if self._model is None or version != self._model_version:
-            if self._model is not None:
-                self._model.close()
+            self._drop_model()
             self._model = StoreModel.open(self.root)
             self._model_version = version
         return self._model
+
+    def _drop_model(self) -> None:
+        """Close the loaded model before another is opened. DuckDB keeps one database instance per path per process
+        while any connection to it lives, and hands it to the next open of that path: a connection still held by
+        garbage (a finished request's frames) would give the new model the old database, so it is collected too."""
+        if self._model is None:
+            return
+        self._model.close()
+        self._model = None
+        self._searcher = None  # it holds the old model
+        gc.collect()
 
     def query(self, images: Sequence[str | Path], scoring: ScoringSettings | None = None, *, explain: bool = False,
               open_vocabulary: bool = False, **changes: Any) -> list[Annotation]:
