@@ -258,8 +258,12 @@ def test_bad_corrections_change_nothing(store: Path, tmp_path: Path) -> None:
                      + json.dumps({"image": "photos/none.jpg", "reject": ["sea"]}) + "\n")
     unknown_photo = invoke("correct", "--from", lines, "--store", store)
     assert unknown_photo.exit_code == 1 and "none.jpg: not a photo of" in unknown_photo.stderr
-    unknown_tag = invoke("correct", first, "--add", "zebra", "--store", store)
+    unknown_tag = invoke("correct", first, "--reject", "zebra", "--store", store)
     assert unknown_tag.exit_code == 1 and "'zebra': not a word of the store's vocabulary" in unknown_tag.stderr
+    too_long = invoke("correct", first, "--add", "z" * 101, "--store", store)
+    assert too_long.exit_code == 1 and "a tag of 101 characters (at most 100)" in too_long.stderr
+    control = invoke("correct", first, "--add", "ze\x07bra", "--store", store)
+    assert control.exit_code == 1 and "control characters" in control.stderr
     lines.write_text("{not json\n")
     broken = invoke("correct", "--from", lines, "--store", store)
     assert broken.exit_code == 1 and "fix.jsonl:1: not JSON" in broken.stderr
@@ -302,7 +306,7 @@ def test_the_scan_is_a_plan_made_without_a_database(tmp_path: Path) -> None:
     changed.write_bytes(changed.read_bytes())  # the same bytes under a new change time: hashed, found different
     known[str(changed)] = Known(3, "collection", "0" * 64, FileFacts(facts[changed].size, facts[changed].mtime_ns,
                                                                      facts[changed].inode, 0), "annotated", "m1")
-    plan = scan_photos(made, known, "m1", NoProgress(), folders=[tmp_path / "photos"])
+    plan = scan_photos(made, known, NoProgress(), folders=[tmp_path / "photos"])
     assert [t.path for t in plan.todo] == [new, changed]
     assert plan.todo[0].digest is None and not plan.todo[0].changed  # a new photo: nothing read yet
     assert plan.todo[1].digest == digest[changed] and plan.todo[1].changed  # hashed here, not again later

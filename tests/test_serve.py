@@ -224,8 +224,12 @@ def test_corrections_show_at_once(served: dict[str, object]) -> None:
                                                                  "action": "reject"}]})
     assert many.status_code == 200
     assert tags_before[0]["tag"] not in {t["tag"] for t in many.json()["photos"][0]["tags"]}
-    unknown = client.post("/v1/corrections", json={"id": image_id, "tag": "zebra", "action": "add"})
+    unknown = client.post("/v1/corrections", json={"id": image_id, "tag": "zebra", "action": "reject"})
     assert unknown.status_code == 400 and "not a word of the store's vocabulary" in unknown.json()["error"]
+    new = client.post("/v1/corrections", json={"id": image_id, "tag": " Zebra  Crossing", "action": "add"})
+    assert new.status_code == 200 and new.json()["new_words"] == ["zebra crossing"]
+    assert {t["tag"]: t["source"] for t in new.json()["photos"][0]["tags"]}["zebra crossing"] == "added"
+    assert "zebra crossing" in {w["tag"] for w in client.get("/v1/tags").json()["tags"]}
     nobody = client.post("/v1/corrections", json={"id": 999999, "tag": "sky", "action": "add"})
     assert nobody.status_code == 404
     verb = client.post("/v1/corrections", json={"id": image_id, "tag": "sky", "action": "love"})

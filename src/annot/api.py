@@ -43,6 +43,7 @@ from annot.library.collection import AnnotateReport, annotate_photos, library_co
 from annot.library.corrections import Correction, CorrectReport, record_corrections
 from annot.library.export import ExportReport, export
 from annot.library.query import annotate_files, annotate_uploads, expand_inputs, iter_annotations
+from annot.library.review import ReviewItem, review_queue
 from annot.library.search import Hit, Searcher
 from annot.library.view import Photo, PhotoTag, WordCount, find_photo, photo_record, photo_tags, vocabulary_counts
 from annot.methods import Annotation, FitReport, method_class
@@ -50,7 +51,7 @@ from annot.methods.cnnr.train import CNNRConfig, TrainReport, train_cnnr
 from annot.model import StoreModel
 from annot.progress import NoProgress, Progress
 from annot.schema.queries import count_rows
-from annot.settings import BuildSettings, ScoringSettings
+from annot.settings import BuildSettings, ScoringSettings, SettingsError
 from annot.store import Manifest, StoreDir, atomic_write
 from annot.store.sql import read_only_sql
 
@@ -252,13 +253,16 @@ class Store:
                                 max_pixels=max_pixels)
 
     # -- the photo library ---------------------------------------------------------------------------------------
-    def annotate(self, paths: Sequence[str | Path], scoring: ScoringSettings | None = None, *,
-                 ray: str | None = None, batch_size: int | None = None, **changes: Any) -> AnnotateReport:
+    def annotate(self, paths: Sequence[str | Path] = (), scoring: ScoringSettings | None = None, *,
+                 ray: str | None = None, batch_size: int | None = None, retag: bool = False,
+                 **changes: Any) -> AnnotateReport:
         """Annotate photos (files, folders, or files listing paths) into the store's library: new and changed ones;
-        unchanged ones are skipped, vanished ones marked missing, unreadable ones listed."""
+        unchanged ones are skipped, vanished ones marked missing, moved ones followed, duplicates linked, unreadable
+        ones listed; photos the model changed for since (or with ``retag`` all) are re-scored from their features."""
         scoring = self.scoring(scoring, **changes) if scoring is not None or changes else None
         return self._changed(annotate_photos(self.root, [Path(p).expanduser() for p in paths], scoring=scoring,
-                                             batch_size=batch_size, progress=self.progress, wait=self.wait, ray=ray))
+                                             batch_size=batch_size, progress=self.progress, wait=self.wait, ray=ray,
+                                             retag=retag))
 
     def search(self, words: Sequence[str] = (), *, like: str | Path | bytes | None = None, mode: str = "combined",
                require: Sequence[str] = (), exclude: Sequence[str] = (), folder: str | Path | None = None,
@@ -298,6 +302,13 @@ class Store:
     def vocabulary(self) -> list[WordCount]:
         """The vocabulary: each word with its training images and the library photos predicted to show it."""
         return vocabulary_counts(self.model())
+
+    def review(self, n: int = 20) -> list[ReviewItem]:
+        """The library photos to review first: the least sure tags among photos with many look-alikes
+        (:mod:`annot.library.review`); answer them with :meth:`correct`."""
+        if n < 1:
+            raise SettingsError("review.n", f"must be at least 1, got {n}")
+        return review_queue(self.model(), n)
 
     def export(self, fmt: str = "xmp", *, out: str | Path | None = None, naming: str = "full",
                min_confidence: float | str | None = None, training: bool = False,

@@ -22,30 +22,37 @@ from annot.cli.render import console, error_line, print_json, say, styled, table
 from annot.errors import AnnotError
 from annot.library.corrections import Correction, read_corrections
 from annot.library.search import Hit
+from annot.library.view import PhotoTag
 from annot.settings import scoring_flags
 
 
 @app.command()
 @handle_errors
 def annotate(
-    paths: Annotated[list[Path], typer.Argument(help="Photos, folders of photos (walked recursively), or .txt files "
-                                                     "listing photo paths, one a line.")],
     store: StoreOpt,
+    paths: Annotated[list[Path] | None, typer.Argument(
+        help="Photos, folders of photos (walked recursively), or .txt files listing photo paths, one a line. None: "
+             "only re-score the library's photos that the model has changed for.")] = None,
     n: NOpt = None,
     min_confidence: MinConfidenceOpt = None,
     ray: Annotated[str | None, typer.Option(help="Encode on a Ray cluster at this address (as annot index).")] = None,
     batch_size: Annotated[int | None, typer.Option("--batch-size", help="Images per encoder batch (default: the "
                                                                         "store's).")] = None,
+    retag: Annotated[bool, typer.Option("--retag", help="Score every photo of the library again (from its cached "
+                                                         "features), not only those the model changed for.")] = False,
     wait: WaitOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Tag photos with the store's model and keep them in its library, to search, correct and export.
 
     A rerun annotates only what is new or changed: unchanged photos (same size and modification time) are skipped,
-    changed ones annotated again, vanished ones marked missing. Ctrl-C or a crash loses at most the last minute of
-    work; run the same command again to finish. Unreadable files are listed and skipped."""
+    changed ones annotated again, vanished ones marked missing; a moved or renamed photo keeps its tags and
+    corrections, and an exact duplicate is linked to the photo it repeats. After corrections, annot add or annot
+    refit, every photo already tagged is scored again from its stored features (nothing decoded), and the run says
+    how many photos' tags changed. Ctrl-C or a crash loses at most the last minute of work; run the same command
+    again to finish. Unreadable files are listed and skipped."""
 
-    report = open_store(store, wait).annotate(paths, ray=ray, batch_size=batch_size,
+    report = open_store(store, wait).annotate(paths or [], ray=ray, batch_size=batch_size, retag=retag,
                                               **scoring_flags(n=n, min_confidence=min_confidence))
     if json_out:
         print_json(report.to_dict())
@@ -54,6 +61,18 @@ def annotate(
         rate = f", {done / report.seconds:.1f} photos/s" if report.seconds and done else ""
         say(f"annotated {report.annotated:,} new and {report.reannotated:,} changed photos, "
             f"{report.unchanged:,} unchanged, in {report.seconds:.1f}s{rate}; the library holds {report.total:,} photos")
+        if report.rescored:
+            say(f"re-scored {report.rescored:,} photos from their stored features "
+                f"({report.rescored / max(report.rescore_seconds, 1e-9):,.0f} photos/s): {report.retagged:,} photos' "
+                "tags changed")
+        for old, new in list(report.moved.items())[:5]:
+            say(f"moved: {old} -> {new} (same photo: tags and corrections kept)")
+        if len(report.moved) > 5:
+            say(f"... and {len(report.moved) - 5:,} more moved photos")
+        for new, old in list(report.duplicates.items())[:5]:
+            say(f"duplicate: {new} is {old} (linked: tagged, searched and corrected as that photo)")
+        if len(report.duplicates) > 5:
+            say(f"... and {len(report.duplicates) - 5:,} more duplicates")
         if report.training:
             say(f"{report.training:,} of the files are training images of the store (they keep their tags)")
         if report.missing:
@@ -109,8 +128,7 @@ def search(
 
 
 def _tags(hit: Hit) -> str:
-    return ", ".join(t.tag if t.confidence is None or t.source != "predicted" else f"{t.tag} {100 * t.confidence:.0f}%"
-                     for t in hit.tags[:8])
+    return ", ".join(_shown(t) for t in hit.tags[:8])
 
 
 @app.command("export")
@@ -197,3 +215,35 @@ def correct(
     else:
         line += f"; {report.joined_training} photos entered or changed in the training index ({report.indexed:,} images)"
     say(line)
+    if report.new_words:
+        say(f"new words: {', '.join(report.new_words)} (look-alike photos get them at the next annot annotate; the "
+            "projection learns them at annot refit)")
+
+
+@app.command()
+@handle_errors
+def review(
+    store: StoreOpt,
+    n: Annotated[int, typer.Option("-n", help="How many photos to list.", min=1, max=10_000)] = 20,
+    json_out: JsonOpt = False,
+) -> None:
+    """The library photos to look at first: those whose tags are least sure among photos with many look-alikes,
+    so that each correction teaches the store the most. Answer with annot correct (a corrected photo leaves the
+    queue, and its look-alikes are re-scored at the next annot annotate)."""
+    api = open_store(store)
+    items = api.review(n)
+    api.close()
+    if json_out:
+        print_json({"photos": [item.to_dict() for item in items]})
+        return
+    if not items:
+        warn("nothing to review: every annotated photo of the library has been corrected, or none is annotated yet")
+        return
+    console.print(table(None, ["#", "priority", "photo", "tags", "least sure"], [
+        [rank, f"{item.priority:.3f}", item.path, ", ".join(_shown(t) for t in item.tags[:8]), ", ".join(item.ask[:3])]
+        for rank, item in enumerate(items, 1)]))
+    say(f"answer with: annot correct PHOTO --store {store} --confirm TAG --reject TAG --add WORD")
+
+
+def _shown(tag: PhotoTag) -> str:
+    return tag.tag if tag.confidence is None or tag.source != "predicted" else f"{tag.tag} {100 * tag.confidence:.0f}%"

@@ -65,7 +65,10 @@ class Calibration:
             return np.zeros(0)
         x = relative_scores(scores, self.standardized)
         rank = np.arange(1, len(words) + 1, dtype=np.float64)
-        logit = self.intercept + self.offsets[words] + self.slopes[0] * x + self.slopes[1] * np.log(rank)
+        offsets = np.zeros(len(words))  # a word added since the calibration (a correction's) has the pooled curve
+        known = words < len(self.offsets)
+        offsets[known] = self.offsets[words[known]]
+        logit = self.intercept + offsets + self.slopes[0] * x + self.slopes[1] * np.log(rank)
         return 1.0 / (1.0 + np.exp(-logit))
 
     def to_arrays(self) -> dict[str, NDArray[Any]]:

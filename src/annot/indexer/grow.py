@@ -28,6 +28,7 @@ from sqlalchemy import select, update
 from annot.errors import AnnotError, CorpusError, StoreError
 from annot.features.cache import FeatureCache
 from annot.features.encoders import build_encoder
+from annot.features.text import normalize_features, usable_rows
 from annot.features.words import load_word_vectors
 from annot.fitting.fit import Chunk, chunk_rows, chunk_statistics, project_to_file, word_matrix
 from annot.indexer.build import build_image_index, build_word_index, check_held_out_size, short_hash
@@ -37,13 +38,14 @@ from annot.indexer.importer import TRAIN
 from annot.indexer.standards import save_standards
 from annot.model.loaded import labels_from_arrays, labels_to_arrays
 from annot.progress import NoProgress, Progress
-from annot.projection import LinearCCA, linear_cca, load_projection
+from annot.projection import LinearCCA, correlation_rows, linear_cca, load_projection
 from annot.projection.cca import CCAStatistics
 from annot.retrieval.ann import set_search
-from annot.schema import images
+from annot.schema import corrections, images, tags
 from annot.schema.queries import label_matrix
 from annot.settings import ProjectionKind, Score, Space
 from annot.store import StoreDir
+from annot.store.manifest import VocabularyRecord
 
 log = logging.getLogger(__name__)
 
@@ -60,11 +62,12 @@ class GrowReport:
     refitted: bool = False
     unreadable: dict[str, str] = field(default_factory=dict)
     duplicates: dict[str, str] = field(default_factory=dict)
+    grown: list[str] = field(default_factory=list)  # words new to the vocabulary (added by corrections)
 
     def to_dict(self) -> dict[str, Any]:
         return {"added": self.added, "retagged": self.retagged, "removed": self.removed, "skipped": self.skipped,
                 "indexed": self.ntotal, "refitted": self.refitted, "unreadable": self.unreadable,
-                "content_duplicates": self.duplicates}
+                "content_duplicates": self.duplicates, "new_words": self.grown}
 
 
 class _Open:
@@ -78,9 +81,12 @@ class _Open:
                              "store's kernel is fitted on its images: index the corpus again instead)")
         self.vocabulary = tuple(m.vocabulary.words)
         self.tag_ids = list(m.vocabulary.tag_ids)
+        self.fitted = m.vocabulary.n_fitted  # the first words, which the projection's text side was fitted with
         s = m.settings
         self.view, self.normalization, self.space = s.text.view.value, s.projection.normalization.value, s.projection.space
-        self.E, self.has_vector, _ = word_matrix(load_word_vectors(m.words.source), self.vocabulary)
+        self.words = load_word_vectors(m.words.source)
+        self.E, self.has_vector, _ = word_matrix(self.words, self.vocabulary[: self.fitted])
+        self.grew = False
         self.projection = load_projection(ProjectionKind.LINEAR, store.read_arrays(m.projection.file, "projection"),
                                           store.path(m.projection.file.path))
         assert isinstance(self.projection, LinearCCA)
@@ -126,18 +132,55 @@ class _Open:
         """Statistics of the usable images among ``ids`` (tags from ``labels``, else the database), and their ids."""
         stats, used = None, []
         for chunk_ids, X, chunk_labels in self.chunks(ids, labels)():
-            part, keep = chunk_statistics(X, chunk_labels, self.E, self.has_vector, self.view, self.normalization)
+            part, keep = chunk_statistics(X, chunk_labels[:, : self.fitted], self.E, self.has_vector, self.view,
+                                          self.normalization)
             if part is not None:
                 stats = part if stats is None else stats + part
                 used.append(chunk_ids[keep])
         return stats, (np.concatenate(used) if used else np.zeros(0, np.int64))
 
+    def members(self, labels: NDArray[np.bool_]) -> NDArray[np.bool_]:
+        """Which images with these tags belong in the index: in the image space any tag votes (a word added by a
+        correction too); in the text spaces a row needs a tag the projection's text side was fitted with."""
+        if self.space is Space.IMAGE:
+            return np.asarray(labels.any(axis=1), np.bool_)
+        return usable_rows(labels[:, : self.fitted], self.has_vector, self.view)
+
     def add_rows(self, ids: NDArray[np.int64], advance: Callable[[int], None]) -> None:
+        """The images ``ids`` (members: see :meth:`members`) into the index, with their database tags."""
         for chunk_ids, X, labels in self.chunks(ids)():
-            rows, keep = chunk_rows(self.projection, X, labels, self.E, self.has_vector, self.view, self.normalization,
-                                    self.space.value)
-            self.index.add_with_ids(rows, chunk_ids[keep])
+            if self.space is Space.IMAGE:
+                rows = correlation_rows(self.projection.transform(normalize_features(X, self.normalization)))
+                self.index.add_with_ids(rows, chunk_ids)
+            else:
+                rows, keep = chunk_rows(self.projection, X, labels[:, : self.fitted], self.E, self.has_vector,
+                                        self.view, self.normalization, self.space.value)
+                self.index.add_with_ids(rows, chunk_ids[keep])
             advance(len(chunk_ids))
+
+    def grow(self) -> list[str]:
+        """Take into the vocabulary the words that corrections added to training images (tags of indexed or
+        corrected images that the vocabulary lacks): each a new label column, set from the database for every
+        indexed image. They vote at once; the projection learns them at the next refit."""
+        with self.store.db.connect() as conn:
+            found = conn.execute(select(tags.c.id, tags.c.word).join(corrections, corrections.c.tag_id == tags.c.id)
+                                 .where(corrections.c.action == "add").distinct().order_by(tags.c.id)).all()
+        known = set(self.tag_ids)
+        new = [(int(i), str(w)) for i, w in found if int(i) not in known]
+        if not new:
+            return []
+        columns = label_matrix(self.store.db, self.ids.tolist(), [i for i, _ in new])
+        self.labels = np.hstack([self.labels, columns])
+        self.tag_ids += [i for i, _ in new]
+        self.vocabulary += tuple(w for _, w in new)
+        self.grew = True
+        return [w for _, w in new]
+
+    def vocabulary_record(self) -> VocabularyRecord:
+        m = self.manifest.vocabulary
+        missing = set(m.missing_word_vectors) | {w for w in self.vocabulary[self.fitted :] if self.words.vector(w) is None}
+        return VocabularyRecord(self.vocabulary, tuple(self.tag_ids), tuple(w for w in self.vocabulary if w in missing),
+                                None if self.fitted == len(self.vocabulary) else self.fitted)
 
     def remove_rows(self, ids: NDArray[np.int64]) -> None:
         import faiss
@@ -176,6 +219,7 @@ class _Open:
                                          canonical_correlations=correlations, n_components=len(correlations))
             word_record = _replace(word_record, file=store.save_index(f"indexes/words-{tag}.faiss", word_index))
         manifest = m.touched(index=index_record, projection=projection_record, word_index=word_record,
+                             vocabulary=self.vocabulary_record(),
                              counts=_replace(m.counts, train_images=int(self.index.ntotal)), methods={},
                              standards=None)
         store.write_manifest(manifest)
@@ -226,33 +270,37 @@ def apply_tags(state: _Open, given: NDArray[np.int64], report: GrowReport, progr
     indexed = np.isin(given, state.ids)
     candidates, already = given[~indexed], given[indexed]
     now_labels = label_matrix(store.db, already.tolist(), state.tag_ids)
-    changed = already[(now_labels != state.indexed_labels(already)).any(axis=1)]
+    moved = (now_labels != state.indexed_labels(already)).any(axis=1)
+    changed, changed_labels = already[moved], now_labels[moved]
+    entering = candidates[state.members(label_matrix(store.db, candidates.tolist(), state.tag_ids))]
+    staying = changed[state.members(changed_labels)]
+    report.skipped = len(already) - len(changed) + len(candidates) - len(entering)
+    if not (len(changed) or len(entering) or state.grew):
+        report.ntotal = int(state.index.ntotal)
+        return
+    old, _ = state.statistics_of(changed, state.indexed_labels)
+    new, _ = state.statistics_of(changed)
+    added, _ = state.statistics_of(entering)
     stats = state.stats
-    old, old_used = state.statistics_of(changed, state.indexed_labels)
-    new, new_used = state.statistics_of(changed)
-    added, added_ids = state.statistics_of(candidates)
-    report.skipped = len(already) - len(changed) + len(candidates) - len(added_ids)
-    if len(changed) or len(added_ids):
-        for part, sign in ((old, -1), (new, 1), (added, 1)):
-            if part is not None:
-                stats = stats - part if sign < 0 else stats + part
-        state.stats = stats
-        # the changed images' rows: replaced where they depend on the tags, dropped where no tag is left
-        out = old_used if state.space is not Space.IMAGE else np.setdiff1d(old_used, new_used)
-        back = new_used if state.space is not Space.IMAGE else np.setdiff1d(new_used, old_used)
-        state.remove_rows(out)
-        keep = ~np.isin(state.ids, out)
-        with progress.task("adding to the index", len(back) + len(added_ids)) as advance:
-            state.add_rows(np.concatenate([back, added_ids]), advance)
-        kept_ids, kept_labels = state.ids[keep], state.labels[keep].copy()
-        hit = np.isin(kept_ids, changed)  # the index now holds these images' new tags; the others keep theirs
-        if hit.any():
-            kept_labels[hit] = label_matrix(store.db, kept_ids[hit].tolist(), state.tag_ids)
-        entering = np.concatenate([back, added_ids])
-        state.commit(np.concatenate([kept_ids, entering]),
-                     np.vstack([kept_labels, label_matrix(store.db, entering.tolist(), state.tag_ids)]))
-        report.retagged = len(changed)
-    report.added, report.ntotal = len(added_ids), int(state.index.ntotal)
+    for part, sign in ((old, -1), (new, 1), (added, 1)):
+        if part is not None:
+            stats = stats - part if sign < 0 else stats + part
+    state.stats = stats
+    # the changed images' rows: replaced where they depend on the tags, dropped where no tag is left
+    out = changed if state.space is not Space.IMAGE else np.setdiff1d(changed, staying)
+    back = staying if state.space is not Space.IMAGE else np.zeros(0, np.int64)
+    state.remove_rows(out)
+    keep = ~np.isin(state.ids, out)
+    with progress.task("adding to the index", len(back) + len(entering)) as advance:
+        state.add_rows(np.concatenate([back, entering]), advance)
+    kept_ids, kept_labels = state.ids[keep], state.labels[keep].copy()
+    hit = np.isin(kept_ids, changed)  # the index now holds these images' new tags; the others keep theirs
+    if hit.any():
+        kept_labels[hit] = label_matrix(store.db, kept_ids[hit].tolist(), state.tag_ids)
+    arriving = np.concatenate([back, entering])
+    state.commit(np.concatenate([kept_ids, arriving]),
+                 np.vstack([kept_labels, label_matrix(store.db, arriving.tolist(), state.tag_ids)]))
+    report.retagged, report.added, report.ntotal = len(changed), len(entering), int(state.index.ntotal)
 
 
 def sync_training(store: StoreDir, ids: NDArray[np.int64], progress: Progress | None = None) -> GrowReport:
@@ -260,6 +308,7 @@ def sync_training(store: StoreDir, ids: NDArray[np.int64], progress: Progress | 
     index and the statistics, as ``add`` puts them there."""
     state = _Open(store)
     report = GrowReport()
+    report.grown = state.grow()
     apply_tags(state, np.asarray(sorted(ids), np.int64), report, progress or NoProgress())
     return report
 
@@ -305,6 +354,13 @@ def refit(store_root: Path, progress: Progress | None = None, *, wait: bool = Fa
     try:
         state = _Open(store)
         s = state.manifest.settings
+        if state.fitted < len(state.vocabulary):  # words added by corrections enter the text side: statistics anew
+            state.fitted = len(state.vocabulary)
+            state.E, state.has_vector, _ = word_matrix(state.words, state.vocabulary)
+            stats, _ = state.statistics_of(state.ids, state.indexed_labels)
+            if stats is None:
+                raise StoreError(f"{store.root}: no indexed image has a tag the text view can represent")
+            state.stats = stats
         cca = linear_cca(s.projection).fit_statistics(state.stats)
         path = store.indexes_dir / ".refit.npy"
         try:

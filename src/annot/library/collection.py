@@ -15,6 +15,8 @@ step with the database). Unreadable files are counted, listed and kept as such, 
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import time
 from collections.abc import Iterator, Sequence
@@ -28,8 +30,9 @@ from numpy.typing import NDArray
 from sqlalchemy import select, update
 
 from annot.errors import AnnotError
-from annot.features.images import UnreadableImage, image_size, probe_image
+from annot.features.images import ImageInfo, UnreadableImage, image_size, probe_image
 from annot.indexer.distributed import connect, extract_with_ray
+from annot.library.identity import follow_identity, link_copies
 from annot.library.scan import NO_FACTS, TRAINING_SPLITS, FileFacts, Known, Todo, photo_paths, scan_photos
 from annot.methods.cnnr.method import CNNRMethod
 from annot.model import StoreModel
@@ -61,13 +64,20 @@ class AnnotateReport:
     missing: list[str] = field(default_factory=list)
     seconds: float = 0.0
     total: int = 0  # photos in the library after the run
+    moved: dict[str, str] = field(default_factory=dict)  # old path: new path (same content, same photo)
+    duplicates: dict[str, str] = field(default_factory=dict)  # new path: the library photo's path it repeats
+    rescored: int = 0  # photos scored again from their cached features (the model changed, or --retag)
+    retagged: int = 0  # of those, photos whose tags changed
+    rescore_seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         rate = (self.annotated + self.reannotated) / self.seconds if self.seconds else 0.0
         return {"seen": self.seen, "annotated": self.annotated, "reannotated": self.reannotated,
                 "unchanged": self.unchanged, "training_images": self.training, "unreadable": self.unreadable,
-                "missing": self.missing, "photos": self.total, "seconds": round(self.seconds, 1),
-                "photos_per_second": round(rate, 1)}
+                "missing": self.missing, "moved": self.moved, "duplicates": self.duplicates,
+                "rescored": self.rescored, "tags_changed": self.retagged, "photos": self.total,
+                "seconds": round(self.seconds, 1), "photos_per_second": round(rate, 1),
+                "rescored_per_second": round(self.rescored / self.rescore_seconds, 1) if self.rescore_seconds else 0.0}
 
 
 def _known(store: StoreDir) -> dict[str, Known]:
@@ -93,7 +103,9 @@ class Library:
                              "cnn-r reads its own network (use annot query --method cnn-r)")
         self.encoder = self.model.encoder()
         self.cache = self.model.feature_cache()
-        self.model_tag = self.model.manifest.projection.file.path
+        # what photo_files.model records (the model's state and the scoring settings): re-scored when it moves on
+        settings = json.dumps(self.scoring.to_dict(), sort_keys=True, default=str)
+        self.model_tag = f"{self.model.revision}|{hashlib.sha256(settings.encode()).hexdigest()[:8]}"
         self.index, self.ids = self._load_index()
         self.dirty = False
 
@@ -163,8 +175,9 @@ class Library:
             self.put(part, self.vectors(self.cache.load(part)))
 
     # -- writing photos -----------------------------------------------------------------------------------------
-    def write(self, ids: list[int], X: NDArray[np.float32], stats: dict[int, FileFacts]) -> None:
-        """Score photos whose features are ``X`` and write their annotations, file facts and vectors."""
+    def write(self, ids: list[int], X: NDArray[np.float32], stats: dict[int, FileFacts] | None = None) -> int:
+        """Score photos whose features are ``X``, write their annotations (with ``stats``, their file facts too) and
+        vectors; returns how many already annotated photos' tags changed."""
         predictions = self.model.predict(X, self.scoring)
         now = datetime.now(UTC).replace(tzinfo=None)
         rows = [{"image_id": i, "rank": r + 1, "tag_id": self.model.tag_ids[int(w)], "score": float(s),
@@ -172,11 +185,43 @@ class Library:
                 for i, p in zip(ids, predictions, strict=True) for r, (w, s) in enumerate(zip(p.words, p.scores,
                                                                                              strict=True))]
         with self.store.db.begin() as conn:
+            before: dict[int, set[int]] = {}
+            for image_id, tag_id in conn.execute(select(photo_annotations.c.image_id, photo_annotations.c.tag_id)
+                                                 .where(photo_annotations.c.image_id.in_(ids))):
+                before.setdefault(int(image_id), set()).add(int(tag_id))
             conn.execute(photo_annotations.delete().where(photo_annotations.c.image_id.in_(ids)))
             insert_rows(conn, photo_annotations, rows)
-            self._files(conn, [{"image_id": i, **stats[i].row(), "state": "annotated", "error": None,
-                                "annotated_at": now, "model": self.model_tag} for i in ids])
+            if stats is None:
+                conn.execute(update(photo_files).where(photo_files.c.image_id.in_(ids))
+                             .values(annotated_at=now, model=self.model_tag))
+            else:
+                self._files(conn, [{"image_id": i, **stats[i].row(), "state": "annotated", "error": None,
+                                    "annotated_at": now, "model": self.model_tag} for i in ids])
         self.put(np.asarray(ids, np.int64), self.vectors(X))
+        after: dict[int, set[int]] = {}
+        for image_id, p in zip(ids, predictions, strict=True):
+            after[image_id] = {self.model.tag_ids[int(w)] for w in p.words}
+        return sum(1 for i in before if before[i] != after.get(i, set()))
+
+    def stale(self) -> list[int]:
+        """Annotated photos scored by another state of the model (corrections, ``add``, ``refit`` or another index
+        changed it since, or other scoring settings), or never: what re-scoring takes."""
+        query = select(photo_files.c.image_id).where(photo_files.c.state == "annotated")
+        query = query.where((photo_files.c.model != self.model_tag) | photo_files.c.model.is_(None))
+        with self.store.db.connect() as conn:
+            return sorted(int(i) for (i,) in conn.execute(query))
+
+    def rescore(self, ids: list[int], progress: Progress, chunk: int = CHUNK) -> tuple[int, int]:
+        """Score photos again from their cached features (nothing decoded); returns (re-scored, tags changed).
+        Photos whose features are not cached (another encoder) are left to the caller."""
+        cached = set(self.cache.cached_ids().tolist()) - set(self.cache.failures())
+        ids = [i for i in ids if i in cached]
+        changed = 0
+        with progress.task("re-scoring the library", len(ids)) as advance:
+            for part in _chunks(ids, chunk):
+                changed += self.write(part, self.cache.load(np.asarray(part, np.int64)))
+                advance(len(part))
+        return len(ids), changed
 
     def _files(self, conn: Any, rows: list[dict[str, Any]]) -> None:
         if not rows:
@@ -205,8 +250,10 @@ def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
 
 def annotate_photos(store_root: Path, inputs: Sequence[Path], *, scoring: ScoringSettings | None = None,
                     batch_size: int | None = None, progress: Progress | None = None, wait: bool = False,
-                    ray: str | None = None, chunk: int = CHUNK) -> AnnotateReport:
-    """Annotate photos into the store's library: new and changed ones, skipping what is already annotated as it is."""
+                    ray: str | None = None, chunk: int = CHUNK, retag: bool = False) -> AnnotateReport:
+    """Annotate photos into the store's library: new and changed ones, skipping what is already annotated as it is;
+    moved photos keep their identity, duplicates are linked (:mod:`annot.library.identity`). Every photo the model
+    scored in another state (or with ``retag`` every photo) is re-scored from its cached features."""
     progress = progress or NoProgress()
     started = time.perf_counter()
     paths, folders, lists = photo_paths(inputs)
@@ -217,13 +264,19 @@ def annotate_photos(store_root: Path, inputs: Sequence[Path], *, scoring: Scorin
         library.reconcile()
         batch_size = batch_size or library.model.settings.batch_size
         known = _known(store)
-        scan = scan_photos(paths, known, library.model_tag, progress, folders, lists)
+        scan = scan_photos(paths, known, progress, folders, lists)
+        identity = follow_identity(store, scan, known)
+        report.moved, report.duplicates = identity.moved, identity.duplicates
         report.unchanged, report.training, errors = scan.unchanged, scan.training, scan.errors
         if scan.touched:
             with store.db.begin() as conn:
                 for image_id, facts in scan.touched:
                     conn.execute(update(photo_files).where(photo_files.c.image_id == image_id).values(**facts.row()))
-        todo = scan.todo
+        if retag:  # every photo scored again; a killed run leaves the rest stale, so the next run finishes them
+            with store.db.begin() as conn:
+                conn.execute(update(photo_files).where(photo_files.c.state == "annotated").values(model=None))
+        stale = library.stale()
+        todo = scan.todo + _not_cached(library, stale, known, {t.path for t in scan.todo})
         last_commit = time.monotonic()
         with progress.task("annotating photos", len(todo)) as advance:
             for part in _chunks(todo, chunk):
@@ -232,15 +285,32 @@ def annotate_photos(store_root: Path, inputs: Sequence[Path], *, scoring: Scorin
                 if time.monotonic() - last_commit > COMMIT_SECONDS:
                     library.commit()
                     last_commit = time.monotonic()
+        link_copies(store, identity, known, errors)
+        report.duplicates = identity.duplicates
         report.missing = _mark_vanished(library, scan.vanished)
         _record_unreadable(library, known, errors)
         report.unreadable = errors
+        rescoring = time.perf_counter()
+        report.rescored, report.retagged = library.rescore(library.stale(), progress)
+        report.rescore_seconds = time.perf_counter() - rescoring
         library.commit()
         report.total = len(library.ids)
     finally:
         store.close()
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _not_cached(library: Library, stale: list[int], known: dict[str, Known], todo: set[Path]) -> list[Todo]:
+    """Stale photos whose features are not in the cache (annotated with another encoder): read again, where their
+    files are still there."""
+    cached = set(library.cache.cached_ids().tolist())
+    lacking = {i for i in stale if i not in cached}
+    out = []
+    for path, k in known.items():
+        if k.image_id in lacking and k.facts is not None and Path(path) not in todo and Path(path).exists():
+            out.append(Todo(Path(path), k.facts))
+    return out
 
 
 def _annotate_chunk(library: Library, part: list[Todo], known: dict[str, Known],
@@ -272,8 +342,8 @@ def _annotate_chunk(library: Library, part: list[Todo], known: dict[str, Known],
                                  .values(sha256=todo.digest, width=width, height=height))
                     force.add(image_id)  # features extracted again
             else:
-                try:
-                    info = probe_image(path)
+                try:  # hashed already where the run looked for moved photos and duplicates
+                    info = probe_image(path) if todo.digest is None else ImageInfo(todo.digest, *image_size(path))
                 except FileNotFoundError:
                     errors[str(path)] = "no such file"
                     continue

@@ -11,6 +11,11 @@ correction of a training image changes that image's tags the same way. A kernel-
 cannot take new ones without indexing again: there the corrections are kept and shown, and join the training corpus
 at the next ``annot index`` of a corpus exported with ``annot export --training``.
 
+``add`` takes any word or phrase (folded as corpus tags are, at most ``MAX_WORD_CHARS`` characters): a word the
+store has never seen gets a tag id and becomes a word of the vocabulary (a new label column of the indexed images,
+:func:`annot.indexer.grow.sync_training`), so look-alike photos receive it through CCA-KNN's votes without a refit;
+the projection's text side learns it at ``annot refit``.
+
 All corrections of one call are checked before anything is written (an unknown photo or tag stops them all), then
 written in one transaction; the training index follows, and a rerun of any ``correct`` finishes a killed one.
 
@@ -23,14 +28,15 @@ run wrote, and the rerun finds those corrections recorded and finishes the rest 
 from __future__ import annotations
 
 import json
+import unicodedata
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, func, select, update
 
 from annot.errors import AnnotError, CorpusError, NotFound
 from annot.indexer.corpus import normalize_tag
@@ -44,6 +50,7 @@ from annot.settings import ProjectionKind, SettingsError
 from annot.store import StoreDir
 
 ACTIONS = ("confirm", "reject", "add")
+MAX_WORD_CHARS = 100  # a tag added by a correction (a word or phrase) is at most this long, once folded
 CORRECTIONS_LIMIT = 64 << 20  # a corrections file over 64 MiB is not one (about a million corrections)
 
 
@@ -69,10 +76,12 @@ class CorrectReport:
     left_training: int = 0  # photos left with no vouched tag, out of the training index
     kept_only: bool = False  # a kernel-CCA store: corrections kept, the training index unchanged
     indexed: int = 0
+    new_words: list[str] = field(default_factory=list)  # words new to the store's vocabulary
 
     def to_dict(self) -> dict[str, Any]:
-        return {"recorded": self.recorded, "unchanged": self.unchanged, "photos": self.photos, "joined_training": self.joined_training,
-                "left_training": self.left_training, "kept_only": self.kept_only, "indexed": self.indexed}
+        return {"recorded": self.recorded, "unchanged": self.unchanged, "photos": self.photos,
+                "joined_training": self.joined_training, "left_training": self.left_training,
+                "kept_only": self.kept_only, "indexed": self.indexed, "new_words": self.new_words}
 
 
 def read_corrections(path: Path) -> list[Correction]:
@@ -117,8 +126,10 @@ def _resolve(conn: Connection, items: Sequence[Correction], store: Path) -> list
     by_path: dict[str, int] = {}
     paths = [c.photo for c in items if isinstance(c.photo, str)]
     for lo in range(0, len(paths), 5000):
-        by_path.update(conn.execute(select(images.c.path, images.c.id).where(images.c.path.in_(paths[lo : lo + 5000]))
-                                    ).all())
+        by_path.update(conn.execute(  # a duplicate's path stands for the photo it repeats
+            select(images.c.path, func.coalesce(photo_files.c.same_as, images.c.id))
+            .select_from(images.outerjoin(photo_files, photo_files.c.image_id == images.c.id))
+            .where(images.c.path.in_(paths[lo : lo + 5000]))).all())
     ids = [c.photo for c in items if isinstance(c.photo, int)]
     known_ids = {int(i) for (i,) in conn.execute(select(images.c.id).where(images.c.id.in_(ids)))} if ids else set()
     resolved = []
@@ -135,10 +146,27 @@ def _resolve(conn: Connection, items: Sequence[Correction], store: Path) -> list
             image_id = found
         word = normalize_tag(c.tag)
         if word not in vocabulary:
-            raise AnnotError(f"{c.tag!r}: not a word of the store's vocabulary ({len(vocabulary)} words: "
-                             "annot sql \"select word from tags\"); nothing corrected")
+            if c.action != "add":
+                raise AnnotError(f"{c.tag!r}: not a word of the store's vocabulary ({len(vocabulary)} words: "
+                                 "annot sql \"select word from tags\"), so no photo has it to "
+                                 f"{c.action}; add it instead; nothing corrected")
+            vocabulary[word] = _new_word(conn, word, c.tag)
         resolved.append((int(image_id), int(vocabulary[word]), c.action))
     return resolved
+
+
+def _new_word(conn: Connection, word: str, given: str) -> int:
+    """A tag id for a word new to the store (``--add``): checked, then created."""
+    if not word:
+        raise AnnotError(f"{given!r}: an empty tag; nothing corrected")
+    if len(word) > MAX_WORD_CHARS:
+        raise AnnotError(f"{given[:40]!r}...: a tag of {len(word)} characters (at most {MAX_WORD_CHARS}); "
+                         "nothing corrected")
+    if any(unicodedata.category(ch) == "Cc" for ch in word):
+        raise AnnotError(f"{given!r}: a tag with control characters; nothing corrected")
+    tag_id = next_id(conn, tags)
+    insert_rows(conn, tags, [{"id": tag_id, "word": word}])
+    return tag_id
 
 
 def new_events(conn: Connection, resolved: Sequence[tuple[int, int, str]]) -> list[tuple[int, int, str]]:
@@ -207,9 +235,13 @@ def record_corrections(store_root: Path, items: Iterable[Correction], *, source:
         report = CorrectReport(recorded=len(resolved), unchanged=len(checked) - len(resolved), photos=len(photo_ids))
         if store.manifest().settings.projection.kind is not ProjectionKind.LINEAR:
             report.kept_only = True
+            known = set(store.manifest().vocabulary.tag_ids)
+            report.new_words = sorted({normalize_tag(c.tag) for c, (_, t, _) in zip(items, checked, strict=True)
+                                       if t not in known})
             store.publish()
             return report
         grown = sync_training(store, _corrected_training(store), progress)
+        report.new_words = grown.grown
         report.joined_training = grown.added + grown.retagged
         report.indexed = grown.ntotal
         with store.db.connect() as conn:

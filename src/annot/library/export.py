@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, func, select
 
 from annot.errors import AnnotError
 from annot.indexer.keywords import parse_xmp
@@ -90,12 +90,13 @@ def exported_tags(model: StoreModel, min_confidence: float | None, training: boo
                   ) -> Iterator[tuple[str, list[PhotoTag]]]:
     """Each present library photo (and with ``training`` each training image) with the tags that pass the cut."""
     with model.store.db.connect() as conn:
-        query = select(images.c.id, images.c.path).order_by(images.c.path)
-        if model.store.db.has_table("photo_files"):
-            query = query.outerjoin(photo_files, photo_files.c.image_id == images.c.id)
-            library = photo_files.c.state == "annotated"
+        if model.store.db.has_table("photo_files"):  # a duplicate is exported with the tags of the photo it repeats
+            query = (select(func.coalesce(photo_files.c.same_as, images.c.id), images.c.path)
+                     .select_from(images.outerjoin(photo_files, photo_files.c.image_id == images.c.id)))
+            library: ColumnElement[bool] = photo_files.c.state.in_(("annotated", "duplicate"))
         else:
-            library = images.c.split == "none"
+            query, library = select(images.c.id, images.c.path), images.c.split == "none"
+        query = query.order_by(images.c.path)
         rows = conn.execute(query.where(library | (images.c.split == "train") if training else library)).all()
     for lo in range(0, len(rows), 2000):
         part = rows[lo : lo + 2000]

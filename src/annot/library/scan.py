@@ -105,7 +105,7 @@ class Scan:
     training: int = 0
 
 
-def scan_photos(paths: Sequence[Path], known: dict[str, Known], model_tag: str, progress: Progress,
+def scan_photos(paths: Sequence[Path], known: dict[str, Known], progress: Progress,
                 folders: Sequence[Path] = (), lists: Sequence[Path] = ()) -> Scan:
     """Sort the given photos by what a run must do with them, reading as little as it can (no database: ``known``
     is what the store recorded of each path).
@@ -123,29 +123,27 @@ def scan_photos(paths: Sequence[Path], known: dict[str, Known], model_tag: str, 
             except (OSError, RuntimeError) as exc:
                 scan.errors[str(path)] = f"cannot read the file ({getattr(exc, 'strerror', None) or exc})"
                 continue
-            _sort(scan, path, facts, known.get(str(path)), model_tag)
+            _sort(scan, path, facts, known.get(str(path)))
     scan.vanished = vanished(known, {str(p) for p in paths}, folders, lists)
     return scan
 
 
-def _sort(scan: Scan, path: Path, facts: FileFacts, seen: Known | None, model_tag: str) -> None:
+def _sort(scan: Scan, path: Path, facts: FileFacts, seen: Known | None) -> None:
     if seen is not None and seen.state is None and seen.split in TRAINING_SPLITS:  # a training image
         scan.training += 1
     elif seen is None:
         scan.todo.append(Todo(path, facts))
     elif seen.facts == facts and seen.state == "unreadable":
         scan.errors[str(path)] = "unreadable before, and unchanged since"
-    elif seen.facts == facts and seen.model == model_tag:
-        scan.unchanged += 1
-    elif seen.facts == facts and seen.state == "annotated":
-        scan.todo.append(Todo(path, facts))  # another model annotated it: features are cached
+    elif seen.facts == facts and seen.state in ("annotated", "duplicate"):
+        scan.unchanged += 1  # another state of the model may have scored it: re-scored from its cached features
     else:  # an evaluated image, a photo that is back, or one whose file facts moved: same content?
         try:
             digest = content_hash(path)
         except (OSError, UnreadableImage) as exc:
             scan.errors[str(path)] = str(exc)
             return
-        if digest == seen.sha256 and seen.model == model_tag and seen.state == "annotated":
+        if digest == seen.sha256 and seen.state in ("annotated", "duplicate"):
             scan.touched.append((seen.image_id, facts))
             scan.unchanged += 1
         else:
@@ -157,10 +155,10 @@ def vanished(known: dict[str, Known], seen: set[str], folders: Sequence[Path],
     """Annotated photos under the walked folders that were not found there, or named by a read list, and that are
     no longer on disk."""
     roots = [str(f) + os.sep for f in folders]
-    gone = [(p, k) for p, k in known.items() if k.state == "annotated" and p not in seen
+    gone = [(p, k) for p, k in known.items() if k.state in ("annotated", "duplicate") and p not in seen
             and any(p.startswith(r) for r in roots) and not Path(p).exists()]
     if lists:  # a list names its photos: one no longer on disk is gone too
-        gone += [(p, k) for p, k in known.items() if k.state == "annotated" and p in seen
+        gone += [(p, k) for p, k in known.items() if k.state in ("annotated", "duplicate") and p in seen
                  and not Path(p).exists() and (p, k) not in gone]
     return sorted(gone, key=lambda item: item[0])
 

@@ -105,15 +105,19 @@ class Searcher:
             elif word not in vocabulary or view is TextView.W2V:
                 raise WordVectorError(f"{word!r}: no word vector in {model.manifest.words.source}, and not a word "
                                       "of the store's vocabulary; it cannot be searched in the shared space")
+        labels = labels[:, : model.manifest.vocabulary.n_fitted]  # a word added by a correction: its vector only
         if view is TextView.BV and not labels.any():
-            raise AnnotError(f"the store's text view is bv (0/1 tags): only its vocabulary words can be searched in "
-                             f"the shared space, not {', '.join(words)}")
+            raise AnnotError(f"the store's text view is bv (0/1 tags): only the words it was fitted with can be "
+                             f"searched in the shared space, not {', '.join(words)}")
+        if not vectors and not labels.any():
+            raise WordVectorError(f"{', '.join(words)}: added by corrections, without a word vector: the shared space "
+                                  "knows it after annot refit; until then it is found by its tags")
         E = np.zeros((1, 1), np.float32)
         w2v = np.mean(vectors, axis=0)[None, :] if vectors else np.zeros((1, model.manifest.words.dim), np.float32)
         if view is TextView.W2V:
             Y = w2v
         elif view is TextView.BV:
-            Y = text_view(labels, E, np.ones(len(model.vocabulary), bool), "bv")
+            Y = text_view(labels, E, np.ones(labels.shape[1], bool), "bv")
         else:
             Y = np.hstack([w2v, labels.astype(np.float32)])
         return correlation_rows(model.projection.transform_y(Y))

@@ -81,6 +81,12 @@ class StoreModel:
         self._encoder: ImageEncoder | None = None
         self._calibration: Calibration | None = None
 
+    @property
+    def revision(self) -> str:
+        """This state of the model: its projection and image index files, which every change (a correction,
+        ``add``, ``remove``, ``refit``, ``index``) writes under new names. Photos scored by another are re-scored."""
+        return f"{self.manifest.projection.file.path}+{self.manifest.index.file.path}"
+
     @classmethod
     def open(cls, root: Path) -> StoreModel:
         """The model of the store at ``root``, opened for reading."""

@@ -100,12 +100,13 @@ photo_files = Table(
     Column("image_id", Integer, primary_key=True, autoincrement=False),
     Column("size", BigInteger, nullable=False),
     Column("mtime_ns", BigInteger, nullable=False),
-    Column("state", String, nullable=False),  # annotated, unreadable, missing
+    Column("state", String, nullable=False),  # annotated, unreadable, missing, duplicate
     Column("error", Text),
     Column("annotated_at", DateTime),
     Column("model", String),  # the projection the annotations were made with (its file name)
     Column("inode", BigInteger),  # schema 3: with ctime_ns, tells a replaced file from an unchanged one
     Column("ctime_ns", BigInteger),  # schema 3
+    Column("same_as", Integer),  # schema 4: a duplicate (state ``duplicate``) is linked to the photo it repeats
 )
 
 photo_annotations = Table(
@@ -154,6 +155,14 @@ def _m003_file_identity(conn: Connection) -> None:
             conn.exec_driver_sql(f"ALTER TABLE photo_files ADD COLUMN {name} BIGINT")
 
 
+def _m004_duplicates(conn: Connection) -> None:
+    present = {str(name) for (name,) in conn.exec_driver_sql(
+        "SELECT column_name FROM information_schema.columns WHERE table_name = 'photo_files'")}
+    if "same_as" not in present:
+        conn.exec_driver_sql("ALTER TABLE photo_files ADD COLUMN same_as INTEGER")
+
+
 # Numbered migrations: entry i brings a database from version i to i + 1. Append, never edit.
-MIGRATIONS: list[Callable[[Connection], None]] = [_m001_initial, _m002_photo_library, _m003_file_identity]
+MIGRATIONS: list[Callable[[Connection], None]] = [_m001_initial, _m002_photo_library, _m003_file_identity,
+                                                  _m004_duplicates]
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -80,9 +80,23 @@ class WordIndexRecord:
 
 @dataclass(frozen=True)
 class VocabularyRecord:
+    """The store's words in the order of its label columns. ``fitted``: how many of the first words the projection
+    was fitted with (None: all); the words after them were added by corrections (``annot correct --add``) and vote
+    through the indexed images' tags until ``annot refit`` or ``annot rebuild`` fits them into the projection."""
+
     words: tuple[str, ...]
     tag_ids: tuple[int, ...]
     missing_word_vectors: tuple[str, ...] = ()
+    fitted: int | None = None
+
+    @property
+    def n_fitted(self) -> int:
+        return len(self.words) if self.fitted is None else self.fitted
+
+    @property
+    def grown(self) -> tuple[str, ...]:
+        """The words added by corrections since the projection was fitted."""
+        return self.words[self.n_fitted :]
 
 
 @dataclass(frozen=True)
@@ -201,7 +215,8 @@ class Manifest:
                       "ntotal": i.ntotal, "search": dict(i.search), "tuning": dict(i.tuning)},
             "word_index": {"file": ref(self.word_index.file), "ntotal": self.word_index.ntotal},
             "vocabulary": {"words": list(self.vocabulary.words), "tag_ids": list(self.vocabulary.tag_ids),
-                           "missing_word_vectors": list(self.vocabulary.missing_word_vectors)},
+                           "missing_word_vectors": list(self.vocabulary.missing_word_vectors),
+                           **({} if self.vocabulary.fitted is None else {"fitted": self.vocabulary.fitted})},
             "counts": vars(self.counts).copy(),
             "standards": None if self.standards is None else {"file": ref(self.standards.file), "key": self.standards.key},
             "methods": {name: {"file": ref(m.file), "params": dict(m.params), "training": m.training,
@@ -259,6 +274,8 @@ def _read_v2(d: dict[str, Any]) -> Manifest:
     words = tuple(str(w) for w in v["words"])
     if len(tag_ids) != len(words):
         raise ValueError(f"vocabulary has {len(words)} words but {len(tag_ids)} tag ids")
+    if v.get("fitted") is not None and not 0 < int(v["fitted"]) <= len(words):
+        raise ValueError(f"vocabulary.fitted is {v['fitted']}, the vocabulary has {len(words)} words")
     return Manifest(
         settings=BuildSettings.from_dict(d["settings"]),
         encoder=EncoderRecord(**d["encoder"]),
@@ -269,7 +286,8 @@ def _read_v2(d: dict[str, Any]) -> Manifest:
                           int(i["ntotal"]), _file(i.get("labels")), dict(i.get("search") or {}),
                           dict(i.get("tuning") or {})),
         word_index=WordIndexRecord(_need(d["word_index"]["file"], "word_index.file"), int(d["word_index"]["ntotal"])),
-        vocabulary=VocabularyRecord(words, tag_ids, tuple(v.get("missing_word_vectors") or ())),
+        vocabulary=VocabularyRecord(words, tag_ids, tuple(v.get("missing_word_vectors") or ()),
+                                    None if v.get("fitted") is None else int(v["fitted"])),
         counts=Counts(**d["counts"]),
         updated_at=str(d.get("updated_at", "")),
         standards=None if not d.get("standards") else StandardsRecord(_need(d["standards"]["file"], "standards.file"),

@@ -1,0 +1,179 @@
+"""Teaching the store: new words by correction, re-scoring the library, and photos that keep their identity."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from sqlalchemy import select
+from tests.conftest import invoke, paint
+
+import annot
+from annot.library.collection import annotate_photos
+from annot.schema import corrections, images, photo_files
+from annot.store import StoreDir
+
+
+def beach_photos(folder: Path, n: int, seed: int = 3) -> dict[Path, bool]:
+    """n painted photos; every other one shows sand and sea (a beach), the rest sky and tree or snow and city."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    out = {}
+    for i in range(n):
+        beach = i % 2 == 0
+        tags = ["sand", "sea"] if beach else (["sky", "tree"] if i % 4 == 1 else ["snow", "city"])
+        path = folder / f"b{i:03d}.jpg"
+        Image.fromarray(paint(tags, rng)).save(path, quality=92)
+        out[path.resolve()] = beach
+    return out
+
+
+def tags_of(api: annot.Store, path: Path) -> dict[str, str]:
+    """A library photo's shown tags and where each comes from (predicted, confirmed, added)."""
+    with StoreDir.open(api.root) as s, s.db.connect() as conn:
+        image_id = conn.execute(select(images.c.id).where(images.c.path == str(path))).scalar_one()
+    return {t["tag"]: t["source"] for t in api.photo(image_id).to_dict()["tags"]}
+
+
+def test_a_new_word_is_learned_from_corrections_and_reaches_the_library(store: Path, tmp_path: Path) -> None:
+    photos = beach_photos(tmp_path / "photos", 40)
+    first = annotate_photos(store, [tmp_path / "photos"])
+    assert first.annotated == 40 and first.rescored == 0
+    taught = [p for p, beach in sorted(photos.items()) if beach][:4]
+    for path in taught:
+        result = invoke("correct", path, "--store", store, "--add", "  Beach ", "--json")
+        assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["new_words"] == []  # the word was new at the first correction only
+    with StoreDir.open(store) as s:
+        vocabulary = s.manifest().vocabulary
+    assert vocabulary.words[-1] == "beach" and vocabulary.grown == ("beach",) and vocabulary.n_fitted == 8
+
+    api = annot.open_store(store)
+    rerun = api.annotate()  # no paths: the library is re-scored for the changed model, nothing decoded
+    assert rerun.rescored == 40 and rerun.annotated == rerun.reannotated == 0
+    assert 0 < rerun.retagged <= 40
+    others = {p: beach for p, beach in photos.items() if p not in taught}
+    got = {p: "beach" in tags_of(api, p) for p in others}
+    hits = sum(got[p] for p, beach in others.items() if beach)
+    false = sum(got[p] for p, beach in others.items() if not beach)
+    assert hits >= 12 and false <= 2, (hits, false)  # 16 untaught beaches, 20 photos without one
+    assert all(tags_of(api, p)["beach"] == "added" for p in taught)
+    found = api.search(["beach"], mode="tags", n=50)
+    assert {Path(h.path) for h in found} >= set(taught)
+    again = api.annotate()
+    assert again.rescored == 0  # nothing changed since
+
+    refit = invoke("refit", "--store", store)
+    assert refit.exit_code == 0, refit.output
+    with StoreDir.open(store) as s:
+        assert s.manifest().vocabulary.grown == () and s.manifest().vocabulary.words[-1] == "beach"
+    after = api.annotate()
+    assert after.rescored == 40
+    assert sum("beach" in tags_of(api, p) for p, beach in others.items() if beach) >= 12
+    api.close()
+
+
+def test_kcca_keeps_a_new_word_and_says_so(tmp_path: Path, synthetic: dict[str, Path]) -> None:
+    from tests.conftest import fake_settings
+
+    from annot.indexer import build_index
+
+    store = tmp_path / "k.annot"
+    build_index(synthetic["train"], store, fake_settings(synthetic, k=3, temperature=0.1, projection="kcca"))
+    photos = beach_photos(tmp_path / "photos", 4)
+    annotate_photos(store, [tmp_path / "photos"])
+    result = invoke("correct", min(photos), "--store", store, "--add", "beach")
+    assert result.exit_code == 0, result.output
+    assert "kernel-CCA model cannot take new training images" in result.stdout and "new words: beach" in result.stdout
+    with StoreDir.open(store) as s, s.db.connect() as conn:
+        assert conn.execute(select(corrections.c.action)).scalars().all() == ["add"]
+    api = annot.open_store(store)
+    assert tags_of(api, min(photos))["beach"] == "added"
+    api.close()
+
+
+def test_moved_renamed_and_duplicated_photos_keep_their_identity(store: Path, tmp_path: Path) -> None:
+    photos = beach_photos(tmp_path / "library" / "2019", 6)
+    second = sorted(photos)[1]
+    shutil.copy(second, tmp_path / "library" / "2019" / "zz same as b001.jpg")  # a copy, new in the same run
+    initial = annotate_photos(store, [tmp_path / "library"])
+    assert initial.annotated == 6 and initial.duplicates == {
+        str((tmp_path / "library" / "2019" / "zz same as b001.jpg").resolve()): str(second)}
+    first = min(photos)
+    result = invoke("correct", first, "--store", store, "--add", "holiday", "--reject", "sky")
+    assert result.exit_code == 0, result.output
+    with StoreDir.open(store) as s, s.db.connect() as conn:
+        before = dict(conn.execute(select(images.c.path, images.c.id)).all())
+
+    shutil.move(tmp_path / "library" / "2019", tmp_path / "library" / "2019 Summer ✓")  # a renamed folder
+    moved_first = tmp_path / "library" / "2019 Summer ✓" / first.name
+    moved_first.rename(moved_first.with_name("renamed photo.jpg"))
+    moved_first = moved_first.with_name("renamed photo.jpg")
+    shutil.copy(moved_first, tmp_path / "library" / "copy of it.jpg")  # an exact duplicate at another path
+    report = annotate_photos(store, [tmp_path / "library"])
+    assert len(report.moved) == 7 and report.missing == [] and report.annotated == 0  # 6 photos and 1 duplicate
+    assert len(report.duplicates) == 1  # the new copy
+    copies = {str(moved_first.resolve()), str((tmp_path / "library" / "copy of it.jpg").resolve())}
+    kept_at = report.moved[str(first)]  # one of the two copies is the photo moved, the other its duplicate
+    assert kept_at in copies and report.duplicates[(copies - {kept_at}).pop()] == kept_at
+    with StoreDir.open(store) as s, s.db.connect() as conn:
+        after = dict(conn.execute(select(images.c.path, images.c.id)).all())
+        states = dict(conn.execute(select(photo_files.c.image_id, photo_files.c.state)).all())
+    assert after[kept_at] == before[str(first)]  # the same photo: its id kept
+    moved_ids = sorted(after[p] for p in report.moved.values())
+    assert moved_ids == sorted([before[str(p)] for p in photos] + [before[next(iter(initial.duplicates))]])
+    assert states[after[(copies - {kept_at}).pop()]] == "duplicate"
+    api = annot.open_store(store)
+    shown = tags_of(api, Path(kept_at))
+    assert shown["holiday"] == "added" and "sky" not in shown  # its corrections followed it
+    copy = invoke("correct", tmp_path / "library" / "copy of it.jpg", "--store", store, "--confirm", "holiday",
+                  "--json")
+    assert copy.exit_code == 0 and json.loads(copy.stdout)["unchanged"] == 0  # the duplicate's path is the photo's
+    with StoreDir.open(store) as s, s.db.connect() as conn:
+        assert set(conn.execute(select(corrections.c.image_id)).scalars()) == {before[str(first)]}
+    exported = invoke("export", "--store", store, "--json")
+    assert exported.exit_code == 0, exported.output
+    sidecar = (tmp_path / "library" / "copy of it.jpg.xmp").read_text()
+    assert "holiday" in sidecar
+    found = [h.path for h in api.search(["holiday"], mode="tags", n=20)]
+    assert found.count(kept_at) == 1 and (copies - {kept_at}).pop() not in found  # one photo, not two
+    rerun = annotate_photos(store, [tmp_path / "library"])
+    assert rerun.unchanged == 8 and not rerun.moved and not rerun.duplicates
+    api.close()
+
+
+def test_the_review_queue_asks_the_least_sure_first_and_answers_teach(store: Path, tmp_path: Path) -> None:
+    import httpx
+    from tests.test_serve import Server
+
+    from annot.serve.app import create_app
+
+    beach_photos(tmp_path / "photos", 30, seed=8)
+    annotate_photos(store, [tmp_path / "photos"])
+    api = annot.open_store(store)
+    queue = api.review(30)
+    assert len(queue) == 30 and len({q.id for q in queue}) == 30
+    assert [q.priority for q in queue] == sorted((q.priority for q in queue), reverse=True)
+    for item in queue:
+        assert item.priority == pytest.approx(item.uncertainty * item.density)
+        c = np.clip([t.confidence for t in item.tags], 1e-6, 1 - 1e-6)
+        assert item.uncertainty == pytest.approx(float(-(c * np.log(c) + (1 - c) * np.log(1 - c)).sum()), rel=1e-4)
+        sureness = [abs(next(t.confidence for t in item.tags if t.tag == a) - 0.5) for a in item.ask]
+        assert sureness == sorted(sureness) and set(item.ask) == {t.tag for t in item.tags}
+    top = queue[0]
+    listed = invoke("review", "--store", store, "-n", "3", "--json")
+    assert listed.exit_code == 0 and [p["id"] for p in json.loads(listed.stdout)["photos"]] == [q.id for q in queue[:3]]
+    answer = invoke("correct", str(top.id), "--store", store, "--confirm", top.ask[0])
+    assert answer.exit_code == 0, answer.output
+    after = api.review(30)
+    assert top.id not in {q.id for q in after} and len(after) == 29  # a corrected photo leaves the queue
+    with Server(create_app(store)) as server, httpx.Client(base_url=server.url, timeout=60) as client:
+        got = client.get("/v1/review", params={"n": 5})
+        assert got.status_code == 200 and [p["id"] for p in got.json()["photos"]] == [q.id for q in after[:5]]
+        assert client.get("/v1/review", params={"n": 0}).status_code == 422
+        assert client.get("/v1/review", params={"n": 10_000}).status_code == 422
+    api.close()
