@@ -39,7 +39,7 @@ from annot.model import StoreModel
 from annot.progress import NoProgress, Progress
 from annot.projection import correlation_rows
 from annot.schema import images, photo_annotations, photo_files
-from annot.schema.database import insert_rows, next_id
+from annot.schema.database import insert_columns, insert_rows, next_id
 from annot.settings import ScoringSettings
 from annot.store import StoreDir
 from annot.store.manifest import CollectionRecord
@@ -101,7 +101,6 @@ class Library:
         if isinstance(method, CNNRMethod):
             raise AnnotError("annot annotate places photos in the store's shared space with the store's encoder; "
                              "cnn-r reads its own network (use annot query --method cnn-r)")
-        self.encoder = self.model.encoder()
         self.cache = self.model.feature_cache()
         # what photo_files.model records (the model's state and the scoring settings): re-scored when it moves on
         settings = json.dumps(self.scoring.to_dict(), sort_keys=True, default=str)
@@ -180,17 +179,23 @@ class Library:
         vectors; returns how many already annotated photos' tags changed."""
         predictions = self.model.predict(X, self.scoring)
         now = datetime.now(UTC).replace(tzinfo=None)
-        rows = [{"image_id": i, "rank": r + 1, "tag_id": self.model.tag_ids[int(w)], "score": float(s),
-                 "confidence": None if p.confidence is None else float(p.confidence[r])}
-                for i, p in zip(ids, predictions, strict=True) for r, (w, s) in enumerate(zip(p.words, p.scores,
-                                                                                             strict=True))]
+        tag_ids = np.asarray(self.model.tag_ids, np.int64)
+        counts = [len(p.words) for p in predictions]
+        rows = {"image_id": np.repeat(np.asarray(ids, np.int64), counts),
+                "rank": np.concatenate([np.arange(1, c + 1) for c in counts] or [np.zeros(0, np.int64)]),
+                "tag_id": tag_ids[np.concatenate([np.asarray(p.words, np.int64) for p in predictions] or
+                                                 [np.zeros(0, np.int64)])],
+                "score": np.concatenate([np.asarray(p.scores, np.float64) for p in predictions] or [np.zeros(0)]),
+                "confidence": np.concatenate([np.full(len(p.words), np.nan) if p.confidence is None else
+                                              np.asarray(p.confidence, np.float64) for p in predictions]
+                                             or [np.zeros(0)])}
         with self.store.db.begin() as conn:
             before: dict[int, set[int]] = {}
             for image_id, tag_id in conn.execute(select(photo_annotations.c.image_id, photo_annotations.c.tag_id)
                                                  .where(photo_annotations.c.image_id.in_(ids))):
                 before.setdefault(int(image_id), set()).add(int(tag_id))
             conn.execute(photo_annotations.delete().where(photo_annotations.c.image_id.in_(ids)))
-            insert_rows(conn, photo_annotations, rows)
+            insert_columns(conn, photo_annotations, rows)
             if stats is None:
                 conn.execute(update(photo_files).where(photo_files.c.image_id.in_(ids))
                              .values(annotated_at=now, model=self.model_tag))
@@ -361,9 +366,9 @@ def _annotate_chunk(library: Library, part: list[Todo], known: dict[str, Known],
     if not items:
         return
     if ray:
-        extract_with_ray(connect(ray), library.cache, items, library.encoder, batch_size, None, force=force)
+        extract_with_ray(connect(ray), library.cache, items, library.model.encoder(), batch_size, None, force=force)
     else:
-        library.cache.extract(items, library.encoder, batch_size=batch_size, force=force)
+        library.cache.extract(items, library.model.encoder(), batch_size=batch_size, force=force)
     failures = library.cache.failures()
     good = [(i, p) for i, p in items if i not in failures]
     for i, p in items:

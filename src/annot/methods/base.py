@@ -11,8 +11,9 @@ by ``annot.methods``.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, overload
 
 import numpy as np
 from numpy.typing import NDArray
@@ -27,6 +28,9 @@ if TYPE_CHECKING:
     from annot.model import StoreModel
 
 
+Vote = tuple[int, float, float]  # a voting training image: (image id, distance, weight)
+
+
 @dataclass(frozen=True)
 class Prediction:
     """Ranked vocabulary positions for one image, their scores, and for each word the training images that voted:
@@ -34,16 +38,39 @@ class Prediction:
 
     words: NDArray[np.int64]
     scores: NDArray[np.float64]
-    votes: list[list[tuple[int, float, float]]]
+    votes: Sequence[list[Vote]]
     confidence: NDArray[np.float64] | None = None  # the calibrated probability that each word is right
+
+
+class _Votes(Sequence[list[Vote]]):
+    """Each word's voters, made into tuples only when read (annotating a library reads none of them): holds just the
+    voting candidates' ids, distances and weights."""
+
+    def __init__(self, s: Scored, candidate_ids: NDArray[np.int64], d: NDArray[np.float32]) -> None:
+        used = np.unique(np.concatenate(s.voters)) if s.voters else np.zeros(0, np.int64)
+        self._voters = [np.searchsorted(used, v) for v in s.voters]
+        self._ids, self._d, self._w = candidate_ids[used], np.asarray(d[used]), np.asarray(s.weights[used])
+
+    def __len__(self) -> int:
+        return len(self._voters)
+
+    @overload
+    def __getitem__(self, i: int) -> list[Vote]: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[list[Vote]]: ...
+
+    def __getitem__(self, i: int | slice) -> list[Vote] | list[list[Vote]]:
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        v = self._voters[i]
+        order = v[np.argsort(self._d[v], kind="stable")]
+        return [(int(self._ids[c]), float(self._d[c]), float(self._w[c])) for c in order]
 
 
 def prediction(s: Scored, candidate_ids: NDArray[np.int64], d: NDArray[np.float32]) -> Prediction:
     """A scorer's result (``annot.retrieval.scoring.Scored``) with each word's voters as (image id, distance,
     weight), nearest first."""
-    votes = [[(int(candidate_ids[c]), float(d[c]), float(s.weights[c])) for c in v[np.argsort(d[v], kind="stable")]]
-             for v in s.voters]
-    return Prediction(s.words, s.scores, votes)
+    return Prediction(s.words, s.scores, _Votes(s, candidate_ids, d))
 
 
 @dataclass(frozen=True)

@@ -74,9 +74,11 @@ class _SpaceMethod(AnnotationMethod):
         depth = pool_depth(n, scoring.k, scoring.depth, model.exact_index)
         out: list[Prediction] = []
         for lo in range(0, len(T), QUERY_BATCH):
-            distances, ids = model.search(T[lo : lo + QUERY_BATCH], depth)
+            D = model.all_distances(T[lo : lo + QUERY_BATCH]) if n <= EXACT_NEIGHBOURS and depth >= n else None
+            if D is None:
+                distances, ids = model.search(T[lo : lo + QUERY_BATCH], depth)
             if n <= EXACT_NEIGHBOURS:  # small corpora: one dense (queries × images) problem, inf beyond the pool
-                D = model.dense(distances, ids)
+                D = model.dense(distances, ids) if D is None else D
                 scored = score_queries(self.method, D, model.labels, model.frequency, scoring.n_tags, scoring.k,
                                        scoring.temperature, scoring.frequency_power, standards)
                 out.extend(prediction(s, model.ids, D[q]) for q, s in enumerate(scored))

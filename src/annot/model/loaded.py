@@ -25,9 +25,9 @@ from annot.features.text import normalize_features
 from annot.fitting.calibration import POOL, Calibration, calibration_key
 from annot.methods.base import AnnotationMethod, Prediction, method_class
 from annot.methods.results import Annotation, TagScore, Vote
-from annot.projection import load_projection
+from annot.projection import correlation_rows, load_projection
 from annot.retrieval.ann import on_gpu, set_search
-from annot.retrieval.indexes import search_correlation
+from annot.retrieval.indexes import index_ids, search_correlation
 from annot.schema.queries import image_paths, label_matrix
 from annot.settings import ScoringSettings, Space
 from annot.store import StoredFile, StoreDir
@@ -160,10 +160,34 @@ class StoreModel:
     def dense(self, distances: NDArray[np.float32], ids: NDArray[np.int64]) -> NDArray[np.float32]:
         """Search results (ids < 0: none) as one row per query over every indexed image, inf beyond its pool."""
         D = np.full((len(ids), len(self.ids)), np.inf, np.float32)
-        for q in range(len(ids)):
-            valid = ids[q] >= 0
-            D[q, self.rows_of(ids[q][valid])] = distances[q][valid]
+        queries, positions = np.nonzero(ids >= 0)
+        D[queries, self.rows_of(ids[queries, positions])] = distances[queries, positions]
         return D
+
+    @cached_property
+    def exact_rows(self) -> NDArray[np.float32] | None:
+        """The indexed images' rows of the shared space in label-matrix order, where an exact index on the CPU holds
+        them (None otherwise): every distance of a query is then one matrix product, no search."""
+        import faiss
+
+        if not self.exact_index:
+            return None
+        try:
+            mapped = faiss.downcast_index(self.index)
+            flat = faiss.downcast_index(mapped.index)  # type: ignore[attr-defined]
+            if not isinstance(flat, faiss.IndexFlat) or not np.array_equal(index_ids(self.index), self.ids):
+                return None
+            return np.asarray(flat.reconstruct_n(0, flat.ntotal), np.float32)
+        except (AttributeError, RuntimeError):  # not an id-mapped flat index (or one on a GPU)
+            return None
+
+    def all_distances(self, T: NDArray[np.floating]) -> NDArray[np.float32] | None:
+        """Correlation distances D = 1 − corr of each query row of T to every indexed image (label-matrix order),
+        from :attr:`exact_rows`; None where the index does not hold them."""
+        rows = self.exact_rows
+        if rows is None:
+            return None
+        return np.asarray(1.0 - correlation_rows(T) @ rows.T, np.float32)
 
     def pool(self, distances: NDArray[np.float32], ids: NDArray[np.int64]) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
         """Search results as ``cca_knn_pooled`` reads them: distances with inf where none, and label-matrix rows."""
@@ -234,7 +258,7 @@ class StoreModel:
         for p in method.predict(X, scoring.replace(n_tags=max(scoring.n_tags, POOL))):
             confidence = calibration.confidence(p.words, p.scores)
             keep = np.flatnonzero(confidence >= cut)
-            out.append(Prediction(p.words[keep], p.scores[keep], [p.votes[i] for i in keep], confidence[keep]))
+            out.append(Prediction(p.words[keep], p.scores[keep], [p.votes[int(i)] for i in keep], confidence[keep]))
         return out
 
     def annotations(self, names: Sequence[str], predictions: Sequence[Prediction], explain: bool = False,

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
+import uuid
 import weakref
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+from numpy.typing import NDArray
 from sqlalchemy import Connection, Engine, Table, create_engine, func, insert, inspect, select, text
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -139,6 +143,33 @@ def insert_rows(conn: Connection, table: Table, rows: Iterable[Mapping[str, Any]
         conn.execute(insert(table).values(batch))
         count += len(batch)
     return count
+
+
+def insert_columns(conn: Connection, table: Table, columns: Mapping[str, NDArray[Any]]) -> int:
+    """Insert rows given as equal-length numpy columns (a NaN in a float column is NULL): on DuckDB one INSERT ...
+    SELECT over the arrays, in the connection's transaction (about a hundred times faster than VALUES for large
+    batches); on other databases as :func:`insert_rows`."""
+    arrays = {name: np.ascontiguousarray(values) for name, values in columns.items()}
+    n = len(next(iter(arrays.values()))) if arrays else 0
+    if not n:
+        return 0
+    if conn.dialect.name != "duckdb":
+        names = list(arrays)
+        rows = zip(*(a.tolist() for a in arrays.values()), strict=True)
+        return insert_rows(conn, table, ({k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in
+                                           zip(names, row, strict=True)} for row in rows))
+    raw = conn.connection.dbapi_connection
+    assert raw is not None
+    view = f"annot_rows_{uuid.uuid4().hex}"
+    picked = ", ".join(f'CASE WHEN isnan("{k}") THEN NULL ELSE "{k}" END' if a.dtype.kind == "f" else f'"{k}"'
+                       for k, a in arrays.items())
+    raw.register(view, arrays)
+    try:
+        raw.execute(f'INSERT INTO "{table.name}" ({", ".join(f"{chr(34)}{k}{chr(34)}" for k in arrays)}) '
+                    f"SELECT {picked} FROM {view}")
+    finally:
+        raw.unregister(view)
+    return n
 
 
 def _first_line(exc: BaseException) -> str:
