@@ -105,8 +105,8 @@ class Library:
         # what photo_files.model records (the model's state and the scoring settings): re-scored when it moves on
         settings = json.dumps(self.scoring.to_dict(), sort_keys=True, default=str)
         self.model_tag = f"{self.model.revision}|{hashlib.sha256(settings.encode()).hexdigest()[:8]}"
-        self.index, self.ids = self._load_index()
         self.dirty = False
+        self.index, self.ids = self._load_index()
 
     # -- the collection index ------------------------------------------------------------------------------------
     def _load_index(self) -> tuple[Any, set[int]]:
@@ -120,9 +120,12 @@ class Library:
         if len(ids) != index.ntotal:
             raise AnnotError(f"{self.store.path(record.ids.path)}: damaged photo library ids ({len(ids)} ids for "
                              f"{index.ntotal} vectors)")
-        if index.d != len(self.model.manifest.projection.canonical_correlations):  # the store was indexed again
+        if index.d != len(self.model.manifest.projection.canonical_correlations) or \
+                record.projection not in (None, self.model.manifest.projection.file.path):
+            # the store was indexed again or refitted: every vector is made anew from the cached features
             import faiss
 
+            self.dirty = True
             return faiss.IndexIDMap2(faiss.IndexFlatIP(len(self.model.manifest.projection.canonical_correlations))), set()
         return index, set(ids.tolist())
 
@@ -154,7 +157,8 @@ class Library:
         ids = np.array(sorted(self.ids), np.int64)
         tag = f"{int(time.time() * 1000):x}"
         record = CollectionRecord(self.store.save_index(f"indexes/collection-{tag}.faiss", self.index),
-                                  self.store.save_array(f"indexes/collection-{tag}.ids.npy", ids), len(ids))
+                                  self.store.save_array(f"indexes/collection-{tag}.ids.npy", ids), len(ids),
+                                  projection=self.model.manifest.projection.file.path)
         self.store.write_manifest(self.store.manifest().touched(collection=record))
         self.store.remove_unreferenced()
         self.dirty = False
@@ -202,7 +206,12 @@ class Library:
             else:
                 self._files(conn, [{"image_id": i, **stats[i].row(), "state": "annotated", "error": None,
                                     "annotated_at": now, "model": self.model_tag} for i in ids])
-        self.put(np.asarray(ids, np.int64), self.vectors(X))
+        if stats is not None:  # a new or changed photo: its vector
+            self.put(np.asarray(ids, np.int64), self.vectors(X))
+        else:  # re-scored: the index holds its vector for this projection (_load_index), unless it was out
+            out = [r for r, i in enumerate(ids) if i not in self.ids]
+            if out:
+                self.put(np.asarray(ids, np.int64)[out], self.vectors(X[out]))
         after: dict[int, set[int]] = {}
         for image_id, p in zip(ids, predictions, strict=True):
             after[image_id] = {self.model.tag_ids[int(w)] for w in p.words}
@@ -216,14 +225,14 @@ class Library:
         with self.store.db.connect() as conn:
             return sorted(int(i) for (i,) in conn.execute(query))
 
-    def rescore(self, ids: list[int], progress: Progress, chunk: int = CHUNK) -> tuple[int, int]:
+    def rescore(self, ids: list[int], progress: Progress, chunk: int | None = None) -> tuple[int, int]:
         """Score photos again from their cached features (nothing decoded); returns (re-scored, tags changed).
         Photos whose features are not cached (another encoder) are left to the caller."""
         cached = set(self.cache.cached_ids().tolist()) - set(self.cache.failures())
         ids = [i for i in ids if i in cached]
         changed = 0
         with progress.task("re-scoring the library", len(ids)) as advance:
-            for part in _chunks(ids, chunk):
+            for part in _chunks(ids, chunk or CHUNK):
                 changed += self.write(part, self.cache.load(np.asarray(part, np.int64)))
                 advance(len(part))
         return len(ids), changed

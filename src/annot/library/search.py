@@ -38,8 +38,10 @@ from annot.indexer.corpus import normalize_tag
 from annot.library.view import PhotoTag, PhotoView
 from annot.model import StoreModel
 from annot.projection import correlation_rows
+from annot.retrieval.indexes import build_flat_index
 from annot.schema import images
 from annot.settings import SettingsError, TextView
+from annot.store.manifest import CollectionRecord
 
 MODES = ("combined", "tags", "space")
 SCOPES = ("all", "library", "training")  # which photos: the library's and the training images, or one of them
@@ -83,9 +85,20 @@ class Searcher:
         self.library = model.store.read_index(record.file, "photo library index") if record is not None else None
         if self.library is not None and self.library.d != model.index.d:
             self.library = None  # made with a model the store no longer has
+        elif record is not None and record.projection not in (None, model.manifest.projection.file.path):
+            self.library = self._reprojected(record)  # refitted since: the photos' vectors made anew, in memory
         self._words: Any = None
         self._unit: NDArray[np.float64] | None = None  # the vocabulary's unit word vectors (for expand)
         self.view = PhotoView(model)
+
+    def _reprojected(self, record: CollectionRecord) -> Any:
+        """The library index with every photo's vector made from its cached features by the current projection
+        (``annot refit`` changed it, and ``annot annotate`` has not saved the new vectors yet)."""
+        ids = np.asarray(self.model.store.read_array(record.ids, "photo library ids"), np.int64)
+        cache = self.model.feature_cache()
+        ids = ids[np.isin(ids, cache.cached_ids())]
+        rows = [self.model.project(cache.load(ids[lo : lo + 4096])) for lo in range(0, len(ids), 4096)]
+        return build_flat_index(np.vstack(rows) if rows else np.zeros((0, self.model.index.d), np.float32), ids)
 
     # -- the two ways -------------------------------------------------------------------------------------------
     def text_query(self, words: Sequence[str]) -> NDArray[np.float32]:

@@ -59,7 +59,12 @@ MANIFEST = "manifest.json"
 PREVIOUS_MANIFEST = "manifest.previous.json"  # the manifest before the last switch (its files are kept)
 DATABASE = "annot.duckdb"
 WORKING_DATABASE = "annot.next.duckdb"
-_OWN = {MANIFEST, DATABASE, WORKING_DATABASE, ".lock", "features", "models", "indexes"}
+_OWN = {MANIFEST, DATABASE, WORKING_DATABASE, f"{DATABASE}.wal", f"{WORKING_DATABASE}.wal", ".lock", "features",
+        "models", "indexes"}  # what a store holds, also one whose first build was killed (no manifest yet)
+
+
+def _own(path: Path) -> bool:
+    return path.name in _OWN or (path.name.startswith(".") and path.name.endswith(".tmp"))  # an atomic write's
 
 
 class StoreDir:
@@ -81,7 +86,7 @@ class StoreDir:
         root = Path(root)
         if root.exists() and not root.is_dir():
             raise StoreError(f"{root}: exists and is not a directory")
-        if root.is_dir() and any(p.name not in _OWN for p in root.iterdir()) and not (root / MANIFEST).exists():
+        if root.is_dir() and not all(_own(p) for p in root.iterdir()) and not (root / MANIFEST).exists():
             raise StoreError(f"{root}: directory is not empty and is not an annot store")
         if (root / MANIFEST).is_file() and not (root / DATABASE).is_file() and not (root / WORKING_DATABASE).is_file():
             raise StoreError(f"{root / DATABASE}: missing (the store's database); restore it or index into a new store")

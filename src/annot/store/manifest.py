@@ -151,6 +151,7 @@ class CollectionRecord:
     ids: StoredFile
     ntotal: int
     factory: str = "Flat"
+    projection: str | None = None  # the projection file its vectors were made with (None: not recorded)
 
 
 @dataclass(frozen=True)
@@ -228,7 +229,8 @@ class Manifest:
                 "measured": dict(self.calibration.measured)},
             "collection": None if self.collection is None else {
                 "file": ref(self.collection.file), "ids": ref(self.collection.ids), "ntotal": self.collection.ntotal,
-                "factory": self.collection.factory},
+                "factory": self.collection.factory,
+                **({} if self.collection.projection is None else {"projection": self.collection.projection})},
         }
 
     @classmethod
@@ -299,7 +301,8 @@ def _read_v2(d: dict[str, Any]) -> Manifest:
             dict(d["calibration"].get("measured") or {})),
         collection=None if not d.get("collection") else CollectionRecord(
             _need(d["collection"]["file"], "collection.file"), _need(d["collection"]["ids"], "collection.ids"),
-            int(d["collection"]["ntotal"]), str(d["collection"].get("factory", "Flat"))),
+            int(d["collection"]["ntotal"]), str(d["collection"].get("factory", "Flat")),
+            d["collection"].get("projection")),
         format_version=int(d.get("format_version", FORMAT_VERSION)),
     )
 
