@@ -300,7 +300,8 @@ def test_names_and_values_are_printed_as_text(store: Path, tmp_path: Path, wide_
         (("info",), 0, []),
         (("info", "--json"), 0, []),
         (("export", "--format", "csv"), 0, [hostile[0]]),
-        (("correct", hostile[0], "--add", "[/oops]"), 1, ["'[/oops]'"]),
+        (("correct", hostile[0], "--reject", "[/oops]"), 1, ["'[/oops]'"]),
+        (("correct", hostile[0], "--add", "[/oops]"), 0, ["new words: [/oops]"]),
         (("sql", "SELECT 1 FROM [/x]"), 1, ['near "["']),
         (("sql", ""), 1, ["no SQL statement"]),
     ]

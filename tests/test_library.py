@@ -264,6 +264,8 @@ def test_bad_corrections_change_nothing(store: Path, tmp_path: Path) -> None:
     assert too_long.exit_code == 1 and "a tag of 101 characters (at most 100)" in too_long.stderr
     control = invoke("correct", first, "--add", "ze\x07bra", "--store", store)
     assert control.exit_code == 1 and "control characters" in control.stderr
+    empty = invoke("correct", first, "--add", " \u200b ", "--store", store)
+    assert empty.exit_code == 1 and "an empty tag" in empty.stderr
     lines.write_text("{not json\n")
     broken = invoke("correct", "--from", lines, "--store", store)
     assert broken.exit_code == 1 and "fix.jsonl:1: not JSON" in broken.stderr

@@ -155,15 +155,30 @@ def test_the_review_queue_asks_the_least_sure_first_and_answers_teach(store: Pat
     beach_photos(tmp_path / "photos", 30, seed=8)
     annotate_photos(store, [tmp_path / "photos"])
     api = annot.open_store(store)
-    queue = api.review(30)
-    assert len(queue) == 30 and len({q.id for q in queue}) == 30
-    assert [q.priority for q in queue] == sorted((q.priority for q in queue), reverse=True)
-    for item in queue:
-        assert item.priority == pytest.approx(item.uncertainty * item.density)
+    plain = api.review(30, order="uncertain")
+    assert len(plain) == 30 and len({q.id for q in plain}) == 30
+    for item in plain:  # each tag's binary entropy, summed
         c = np.clip([t.confidence for t in item.tags], 1e-6, 1 - 1e-6)
-        assert item.uncertainty == pytest.approx(float(-(c * np.log(c) + (1 - c) * np.log(1 - c)).sum()), rel=1e-4)
+        assert item.priority == item.uncertainty == pytest.approx(
+            float(-(c * np.log(c) + (1 - c) * np.log(1 - c)).sum()), rel=1e-4)
         sureness = [abs(next(t.confidence for t in item.tags if t.tag == a) - 0.5) for a in item.ask]
         assert sureness == sorted(sureness) and set(item.ask) == {t.tag for t in item.tags}
+    queue = api.review(30)  # by default: uncertainty times density
+    assert [q.priority for q in queue] == sorted((q.priority for q in queue), reverse=True)
+    assert all(item.priority == pytest.approx(item.uncertainty * item.density) and 0 < item.density <= 1
+               for item in queue)
+    assert {q.id: q.uncertainty for q in queue} == pytest.approx({q.id: q.uncertainty for q in plain})
+    rare = api.review(30, order="rare")  # rare words' uncertainty counts more
+    frequency = dict(zip(api.model().vocabulary, api.model().frequency.tolist(), strict=True))
+    median = float(np.median(api.model().frequency))
+    for item in rare:
+        c = np.clip([t.confidence for t in item.tags], 1e-6, 1 - 1e-6)
+        weight = np.clip(np.sqrt(median / np.maximum([frequency[t.tag] for t in item.tags], 1)), 0.25, 4)
+        assert item.uncertainty == pytest.approx(float((weight * -(c * np.log(c) + (1 - c) * np.log(1 - c))).sum()),
+                                                 rel=1e-4)
+    assert {q.id for q in queue} == {q.id for q in plain} == {q.id for q in rare}  # every photo, in another order
+    bad = invoke("review", "--store", store, "--order", "best")
+    assert bad.exit_code == 2 and "--order must be one of dense, uncertain, rare" in bad.stderr
     top = queue[0]
     listed = invoke("review", "--store", store, "-n", "3", "--json")
     assert listed.exit_code == 0 and [p["id"] for p in json.loads(listed.stdout)["photos"]] == [q.id for q in queue[:3]]
@@ -176,4 +191,24 @@ def test_the_review_queue_asks_the_least_sure_first_and_answers_teach(store: Pat
         assert got.status_code == 200 and [p["id"] for p in got.json()["photos"]] == [q.id for q in after[:5]]
         assert client.get("/v1/review", params={"n": 0}).status_code == 422
         assert client.get("/v1/review", params={"n": 10_000}).status_code == 422
+    api.close()
+
+
+def test_a_corrected_photo_is_scored_without_its_own_vote(store: Path, tmp_path: Path) -> None:
+    photos = sorted(beach_photos(tmp_path / "photos", 8))
+    annotate_photos(store, [tmp_path / "photos"])
+    assert invoke("correct", photos[0], "--store", store, "--add", "grandma").exit_code == 0
+    annotate_photos(store, [])
+    api = annot.open_store(store)
+    model = api.model()
+    image_id = api.photo_id(photos[0])
+    X = model.feature_cache().load(np.array([image_id]))
+    alone = model.predict(X, model.settings.scoring, exclude=np.array([image_id]))[0]
+    with_itself = model.predict(X, model.settings.scoring)[0]
+    assert image_id in {v[0] for votes in with_itself.votes for v in votes}  # it is in the training index now
+    assert image_id not in {v[0] for votes in alone.votes for v in votes}
+    shown = {t.tag: t.confidence for t in api.photo(image_id).tags if t.source == "predicted"}
+    expected = {model.vocabulary[int(w)]: float(c) for w, c in zip(alone.words, alone.confidence, strict=True)}
+    assert shown == pytest.approx({w: c for w, c in expected.items() if w in shown})
+    assert set(shown) <= set(expected)
     api.close()

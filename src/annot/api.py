@@ -303,12 +303,12 @@ class Store:
         """The vocabulary: each word with its training images and the library photos predicted to show it."""
         return vocabulary_counts(self.model())
 
-    def review(self, n: int = 20) -> list[ReviewItem]:
-        """The library photos to review first: the least sure tags among photos with many look-alikes
-        (:mod:`annot.library.review`); answer them with :meth:`correct`."""
+    def review(self, n: int = 20, *, order: str = "dense") -> list[ReviewItem]:
+        """The library photos to review first, by how unsure their tags are (:mod:`annot.library.review`); answer
+        them with :meth:`correct`."""
         if n < 1:
             raise SettingsError("review.n", f"must be at least 1, got {n}")
-        return review_queue(self.model(), n)
+        return review_queue(self.model(), n, order=order)
 
     def export(self, fmt: str = "xmp", *, out: str | Path | None = None, naming: str = "full",
                min_confidence: float | str | None = None, training: bool = False,

@@ -47,7 +47,7 @@ FLAGS = {
     "scoring.frequency_power": "--frequency-power", "scoring.depth": "--depth", "scoring.score": "--score",
     "feature_dtype": "--feature-dtype", "batch_size": "--batch-size", "strict": "--strict", "ray": "--ray",
     "timeout": "--timeout", "grid": "--grid", "min_f1": "--min-f1", "scoring.min_confidence": "--min-confidence",
-    "search.mode": "--mode", "search.scope": "--scope", "export.format": "--format", "export.naming": "--naming",
+    "search.mode": "--mode", "search.scope": "--scope", "review.order": "--order", "review.n": "-n", "export.format": "--format", "export.naming": "--naming",
     "cnnr.target": "--target", "cnnr.select": "--select", "correction.action": "a correction's action",
 }
 

@@ -20,6 +20,7 @@ from annot.cli.app import (
 )
 from annot.cli.render import console, error_line, print_json, say, styled, table, warn
 from annot.errors import AnnotError
+from annot.library.collection import AnnotateReport
 from annot.library.corrections import Correction, read_corrections
 from annot.library.search import Hit
 from annot.library.view import PhotoTag
@@ -57,33 +58,40 @@ def annotate(
     if json_out:
         print_json(report.to_dict())
     else:
-        done = report.annotated + report.reannotated
-        rate = f", {done / report.seconds:.1f} photos/s" if report.seconds and done else ""
-        say(f"annotated {report.annotated:,} new and {report.reannotated:,} changed photos, "
-            f"{report.unchanged:,} unchanged, in {report.seconds:.1f}s{rate}; the library holds {report.total:,} photos")
-        if report.rescored:
-            say(f"re-scored {report.rescored:,} photos from their stored features "
-                f"({report.rescored / max(report.rescore_seconds, 1e-9):,.0f} photos/s): {report.retagged:,} photos' "
-                "tags changed")
-        for old, new in list(report.moved.items())[:5]:
-            say(f"moved: {old} -> {new} (same photo: tags and corrections kept)")
-        if len(report.moved) > 5:
-            say(f"... and {len(report.moved) - 5:,} more moved photos")
-        for new, old in list(report.duplicates.items())[:5]:
-            say(f"duplicate: {new} is {old} (linked: tagged, searched and corrected as that photo)")
-        if len(report.duplicates) > 5:
-            say(f"... and {len(report.duplicates) - 5:,} more duplicates")
-        if report.training:
-            say(f"{report.training:,} of the files are training images of the store (they keep their tags)")
-        if report.missing:
-            warn(f"{len(report.missing):,} photos are gone from their folders and were marked missing "
-                 f"(e.g. {report.missing[0]})")
+        _say_annotated(report, given=bool(paths))
     for path, why in list(report.unreadable.items())[:20]:
         warn(styled(("skipped", "yellow"), f" {path}: {why}"))
     if len(report.unreadable) > 20:
         warn(f"... and {len(report.unreadable) - 20:,} more unreadable files "
              "(annot sql \"select path, error from images join photo_files on id = image_id where "
              "state = 'unreadable'\")")
+
+
+def _say_annotated(report: AnnotateReport, given: bool) -> None:
+    if given:
+        done = report.annotated + report.reannotated
+        rate = f", {done / report.seconds:.1f} photos/s" if report.seconds and done else ""
+        say(f"annotated {report.annotated:,} new and {report.reannotated:,} changed photos, "
+            f"{report.unchanged:,} unchanged, in {report.seconds:.1f}s{rate}; the library holds {report.total:,} photos")
+    elif not report.rescored:
+        say(f"the library's {report.total:,} photos are scored by the model as it is: nothing to re-score")
+    if report.rescored:
+        say(f"re-scored {report.rescored:,} photos from their stored features "
+            f"({report.rescored / max(report.rescore_seconds, 1e-9):,.0f} photos/s): {report.retagged:,} photos' "
+            "tags changed")
+    for old, new in list(report.moved.items())[:5]:
+        say(f"moved: {old} -> {new} (same photo: tags and corrections kept)")
+    if len(report.moved) > 5:
+        say(f"... and {len(report.moved) - 5:,} more moved photos")
+    for new, old in list(report.duplicates.items())[:5]:
+        say(f"duplicate: {new} is {old} (linked: tagged, searched and corrected as that photo)")
+    if len(report.duplicates) > 5:
+        say(f"... and {len(report.duplicates) - 5:,} more duplicates")
+    if report.training:
+        say(f"{report.training:,} of the files are training images of the store (they keep their tags)")
+    if report.missing:
+        warn(f"{len(report.missing):,} photos are gone from their folders and were marked missing "
+             f"(e.g. {report.missing[0]})")
 
 
 @app.command()
@@ -225,13 +233,15 @@ def correct(
 def review(
     store: StoreOpt,
     n: Annotated[int, typer.Option("-n", help="How many photos to list.", min=1, max=10_000)] = 20,
+    order: Annotated[str, typer.Option(help="dense (unsure tags of photos with many look-alikes), uncertain (unsure "
+                                            "tags) or rare (unsure tags, rare words counting more).")] = "dense",
     json_out: JsonOpt = False,
 ) -> None:
-    """The library photos to look at first: those whose tags are least sure among photos with many look-alikes,
-    so that each correction teaches the store the most. Answer with annot correct (a corrected photo leaves the
-    queue, and its look-alikes are re-scored at the next annot annotate)."""
+    """The library photos to look at first: those whose tags the store is least sure of, so that each correction
+    teaches it the most. Answer with annot correct (a corrected photo leaves the queue, and its look-alikes are
+    re-scored at the next annot annotate)."""
     api = open_store(store)
-    items = api.review(n)
+    items = api.review(n, order=order)
     api.close()
     if json_out:
         print_json({"photos": [item.to_dict() for item in items]})

@@ -181,7 +181,8 @@ class Library:
     def write(self, ids: list[int], X: NDArray[np.float32], stats: dict[int, FileFacts] | None = None) -> int:
         """Score photos whose features are ``X``, write their annotations (with ``stats``, their file facts too) and
         vectors; returns how many already annotated photos' tags changed."""
-        predictions = self.model.predict(X, self.scoring)
+        # a photo that joined the training index (corrected) is scored without its own vote
+        predictions = self.model.predict(X, self.scoring, exclude=np.asarray(ids, np.int64))
         now = datetime.now(UTC).replace(tzinfo=None)
         tag_ids = np.asarray(self.model.tag_ids, np.int64)
         counts = [len(p.words) for p in predictions]

@@ -19,15 +19,18 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from sqlalchemy import func, select
+from numpy.typing import NDArray
+from sqlalchemy import select
 
 from annot.library.view import PhotoTag, photo_tags
 from annot.model import StoreModel
 from annot.schema import corrections, images, photo_annotations, photo_files
+from annot.settings import SettingsError
 
 NEIGHBOURS = 10  # library photos whose correlation makes a photo's density
 CANDIDATES = 2_000  # the most uncertain photos whose density is measured
 EPS = 1e-6
+ORDERS = ("dense", "uncertain", "rare")  # what ranks the queue (see the module's description)
 
 
 @dataclass(frozen=True)
@@ -49,18 +52,34 @@ class ReviewItem:
                 "tags": [t.to_dict() for t in self.tags], "ask": list(self.ask)}
 
 
-def _uncertain(model: StoreModel, limit: int) -> list[tuple[int, float]]:
-    """The ``limit`` most uncertain annotated, uncorrected library photos: (id, summed tag entropy), in SQL."""
-    c = func.least(func.greatest(func.coalesce(photo_annotations.c.confidence, 0.5), EPS), 1 - EPS)
-    entropy = func.sum(-(c * func.ln(c) + (1 - c) * func.ln(1 - c)))
+def _uncertain(model: StoreModel, limit: int, rarity: bool) -> list[tuple[int, float]]:
+    """The ``limit`` most uncertain annotated, uncorrected library photos: (id, summed tag entropy, each tag's
+    weighted by its rarity with ``rarity``), most uncertain first."""
     corrected = select(corrections.c.image_id).distinct()
-    query = (select(photo_annotations.c.image_id, entropy.label("u"))
+    query = (select(photo_annotations.c.image_id, photo_annotations.c.tag_id, photo_annotations.c.confidence)
              .join(photo_files, photo_files.c.image_id == photo_annotations.c.image_id)
-             .where(photo_files.c.state == "annotated", photo_annotations.c.image_id.not_in(corrected))
-             .group_by(photo_annotations.c.image_id).order_by(entropy.desc(), photo_annotations.c.image_id)
-             .limit(limit))
+             .where(photo_files.c.state == "annotated", photo_annotations.c.image_id.not_in(corrected)))
     with model.store.db.connect() as conn:
-        return [(int(i), float(u)) for i, u in conn.execute(query)]
+        rows = np.array([(i, t, np.nan if c is None else c) for i, t, c in conn.execute(query)], np.float64)
+    if not len(rows):
+        return []
+    c = np.clip(np.nan_to_num(rows[:, 2], nan=0.5), EPS, 1 - EPS)
+    entropy = -(c * np.log(c) + (1 - c) * np.log(1 - c))
+    if rarity:
+        entropy *= _rarity(model, rows[:, 1].astype(np.int64))
+    ids, slot = np.unique(rows[:, 0].astype(np.int64), return_inverse=True)
+    u = np.bincount(slot, weights=entropy, minlength=len(ids))
+    order = np.lexsort((ids, -u))[:limit]
+    return [(int(ids[j]), float(u[j])) for j in order]
+
+
+def _rarity(model: StoreModel, tag_ids: NDArray[np.int64]) -> NDArray[np.float64]:
+    """Each tag's weight: the square root of the median word's training images over its own (a word the training
+    index holds on few images counts more; words it lacks count as the rarest), within [1/4, 4]."""
+    frequency = dict(zip(model.tag_ids, model.frequency.tolist(), strict=True))
+    median = float(np.median(model.frequency)) if len(model.frequency) else 1.0
+    counts = np.array([max(frequency.get(int(t), 0), 1) for t in tag_ids], np.float64)
+    return np.clip(np.sqrt(max(median, 1.0) / counts), 0.25, 4.0)
 
 
 def _density(model: StoreModel, ids: list[int]) -> dict[int, float]:
@@ -84,12 +103,15 @@ def _density(model: StoreModel, ids: list[int]) -> dict[int, float]:
     return out
 
 
-def review_queue(model: StoreModel, n: int = 20, *, candidates: int = CANDIDATES) -> list[ReviewItem]:
-    """The ``n`` photos to review first (see the module's description)."""
-    uncertain = _uncertain(model, max(candidates, n))
+def review_queue(model: StoreModel, n: int = 20, *, order: str = "dense", candidates: int = CANDIDATES
+                 ) -> list[ReviewItem]:
+    """The ``n`` photos to review first (see the module's description); ``order`` is one of :data:`ORDERS`."""
+    if order not in ORDERS:
+        raise SettingsError("review.order", f"must be one of {', '.join(ORDERS)}, got {order!r}")
+    uncertain = _uncertain(model, max(candidates, n), rarity=order == "rare")
     if not uncertain:
         return []
-    density = _density(model, [i for i, _ in uncertain])
+    density = _density(model, [i for i, _ in uncertain]) if order == "dense" else {i: 1.0 for i, _ in uncertain}
     ranked = sorted(uncertain, key=lambda item: (-item[1] * density[item[0]], item[0]))[:n]
     chosen = [i for i, _ in ranked]
     shown = photo_tags(model, chosen)
@@ -105,4 +127,4 @@ def review_queue(model: StoreModel, n: int = 20, *, candidates: int = CANDIDATES
     return out
 
 
-__all__ = ["CANDIDATES", "NEIGHBOURS", "ReviewItem", "review_queue"]
+__all__ = ["CANDIDATES", "NEIGHBOURS", "ORDERS", "ReviewItem", "review_queue"]

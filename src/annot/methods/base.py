@@ -110,8 +110,11 @@ class AnnotationMethod(ABC):
         return self.model.encoder()
 
     @abstractmethod
-    def predict(self, X: NDArray[np.floating], scoring: ScoringSettings) -> list[Prediction]:
-        """Ranked words for each row of X (features from :meth:`encoder`)."""
+    def predict(self, X: NDArray[np.floating], scoring: ScoringSettings, exclude: NDArray[np.int64] | None = None,
+                ) -> list[Prediction]:
+        """Ranked words for each row of X (features from :meth:`encoder`). ``exclude``: for each row, a training
+        image id that must not vote for it (the row's own image, where it is a training image; −1 for none); methods
+        that do not vote by training images ignore it."""
 
     def params(self, scoring: ScoringSettings) -> dict[str, Any]:
         """The settings an evaluation run records for this method."""

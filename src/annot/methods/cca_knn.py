@@ -66,7 +66,8 @@ class _SpaceMethod(AnnotationMethod):
     def standards(self, scoring: ScoringSettings) -> Standards | None:
         return None
 
-    def predict(self, X: NDArray[np.floating], scoring: ScoringSettings) -> list[Prediction]:
+    def predict(self, X: NDArray[np.floating], scoring: ScoringSettings, exclude: NDArray[np.int64] | None = None,
+                ) -> list[Prediction]:
         model = self.model
         standards = self.standards(scoring)
         T = model.project(X)
@@ -74,11 +75,18 @@ class _SpaceMethod(AnnotationMethod):
         depth = pool_depth(n, scoring.k, scoring.depth, model.exact_index)
         out: list[Prediction] = []
         for lo in range(0, len(T), QUERY_BATCH):
+            own = None if exclude is None else np.asarray(exclude[lo : lo + QUERY_BATCH], np.int64)
             D = model.all_distances(T[lo : lo + QUERY_BATCH]) if n <= EXACT_NEIGHBOURS and depth >= n else None
             if D is None:
-                distances, ids = model.search(T[lo : lo + QUERY_BATCH], depth)
+                distances, ids = model.search(T[lo : lo + QUERY_BATCH], depth + (own is not None))
+                if own is not None:  # a query's own image does not vote for it
+                    drop = ids == own[:, None]
+                    distances[drop], ids[drop] = np.inf, -1
             if n <= EXACT_NEIGHBOURS:  # small corpora: one dense (queries × images) problem, inf beyond the pool
                 D = model.dense(distances, ids) if D is None else D
+                if own is not None:
+                    indexed = np.isin(own, model.ids)
+                    D[np.flatnonzero(indexed), model.rows_of(own[indexed])] = np.inf
                 scored = score_queries(self.method, D, model.labels, model.frequency, scoring.n_tags, scoring.k,
                                        scoring.temperature, scoring.frequency_power, standards)
                 out.extend(prediction(s, model.ids, D[q]) for q, s in enumerate(scored))

@@ -238,14 +238,15 @@ class StoreModel:
                              f"which it has for its own {self.settings.scoring.method} settings only")
         return calibration.cut
 
-    def predict(self, X: NDArray[np.floating], scoring: ScoringSettings) -> list[Prediction]:
+    def predict(self, X: NDArray[np.floating], scoring: ScoringSettings, exclude: NDArray[np.int64] | None = None,
+                ) -> list[Prediction]:
         """Annotate features X (read with ``method(scoring.method).encoder()``) with ``scoring``; each word with its
         calibrated confidence where the store has a calibration for these settings. With ``min_confidence``, every
         word of the ``POOL`` best that reaches it."""
         method = self.method(scoring.method)
         calibration = self.calibration(scoring)
         if scoring.min_confidence is None:
-            predictions = method.predict(X, scoring)
+            predictions = method.predict(X, scoring, exclude)
             if calibration is None:
                 return predictions
             return [replace(p, confidence=calibration.confidence(p.words, p.scores)) for p in predictions]
@@ -255,7 +256,7 @@ class StoreModel:
         cut = self.confidence_cut(scoring)
         assert cut is not None
         out = []
-        for p in method.predict(X, scoring.replace(n_tags=max(scoring.n_tags, POOL))):
+        for p in method.predict(X, scoring.replace(n_tags=max(scoring.n_tags, POOL)), exclude):
             confidence = calibration.confidence(p.words, p.scores)
             keep = np.flatnonzero(confidence >= cut)
             out.append(Prediction(p.words[keep], p.scores[keep], [p.votes[int(i)] for i in keep], confidence[keep]))

@@ -101,7 +101,8 @@ class BaselineMethod(AnnotationMethod):
         store.remove_unreferenced()
         return FitReport(cls.name, baseline.params(), seconds, file.path)
 
-    def predict(self, X: NDArray[np.floating], scoring: ScoringSettings) -> list[Prediction]:
+    def predict(self, X: NDArray[np.floating], scoring: ScoringSettings, exclude: NDArray[np.int64] | None = None,
+                ) -> list[Prediction]:
         X = normalize_features(X, feature_normalization(self.model))
         scored, D = self.fitted.annotate(X, scoring.n_tags)
         blank = np.zeros(len(self.model.ids), np.float32)

@@ -55,7 +55,8 @@ class CNNRMethod(AnnotationMethod):
     def encoder(self) -> ImageEncoder:
         return self._encoder
 
-    def predict(self, X: NDArray[np.floating], scoring: ScoringSettings) -> list[Prediction]:
+    def predict(self, X: NDArray[np.floating], scoring: ScoringSettings, exclude: NDArray[np.int64] | None = None,
+                ) -> list[Prediction]:
         similarity, nearest = self.words.nearest(X, scoring.n_tags)
         return [Prediction(self.positions[row], s.astype(np.float64), [[] for _ in row])
                 for s, row in zip(similarity, nearest, strict=True)]
