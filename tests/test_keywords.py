@@ -135,3 +135,22 @@ def test_photo_folder_corpus_counts_sources(tmp_path: Path) -> None:
     corpus, summary = photo_folder_corpus([tmp_path / "photos"])
     assert summary.photos == len(made) and summary.with_keywords == len(corpus.entries) == 16
     assert all(e.tags == tuple(sorted(made[e.path], key=made[e.path].index)) for e in corpus.entries)
+
+
+def test_add_takes_a_folder_of_newly_keyworded_photos(tmp_path: Path, synthetic: dict[str, Path]) -> None:
+    made = keyworded_library(tmp_path / "photos")
+    store = tmp_path / "s.annot"
+    first = invoke("index", tmp_path / "photos", "--store", store, "--encoder", "fake", "--words", synthetic["words"],
+                   "--k", "3")
+    assert first.exit_code == 0, first.output
+    untagged = [p for n, p in enumerate(sorted(made)) if n % 3 == 2]
+    for photo in untagged[:2]:  # keyworded since, with words the store knows
+        sidecar_of(photo, photo.name + ".xmp", *[f"-XMP-dc:Subject={t}" for t in made[photo]])
+    sidecar_of(untagged[2], untagged[2].name + ".xmp", "-XMP-dc:Subject=Zebra")  # a word it does not know
+    added = invoke("add", tmp_path / "photos", "--store", store, "--json")
+    assert added.exit_code == 0, added.output
+    report = json.loads(added.stdout)
+    assert report["added"] == 2 and report["keywords"]["with_keywords"] == 18
+    assert report["tags_outside_vocabulary"] == {"zebra": 1} and report["indexed"] == 18
+    shown = invoke("add", tmp_path / "photos", "--store", store)
+    assert shown.exit_code == 0 and "zebra (1)" in shown.stderr and "added 0 images" in shown.stdout

@@ -145,7 +145,9 @@ def index(
 @app.command()
 @handle_errors
 def add(
-    corpus: Annotated[Path, typer.Argument(help="Tagged images to add (JSON Lines or CSV).")],
+    corpus: Annotated[Path, typer.Argument(help="Tagged images to add: a corpus (JSON Lines or CSV), or a folder of "
+                                                "photos (or a .txt list of them) whose keywords are read as annot "
+                                                "index reads them.")],
     store: StoreOpt,
     strict: Annotated[bool, typer.Option(help="Make unreadable images errors.")] = False,
     wait: WaitOpt = False,
@@ -158,8 +160,15 @@ def add(
     if json_out:
         print_json(report.to_dict())
         return
-    console.print(f"added {report.added} images, changed the tags of {report.retagged} ({report.skipped} already indexed "
-                  f"as they are or without usable tags); {report.ntotal} indexed")
+    if report.keywords is not None:
+        k = report.keywords
+        say(f"read {k.photos:,} photos: {k.with_keywords:,} have keywords of the store's words")
+    say(f"added {report.added} images, changed the tags of {report.retagged} ({report.skipped} already indexed "
+        f"as they are or without usable tags); {report.ntotal} indexed")
+    if report.outside:
+        shown = ", ".join(f"{w} ({n})" for w, n in sorted(report.outside.items(), key=lambda i: -i[1])[:10])
+        warn(f"{len(report.outside):,} tags are not words of the store and were left out: {shown} (teach one with "
+             "annot correct --add, or index again to learn them all)")
     if report.unreadable:
         first = next(iter(report.unreadable))
         warn(f"skipped {len(report.unreadable)} unreadable images, e.g. {first}: {report.unreadable[first]}")

@@ -35,7 +35,9 @@ from annot.indexer.build import build_image_index, build_word_index, check_held_
 from annot.indexer.corpus import read_corpus
 from annot.indexer.extract import extract_features
 from annot.indexer.importer import TRAIN
+from annot.indexer.keywords import KeywordSummary, photo_folder_corpus
 from annot.indexer.standards import save_standards
+from annot.inputs import LISTS
 from annot.model.loaded import labels_from_arrays, labels_to_arrays
 from annot.progress import NoProgress, Progress
 from annot.projection import LinearCCA, correlation_rows, linear_cca, load_projection
@@ -63,11 +65,15 @@ class GrowReport:
     unreadable: dict[str, str] = field(default_factory=dict)
     duplicates: dict[str, str] = field(default_factory=dict)
     grown: list[str] = field(default_factory=list)  # words new to the vocabulary (added by corrections)
+    keywords: KeywordSummary | None = None  # what reading a folder's keywords found
+    outside: dict[str, int] = field(default_factory=dict)  # tags outside the store's words: how many images had each
 
     def to_dict(self) -> dict[str, Any]:
         return {"added": self.added, "retagged": self.retagged, "removed": self.removed, "skipped": self.skipped,
                 "indexed": self.ntotal, "refitted": self.refitted, "unreadable": self.unreadable,
-                "content_duplicates": self.duplicates, "new_words": self.grown}
+                "content_duplicates": self.duplicates, "new_words": self.grown,
+                "keywords": None if self.keywords is None else self.keywords.to_dict(),
+                "tags_outside_vocabulary": self.outside}
 
 
 class _Open:
@@ -242,7 +248,13 @@ def add_images(corpus_path: Path, store_root: Path, *, strict: bool = False, pro
     store = StoreDir.open(Path(store_root), write=True, wait=wait)
     try:
         state = _Open(store)
-        corpus = read_corpus(Path(corpus_path), state.vocabulary)
+        path = Path(corpus_path)
+        if path.is_dir() or path.suffix.lower() in LISTS:  # photos with keywords, read as annot index reads them
+            corpus, keywords = photo_folder_corpus([path], state.vocabulary,
+                                                   hierarchy=state.manifest.settings.text.keywords.value,
+                                                   progress=progress)
+        else:
+            corpus, keywords = read_corpus(path, state.vocabulary), None
         settings = state.manifest.settings
         if settings.scoring.score is Score.HELD_OUT:  # before anything is written
             check_held_out_size(ProjectionKind.LINEAR, len(state.ids) + len(corpus.entries))
@@ -251,7 +263,8 @@ def add_images(corpus_path: Path, store_root: Path, *, strict: bool = False, pro
         extracted = extract_features(store, corpus, TRAIN, encoder, upright=e.orientation == "exif", strict=strict,
                                      batch_size=settings.batch_size, progress=progress,
                                      dtype=settings.feature_dtype.value)
-        report = GrowReport(unreadable=extracted.unreadable, duplicates=extracted.imported.duplicates)
+        report = GrowReport(unreadable=extracted.unreadable, duplicates=extracted.imported.duplicates,
+                            keywords=keywords, outside=dict(corpus.dropped_tags))
         if not extracted.items:
             first = next(iter(extracted.unreadable.items()), None)
             raise CorpusError(f"{corpus.source}: none of its {len(corpus.entries)} images could be read"
