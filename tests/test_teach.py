@@ -51,6 +51,8 @@ def test_a_new_word_is_learned_from_corrections_and_reaches_the_library(store: P
     with StoreDir.open(store) as s:
         vocabulary = s.manifest().vocabulary
     assert vocabulary.words[-1] == "beach" and vocabulary.grown == ("beach",) and vocabulary.n_fitted == 8
+    info = json.loads(invoke("info", "--store", store, "--json").stdout)
+    assert info["vocabulary_size"] == 9 and info["words_added_by_corrections"] == ["beach"]
 
     api = annot.open_store(store)
     rerun = api.annotate()  # no paths: the library is re-scored for the changed model, nothing decoded
@@ -71,6 +73,7 @@ def test_a_new_word_is_learned_from_corrections_and_reaches_the_library(store: P
     assert refit.exit_code == 0, refit.output
     with StoreDir.open(store) as s:
         assert s.manifest().vocabulary.grown == () and s.manifest().vocabulary.words[-1] == "beach"
+    assert json.loads(invoke("info", "--store", store, "--json").stdout)["words_added_by_corrections"] == []
     after = api.annotate()
     assert after.rescored == 40
     assert sum("beach" in tags_of(api, p) for p, beach in others.items() if beach) >= 12

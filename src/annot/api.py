@@ -74,6 +74,7 @@ class StoreInfo:
     n_components: int
     index: dict[str, Any]
     vocabulary_size: int
+    words_added_by_corrections: list[str]  # not yet in the projection (annot refit fits them)
     missing_word_vectors: list[str]
     counts: dict[str, int]
     library: dict[str, int]
@@ -346,7 +347,8 @@ class Store:
             n_components=m.projection.n_components,
             index={"factory": m.index.factory, "ntotal": m.index.ntotal, "search": dict(m.index.search),
                    **dict(m.index.tuning)},
-            vocabulary_size=len(m.vocabulary.words), missing_word_vectors=list(m.vocabulary.missing_word_vectors),
+            vocabulary_size=len(m.vocabulary.words), words_added_by_corrections=list(m.vocabulary.grown),
+            missing_word_vectors=list(m.vocabulary.missing_word_vectors),
             counts=counts, library=library, cnnr=None if m.cnnr is None else dict(m.cnnr.info),
             fitted_methods={name: {"fit_seconds": r.fit_seconds, "fitted_at": r.fitted_at, **dict(r.params)}
                             for name, r in m.methods.items()})
