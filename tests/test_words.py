@@ -68,3 +68,18 @@ def test_index_with_minilm_word_vectors(synthetic: dict[str, Path], tmp_path: Pa
     assert manifest["words"] == {"source": "minilm", "dim": 384}
     assert report.missing_word_vectors == [] and report.n_indexed > 0
     assert manifest["projection"]["n_components"] <= 384
+
+
+def test_the_packaged_glove_is_read_without_gensim() -> None:
+    """`glove-50` is a word table read from its package (vectors memory-mapped): a search by a word does not pay
+    for importing gensim, and the vectors are GloVe's."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from annot.features.words import load_word_vectors; w = load_word_vectors('glove-50'); "
+            "v = w.vector('sky'); m, missing = w.matrix(['sky', 'polar bear', 'zzzqqq']); "
+            "print(w.dim, len(w.open_vocabulary()[0]), round(float(v @ w.vector('clouds')), 3), missing, "
+            "bool(abs(m[1] - (w.vector('polar') + w.vector('bear')) / 2).max() < 1e-6), 'gensim' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out[0] == "50" and out[1] == "400000" and float(out[2]) > 10  # sky and clouds are close in GloVe
+    assert out[3:] == ["['zzzqqq']", "True", "False"]

