@@ -294,9 +294,17 @@ def test_serve_cli_refuses_a_missing_store(tmp_path: Path) -> None:
     assert result.exit_code == 1 and "no such store" in result.stderr and "Traceback" not in result.output
 
 
-def test_kept_uploads_join_the_library(served: dict[str, object]) -> None:
+def test_kept_uploads_join_the_library(served: dict[str, object], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A kept upload joins the library from the answer's features: decoded and encoded once, for the answer."""
+    from annot.features import cache
+
     client: httpx.Client = served["client"]  # type: ignore[assignment]
     data = jpeg(["snow", "city"], seed=99)
+
+    def no_second_encoding(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the kept upload was encoded again")
+
+    monkeypatch.setattr(cache, "encode_paths", no_second_encoding)
     kept = client.post("/v1/annotate", params={"keep": True}, files={"image": ("holiday.jpg", data)})
     assert kept.status_code == 200, kept.text
     photo = client.get(f"/v1/images/{kept.json()['id']}").json()

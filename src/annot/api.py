@@ -18,11 +18,14 @@ The command line (``annot.cli``) and the server (``annot.serve``) call these sam
 from __future__ import annotations
 
 import gc
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Self, TypeVar
+
+import numpy as np
+from numpy.typing import NDArray
 
 from annot.errors import AnnotError, CorpusError, StoreError
 from annot.evaluation.evaluate import EvalResult, evaluate
@@ -256,14 +259,15 @@ class Store:
     # -- the photo library ---------------------------------------------------------------------------------------
     def annotate(self, paths: Sequence[str | Path] = (), scoring: ScoringSettings | None = None, *,
                  ray: str | None = None, batch_size: int | None = None, retag: bool = False,
-                 **changes: Any) -> AnnotateReport:
+                 features: Mapping[Path, NDArray[np.floating]] | None = None, **changes: Any) -> AnnotateReport:
         """Annotate photos (files, folders, or files listing paths) into the store's library: new and changed ones;
         unchanged ones are skipped, vanished ones marked missing, moved ones followed, duplicates linked, unreadable
-        ones listed; photos the model changed for since (or with ``retag`` all) are re-scored from their features."""
+        ones listed; photos the model changed for since (or with ``retag`` all) are re-scored from their features.
+        ``features``: photos' image features already computed with the store's encoder (a kept upload's)."""
         scoring = self.scoring(scoring, **changes) if scoring is not None or changes else None
         return self._changed(annotate_photos(self.root, [Path(p).expanduser() for p in paths], scoring=scoring,
                                              batch_size=batch_size, progress=self.progress, wait=self.wait, ray=ray,
-                                             retag=retag))
+                                             retag=retag, features=features))
 
     def search(self, words: Sequence[str] = (), *, like: str | Path | bytes | None = None, mode: str = "combined",
                require: Sequence[str] = (), exclude: Sequence[str] = (), folder: str | Path | None = None,

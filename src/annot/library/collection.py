@@ -19,7 +19,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -265,10 +265,12 @@ def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
 
 def annotate_photos(store_root: Path, inputs: Sequence[Path], *, scoring: ScoringSettings | None = None,
                     batch_size: int | None = None, progress: Progress | None = None, wait: bool = False,
-                    ray: str | None = None, chunk: int = CHUNK, retag: bool = False) -> AnnotateReport:
+                    ray: str | None = None, chunk: int = CHUNK, retag: bool = False,
+                    features: Mapping[Path, NDArray[np.floating]] | None = None) -> AnnotateReport:
     """Annotate photos into the store's library: new and changed ones, skipping what is already annotated as it is;
     moved photos keep their identity, duplicates are linked (:mod:`annot.library.identity`). Every photo the model
-    scored in another state (or with ``retag`` every photo) is re-scored from its cached features."""
+    scored in another state (or with ``retag`` every photo) is re-scored from its cached features. ``features``:
+    photos' features already computed with the store's encoder (a kept upload's), cached instead of extracted."""
     progress = progress or NoProgress()
     started = time.perf_counter()
     paths, folders, lists = photo_paths(inputs)
@@ -295,7 +297,7 @@ def annotate_photos(store_root: Path, inputs: Sequence[Path], *, scoring: Scorin
         last_commit = time.monotonic()
         with progress.task("annotating photos", len(todo)) as advance:
             for part in _chunks(todo, chunk):
-                _annotate_chunk(library, part, known, report, errors, batch_size, ray)
+                _annotate_chunk(library, part, known, report, errors, batch_size, ray, features or {})
                 advance(len(part))
                 if time.monotonic() - last_commit > COMMIT_SECONDS:
                     library.commit()
@@ -328,8 +330,9 @@ def _not_cached(library: Library, stale: list[int], known: dict[str, Known], tod
     return out
 
 
-def _annotate_chunk(library: Library, part: list[Todo], known: dict[str, Known],
-                    report: AnnotateReport, errors: dict[str, str], batch_size: int, ray: str | None) -> None:
+def _annotate_chunk(library: Library, part: list[Todo], known: dict[str, Known], report: AnnotateReport,
+                    errors: dict[str, str], batch_size: int, ray: str | None,
+                    features: Mapping[Path, NDArray[np.floating]]) -> None:
     """One chunk: rows for new photos, features (again where the content changed), annotations and vectors."""
     store = library.store
     new: list[dict[str, Any]] = []
@@ -375,6 +378,11 @@ def _annotate_chunk(library: Library, part: list[Todo], known: dict[str, Known],
     items = [(ids[t.path], t.path) for t in part if t.path in ids]
     if not items:
         return
+    given = [(i, p) for i, p in items if p in features and i not in force and
+             np.shape(features[p]) == (library.cache.dim,)]
+    if given:  # computed already (a kept upload's): cached as they are, so extraction skips them
+        library.cache.write_part(np.stack([np.asarray(features[p], np.float32) for _, p in given]),
+                                 np.array([i for i, _ in given], np.int64), {})
     if ray:
         extract_with_ray(connect(ray), library.cache, items, library.model.encoder(), batch_size, None, force=force)
     else:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import typing
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -103,7 +103,8 @@ def annotate_uploads(model: StoreModel, uploads: Sequence[tuple[str, bytes]], sc
         stacked = [np.stack([p[k] for p in pixels]) for k in range(len(pixels[0]))]
         X = encoder.encode_sized(preprocess(encoder, stacked))
         found = model.annotations([uploads[j][0] for j in good], model.predict(X, scoring), explain)
-        answers = dict(zip(good, found, strict=True))
+        # each answer keeps its features, so that keeping the upload in the library does not encode it again
+        answers = {j: replace(a, features=X[row]) for row, (j, a) in enumerate(zip(good, found, strict=True))}
     return [answers[j] if j in answers else typing.cast(UnreadableImage, d) for j, d in enumerate(decoded)]
 
 

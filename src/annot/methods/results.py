@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 
@@ -45,6 +45,7 @@ class Annotation:
 
     image: str
     tags: tuple[TagScore, ...]
+    features: Any = field(default=None, compare=False, repr=False)  # the image's features, where the caller kept them
 
     def to_dict(self, explain: bool = False) -> dict[str, Any]:
         return {"image": self.image, "tags": [t.to_dict(explain) for t in self.tags]}

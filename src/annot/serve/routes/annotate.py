@@ -13,6 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from annot.features.images import TooManyPixels, UnreadableImage
 from annot.library.search import UnreadableUpload, UploadTooLarge
 from annot.methods import Annotation
+from annot.methods.cnnr.method import CNNRMethod
 from annot.serve.state import ServerState, State
 
 router = APIRouter(tags=["annotate"])
@@ -56,13 +57,16 @@ async def annotate_image(
         raise UnreadableUpload(f"{name}: {answer}")
     out: dict[str, Any] = {"image": name, "tags": tags_of(answer, explain)}
     if keep:
-        out["id"] = await run_in_threadpool(keep_upload, state, name, data)
+        with state.guard.reading() as s:  # the answer's features are the store's when its encoder made them
+            own = not isinstance(s.model().method(scoring.method), CNNRMethod)
+        out["id"] = await run_in_threadpool(keep_upload, state, name, data, answer.features if own else None)
     return out
 
 
-def keep_upload(state: ServerState, name: str, data: bytes) -> int:
-    """Save an upload under the store's uploads/ folder and annotate it into the library; its photo id. A refused
-    one (the store busy, the photo unreadable) leaves no file behind."""
+def keep_upload(state: ServerState, name: str, data: bytes, features: Any = None) -> int:
+    """Save an upload under the store's uploads/ folder and annotate it into the library (from ``features``, the
+    answer's, where given: not decoded or encoded again); its photo id. A refused one (the store busy, the photo
+    unreadable) leaves no file behind."""
     suffix = Path(name).suffix.lower() if Path(name).suffix.lower() in KEPT_SUFFIXES else ".jpg"
     folder = state.store.root / "uploads"
     path = folder / f"{hashlib.sha256(data).hexdigest()[:24]}{suffix}"
@@ -74,7 +78,7 @@ def keep_upload(state: ServerState, name: str, data: bytes) -> int:
         tmp.replace(path)
     try:
         with state.store.writer() as writing:
-            report = writing.annotate([path])
+            report = writing.annotate([path], features=None if features is None else {path: features})
         if report.unreadable:
             raise UnreadableUpload(f"{name}: {next(iter(report.unreadable.values()))}")
     except BaseException:
