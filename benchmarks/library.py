@@ -154,13 +154,14 @@ def synthetic_library(store: Path, size: int, seed: int = 0) -> Path:
         tag_ids = ",".join(map(str, m.vocabulary.tag_ids))
         with s.db.begin() as conn:
             conn.exec_driver_sql(
-                f"INSERT INTO images SELECT {first} + i, '/synthetic/' || (i // 1000) || '/' || i || '.jpg', "
+                f"INSERT INTO images (id, path, sha256, width, height, split, added_at) SELECT {first} + i, '/synthetic/' || (i // 1000) || '/' || i || '.jpg', "
                 f"md5(i::varchar), 4000, 3000, 'collection', now() FROM range({size}) t(i)")
             conn.exec_driver_sql(
-                f"INSERT INTO photo_files SELECT {first} + i, 2500000, 0, 'annotated', NULL, now(), 'synthetic' "
+                "INSERT INTO photo_files (image_id, size, mtime_ns, state, error, annotated_at, model) "
+                f"SELECT {first} + i, 2500000, 0, 'annotated', NULL, now(), 'synthetic' "
                 f"FROM range({size}) t(i)")
             conn.exec_driver_sql(
-                f"INSERT INTO annotations SELECT {first} + i, r, list_extract([{tag_ids}], "
+                f"INSERT INTO annotations (image_id, rank, tag_id, score, confidence) SELECT {first} + i, r, list_extract([{tag_ids}], "
                 f"1 + ((i * 37 + r * 53) % {n_words})::int), 1.0 / r, 0.9 / r "
                 f"FROM range({size}) t(i), range(1, 6) s(r)")
         rng = np.random.default_rng(seed)

@@ -215,3 +215,24 @@ def test_a_corrected_photo_is_scored_without_its_own_vote(store: Path, tmp_path:
     assert shown == pytest.approx({w: c for w, c in expected.items() if w in shown})
     assert set(shown) <= set(expected)
     api.close()
+
+
+def test_the_photo_view_shows_what_each_photo_shows(store: Path, tmp_path: Path) -> None:
+    """The search's photo view, read in bulk as arrays, holds for every photo the tags the per-photo look-up shows
+    (predicted, confirmed, added, rejected ones gone; training images their own tags)."""
+    from annot.library.view import PhotoView, photo_tags
+
+    photos = sorted(beach_photos(tmp_path / "photos", 10))
+    annotate_photos(store, [tmp_path / "photos"])
+    assert invoke("correct", photos[0], "--store", store, "--add", "grandma", "--reject", "sand").exit_code == 0
+    assert invoke("correct", photos[1], "--store", store, "--confirm", "sea", "--reject", "sky").exit_code == 0
+    annotate_photos(store, [])
+    api = annot.open_store(store)
+    model = api.model()
+    view = PhotoView(model)
+    each = photo_tags(model, view.ids.tolist())
+    assert len(view) == len(model.ids) + 10 - 2  # the two corrected photos are training images and library photos
+    for row, image_id in enumerate(view.ids.tolist()):
+        got = {(t.tag, round(t.confidence, 4), t.source) for t in view.tags(row)}
+        assert got == {(t.tag, round(t.confidence or 0.5, 4), t.source) for t in each[image_id]}, image_id
+    api.close()

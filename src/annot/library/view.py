@@ -20,6 +20,7 @@ from sqlalchemy import func, select
 from annot.errors import NotFound
 from annot.model import StoreModel
 from annot.schema import corrections, image_tags, images, photo_annotations, photo_files, tags
+from annot.schema.database import read_columns
 
 SOURCES = ("predicted", "confirmed", "added", "training")
 
@@ -150,6 +151,45 @@ def vocabulary_counts(model: StoreModel) -> list[WordCount]:
             for word, t in zip(model.vocabulary, model.tag_ids, strict=True)]
 
 
+def _rows(image_ids: NDArray[Any], tag_ids: NDArray[Any], position: NDArray[np.int64], confidence: NDArray[Any],
+          source: int) -> NDArray[np.float64]:
+    """(image id, vocabulary position, confidence, source) rows of the tags that are vocabulary words."""
+    tag_ids = np.asarray(tag_ids, np.int64)
+    inside = (tag_ids >= 0) & (tag_ids < len(position))
+    words = np.full(len(tag_ids), -1, np.int64)
+    words[inside] = position[tag_ids[inside]]
+    keep = words >= 0
+    return np.column_stack([np.asarray(image_ids, np.float64)[keep], words[keep], np.asarray(confidence)[keep],
+                            np.full(int(keep.sum()), source)]).astype(np.float64).reshape(-1, 4)
+
+
+def _corrected(shown: dict[str, NDArray[Any]], fixed: dict[str, NDArray[Any]], corrected: NDArray[np.int64],
+               position: NDArray[np.int64]) -> NDArray[np.float64]:
+    """The tags of the corrected photos: their predicted ones with their corrections applied in order (the last
+    correction of a tag wins: reject removes it, confirm and add make it sure)."""
+    tags: dict[int, dict[int, tuple[float, int]]] = defaultdict(dict)
+    wanted = set(corrected.tolist())
+    mine = np.isin(np.asarray(shown["image_id"], np.int64), corrected)
+    confidence = np.nan_to_num(np.asarray(shown["confidence"], np.float64)[mine], nan=0.5)  # NaN: no calibration
+    for i, t, c in zip(np.asarray(shown["image_id"])[mine].tolist(), np.asarray(shown["tag_id"])[mine].tolist(),
+                       confidence.tolist(), strict=True):
+        tags[int(i)][int(t)] = (float(c), 0)
+    for i, t, action in zip(fixed["image_id"].tolist(), fixed["tag_id"].tolist(), fixed["action"].tolist(),
+                            strict=True):
+        if int(i) not in wanted:  # a training image's corrections are its own tags already
+            continue
+        if action == "reject":
+            tags[int(i)].pop(int(t), None)
+        else:
+            tags[int(i)][int(t)] = (1.0, SOURCES.index("confirmed" if action == "confirm" else "added"))
+    flat = [(i, t, c, src) for i, found in tags.items() for t, (c, src) in found.items()]
+    if not flat:
+        return np.zeros((0, 4))
+    i, t, c, src = (np.array(col) for col in zip(*flat, strict=True))
+    rows = [_rows(i[src == k], t[src == k], position, c[src == k], int(k)) for k in np.unique(src)]
+    return np.vstack(rows)
+
+
 class PhotoView:
     """Every searchable photo with its shown tags, read from the database once per loaded model, in arrays: the
     training images of the index and the library's annotated photos (not the missing or unreadable ones).
@@ -160,42 +200,35 @@ class PhotoView:
 
     def __init__(self, model: StoreModel) -> None:
         db = model.store.db
-        position = {t: j for j, t in enumerate(model.tag_ids)}
+        position = np.full(max(model.tag_ids, default=0) + 1, -1, np.int64)
+        position[np.asarray(model.tag_ids, np.int64)] = np.arange(len(model.tag_ids))
+        library_tables = db.has_table("photo_files")
         with db.connect() as conn:
-            photos: dict[int, str] = {}
-            if db.has_table("photo_files"):
-                photos = dict(conn.execute(select(photo_files.c.image_id, photo_files.c.state)).tuples().all())
-            training = np.asarray(model.ids, np.int64)  # the indexed training images
-            training = training[~np.isin(training, list(photos))] if photos else training
-            library = np.array(sorted(i for i, state in photos.items() if state == "annotated"), np.int64)
-            rows: list[tuple[int, int, float, int]] = []
-            for i, t in conn.execute(select(image_tags.c.image_id, image_tags.c.tag_id)
-                                     .join(images, images.c.id == image_tags.c.image_id)
-                                     .where(images.c.split == "train")):
-                if t in position and int(i) not in photos:
-                    rows.append((int(i), position[t], 1.0, 3))
+            files = read_columns(conn, "SELECT image_id, state FROM photo_files") if library_tables else {}
+            known = np.sort(np.asarray(files.get("image_id", np.zeros(0)), np.int64))
+            training = np.asarray(model.ids, np.int64)  # the indexed training images that are not library photos
+            training = training[~np.isin(training, known)]
+            library = np.sort(np.asarray(files["image_id"], np.int64)[np.asarray(files["state"]) == "annotated"]) \
+                if library_tables else np.zeros(0, np.int64)
+            own = read_columns(conn, "SELECT t.image_id, t.tag_id FROM image_tags t JOIN images i ON i.id = t.image_id "
+                                     "WHERE i.split = 'train'")
+            parts = [_rows(own["image_id"], own["tag_id"], position, np.ones(len(own["image_id"])), 3)]
+            parts[0] = parts[0][~np.isin(parts[0][:, 0], known)]
             if len(library):
-                shown: dict[int, dict[int, tuple[float, int]]] = defaultdict(dict)
-                for i, t, c in conn.execute(select(photo_annotations.c.image_id, photo_annotations.c.tag_id,
-                                                   photo_annotations.c.confidence)):
-                    if t in position:
-                        shown[int(i)][position[t]] = (0.5 if c is None else float(c), 0)
-                for i, t, action in conn.execute(select(corrections.c.image_id, corrections.c.tag_id,
-                                                        corrections.c.action).order_by(corrections.c.id)):
-                    if int(i) not in photos or t not in position:
-                        continue
-                    if action == "reject":
-                        shown[int(i)].pop(position[t], None)
-                    else:
-                        shown[int(i)][position[t]] = (1.0, SOURCES.index("confirmed" if action == "confirm"
-                                                                         else "added"))
-                rows += [(i, w, c, s) for i, found in shown.items() for w, (c, s) in found.items()]
+                shown = read_columns(conn, "SELECT image_id, tag_id, confidence FROM annotations")
+                fixed = read_columns(conn, "SELECT image_id, tag_id, action FROM corrections ORDER BY id")
+                corrected = np.intersect1d(np.asarray(fixed["image_id"], np.int64), known)  # library photos
+                keep = ~np.isin(np.asarray(shown["image_id"], np.int64), corrected)
+                confidence = np.nan_to_num(np.asarray(shown["confidence"], np.float64), nan=0.5)
+                parts.append(_rows(np.asarray(shown["image_id"])[keep], np.asarray(shown["tag_id"])[keep], position,
+                                   confidence[keep], 0))
+                parts.append(_corrected(shown, fixed, corrected, position))
         self.vocabulary = list(model.vocabulary)
         self.ids = np.concatenate([training, library])
         order = np.argsort(self.ids, kind="stable")
         self.ids = self.ids[order]
         self.library = np.concatenate([np.zeros(len(training), bool), np.ones(len(library), bool)])[order]
-        table = np.array(rows, np.float64).reshape(-1, 4)
+        table = np.vstack(parts)
         table = table[np.isin(table[:, 0], self.ids)]
         table = table[np.lexsort((-table[:, 2], table[:, 0]))]  # by photo, surest first
         rows_of = np.searchsorted(self.ids, table[:, 0].astype(np.int64))

@@ -172,6 +172,21 @@ def insert_columns(conn: Connection, table: Table, columns: Mapping[str, NDArray
     return n
 
 
+def read_columns(conn: Connection, sql: str) -> dict[str, NDArray[Any]]:
+    """The result of one SELECT (annot's own SQL, no parameters) as numpy columns: on DuckDB straight from its
+    result (millions of rows in a fraction of a second; NULLs in a float column as NaN), elsewhere through rows."""
+    if conn.dialect.name == "duckdb":
+        raw = conn.connection.dbapi_connection
+        assert raw is not None
+        found = raw.execute(sql).fetchnumpy()
+        return {k: (np.ma.filled(v.astype(np.float64), np.nan) if v.dtype.kind == "f" else np.ma.getdata(v))
+                if isinstance(v, np.ma.MaskedArray) else np.asarray(v) for k, v in found.items()}
+    result = conn.execute(text(sql))
+    names = list(result.keys())
+    rows = result.fetchall()
+    return {name: np.array([r[j] for r in rows]) for j, name in enumerate(names)}
+
+
 def _first_line(exc: BaseException) -> str:
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
