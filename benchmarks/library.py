@@ -137,44 +137,54 @@ def _timed(api: annot.Store, word: str, mode: str) -> float:
     return time.perf_counter() - start
 
 
-def synthetic_library(store: Path, size: int, seed: int = 0) -> Path:
-    """A copy of ``store`` whose library holds ``size`` synthetic photos: random rows of the shared space in the
-    collection index, five random tags each with confidences, written straight into the database with DuckDB."""
-    import faiss
+def synthetic_library(store: Path, size: int, seed: int = 0, exact: bool = False) -> Path:
+    """A copy of ``store`` whose library holds ``size`` synthetic photos, written straight into the database with
+    DuckDB: five tags each with confidences, and rows of the shared space drawn around the store's own images (each a
+    training image's row plus noise, so they gather as photos do). The library index is the one annot chooses for
+    that size (``exact``: an exact one regardless)."""
+    from annot.library import vectors
+    from annot.model import StoreModel
+    from annot.store.manifest import CollectionRecord
 
-    copy = store.parent / f"bench-{size}.annot"
+    copy = store.parent / f"bench-{size}{'-exact' if exact else ''}.annot"
     if copy.exists():
         return copy
     shutil.copytree(store, copy)
+    model = StoreModel.open(copy)
+    centres = model.training_rows(model.ids)
+    model.close()
     with StoreDir.open(copy, write=True) as s:
         m = s.manifest()
-        d = len(m.projection.canonical_correlations)
         first = s.db.read_sql("SELECT coalesce(max(id), 0) + 1 FROM images")[1][0][0]
         n_words = len(m.vocabulary.tag_ids)
         tag_ids = ",".join(map(str, m.vocabulary.tag_ids))
         with s.db.begin() as conn:
             conn.exec_driver_sql(
-                f"INSERT INTO images (id, path, sha256, width, height, split, added_at) SELECT {first} + i, '/synthetic/' || (i // 1000) || '/' || i || '.jpg', "
+                f"INSERT INTO images (id, path, sha256, width, height, split, added_at) SELECT {first} + i, "
+                f"'/synthetic/' || (i // 1000) || '/' || i || '.jpg', "
                 f"md5(i::varchar), 4000, 3000, 'collection', now() FROM range({size}) t(i)")
             conn.exec_driver_sql(
                 "INSERT INTO photo_files (image_id, size, mtime_ns, state, error, annotated_at, model) "
                 f"SELECT {first} + i, 2500000, 0, 'annotated', NULL, now(), 'synthetic' "
                 f"FROM range({size}) t(i)")
             conn.exec_driver_sql(
-                f"INSERT INTO annotations (image_id, rank, tag_id, score, confidence) SELECT {first} + i, r, list_extract([{tag_ids}], "
-                f"1 + ((i * 37 + r * 53) % {n_words})::int), 1.0 / r, 0.9 / r "
+                f"INSERT INTO annotations (image_id, rank, tag_id, score, confidence) SELECT {first} + i, r, "
+                f"list_extract([{tag_ids}], 1 + ((i * 37 + r * 53) % {n_words})::int), 1.0 / r, 0.9 / r "
                 f"FROM range({size}) t(i), range(1, 6) s(r)")
         rng = np.random.default_rng(seed)
-        index = faiss.IndexIDMap2(faiss.IndexFlatIP(d))
-        for lo in range(0, size, 100_000):
-            rows = rng.standard_normal((min(100_000, size - lo), d)).astype(np.float32)
-            rows /= np.linalg.norm(rows, axis=1, keepdims=True)
-            index.add_with_ids(rows, np.arange(first + lo, first + lo + len(rows), dtype=np.int64))
-        from annot.store.manifest import CollectionRecord
-
+        rows = centres[rng.integers(0, len(centres), size)]
+        rows += rng.standard_normal(rows.shape).astype(np.float32) / np.sqrt(rows.shape[1])  # as far as the centre
+        rows /= np.linalg.norm(rows, axis=1, keepdims=True)
         ids = np.arange(first, first + size, dtype=np.int64)
+        if exact:
+            index, info = vectors.exact_index(rows.shape[1]), vectors.LibraryIndexInfo(trained_on=size)
+            index.add_with_ids(rows, ids)
+        else:
+            index, info = vectors.build_library_index(rows, ids)
+        del rows
         record = CollectionRecord(s.save_index("indexes/collection-synthetic.faiss", index),
-                                  s.save_array("indexes/collection-synthetic.ids.npy", ids), size)
+                                  s.save_array("indexes/collection-synthetic.ids.npy", ids), size,
+                                  factory=info.factory, projection=m.projection.file.path, tuning=info.to_dict())
         s.write_manifest(m.touched(collection=record))
     return copy
 

@@ -34,6 +34,15 @@ from annot.features.images import ImageInfo, UnreadableImage, image_size, probe_
 from annot.indexer.distributed import connect, extract_with_ray
 from annot.library.identity import follow_identity, link_copies
 from annot.library.scan import NO_FACTS, TRAINING_SPLITS, FileFacts, Known, Todo, photo_paths, scan_photos
+from annot.library.vectors import (
+    LibraryIndexInfo,
+    all_vectors,
+    build_library_index,
+    exact_index,
+    needs_rebuild,
+    remove,
+    set_library_search,
+)
 from annot.methods.cnnr.method import CNNRMethod
 from annot.model import StoreModel
 from annot.progress import NoProgress, Progress
@@ -110,23 +119,23 @@ class Library:
 
     # -- the collection index ------------------------------------------------------------------------------------
     def _load_index(self) -> tuple[Any, set[int]]:
-        import faiss
-
+        """The library's index as the manifest names it, or a new exact one (none yet, or made with another
+        projection: then every vector is made anew from the cached features by :meth:`reconcile`)."""
+        d = len(self.model.manifest.projection.canonical_correlations)
         record = self.store.manifest().collection
+        self.info = LibraryIndexInfo()
         if record is None:
-            return faiss.IndexIDMap2(faiss.IndexFlatIP(len(self.model.manifest.projection.canonical_correlations))), set()
+            return exact_index(d), set()
         index = self.store.read_index(record.file, "photo library index")
         ids = np.asarray(self.store.read_array(record.ids, "photo library ids"), np.int64)
         if len(ids) != index.ntotal:
             raise AnnotError(f"{self.store.path(record.ids.path)}: damaged photo library ids ({len(ids)} ids for "
                              f"{index.ntotal} vectors)")
-        if index.d != len(self.model.manifest.projection.canonical_correlations) or \
-                record.projection not in (None, self.model.manifest.projection.file.path):
-            # the store was indexed again or refitted: every vector is made anew from the cached features
-            import faiss
-
-            self.dirty = True
-            return faiss.IndexIDMap2(faiss.IndexFlatIP(len(self.model.manifest.projection.canonical_correlations))), set()
+        if index.d != d or record.projection not in (None, self.model.manifest.projection.file.path):
+            self.dirty = True  # the store was indexed again or refitted
+            return exact_index(d), set()
+        self.info = LibraryIndexInfo.from_dict(dict(record.tuning))
+        set_library_search(index, self.info)
         return index, set(ids.tolist())
 
     def vectors(self, X: NDArray[np.float32]) -> NDArray[np.float32]:
@@ -140,11 +149,9 @@ class Library:
         self.dirty = True
 
     def drop(self, ids: Sequence[int] | NDArray[np.int64]) -> None:
-        import faiss
-
         present = np.array([i for i in np.asarray(ids).tolist() if i in self.ids], np.int64)
         if len(present):
-            self.index.remove_ids(faiss.IDSelectorBatch(present))
+            remove(self.index, present)
             self.ids.difference_update(present.tolist())
             self.dirty = True
 
@@ -154,11 +161,15 @@ class Library:
         if not self.dirty:
             self.store.publish()
             return
+        if needs_rebuild(self.info, len(self.ids)):  # grown past what its kind of index serves: built anew
+            rows, ids = all_vectors(self.index)
+            self.index, self.info = build_library_index(rows, ids)
         ids = np.array(sorted(self.ids), np.int64)
         tag = f"{int(time.time() * 1000):x}"
         record = CollectionRecord(self.store.save_index(f"indexes/collection-{tag}.faiss", self.index),
                                   self.store.save_array(f"indexes/collection-{tag}.ids.npy", ids), len(ids),
-                                  projection=self.model.manifest.projection.file.path)
+                                  factory=self.info.factory, projection=self.model.manifest.projection.file.path,
+                                  tuning=self.info.to_dict())
         self.store.write_manifest(self.store.manifest().touched(collection=record))
         self.store.remove_unreferenced()
         self.dirty = False

@@ -22,6 +22,7 @@ import numpy as np
 from numpy.typing import NDArray
 from sqlalchemy import select
 
+from annot.library.vectors import LibraryIndexInfo, set_library_search, vectors_of
 from annot.library.view import PhotoTag, photo_tags
 from annot.model import StoreModel
 from annot.schema import corrections, images, photo_annotations, photo_files
@@ -88,10 +89,11 @@ def _density(model: StoreModel, ids: list[int]) -> dict[int, float]:
     if record is None or not ids:
         return {i: 1.0 for i in ids}
     index = model.store.read_index(record.file, "photo library index")
+    set_library_search(index, LibraryIndexInfo.from_dict(dict(record.tuning)))
     if index.d != model.index.d or index.ntotal < 2:
         return {i: 1.0 for i in ids}
     try:
-        rows = np.asarray(index.reconstruct_batch(np.asarray(ids, np.int64)), np.float32)
+        rows = vectors_of(index, np.asarray(ids, np.int64))
     except RuntimeError:  # photos not in the index (a killed run): no density known
         return {i: 1.0 for i in ids}
     k = min(NEIGHBOURS + 1, int(index.ntotal))

@@ -20,7 +20,6 @@ result must have (``require``), tags none may have (``exclude``), a folder, libr
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +34,7 @@ from annot.features.images import TooManyPixels, UnreadableImage, decode_bytes, 
 from annot.features.text import text_view
 from annot.features.words import load_word_vectors
 from annot.indexer.corpus import normalize_tag
+from annot.library.vectors import LibraryIndexInfo, set_library_search
 from annot.library.view import PhotoTag, PhotoView
 from annot.model import StoreModel
 from annot.projection import correlation_rows
@@ -46,6 +46,7 @@ from annot.store.manifest import CollectionRecord
 MODES = ("combined", "tags", "space")
 SCOPES = ("all", "library", "training")  # which photos: the library's and the training images, or one of them
 FUSION = 60  # the k of reciprocal-rank fusion
+Ranking = tuple[NDArray[np.int64], NDArray[np.float64]]  # rows of the photo view, best first, and their scores
 DEPTH = 1000  # nearest photos fetched from each index before filters apply
 EXPAND = 3  # a word outside the vocabulary stands for at most this many vocabulary words (by word vector) ...
 SIMILAR = 0.6  # ... each at least this similar (cosine); a fixed choice, measured in benchmarks/library.py
@@ -87,6 +88,8 @@ class Searcher:
             self.library = None  # made with a model the store no longer has
         elif record is not None and record.projection not in (None, model.manifest.projection.file.path):
             self.library = self._reprojected(record)  # refitted since: the photos' vectors made anew, in memory
+        elif self.library is not None and record is not None:
+            set_library_search(self.library, LibraryIndexInfo.from_dict(dict(record.tuning)))
         self._words: Any = None
         self._unit: NDArray[np.float64] | None = None  # the vocabulary's unit word vectors (for expand)
         self.view = PhotoView(model)
@@ -153,7 +156,7 @@ class Searcher:
             sized = batch.sized
         return correlation_rows(self.model.project(encoder.encode_sized(sized)))
 
-    def nearest(self, row: NDArray[np.float32], depth: int = DEPTH) -> list[tuple[int, float]]:
+    def nearest(self, row: NDArray[np.float32], depth: int = DEPTH) -> Ranking:
         """(row of the view, correlation) of the photos nearest to a row of the shared space, from both indexes,
         best first, each photo once (a corrected photo is in both)."""
         found_ids, found_scores = [], []
@@ -164,7 +167,7 @@ class Searcher:
             found_ids.append(ids[0])
             found_scores.append(similarity[0])
         if not found_ids:
-            return []
+            return np.zeros(0, np.int64), np.zeros(0)
         ids, scores = np.concatenate(found_ids), np.concatenate(found_scores)
         rows = self.view.rows(ids)
         keep = (ids >= 0) & (rows >= 0)
@@ -173,7 +176,7 @@ class Searcher:
         rows, scores = rows[order], scores[order]
         _, first = np.unique(rows, return_index=True)
         first.sort()
-        return list(zip(rows[first].tolist(), scores[first].tolist(), strict=True))
+        return rows[first], scores[first].astype(np.float64)
 
     def word_vectors(self) -> Any:
         if self._words is None:
@@ -199,7 +202,7 @@ class Searcher:
         best = np.argsort(-similarity)[:EXPAND]
         return [(int(j), float(similarity[j])) for j in best if similarity[j] >= SIMILAR]
 
-    def by_tags(self, words: Sequence[str]) -> list[tuple[int, float]]:
+    def by_tags(self, words: Sequence[str]) -> Ranking:
         """(row of the view, mean over the words of its confidence) of the photos whose tags hold every word, best
         first; a word outside the vocabulary counts as its nearest vocabulary words (:meth:`expand`), each tag's
         confidence times its similarity."""
@@ -208,7 +211,7 @@ class Searcher:
         for word in unique:
             expanded = self.expand(word)
             if not expanded:
-                return []
+                return np.zeros(0, np.int64), np.zeros(0)
             part = np.full(len(self.view), np.nan)
             for position, weight in expanded:
                 rows, confidence = self.view.with_word(position)
@@ -218,7 +221,7 @@ class Searcher:
         rows = np.flatnonzero(~np.isnan(total))
         mean = total[rows] / len(unique)
         order = np.argsort(-mean, kind="stable")
-        return list(zip(rows[order].tolist(), mean[order].tolist(), strict=True))
+        return rows[order], mean[order]
 
     # -- a search ------------------------------------------------------------------------------------------------
     def search(self, words: Sequence[str] = (), like: Path | bytes | None = None, *, mode: str = "combined",
@@ -233,7 +236,7 @@ class Searcher:
         words = [normalize_tag(w) for w in words if normalize_tag(w)]
         if not words and like is None:
             raise AnnotError("say what to search for: words, or --like IMAGE")
-        rankings: dict[str, list[tuple[int, float]]] = {}
+        rankings: dict[str, Ranking] = {}
         if like is not None:
             rankings["like"] = self.nearest(self.image_query(like, max_pixels))
         if words and mode in ("combined", "space"):
@@ -246,25 +249,25 @@ class Searcher:
             rankings["tags"] = self.by_tags(words)
         if not rankings:
             return []
-        candidates = np.unique(np.array([r for ranking in rankings.values() for r, _ in ranking], np.int64))
+        candidates = np.unique(np.concatenate([rows for rows, _ in rankings.values()]))
         if scope != "all":
             candidates = candidates[self.view.library[candidates] == (scope == "library")]
-        kept = set(self._filtered(candidates, require, exclude, folder).tolist())
-        scores: dict[int, float] = defaultdict(float)
-        found_by: dict[int, list[str]] = defaultdict(list)
-        for name, ranking in rankings.items():
-            rank = 0
-            for row, value in ranking:
-                if row not in kept:
-                    continue
-                rank += 1
-                scores[row] += value if len(rankings) == 1 else 1.0 / (FUSION + rank)
-                found_by[row].append(name)
-        best = sorted(scores, key=lambda r: -scores[r])[:n]
+        kept = np.zeros(len(self.view), bool)
+        kept[self._filtered(candidates, require, exclude, folder)] = True
+        scores = np.zeros(len(self.view))
+        found_by = {name: np.zeros(len(self.view), bool) for name in rankings}
+        for name, (rows, values) in rankings.items():  # reciprocal-rank fusion over the photos that pass
+            rows, values = rows[kept[rows]], values[kept[rows]]
+            np.add.at(scores, rows, values if len(rankings) == 1 else 1.0 / (FUSION + np.arange(1, len(rows) + 1)))
+            found_by[name][rows] = True
+        hit = np.flatnonzero(np.logical_or.reduce(list(found_by.values())))
+        top = hit[np.argsort(-scores[hit], kind="stable")[:n]] if len(hit) else hit
+        best = top.tolist()
         ids = [int(self.view.ids[r]) for r in best]
         with self.model.store.db.connect() as conn:
             paths = dict(conn.execute(select(images.c.id, images.c.path).where(images.c.id.in_(ids))).tuples().all())
-        return [Hit(i, paths.get(i, ""), scores[r], self.view.kind(r), tuple(found_by[r]), tuple(self.view.tags(r)))
+        return [Hit(i, paths.get(i, ""), float(scores[r]), self.view.kind(r),
+                    tuple(name for name, hits in found_by.items() if hits[r]), tuple(self.view.tags(r)))
                 for i, r in zip(ids, best, strict=True)]
 
     def _filtered(self, rows: NDArray[np.int64], require: Sequence[str], exclude: Sequence[str],

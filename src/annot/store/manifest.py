@@ -152,6 +152,7 @@ class CollectionRecord:
     ntotal: int
     factory: str = "Flat"
     projection: str | None = None  # the projection file its vectors were made with (None: not recorded)
+    tuning: Mapping[str, Any] = field(default_factory=dict)  # its search setting and what choosing it measured
 
 
 @dataclass(frozen=True)
@@ -230,7 +231,8 @@ class Manifest:
             "collection": None if self.collection is None else {
                 "file": ref(self.collection.file), "ids": ref(self.collection.ids), "ntotal": self.collection.ntotal,
                 "factory": self.collection.factory,
-                **({} if self.collection.projection is None else {"projection": self.collection.projection})},
+                **({} if self.collection.projection is None else {"projection": self.collection.projection}),
+                **({"tuning": dict(self.collection.tuning)} if self.collection.tuning else {})},
         }
 
     @classmethod
@@ -302,7 +304,7 @@ def _read_v2(d: dict[str, Any]) -> Manifest:
         collection=None if not d.get("collection") else CollectionRecord(
             _need(d["collection"]["file"], "collection.file"), _need(d["collection"]["ids"], "collection.ids"),
             int(d["collection"]["ntotal"]), str(d["collection"].get("factory", "Flat")),
-            d["collection"].get("projection")),
+            d["collection"].get("projection"), dict(d["collection"].get("tuning") or {})),
         format_version=int(d.get("format_version", FORMAT_VERSION)),
     )
 
