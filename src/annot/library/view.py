@@ -151,43 +151,81 @@ def vocabulary_counts(model: StoreModel) -> list[WordCount]:
             for word, t in zip(model.vocabulary, model.tag_ids, strict=True)]
 
 
-def _rows(image_ids: NDArray[Any], tag_ids: NDArray[Any], position: NDArray[np.int64], confidence: NDArray[Any],
-          source: int) -> NDArray[np.float64]:
-    """(image id, vocabulary position, confidence, source) rows of the tags that are vocabulary words."""
+Columns = tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.float32], NDArray[np.int8]]  # photo, word, conf, source
+
+
+def _member(ids: NDArray[Any], size: int) -> NDArray[np.bool_]:
+    """A lookup table over ids 0..size-1: True for ``ids`` (a bulk ``isin`` without sorting)."""
+    table = np.zeros(size, bool)
+    table[np.asarray(ids, np.int64)] = True
+    return table
+
+
+def _columns(image_ids: NDArray[Any], tag_ids: NDArray[Any], position: NDArray[np.int64], confidence: NDArray[Any],
+             source: NDArray[Any] | int) -> Columns:
+    """(photo id, vocabulary position, confidence, source) columns of the tags that are vocabulary words."""
     tag_ids = np.asarray(tag_ids, np.int64)
-    inside = (tag_ids >= 0) & (tag_ids < len(position))
     words = np.full(len(tag_ids), -1, np.int64)
+    inside = (tag_ids >= 0) & (tag_ids < len(position))
     words[inside] = position[tag_ids[inside]]
     keep = words >= 0
-    return np.column_stack([np.asarray(image_ids, np.float64)[keep], words[keep], np.asarray(confidence)[keep],
-                            np.full(int(keep.sum()), source)]).astype(np.float64).reshape(-1, 4)
+    sources = np.broadcast_to(np.asarray(source, np.int8), (len(tag_ids),))
+    return (np.asarray(image_ids, np.int64)[keep], words[keep], np.asarray(confidence, np.float32)[keep],
+            np.asarray(sources[keep], np.int8))
 
 
-def _corrected(shown: dict[str, NDArray[Any]], fixed: dict[str, NDArray[Any]], corrected: NDArray[np.int64],
-               position: NDArray[np.int64]) -> NDArray[np.float64]:
-    """The tags of the corrected photos: their predicted ones with their corrections applied in order (the last
-    correction of a tag wins: reject removes it, confirm and add make it sure)."""
+def _corrected(shown: dict[str, NDArray[Any]], mine: NDArray[np.bool_], fixed: dict[str, NDArray[Any]],
+               wanted: NDArray[np.bool_], position: NDArray[np.int64]) -> Columns:
+    """The tags of the corrected library photos (``mine``: their annotation rows; ``wanted``: which photos): their
+    predicted ones with their corrections applied in order (the last correction of a tag wins: reject removes it,
+    confirm and add make it sure)."""
     tags: dict[int, dict[int, tuple[float, int]]] = defaultdict(dict)
-    wanted = set(corrected.tolist())
-    mine = np.isin(np.asarray(shown["image_id"], np.int64), corrected)
     confidence = np.nan_to_num(np.asarray(shown["confidence"], np.float64)[mine], nan=0.5)  # NaN: no calibration
     for i, t, c in zip(np.asarray(shown["image_id"])[mine].tolist(), np.asarray(shown["tag_id"])[mine].tolist(),
                        confidence.tolist(), strict=True):
         tags[int(i)][int(t)] = (float(c), 0)
     for i, t, action in zip(fixed["image_id"].tolist(), fixed["tag_id"].tolist(), fixed["action"].tolist(),
                             strict=True):
-        if int(i) not in wanted:  # a training image's corrections are its own tags already
+        if not wanted[int(i)]:  # a training image's corrections are its own tags already
             continue
         if action == "reject":
             tags[int(i)].pop(int(t), None)
         else:
             tags[int(i)][int(t)] = (1.0, SOURCES.index("confirmed" if action == "confirm" else "added"))
     flat = [(i, t, c, src) for i, found in tags.items() for t, (c, src) in found.items()]
-    if not flat:
-        return np.zeros((0, 4))
-    i, t, c, src = (np.array(col) for col in zip(*flat, strict=True))
-    rows = [_rows(i[src == k], t[src == k], position, c[src == k], int(k)) for k in np.unique(src)]
-    return np.vstack(rows)
+    i, t, c, src = (np.array(col) for col in zip(*flat, strict=True)) if flat else (np.zeros(0),) * 4
+    return _columns(i, t, position, c, src.astype(np.int8))
+
+
+def _read_tags(conn: Any, model: StoreModel, library_tables: bool) -> tuple[NDArray[np.int64], NDArray[np.int64],
+                                                                             list[Columns]]:
+    """The searchable training images and library photos, and the tags each shows, as columns."""
+    position = np.full(max(model.tag_ids, default=0) + 1, -1, np.int64)
+    position[np.asarray(model.tag_ids, np.int64)] = np.arange(len(model.tag_ids))
+    files = read_columns(conn, "SELECT image_id, state FROM photo_files") if library_tables else {}
+    photo_ids = np.asarray(files.get("image_id", np.zeros(0)), np.int64)
+    own = read_columns(conn, "SELECT t.image_id, t.tag_id FROM image_tags t JOIN images i ON i.id = t.image_id "
+                             "WHERE i.split = 'train'")
+    size = int(max(photo_ids.max(initial=0), np.asarray(model.ids).max(initial=0),
+                   np.asarray(own["image_id"], np.int64).max(initial=0))) + 1
+    is_photo = _member(photo_ids, size)
+    training = np.asarray(model.ids, np.int64)
+    training = training[~is_photo[training]]  # the indexed training images that are not library photos
+    library = np.sort(photo_ids[np.asarray(files["state"]) == "annotated"]) if library_tables else photo_ids
+    own_ids = np.asarray(own["image_id"], np.int64)
+    keep = ~is_photo[own_ids]
+    parts = [_columns(own_ids[keep], np.asarray(own["tag_id"])[keep], position, np.ones(int(keep.sum())), 3)]
+    if len(library):
+        shown = read_columns(conn, "SELECT image_id, tag_id, confidence FROM annotations")
+        fixed = read_columns(conn, "SELECT image_id, tag_id, action FROM corrections ORDER BY id")
+        shown_ids = np.asarray(shown["image_id"], np.int64)
+        size = max(size, int(shown_ids.max(initial=0)) + 1, int(np.asarray(fixed["image_id"]).max(initial=0)) + 1)
+        wanted = _member(np.asarray(fixed["image_id"], np.int64), size) & np.pad(is_photo, (0, size - len(is_photo)))
+        mine = wanted[shown_ids]
+        confidence = np.nan_to_num(np.asarray(shown["confidence"], np.float32), nan=0.5)
+        parts.append(_columns(shown_ids[~mine], np.asarray(shown["tag_id"])[~mine], position, confidence[~mine], 0))
+        parts.append(_corrected(shown, mine, fixed, wanted, position))
+    return training, library, parts
 
 
 class PhotoView:
@@ -200,42 +238,24 @@ class PhotoView:
 
     def __init__(self, model: StoreModel) -> None:
         db = model.store.db
-        position = np.full(max(model.tag_ids, default=0) + 1, -1, np.int64)
-        position[np.asarray(model.tag_ids, np.int64)] = np.arange(len(model.tag_ids))
-        library_tables = db.has_table("photo_files")
         with db.connect() as conn:
-            files = read_columns(conn, "SELECT image_id, state FROM photo_files") if library_tables else {}
-            known = np.sort(np.asarray(files.get("image_id", np.zeros(0)), np.int64))
-            training = np.asarray(model.ids, np.int64)  # the indexed training images that are not library photos
-            training = training[~np.isin(training, known)]
-            library = np.sort(np.asarray(files["image_id"], np.int64)[np.asarray(files["state"]) == "annotated"]) \
-                if library_tables else np.zeros(0, np.int64)
-            own = read_columns(conn, "SELECT t.image_id, t.tag_id FROM image_tags t JOIN images i ON i.id = t.image_id "
-                                     "WHERE i.split = 'train'")
-            parts = [_rows(own["image_id"], own["tag_id"], position, np.ones(len(own["image_id"])), 3)]
-            parts[0] = parts[0][~np.isin(parts[0][:, 0], known)]
-            if len(library):
-                shown = read_columns(conn, "SELECT image_id, tag_id, confidence FROM annotations")
-                fixed = read_columns(conn, "SELECT image_id, tag_id, action FROM corrections ORDER BY id")
-                corrected = np.intersect1d(np.asarray(fixed["image_id"], np.int64), known)  # library photos
-                keep = ~np.isin(np.asarray(shown["image_id"], np.int64), corrected)
-                confidence = np.nan_to_num(np.asarray(shown["confidence"], np.float64), nan=0.5)
-                parts.append(_rows(np.asarray(shown["image_id"])[keep], np.asarray(shown["tag_id"])[keep], position,
-                                   confidence[keep], 0))
-                parts.append(_corrected(shown, fixed, corrected, position))
+            training, library, parts = _read_tags(conn, model, db.has_table("photo_files"))
         self.vocabulary = list(model.vocabulary)
         self.ids = np.concatenate([training, library])
         order = np.argsort(self.ids, kind="stable")
         self.ids = self.ids[order]
         self.library = np.concatenate([np.zeros(len(training), bool), np.ones(len(library), bool)])[order]
-        table = np.vstack(parts)
-        table = table[np.isin(table[:, 0], self.ids)]
-        table = table[np.lexsort((-table[:, 2], table[:, 0]))]  # by photo, surest first
-        rows_of = np.searchsorted(self.ids, table[:, 0].astype(np.int64))
+        photo, word, confidence, source = (np.concatenate(column) for column in zip(*parts, strict=True))
+        at = np.searchsorted(self.ids, photo)
+        keep = (at < len(self.ids)) & (self.ids[np.minimum(at, max(len(self.ids) - 1, 0))] == photo) \
+            if len(self.ids) else np.zeros(len(photo), bool)
+        at, word, confidence, source = at[keep], word[keep], confidence[keep], source[keep]
+        order = np.lexsort((-confidence, at))  # by photo, surest first
+        rows_of = at[order]
         self.ptr = np.concatenate([[0], np.cumsum(np.bincount(rows_of, minlength=len(self.ids)))]).astype(np.int64)
-        self.words = table[:, 1].astype(np.int32)
-        self.confidence = table[:, 2].astype(np.float32)
-        self.source = table[:, 3].astype(np.int8)
+        self.words = word[order].astype(np.int32)
+        self.confidence = confidence[order]
+        self.source = source[order]
         self._rows_of_tags = rows_of
 
     def __len__(self) -> int:
