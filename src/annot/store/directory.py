@@ -288,7 +288,9 @@ class StoreDir:
         return read_array(self.root, file, what)
 
     def read_index(self, file: StoredFile, what: str = "index") -> faiss.Index:
-        return read_index(self.root, file, what)
+        """A FAISS index the manifest names: memory-mapped for a reader (shared between processes, loaded at once),
+        read into memory for a writer (which changes it)."""
+        return read_index(self.root, file, what, mapped=not self.writable)
 
     def read_bytes(self, file: StoredFile, what: str = "file") -> bytes:
         return read_bytes(self.root, file, what)
