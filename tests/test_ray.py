@@ -90,3 +90,63 @@ def test_no_cluster_at_the_address_is_a_clear_error(synthetic: dict[str, Path], 
     config = fake_settings(synthetic, ray=f"127.0.0.1:{free_port()}")
     with pytest.raises(AnnotError, match="cannot join a Ray cluster"):
         build_index(synthetic["train"], tmp_path / "none.annot", config)
+
+
+class KilledOnce(conftest.FakeEncoder):
+    """The test encoder, whose first encoding SIGKILLs the worker process running it (a marker file says it did)."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def encode(self, pixels):  # type: ignore[no-untyped-def]
+        import os
+        import signal
+
+        if not os.path.exists(self.marker):
+            Path(self.marker).write_text("killed")
+            os.kill(os.getpid(), signal.SIGKILL)
+        return super().encode(pixels)
+
+
+def library_of(store: Path) -> dict[str, tuple[list[tuple[str, float]], np.ndarray]]:
+    """Each library photo by path: its shown tags with confidence, and its vector in the library index."""
+    import annot
+    from annot.library.vectors import vectors_of
+
+    with annot.open_store(store) as api:
+        model = api.model()
+        paths = dict(model.store.db.read_sql("SELECT i.id, i.path FROM images i JOIN photo_files f ON f.image_id = i.id")[1])
+        shown = api.photo_tags(sorted(paths))
+        record = model.manifest.collection
+        index = model.store.read_index(record.file)
+        rows = vectors_of(index, np.array(sorted(paths), np.int64))
+    return {paths[i]: ([(t.tag, round(t.confidence or 0, 5)) for t in shown[i]], rows[j])
+            for j, i in enumerate(sorted(paths))}
+
+
+def test_annotate_on_ray_equals_the_local_run_and_survives_a_killed_worker(
+        cluster: str, built_store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from ray import cloudpickle
+
+    from annot.library.collection import annotate_photos
+    from annot.model import StoreModel
+    from test_library import make_photos
+
+    make_photos(tmp_path / "photos", 40, seed=12)
+    local, remote = tmp_path / "local.annot", tmp_path / "remote.annot"
+    shutil.copytree(built_store, local)
+    shutil.copytree(built_store, remote)
+    assert annotate_photos(local, [tmp_path / "photos"]).annotated == 40
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    marker = tmp_path / "killed"
+    monkeypatch.setattr(StoreModel, "encoder", lambda self: KilledOnce(str(marker)))
+    report = annotate_photos(remote, [tmp_path / "photos"], ray=cluster)
+    assert marker.read_text() == "killed"  # a worker died in the middle of its task, and Ray ran the task again
+    assert report.annotated == 40 and not report.unreadable
+    a, b = library_of(local), library_of(remote)
+    assert set(a) == set(b)
+    for path in a:
+        assert a[path][0] == b[path][0]  # the same tags and confidences
+        np.testing.assert_allclose(a[path][1], b[path][1], rtol=1e-5, atol=1e-6)  # the same vectors
