@@ -25,11 +25,11 @@ import time
 from pathlib import Path
 
 import httpx
+
+import annot
 from common import tree_memory, write_results
 from library import synthetic_library
 from serve import start, summary
-
-import annot
 
 WORDS = ["sky", "water", "tree", "people", "grass", "mountain", "snow", "beach", "clouds", "sand"]
 
