@@ -6,6 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 from tests.conftest import WORDS, invoke
 from tests.test_library import make_photos
@@ -109,3 +110,19 @@ def test_search_cli(library: dict[str, object]) -> None:
     assert no_vector.exit_code == 1 and "'qwertyzz': no word vector" in no_vector.stderr
     mode = invoke("search", "sky", "--mode", "fuzzy", "--store", library["store"])
     assert mode.exit_code == 2 and "--mode must be one of" in mode.stderr  # a usage error, in the flag's name
+
+
+def test_a_vocabulary_word_searches_by_its_word_index_row(built_store: Path) -> None:
+    """One fitted vocabulary word's query row is read from the word index, and equals the row its text view gives
+    through W_y (what several words, or a word outside the vocabulary, still compute)."""
+    from annot.library.search import Searcher
+
+    with annot.open_store(built_store) as api:
+        searcher = Searcher(api.model())
+        for word in api.model().vocabulary:
+            fast = searcher.text_query([word])
+            searcher._word_index, kept = None, searcher._word_row
+            searcher._word_row = lambda w: None  # type: ignore[method-assign]
+            slow = searcher.text_query([word])
+            searcher._word_row = kept  # type: ignore[method-assign]
+            np.testing.assert_allclose(fast, slow, atol=1e-5)

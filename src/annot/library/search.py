@@ -91,6 +91,7 @@ class Searcher:
         elif self.library is not None and record is not None:
             set_library_search(self.library, LibraryIndexInfo.from_dict(dict(record.tuning)))
         self._words: Any = None
+        self._word_index: Any = None
         self._unit: NDArray[np.float64] | None = None  # the vocabulary's unit word vectors (for expand)
         self.view = PhotoView(model)
 
@@ -105,9 +106,15 @@ class Searcher:
 
     # -- the two ways -------------------------------------------------------------------------------------------
     def text_query(self, words: Sequence[str]) -> NDArray[np.float32]:
-        """The words' row of the shared space: their text view projected by W_y (a correlation row)."""
+        """The words' row of the shared space: their text view projected by W_y (a correlation row). One word the
+        projection was fitted with is its row of the store's word index (the same row, without loading the word
+        vectors)."""
         model = self.model
         view = model.settings.text.view
+        if len(words) == 1:
+            row = self._word_row(words[0])
+            if row is not None:
+                return row
         self.word_vectors()
         vocabulary = {w: i for i, w in enumerate(model.vocabulary)}
         labels = np.zeros((1, len(model.vocabulary)), bool)
@@ -137,6 +144,20 @@ class Searcher:
         else:
             Y = np.hstack([w2v, labels.astype(np.float32)])
         return correlation_rows(model.projection.transform_y(Y))
+
+    def _word_row(self, word: str) -> NDArray[np.float32] | None:
+        """A fitted vocabulary word's row of the word index (Z = its one-word text view times W_y), or None."""
+        model = self.model
+        fitted = model.vocabulary[: model.manifest.vocabulary.n_fitted]
+        if word not in fitted:
+            return None
+        if self._word_index is None:
+            self._word_index = model.store.read_index(model.manifest.word_index.file, "word index")
+        try:
+            row = self._word_index.reconstruct(int(model.tag_ids[fitted.index(word)]))
+        except RuntimeError:  # a word the index does not hold (W2V without a vector)
+            return None
+        return np.asarray(row, np.float32)[None, :]
 
     def image_query(self, image: Path | bytes, max_pixels: int | None = None) -> NDArray[np.float32]:
         """An example photo's row of the shared space (a file, or an upload's bytes)."""
