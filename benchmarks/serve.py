@@ -12,6 +12,7 @@ turn, on its own connection; every non-200 answer is an error.
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import shutil
 import statistics
@@ -28,9 +29,10 @@ import annot
 from common import tree_memory, write_results
 
 
-def start(store: Path, port: int) -> subprocess.Popen[bytes]:
+def start(store: Path, port: int, src: Path | None = None) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "PYTHONPATH": str(src)} if src is not None else None
     proc = subprocess.Popen([sys.executable, "-m", "annot.cli.main", "serve", "--store", str(store), "--port",
-                             str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                             str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         try:
@@ -54,14 +56,17 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--port", type=int, default=8799)
+    parser.add_argument("--src", type=Path, default=None, help="serve with the annot at this src (an older checkout)")
+    parser.add_argument("--label", default="", help="results go to results/serve-LABEL.* (with --src)")
     args = parser.parse_args()
-    copy = args.store.parent / "bench-serve.annot"
-    if not copy.exists():
-        shutil.copytree(args.store, copy)
-        annot.open_store(copy).annotate([args.data / "images" / "test"])
+    copy = args.store.parent / f"bench-serve{'-' + args.label if args.label else ''}.annot"
+    shutil.rmtree(copy, ignore_errors=True)  # kept uploads change it: a fresh copy each run
+    shutil.copytree(args.store, copy)
+    annot.open_store(copy).annotate([args.data / "images" / "test"])
+    keep = [p.read_bytes() for p in sorted((args.data / "images" / "train").glob("*.jpeg"))[:20]]
     images = [p.read_bytes() for p in sorted((args.data / "images" / "test").glob("*.jpeg"))[:50]]
     words = list(annot.open_store(copy).model().vocabulary)
-    proc = start(copy, args.port)
+    proc = start(copy, args.port, args.src)
     url = f"http://127.0.0.1:{args.port}"
     try:
         client = httpx.Client(base_url=url, timeout=60)
@@ -77,7 +82,13 @@ def main() -> None:
             t = time.perf_counter()
             assert client.get("/v1/search", params={"q": words[i % len(words)]}).status_code == 200
             search_s.append(time.perf_counter() - t)
-        warm = {"annotate": summary(annotate_s), "search": summary(search_s)}
+        keep_s = []
+        for i, data in enumerate(keep):  # kept uploads: distinct photos, each joins the library
+            t = time.perf_counter()
+            assert client.post("/v1/annotate", params={"keep": True}, files={"image": (f"k{i}.jpg", data)}
+                               ).status_code == 200
+            keep_s.append(time.perf_counter() - t)
+        warm = {"annotate": summary(annotate_s), "search": summary(search_s), "kept upload": summary(keep_s)}
         print("warm", warm, flush=True)
         memory_before = tree_memory(proc.pid)
 
@@ -138,10 +149,13 @@ def main() -> None:
         proc.terminate()
         proc.wait(timeout=30)
     results = {"warm": warm, "load": load, "memory": memory, "photos": 4500 + 499}
-    write_results("serve", results, ["", "median (ms)", "p99 (ms)", "requests"], [
+    write_results("serve" + (f"-{args.label}" if args.label else ""), results,
+                  ["", "median (ms)", "p99 (ms)", "requests"], [
         (f"| annotate, warm | {warm['annotate']['median_ms']} | {warm['annotate']['p99_ms']} | "
          f"{warm['annotate']['requests']} |"),
         f"| search, warm | {warm['search']['median_ms']} | {warm['search']['p99_ms']} | {warm['search']['requests']} |",
+        (f"| kept upload, warm | {warm['kept upload']['median_ms']} | {warm['kept upload']['p99_ms']} | "
+         f"{warm['kept upload']['requests']} |"),
         (f"| annotate, {args.clients} clients | {load['annotate'].get('median_ms')} | "
          f"{load['annotate'].get('p99_ms')} | {load['annotate'].get('requests')} |"),
         (f"| search, {args.clients} clients | {load['search'].get('median_ms')} | {load['search'].get('p99_ms')} | "
