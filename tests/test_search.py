@@ -33,11 +33,23 @@ def tags_of(hit: annot.library.search.Hit) -> set[str]:  # type: ignore[name-def
 def test_by_tags_every_result_has_the_words(library: dict[str, object]) -> None:
     api = annot.open_store(library["store"])  # type: ignore[arg-type]
     for words in (["sky"], ["sea", "sand"]):
-        hits = api.search(words, mode="tags", n=500)
+        hits = api.search(words, mode="tags", n=500, scope="all")
         assert hits and all(set(words) <= tags_of(h) for h in hits)
         assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
         assert {h.kind for h in hits} == {"training", "library"}
         assert all(h.found_by == ("tags",) for h in hits)
+        mine = api.search(words, mode="tags", n=500)  # by default the library's photos, when it has any
+        assert mine == [h for h in hits if h.kind == "library"] and api.search_scope() == "library"
+
+
+def test_query_words_are_read_as_typed(library: dict[str, object]) -> None:
+    """Case, punctuation around a word, extra spaces and a plural of a store word do not change a search."""
+    api = annot.open_store(library["store"])  # type: ignore[arg-type]
+    plain = api.search(["tree", "sky"], n=30)
+    assert plain and api.search(["  Trees, ", "SKIES!", "tree"], n=30) == plain
+    assert api.search(["f-16"], mode="tags") == []  # punctuation inside a word is kept (no such tag here)
+    only_punctuation = invoke("search", "?!", "--store", library["store"])
+    assert only_punctuation.exit_code == 1 and "say what to search for" in only_punctuation.stderr
 
 
 def test_space_finds_photos_for_a_word_outside_the_vocabulary(library: dict[str, object]) -> None:

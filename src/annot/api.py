@@ -271,17 +271,24 @@ class Store:
 
     def search(self, words: Sequence[str] = (), *, like: str | Path | bytes | None = None, mode: str = "combined",
                require: Sequence[str] = (), exclude: Sequence[str] = (), folder: str | Path | None = None,
-               n: int = 20, scope: str = "all", max_pixels: int | None = None) -> list[Hit]:
-        """Photos (training images and the library's) by words, by an example photo (``like``: a file or an
-        upload's bytes), or both."""
-        model = self.model()
-        searcher = self._searcher
-        if searcher is None or searcher.model is not model:
-            searcher = self._searcher = Searcher(model)
+               n: int = 20, scope: str = "auto", max_pixels: int | None = None) -> list[Hit]:
+        """Photos by words, by an example photo (``like``: a file or an upload's bytes), or both: the library's
+        (``scope`` ``auto``: when it has any, else the training images; ``library``, ``training`` or ``all``)."""
         example = like if isinstance(like, bytes) or like is None else Path(like)
-        return searcher.search(words, example, mode=mode, require=require, exclude=exclude,
+        return self._search().search(words, example, mode=mode, require=require, exclude=exclude,
                                folder=Path(folder) if folder is not None else None, n=n, scope=scope,
                                max_pixels=max_pixels)
+
+    def search_scope(self, scope: str = "auto") -> str:
+        """The photos a search with ``scope`` covers: ``library``, ``training`` or ``all``."""
+        return self._search().scope(scope)
+
+    def _search(self) -> Searcher:
+        """The searcher over the loaded model (made again when the model is loaded again)."""
+        model = self.model()
+        if self._searcher is None or self._searcher.model is not model:
+            self._searcher = Searcher(model)
+        return self._searcher
 
     def photo_id(self, path: str | Path) -> int:
         """The id of the photo (or training image) at ``path``."""

@@ -109,23 +109,23 @@ def search(
     exclude: Annotated[list[str] | None, typer.Option("--exclude", help="A tag no result may have "
                                                                          "(repeatable).")] = None,
     folder: Annotated[Path | None, typer.Option(help="Only photos under this folder.")] = None,
-    scope: Annotated[str, typer.Option(help="all, library (your annotated photos only) or training (the training "
-                                            "images only).")] = "all",
+    scope: Annotated[str, typer.Option(help="auto (your annotated photos; the training images when there are none "
+                                            "yet), library, training, or all (both).")] = "auto",
     n: Annotated[int, typer.Option("-n", help="How many results.")] = 20,
     json_out: JsonOpt = False,
 ) -> None:
-    """Find photos by words or by an example photo, over the training images and the annotated library."""
+    """Find photos by words or by an example photo: your annotated photos (the library), or the training images."""
 
     api = open_store(store)
-    manifest = api.manifest
-    if manifest.collection is None or manifest.collection.ntotal == 0:
+    searched = api.search_scope(scope)
+    if scope == "auto" and searched == "training":
         warn(f"the store has no photo library yet (annot annotate adds one); searching its "
-             f"{manifest.index.ntotal:,} training images")
+             f"{api.manifest.index.ntotal:,} training images")
     hits = api.search(words or [], like=like, mode=mode, require=require or [], exclude=exclude or [],
                       folder=folder, n=n, scope=scope)
     api.close()
     if json_out:
-        print_json({"results": [h.to_dict() for h in hits]})
+        print_json({"scope": searched, "results": [h.to_dict() for h in hits]})
         return
     if not hits:
         warn("no photos found")

@@ -14,12 +14,16 @@ Two ways, combined by default and each selectable:
 
 ``combined`` ranks by reciprocal-rank fusion of the two (Σ 1 / (60 + rank)), which needs no common scale between a
 confidence and a correlation. ``like`` finds photos near an example photo in the shared space. Filters: tags every
-result must have (``require``), tags none may have (``exclude``), a folder, library photos or training images only
-(``scope``), and how many (``n``).
+result must have (``require``), tags none may have (``exclude``), a folder, which photos (``scope``: by default the
+library's when it has any, else the training images; ``all`` for both), and how many (``n``).
+
+Query words are read as a person types them: case, punctuation around a word ("Tiger,") and a plural whose singular
+is a word of the store ("tigers") do not matter.
 """
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,7 +48,7 @@ from annot.settings import SettingsError, TextView
 from annot.store.manifest import CollectionRecord
 
 MODES = ("combined", "tags", "space")
-SCOPES = ("all", "library", "training")  # which photos: the library's and the training images, or one of them
+SCOPES = ("auto", "library", "training", "all")  # auto: the library's photos when it has any, else the training images
 FUSION = 60  # the k of reciprocal-rank fusion
 Ranking = tuple[NDArray[np.int64], NDArray[np.float64]]  # rows of the photo view, best first, and their scores
 DEPTH = 1000  # nearest photos fetched from each index before filters apply
@@ -75,6 +79,28 @@ class Hit:
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.image_id, "path": self.path, "score": round(self.score, 6), "kind": self.kind,
                 "found_by": list(self.found_by), "tags": [t.to_dict() for t in self.tags]}
+
+
+def _trim(word: str) -> str:
+    """A word without the punctuation and symbols around it ("Tiger," -> "tiger"; "f-16" stays)."""
+    lo, hi = 0, len(word)
+    while lo < hi and (word[lo].isspace() or unicodedata.category(word[lo])[0] in "PS"):
+        lo += 1
+    while hi > lo and (word[hi - 1].isspace() or unicodedata.category(word[hi - 1])[0] in "PS"):
+        hi -= 1
+    return word[lo:hi]
+
+
+def _singulars(word: str) -> list[str]:
+    """What an English plural's singular may be: tigers -> tiger, beaches -> beach, berries -> berry."""
+    forms = []
+    if word.endswith("ies") and len(word) > 4:
+        forms.append(word[:-3] + "y")
+    if word.endswith("es") and len(word) > 3:
+        forms.append(word[:-2])
+    if word.endswith("s") and not word.endswith("ss") and len(word) > 2:
+        forms.append(word[:-1])
+    return forms
 
 
 class Searcher:
@@ -245,16 +271,36 @@ class Searcher:
         return rows[order], mean[order]
 
     # -- a search ------------------------------------------------------------------------------------------------
+    def scope(self, scope: str = "auto") -> str:
+        """The photos a search covers: ``auto`` is the library's when it has any, else the training images."""
+        if scope not in SCOPES:
+            raise SettingsError("search.scope", f"must be one of {', '.join(SCOPES)}, got {scope!r}")
+        if scope == "auto":
+            return "library" if self.view.library.any() else "training"
+        return scope
+
+    def query_words(self, words: Sequence[str]) -> list[str]:
+        """The words of a query as the store writes its tags: folded, without punctuation around them, a plural
+        read as its singular where only the singular is a word of the store; each once."""
+        known = set(self.model.vocabulary)
+        out: list[str] = []
+        for given in words:
+            word = _trim(normalize_tag(given))
+            if word and word not in known:
+                word = next((s for s in _singulars(word) if s in known), word)
+            if word and word not in out:
+                out.append(word)
+        return out
+
     def search(self, words: Sequence[str] = (), like: Path | bytes | None = None, *, mode: str = "combined",
                require: Sequence[str] = (), exclude: Sequence[str] = (), folder: Path | None = None,
                n: int = 20, scope: str = "all", max_pixels: int | None = None) -> list[Hit]:
-        if scope not in SCOPES:
-            raise SettingsError("search.scope", f"must be one of {', '.join(SCOPES)}, got {scope!r}")
         if mode not in MODES:
             raise SettingsError("search.mode", f"must be one of {', '.join(MODES)}, got {mode!r}")
         if n < 1:
             raise AnnotError(f"-n must be a whole number >= 1, got {n}")
-        words = [normalize_tag(w) for w in words if normalize_tag(w)]
+        words = self.query_words(words)
+        scope = self.scope(scope)
         if not words and like is None:
             raise AnnotError("say what to search for: words, or --like IMAGE")
         rankings: dict[str, Ranking] = {}

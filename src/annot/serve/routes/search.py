@@ -15,8 +15,8 @@ MAX_QUERY_CHARS = 1000  # a search's words, all together
 MAX_FILTERS = 32  # --require / --exclude tags of one search
 
 
-def hits_of(hits: list[Hit]) -> dict[str, Any]:
-    return {"results": [{**h.to_dict(), "thumbnail": f"/v1/images/{h.image_id}/thumbnail"} for h in hits]}
+def hits_of(hits: list[Hit], scope: str) -> dict[str, Any]:
+    return {"scope": scope, "results": [{**h.to_dict(), "thumbnail": f"/v1/images/{h.image_id}/thumbnail"} for h in hits]}
 
 
 @router.get("/search")
@@ -30,13 +30,14 @@ def search_words(
     exclude: Annotated[list[str] | None, Query(max_length=MAX_FILTERS,
                                                description="A tag no result may have.")] = None,
     folder: Annotated[str | None, Query(description="Only photos under this folder.")] = None,
-    scope: Annotated[str, Query(description="all, library or training.")] = "all",
+    scope: Annotated[str, Query(description="auto (the library's photos; the training images when it has none), "
+                                            "library, training or all.")] = "auto",
     n: Annotated[int, Query(ge=1, le=500)] = 20,
 ) -> dict[str, Any]:
     with state.guard.reading() as s:
         hits = s.search(q.split(), mode=mode, require=require or [], exclude=exclude or [], folder=folder, n=n,
                         scope=scope)
-    return hits_of(hits)
+        return hits_of(hits, s.search_scope(scope))
 
 
 @router.post("/search")
@@ -47,7 +48,7 @@ async def search_like(
     require: Annotated[list[str] | None, Form(max_length=MAX_FILTERS)] = None,
     exclude: Annotated[list[str] | None, Form(max_length=MAX_FILTERS)] = None,
     folder: Annotated[str | None, Form()] = None,
-    scope: Annotated[str, Form()] = "all",
+    scope: Annotated[str, Form()] = "auto",
     n: Annotated[int, Form(ge=1, le=500)] = 20,
 ) -> dict[str, Any]:
     data = await state.read_upload(image)
@@ -56,6 +57,6 @@ async def search_like(
         with state.guard.reading() as s:
             hits = s.search(q.split(), like=data, require=require or [], exclude=exclude or [], folder=folder,
                             n=n, scope=scope, max_pixels=state.limits.max_pixels)
-        return hits_of(hits)
+            return hits_of(hits, s.search_scope(scope))
 
     return await run_in_threadpool(run)
