@@ -62,7 +62,9 @@ def main() -> None:
     copy = args.store.parent / f"bench-serve{'-' + args.label if args.label else ''}.annot"
     shutil.rmtree(copy, ignore_errors=True)  # kept uploads change it: a fresh copy each run
     shutil.copytree(args.store, copy)
-    annot.open_store(copy).annotate([args.data / "images" / "test"])
+    env = {**os.environ, "PYTHONPATH": str(args.src)} if args.src is not None else None  # the same annot as served
+    subprocess.run([sys.executable, "-m", "annot.cli.main", "annotate", str(args.data / "images" / "test"),
+                    "--store", str(copy)], check=True, capture_output=True, env=env)
     keep = [p.read_bytes() for p in sorted((args.data / "images" / "train").glob("*.jpeg"))[:20]]
     images = [p.read_bytes() for p in sorted((args.data / "images" / "test").glob("*.jpeg"))[:50]]
     words = list(annot.open_store(copy).model().vocabulary)
