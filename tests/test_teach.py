@@ -236,3 +236,18 @@ def test_the_photo_view_shows_what_each_photo_shows(store: Path, tmp_path: Path)
         got = {(t.tag, round(t.confidence, 4), t.source) for t in view.tags(row)}
         assert got == {(t.tag, round(t.confidence or 0.5, 4), t.source) for t in each[image_id]}, image_id
     api.close()
+    # the same, as a person reads it in SQL: the photo_tags view, by path and word
+    result = invoke("sql", "select path, word, confidence, source from photo_tags", "--store", store, "--json")
+    assert result.exit_code == 0, result.output
+    by_path: dict[str, set[tuple[str, float, str]]] = {}
+    for r in json.loads(result.stdout):
+        by_path.setdefault(r["path"], set()).add((r["word"], round(r["confidence"], 4), r["source"]))
+    with StoreDir.open(store) as s:
+        paths = dict(s.db.read_sql("SELECT id, path FROM images")[1])
+    assert by_path == {paths[i]: {(t.tag, round(t.confidence or 0.5, 4), t.source) for t in tags}
+                       for i, tags in each.items() if tags}
+    fixes = json.loads(invoke("sql", "select path, word, action from corrections_view order by id", "--store", store,
+                              "--json").stdout)
+    assert [(r["path"], r["word"], r["action"]) for r in fixes] == [
+        (str(photos[0]), "sand", "reject"), (str(photos[0]), "grandma", "add"),
+        (str(photos[1]), "sea", "confirm"), (str(photos[1]), "sky", "reject")]

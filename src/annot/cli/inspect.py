@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -23,7 +23,30 @@ def info(store: StoreOpt, json_out: JsonOpt = False) -> None:
     if json_out:
         print_json(data)
         return
-    console.print(table(f"annot store {store}", ["", ""], [[key, value] for key, value in data.items()]))
+    console.print(table(f"annot store {store}", ["", ""], [[key, _readable(value)] for key, value in _flat(data)]))
+
+
+def _flat(data: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    """Nested settings as one row each (``settings.scoring.k``); empty ones left out."""
+    rows: list[tuple[str, Any]] = []
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            rows += _flat(value, name + ".")
+        elif value not in (None, {}, [], ""):
+            rows.append((name, value))
+    return rows
+
+
+def _readable(value: Any) -> str:
+    if isinstance(value, list):
+        return ", ".join(str(_readable(v)) for v in value[:20]) + (f", ... ({len(value):,} in all)" if len(value) > 20
+                                                                   else "")
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
 
 
 @app.command("runs")

@@ -162,7 +162,43 @@ def _m004_duplicates(conn: Connection) -> None:
         conn.exec_driver_sql("ALTER TABLE photo_files ADD COLUMN same_as INTEGER")
 
 
+PHOTO_TAGS_VIEW = """
+CREATE OR REPLACE VIEW photo_tags AS
+WITH last AS (
+    SELECT image_id, tag_id, action FROM (
+        SELECT image_id, tag_id, action,
+               row_number() OVER (PARTITION BY image_id, tag_id ORDER BY id DESC) AS latest
+        FROM corrections) WHERE latest = 1),
+shown AS (
+    SELECT a.image_id, a.tag_id, a.confidence, 'predicted' AS source
+    FROM annotations a LEFT JOIN last l ON l.image_id = a.image_id AND l.tag_id = a.tag_id
+    WHERE l.action IS NULL
+    UNION ALL
+    SELECT l.image_id, l.tag_id, 1.0, CASE l.action WHEN 'confirm' THEN 'confirmed' ELSE 'added' END
+    FROM last l JOIN photo_files f ON f.image_id = l.image_id WHERE l.action <> 'reject'
+    UNION ALL
+    SELECT t.image_id, t.tag_id, 1.0, 'training'
+    FROM image_tags t JOIN images i ON i.id = t.image_id
+    WHERE i.split = 'train' AND t.image_id NOT IN (SELECT image_id FROM photo_files))
+SELECT i.path, w.word, s.confidence, s.source, s.image_id
+FROM shown s JOIN images i ON i.id = s.image_id JOIN tags w ON w.id = s.tag_id
+"""
+
+CORRECTIONS_VIEW = """
+CREATE OR REPLACE VIEW corrections_view AS
+SELECT c.id, c.created_at, i.path, w.word, c.action, c.source, c.image_id
+FROM corrections c JOIN images i ON i.id = c.image_id JOIN tags w ON w.id = c.tag_id
+"""
+
+
+def _m005_readable_views(conn: Connection) -> None:
+    """Views a person reads: each photo's shown tags by path and word (``photo_tags``: predicted ones with the
+    corrections applied, confirmed and added ones, a training image's own), and the corrections by path and word."""
+    conn.exec_driver_sql(PHOTO_TAGS_VIEW)
+    conn.exec_driver_sql(CORRECTIONS_VIEW)
+
+
 # Numbered migrations: entry i brings a database from version i to i + 1. Append, never edit.
 MIGRATIONS: list[Callable[[Connection], None]] = [_m001_initial, _m002_photo_library, _m003_file_identity,
-                                                  _m004_duplicates]
+                                                  _m004_duplicates, _m005_readable_views]
 SCHEMA_VERSION = len(MIGRATIONS)
