@@ -45,30 +45,80 @@ def test_xmp_beside_photos_merges_an_exiftool_sidecar(store: Path, library: dict
     sidecar = first.with_name(first.name + ".xmp")
     subprocess.run(["exiftool", "-q", "-XMP-dc:Title=Holiday", "-XMP-dc:Subject=family", "-XMP-dc:Subject=beach trip",
                     "-XMP-xmp:Rating=4", "-XMP-lr:HierarchicalSubject=people|family", str(sidecar)], check=True)
-    result = invoke("export", "--store", store, "--format", "xmp")
+    result = invoke("export", "--store", store, "--format", "xmp", "--min-confidence", "0")
     assert result.exit_code == 0, result.output
     assert "6 photos" in result.stdout and "1 existing sidecars merged" in result.stdout
+    assert "2 keywords you added recorded as additions" in result.stdout  # the person's keywords teach the store
     for photo in library:
-        tags = [str(t["tag"]) for t in shown_tags(store, photo)]
+        shown = shown_tags(store, photo)
+        tags = [str(t["tag"]) for t in shown]
+        ours = [t for t in tags if photo != first or t not in ("family", "beach trip")]
         meta = exiftool(photo.with_name(photo.name + ".xmp"))
         subject = as_list(meta.get("XMP-dc:Subject"))
-        assert set(tags) <= set(subject) and tags == as_list(meta.get("XMP-digiKam:TagsList"))
-        assert set(tags) <= set(as_list(meta.get("XMP-lr:HierarchicalSubject")))
+        assert set(tags) <= set(subject) and set(ours) == set(as_list(meta.get("XMP-annot:Added")))
+        assert [f"annot/{t}" for t in ours] == [v for v in as_list(meta.get("XMP-digiKam:TagsList"))
+                                                if v.startswith("annot/")]
+        assert {f"annot|{t}" for t in ours} <= set(as_list(meta.get("XMP-lr:HierarchicalSubject")))
         confidences = {t["Tag"]: float(t["Confidence"]) for t in meta["XMP-annot:Tags"]}  # type: ignore[attr-defined]
         assert confidences == pytest.approx({str(t["tag"]): float(t["confidence"])  # type: ignore[arg-type]
-                                             for t in shown_tags(store, photo)}, abs=1e-4)
+                                             for t in shown}, abs=1e-4)
     merged = exiftool(sidecar)
     assert merged["XMP-dc:Title"] == "Holiday" and merged["XMP-xmp:Rating"] == 4
     assert {"family", "beach trip"} <= set(as_list(merged["XMP-dc:Subject"]))
-    assert "people|family" in as_list(merged["XMP-lr:HierarchicalSubject"])
+    hierarchy = as_list(merged["XMP-lr:HierarchicalSubject"])
+    assert "people|family" in hierarchy and "annot|family" not in hierarchy  # the person's keyword stays theirs
 
     # a rejected tag leaves the sidecar at the next export; the keywords exiftool wrote stay
-    rejected = str(shown_tags(store, first)[0]["tag"])
+    rejected = str(shown_tags(store, first)[2]["tag"])
     assert invoke("correct", first, "--reject", rejected, "--store", store).exit_code == 0
-    assert invoke("export", "--store", store).exit_code == 0
+    assert invoke("export", "--store", store, "--min-confidence", "0").exit_code == 0
     again = exiftool(sidecar)
     assert rejected not in as_list(again["XMP-dc:Subject"])
     assert {"family", "beach trip"} <= set(as_list(again["XMP-dc:Subject"])) and again["XMP-dc:Title"] == "Holiday"
+
+
+@pytest.mark.slow
+def test_xmp_round_trips_what_the_person_did_in_their_photo_manager(store: Path, library: dict[Path, list[str]]
+                                                                    ) -> None:
+    """Removed in the photo manager: a rejection, never written again. Added there: an addition (a new word too).
+    The default export writes only the tags that reach the calibrated cut; --parent "" writes them flat."""
+    from sqlalchemy import select
+
+    from annot.schema import corrections
+    from annot.store import StoreDir
+
+    photo = sorted(library)[1]
+    sidecar = photo.with_name(photo.name + ".xmp")
+    assert invoke("export", "--store", store, "--min-confidence", "0").exit_code == 0
+    word = as_list(exiftool(sidecar)["XMP-annot:Added"])[0]
+    subprocess.run(["exiftool", "-q", "-overwrite_original", f"-XMP-dc:Subject-={word}",  # as digiKam removes one
+                    f"-XMP-digiKam:TagsList-=annot/{word}", f"-XMP-lr:HierarchicalSubject-=annot|{word}",
+                    "-XMP-dc:Subject+=Grandma", "-XMP-lr:HierarchicalSubject+=Family|Grandma",
+                    "-XMP-digiKam:TagsList+=Family/Grandma", str(sidecar)], check=True)
+    result = invoke("export", "--store", store, "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["from_sidecars"] == {"rejected": 1, "added": 1}
+    with StoreDir.open(store) as s, s.db.connect() as conn:
+        recorded = conn.execute(select(corrections.c.action, corrections.c.source)).all()
+    assert sorted(recorded) == [("add", "xmp"), ("reject", "xmp")]
+    shown = {str(t["tag"]): t for t in shown_tags(store, photo)}
+    assert word not in shown and shown["grandma"]["source"] == "added"
+    meta = exiftool(sidecar)
+    assert word not in as_list(meta["XMP-dc:Subject"]) and "Grandma" in as_list(meta["XMP-dc:Subject"])
+    assert "Family|Grandma" in as_list(meta["XMP-lr:HierarchicalSubject"])
+    with annot.open_store(store) as api:  # the default cut: every written predicted tag reaches it
+        model = api.model()
+        cut = model.confidence_cut(model.settings.scoring.replace(min_confidence="auto"))
+    assert cut is not None
+    for tag in meta["XMP-annot:Tags"]:  # type: ignore[attr-defined]
+        assert tag["Source"] != "predicted" or float(tag["Confidence"]) >= cut
+    again = invoke("export", "--store", store, "--json")
+    assert json.loads(again.stdout)["from_sidecars"] == {"rejected": 0, "added": 0}  # nothing new: nothing recorded
+    assert word not in as_list(exiftool(sidecar)["XMP-dc:Subject"])
+    flat = invoke("export", "--store", store, "--parent", "", "--min-confidence", "0")
+    assert flat.exit_code == 0
+    tree = as_list(exiftool(sidecar)["XMP-digiKam:TagsList"])
+    assert not any(v.startswith("annot/") for v in tree) and "Family/Grandma" in tree
 
 
 def test_xmp_under_out_mirrors_folders_with_either_name(store: Path, library: dict[Path, list[str]],

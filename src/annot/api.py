@@ -44,10 +44,11 @@ from annot.indexer import GrowReport, IndexReport, add_images, build_index, refi
 from annot.indexer.corpus import read_corpus
 from annot.library.collection import AnnotateReport, annotate_photos, library_counts
 from annot.library.corrections import Correction, CorrectReport, record_corrections
-from annot.library.export import ExportReport, export
+from annot.library.export import PARENT, ExportReport, export
 from annot.library.query import annotate_files, annotate_uploads, expand_inputs, iter_annotations
 from annot.library.review import ReviewItem, review_queue
 from annot.library.search import Hit, Searcher
+from annot.library.sync import SidecarChanges, sidecar_changes
 from annot.library.view import Photo, PhotoTag, WordCount, find_photo, photo_record, photo_tags, vocabulary_counts
 from annot.methods import Annotation, FitReport, method_class
 from annot.methods.cnnr.train import CNNRConfig, TrainReport, train_cnnr
@@ -323,13 +324,28 @@ class Store:
         return review_queue(self.model(), n, order=order)
 
     def export(self, fmt: str = "xmp", *, out: str | Path | None = None, naming: str = "full",
-               min_confidence: float | str | None = None, training: bool = False,
-               stream: IO[str] | None = None) -> ExportReport:
-        """Write the library's tags as XMP sidecars (merged into existing ones), CSV or JSON Lines."""
+               min_confidence: float | str | None = "default", training: bool = False,
+               stream: IO[str] | None = None, parent: str = PARENT, sync: bool = True) -> ExportReport:
+        """Write the library's tags as XMP sidecars (merged into existing ones), CSV or JSON Lines. XMP: first, with
+        ``sync``, what the person did to annot's keywords in their sidecars is recorded as corrections
+        (:mod:`annot.library.sync`); annot's hierarchical keywords go under ``parent``; by default only the tags
+        that reach the store's calibrated cut are written (``min_confidence="default"``; None: every tag)."""
+        target = Path(out) if out is not None else None
+        changes = SidecarChanges()
+        if fmt == "xmp" and sync:
+            model = self.model()
+            changes = sidecar_changes(model, naming=naming, out=target, parent=parent,
+                                      hierarchy=model.settings.text.keywords.value)
+            if changes.corrections:
+                self.correct(changes.corrections, source="xmp")
         model = self.model()
+        if min_confidence == "default":
+            min_confidence = "auto" if fmt == "xmp" and model.calibration(model.settings.scoring) is not None else None
         cut = model.confidence_cut(model.settings.scoring.replace(min_confidence=min_confidence))
-        return export(model, fmt, out=Path(out) if out is not None else None, naming=naming, min_confidence=cut,
-                      training=training, stream=stream)
+        report = export(model, fmt, out=target, naming=naming, min_confidence=cut, training=training, stream=stream,
+                        parent=parent)
+        report.synced = changes.to_dict()
+        return report
 
     def correct(self, corrections: Iterable[Correction], *, source: str = "api") -> CorrectReport:
         """Confirm, reject or add tags of photos; corrected photos join the training corpus with their vouched tags."""

@@ -153,22 +153,32 @@ def export_(
     min_confidence: MinConfidenceOpt = None,
     training: Annotated[bool, typer.Option("--training", help="Also the training images, with their own "
                                                               "tags.")] = False,
+    parent: Annotated[str, typer.Option(help="xmp: the keyword annot's hierarchical keywords go under (annot|beach "
+                                             "in Lightroom, annot/beach in digiKam); \"\" for none.")] = "annot",
+    sync: Annotated[bool, typer.Option("--sync/--no-sync", help="xmp: first record what you did to annot's keywords "
+                                                                 "in the sidecars (removed ones as rejections, "
+                                                                 "your own as additions).")] = True,
     json_out: JsonOpt = False,
 ) -> None:
     """Write the library's tags where photo managers read them (XMP keywords), or as CSV or JSON Lines.
 
-    Only tags at or above --min-confidence are written (confirmed and added ones always). An existing sidecar keeps
-    its other fields and the keywords others wrote; the keywords an earlier export wrote are replaced. A
+    XMP: by default only the tags that reach the store's calibrated cut (--min-confidence auto; 0 for every tag),
+    confirmed and added ones always. An existing sidecar keeps its other fields and the keywords others wrote; the
+    keywords an earlier export wrote are replaced. Before writing, a keyword annot wrote that you removed in your
+    photo manager is recorded as a rejection (and not written again), and keywords you added as additions. A
     write-protected sidecar is left alone (and listed); one that cannot be merged (not XMP, over 16 MiB) is left as
     it is, listed, and the command exits 1 after writing the others."""
 
     with open_store(store) as api:
-        report = api.export(fmt, out=out, naming=naming, min_confidence=min_confidence, training=training,
-                            stream=sys.stdout)
+        report = api.export(fmt, out=out, naming=naming, training=training, stream=sys.stdout, parent=parent,
+                            sync=sync, min_confidence="default" if min_confidence is None else min_confidence)
     if json_out and (fmt == "xmp" or out is not None):
         print_json(report.to_dict())
     elif fmt == "xmp" or out is not None:
         where = f"under {out}" if out is not None and fmt == "xmp" else str(out) if out else "beside the photos"
+        if report.synced.get("rejected") or report.synced.get("added"):
+            say(f"from the sidecars: {report.synced['rejected']:,} keywords you removed recorded as rejections, "
+                f"{report.synced['added']:,} keywords you added recorded as additions")
         say(f"wrote {report.tags:,} tags of {report.photos:,} photos ({len(report.written):,} files "
             f"{where}; {report.merged:,} existing sidecars merged)")
         for path in report.protected[:20]:

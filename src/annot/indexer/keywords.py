@@ -83,8 +83,8 @@ def xmp_keywords(packet: bytes, hierarchy: str = "leaf", parent: str = "annot") 
                 if not value or (not separator and value in ours):
                     continue
                 parts = [p.strip() for p in value.split(separator)] if separator else [value]
-                if separator and parts[0] == parent:
-                    continue  # annot's own keyword tree
+                if separator and (parts[0] == parent or len(parts) == 2 and parts[1] in ours):
+                    continue  # annot's own keyword tree (under the parent it was exported with)
                 found.append(parts[-1] if hierarchy == "leaf" else "/".join(parts))
     return list(dict.fromkeys(found))
 

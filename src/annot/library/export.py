@@ -1,10 +1,13 @@
 """Exporting the library's tags (``annot export``): XMP sidecars a photo manager reads, CSV or JSON Lines.
 
 An XMP sidecar holds the tags in the fields photo managers read keywords from: ``dc:subject`` (an ``rdf:Bag``; every
-manager), ``lr:hierarchicalSubject`` (Lightroom) and ``digiKam:TagsList`` (digiKam), and each tag's confidence in
-annot's own namespace (``annot:Tags``, a bag of ``annot:Tag`` / ``annot:Confidence`` / ``annot:Source``). A sidecar
-that exists is merged, never overwritten: its other fields stay, and so do keywords someone else wrote; the keywords
-an earlier export of annot added (named in its ``annot:Added``) are replaced by this one's. Sidecars go beside each
+manager), ``lr:hierarchicalSubject`` (Lightroom) and ``digiKam:TagsList`` (digiKam) under annot's parent keyword
+(``annot|beach``, ``annot/beach``: a person removes them all by removing the parent; ``parent=""`` writes them flat),
+and each tag's confidence in annot's own namespace (``annot:Tags``, a bag of ``annot:Tag`` / ``annot:Confidence`` /
+``annot:Source``); ``annot:Added`` records which keywords annot wrote. A sidecar that exists is merged, never
+overwritten: its other fields stay, and so do keywords someone else wrote (a tag the person already has as their own
+keyword is not written again under annot's parent); the keywords an earlier export of annot wrote are replaced by
+this one's. What the person changed since is read back first (:mod:`annot.library.sync`). Sidecars go beside each
 photo, or under ``out`` mirroring the photos' folders, named ``photo.jpg.xmp`` (``full``, as digiKam and darktable
 name them) or ``photo.xmp`` (``stem``, as Lightroom does). Only tags at or above a confidence cut are written; a
 confirmed or added tag always is.
@@ -33,6 +36,7 @@ from typing import IO
 from sqlalchemy import ColumnElement, func, select
 
 from annot.errors import AnnotError
+from annot.indexer.corpus import normalize_tag
 from annot.indexer.keywords import parse_xmp
 from annot.inputs import file_kind
 from annot.library.view import PhotoTag, photo_tags
@@ -42,6 +46,7 @@ from annot.settings import SettingsError
 from annot.store import TEMPORARY, atomic_write
 
 FORMATS = ("xmp", "csv", "jsonl")
+PARENT = "annot"  # the keyword annot's hierarchical keywords go under (annot|beach), so a person can remove them all
 MAX_SIDECAR_BYTES = 16 << 20  # an XMP sidecar over 16 MiB is not merged (real ones hold kilobytes)
 NAMINGS = ("full", "stem")
 NS = {
@@ -80,10 +85,11 @@ class ExportReport:
     merged: int  # sidecars that existed and were merged
     protected: list[str] = field(default_factory=list)  # write-protected sidecars, left alone
     failed: dict[str, str] = field(default_factory=dict)  # sidecars that could not be merged, and why
+    synced: dict[str, int] = field(default_factory=dict)  # corrections read back from the sidecars (library.sync)
 
     def to_dict(self) -> dict[str, object]:
         return {"photos": self.photos, "tags": self.tags, "files": len(self.written), "merged": self.merged,
-                "protected": self.protected, "failed": self.failed}
+                "protected": self.protected, "failed": self.failed, "from_sidecars": self.synced}
 
 
 def exported_tags(model: StoreModel, min_confidence: float | None, training: bool = False,
@@ -130,8 +136,16 @@ def _values(description: ET.Element, prefix: str, name: str) -> list[str]:
     return [li.text or "" for li in found.iter(q("rdf", "li"))]
 
 
-def merged_xmp(existing: bytes | None, tags: Sequence[PhotoTag]) -> bytes:
-    """The sidecar with ``tags``: a new one, or ``existing`` with its keywords merged and everything else kept."""
+def _annots(value: str, separator: str, parent: str, ours: set[str]) -> bool:
+    """Whether a keyword is one an earlier export of annot wrote: one it listed, or under its parent keyword (this
+    export's, or the one an earlier export used for a keyword it listed)."""
+    parts = [p.strip() for p in value.split(separator)]
+    return value in ours or bool(parent) and parts[0] == parent or len(parts) == 2 and parts[1] in ours
+
+
+def merged_xmp(existing: bytes | None, tags: Sequence[PhotoTag], parent: str = PARENT) -> bytes:
+    """The sidecar with ``tags``: a new one, or ``existing`` with its keywords merged and everything else kept.
+    annot's hierarchical keywords go under ``parent`` (``annot|beach``, ``annot/beach``; none when empty)."""
     if existing:
         root = parse_xmp(existing, "an XMP sidecar annot can merge")
         if root.tag == q("rdf", "RDF"):  # a bare RDF packet: wrap it
@@ -150,8 +164,10 @@ def merged_xmp(existing: bytes | None, tags: Sequence[PhotoTag]) -> bytes:
     ours = {tag for d in descriptions for tag in _values(d, "annot", "Added")}  # what an earlier export added
     keywords: dict[str, list[str]] = {"subject": [], "hierarchicalSubject": [], "TagsList": []}
     for d in descriptions:
-        for prefix, name in (("dc", "subject"), ("lr", "hierarchicalSubject"), ("digiKam", "TagsList")):
-            keywords[name] += [v for v in _values(d, prefix, name) if v not in ours]
+        for prefix, name, separator in (("dc", "subject", ""), ("lr", "hierarchicalSubject", "|"),
+                                        ("digiKam", "TagsList", "/")):
+            keywords[name] += [v for v in _values(d, prefix, name)
+                               if not (_annots(v, separator, parent, ours) if separator else v in ours)]
             for old in d.findall(q(prefix, name)):
                 d.remove(old)
         for old in [*d.findall(q("annot", "Tags")), *d.findall(q("annot", "Added"))]:
@@ -160,15 +176,16 @@ def merged_xmp(existing: bytes | None, tags: Sequence[PhotoTag]) -> bytes:
     for d in descriptions[1:]:  # a description that held only keywords is left empty: it goes
         if not len(d) and set(d.attrib) <= {q("rdf", "about")}:
             rdf.remove(d)
-    names = [t.tag for t in tags]
-    for prefix, name, kind in (("dc", "subject", "Bag"), ("lr", "hierarchicalSubject", "Bag"),
-                               ("digiKam", "TagsList", "Seq")):
-        values = list(dict.fromkeys([*keywords[name], *names]))
+    theirs = {normalize_tag(k) for k in keywords["subject"]}
+    names = [t.tag for t in tags if t.tag not in theirs]  # a keyword the person has already stays theirs alone
+    for prefix, name, kind, separator in (("dc", "subject", "Bag", ""), ("lr", "hierarchicalSubject", "Bag", "|"),
+                                          ("digiKam", "TagsList", "Seq", "/")):
+        mine = [f"{parent}{separator}{n}" if separator and parent else n for n in names]
+        values = list(dict.fromkeys([*keywords[name], *mine]))
         if values:
             _bag(target, prefix, name, values, kind)
-    added = [n for n in names if n not in keywords["subject"]]  # keywords someone else wrote stay theirs
-    if added:
-        _bag(target, "annot", "Added", added)
+    if names:
+        _bag(target, "annot", "Added", names)
     if tags:
         holder = ET.SubElement(target, q("annot", "Tags"))
         bag = ET.SubElement(holder, q("rdf", "Bag"))
@@ -185,7 +202,7 @@ def merged_xmp(existing: bytes | None, tags: Sequence[PhotoTag]) -> bytes:
 
 def export(model: StoreModel, fmt: str, *, out: Path | None = None, naming: str = "full",
            min_confidence: float | None = None, training: bool = False, stream: IO[str] | None = None,
-           ) -> ExportReport:
+           parent: str = PARENT) -> ExportReport:
     """Write the library's tags as ``fmt``: XMP sidecars (beside the photos, or under ``out``), or one CSV or
     JSON Lines file (``out``, else ``stream``)."""
     if fmt not in FORMATS:
@@ -217,11 +234,11 @@ def export(model: StoreModel, fmt: str, *, out: Path | None = None, naming: str 
         if target.parent not in cleaned:
             cleaned.add(target.parent)
             remove_temporaries(target.parent)
-        _export_sidecar(target, found, report)
+        _export_sidecar(target, found, report, parent)
     return report
 
 
-def _export_sidecar(target: Path, tags: Sequence[PhotoTag], report: ExportReport) -> None:
+def _export_sidecar(target: Path, tags: Sequence[PhotoTag], report: ExportReport, parent: str) -> None:
     """Write or merge one sidecar; a protected or unusable one is recorded in ``report`` and left as it is."""
     try:
         status = target.stat()
@@ -246,7 +263,7 @@ def _export_sidecar(target: Path, tags: Sequence[PhotoTag], report: ExportReport
             report.failed[str(target)] = f"cannot read the sidecar ({exc.strerror or exc})"
             return
     try:
-        payload = merged_xmp(existing, tags)
+        payload = merged_xmp(existing, tags, parent)
     except ValueError as exc:
         report.failed[str(target)] = str(exc)
         return
