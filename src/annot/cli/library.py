@@ -177,8 +177,9 @@ def export_(
     elif fmt == "xmp" or out is not None:
         where = f"under {out}" if out is not None and fmt == "xmp" else str(out) if out else "beside the photos"
         if report.synced.get("rejected") or report.synced.get("added"):
-            say(f"from the sidecars: {report.synced['rejected']:,} keywords you removed recorded as rejections, "
-                f"{report.synced['added']:,} keywords you added recorded as additions")
+            rejected, added = report.synced["rejected"], report.synced["added"]
+            say(f"from the sidecars: {rejected:,} keyword{'s' * (rejected != 1)} you removed recorded as "
+                f"rejections, {added:,} keyword{'s' * (added != 1)} you added recorded as additions")
         say(f"wrote {report.tags:,} tags of {report.photos:,} photos ({len(report.written):,} files "
             f"{where}; {report.merged:,} existing sidecars merged)")
         for path in report.protected[:20]:
