@@ -25,6 +25,7 @@ from annot.cli.app import (
 )
 from annot.cli.render import console, print_json, say, styled, table, warn
 from annot.evaluation.tune import searched
+from annot.indexer import IndexReport
 from annot.methods.cnnr.train import CNNRConfig
 from annot.settings import build_settings
 
@@ -110,6 +111,11 @@ def index(
     if json_out:
         print_json(report.to_dict())
         return
+    _say_indexed(report)
+
+
+def _say_indexed(report: IndexReport) -> None:
+    """What an index run read, learnt and left out, in lines a person reads."""
     if report.keywords is not None:
         found = report.keywords
         sources = ", ".join(f"{n:,} from {s}" for s, n in found.by_source.items())

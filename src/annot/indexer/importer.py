@@ -64,24 +64,12 @@ def probe(path: Path) -> tuple[str, int, int] | str:
     return info.sha256, info.width, info.height
 
 
-def import_corpus(
-    store: StoreDir,
-    corpus: Corpus,
-    split: str,
-    *,
-    strict: bool = False,
-    progress: Callable[[int], None] | None = None,
-) -> ImportReport:
-    """Add the corpus's images and tags to the store (already present paths keep their ids).
-
-    An image that cannot be opened is skipped and reported, or with ``strict`` is an error naming it.
-    Nothing is written unless the whole import succeeds.
-    """
-    with store.db.connect() as conn:
-        existing = {p: (i, s, h) for i, p, s, h in conn.execute(select(images.c.id, images.c.path, images.c.split,
-                                                                      images.c.sha256))}
+def _probe_new(corpus: Corpus, existing: dict[str, tuple[int, str, str]], split: str, strict: bool,
+               progress: Callable[[int], None] | None,
+               ) -> tuple[dict[str, str], dict[Path, tuple[str, int, int]], dict[str, str]]:
+    """The corpus's images new to the store, read: why each unreadable one is, each readable one's (hash, width,
+    height), and those whose content another image of the store (or of the corpus) has."""
     by_content = {h: (p, s) for p, (_i, s, h) in existing.items()}
-
     unreadable: dict[str, str] = {}
     probed: dict[Path, tuple[str, int, int]] = {}
     duplicates: dict[str, str] = {}
@@ -102,7 +90,26 @@ def import_corpus(
                     by_content[found[0]] = (key, split)
         if progress:
             progress(1)
+    return unreadable, probed, duplicates
 
+
+def import_corpus(
+    store: StoreDir,
+    corpus: Corpus,
+    split: str,
+    *,
+    strict: bool = False,
+    progress: Callable[[int], None] | None = None,
+) -> ImportReport:
+    """Add the corpus's images and tags to the store (already present paths keep their ids).
+
+    An image that cannot be opened is skipped and reported, or with ``strict`` is an error naming it.
+    Nothing is written unless the whole import succeeds.
+    """
+    with store.db.connect() as conn:
+        existing = {p: (i, s, h) for i, p, s, h in conn.execute(select(images.c.id, images.c.path, images.c.split,
+                                                                      images.c.sha256))}
+    unreadable, probed, duplicates = _probe_new(corpus, existing, split, strict, progress)
     word_ids = tag_ids(store, sorted({t for e in corpus.entries for t in e.tags}), create=True)
     now = datetime.now(UTC).replace(tzinfo=None)
     items: list[tuple[int, Path]] = []
