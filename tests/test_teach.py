@@ -251,3 +251,21 @@ def test_the_photo_view_shows_what_each_photo_shows(store: Path, tmp_path: Path)
     assert [(r["path"], r["word"], r["action"]) for r in fixes] == [
         (str(photos[0]), "sand", "reject"), (str(photos[0]), "grandma", "add"),
         (str(photos[1]), "sea", "confirm"), (str(photos[1]), "sky", "reject")]
+
+
+def test_words_no_photo_has_together_give_partial_matches_and_say_so(store: Path, tmp_path: Path) -> None:
+    photos = sorted(beach_photos(tmp_path / "photos", 12))
+    annotate_photos(store, [tmp_path / "photos"])
+    assert invoke("correct", photos[0], "--add", "holiday", "--store", store).exit_code == 0
+    assert invoke("correct", photos[1], "--add", "grandma", "--store", store).exit_code == 0
+    api = annot.open_store(store)
+    one = api.find(["holiday"], mode="tags", n=50)
+    assert not one.partial and [h.path for h in one.hits] == [str(photos[0])]
+    apart = api.find(["Holiday", "grandma!"], mode="tags", n=50)  # no photo has both words
+    assert apart.partial and apart.words == ("holiday", "grandma")
+    assert sorted(h.path for h in apart.hits) == sorted(map(str, photos[:2]))
+    api.close()
+    said = invoke("search", "holiday", "grandma", "--store", store, "--mode", "tags")
+    assert said.exit_code == 0 and "no photo has all of holiday, grandma" in said.stderr
+    as_json = json.loads(invoke("search", "holiday", "grandma", "--store", store, "--json").stdout)
+    assert as_json["partial"] is True and as_json["scope"] == "library"

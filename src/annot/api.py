@@ -47,7 +47,7 @@ from annot.library.corrections import Correction, CorrectReport, record_correcti
 from annot.library.export import PARENT, ExportReport, export
 from annot.library.query import annotate_files, annotate_uploads, expand_inputs, iter_annotations
 from annot.library.review import ReviewItem, review_queue
-from annot.library.search import Hit, Searcher
+from annot.library.search import Found, Hit, Searcher
 from annot.library.sync import SidecarChanges, sidecar_changes
 from annot.library.view import Photo, PhotoTag, WordCount, find_photo, photo_record, photo_tags, vocabulary_counts
 from annot.methods import Annotation, FitReport, method_class
@@ -279,6 +279,15 @@ class Store:
         return self._search().search(words, example, mode=mode, require=require, exclude=exclude,
                                folder=Path(folder) if folder is not None else None, n=n, scope=scope,
                                max_pixels=max_pixels)
+
+    def find(self, words: Sequence[str] = (), *, like: str | Path | bytes | None = None, mode: str = "combined",
+             require: Sequence[str] = (), exclude: Sequence[str] = (), folder: str | Path | None = None,
+             n: int = 20, scope: str = "auto", max_pixels: int | None = None) -> Found:
+        """:meth:`search`, with what the search covered and whether no photo had every word (``Found``)."""
+        example = like if isinstance(like, bytes) or like is None else Path(like)
+        return self._search().find(words, example, mode=mode, require=require, exclude=exclude,
+                                   folder=Path(folder) if folder is not None else None, n=n, scope=scope,
+                                   max_pixels=max_pixels)
 
     def search_scope(self, scope: str = "auto") -> str:
         """The photos a search with ``scope`` covers: ``library``, ``training`` or ``all``."""

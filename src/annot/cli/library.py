@@ -121,12 +121,15 @@ def search(
     if scope == "auto" and searched == "training":
         warn(f"the store has no photo library yet (annot annotate adds one); searching its "
              f"{api.manifest.index.ntotal:,} training images")
-    hits = api.search(words or [], like=like, mode=mode, require=require or [], exclude=exclude or [],
-                      folder=folder, n=n, scope=scope)
+    found = api.find(words or [], like=like, mode=mode, require=require or [], exclude=exclude or [],
+                     folder=folder, n=n, scope=scope)
     api.close()
+    hits = found.hits
     if json_out:
-        print_json({"scope": searched, "results": [h.to_dict() for h in hits]})
+        print_json({"scope": searched, "partial": found.partial, "results": [h.to_dict() for h in hits]})
         return
+    if found.partial:
+        warn(f"no photo has all of {', '.join(found.words)}; the photos with some of them, those with more first")
     if not hits:
         warn("no photos found")
         return

@@ -65,6 +65,17 @@ class UploadTooLarge(AnnotError):
 
 
 @dataclass(frozen=True)
+class Found:
+    """What a search found: its photos best first, the photos it covered (``library``, ``training`` or ``all``), and
+    whether no photo had every word of the query (``partial``: the photos with some of them are shown)."""
+
+    hits: list[Hit]
+    scope: str
+    partial: bool = False
+    words: tuple[str, ...] = ()  # the query's words as read (folded, trimmed, singular)
+
+
+@dataclass(frozen=True)
 class Hit:
     """A photo found: its id, path, score (higher is better), whether it is a library photo or a training image,
     what found it, and its tags."""
@@ -249,7 +260,7 @@ class Searcher:
         best = np.argsort(-similarity)[:EXPAND]
         return [(int(j), float(similarity[j])) for j in best if similarity[j] >= SIMILAR]
 
-    def by_tags(self, words: Sequence[str]) -> Ranking:
+    def by_tags(self, words: Sequence[str], every: bool = True) -> Ranking:
         """(row of the view, mean over the words of its confidence) of the photos whose tags hold every word, best
         first; a word outside the vocabulary counts as its nearest vocabulary words (:meth:`expand`), each tag's
         confidence times its similarity."""
@@ -257,15 +268,17 @@ class Searcher:
         unique = list(dict.fromkeys(words))
         for word in unique:
             expanded = self.expand(word)
-            if not expanded:
+            if not expanded and every:
                 return np.zeros(0, np.int64), np.zeros(0)
             part = np.full(len(self.view), np.nan)
             for position, weight in expanded:
                 rows, confidence = self.view.with_word(position)
                 part[rows] = np.fmax(part[rows], weight * confidence)
+            if not every:  # some of the words: a missing one counts 0
+                part = np.where(np.isnan(part), 0.0, part)
             total = part if total is None else total + part
         assert total is not None
-        rows = np.flatnonzero(~np.isnan(total))
+        rows = np.flatnonzero(~np.isnan(total) & (total > 0 if not every else True))
         mean = total[rows] / len(unique)
         order = np.argsort(-mean, kind="stable")
         return rows[order], mean[order]
@@ -294,7 +307,16 @@ class Searcher:
 
     def search(self, words: Sequence[str] = (), like: Path | bytes | None = None, *, mode: str = "combined",
                require: Sequence[str] = (), exclude: Sequence[str] = (), folder: Path | None = None,
-               n: int = 20, scope: str = "all", max_pixels: int | None = None) -> list[Hit]:
+               n: int = 20, scope: str = "auto", max_pixels: int | None = None) -> list[Hit]:
+        """The photos found, best first (:meth:`find` says more of the search)."""
+        return self.find(words, like, mode=mode, require=require, exclude=exclude, folder=folder, n=n, scope=scope,
+                         max_pixels=max_pixels).hits
+
+    def find(self, words: Sequence[str] = (), like: Path | bytes | None = None, *, mode: str = "combined",
+             require: Sequence[str] = (), exclude: Sequence[str] = (), folder: Path | None = None,
+             n: int = 20, scope: str = "auto", max_pixels: int | None = None) -> Found:
+        """A search: its photos, the scope it covered, and whether no photo had every word (then the tags count
+        photos with some of them, those with more first)."""
         if mode not in MODES:
             raise SettingsError("search.mode", f"must be one of {', '.join(MODES)}, got {mode!r}")
         if n < 1:
@@ -312,24 +334,36 @@ class Searcher:
             except (WordVectorError, AnnotError):
                 if mode == "space":
                     raise
+        partial = False
         if words and mode in ("combined", "tags"):
             rankings["tags"] = self.by_tags(words)
+            if len(words) > 1 and not self._kept(rankings["tags"][0], scope, require, exclude, folder).any():
+                rankings["tags"], partial = self.by_tags(words, every=False), True
         if not rankings:
-            return []
-        candidates = np.unique(np.concatenate([rows for rows, _ in rankings.values()]))
+            return Found([], scope, partial, tuple(words))
+        kept = self._kept(np.unique(np.concatenate([rows for rows, _ in rankings.values()])), scope, require, exclude,
+                          folder)
+        return Found(self._fused(rankings, kept, n), scope, partial, tuple(words))
+
+    def _kept(self, rows: NDArray[np.int64], scope: str, require: Sequence[str], exclude: Sequence[str],
+              folder: Path | None) -> NDArray[np.bool_]:
+        """Which rows of the view a search may show: in the scope, passing the filters (a mask over the view)."""
         if scope != "all":
-            candidates = candidates[self.view.library[candidates] == (scope == "library")]
+            rows = rows[self.view.library[rows] == (scope == "library")]
         kept = np.zeros(len(self.view), bool)
-        kept[self._filtered(candidates, require, exclude, folder)] = True
+        kept[self._filtered(rows, require, exclude, folder)] = True
+        return kept
+
+    def _fused(self, rankings: dict[str, Ranking], kept: NDArray[np.bool_], n: int) -> list[Hit]:
+        """The ``n`` best photos by reciprocal-rank fusion of the rankings (or the one ranking's own scores)."""
         scores = np.zeros(len(self.view))
         found_by = {name: np.zeros(len(self.view), bool) for name in rankings}
-        for name, (rows, values) in rankings.items():  # reciprocal-rank fusion over the photos that pass
+        for name, (rows, values) in rankings.items():  # over the photos that pass
             rows, values = rows[kept[rows]], values[kept[rows]]
             np.add.at(scores, rows, values if len(rankings) == 1 else 1.0 / (FUSION + np.arange(1, len(rows) + 1)))
             found_by[name][rows] = True
         hit = np.flatnonzero(np.logical_or.reduce(list(found_by.values())))
-        top = hit[np.argsort(-scores[hit], kind="stable")[:n]] if len(hit) else hit
-        best = top.tolist()
+        best = (hit[np.argsort(-scores[hit], kind="stable")[:n]] if len(hit) else hit).tolist()
         ids = [int(self.view.ids[r]) for r in best]
         with self.model.store.db.connect() as conn:
             paths = dict(conn.execute(select(images.c.id, images.c.path).where(images.c.id.in_(ids))).tuples().all())

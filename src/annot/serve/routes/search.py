@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, File, Form, Query, UploadFile
 from starlette.concurrency import run_in_threadpool
 
-from annot.library.search import MODES, Hit
+from annot.library.search import MODES, Found
 from annot.serve.state import State
 
 router = APIRouter(tags=["search"])
@@ -15,8 +15,9 @@ MAX_QUERY_CHARS = 1000  # a search's words, all together
 MAX_FILTERS = 32  # --require / --exclude tags of one search
 
 
-def hits_of(hits: list[Hit], scope: str) -> dict[str, Any]:
-    return {"scope": scope, "results": [{**h.to_dict(), "thumbnail": f"/v1/images/{h.image_id}/thumbnail"} for h in hits]}
+def hits_of(found: Found) -> dict[str, Any]:
+    hits = found.hits
+    return {"scope": found.scope, "partial": found.partial, "results": [{**h.to_dict(), "thumbnail": f"/v1/images/{h.image_id}/thumbnail"} for h in hits]}
 
 
 @router.get("/search")
@@ -35,9 +36,8 @@ def search_words(
     n: Annotated[int, Query(ge=1, le=500)] = 20,
 ) -> dict[str, Any]:
     with state.guard.reading() as s:
-        hits = s.search(q.split(), mode=mode, require=require or [], exclude=exclude or [], folder=folder, n=n,
-                        scope=scope)
-        return hits_of(hits, s.search_scope(scope))
+        return hits_of(s.find(q.split(), mode=mode, require=require or [], exclude=exclude or [], folder=folder,
+                              n=n, scope=scope))
 
 
 @router.post("/search")
@@ -55,8 +55,7 @@ async def search_like(
 
     def run() -> dict[str, Any]:
         with state.guard.reading() as s:
-            hits = s.search(q.split(), like=data, require=require or [], exclude=exclude or [], folder=folder,
-                            n=n, scope=scope, max_pixels=state.limits.max_pixels)
-            return hits_of(hits, s.search_scope(scope))
+            return hits_of(s.find(q.split(), like=data, require=require or [], exclude=exclude or [],
+                                  folder=folder, n=n, scope=scope, max_pixels=state.limits.max_pixels))
 
     return await run_in_threadpool(run)
