@@ -82,7 +82,8 @@ class WordIndexRecord:
 class VocabularyRecord:
     """The store's words in the order of its label columns. ``fitted``: how many of the first words the projection
     was fitted with (None: all); the words after them were added by corrections (``annot correct --add``) and vote
-    through the indexed images' tags until ``annot refit`` or ``annot rebuild`` fits them into the projection."""
+    through the indexed images' tags until ``annot refit`` (or a rebuild by ``annot tune``) fits them into the
+    projection."""
 
     words: tuple[str, ...]
     tag_ids: tuple[int, ...]
