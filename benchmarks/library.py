@@ -101,12 +101,20 @@ def retrieval(store: Path, data: Path) -> dict[str, object]:
     out: dict[str, object] = {"queries": len(words), "photos": len(truth)}
     for mode in ("tags", "space", "combined"):
         aps = []
+        precision, recall = [], []
         for word in words:
-            hits = api.search([word], mode=mode, scope="library", n=len(truth))
+            positives = sum(word in t for t in truth.values())
+            hits = api.search([word], mode=mode, scope="library", n=len(truth), all_results=True)
             ranked = [word in truth.get(h.path, set()) for h in hits]
-            aps.append(average_precision(ranked, sum(word in t for t in truth.values())))
+            aps.append(average_precision(ranked, positives))
+            shown = [word in truth.get(h.path, set()) for h in api.search([word], mode=mode, scope="library",
+                                                                            n=len(truth))]
+            precision.append(sum(shown) / len(shown) if shown else 0.0)  # the list as returned, ended by the cut
+            recall.append(sum(shown) / positives)
         out[f"map_{mode}"] = round(100 * float(np.mean(aps)), 2)
-        print(mode, out[f"map_{mode}"], flush=True)
+        out[f"list_precision_{mode}"] = round(100 * float(np.mean(precision)), 2)
+        out[f"list_recall_{mode}"] = round(100 * float(np.mean(recall)), 2)
+        print(mode, out[f"map_{mode}"], out[f"list_precision_{mode}"], out[f"list_recall_{mode}"], flush=True)
     chance = {w: sum(bool(t & set(m)) for t in truth.values()) / len(truth) for w, m in OUTSIDE.items()}
     outside = [w for w in OUTSIDE if w not in vocabulary]
     per_word: dict[str, dict[str, float]] = {w: {"chance": round(chance[w], 3)} for w in outside}

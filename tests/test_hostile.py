@@ -290,8 +290,9 @@ def test_names_and_values_are_printed_as_text(store: Path, tmp_path: Path, wide_
     assert annotated.exit_code == 0 and "[red]x.jpg" in annotated.stderr, annotated.output
     sql = "SELECT path AS \"[/p]\", '[red]x[/red]' AS v FROM images WHERE path LIKE '%trip [%' ORDER BY path"
     commands = [  # arguments, the exit code, what must be printed as it is
-        (("search", "sky", "-n", "50", "--scope", "library"), 0, hostile),
-        (("search", "sky", "-n", "50", "--scope", "library", "--json"), 0, [json.dumps(h)[1:-1] for h in hostile]),
+        (("search", "sky", "-n", "50", "--scope", "library", "--all"), 0, hostile),
+        (("search", "sky", "-n", "50", "--scope", "library", "--all", "--json"), 0,
+         [json.dumps(h)[1:-1] for h in hostile]),
         (("query", hostile[0]), 0, [hostile[0]]),
         (("query", hostile[0], "--json"), 0, [json.dumps(hostile[0])[1:-1]]),
         (("sql", sql), 0, ["[/p]", "[red]x[/red]", hostile[0]]),

@@ -88,7 +88,7 @@ def test_combined_and_filters(library: dict[str, object]) -> None:
     folder = Path(library["root"]) / "photos" / "b"  # type: ignore[arg-type]
     inside = api.search(["sky"], folder=folder, n=100)
     assert inside and all(h.path.startswith(str(folder.resolve()) + "/") for h in inside)
-    required = api.search(["sky"], require=["sea"], exclude=["sun"], n=100)
+    required = api.search(["sky"], require=["sea"], exclude=["sun"], n=100, all_results=True)
     assert required and all("sea" in tags_of(h) and "sun" not in tags_of(h) for h in required)
     assert len(api.search(["sky"], n=3)) == 3
     mine = api.search(["sky"], scope="library", n=100)
@@ -109,10 +109,12 @@ def test_like_finds_the_photo_itself_first(library: dict[str, object]) -> None:
 
 
 def test_search_cli(library: dict[str, object]) -> None:
-    result = invoke("search", "sea", "sand", "--store", library["store"], "-n", "5", "--json")
+    result = invoke("search", "sea", "sand", "--store", library["store"], "-n", "5", "--json", "--all")
     assert result.exit_code == 0, result.output
     found = json.loads(result.stdout)["results"]
     assert len(found) == 5 and all({"id", "path", "score", "kind", "tags"} <= set(r) for r in found)
+    cut = json.loads(invoke("search", "sea", "sand", "--store", library["store"], "-n", "5", "--json").stdout)
+    assert len(cut["results"]) <= 5 and cut["left_out"] >= 0 and cut["scope"] == "library"
     assert all(isinstance(t["confidence"], float) for r in found if r["kind"] == "library" for t in r["tags"])
     table = invoke("search", "sea", "--store", library["store"], "-n", "3")
     assert table.exit_code == 0 and "sea" in table.stdout
@@ -138,3 +140,23 @@ def test_a_vocabulary_word_searches_by_its_word_index_row(built_store: Path) -> 
             slow = searcher.text_query([word])
             searcher._word_row = kept  # type: ignore[method-assign]
             np.testing.assert_allclose(fast, slow, atol=1e-5)
+
+
+def test_a_search_ends_where_the_evidence_ends(library: dict[str, object]) -> None:
+    """By tags, a photo counts where its tag for the word reaches the calibrated cut; the weaker matches are
+    counted as left out, and --all shows them too. Combined: only photos with that evidence, the space orders them."""
+    api = annot.open_store(library["store"])  # type: ignore[arg-type]
+    searcher = api._search()
+    cut = searcher.evidence_cut()
+    assert cut is not None and 0 < cut < 1
+    for word in WORDS:
+        found = api.find([word], mode="tags", n=500)
+        assert all(t.confidence >= cut for h in found.hits for t in h.tags if t.tag == word), word
+        every = api.find([word], mode="tags", n=500, all_results=True)
+        assert {h.image_id for h in found.hits} <= {h.image_id for h in every.hits}
+        assert len(every.hits) - len(found.hits) == found.left_out and every.left_out == 0
+        combined = api.find([word], n=500)
+        assert {h.image_id for h in combined.hits} == {h.image_id for h in found.hits}, word
+    said = invoke("search", "sky", "--store", library["store"], "--mode", "tags")
+    weaker = api.find(["sky"], mode="tags", n=20).left_out
+    assert said.exit_code == 0 and (f"{weaker:,} weaker matches left out" in said.stdout or weaker == 0)

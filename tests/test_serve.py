@@ -177,10 +177,14 @@ def test_bad_uploads_get_a_json_error_and_the_server_stays_up(served: dict[str, 
 
 def test_search_by_words_and_by_example(served: dict[str, object]) -> None:
     client: httpx.Client = served["client"]  # type: ignore[assignment]
-    found = client.get("/v1/search", params={"q": "sky", "n": 10}).json()["results"]
+    found = client.get("/v1/search", params={"q": "sky", "n": 10, "all": True}).json()["results"]
     assert len(found) == 10 and all(r["thumbnail"] == f"/v1/images/{r['id']}/thumbnail" for r in found)
+    cut = client.get("/v1/search", params={"q": "sky", "n": 10}).json()
     with annot.open_store(served["store"]) as api:  # type: ignore[arg-type]
-        assert [r["id"] for r in found] == [h.image_id for h in api.search(["sky"], n=10)]
+        assert [r["id"] for r in found] == [h.image_id for h in api.search(["sky"], n=10, all_results=True)]
+        shown = api.find(["sky"], n=10)
+        assert [r["id"] for r in cut["results"]] == [h.image_id for h in shown.hits]
+        assert cut["left_out"] == shown.left_out and cut["partial"] is False
     filtered = client.get("/v1/search", params={"q": "sky", "require": "sea", "exclude": ["sun"], "n": 50}).json()
     assert all({t["tag"] for t in r["tags"]} >= {"sea"} and "sun" not in {t["tag"] for t in r["tags"]}
                for r in filtered["results"])

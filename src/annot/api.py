@@ -272,22 +272,23 @@ class Store:
 
     def search(self, words: Sequence[str] = (), *, like: str | Path | bytes | None = None, mode: str = "combined",
                require: Sequence[str] = (), exclude: Sequence[str] = (), folder: str | Path | None = None,
-               n: int = 20, scope: str = "auto", max_pixels: int | None = None) -> list[Hit]:
+               n: int = 20, scope: str = "auto", max_pixels: int | None = None, all_results: bool = False,
+               ) -> list[Hit]:
         """Photos by words, by an example photo (``like``: a file or an upload's bytes), or both: the library's
         (``scope`` ``auto``: when it has any, else the training images; ``library``, ``training`` or ``all``)."""
         example = like if isinstance(like, bytes) or like is None else Path(like)
         return self._search().search(words, example, mode=mode, require=require, exclude=exclude,
-                               folder=Path(folder) if folder is not None else None, n=n, scope=scope,
-                               max_pixels=max_pixels)
+                                     folder=Path(folder) if folder is not None else None, n=n, scope=scope,
+                                     max_pixels=max_pixels, all_results=all_results)
 
     def find(self, words: Sequence[str] = (), *, like: str | Path | bytes | None = None, mode: str = "combined",
              require: Sequence[str] = (), exclude: Sequence[str] = (), folder: str | Path | None = None,
-             n: int = 20, scope: str = "auto", max_pixels: int | None = None) -> Found:
+             n: int = 20, scope: str = "auto", max_pixels: int | None = None, all_results: bool = False) -> Found:
         """:meth:`search`, with what the search covered and whether no photo had every word (``Found``)."""
         example = like if isinstance(like, bytes) or like is None else Path(like)
         return self._search().find(words, example, mode=mode, require=require, exclude=exclude,
                                    folder=Path(folder) if folder is not None else None, n=n, scope=scope,
-                                   max_pixels=max_pixels)
+                                   max_pixels=max_pixels, all_results=all_results)
 
     def search_scope(self, scope: str = "auto") -> str:
         """The photos a search with ``scope`` covers: ``library``, ``training`` or ``all``."""

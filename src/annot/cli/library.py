@@ -112,9 +112,13 @@ def search(
     scope: Annotated[str, typer.Option(help="auto (your annotated photos; the training images when there are none "
                                             "yet), library, training, or all (both).")] = "auto",
     n: Annotated[int, typer.Option("-n", help="How many results.")] = 20,
+    all_results: Annotated[bool, typer.Option("--all", help="Also the photos whose only evidence is weaker than the "
+                                                            "store's calibrated cut.")] = False,
     json_out: JsonOpt = False,
 ) -> None:
-    """Find photos by words or by an example photo: your annotated photos (the library), or the training images."""
+    """Find photos by words or by an example photo: your annotated photos (the library), or the training images.
+    A search by words ends where the evidence ends: photos whose tags for the words reach the store's calibrated cut
+    (--all for the weaker matches too)."""
 
     api = open_store(store)
     searched = api.search_scope(scope)
@@ -122,20 +126,24 @@ def search(
         warn(f"the store has no photo library yet (annot annotate adds one); searching its "
              f"{api.manifest.index.ntotal:,} training images")
     found = api.find(words or [], like=like, mode=mode, require=require or [], exclude=exclude or [],
-                     folder=folder, n=n, scope=scope)
+                     folder=folder, n=n, scope=scope, all_results=all_results)
     api.close()
     hits = found.hits
     if json_out:
-        print_json({"scope": searched, "partial": found.partial, "results": [h.to_dict() for h in hits]})
+        print_json({"scope": searched, "partial": found.partial, "left_out": found.left_out,
+                    "results": [h.to_dict() for h in hits]})
         return
     if found.partial:
         warn(f"no photo has all of {', '.join(found.words)}; the photos with some of them, those with more first")
     if not hits:
-        warn("no photos found")
+        weaker = f"; {found.left_out:,} weaker matches left out (--all shows them)" if found.left_out else ""
+        warn(f"no photos found{weaker}")
         return
     console.print(table(None, ["#", "score", "photo", "tags"], [
         [rank, f"{h.score:.4g}", h.path + ("" if h.kind == "library" else " (training)"), _tags(h)]
         for rank, h in enumerate(hits, 1)]))
+    if found.left_out:
+        say(f"{found.left_out:,} weaker matches left out (--all shows them)")
 
 
 def _tags(hit: Hit) -> str:

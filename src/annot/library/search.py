@@ -73,6 +73,7 @@ class Found:
     scope: str
     partial: bool = False
     words: tuple[str, ...] = ()  # the query's words as read (folded, trimmed, singular)
+    left_out: int = 0  # photos matched only by weaker evidence than the cut (``all_results`` shows them)
 
 
 @dataclass(frozen=True)
@@ -129,6 +130,7 @@ class Searcher:
             set_library_search(self.library, LibraryIndexInfo.from_dict(dict(record.tuning)))
         self._words: Any = None
         self._word_index: Any = None
+        self._cut: tuple[float | None] | None = None
         self._unit: NDArray[np.float64] | None = None  # the vocabulary's unit word vectors (for expand)
         self.view = PhotoView(model)
 
@@ -260,7 +262,18 @@ class Searcher:
         best = np.argsort(-similarity)[:EXPAND]
         return [(int(j), float(similarity[j])) for j in best if similarity[j] >= SIMILAR]
 
-    def by_tags(self, words: Sequence[str], every: bool = True) -> Ranking:
+    def evidence_cut(self) -> float | None:
+        """The confidence a predicted tag must reach to count as a photo's evidence for a word: the cut the
+        confidence calibration chose on held-out training images (``--min-confidence auto``), or None without one."""
+        if self._cut is None:
+            model = self.model
+            scoring = model.settings.scoring
+            found = model.confidence_cut(scoring.replace(min_confidence="auto")) \
+                if model.calibration(scoring) is not None else None
+            self._cut = (found,)
+        return self._cut[0]
+
+    def by_tags(self, words: Sequence[str], every: bool = True, cut: float | None = None) -> Ranking:
         """(row of the view, mean over the words of its confidence) of the photos whose tags hold every word, best
         first; a word outside the vocabulary counts as its nearest vocabulary words (:meth:`expand`), each tag's
         confidence times its similarity."""
@@ -273,6 +286,8 @@ class Searcher:
             part = np.full(len(self.view), np.nan)
             for position, weight in expanded:
                 rows, confidence = self.view.with_word(position)
+                if cut is not None:  # weaker evidence than the cut does not count
+                    rows, confidence = rows[confidence >= cut], confidence[confidence >= cut]
                 part[rows] = np.fmax(part[rows], weight * confidence)
             if not every:  # some of the words: a missing one counts 0
                 part = np.where(np.isnan(part), 0.0, part)
@@ -307,16 +322,20 @@ class Searcher:
 
     def search(self, words: Sequence[str] = (), like: Path | bytes | None = None, *, mode: str = "combined",
                require: Sequence[str] = (), exclude: Sequence[str] = (), folder: Path | None = None,
-               n: int = 20, scope: str = "auto", max_pixels: int | None = None) -> list[Hit]:
+               n: int = 20, scope: str = "auto", max_pixels: int | None = None, all_results: bool = False,
+               ) -> list[Hit]:
         """The photos found, best first (:meth:`find` says more of the search)."""
         return self.find(words, like, mode=mode, require=require, exclude=exclude, folder=folder, n=n, scope=scope,
-                         max_pixels=max_pixels).hits
+                         max_pixels=max_pixels, all_results=all_results).hits
 
     def find(self, words: Sequence[str] = (), like: Path | bytes | None = None, *, mode: str = "combined",
              require: Sequence[str] = (), exclude: Sequence[str] = (), folder: Path | None = None,
-             n: int = 20, scope: str = "auto", max_pixels: int | None = None) -> Found:
+             n: int = 20, scope: str = "auto", max_pixels: int | None = None, all_results: bool = False) -> Found:
         """A search: its photos, the scope it covered, and whether no photo had every word (then the tags count
-        photos with some of them, those with more first)."""
+        photos with some of them, those with more first). A search by words ends where the evidence ends: a photo
+        counts by its tags where they reach :meth:`evidence_cut`, and in the combined mode only photos with that
+        evidence are shown (the shared space orders them); ``left_out`` counts the others, which ``all_results``
+        shows too."""
         if mode not in MODES:
             raise SettingsError("search.mode", f"must be one of {', '.join(MODES)}, got {mode!r}")
         if n < 1:
@@ -335,15 +354,23 @@ class Searcher:
                 if mode == "space":
                     raise
         partial = False
+        cut = None if all_results else self.evidence_cut()
         if words and mode in ("combined", "tags"):
-            rankings["tags"] = self.by_tags(words)
+            rankings["tags"] = self.by_tags(words, cut=cut)
             if len(words) > 1 and not self._kept(rankings["tags"][0], scope, require, exclude, folder).any():
-                rankings["tags"], partial = self.by_tags(words, every=False), True
+                rankings["tags"], partial = self.by_tags(words, every=False, cut=cut), True
         if not rankings:
             return Found([], scope, partial, tuple(words))
-        kept = self._kept(np.unique(np.concatenate([rows for rows, _ in rankings.values()])), scope, require, exclude,
-                          folder)
-        return Found(self._fused(rankings, kept, n), scope, partial, tuple(words))
+        everything = self._kept(np.unique(np.concatenate([rows for rows, _ in rankings.values()])), scope, require,
+                                exclude, folder)
+        kept = everything
+        if cut is not None and "tags" in rankings and len(rankings["tags"][0]) and like is None:
+            kept = everything & self._kept(rankings["tags"][0], scope, require, exclude, folder)  # the evidence
+            if mode == "tags":  # what the cut left out of the tags themselves
+                weaker = self.by_tags(words, every=not partial)[0]
+                everything = self._kept(weaker, scope, require, exclude, folder)
+        return Found(self._fused(rankings, kept, n), scope, partial, tuple(words),
+                     int(everything.sum() - kept.sum()))
 
     def _kept(self, rows: NDArray[np.int64], scope: str, require: Sequence[str], exclude: Sequence[str],
               folder: Path | None) -> NDArray[np.bool_]:

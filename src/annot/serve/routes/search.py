@@ -17,7 +17,7 @@ MAX_FILTERS = 32  # --require / --exclude tags of one search
 
 def hits_of(found: Found) -> dict[str, Any]:
     hits = found.hits
-    return {"scope": found.scope, "partial": found.partial, "results": [{**h.to_dict(), "thumbnail": f"/v1/images/{h.image_id}/thumbnail"} for h in hits]}
+    return {"scope": found.scope, "partial": found.partial, "left_out": found.left_out, "results": [{**h.to_dict(), "thumbnail": f"/v1/images/{h.image_id}/thumbnail"} for h in hits]}
 
 
 @router.get("/search")
@@ -34,10 +34,12 @@ def search_words(
     scope: Annotated[str, Query(description="auto (the library's photos; the training images when it has none), "
                                             "library, training or all.")] = "auto",
     n: Annotated[int, Query(ge=1, le=500)] = 20,
+    all_results: Annotated[bool, Query(alias="all", description="Also the photos whose only evidence is weaker "
+                                                                  "than the calibrated cut.")] = False,
 ) -> dict[str, Any]:
     with state.guard.reading() as s:
         return hits_of(s.find(q.split(), mode=mode, require=require or [], exclude=exclude or [], folder=folder,
-                              n=n, scope=scope))
+                              n=n, scope=scope, all_results=all_results))
 
 
 @router.post("/search")
