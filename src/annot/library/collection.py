@@ -174,6 +174,10 @@ class Library:
         self.store.remove_unreferenced()
         self.dirty = False
 
+    def features_at_hand(self) -> set[int]:
+        """The photos whose features the cache holds (not the ones that failed to decode)."""
+        return set(self.cache.cached_ids().tolist()) - set(self.cache.failures())
+
     def reconcile(self) -> None:
         """Put the index back in step with the database after a killed run: annotated photos it lacks are added
         (from their cached features), photos it holds that are no longer annotated photos of the library go."""
@@ -182,7 +186,7 @@ class Library:
                 select(photo_files.c.image_id).where(photo_files.c.state == "annotated"))}
         self.drop([i for i in self.ids if i not in annotated])
         lacking = np.array(sorted(annotated - self.ids), np.int64)
-        cached = set(self.cache.cached_ids().tolist()) - set(self.cache.failures())
+        cached = self.features_at_hand()
         lacking = lacking[np.isin(lacking, list(cached))] if len(lacking) else lacking
         for lo in range(0, len(lacking), CHUNK):
             part = lacking[lo : lo + CHUNK]
@@ -240,7 +244,7 @@ class Library:
     def rescore(self, ids: list[int], progress: Progress, chunk: int | None = None) -> tuple[int, int]:
         """Score photos again from their cached features (nothing decoded); returns (re-scored, tags changed).
         Photos whose features are not cached (another encoder) are left to the caller."""
-        cached = set(self.cache.cached_ids().tolist()) - set(self.cache.failures())
+        cached = self.features_at_hand()
         ids = [i for i in ids if i in cached]
         changed = 0
         with progress.task("re-scoring the library", len(ids)) as advance:

@@ -15,8 +15,11 @@ A sidecar that cannot be read is left to the export, which reports it.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from sqlalchemy import select
 
 from annot.indexer.corpus import normalize_tag
 from annot.indexer.keywords import parse_xmp, xmp_keywords
@@ -51,15 +54,11 @@ def _read(sidecar: Path) -> bytes | None:
 def sidecar_changes(model: StoreModel, *, naming: str = "full", out: Path | None = None, parent: str = "annot",
                     hierarchy: str = "leaf") -> SidecarChanges:
     """The corrections the library photos' sidecars (as ``annot export`` names them) say the person made."""
-    from sqlalchemy import select
-
     with model.store.db.connect() as conn:
         rows = conn.execute(select(images.c.id, images.c.path).join(photo_files, photo_files.c.image_id == images.c.id)
                             .where(photo_files.c.state == "annotated").order_by(images.c.path)).all()
     if not rows:
         return SidecarChanges()
-    import os
-
     root = Path(os.path.commonpath([str(Path(p).parent) for _, p in rows])) if out is not None else None
     shown = photo_tags(model, [int(i) for i, _ in rows])
     found = SidecarChanges()

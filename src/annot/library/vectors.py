@@ -17,6 +17,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from annot.retrieval.indexes import index_ids
+
 EXACT_UP_TO = 50_000
 REBUILD_GROWTH = 4  # an IVF index is trained again once the library is this many times the size it was trained on
 RECALL_K = 20
@@ -76,10 +78,8 @@ def all_vectors(index: Any) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
 
     ivf = _ivf(index)
     if ivf is None:  # an exact index under an id map
-        mapped = faiss.downcast_index(index)
-        inner = faiss.downcast_index(mapped.index)  # type: ignore[attr-defined]
-        rows = np.asarray(inner.reconstruct_n(0, inner.ntotal), np.float32)
-        return rows, faiss.vector_to_array(mapped.id_map).astype(np.int64)  # type: ignore[attr-defined]
+        inner = faiss.downcast_index(faiss.downcast_index(index).index)  # type: ignore[attr-defined]
+        return np.asarray(inner.reconstruct_n(0, inner.ntotal), np.float32), index_ids(index)
     lists = ivf.invlists
     ids = np.concatenate([faiss.rev_swig_ptr(lists.get_ids(j), lists.list_size(j)).copy()
                           for j in range(ivf.nlist) if lists.list_size(j)] or [np.zeros(0, np.int64)])
