@@ -152,6 +152,8 @@ def synthetic_library(store: Path, size: int, seed: int = 0, exact: bool = False
     that size (``exact``: an exact one regardless)."""
     from annot.library import vectors
     from annot.model import StoreModel
+    from annot.schema.layered import WORKING as W
+    from annot.schema.layered import touched
     from annot.store.manifest import CollectionRecord
 
     copy = store.parent / f"bench-{size}{'-exact' if exact else ''}.annot"
@@ -166,19 +168,21 @@ def synthetic_library(store: Path, size: int, seed: int = 0, exact: bool = False
         first = s.db.read_sql("SELECT coalesce(max(id), 0) + 1 FROM images")[1][0][0]
         n_words = len(m.vocabulary.tag_ids)
         tag_ids = ",".join(map(str, m.vocabulary.tag_ids))
-        with s.db.begin() as conn:
+        with s.db.begin() as conn:  # into the writer's working segment (annot.schema.layered), published on close
             conn.exec_driver_sql(
-                f"INSERT INTO images (id, path, sha256, width, height, split, added_at) SELECT {first} + i, "
+                f"INSERT INTO {W}.images (id, path, sha256, width, height, split, added_at) SELECT {first} + i, "
                 f"'/synthetic/' || (i // 1000) || '/' || i || '.jpg', "
                 f"md5(i::varchar), 4000, 3000, 'collection', now() FROM range({size}) t(i)")
             conn.exec_driver_sql(
-                "INSERT INTO photo_files (image_id, size, mtime_ns, state, error, annotated_at, model) "
+                f"INSERT INTO {W}.photo_files (image_id, size, mtime_ns, state, error, annotated_at, model) "
                 f"SELECT {first} + i, 2500000, 0, 'annotated', NULL, now(), 'synthetic' "
                 f"FROM range({size}) t(i)")
             conn.exec_driver_sql(
-                f"INSERT INTO annotations (image_id, rank, tag_id, score, confidence) SELECT {first} + i, r, "
+                f"INSERT INTO {W}.annotations (image_id, rank, tag_id, score, confidence) SELECT {first} + i, r, "
                 f"list_extract([{tag_ids}], 1 + ((i * 37 + r * 53) % {n_words})::int), 1.0 / r, 0.9 / r "
                 f"FROM range({size}) t(i), range(1, 6) s(r)")
+            for table in ("images", "photo_files", "annotations"):  # the new photos' groups, none in a layer below
+                conn.exec_driver_sql(f'INSERT INTO {W}."{touched(table)}" SELECT {first} + i FROM range({size}) t(i)')
         rng = np.random.default_rng(seed)
         rows = centres[rng.integers(0, len(centres), size)]
         rows += rng.standard_normal(rows.shape).astype(np.float32) / np.sqrt(rows.shape[1])  # as far as the centre

@@ -121,12 +121,13 @@ COMMANDS = [
 @pytest.mark.parametrize("command", COMMANDS, ids=[c[0] for c in COMMANDS])
 def test_a_store_without_its_database_is_refused_by_every_command(store: Path, synthetic: dict[str, Path],
                                                                   command: tuple[str, ...]) -> None:
-    (store / "annot.duckdb").unlink()
+    base = store / json.loads((store / "manifest.json").read_text())["database"]["base"]["path"]
+    base.unlink()
     before = snapshot(store)
     image = synthetic["folder"] / json.loads(synthetic["test"].read_text().splitlines()[0])["image"]
     args = [a.format(image=image, test=synthetic["test"]) for a in command]
-    one_line_error(invoke(*args, "--store", store), "annot.duckdb: missing")
-    assert snapshot(store) == before and not (store / "annot.duckdb").exists()  # no new, empty database
+    one_line_error(invoke(*args, "--store", store), f"{base.name}: missing")
+    assert snapshot(store) == before and not base.exists()  # no new, empty database
 
 
 @pytest.mark.parametrize("what", ["projection", "statistics", "image index", "image ids", "indexed tags",
@@ -394,15 +395,15 @@ import sys
 sys.path.insert(0, "tests")
 import conftest
 import annot.store.directory as d
-publish = d.StoreDir.publish
+publish = d.StoreDir._publish_database
 paused = []
-def pause_then_publish(self):
+def pause_then_publish(self, named=False):
     if not paused:
         paused.append(1)
         print("paused", flush=True)
         sys.stdin.readline()
-    publish(self)
-d.StoreDir.publish = pause_then_publish
+    return publish(self, named)
+d.StoreDir._publish_database = pause_then_publish
 from annot.cli.main import main
 sys.argv[0] = "annot"
 main()

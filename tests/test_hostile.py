@@ -338,13 +338,13 @@ if moment == "in its transaction":
     c.insert_rows = insert_then_die
 elif moment == "before the training index":
     c.sync_training = die
-elif moment == "while publishing":
-    write = d.atomic_write
-    def write_or_die(path, *args, **kwargs):
-        if path.name == d.DATABASE:
-            die()
-        write(path, *args, **kwargs)
-    d.atomic_write = write_or_die
+elif moment == "while publishing":  # the database's segment written, the manifest not yet switched to it
+    import annot.store.dbfiles as f
+    publish = f.WriterFiles.publish
+    def publish_then_die(self):
+        publish(self)
+        die()
+    f.WriterFiles.publish = publish_then_die
 elif moment == "at the manifest switch":
     d.StoreDir.write_manifest = die
 from annot.cli.main import main
@@ -504,9 +504,12 @@ def test_export_leaves_the_persons_files_theirs(store: Path, tmp_path: Path, mon
     assert_consistent(store)
 
 
-def test_a_refused_kept_upload_leaves_no_file(store: Path) -> None:
+def test_a_refused_kept_upload_leaves_no_file(store: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import annot.api
+
+    monkeypatch.setattr(annot.api, "WRITE_WAIT", 0.5)  # the server's writes wait this long for another writer
     with Server(create_app(store)) as server, httpx.Client(base_url=server.url, timeout=60) as client:
-        with StoreDir.open(store, write=True):  # another writer holds the store
+        with StoreDir.open(store, write=True):  # another writer holds the store for a whole run
             busy = client.post("/v1/annotate", params={"keep": True}, files={"image": ("a.jpg", jpeg(["sky"]))})
         assert busy.status_code == 409, busy.text
         bad = client.post("/v1/annotate", params={"keep": True}, files={"image": ("b.jpg", b"GIF89a" + b"\0" * 64)})

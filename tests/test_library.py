@@ -18,6 +18,7 @@ from tests.conftest import WORDS, invoke, paint
 
 import annot
 from annot.library.collection import annotate_photos
+from annot.library.vectors import read_library
 from annot.schema import corrections, image_tags, images, photo_annotations, photo_files
 from annot.store import StoreDir
 
@@ -43,8 +44,9 @@ def library_state(store: Path) -> dict[str, object]:
                                 .join(photo_files, photo_files.c.image_id == images.c.id)).all()
             ranks = conn.execute(select(photo_annotations.c.image_id, photo_annotations.c.rank, photo_annotations.c.confidence)).all()
         record = s.manifest().collection
-        ids = s.read_array(record.ids).tolist() if record else []
-        ntotal = s.read_index(record.file).ntotal if record else 0
+        vectors = read_library(s, record, s.manifest().projection.n_components) if record else None
+        ids = vectors.ids().tolist() if vectors else []
+        ntotal = vectors.ntotal if vectors else 0
     return {"paths": [r.path for r in rows], "state": {r.path: r.state for r in rows},
             "annotated": {r.id for r in rows if r.state == "annotated"}, "ranks": ranks, "ids": ids, "ntotal": ntotal}
 
@@ -132,7 +134,7 @@ def test_a_killed_annotate_completes_on_rerun(store: Path, tmp_path: Path, when:
                             stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
     if when == "early":
-        while time.monotonic() < deadline and not (store / "annot.next.duckdb").exists():
+        while time.monotonic() < deadline and not (store / "db" / "WORKING").exists():
             time.sleep(0.02)
         time.sleep(0.3)
     else:

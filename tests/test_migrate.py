@@ -12,6 +12,7 @@ import pytest
 from annot.evaluation.evaluate import evaluate
 from annot.indexer import build_index
 from annot.model import StoreModel
+from annot.schema.layered import fold_into_base
 from annot.store import StoreDir
 from conftest import fake_settings, invoke, make_corpus
 
@@ -67,6 +68,10 @@ def downgrade(store: Path) -> None:
     if m.get("standards"):
         v1["standards"] = {"file": m["standards"]["file"]["path"], "key": m["standards"]["key"]}
     (store / "manifest.json").write_text(json.dumps(v1, indent=2, sort_keys=True))
+    database = m["database"]  # one database file, annot.duckdb, as annot wrote before layers
+    fold_into_base(store / database["base"]["path"], [store / s["path"] for s in database["segments"]],
+                   store / "annot.duckdb", lambda path: None)
+    shutil.rmtree(store / "db")
 
 
 def test_a_version_1_store_opens_annotates_and_evaluates_as_before(store: Path, synthetic: dict[str, Path],

@@ -111,15 +111,15 @@ class KilledOnce(conftest.FakeEncoder):
 def library_of(store: Path) -> dict[str, tuple[list[tuple[str, float]], np.ndarray]]:
     """Each library photo by path: its shown tags with confidence, and its vector in the library index."""
     import annot
-    from annot.library.vectors import vectors_of
+    from annot.library.vectors import read_library
 
     with annot.open_store(store) as api:
         model = api.model()
         paths = dict(model.store.db.read_sql("SELECT i.id, i.path FROM images i JOIN photo_files f ON f.image_id = i.id")[1])
         shown = api.photo_tags(sorted(paths))
         record = model.manifest.collection
-        index = model.store.read_index(record.file)
-        rows = vectors_of(index, np.array(sorted(paths), np.int64))
+        index = read_library(model.store, record, model.index.d)
+        rows = index.vectors_of(np.array(sorted(paths), np.int64))
     return {paths[i]: ([(t.tag, round(t.confidence or 0, 5)) for t in shown[i]], rows[j])
             for j, i in enumerate(sorted(paths))}
 

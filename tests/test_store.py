@@ -108,7 +108,7 @@ def test_reindex_with_other_settings_keeps_store_consistent(built_store: Path, s
         m = s.manifest()
         assert m.settings.text.view == "bv"
         referenced = {f.path for _, f in m.files()}
-        on_disk = {str(p.relative_to(store)) for d in ("models", "indexes") for p in (store / d).iterdir()}
+        on_disk = {str(p.relative_to(store)) for d in ("models", "indexes", "db") for p in (store / d).iterdir()}
         assert on_disk == referenced  # the previous model's files were removed after the switch
 
 

@@ -230,7 +230,7 @@ def test_the_photo_view_shows_what_each_photo_shows(store: Path, tmp_path: Path)
     api = annot.open_store(store)
     model = api.model()
     view = PhotoView(model)
-    each = photo_tags(model, view.ids.tolist())
+    each = photo_tags(model.store, view.ids.tolist())
     assert len(view) == len(model.ids) + 10 - 2  # the two corrected photos are training images and library photos
     for row, image_id in enumerate(view.ids.tolist()):
         got = {(t.tag, round(t.confidence, 4), t.source) for t in view.tags(row)}

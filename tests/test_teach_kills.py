@@ -77,6 +77,17 @@ def run(*args: str | Path) -> dict[str, object]:
     return json.loads(done.stdout)  # type: ignore[no-any-return]
 
 
+def same_tags(a: dict[int, list[object]], b: dict[int, list[object]]) -> bool:
+    """The same tags and sources on every photo, confidences equal to 1e-5 (a photo scored in another batch may
+    differ in the last float digits)."""
+    def close(x: object, y: object) -> bool:
+        return x == y or (isinstance(x, float) and isinstance(y, float) and abs(x - y) <= 1e-5)
+
+    return a.keys() == b.keys() and all(
+        len(a[i]) == len(b[i]) and all(s[0] == t[0] and s[1] == t[1] and close(s[2], t[2])  # type: ignore[index]
+                                       for s, t in zip(a[i], b[i], strict=True)) for i in a)
+
+
 def shown(store: Path) -> dict[int, list[object]]:
     with annot.open_store(store) as api:
         return {i: [(t.tag, t.source, None if t.confidence is None else round(t.confidence, 6)) for t in tags]
@@ -101,7 +112,7 @@ def test_a_killed_correction_with_a_new_word_finishes_on_rerun(store: Path, tmp_
             assert opened.manifest().vocabulary.grown == ("beach",)
     run("annotate", "--store", store)
     run("annotate", "--store", reference)
-    assert shown(store) == shown(reference)
+    assert same_tags(shown(store), shown(reference))
     assert_consistent(store)
 
 
@@ -117,7 +128,7 @@ def test_a_killed_rescoring_finishes_on_rerun(store: Path, tmp_path: Path) -> No
     rerun = run("annotate", "--store", store)
     assert 0 < int(rerun["rescored"]) < 24  # type: ignore[call-overload]  # only what the killed run left
     assert int(run("annotate", "--store", reference)["rescored"]) == 24  # type: ignore[call-overload]
-    assert shown(store) == shown(reference)
+    assert same_tags(shown(store), shown(reference))
     assert run("annotate", "--store", store)["rescored"] == 0
 
 

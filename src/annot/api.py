@@ -63,6 +63,9 @@ R = TypeVar("R")
 CORPUS_SUFFIXES = {".jsonl", ".csv", ".json", ".ndjson"}  # a file naming images, not an image
 
 
+WRITE_WAIT = 15.0  # seconds a write beside a reader (the server's) waits for a CLI writer's change to end
+
+
 @dataclass(frozen=True)
 class StoreInfo:
     """What a store holds (``annot info``): where, how big, its settings, model, index and counts."""
@@ -98,7 +101,7 @@ class Store:
     false only when :meth:`load` is called (the server, between requests).
     """
 
-    def __init__(self, root: str | Path, *, progress: Progress | None = None, wait: bool = False,
+    def __init__(self, root: str | Path, *, progress: Progress | None = None, wait: bool | float = False,
                  reload: bool = True) -> None:
         self.root = Path(root)
         self.reload = reload
@@ -170,15 +173,11 @@ class Store:
         return (scoring or self.settings.scoring).replace(**{k: v for k, v in changes.items() if v is not None})
 
     def _version(self) -> tuple[int, ...]:
-        try:  # a writer switches the manifest, or only the database (published by a rename: a new inode)
+        try:  # a writer switches the manifest with every change, the database's included
             manifest = (self.root / "manifest.json").stat()
         except OSError as exc:
             raise StoreError(f"{self.root}: no such store (run `annot index` first)") from exc
-        try:
-            database = (self.root / "annot.duckdb").stat()
-        except OSError:  # opening the model says what is missing
-            return manifest.st_mtime_ns, manifest.st_ino
-        return manifest.st_mtime_ns, manifest.st_ino, database.st_mtime_ns, database.st_ino
+        return manifest.st_mtime_ns, manifest.st_ino
 
     def stale(self) -> bool:
         """Whether a writer changed the store since its model was loaded."""
@@ -245,7 +244,7 @@ class Store:
     def writer(self) -> Iterator[Store]:
         """A store object for one write beside this one, whose model keeps serving reads meanwhile (the server's
         corrections and kept uploads): it loads no model unless the write needs one, and is closed after it."""
-        writing = Store(self.root, progress=self.progress, wait=self.wait)
+        writing = Store(self.root, progress=self.progress, wait=self.wait or WRITE_WAIT)
         try:
             yield writing
         finally:
@@ -268,7 +267,7 @@ class Store:
         scoring = self.scoring(scoring, **changes) if scoring is not None or changes else None
         return self._changed(annotate_photos(self.root, [Path(p).expanduser() for p in paths], scoring=scoring,
                                              batch_size=batch_size, progress=self.progress, wait=self.wait, ray=ray,
-                                             retag=retag, features=features))
+                                             retag=retag, features=features, take_turns=not features))
 
     def search(self, words: Sequence[str] = (), *, like: str | Path | bytes | None = None, mode: str = "combined",
                require: Sequence[str] = (), exclude: Sequence[str] = (), folder: str | Path | None = None,
@@ -311,7 +310,10 @@ class Store:
 
     def photo_tags(self, image_ids: Sequence[int]) -> dict[int, list[PhotoTag]]:
         """The tags shown for each of these photos (one look-up for all): corrections applied, surest first."""
-        return photo_tags(self.model(), [int(i) for i in image_ids])
+        if self._model is not None:
+            return photo_tags(self.model().store, [int(i) for i in image_ids])
+        with StoreDir.open(self.root) as store:  # a writer's Store (the server's): no model needed
+            return photo_tags(store, [int(i) for i in image_ids])
 
     def thumbnail(self, image_id: int, size: int = 256) -> bytes:
         """A JPEG thumbnail of a photo (by id: a training image or a library photo), turned upright."""
@@ -433,6 +435,6 @@ class Store:
         return result
 
 
-def open_store(path: str | Path, *, progress: Progress | None = None, wait: bool = False) -> Store:
+def open_store(path: str | Path, *, progress: Progress | None = None, wait: bool | float = False) -> Store:
     """The store at ``path`` (it need not exist yet: :meth:`Store.build` creates it)."""
     return Store(path, progress=progress, wait=wait)

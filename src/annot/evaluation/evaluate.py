@@ -59,12 +59,12 @@ def record_run(
     manifest_sha = store.manifest_sha()
     with store.db.begin() as conn:
         run_id = next_id(conn, runs)
-        conn.execute(runs.insert().values(
-            id=run_id, created_at=datetime.now(UTC).replace(tzinfo=None), method=method,
-            params_json=json.dumps(params, sort_keys=True), dataset=dataset, store_manifest_sha=manifest_sha,
-            precision=summary.precision, recall=summary.recall, f1=summary.f1, n_plus=summary.n_plus,
-            n_images=summary.n_images,
-        ))
+        insert_rows(conn, runs, [{
+            "id": run_id, "created_at": datetime.now(UTC).replace(tzinfo=None), "method": method,
+            "params_json": json.dumps(params, sort_keys=True), "dataset": dataset, "store_manifest_sha": manifest_sha,
+            "precision": summary.precision, "recall": summary.recall, "f1": summary.f1, "n_plus": summary.n_plus,
+            "n_images": summary.n_images,
+        }])
         insert_rows(conn, predictions, (
             {"run_id": run_id, "image_id": image_id, "rank": rank + 1, "tag_id": tag_ids[int(w)], "score": float(s),
              "confidence": None if p.confidence is None else float(p.confidence[rank])}
@@ -90,7 +90,7 @@ def evaluate(
     record: bool = True,
     strict: bool = False,
     progress: Progress | None = None,
-    wait: bool = False,
+    wait: bool | float = False,
 ) -> EvalResult:
     """Annotate every image of a labelled corpus file and score the tags per word over the store's vocabulary.
     ``scoring`` defaults to the store's own settings. Images whose path or content is a training image of the store

@@ -140,7 +140,7 @@ def searched(settings: BuildSettings) -> dict[str, Any]:
 
 def tune_store(store_root: Path, *, grid_name: str = "quick", folds: int = 5, design: str = "random",
                holdout: float = 0.1, min_f1: float | None = None, progress: Progress | None = None,
-               wait: bool = False) -> TuneReport:
+               wait: bool | float = False) -> TuneReport:
     """Cross-validate a grid of the store's settings on its training images only (``design`` and ``holdout`` as
     :func:`annot.fitting.splits.cv_splits`), record each candidate as a run, and rebuild the store with the chosen
     one (``choose``: the highest CV F1, or with ``min_f1`` the most words recalled at that F1)."""

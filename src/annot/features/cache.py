@@ -1,7 +1,7 @@
 """The per-encoder feature cache of a store: resumable, chunked extraction.
 
-``features/<encoder key>/`` holds parts ``part-NNNNN.npy`` (float32 rows, or float16 to halve the disk and memory
-of large corpora) with ``part-NNNNN.ids.npy`` (int64 image ids). Parts are read memory-mapped, so no reader needs
+``features/<encoder key>/`` holds parts ``part-TIME-PID.npy`` (float32 rows, or float16 to halve the disk and memory
+of large corpora) with ``part-TIME-PID.ids.npy`` (int64 image ids). Parts are read memory-mapped, so no reader needs
 the whole cache in memory. A part's ids file is written last, so a part counts only once it is complete: an interrupted extraction
 loses at most the part it was writing, and the next run extracts only the images no complete part holds.
 A row of NaN marks an image that could not be decoded; ``failures.jsonl`` says why.
@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -157,7 +159,9 @@ class FeatureCache:
         """Add one part (rows ``x`` of images ``ids``; ``failed``: why some could not be decoded). The ids file is
         written last: it commits the part."""
         self.folder.mkdir(parents=True, exist_ok=True)
-        stem = self.folder / f"part-{len(self._parts()):05d}"
+        # named by the time and the process: two writers (a run and the server's kept uploads) never pick the same
+        # name, and names sort in the order parts were written (a later part's row of an image wins)
+        stem = self.folder / f"part-{time.time_ns():016x}-{os.getpid()}"
         known = self.failures()
         self._log_failures([{"id": i, "error": failed[i]} for i in ids.tolist() if i in failed])  # before the part
         atomic_write(stem.with_suffix(".npy"), lambda fh: np.save(fh, x.astype(self.dtype, copy=False)))

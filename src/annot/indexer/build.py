@@ -391,7 +391,7 @@ def read_training_corpus(path: Path, vocabulary: tuple[str, ...] | None, text: T
 
 
 def build_index(corpus_path: Path, store_root: Path, settings: BuildSettings | None = None,
-                progress: Progress | None = None, *, wait: bool = False) -> IndexReport:
+                progress: Progress | None = None, *, wait: bool | float = False) -> IndexReport:
     """Import ``corpus_path`` as training images of the store at ``store_root`` and (re)build its model."""
     progress = progress or NoProgress()
     settings = resolved(settings or BuildSettings())
@@ -424,7 +424,7 @@ def build_index(corpus_path: Path, store_root: Path, settings: BuildSettings | N
 
 
 def rebuild(store_root: Path, settings: BuildSettings, progress: Progress | None = None, *,
-            wait: bool = False) -> IndexReport:
+            wait: bool | float = False) -> IndexReport:
     """Fit the store's model again from its own training images (their features cached) with ``settings``, which
     keep the store's encoder, word vectors and vocabulary (what ``annot tune`` changes is the rest)."""
     progress = progress or NoProgress()

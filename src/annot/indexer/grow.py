@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
-from sqlalchemy import select, update
+from sqlalchemy import select
 
 from annot.errors import AnnotError, CorpusError, StoreError
 from annot.features.cache import FeatureCache
@@ -44,6 +44,7 @@ from annot.projection import LinearCCA, correlation_rows, linear_cca, load_proje
 from annot.projection.cca import CCAStatistics
 from annot.retrieval.ann import set_search
 from annot.schema import corrections, images, tags
+from annot.schema.database import update_rows
 from annot.schema.queries import label_matrix
 from annot.settings import ProjectionKind, Score, Space
 from annot.store import StoreDir
@@ -241,7 +242,7 @@ def _replace(record: Any, **changes: Any) -> Any:
 
 
 def add_images(corpus_path: Path, store_root: Path, *, strict: bool = False, progress: Progress | None = None,
-               wait: bool = False) -> GrowReport:
+               wait: bool | float = False) -> GrowReport:
     """Add a corpus's tagged images to the store's index with the fitted projection (no refit); images already
     indexed take the corpus's tags everywhere they count."""
     progress = progress or NoProgress()
@@ -327,7 +328,7 @@ def sync_training(store: StoreDir, ids: NDArray[np.int64], progress: Progress | 
 
 
 def remove_images(paths: list[str], store_root: Path, progress: Progress | None = None, *,
-                  wait: bool = False) -> GrowReport:
+                  wait: bool | float = False) -> GrowReport:
     """Take training images (by path, as stored) out of the index and the statistics; their tags no longer vote."""
     store = StoreDir.open(Path(store_root), write=True, wait=wait)
     try:
@@ -353,14 +354,14 @@ def remove_images(paths: list[str], store_root: Path, progress: Progress | None 
             keep = ~np.isin(state.ids, gone)
             state.commit(state.ids[keep], state.labels[keep])
         with store.db.begin() as conn:  # after the switch: a crash before it leaves them indexed and train
-            conn.execute(update(images).where(images.c.id.in_(ids.tolist())).values(split=REMOVED))
+            update_rows(conn, images, [images.c.id.in_(ids.tolist())], {"split": REMOVED})
         report.removed, report.ntotal = len(gone), int(state.index.ntotal)
         return report
     finally:
         store.close()
 
 
-def refit(store_root: Path, progress: Progress | None = None, *, wait: bool = False) -> GrowReport:
+def refit(store_root: Path, progress: Progress | None = None, *, wait: bool | float = False) -> GrowReport:
     """Re-estimate the projection from the accumulated statistics and rebuild the indexes (one streaming pass)."""
     progress = progress or NoProgress()
     store = StoreDir.open(Path(store_root), write=True, wait=wait)

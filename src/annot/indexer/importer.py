@@ -15,13 +15,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 
 from annot.errors import CorpusError
 from annot.features.images import UnreadableImage, probe_image
 from annot.indexer.corpus import Corpus
 from annot.schema import image_tags, images, tags
-from annot.schema.database import insert_rows, next_id
+from annot.schema.database import delete_rows, insert_rows, next_id, update_rows
 from annot.store import StoreDir
 
 log = logging.getLogger(__name__)
@@ -146,10 +146,10 @@ def import_corpus(
         retagged = [i for i in kept if old_tags.get(i, set()) != new_tags.get(i, set())]
         insert_rows(conn, images, new_rows)
         if moved:
-            conn.execute(update(images).where(images.c.id.in_(moved)).values(split=split))
+            update_rows(conn, images, [images.c.id.in_(moved)], {"split": split})
         ids = [i for i, _ in items]
         for lo in range(0, len(ids), 5000):
-            conn.execute(image_tags.delete().where(image_tags.c.image_id.in_(ids[lo : lo + 5000])))
+            delete_rows(conn, image_tags, image_tags.c.image_id.in_(ids[lo : lo + 5000]))
         insert_rows(conn, image_tags, tag_rows)
     if unreadable:
         log.warning("%s: skipped %d unreadable images", corpus.source, len(unreadable))

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
-from sqlalchemy import select, update
+from sqlalchemy import select
 
 from annot.errors import AnnotError
 from annot.features.images import ImageInfo, UnreadableImage, image_size, probe_image
@@ -35,20 +35,22 @@ from annot.indexer.distributed import connect, extract_with_ray
 from annot.library.identity import follow_identity, link_copies
 from annot.library.scan import NO_FACTS, TRAINING_SPLITS, FileFacts, Known, Todo, photo_paths, scan_photos
 from annot.library.vectors import (
-    LibraryIndexInfo,
-    all_vectors,
+    MAX_LAYERS,
+    Layer,
+    LibraryVectors,
     build_library_index,
-    exact_index,
+    merge_layers,
     needs_rebuild,
+    read_library,
     remove,
-    set_library_search,
+    vectors_of,
 )
 from annot.methods.cnnr.method import CNNRMethod
 from annot.model import StoreModel
 from annot.progress import NoProgress, Progress
 from annot.projection import correlation_rows
 from annot.schema import images, photo_annotations, photo_files
-from annot.schema.database import insert_columns, insert_rows, next_id
+from annot.schema.database import delete_rows, insert_columns, insert_rows, next_id, update_rows
 from annot.settings import ScoringSettings
 from annot.store import StoreDir
 from annot.store.manifest import CollectionRecord
@@ -115,64 +117,107 @@ class Library:
         settings = json.dumps(self.scoring.to_dict(), sort_keys=True, default=str)
         self.model_tag = f"{self.model.revision}|{hashlib.sha256(settings.encode()).hexdigest()[:8]}"
         self.dirty = False
-        self.index, self.ids = self._load_index()
+        self.record = self.store.manifest().collection
+        self.vectors = self._load_vectors()
+        self.ids: set[int] = set(self.vectors.ids().tolist())  # the photos the index holds, with the pending ones
+        self._pending: dict[int, NDArray[np.float32]] = {}  # rows added or replaced since the last commit
+        self._removed: set[int] = set()  # photos taken out since the last commit
 
     # -- the collection index ------------------------------------------------------------------------------------
-    def _load_index(self) -> tuple[Any, set[int]]:
-        """The library's index as the manifest names it, or a new exact one (none yet, or made with another
-        projection: then every vector is made anew from the cached features by :meth:`reconcile`)."""
+    def _load_vectors(self) -> LibraryVectors:
+        """The library's vectors as the manifest names them, or none (none yet, or made with another projection:
+        then every vector is made anew from the cached features by :meth:`reconcile`)."""
         d = len(self.model.manifest.projection.canonical_correlations)
-        record = self.store.manifest().collection
-        self.info = LibraryIndexInfo()
+        record = self.record
         if record is None:
-            return exact_index(d), set()
-        index = self.store.read_index(record.file, "photo library index")
-        ids = np.asarray(self.store.read_array(record.ids, "photo library ids"), np.int64)
-        if len(ids) != index.ntotal:
-            raise AnnotError(f"{self.store.path(record.ids.path)}: damaged photo library ids ({len(ids)} ids for "
-                             f"{index.ntotal} vectors)")
-        if index.d != d or record.projection not in (None, self.model.manifest.projection.file.path):
+            return LibraryVectors(d)
+        if record.projection not in (None, self.model.manifest.projection.file.path):
             self.dirty = True  # the store was indexed again or refitted
-            return exact_index(d), set()
-        self.info = LibraryIndexInfo.from_dict(dict(record.tuning))
-        set_library_search(index, self.info)
-        return index, set(ids.tolist())
+            return LibraryVectors(d)
+        vectors = read_library(self.store, record, d)
+        if vectors is None:  # made in another space
+            self.dirty = True
+            return LibraryVectors(d)
+        return vectors
 
-    def vectors(self, X: NDArray[np.float32]) -> NDArray[np.float32]:
+    def vectors_of(self, X: NDArray[np.float32]) -> NDArray[np.float32]:
         """Photos' rows of the shared space (their projections T as correlation rows)."""
         return correlation_rows(self.model.project(X))
 
     def put(self, ids: NDArray[np.int64], rows: NDArray[np.float32]) -> None:
-        self.drop(ids)
-        self.index.add_with_ids(np.ascontiguousarray(rows, np.float32), np.ascontiguousarray(ids, np.int64))
-        self.ids.update(ids.tolist())
+        for image_id, row in zip(np.asarray(ids, np.int64).tolist(), np.asarray(rows, np.float32), strict=True):
+            self._pending[image_id] = row
+            self._removed.discard(image_id)
+            self.ids.add(image_id)
         self.dirty = True
 
     def drop(self, ids: Sequence[int] | NDArray[np.int64]) -> None:
-        present = np.array([i for i in np.asarray(ids).tolist() if i in self.ids], np.int64)
-        if len(present):
-            remove(self.index, present)
-            self.ids.difference_update(present.tolist())
-            self.dirty = True
+        for image_id in np.asarray(ids, np.int64).tolist():
+            if image_id in self.ids:
+                self._pending.pop(image_id, None)
+                self._removed.add(image_id)
+                self.ids.discard(image_id)
+                self.dirty = True
 
     def commit(self) -> None:
-        """Save the collection index under a new name and switch the manifest to it (the database is published
-        first)."""
-        if not self.dirty:
-            self.store.publish()
-            return
-        if needs_rebuild(self.info, len(self.ids)):  # grown past what its kind of index serves: built anew
-            rows, ids = all_vectors(self.index)
-            self.index, self.info = build_library_index(rows, ids)
-        ids = np.array(sorted(self.ids), np.int64)
+        """Write what changed since the last commit as a layer of the library's vectors (merged, or the main
+        index built anew, as :mod:`annot.library.vectors` says) and switch the manifest to it (the database is
+        published first)."""
+        with self.store.change():
+            if self.dirty:
+                self._commit()
+            else:
+                self.store.publish()
+
+    def _commit(self) -> None:
+        fresh = self.store.manifest().collection
+        if fresh != self.record and fresh is not None:  # another writer committed photos (a kept upload)
+            vectors = read_library(self.store, fresh, self.vectors.d)
+            if vectors is not None:
+                self.record, self.vectors = fresh, vectors
+                self.ids = (set(vectors.ids().tolist()) | set(self._pending)) - self._removed
+        d, vectors = self.vectors.d, self.vectors
+        pending = np.array(sorted(self._pending), np.int64)
+        layer = Layer(pending, np.stack([self._pending[i] for i in pending.tolist()]) if len(pending)
+                      else np.zeros((0, d), np.float32), np.array(sorted(self._removed), np.int64))
         tag = f"{int(time.time() * 1000):x}"
-        record = CollectionRecord(self.store.save_index(f"indexes/collection-{tag}.faiss", self.index),
-                                  self.store.save_array(f"indexes/collection-{tag}.ids.npy", ids), len(ids),
-                                  factory=self.info.factory, projection=self.model.manifest.projection.file.path,
-                                  tuning=self.info.to_dict())
+        base = self.record if self.record is not None and vectors.main is not None else None
+        if vectors.wants_rebuild(len(layer.ids) + len(layer.removed)) or base is None:
+            vectors = self._rebuilt(LibraryVectors(d, vectors.main, vectors.main_ids, (*vectors.layers, layer),
+                                                   vectors.info))
+            record = CollectionRecord(self.store.save_index(f"indexes/collection-{tag}.faiss", vectors.main),
+                                      self.store.save_array(f"indexes/collection-{tag}.ids.npy", vectors.main_ids),
+                                      vectors.ntotal, factory=vectors.info.factory,
+                                      projection=self.model.manifest.projection.file.path,
+                                      tuning=vectors.info.to_dict())
+        else:
+            layers, files = (*vectors.layers, layer), (*base.layers,)
+            if len(layers) > MAX_LAYERS:
+                layers, files = (merge_layers(layers, d),), ()
+            files = (*files, self.store.save_arrays(f"indexes/collection-{tag}.layer.npz", layers[-1].to_arrays()))
+            vectors = LibraryVectors(d, vectors.main, vectors.main_ids, layers, vectors.info)
+            record = replace(base, ntotal=vectors.ntotal, layers=files)
         self.store.write_manifest(self.store.manifest().touched(collection=record))
         self.store.remove_unreferenced()
+        self.record, self.vectors = record, vectors
+        self._pending, self._removed = {}, set()
         self.dirty = False
+
+    def _rebuilt(self, vectors: LibraryVectors) -> LibraryVectors:
+        """The main index with its layers folded in: built anew (none yet, or grown past what its kind serves),
+        else the trained one with the layers' photos taken out and their rows put in."""
+        if vectors.main is None or needs_rebuild(vectors.info, vectors.ntotal):
+            rows, ids = vectors.all_vectors()
+            index, info = build_library_index(rows, ids)
+            return LibraryVectors(vectors.d, index, ids, (), info)
+        index = vectors.main
+        remove(index, vectors.hidden)
+        if len(vectors.recent_ids):
+            rows, ids = vectors_of(vectors.recent, vectors.recent_ids), vectors.recent_ids
+            for lo in range(0, len(ids), 65_536):
+                index.add_with_ids(np.ascontiguousarray(rows[lo : lo + 65_536]), ids[lo : lo + 65_536])
+        ids = np.concatenate([vectors.main_ids[~np.isin(vectors.main_ids, vectors.hidden)], vectors.recent_ids])
+        return LibraryVectors(vectors.d, index, ids, (), vectors.info)
 
     def features_at_hand(self) -> set[int]:
         """The photos whose features the cache holds (not the ones that failed to decode)."""
@@ -190,7 +235,7 @@ class Library:
         lacking = lacking[np.isin(lacking, list(cached))] if len(lacking) else lacking
         for lo in range(0, len(lacking), CHUNK):
             part = lacking[lo : lo + CHUNK]
-            self.put(part, self.vectors(self.cache.load(part)))
+            self.put(part, self.vectors_of(self.cache.load(part)))
 
     # -- writing photos -----------------------------------------------------------------------------------------
     def write(self, ids: list[int], X: NDArray[np.float32], stats: dict[int, FileFacts] | None = None) -> int:
@@ -209,25 +254,25 @@ class Library:
                 "confidence": np.concatenate([np.full(len(p.words), np.nan) if p.confidence is None else
                                               np.asarray(p.confidence, np.float64) for p in predictions]
                                              or [np.zeros(0)])}
-        with self.store.db.begin() as conn:
+        with self.store.change(), self.store.db.begin() as conn:
             before: dict[int, set[int]] = {}
             for image_id, tag_id in conn.execute(select(photo_annotations.c.image_id, photo_annotations.c.tag_id)
                                                  .where(photo_annotations.c.image_id.in_(ids))):
                 before.setdefault(int(image_id), set()).add(int(tag_id))
-            conn.execute(photo_annotations.delete().where(photo_annotations.c.image_id.in_(ids)))
+            delete_rows(conn, photo_annotations, photo_annotations.c.image_id.in_(ids))
             insert_columns(conn, photo_annotations, rows)
             if stats is None:
-                conn.execute(update(photo_files).where(photo_files.c.image_id.in_(ids))
-                             .values(annotated_at=now, model=self.model_tag))
+                update_rows(conn, photo_files, [photo_files.c.image_id.in_(ids)],
+                            {"annotated_at": now, "model": self.model_tag})
             else:
                 self._files(conn, [{"image_id": i, **stats[i].row(), "state": "annotated", "error": None,
                                     "annotated_at": now, "model": self.model_tag} for i in ids])
         if stats is not None:  # a new or changed photo: its vector
-            self.put(np.asarray(ids, np.int64), self.vectors(X))
+            self.put(np.asarray(ids, np.int64), self.vectors_of(X))
         else:  # re-scored: the index holds its vector for this projection (_load_index), unless it was out
             out = [r for r, i in enumerate(ids) if i not in self.ids]
             if out:
-                self.put(np.asarray(ids, np.int64)[out], self.vectors(X[out]))
+                self.put(np.asarray(ids, np.int64)[out], self.vectors_of(X[out]))
         after: dict[int, set[int]] = {}
         for image_id, p in zip(ids, predictions, strict=True):
             after[image_id] = {self.model.tag_ids[int(w)] for w in p.words}
@@ -256,7 +301,7 @@ class Library:
     def _files(self, conn: Any, rows: list[dict[str, Any]]) -> None:
         if not rows:
             return
-        conn.execute(photo_files.delete().where(photo_files.c.image_id.in_([r["image_id"] for r in rows])))
+        delete_rows(conn, photo_files, photo_files.c.image_id.in_([r["image_id"] for r in rows]))
         insert_rows(conn, photo_files, rows)
 
     def mark(self, conn: Any, ids: list[int], state: str, errors: dict[int, str] | None = None,
@@ -279,34 +324,38 @@ def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
 
 
 def annotate_photos(store_root: Path, inputs: Sequence[Path], *, scoring: ScoringSettings | None = None,
-                    batch_size: int | None = None, progress: Progress | None = None, wait: bool = False,
+                    batch_size: int | None = None, progress: Progress | None = None, wait: bool | float = False,
                     ray: str | None = None, chunk: int = CHUNK, retag: bool = False,
-                    features: Mapping[Path, NDArray[np.floating]] | None = None) -> AnnotateReport:
+                    features: Mapping[Path, NDArray[np.floating]] | None = None, take_turns: bool = True
+                    ) -> AnnotateReport:
     """Annotate photos into the store's library: new and changed ones, skipping what is already annotated as it is;
     moved photos keep their identity, duplicates are linked (:mod:`annot.library.identity`). Every photo the model
     scored in another state (or with ``retag`` every photo) is re-scored from its cached features. ``features``:
-    photos' features already computed with the store's encoder (a kept upload's), cached instead of extracted."""
+    photos' features already computed with the store's encoder (a kept upload's), cached instead of extracted.
+    ``take_turns``: hold the store's lock only while a change is written (a long run beside the server's writes);
+    else for the whole run, which then publishes once (a kept upload's)."""
     progress = progress or NoProgress()
     started = time.perf_counter()
     paths, folders, lists = photo_paths(inputs)
     report = AnnotateReport(seen=len(paths))
-    store = StoreDir.open(Path(store_root), write=True, wait=wait)
+    store = StoreDir.open(Path(store_root), write=True, wait=wait, hold=not take_turns)
     try:
         library = Library(store, scoring)
         library.reconcile()
         batch_size = batch_size or library.model.settings.batch_size
         known = _known(store)
         scan = scan_photos(paths, known, progress, folders, lists)
-        identity = follow_identity(store, scan, known)
+        with store.change():
+            identity = follow_identity(store, scan, known)
+            if scan.touched:
+                with store.db.begin() as conn:
+                    for image_id, facts in scan.touched:
+                        update_rows(conn, photo_files, [photo_files.c.image_id == image_id], facts.row())
+            if retag:  # every photo scored again; a killed run leaves the rest stale, so the next run finishes them
+                with store.db.begin() as conn:
+                    update_rows(conn, photo_files, [photo_files.c.state == "annotated"], {"model": None})
         report.moved, report.duplicates = identity.moved, identity.duplicates
         report.unchanged, report.training, errors = scan.unchanged, scan.training, scan.errors
-        if scan.touched:
-            with store.db.begin() as conn:
-                for image_id, facts in scan.touched:
-                    conn.execute(update(photo_files).where(photo_files.c.image_id == image_id).values(**facts.row()))
-        if retag:  # every photo scored again; a killed run leaves the rest stale, so the next run finishes them
-            with store.db.begin() as conn:
-                conn.execute(update(photo_files).where(photo_files.c.state == "annotated").values(model=None))
         stale = library.stale()
         todo = scan.todo + _not_cached(library, stale, known, {t.path for t in scan.todo})
         last_commit = time.monotonic()
@@ -317,10 +366,11 @@ def annotate_photos(store_root: Path, inputs: Sequence[Path], *, scoring: Scorin
                 if time.monotonic() - last_commit > COMMIT_SECONDS:
                     library.commit()
                     last_commit = time.monotonic()
-        link_copies(store, identity, known, errors)
+        with store.change():
+            link_copies(store, identity, known, errors)
+            report.missing = _mark_vanished(library, scan.vanished)
+            _record_unreadable(library, known, errors)
         report.duplicates = identity.duplicates
-        report.missing = _mark_vanished(library, scan.vanished)
-        _record_unreadable(library, known, errors)
         report.unreadable = errors
         rescoring = time.perf_counter()
         report.rescored, report.retagged = library.rescore(library.stale(), progress)
@@ -355,7 +405,7 @@ def _annotate_chunk(library: Library, part: list[Todo], known: dict[str, Known],
     force: set[int] = set()
     stats: dict[int, FileFacts] = {}
     now = datetime.now(UTC).replace(tzinfo=None)
-    with store.db.begin() as conn:
+    with store.change(), store.db.begin() as conn:
         start = next_id(conn, images)
         for todo in part:
             path, facts = todo.path, todo.facts
@@ -371,8 +421,8 @@ def _annotate_chunk(library: Library, part: list[Todo], known: dict[str, Known],
                     except UnreadableImage as exc:
                         errors[str(path)] = str(exc)
                         continue
-                    conn.execute(update(images).where(images.c.id == image_id)
-                                 .values(sha256=todo.digest, width=width, height=height))
+                    update_rows(conn, images, [images.c.id == image_id],
+                                {"sha256": todo.digest, "width": width, "height": height})
                     force.add(image_id)  # features extracted again
             else:
                 try:  # hashed already where the run looked for moved photos and duplicates

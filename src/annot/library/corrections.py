@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Connection, func, select, update
+from sqlalchemy import Connection, func, select
 
 from annot.errors import AnnotError, CorpusError, NotFound
 from annot.indexer.corpus import normalize_tag
@@ -45,7 +45,7 @@ from annot.indexer.importer import TRAIN
 from annot.inputs import read_text
 from annot.progress import Progress
 from annot.schema import corrections, image_tags, images, photo_files, tags
-from annot.schema.database import insert_rows, next_id
+from annot.schema.database import delete_rows, insert_rows, next_id, update_rows
 from annot.settings import ProjectionKind, SettingsError
 from annot.store import StoreDir
 
@@ -197,7 +197,7 @@ def vouched(conn: Connection, image_ids: Sequence[int]) -> dict[int, set[int]]:
     return {i: {t for t, keep in found.items() if keep} for i, found in out.items()}
 
 
-def record_corrections(store_root: Path, items: Iterable[Correction], *, source: str = "cli", wait: bool = False,
+def record_corrections(store_root: Path, items: Iterable[Correction], *, source: str = "cli", wait: bool | float = False,
                        progress: Progress | None = None) -> CorrectReport:
     """Check and keep corrections, then bring the training index in step with them."""
     items = list(items)
@@ -220,18 +220,17 @@ def record_corrections(store_root: Path, items: Iterable[Correction], *, source:
             for image_id, tag_id, action in resolved:  # a training image's own tags change as corrected
                 if image_id in library or split.get(image_id) != TRAIN:
                     continue
-                conn.execute(image_tags.delete().where(image_tags.c.image_id == image_id,
-                                                       image_tags.c.tag_id == tag_id))
+                delete_rows(conn, image_tags, image_tags.c.image_id == image_id, image_tags.c.tag_id == tag_id)
                 if action != "reject":
                     insert_rows(conn, image_tags, [{"image_id": image_id, "tag_id": tag_id}])
             kept = vouched(conn, sorted(library))  # a library photo's tags as training truth: its vouched ones
             if kept:
-                conn.execute(image_tags.delete().where(image_tags.c.image_id.in_(list(kept))))
+                delete_rows(conn, image_tags, image_tags.c.image_id.in_(list(kept)))
                 insert_rows(conn, image_tags, [{"image_id": i, "tag_id": t} for i, found in kept.items()
                                                for t in sorted(found)])
                 joining = [i for i, found in kept.items() if found]
                 if joining:
-                    conn.execute(update(images).where(images.c.id.in_(joining)).values(split=TRAIN))
+                    update_rows(conn, images, [images.c.id.in_(joining)], {"split": TRAIN})
         report = CorrectReport(recorded=len(resolved), unchanged=len(checked) - len(resolved), photos=len(photo_ids))
         if store.manifest().settings.projection.kind is not ProjectionKind.LINEAR:
             report.kept_only = True
@@ -244,8 +243,7 @@ def record_corrections(store_root: Path, items: Iterable[Correction], *, source:
         report.new_words = grown.grown
         report.joined_training = grown.added + grown.retagged
         report.indexed = grown.ntotal
-        with store.db.connect() as conn:
-            report.left_training = sum(1 for tags_ in vouched(conn, sorted(library)).values() if not tags_)
+        report.left_training = sum(1 for tags_ in kept.values() if not tags_)
         store.publish()
         return report
     finally:

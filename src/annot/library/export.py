@@ -106,7 +106,7 @@ def exported_tags(model: StoreModel, min_confidence: float | None, training: boo
         rows = conn.execute(query.where(library | (images.c.split == "train") if training else library)).all()
     for lo in range(0, len(rows), 2000):
         part = rows[lo : lo + 2000]
-        shown = photo_tags(model, [i for i, _ in part])
+        shown = photo_tags(model.store, [i for i, _ in part])
         for image_id, path in part:
             kept = [t for t in shown.get(int(image_id), [])
                     if t.source != "predicted" or min_confidence is None

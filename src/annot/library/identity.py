@@ -20,12 +20,10 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-from sqlalchemy import update
-
 from annot.features.images import UnreadableImage, content_hash
 from annot.library.scan import Known, Scan, Todo
 from annot.schema import images, photo_files
-from annot.schema.database import insert_rows, next_id
+from annot.schema.database import insert_rows, next_id, update_rows
 from annot.store import StoreDir
 
 DUPLICATE = "duplicate"  # the photo_files.state of a path whose content is another library photo
@@ -120,9 +118,9 @@ def _record(store: StoreDir, moves: list[tuple[str, Todo, Known]], links: list[t
     with store.db.begin() as conn:
         for old_path, t, old in moves:  # model None: re-scored (from its cached features) and put back in the index
             state = DUPLICATE if old.state == DUPLICATE else "annotated"
-            conn.execute(update(images).where(images.c.id == old.image_id).values(path=str(t.path)))
-            conn.execute(update(photo_files).where(photo_files.c.image_id == old.image_id)
-                         .values(**t.facts.row(), state=state, error=None, model=None))
+            update_rows(conn, images, [images.c.id == old.image_id], {"path": str(t.path)})
+            update_rows(conn, photo_files, [photo_files.c.image_id == old.image_id],
+                        {**t.facts.row(), "state": state, "error": None, "model": None})
             known[str(t.path)] = replace(old, facts=t.facts, state=state, model=None)
             known.pop(old_path, None)
         start = next_id(conn, images)

@@ -22,7 +22,7 @@ import numpy as np
 from numpy.typing import NDArray
 from sqlalchemy import select
 
-from annot.library.vectors import LibraryIndexInfo, set_library_search, vectors_of
+from annot.library.vectors import read_library
 from annot.library.view import PhotoTag, photo_tags
 from annot.model import StoreModel
 from annot.schema import corrections, images, photo_annotations, photo_files
@@ -88,12 +88,11 @@ def _density(model: StoreModel, ids: list[int]) -> dict[int, float]:
     record = model.manifest.collection
     if record is None or not ids:
         return {i: 1.0 for i in ids}
-    index = model.store.read_index(record.file, "photo library index")
-    set_library_search(index, LibraryIndexInfo.from_dict(dict(record.tuning)))
-    if index.d != model.index.d or index.ntotal < 2:
+    index = read_library(model.store, record, model.index.d)
+    if index is None or index.ntotal < 2:
         return {i: 1.0 for i in ids}
     try:
-        rows = vectors_of(index, np.asarray(ids, np.int64))
+        rows = index.vectors_of(np.asarray(ids, np.int64))
     except RuntimeError:  # photos not in the index (a killed run): no density known
         return {i: 1.0 for i in ids}
     k = min(NEIGHBOURS + 1, int(index.ntotal))
@@ -116,7 +115,7 @@ def review_queue(model: StoreModel, n: int = 20, *, order: str = "dense", candid
     density = _density(model, [i for i, _ in uncertain]) if order == "dense" else {i: 1.0 for i, _ in uncertain}
     ranked = sorted(uncertain, key=lambda item: (-item[1] * density[item[0]], item[0]))[:n]
     chosen = [i for i, _ in ranked]
-    shown = photo_tags(model, chosen)
+    shown = photo_tags(model.store, chosen)
     with model.store.db.connect() as conn:
         paths = dict(conn.execute(select(images.c.id, images.c.path).where(images.c.id.in_(chosen))).all())
     out = []

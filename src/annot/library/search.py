@@ -38,14 +38,13 @@ from annot.features.images import TooManyPixels, UnreadableImage, decode_bytes, 
 from annot.features.text import text_view
 from annot.features.words import load_word_vectors
 from annot.indexer.corpus import normalize_tag
-from annot.library.vectors import LibraryIndexInfo, set_library_search
+from annot.library.vectors import LibraryVectors, read_library
 from annot.library.view import PhotoTag, PhotoView
 from annot.model import StoreModel
 from annot.projection import correlation_rows
 from annot.retrieval.indexes import build_flat_index
 from annot.schema import images
 from annot.settings import SettingsError, TextView
-from annot.store.manifest import CollectionRecord
 
 MODES = ("combined", "tags", "space")
 SCOPES = ("auto", "library", "training", "all")  # auto: the library's photos when it has any, else the training images
@@ -121,27 +120,25 @@ class Searcher:
     def __init__(self, model: StoreModel) -> None:
         self.model = model
         record = model.manifest.collection
-        self.library = model.store.read_index(record.file, "photo library index") if record is not None else None
-        if self.library is not None and self.library.d != model.index.d:
-            self.library = None  # made with a model the store no longer has
-        elif record is not None and record.projection not in (None, model.manifest.projection.file.path):
-            self.library = self._reprojected(record)  # refitted since: the photos' vectors made anew, in memory
-        elif self.library is not None and record is not None:
-            set_library_search(self.library, LibraryIndexInfo.from_dict(dict(record.tuning)))
+        d = model.index.d
+        self.library = read_library(model.store, record, d) if record is not None else None
+        if self.library is not None and record is not None and \
+                record.projection not in (None, model.manifest.projection.file.path):
+            self.library = self._reprojected(self.library.ids())  # refitted since: the vectors made anew, in memory
         self._words: Any = None
         self._word_index: Any = None
         self._cut: tuple[float | None] | None = None
         self._unit: NDArray[np.float64] | None = None  # the vocabulary's unit word vectors (for expand)
         self.view = PhotoView(model)
 
-    def _reprojected(self, record: CollectionRecord) -> Any:
-        """The library index with every photo's vector made from its cached features by the current projection
+    def _reprojected(self, ids: NDArray[np.int64]) -> LibraryVectors:
+        """The library's photos with every vector made from its cached features by the current projection
         (``annot refit`` changed it, and ``annot annotate`` has not saved the new vectors yet)."""
-        ids = np.asarray(self.model.store.read_array(record.ids, "photo library ids"), np.int64)
         cache = self.model.feature_cache()
-        ids = ids[np.isin(ids, cache.cached_ids())]
+        ids = np.sort(ids[np.isin(ids, cache.cached_ids())])
         rows = [self.model.project(cache.load(ids[lo : lo + 4096])) for lo in range(0, len(ids), 4096)]
-        return build_flat_index(np.vstack(rows) if rows else np.zeros((0, self.model.index.d), np.float32), ids)
+        d = self.model.index.d
+        return LibraryVectors(d, build_flat_index(np.vstack(rows) if rows else np.zeros((0, d), np.float32), ids), ids)
 
     # -- the two ways -------------------------------------------------------------------------------------------
     def text_query(self, words: Sequence[str]) -> NDArray[np.float32]:

@@ -60,7 +60,7 @@ def sidecar_changes(model: StoreModel, *, naming: str = "full", out: Path | None
     if not rows:
         return SidecarChanges()
     root = Path(os.path.commonpath([str(Path(p).parent) for _, p in rows])) if out is not None else None
-    shown = photo_tags(model, [int(i) for i, _ in rows])
+    shown = photo_tags(model.store, [int(i) for i, _ in rows])
     found = SidecarChanges()
     for image_id, path in rows:
         packet = _read(sidecar_path(Path(path), naming, out, root))

@@ -21,6 +21,7 @@ from annot.errors import NotFound
 from annot.model import StoreModel
 from annot.schema import corrections, image_tags, images, photo_annotations, photo_files, tags
 from annot.schema.database import read_columns
+from annot.store import StoreDir
 
 SOURCES = ("predicted", "confirmed", "added", "training")
 
@@ -73,7 +74,7 @@ def library_ids(conn: Any, db: Any, ids: Sequence[int]) -> set[int]:
     return {int(i) for (i,) in conn.execute(select(photo_files.c.image_id).where(photo_files.c.image_id.in_(list(ids))))}
 
 
-def photo_tags(model: StoreModel, ids: Sequence[int]) -> dict[int, list[PhotoTag]]:
+def photo_tags(store: StoreDir, ids: Sequence[int]) -> dict[int, list[PhotoTag]]:
     """Each photo's tags as the library shows them: a training image's own tags; a library photo's predicted tags
     with its corrections applied (the last correction of a tag wins: reject removes it, confirm and add make it
     sure), surest first."""
@@ -81,7 +82,7 @@ def photo_tags(model: StoreModel, ids: Sequence[int]) -> dict[int, list[PhotoTag
     out: dict[int, list[PhotoTag]] = defaultdict(list)
     if not ids:
         return out
-    db = model.store.db
+    db = store.db
     with db.connect() as conn:
         word = dict(conn.execute(select(tags.c.id, tags.c.word)).all())
         photos = library_ids(conn, db, ids)
@@ -129,7 +130,7 @@ def photo_record(model: StoreModel, image_id: int) -> Photo:
         state = None
         if db.has_table("photo_files"):
             state = conn.execute(select(photo_files.c.state).where(photo_files.c.image_id == int(image_id))).scalar()
-    shown = photo_tags(model, [int(image_id)]).get(int(image_id), [])
+    shown = photo_tags(model.store, [int(image_id)]).get(int(image_id), [])
     return Photo(int(image_id), str(row.path), int(row.width), int(row.height),
                  "training" if state is None else "library", str(row.split), state, tuple(shown))
 

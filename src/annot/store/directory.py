@@ -26,12 +26,22 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
 from annot.errors import StoreError
 from annot.schema import Database
+from annot.store.dbfiles import (
+    FOLDER,
+    LEGACY,
+    LEGACY_RECORD,
+    DatabaseRecord,
+    WriterFiles,
+    reader_layers,
+    remove_unnamed,
+)
 from annot.store.files import (
     StoredFile,
     atomic_write,
@@ -57,10 +67,11 @@ log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 PREVIOUS_MANIFEST = "manifest.previous.json"  # the manifest before the last switch (its files are kept)
-DATABASE = "annot.duckdb"
+DATABASE = LEGACY  # the database of a store written before layers (see annot.store.dbfiles)
 WORKING_DATABASE = "annot.next.duckdb"
+CHANGE_WAIT = 60.0  # seconds a change waits for another writer's (a writer holding the store for a whole run: longer)
 _OWN = {MANIFEST, DATABASE, WORKING_DATABASE, f"{DATABASE}.wal", f"{WORKING_DATABASE}.wal", ".lock", "features",
-        "models", "indexes"}  # what a store holds, also one whose first build was killed (no manifest yet)
+        "models", "indexes", FOLDER}  # what a store holds, also one whose first build was killed (no manifest yet)
 
 
 def _own(path: Path) -> bool:
@@ -71,36 +82,45 @@ class StoreDir:
     """An annot store directory. Open it with :meth:`create` (to build into) or :meth:`open`; a writable one holds
     the store's writer lock until :meth:`close`. ``db`` is opened on first use."""
 
-    def __init__(self, root: Path, *, writable: bool = False) -> None:
+    def __init__(self, root: Path, *, writable: bool = False, hold: bool = True) -> None:
         self.root = Path(root)
         self.writable = writable
+        self.hold = hold  # a writer holds the lock from open to close; else only inside change()
+        self._changes = 0  # change() blocks entered and not left
         self._lock = WriterLock(self.root) if writable else None
         self._db: Database | None = None
         self._manifest: Manifest | None = None
-        self._dirty = False  # the working database has changes not yet published
+        self._files: WriterFiles | None = None  # a writer's database files, once its database is opened
 
     # -- opening ---------------------------------------------------------------------------------------------
     @classmethod
-    def create(cls, root: Path, *, wait: bool = False) -> StoreDir:
+    def create(cls, root: Path, *, wait: bool | float = False) -> StoreDir:
         """Open a store for building, creating the directory if needed (an existing store is reused)."""
         root = Path(root)
         if root.exists() and not root.is_dir():
             raise StoreError(f"{root}: exists and is not a directory")
         if root.is_dir() and not all(_own(p) for p in root.iterdir()) and not (root / MANIFEST).exists():
             raise StoreError(f"{root}: directory is not empty and is not an annot store")
-        if (root / MANIFEST).is_file() and not (root / DATABASE).is_file() and not (root / WORKING_DATABASE).is_file():
-            raise StoreError(f"{root / DATABASE}: missing (the store's database); restore it or index into a new store")
         root.mkdir(parents=True, exist_ok=True)
         store = cls(root, writable=True)
         store._acquire(wait)
-        if store.has_manifest():
-            store.manifest()  # a readable manifest, or a clear error before anything is written
+        try:
+            if store.has_manifest():
+                store.manifest()  # a readable manifest, or a clear error before anything is written
+                base = store.database_record().base
+                if base is None or not (root / base.path).is_file() and not (root / WORKING_DATABASE).is_file():
+                    missing = root / (DATABASE if base is None else base.path)
+                    raise StoreError(f"{missing}: missing (the store's database); restore it or index into a new store")
+        except BaseException:
+            store.close()
+            raise
         return store
 
     @classmethod
-    def open(cls, root: Path, *, write: bool = False, wait: bool = False) -> StoreDir:
+    def open(cls, root: Path, *, write: bool = False, wait: bool | float = False, hold: bool = True) -> StoreDir:
         """Open a complete store (one with a manifest and every file it names); a clear error naming what is
-        missing or damaged. With ``write``, take the writer lock (``wait``: until the current writer ends)."""
+        missing or damaged. With ``write``, take the writer lock (``wait``: until the current writer ends); with
+        ``hold`` false only to see that no writer holds it (or until it ends), and again for each :meth:`change`."""
         root = Path(root)
         if not root.exists():
             raise StoreError(f"{root}: no such store (run `annot index` first)")
@@ -108,26 +128,27 @@ class StoreDir:
             raise StoreError(f"{root}: not a store (a file, not a directory)")
         if not (root / MANIFEST).is_file():
             raise StoreError(f"{root}: not a complete store (no {MANIFEST}; run `annot index` to finish it)")
-        store = cls(root, writable=write)
+        store = cls(root, writable=write, hold=hold)
         try:
             if write:
                 store._acquire(wait)
+                if not hold:
+                    store._lock.release()  # type: ignore[union-attr]
             store.check_files()
         except BaseException:
             store.close()
             raise
         return store
 
-    def _acquire(self, wait: bool) -> None:
+    def _acquire(self, wait: bool | float) -> None:
         assert self._lock is not None
         self._lock.acquire(wait)
 
     def check_files(self) -> None:
         """Every file the manifest names is present with its recorded size, and the database exists."""
         manifest = self.manifest()
-        database = self.root / (WORKING_DATABASE if self.writable and (self.root / WORKING_DATABASE).is_file()
-                                else DATABASE)
-        if not database.is_file():
+        legacy = manifest.database is None and not (self.writable and (self.root / WORKING_DATABASE).is_file())
+        if legacy and not (self.root / DATABASE).is_file():
             raise StoreError(f"{self.root / DATABASE}: missing (the store's database); the store cannot be used "
                              "without it: restore it, or index the corpus into a new store")
         for what, file in manifest.files():
@@ -139,52 +160,103 @@ class StoreDir:
                                  f"{file.size:,}); the store is damaged: index it again")
 
     # -- the database ------------------------------------------------------------------------------------------
+    def database_record(self) -> DatabaseRecord:
+        """The database files the manifest names (a store written before layers: its ``annot.duckdb``)."""
+        if self._files is not None:
+            return self._files.record
+        if self.has_manifest() and self.manifest().database is not None:
+            return self.manifest().database  # type: ignore[return-value]
+        return LEGACY_RECORD if (self.root / DATABASE).is_file() else DatabaseRecord(None)
+
+    @contextmanager
+    def change(self, wait: bool | float = CHANGE_WAIT) -> Iterator[None]:
+        """A change of the store by a writer that does not hold the lock throughout (``hold`` false): the lock is
+        taken (waiting for another writer's change, ``wait`` seconds at most), the manifest read again, and what
+        the block wrote published and the lock released when it ends, so that other writers (the server's
+        corrections) take turns with a long run. For a writer that holds the lock, nothing more than the block."""
+        if self.hold or self._changes:
+            self._changes += 1
+            try:
+                yield
+            finally:
+                self._changes -= 1
+            return
+        self._require_writer()
+        if self._db is not None:  # a reader's, opened between changes
+            self._db.close()
+            self._db = None
+        self._acquire(wait)
+        self._changes = 1
+        try:
+            self._manifest = None  # another writer may have switched it since
+            self._files = None
+            yield
+            self.publish()
+        finally:
+            self._changes = 0
+            try:
+                if self._db is not None:  # a change that failed: what it committed is for the next writer
+                    self._db.close()
+                    self._db = None
+                self._files = None
+            finally:
+                self._lock.release()  # type: ignore[union-attr]
+
+    def _require_writer(self) -> None:
+        if not self.writable:
+            raise StoreError(f"{self.root}: opened for reading only")
+
+    @property
+    def locked(self) -> bool:
+        """Whether this writer holds the store's lock now."""
+        return self._lock is not None and self._lock.held
+
     @property
     def db(self) -> Database:
         if self._db is None:
-            if self.writable:
-                self._db = Database(self._working_database(), read_only=False)
-                self._dirty = True
+            if self.locked:
+                self._require_writable()
+                if self._files is None:
+                    self._files = WriterFiles(self.root, self.database_record())
+                self._db = Database(self._files.open())
             else:
-                path = self.root / DATABASE
-                if not path.is_file():
-                    raise StoreError(f"{path}: missing (the store's database)")
-                self._db = Database(path, read_only=True)
+                layers = reader_layers(self.root, self.database_record())
+                if layers.base is None and not layers.segments:
+                    raise StoreError(f"{self.root / DATABASE}: missing (the store's database)")
+                self._db = Database(layers.base, read_only=True) if not layers.segments and layers.base else \
+                    Database(layers)
         return self._db
 
-    def _working_database(self) -> Path:
-        """The writer's private copy of the database: continued if a killed writer left one, else copied from the
-        published one (or new, for a new store)."""
-        work, published = self.root / WORKING_DATABASE, self.root / DATABASE
-        if work.is_file():
-            log.info("%s: continuing from the database copy a previous writer left", self.root)
-        elif published.is_file():
-            if (self.root / f"{DATABASE}.wal").is_file():  # written by an annot before copies: fold its log in
-                Database(published, read_only=False).close()
-            shutil.copyfile(published, work)
-        return work
-
-    def publish(self) -> None:
-        """Make the writer's database what readers see: closed (so it is checkpointed), copied, renamed into place."""
-        if not self.writable or self._db is None or not self._dirty:
-            return
+    def _publish_database(self, named: bool = False) -> bool:
+        """Close the writer's working segment and publish it (merged or folded as the policy says); whether there
+        was a change. Without a manifest to name it (a first build not yet finished: not ``named``) the working
+        segment stays for the next writer."""
+        if not self.locked or self._db is None:
+            return False
+        changed = self._db.changed()
         self._db.checkpoint()
         self._db.close()
         self._db = None
-        work = self.root / WORKING_DATABASE
-        wal = self.root / f"{WORKING_DATABASE}.wal"
-        if wal.is_file():  # DuckDB checkpoints on close; a log left over means it could not
-            raise StoreError(f"{wal}: the database did not checkpoint; nothing was published")
-        atomic_write(self.root / DATABASE, lambda fh: _copy_into(work, fh))
-        self._dirty = False
+        assert self._files is not None
+        if not changed:
+            self._files.discard()
+            return False
+        if not (named or self.has_manifest()):
+            return False
+        self._files.publish()
+        return True
+
+    def publish(self) -> None:
+        """Make the writer's changes to the database what readers see: its working segment becomes a segment the
+        manifest names."""
+        if self._publish_database():
+            self._switch(self.manifest())
 
     def close(self) -> None:
-        """Publish a writer's changes, drop its working copy, release the lock; close a reader's database."""
+        """Publish a writer's changes, release the lock; close a reader's database."""
         try:
             if self.writable and self._lock is not None and self._lock.held:
                 self.publish()
-                if self._db is None:
-                    (self.root / WORKING_DATABASE).unlink(missing_ok=True)
         finally:
             if self._db is not None:
                 self._db.close()
@@ -238,24 +310,36 @@ class StoreDir:
         """Switch the store to ``manifest``: the database is published first, so that readers who see the new
         manifest also see the images and tags it refers to."""
         self._require_writable()
-        self.publish()
+        self._publish_database(named=True)
+        self._switch(manifest)
+
+    def _switch(self, manifest: Manifest) -> None:
+        """Write ``manifest`` (naming the writer's database files) as the store's; the one it replaces is kept one
+        generation as the previous."""
+        if self._files is not None:
+            manifest = manifest.touched(database=self._files.record)
         current = self.root / MANIFEST
         if current.is_file():  # kept one generation: a reader that just read it still finds its files
             atomic_write(self.root / PREVIOUS_MANIFEST, lambda fh: _copy_into(current, fh))
         atomic_write(current, lambda fh: fh.write(dumps(manifest)))
         self._manifest = manifest
+        if self._files is not None and self._db is None:
+            self._files.settled()
 
     def remove_unreferenced(self) -> None:
         """Delete model and index files neither the manifest nor the one before it names (after it was replaced:
         a reader that loaded the previous manifest a moment before the switch can still open what it names)."""
-        referenced = {f.path for _, f in self.manifest().files()}
+        manifests = [self.manifest()]
         previous = self.root / PREVIOUS_MANIFEST
         if previous.is_file():
             try:
-                older = Manifest.from_json(json.loads(previous.read_text(encoding="utf-8")), previous)
-                referenced |= {f.path for _, f in older.files()}
+                manifests.append(Manifest.from_json(json.loads(previous.read_text(encoding="utf-8")), previous))
             except (OSError, ValueError, StoreError):
                 log.warning("%s: unreadable; the files only it named are removed", previous)
+        referenced = {f.path for m in manifests for _, f in m.files()}
+        if any(m.database is None or (m.database.base and m.database.base.path == DATABASE) for m in manifests):
+            referenced.add(DATABASE)
+        remove_unnamed(self.root, referenced)
         for folder in (self.models_dir, self.indexes_dir):
             if not folder.is_dir():
                 continue
@@ -296,8 +380,9 @@ class StoreDir:
         return read_bytes(self.root, file, what)
 
     def _require_writable(self) -> None:
-        if not self.writable:
-            raise StoreError(f"{self.root}: opened for reading only")
+        if not self.locked:
+            raise StoreError(f"{self.root}: opened for reading only" if not self.writable else
+                             f"{self.root}: changed outside StoreDir.change()")
 
 
 def _copy_into(source: Path, fh: Any) -> None:

@@ -46,10 +46,13 @@ class WriterLock:
         pid, _, command = text.partition(" ")
         return f"process {pid}" + (f" ({command})" if command else "") if pid.isdigit() else "another process"
 
-    def acquire(self, wait: bool = False, poll: float = 0.2) -> None:
+    def acquire(self, wait: bool | float = False, poll: float = 0.05) -> None:
+        """Take the lock; ``wait``: False (refuse at once when it is held), True (until it is free) or a number of
+        seconds to wait at most."""
         if self._fd is not None:
             return
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        deadline = None if isinstance(wait, bool) else time.monotonic() + float(wait)
         try:
             announced = False
             while True:
@@ -57,7 +60,7 @@ class WriterLock:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                     break
                 except BlockingIOError:
-                    if not wait:
+                    if wait is False or (deadline is not None and time.monotonic() > deadline):
                         raise StoreBusy(f"{self.path.parent}: the store is being changed by {self.holder()}; "
                                         "try again when it ends, or pass --wait") from None
                     if not announced:

@@ -18,6 +18,7 @@ from typing import Any
 
 from annot.errors import StoreError
 from annot.settings import BuildSettings, SettingsError
+from annot.store.dbfiles import DatabaseRecord
 from annot.store.files import StoredFile
 from annot.store.migrate import migrate_v1
 
@@ -154,6 +155,7 @@ class CollectionRecord:
     factory: str = "Flat"
     projection: str | None = None  # the projection file its vectors were made with (None: not recorded)
     tuning: Mapping[str, Any] = field(default_factory=dict)  # its search setting and what choosing it measured
+    layers: tuple[StoredFile, ...] = ()  # later commits' changes above the index (see annot.library.vectors)
 
 
 @dataclass(frozen=True)
@@ -172,6 +174,7 @@ class Manifest:
     cnnr: CNNRRecord | None = None
     calibration: CalibrationRecord | None = None
     collection: CollectionRecord | None = None
+    database: DatabaseRecord | None = None  # None: a store written before layers (its database is annot.duckdb)
     format_version: int = FORMAT_VERSION
 
     def files(self) -> Iterator[tuple[str, StoredFile]]:
@@ -195,6 +198,11 @@ class Manifest:
         if self.collection is not None:
             yield "photo library index", self.collection.file
             yield "photo library ids", self.collection.ids
+            for layer in self.collection.layers:
+                yield "photo library layer", layer
+        if self.database is not None:
+            for n, file in enumerate(self.database.files()):
+                yield "database" if n == 0 and self.database.base is not None else "database segment", file
 
     def touched(self, **changes: Any) -> Manifest:
         """A copy with ``changes`` and a new ``updated_at``."""
@@ -233,7 +241,9 @@ class Manifest:
                 "file": ref(self.collection.file), "ids": ref(self.collection.ids), "ntotal": self.collection.ntotal,
                 "factory": self.collection.factory,
                 **({} if self.collection.projection is None else {"projection": self.collection.projection}),
-                **({"tuning": dict(self.collection.tuning)} if self.collection.tuning else {})},
+                **({"tuning": dict(self.collection.tuning)} if self.collection.tuning else {}),
+                **({"layers": [ref(f) for f in self.collection.layers]} if self.collection.layers else {})},
+            **({} if self.database is None else {"database": self.database.to_dict()}),
         }
 
     @classmethod
@@ -305,7 +315,9 @@ def _read_v2(d: dict[str, Any]) -> Manifest:
         collection=None if not d.get("collection") else CollectionRecord(
             _need(d["collection"]["file"], "collection.file"), _need(d["collection"]["ids"], "collection.ids"),
             int(d["collection"]["ntotal"]), str(d["collection"].get("factory", "Flat")),
-            d["collection"].get("projection"), dict(d["collection"].get("tuning") or {})),
+            d["collection"].get("projection"), dict(d["collection"].get("tuning") or {}),
+            tuple(StoredFile.from_dict(f) for f in d["collection"].get("layers") or ())),
+        database=None if not d.get("database") else DatabaseRecord.from_dict(d["database"]),
         format_version=int(d.get("format_version", FORMAT_VERSION)),
     )
 

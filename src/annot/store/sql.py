@@ -11,8 +11,10 @@ from typing import Any
 
 from annot.errors import AnnotError
 from annot.schema.database import SANDBOX
+from annot.schema.layered import attach
 from annot.settings import SettingsError
-from annot.store.directory import DATABASE, StoreDir
+from annot.store.dbfiles import reader_layers
+from annot.store.directory import StoreDir
 
 
 def read_only_sql(store_root: Path, sql: str, timeout: float | None = None) -> tuple[list[str], list[tuple[Any, ...]]]:
@@ -26,18 +28,26 @@ def read_only_sql(store_root: Path, sql: str, timeout: float | None = None) -> t
         raise SettingsError("timeout", f"must be a number of seconds > 0, got {timeout}")
     if not sql.strip().strip(";").strip():
         raise AnnotError("no SQL statement given (e.g. \"SELECT word FROM tags\")")
+    _only_reading(store_root, sql)
     with StoreDir.open(store_root) as store:
-        path = store.path(DATABASE)
-        if not path.is_file():
+        layers = reader_layers(store.root, store.database_record())
+        path = layers.base if layers.base is not None and not layers.segments else None
+        if path is not None and not path.is_file():
             raise AnnotError(f"{path}: missing (the store's database)")
+        where = path or store.root
         try:
             config: dict[str, str | bool | int | float | list[str]] = {
-                k: v for k, v in SANDBOX.items() if k != "lock_configuration"}
-            conn = duckdb.connect(str(path), read_only=True, config=config)
+                k: v for k, v in SANDBOX.items() if k != "lock_configuration" and (path or k != "enable_external_access")}
+            if path is not None:
+                conn = duckdb.connect(str(path), read_only=True, config=config)
+            else:  # a database in layers: attached read-only, read through views, before access is shut
+                conn = duckdb.connect(config=config)
+                attach(conn, layers, readable=True)
+                conn.execute("SET enable_external_access = false")
             conn.execute("SET enable_progress_bar = false")  # a session setting: before the lock
             conn.execute("SET lock_configuration = true")
         except duckdb.Error as exc:
-            raise AnnotError(f"{path}: cannot open the database ({_first_line(exc)})") from exc
+            raise AnnotError(f"{where}: cannot open the database ({_first_line(exc)})") from exc
         outcome: dict[str, Any] = {}
 
         def run() -> None:  # in a thread, so that the main thread stays free to hear Ctrl-C and the clock
@@ -76,6 +86,22 @@ def read_only_sql(store_root: Path, sql: str, timeout: float | None = None) -> t
         if "error" in outcome:
             raise AnnotError(_sql_error(store_root, sql, outcome["error"], timeout if timed_out else None))
         return outcome["rows"]
+
+
+READING = {"SELECT", "EXPLAIN", "PRAGMA"}  # the statements annot sql runs: the others change or reach out
+
+
+def _only_reading(store_root: Path, sql: str) -> None:
+    """Refuse, before anything is opened, a statement that is not a query."""
+    import duckdb
+
+    try:
+        kinds = {str(s.type).rsplit(".", 1)[-1] for s in duckdb.extract_statements(sql)}
+    except duckdb.Error as exc:
+        raise AnnotError(f"{store_root}: SQL error: {_first_line(exc)}") from None
+    if not kinds <= READING:
+        statement = " ".join(sql.split())[:80]
+        raise AnnotError(f"{store_root}: annot sql is read-only and runs queries only; refused: {statement}")
 
 
 def _first_line(exc: BaseException) -> str:

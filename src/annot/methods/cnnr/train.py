@@ -140,7 +140,7 @@ def _checkpoint_key(config: CNNRConfig, dim: int, full: bool, words: str) -> dic
 
 
 def train_cnnr(store_root: Path, config: CNNRConfig = CNNRConfig(), progress: Progress | None = None,
-               wait: bool = False) -> TrainReport:
+               wait: bool | float = False) -> TrainReport:
     """Train CNN-R on the indexed training images of a store; keeps the best weights in ``models/cnnr/``."""
     import torch
 

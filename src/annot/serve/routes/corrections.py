@@ -30,9 +30,8 @@ class CorrectionsIn(BaseModel):
 @router.post("/corrections", dependencies=[Depends(require_writer)])
 def correct(state: State, body: CorrectionsIn | CorrectionIn) -> dict[str, Any]:
     items = body.corrections if isinstance(body, CorrectionsIn) else [body]
+    ids = list(dict.fromkeys(c.id for c in items))  # each photo once, read in one look-up
     with state.store.writer() as writing:
         report = writing.correct([Correction(c.id, c.tag, c.action) for c in items], source="server")
-    ids = list(dict.fromkeys(c.id for c in items))  # each photo once, read in one look-up
-    with state.guard.reading() as s:
-        shown = s.photo_tags(ids)
+        shown = writing.photo_tags(ids)  # as published: the served model is loaded again once, by the next read
     return {**report.to_dict(), "photos": [{"id": i, "tags": [t.to_dict() for t in shown.get(i, [])]} for i in ids]}

@@ -1,0 +1,266 @@
+"""A database in layers: a base DuckDB file and a few small segment files above it, read as one.
+
+Each table is read as groups of rows under a group key (:data:`GROUP_KEY`: an image's tags, a photo's annotations,
+a run's predictions, one correction). A segment holds, for every group it changed, the group's rows as they are now
+(none for a deleted one) and the group's key in ``_touched_TABLE``: the newest layer that touched a group holds it,
+the layers below are shadowed for it. So a change writes only the groups it changes, and folding the segments into
+the base (or into one segment) gives the same rows however often it is done (a fold that a kill interrupted is
+simply done again).
+
+A reader attaches every layer read-only to an in-memory DuckDB and reads views named as the tables (and the
+readable views ``photo_tags`` and ``corrections_view``); a writer attaches one more segment, its working one, read
+and write, and writes through :func:`insert_rows`, :func:`insert_columns`, :func:`delete_rows` and
+:func:`update_rows` (:mod:`annot.schema.database`), which copy a group into the working segment the first time it
+changes there. Segment tables hold no constraints: the group keys are annot's own.
+"""
+
+from __future__ import annotations
+
+import atexit
+import shutil
+import tempfile
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+from sqlalchemy import Table
+from sqlalchemy.schema import CreateTable
+
+from annot.schema.tables import CORRECTIONS_VIEW, PHOTO_TAGS_VIEW, metadata
+
+GROUP_KEY = {"schema_info": "key", "images": "id", "tags": "id", "image_tags": "image_id", "runs": "id",
+             "predictions": "run_id", "word_metrics": "run_id", "photo_files": "image_id", "annotations": "image_id",
+             "corrections": "id"}
+LAYERS_INFO = "annot_layers"  # the key of a layered connection's record info
+WORKING = "w"  # the writer's working segment's catalog name
+SEGMENT_OPTIONS = " (BLOCK_SIZE 16384)"  # small blocks: a segment of one correction is some 80 KB, not 1 MB
+
+
+def touched(table: str) -> str:
+    return f"_touched_{table}"
+
+
+@dataclass(frozen=True)
+class Layers:
+    """The files of a layered database: ``base`` (None: no base yet), ``segments`` oldest first, and a writer's
+    ``working`` segment."""
+
+    base: Path | None
+    segments: tuple[Path, ...] = ()
+    working: Path | None = None
+
+    def named(self) -> list[tuple[str, Path, bool]]:
+        """(catalog name, file, read-only) of each layer, bottom first."""
+        out = [("b", self.base, True)] if self.base is not None else []
+        out += [(f"s{n}", path, True) for n, path in enumerate(self.segments)]
+        if self.working is not None:
+            out.append((WORKING, self.working, False))
+        return out
+
+
+def _quote(path: Path) -> str:
+    return "'" + str(path).replace("'", "''") + "'"
+
+
+def _columns(raw: Any) -> dict[tuple[str, str], list[str]]:
+    """The columns of every attached table, by (catalog, table)."""
+    out: dict[tuple[str, str], list[str]] = {}
+    for catalog, table, column in raw.execute(
+            "SELECT database_name, table_name, column_name FROM duckdb_columns() WHERE schema_name = 'main' "
+            "AND database_name <> 'memory' AND NOT internal ORDER BY database_name, table_name, column_index").fetchall():
+        out.setdefault((str(catalog), str(table)), []).append(str(column))
+    return out
+
+
+def table_sql(table: Table, catalog: str) -> str:
+    """CREATE TABLE of ``table`` in ``catalog``, without constraints (a segment's)."""
+    bare = Table(table.name, type(metadata)(), *[c._copy() for c in table.columns])
+    for column in bare.columns:
+        column.primary_key = False
+        column.unique = False
+        column.nullable = True
+    create = str(CreateTable(bare).compile(dialect=_duckdb_dialect())).strip()
+    body = create.split("(", 1)[1].rsplit(")", 1)[0]
+    return f'CREATE TABLE IF NOT EXISTS {catalog}."{table.name}" ({body})'
+
+
+def _duckdb_dialect() -> Any:
+    from duckdb_engine import Dialect
+
+    return Dialect()
+
+
+def create_segment_tables(raw: Any, catalog: str) -> None:
+    """Every table of the schema and its touched keys, empty, in an attached segment (those it lacks)."""
+    present = {str(t) for (t,) in raw.execute(
+        "SELECT table_name FROM duckdb_tables() WHERE database_name = ?", [catalog]).fetchall()}
+    for table in metadata.sorted_tables:
+        if table.name not in present:
+            raw.execute(table_sql(table, catalog))
+        if touched(table.name) not in present:
+            key = table.c[GROUP_KEY[table.name]]
+            kind = "VARCHAR" if key.type.python_type is str else "BIGINT"
+            raw.execute(f'CREATE TABLE IF NOT EXISTS {catalog}."{touched(table.name)}" (k {kind})')
+
+
+def view_sql(table: str, layers: Sequence[str], columns: dict[tuple[str, str], list[str]]) -> str | None:
+    """The SELECT that reads ``table`` through ``layers`` (bottom first): each layer's rows of the groups no layer
+    above it touched. None when no layer has the table."""
+    wanted = [c.name for c in metadata.tables[table].columns]
+    having = [name for name in layers if (name, table) in columns]
+    if not having:
+        return None
+    key = GROUP_KEY[table]
+    parts = []
+    for n, name in enumerate(having):
+        present = set(columns[(name, table)])
+        picked = ", ".join(f'"{c}"' if c in present else f'NULL AS "{c}"' for c in wanted)
+        above = [f'SELECT k FROM {other}."{touched(table)}"' for other in having[n + 1:]
+                 if (other, touched(table)) in columns]
+        where = f' WHERE "{key}" NOT IN ({" UNION ALL ".join(above)})' if above else ""
+        parts.append(f'SELECT {picked} FROM {name}."{table}"{where}')
+    return " UNION ALL ".join(parts)
+
+
+def attach(raw: Any, layers: Layers, *, readable: bool = False) -> set[str]:
+    """Attach ``layers`` to an in-memory DuckDB connection and make the views that read them as one database
+    (a working segment gets its tables first), with ``readable`` the views a person reads too (``annot sql``);
+    returns the tables it reads."""
+    named = layers.named()
+    for name, path, read_only in named:
+        if not read_only and not path.exists():  # a new working segment: a copy of an empty one with the tables
+            shutil.copyfile(_empty_segment(), path)
+        raw.execute(f"ATTACH {_quote(path)} AS {name}" + (" (READ_ONLY)" if read_only else ""))
+        if not read_only:
+            create_segment_tables(raw, name)  # a segment a killed writer left may lack a table
+    columns = _columns(raw)
+    tables = set()
+    for table in GROUP_KEY:
+        select = view_sql(table, [name for name, _, _ in named], columns)
+        if select is not None:
+            raw.execute(f'CREATE OR REPLACE VIEW main."{table}" AS {select}')
+            tables.add(table)
+    if readable and {"annotations", "corrections", "photo_files", "images", "tags", "image_tags"} <= tables:
+        raw.execute(PHOTO_TAGS_VIEW)
+        raw.execute(CORRECTIONS_VIEW)
+    return tables
+
+
+_EMPTY: list[Path] = []  # this process's empty segment, made once
+
+
+def _empty_segment() -> Path:
+    """An empty segment with every table (copied for each new working segment: making the tables takes longer)."""
+    import duckdb
+
+    if not _EMPTY or not _EMPTY[0].is_file():
+        folder = Path(tempfile.mkdtemp(prefix="annot-segment-"))
+        atexit.register(shutil.rmtree, folder, True)
+        path = folder / "empty.duckdb"
+        raw = duckdb.connect()
+        try:
+            raw.execute(f"ATTACH {_quote(path)} AS e{SEGMENT_OPTIONS}")
+            create_segment_tables(raw, "e")
+            raw.execute("CHECKPOINT e")
+        finally:
+            raw.close()
+        _EMPTY[:] = [path]
+    return _EMPTY[0]
+
+
+def ensure_groups(raw: Any, table: str, keys: NDArray[Any] | Sequence[Any]) -> None:
+    """Copy the groups of ``keys`` that the working segment has not touched yet into it, as they read now, and mark
+    them touched: from here on the working segment holds them whole."""
+    values = np.unique(np.asarray(keys))
+    if not len(values):
+        return
+    if values.dtype.kind in "iub":
+        values = values.astype(np.int64)
+    else:
+        values = values.astype(str).astype(object)
+    key = GROUP_KEY[table]
+    name = f"annot_keys_{uuid.uuid4().hex}"
+    settle(raw)
+    raw.register(name, {"k": values})
+    try:
+        fresh = f'SELECT k FROM {name} WHERE k NOT IN (SELECT k FROM {WORKING}."{touched(table)}")'
+        columns = ", ".join(f'"{c.name}"' for c in metadata.tables[table].columns)
+        raw.execute(f'INSERT INTO {WORKING}."{table}" ({columns}) SELECT {columns} FROM main."{table}" '
+                    f'WHERE "{key}" IN ({fresh})')
+        raw.execute(f'INSERT INTO {WORKING}."{touched(table)}" {fresh}')
+    finally:
+        raw.unregister(name)
+
+
+def settle(raw: Any) -> None:
+    """Finish a result the connection still holds (a query read only in part), which DuckDB lets nothing but
+    another query follow."""
+    raw.execute("SELECT 1").fetchall()
+
+
+def _read_only_layers(raw: Any, layers: Sequence[tuple[str, Path]]) -> dict[tuple[str, str], list[str]]:
+    for name, path in layers:
+        raw.execute(f"ATTACH {_quote(path)} AS {name} (READ_ONLY)")
+    return _columns(raw)
+
+
+def merge_segments(segments: Sequence[Path], out: Path) -> None:
+    """Write the segments' groups (each as its newest segment holds it) into one new segment file ``out``."""
+    import duckdb
+
+    raw = duckdb.connect()
+    try:
+        names = [(f"s{n}", path) for n, path in enumerate(segments)]
+        columns = _read_only_layers(raw, names)
+        raw.execute(f"ATTACH {_quote(out)} AS n{SEGMENT_OPTIONS}")
+        create_segment_tables(raw, "n")
+        for table in GROUP_KEY:
+            select = view_sql(table, [name for name, _ in names], columns)
+            if select is None:
+                continue
+            keys = [f'SELECT k FROM {name}."{touched(table)}"' for name, _ in names if (name, touched(table)) in columns]
+            raw.execute(f'INSERT INTO n."{table}" {select}')
+            raw.execute(f'INSERT INTO n."{touched(table)}" SELECT DISTINCT k FROM ({" UNION ALL ".join(keys)})')
+        raw.execute("CHECKPOINT n")
+    finally:
+        raw.close()
+
+
+def copy_base(base: Path, out: Path) -> None:
+    """The base's bytes into a new file (the start of a fold)."""
+    shutil.copyfile(base, out)
+
+
+def fold_into_base(base: Path | None, segments: Sequence[Path], out: Path, create: Any) -> None:
+    """Write a new base file ``out``: the base's rows with the segments' groups in place of its own. ``create(out)``
+    opens it for writing once (making the schema, or migrating the base's copy to the current version)."""
+    import duckdb
+
+    if base is not None:
+        copy_base(base, out)
+    create(out)  # the schema, or the base's migrated to this annot's version (migrations only add)
+    raw = duckdb.connect()
+    try:
+        names = [(f"s{n}", path) for n, path in enumerate(segments)]
+        columns = _read_only_layers(raw, names)
+        raw.execute(f"ATTACH {_quote(out)} AS n")
+        for table, key in GROUP_KEY.items():
+            select = view_sql(table, [name for name, _ in names], columns)
+            keys = [f'SELECT k FROM {name}."{touched(table)}"' for name, _ in names if (name, touched(table)) in columns]
+            if select is None or not keys:
+                continue
+            names_ = ", ".join(f'"{c.name}"' for c in metadata.tables[table].columns)
+            # one statement each: DuckDB checks a key deleted and inserted again in one transaction as a duplicate
+            raw.execute(f'DELETE FROM n."{table}" WHERE "{key}" IN ({" UNION ALL ".join(keys)})')
+            raw.execute(f'INSERT INTO n."{table}" ({names_}) {select}')
+        raw.execute("CHECKPOINT n")
+    finally:
+        raw.close()
+
+
+__all__ = ["GROUP_KEY", "LAYERS_INFO", "WORKING", "Layers", "attach", "create_segment_tables", "ensure_groups",
+           "fold_into_base", "merge_segments", "settle", "touched", "view_sql"]

@@ -1,0 +1,274 @@
+"""Writes that cost what they change: the database in layers (a base and small segments, merged and folded), the
+library's vectors in layers, and writers that take turns (a long annotate and the server's corrections)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from annot.library import vectors
+from annot.library.collection import annotate_photos
+from annot.library.corrections import Correction, record_corrections
+from annot.store import StoreDir, dbfiles
+from test_library import make_photos
+
+ROOT = Path(__file__).resolve().parents[1]
+TABLES = ("images", "tags", "image_tags", "photo_files", "annotations", "corrections", "runs", "predictions",
+          "word_metrics")
+
+
+def contents(store: Path) -> dict[str, list[tuple[object, ...]]]:
+    """Every row of every table, sorted: what a reader sees."""
+    with StoreDir.open(store) as s:
+        out = {}
+        for table in TABLES:
+            _, rows = s.db.read_sql(f"SELECT * FROM {table}")
+            out[table] = sorted(rows, key=repr)
+        return out
+
+
+def database_files(store: Path) -> dict[str, object]:
+    return json.loads((store / "manifest.json").read_text())["database"]
+
+
+def training_image(store: Path, n: int = 0) -> int:
+    with StoreDir.open(store) as s:
+        return int(s.db.read_sql(f"SELECT id FROM images WHERE split = 'train' ORDER BY id LIMIT 1 OFFSET {n}")[1][0][0])
+
+
+# -- the database in layers -----------------------------------------------------------------------------------------
+def test_a_correction_writes_a_segment_and_leaves_the_base_alone(store: Path) -> None:
+    base = store / database_files(store)["base"]["path"]  # type: ignore[index]
+    stat = base.stat()
+    before = contents(store)
+    image = training_image(store)
+    report = record_corrections(store, [Correction(image, "sky", "add"), Correction(image, "sun", "reject")])
+    assert report.recorded == 2
+    files = database_files(store)
+    assert files["base"]["path"] == str(base.relative_to(store))  # type: ignore[index]
+    assert (base.stat().st_ino, base.stat().st_mtime_ns) == (stat.st_ino, stat.st_mtime_ns)  # not copied, not touched
+    assert len(files["segments"]) == 1  # type: ignore[arg-type]
+    after = contents(store)
+    assert len(after["corrections"]) == len(before["corrections"]) + 2
+    assert {t for t in after if after[t] != before[t]} == {"corrections", "image_tags"}  # a training image
+    segment = store / files["segments"][0]["path"]  # type: ignore[index]
+    assert segment.stat().st_size < base.stat().st_size
+
+
+def test_segments_merge_and_fold_and_read_the_same(store: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(dbfiles, "MAX_SEGMENTS", 3)
+    image = training_image(store)
+    seen = []
+    for word in ["sky", "sun", "sea", "tree", "grass"]:  # five publishes: merged at the fourth
+        assert record_corrections(store, [Correction(image, word, "add")]).recorded == 1
+        seen.append(len(database_files(store)["segments"]))  # type: ignore[arg-type]
+    assert seen == [1, 2, 3, 1, 2]
+    merged = contents(store)
+    monkeypatch.setattr(dbfiles, "wants_fold", lambda segments, base: True)  # the next publish folds
+    monkeypatch.setattr(dbfiles, "MAX_SEGMENTS", 8)
+    before_fold = database_files(store)["base"]["path"]  # type: ignore[index]
+    record_corrections(store, [Correction(image, "sea", "reject")])
+    files = database_files(store)
+    assert files["segments"] == [] and files["base"]["path"] != before_fold  # type: ignore[index]
+    folded = contents(store)
+    assert len(folded["corrections"]) == len(merged["corrections"]) + 1
+    assert {t: v for t, v in folded.items() if t not in ("corrections", "image_tags")} == \
+        {t: v for t, v in merged.items() if t not in ("corrections", "image_tags")}
+    assert not (store / before_fold).exists() or before_fold in json.dumps(
+        json.loads((store / "manifest.previous.json").read_text()))  # kept one generation, no longer
+
+
+def test_a_reader_keeps_reading_what_it_opened_while_a_fold_replaces_it(store: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    image = training_image(store)
+    record_corrections(store, [Correction(image, "sky", "add")])
+    reader = StoreDir.open(store)
+    old = sorted(reader.db.read_sql("SELECT image_id, tag_id, action FROM corrections")[1])
+    monkeypatch.setattr(dbfiles, "wants_fold", lambda segments, base: True)
+    for word in ("sun", "sea", "tree"):  # folds, then the files the reader opened are no longer named
+        record_corrections(store, [Correction(image, word, "add")])
+    assert sorted(reader.db.read_sql("SELECT image_id, tag_id, action FROM corrections")[1]) == old
+    reader.close()
+    assert len(contents(store)["corrections"]) == len(old) + 3
+
+
+FOLD_KILLER = """
+import os, signal, sys
+sys.path.insert(0, "tests")
+import conftest
+import annot.store.dbfiles as dbfiles
+import annot.schema.layered as layered
+from annot.library.corrections import Correction, record_corrections
+where = sys.argv[2]
+dbfiles.wants_fold = lambda segments, base: True
+if where == "folding":  # the new base half written
+    real = layered.copy_base
+    def copy_then_die(src, dst):
+        real(src, dst)
+        os.kill(os.getpid(), signal.SIGKILL)
+    layered.copy_base = copy_then_die
+elif where == "before the switch":  # the new base in place, the manifest not yet switched to it
+    real_place = dbfiles.WriterFiles._place
+    def place_then_die(self, scratch, kind):
+        placed = real_place(self, scratch, kind)
+        if kind == "base":
+            os.kill(os.getpid(), signal.SIGKILL)
+        return placed
+    dbfiles.WriterFiles._place = place_then_die
+record_corrections(sys.argv[1], [Correction(int(sys.argv[3]), "sea", "add"), Correction(int(sys.argv[3]), "sky", "add")])
+"""
+
+
+@pytest.mark.parametrize("where", ["folding", "before the switch"])
+def test_a_fold_killed_loses_nothing(store: Path, where: str) -> None:
+    image = training_image(store)
+    proc = subprocess.run([sys.executable, "-c", FOLD_KILLER, str(store), where, str(image)], check=False, cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    contents(store)  # the store opens, as it was or with the corrections
+    record_corrections(store, [Correction(image, "sea", "add"), Correction(image, "sky", "add")])
+    after = contents(store)
+    actions = [(r[1], r[2], r[3]) for r in after["corrections"]]
+    assert len(actions) == len(set(actions)) == 2  # each correction once, whatever the kill left
+    assert not list((store / "db").glob("*.tmp")) and not (store / "db" / "WORKING").exists()
+
+
+# -- the library's vectors in layers --------------------------------------------------------------------------------
+def brute(rows: dict[int, np.ndarray], q: np.ndarray, k: int) -> list[int]:
+    ids = np.array(sorted(rows), np.int64)
+    scores = np.stack([rows[i] for i in ids.tolist()]) @ q
+    return ids[np.argsort(-scores, kind="stable")[:k]].tolist()
+
+
+def test_layers_of_vectors_search_as_one_exact_index() -> None:
+    rng = np.random.default_rng(0)
+    d = 8
+    truth = {i: rng.normal(size=d).astype(np.float32) for i in range(100)}
+    ids = np.array(sorted(truth), np.int64)
+    main, info = vectors.build_library_index(np.stack([truth[i] for i in ids.tolist()]), ids)
+    layers = []
+    for step in range(5):  # each layer replaces some photos, adds some, removes some
+        replaced = rng.choice(sorted(truth), 5, replace=False)
+        added = np.arange(100 + 10 * step, 110 + 10 * step)
+        changed = np.concatenate([replaced, added]).astype(np.int64)
+        rows = rng.normal(size=(len(changed), d)).astype(np.float32)
+        gone = np.array([i for i in rng.choice(sorted(truth), 3, replace=False) if i not in changed], np.int64)
+        for i, row in zip(changed.tolist(), rows, strict=True):
+            truth[i] = row
+        for i in gone.tolist():
+            truth.pop(i)
+        layers.append(vectors.Layer(changed, rows, gone))
+    live = vectors.LibraryVectors(d, main, ids, layers, info)
+    assert live.ntotal == len(truth) and sorted(live.ids().tolist()) == sorted(truth)
+    queries = rng.normal(size=(20, d)).astype(np.float32)
+    _, found = live.search(queries, 10)
+    for q, f in zip(queries, found, strict=True):
+        assert f.tolist() == brute(truth, q, 10)
+    some = np.array(sorted(truth)[:7], np.int64)
+    assert np.allclose(live.vectors_of(some), np.stack([truth[i] for i in some.tolist()]))
+    merged = vectors.merge_layers(layers, d)
+    again = vectors.LibraryVectors(d, main, ids, [merged], info)
+    assert sorted(again.ids().tolist()) == sorted(truth)
+    rows, all_ids = again.all_vectors()
+    assert np.allclose(rows[np.argsort(all_ids)], np.stack([truth[i] for i in sorted(truth)]))
+
+
+def test_annotate_commits_write_layers_not_the_whole_index(store: Path, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    from annot.library import collection
+
+    monkeypatch.setattr(collection, "COMMIT_SECONDS", 0.0)
+    make_photos(tmp_path / "photos", 12, seed=5)
+    annotate_photos(store, [tmp_path / "photos"], chunk=4)
+    record = json.loads((store / "manifest.json").read_text())["collection"]
+    assert record["ntotal"] == 12
+    main = store / record["file"]["path"]
+    stat = main.stat()
+    make_photos(tmp_path / "more", 8, seed=6)
+    annotate_photos(store, [tmp_path / "more"], chunk=4)
+    record = json.loads((store / "manifest.json").read_text())["collection"]
+    assert record["file"]["path"] == str(main.relative_to(store)) and main.stat().st_mtime_ns == stat.st_mtime_ns
+    assert record["ntotal"] == 20 and len(record["layers"]) >= 2  # one per commit
+    api_ids = set()
+    import annot
+
+    with annot.open_store(store) as api:
+        for photo in sorted((tmp_path / "more").iterdir()):
+            hits = api.search(like=photo, n=1, scope="library")
+            api_ids.add(hits[0].path)
+    assert api_ids == {str(p) for p in (tmp_path / "more").iterdir()}  # each new photo finds itself first
+
+
+# -- writers taking turns -------------------------------------------------------------------------------------------
+SLOW_ANNOTATE = """
+import sys, time
+sys.path.insert(0, "tests")
+import conftest
+import annot.library.collection as c
+c.COMMIT_SECONDS = 0.0
+real = c.Library.write
+def slow(self, *args, **kwargs):
+    out = real(self, *args, **kwargs)
+    print("chunk", flush=True)
+    time.sleep(0.4)
+    return out
+c.Library.write = slow
+print(c.annotate_photos(sys.argv[1], [sys.argv[2]], chunk=2).annotated, flush=True)
+"""
+
+
+def test_corrections_go_on_while_annotate_runs(store: Path, tmp_path: Path) -> None:
+    make_photos(tmp_path / "photos", 16, seed=7)
+    image = training_image(store)
+    proc = subprocess.Popen([sys.executable, "-c", SLOW_ANNOTATE, str(store), str(tmp_path / "photos")], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "chunk"  # annotate is under way
+    words = ["sky", "sun", "sea", "tree"]
+    reports = []
+    for n, word in enumerate(words):  # each waits for at most one change of annotate's, never fails
+        reports.append(record_corrections(store, [Correction(image, word, "add" if n % 2 == 0 else "reject")],
+                                          wait=30.0))
+    running = proc.poll() is None
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    assert running  # the corrections were made while annotate ran
+    assert out.strip().splitlines()[-1] == "16"
+    assert [r.recorded for r in reports] == [1, 1, 1, 1]
+    after = contents(store)
+    assert len([r for r in after["photo_files"] if r[3] == "annotated"]) == 16
+    assert [(r[2], r[3]) for r in after["corrections"] if r[1] == image][-4:] == \
+        [(t, a) for t, a in zip([tag_id(store, w) for w in words], ["add", "reject", "add", "reject"], strict=True)]
+
+
+def tag_id(store: Path, word: str) -> int:
+    with StoreDir.open(store) as s:
+        return int(s.db.read_sql(f"SELECT id FROM tags WHERE word = '{word}'")[1][0][0])
+
+
+def test_two_writers_of_a_whole_run_wait_or_say_who(store: Path) -> None:
+    holder = StoreDir.open(store, write=True)
+    try:
+        with pytest.raises(Exception, match=f"process {os.getpid()}"):
+            record_corrections(store, [Correction(training_image(store), "sky", "add")], wait=0.3)
+        done = threading.Event()
+
+        def correct() -> None:
+            record_corrections(store, [Correction(training_image(store), "sky", "add")], wait=30.0)
+            done.set()
+
+        worker = threading.Thread(target=correct)
+        worker.start()
+        assert not done.wait(0.5)  # waiting for the holder
+    finally:
+        holder.close()
+    worker.join(timeout=60)
+    assert done.is_set()
