@@ -9,8 +9,8 @@ folded back into one `annot.duckdb`). On each, in this order:
   This annot: the time a chunk's changes hold the store's lock (its new rows, its annotations and its vectors, each
   written and published); the older one: its commit (the database copied and published, the library index saved,
   the manifest switched). Median over the chunks, and the bytes of database and index files each chunk wrote;
-- corrections through `annot serve` (`POST /v1/corrections`: one tag of a library photo added and rejected in
-  turn): median and 90th percentile of 15 requests, then the first search after them;
+- corrections through `annot serve` (`POST /v1/corrections`: one tag of a photo the chunks annotated added and
+  rejected in turn: it joins the training index and leaves it): median and 90th percentile of 15 requests, then the first search after them;
 - kept uploads (`POST /v1/annotate?keep=true`, a Corel-5k test image each): median of 5.
 
     python benchmarks/writes.py [--store out/corel5k.annot] [--sizes 5000,10000,100000,1000000] [--before DIR]
@@ -40,6 +40,7 @@ from common import write_results
 from library import synthetic_library
 from serve import start
 
+SCRATCH = Path("/tmp/annot-writes-run")
 CHUNKS = """
 import json, sys, time
 from pathlib import Path
@@ -95,7 +96,7 @@ def chunk_commits(store: Path, data: Path, src: Path | None) -> dict[str, Any]:
 
 
 def through_server(store: Path, data: Path, port: int, src: Path | None) -> dict[str, Any]:
-    photo = int(duckdb_value(store, "SELECT min(image_id) FROM photo_files WHERE state = 'annotated'"))
+    photo = int(duckdb_value(store, "SELECT max(image_id) FROM photo_files WHERE state = 'annotated'"))
     proc = start(store, port, (src / "src").resolve() if src else None)
     try:
         client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=600)
@@ -174,10 +175,16 @@ def main() -> None:
         runs: dict[str, tuple[Path, Path | None]] = {"this annot": (synthetic_library(store, size), None)}
         if args.before and legacy is not None:
             runs["before"] = (older_library(legacy, size, args.before), args.before)
-        for label, (copy, src) in runs.items():
+        for label, (made, src) in runs.items():
             name = f"{size:,} photos, {label}"
-            results[name] = {"database_mib": database_mib(copy), **chunk_commits(copy, data, src),
-                             **through_server(copy, data, args.port, src)}
+            copy = SCRATCH / made.name  # measured on a copy: the made library stays as it was for the next run
+            shutil.rmtree(copy, ignore_errors=True)
+            shutil.copytree(made, copy)
+            try:
+                results[name] = {"database_mib": database_mib(copy), **chunk_commits(copy, data, src),
+                                 **through_server(copy, data, args.port, src)}
+            finally:
+                shutil.rmtree(copy, ignore_errors=True)
             print(name, results[name], flush=True)
     rows = [f"| {name} | {r['database_mib']} | {r['chunk_median_ms']} (max {r['chunk_max_ms']}) | "
             f"{r['mib_per_chunk']} | {r['correction_median_ms']} / {r['correction_p90_ms']} | "

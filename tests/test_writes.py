@@ -272,3 +272,49 @@ def test_two_writers_of_a_whole_run_wait_or_say_who(store: Path) -> None:
         holder.close()
     worker.join(timeout=60)
     assert done.is_set()
+
+
+def test_a_corrected_photo_without_features_is_recorded_and_the_index_stays_whole(store: Path, tmp_path: Path) -> None:
+    make_photos(tmp_path / "photos", 3, seed=9)
+    annotate_photos(store, [tmp_path / "photos"])
+    with StoreDir.open(store) as s:
+        photo = int(s.db.read_sql("SELECT max(image_id) FROM photo_files")[1][0][0])
+        ntotal = s.manifest().index.ntotal
+        key = s.manifest().encoder.key
+    for part in (store / "features" / key).glob("part-*"):  # its features gone (another encoder's, say)
+        part.unlink()
+    report = record_corrections(store, [Correction(photo, "sky", "add")])
+    assert report.recorded == 1
+    with StoreDir.open(store) as s:
+        m = s.manifest()
+        ids = s.read_array(m.index.ids)
+        assert m.index.ntotal == ntotal == len(ids) == s.read_index(m.index.file).ntotal  # it could not enter
+
+
+FULL_DISK = """
+import resource, signal, sys
+sys.path.insert(0, "tests")
+import conftest
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails (EFBIG), as on a full disk
+resource.setrlimit(resource.RLIMIT_FSIZE, (int(sys.argv.pop(1)), resource.RLIM_INFINITY))
+from annot.cli.main import main
+sys.argv[0] = "annot"
+main()
+"""
+
+
+@pytest.mark.parametrize("limit", [16_384, 200_000])
+def test_a_full_disk_during_a_change_is_one_line_and_loses_nothing(store: Path, limit: int) -> None:
+    image = training_image(store)
+    before = contents(store)
+    manifest = (store / "manifest.json").read_text()
+    done = subprocess.run([sys.executable, "-c", FULL_DISK, str(limit), "correct", str(image), "--add", "sea",
+                           "--store", str(store)], cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
+    if done.returncode != 0:  # refused with one line, the store as it was
+        assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+        assert len(done.stderr.strip().splitlines()) == 1 and "large" in done.stderr, done.stderr
+        assert (store / "manifest.json").read_text() == manifest and contents(store) == before
+    report = record_corrections(store, [Correction(image, "sea", "add")])  # the rerun finishes the job
+    after = contents(store)
+    assert len(after["corrections"]) == len(before["corrections"]) + 1
+    assert report.recorded + report.unchanged == 1

@@ -267,7 +267,8 @@ class Store:
         scoring = self.scoring(scoring, **changes) if scoring is not None or changes else None
         return self._changed(annotate_photos(self.root, [Path(p).expanduser() for p in paths], scoring=scoring,
                                              batch_size=batch_size, progress=self.progress, wait=self.wait, ray=ray,
-                                             retag=retag, features=features, take_turns=not features))
+                                             retag=retag, features=features, take_turns=not features,
+                                             rescore=not features))
 
     def search(self, words: Sequence[str] = (), *, like: str | Path | bytes | None = None, mode: str = "combined",
                require: Sequence[str] = (), exclude: Sequence[str] = (), folder: str | Path | None = None,

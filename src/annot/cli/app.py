@@ -111,6 +111,9 @@ def handle_errors(func: F) -> F:
             fail("interrupted; nothing stored was lost (a rerun of the same command resumes where this one stopped)", 130)
         except MemoryError:
             fail("out of memory; try a smaller --batch-size, or --feature-dtype float16", 1)
+        except OSError as exc:  # a full disk, a file over a size limit, a read-only file system
+            where = f"{exc.filename}: " if exc.filename else ""
+            fail(f"{where}{exc.strerror or exc}; what was stored before is intact (a rerun finishes the job)", 1)
 
     return wrapper  # type: ignore[return-value]
 

@@ -287,6 +287,7 @@ def apply_tags(state: _Open, given: NDArray[np.int64], report: GrowReport, progr
     moved = (now_labels != state.indexed_labels(already)).any(axis=1)
     changed, changed_labels = already[moved], now_labels[moved]
     entering = candidates[state.members(label_matrix(store.db, candidates.tolist(), state.tag_ids))]
+    entering = entering[np.isin(entering, state.cache.cached_ids())]  # an image without features cannot enter
     staying = changed[state.members(changed_labels)]
     report.skipped = len(already) - len(changed) + len(candidates) - len(entering)
     if not (len(changed) or len(entering) or state.grew):

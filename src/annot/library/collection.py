@@ -30,7 +30,7 @@ from numpy.typing import NDArray
 from sqlalchemy import select
 
 from annot.errors import AnnotError
-from annot.features.images import ImageInfo, UnreadableImage, image_size, probe_image
+from annot.features.images import ImageInfo, UnreadableImage, content_hash, image_size, probe_image
 from annot.indexer.distributed import connect, extract_with_ray
 from annot.library.identity import follow_identity, link_copies
 from annot.library.scan import NO_FACTS, TRAINING_SPLITS, FileFacts, Known, Todo, photo_paths, scan_photos
@@ -91,12 +91,25 @@ class AnnotateReport:
                 "rescored_per_second": round(self.rescored / self.rescore_seconds, 1) if self.rescore_seconds else 0.0}
 
 
-def _known(store: StoreDir) -> dict[str, Known]:
+FEW = 64  # a run of at most this many named files (a kept upload) reads only their rows and their contents
+
+
+def _known(store: StoreDir, few: Sequence[Path] | None = None) -> dict[str, Known]:
+    """What the store recorded of its images by path: all of them, or (``few``) those at these paths or with these
+    files' contents (what the scan and the look-up of moved and duplicated photos need of them)."""
     with store.db.connect() as conn:
         query = (select(images.c.path, images.c.id, images.c.split, images.c.sha256, photo_files.c.size,
                         photo_files.c.mtime_ns, photo_files.c.inode, photo_files.c.ctime_ns, photo_files.c.state,
                         photo_files.c.model)
                  .select_from(images.outerjoin(photo_files, photo_files.c.image_id == images.c.id)))
+        if few is not None:
+            digests = []
+            for path in few:
+                try:
+                    digests.append(content_hash(path))
+                except (OSError, UnreadableImage):
+                    continue  # the scan says why
+            query = query.where(images.c.path.in_([str(p) for p in few]) | images.c.sha256.in_(digests))
         return {p: Known(int(i), s, h, None if z is None else FileFacts(z, m, ino, ct), st, mo)
                 for p, i, s, h, z, m, ino, ct, st, mo in conn.execute(query)}
 
@@ -206,11 +219,13 @@ class Library:
     def _rebuilt(self, vectors: LibraryVectors) -> LibraryVectors:
         """The main index with its layers folded in: built anew (none yet, or grown past what its kind serves),
         else the trained one with the layers' photos taken out and their rows put in."""
+        import faiss
+
         if vectors.main is None or needs_rebuild(vectors.info, vectors.ntotal):
             rows, ids = vectors.all_vectors()
             index, info = build_library_index(rows, ids)
             return LibraryVectors(vectors.d, index, ids, (), info)
-        index = vectors.main
+        index = faiss.clone_index(vectors.main)  # the main index is memory-mapped: changed in a copy
         remove(index, vectors.hidden)
         if len(vectors.recent_ids):
             rows, ids = vectors_of(vectors.recent, vectors.recent_ids), vectors.recent_ids
@@ -256,14 +271,15 @@ class Library:
                                              or [np.zeros(0)])}
         with self.store.change(), self.store.db.begin() as conn:
             before: dict[int, set[int]] = {}
+            span = photo_annotations.c.image_id.between(min(ids), max(ids))  # lets DuckDB skip the rest
             for image_id, tag_id in conn.execute(select(photo_annotations.c.image_id, photo_annotations.c.tag_id)
-                                                 .where(photo_annotations.c.image_id.in_(ids))):
+                                                 .where(span, photo_annotations.c.image_id.in_(ids))):
                 before.setdefault(int(image_id), set()).add(int(tag_id))
-            delete_rows(conn, photo_annotations, photo_annotations.c.image_id.in_(ids))
+            delete_rows(conn, photo_annotations, photo_annotations.c.image_id.in_(ids), keys=ids)
             insert_columns(conn, photo_annotations, rows)
             if stats is None:
                 update_rows(conn, photo_files, [photo_files.c.image_id.in_(ids)],
-                            {"annotated_at": now, "model": self.model_tag})
+                            {"annotated_at": now, "model": self.model_tag}, keys=ids)
             else:
                 self._files(conn, [{"image_id": i, **stats[i].row(), "state": "annotated", "error": None,
                                     "annotated_at": now, "model": self.model_tag} for i in ids])
@@ -301,7 +317,8 @@ class Library:
     def _files(self, conn: Any, rows: list[dict[str, Any]]) -> None:
         if not rows:
             return
-        delete_rows(conn, photo_files, photo_files.c.image_id.in_([r["image_id"] for r in rows]))
+        ids = [r["image_id"] for r in rows]
+        delete_rows(conn, photo_files, photo_files.c.image_id.in_(ids), keys=ids)
         insert_rows(conn, photo_files, rows)
 
     def mark(self, conn: Any, ids: list[int], state: str, errors: dict[int, str] | None = None,
@@ -326,14 +343,15 @@ def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
 def annotate_photos(store_root: Path, inputs: Sequence[Path], *, scoring: ScoringSettings | None = None,
                     batch_size: int | None = None, progress: Progress | None = None, wait: bool | float = False,
                     ray: str | None = None, chunk: int = CHUNK, retag: bool = False,
-                    features: Mapping[Path, NDArray[np.floating]] | None = None, take_turns: bool = True
-                    ) -> AnnotateReport:
+                    features: Mapping[Path, NDArray[np.floating]] | None = None, take_turns: bool = True,
+                    rescore: bool = True) -> AnnotateReport:
     """Annotate photos into the store's library: new and changed ones, skipping what is already annotated as it is;
     moved photos keep their identity, duplicates are linked (:mod:`annot.library.identity`). Every photo the model
     scored in another state (or with ``retag`` every photo) is re-scored from its cached features. ``features``:
     photos' features already computed with the store's encoder (a kept upload's), cached instead of extracted.
     ``take_turns``: hold the store's lock only while a change is written (a long run beside the server's writes);
-    else for the whole run, which then publishes once (a kept upload's)."""
+    else for the whole run, which then publishes once (a kept upload's). Without ``rescore`` only the given photos
+    are scored (a kept upload: the rest of the library is left to the next ``annot annotate``)."""
     progress = progress or NoProgress()
     started = time.perf_counter()
     paths, folders, lists = photo_paths(inputs)
@@ -341,22 +359,24 @@ def annotate_photos(store_root: Path, inputs: Sequence[Path], *, scoring: Scorin
     store = StoreDir.open(Path(store_root), write=True, wait=wait, hold=not take_turns)
     try:
         library = Library(store, scoring)
-        library.reconcile()
+        if rescore:  # a kept upload leaves putting the index back in step after a kill to the next run
+            library.reconcile()
         batch_size = batch_size or library.model.settings.batch_size
-        known = _known(store)
+        known = _known(store, paths if not folders and not lists and len(paths) <= FEW else None)
         scan = scan_photos(paths, known, progress, folders, lists)
         with store.change():
             identity = follow_identity(store, scan, known)
             if scan.touched:
                 with store.db.begin() as conn:
                     for image_id, facts in scan.touched:
-                        update_rows(conn, photo_files, [photo_files.c.image_id == image_id], facts.row())
+                        update_rows(conn, photo_files, [photo_files.c.image_id == image_id], facts.row(),
+                                    keys=[image_id])
             if retag:  # every photo scored again; a killed run leaves the rest stale, so the next run finishes them
                 with store.db.begin() as conn:
                     update_rows(conn, photo_files, [photo_files.c.state == "annotated"], {"model": None})
         report.moved, report.duplicates = identity.moved, identity.duplicates
         report.unchanged, report.training, errors = scan.unchanged, scan.training, scan.errors
-        stale = library.stale()
+        stale = library.stale() if rescore else []
         todo = scan.todo + _not_cached(library, stale, known, {t.path for t in scan.todo})
         last_commit = time.monotonic()
         with progress.task("annotating photos", len(todo)) as advance:
@@ -373,7 +393,7 @@ def annotate_photos(store_root: Path, inputs: Sequence[Path], *, scoring: Scorin
         report.duplicates = identity.duplicates
         report.unreadable = errors
         rescoring = time.perf_counter()
-        report.rescored, report.retagged = library.rescore(library.stale(), progress)
+        report.rescored, report.retagged = library.rescore(library.stale() if rescore else [], progress)
         report.rescore_seconds = time.perf_counter() - rescoring
         library.commit()
         report.total = len(library.ids)
@@ -422,7 +442,7 @@ def _annotate_chunk(library: Library, part: list[Todo], known: dict[str, Known],
                         errors[str(path)] = str(exc)
                         continue
                     update_rows(conn, images, [images.c.id == image_id],
-                                {"sha256": todo.digest, "width": width, "height": height})
+                                {"sha256": todo.digest, "width": width, "height": height}, keys=[image_id])
                     force.add(image_id)  # features extracted again
             else:
                 try:  # hashed already where the run looked for moved photos and duplicates

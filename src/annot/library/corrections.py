@@ -225,12 +225,12 @@ def record_corrections(store_root: Path, items: Iterable[Correction], *, source:
                     insert_rows(conn, image_tags, [{"image_id": image_id, "tag_id": tag_id}])
             kept = vouched(conn, sorted(library))  # a library photo's tags as training truth: its vouched ones
             if kept:
-                delete_rows(conn, image_tags, image_tags.c.image_id.in_(list(kept)))
+                delete_rows(conn, image_tags, image_tags.c.image_id.in_(list(kept)), keys=list(kept))
                 insert_rows(conn, image_tags, [{"image_id": i, "tag_id": t} for i, found in kept.items()
                                                for t in sorted(found)])
                 joining = [i for i, found in kept.items() if found]
                 if joining:
-                    update_rows(conn, images, [images.c.id.in_(joining)], {"split": TRAIN})
+                    update_rows(conn, images, [images.c.id.in_(joining)], {"split": TRAIN}, keys=joining)
         report = CorrectReport(recorded=len(resolved), unchanged=len(checked) - len(resolved), photos=len(photo_ids))
         if store.manifest().settings.projection.kind is not ProjectionKind.LINEAR:
             report.kept_only = True

@@ -118,9 +118,9 @@ def _record(store: StoreDir, moves: list[tuple[str, Todo, Known]], links: list[t
     with store.db.begin() as conn:
         for old_path, t, old in moves:  # model None: re-scored (from its cached features) and put back in the index
             state = DUPLICATE if old.state == DUPLICATE else "annotated"
-            update_rows(conn, images, [images.c.id == old.image_id], {"path": str(t.path)})
+            update_rows(conn, images, [images.c.id == old.image_id], {"path": str(t.path)}, keys=[old.image_id])
             update_rows(conn, photo_files, [photo_files.c.image_id == old.image_id],
-                        {**t.facts.row(), "state": state, "error": None, "model": None})
+                        {**t.facts.row(), "state": state, "error": None, "model": None}, keys=[old.image_id])
             known[str(t.path)] = replace(old, facts=t.facts, state=state, model=None)
             known.pop(old_path, None)
         start = next_id(conn, images)

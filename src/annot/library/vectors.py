@@ -26,6 +26,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from annot.retrieval.indexes import index_ids
+from annot.store.files import read_index
 
 if TYPE_CHECKING:
     from annot.store import StoreDir
@@ -301,7 +302,7 @@ def read_library(store: StoreDir, record: CollectionRecord, d: int) -> LibraryVe
     they were made in a space of another size (a store indexed again since)."""
     from annot.errors import StoreError
 
-    index = store.read_index(record.file, "photo library index")
+    index = read_index(store.root, record.file, "photo library index", mapped=True)  # shared, never changed in place
     if index.d != d:
         return None
     ids = np.asarray(store.read_array(record.ids, "photo library ids"), np.int64)

@@ -252,24 +252,28 @@ def insert_columns(conn: Connection, table: Table, columns: Mapping[str, NDArray
     return n
 
 
-def _groups_of(conn: Connection, table: Table, where: Sequence[Any]) -> list[Any]:
+def _groups_of(conn: Connection, table: Table, where: Sequence[Any], keys: Sequence[Any] | None) -> list[Any]:
+    """The group keys of the rows ``where`` selects: ``keys`` where the caller knows them (the keys it names)."""
+    if keys is not None:
+        return list(keys)
     key = table.c[GROUP_KEY[table.name]]
     return list(conn.execute(select(key).distinct().where(*where)).scalars())
 
 
-def delete_rows(conn: Connection, table: Table, *where: Any) -> None:
+def delete_rows(conn: Connection, table: Table, *where: Any, keys: Sequence[Any] | None = None) -> None:
     """DELETE FROM ``table`` WHERE ``where`` (conditions on the table's own columns); on a layered database in the
-    working segment, after the groups it touches are copied there."""
+    working segment, after the groups it touches (``keys``, where the caller knows them) are copied there."""
     if _layered(conn):
-        ensure_groups(_raw(conn), table.name, _groups_of(conn, table, where))
+        ensure_groups(_raw(conn), table.name, _groups_of(conn, table, where, keys))
     conn.execute(table.delete().where(*where), execution_options=_TO_WORKING if _layered(conn) else {})
 
 
-def update_rows(conn: Connection, table: Table, where: Sequence[Any], values: Mapping[str, Any]) -> None:
+def update_rows(conn: Connection, table: Table, where: Sequence[Any], values: Mapping[str, Any], *,
+                keys: Sequence[Any] | None = None) -> None:
     """UPDATE ``table`` SET ``values`` WHERE ``where`` (conditions on the table's own columns), as
     :func:`delete_rows` does."""
     if _layered(conn):
-        ensure_groups(_raw(conn), table.name, _groups_of(conn, table, where))
+        ensure_groups(_raw(conn), table.name, _groups_of(conn, table, where, keys))
     conn.execute(update(table).where(*where).values(**values), execution_options=_TO_WORKING if _layered(conn) else {})
 
 

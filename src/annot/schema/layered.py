@@ -189,8 +189,10 @@ def ensure_groups(raw: Any, table: str, keys: NDArray[Any] | Sequence[Any]) -> N
     try:
         fresh = f'SELECT k FROM {name} WHERE k NOT IN (SELECT k FROM {WORKING}."{touched(table)}")'
         columns = ", ".join(f'"{c.name}"' for c in metadata.tables[table].columns)
+        # the keys' range as well: DuckDB skips the base's row groups outside it (ids grow as rows are added)
+        span = f' AND "{key}" BETWEEN {int(values[0])} AND {int(values[-1])}' if values.dtype.kind == "i" else ""
         raw.execute(f'INSERT INTO {WORKING}."{table}" ({columns}) SELECT {columns} FROM main."{table}" '
-                    f'WHERE "{key}" IN ({fresh})')
+                    f'WHERE "{key}" IN ({fresh}){span}')
         raw.execute(f'INSERT INTO {WORKING}."{touched(table)}" {fresh}')
     finally:
         raw.unregister(name)
