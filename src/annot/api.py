@@ -42,14 +42,23 @@ from annot.evaluation.tune import TuneReport, tune_store
 from annot.features.images import UnreadableImage, thumbnail_jpeg
 from annot.indexer import GrowReport, IndexReport, add_images, build_index, refit, remove_images
 from annot.indexer.corpus import read_corpus
-from annot.library.collection import AnnotateReport, annotate_photos, library_counts
+from annot.library.collection import AnnotateReport, annotate_photos
 from annot.library.corrections import Correction, CorrectReport, record_corrections
 from annot.library.export import PARENT, ExportReport, export
 from annot.library.query import annotate_files, annotate_uploads, expand_inputs, iter_annotations
 from annot.library.review import ReviewItem, review_queue
 from annot.library.search import Found, Hit, Searcher
 from annot.library.sync import SidecarChanges, sidecar_changes
-from annot.library.view import Photo, PhotoTag, WordCount, find_photo, photo_record, photo_tags, vocabulary_counts
+from annot.library.view import (
+    Photo,
+    PhotoTag,
+    WordCount,
+    find_photo,
+    library_counts,
+    photo_record,
+    photo_tags,
+    vocabulary_counts,
+)
 from annot.methods import Annotation, FitReport, method_class
 from annot.methods.cnnr.train import CNNRConfig, TrainReport, train_cnnr
 from annot.model import StoreModel

@@ -30,10 +30,20 @@ from numpy.typing import NDArray
 from sqlalchemy import select
 
 from annot.errors import AnnotError
-from annot.features.images import ImageInfo, UnreadableImage, content_hash, image_size, probe_image
+from annot.features.images import ImageInfo, UnreadableImage, image_size, probe_image
 from annot.indexer.distributed import connect, extract_with_ray
 from annot.library.identity import follow_identity, link_copies
-from annot.library.scan import NO_FACTS, TRAINING_SPLITS, FileFacts, Known, Todo, photo_paths, scan_photos
+from annot.library.scan import (
+    FEW,
+    NO_FACTS,
+    TRAINING_SPLITS,
+    FileFacts,
+    Known,
+    Todo,
+    photo_paths,
+    recorded,
+    scan_photos,
+)
 from annot.library.vectors import (
     MAX_LAYERS,
     Layer,
@@ -89,29 +99,6 @@ class AnnotateReport:
                 "rescored": self.rescored, "tags_changed": self.retagged, "photos": self.total,
                 "seconds": round(self.seconds, 1), "photos_per_second": round(rate, 1),
                 "rescored_per_second": round(self.rescored / self.rescore_seconds, 1) if self.rescore_seconds else 0.0}
-
-
-FEW = 64  # a run of at most this many named files (a kept upload) reads only their rows and their contents
-
-
-def _known(store: StoreDir, few: Sequence[Path] | None = None) -> dict[str, Known]:
-    """What the store recorded of its images by path: all of them, or (``few``) those at these paths or with these
-    files' contents (what the scan and the look-up of moved and duplicated photos need of them)."""
-    with store.db.connect() as conn:
-        query = (select(images.c.path, images.c.id, images.c.split, images.c.sha256, photo_files.c.size,
-                        photo_files.c.mtime_ns, photo_files.c.inode, photo_files.c.ctime_ns, photo_files.c.state,
-                        photo_files.c.model)
-                 .select_from(images.outerjoin(photo_files, photo_files.c.image_id == images.c.id)))
-        if few is not None:
-            digests = []
-            for path in few:
-                try:
-                    digests.append(content_hash(path))
-                except (OSError, UnreadableImage):
-                    continue  # the scan says why
-            query = query.where(images.c.path.in_([str(p) for p in few]) | images.c.sha256.in_(digests))
-        return {p: Known(int(i), s, h, None if z is None else FileFacts(z, m, ino, ct), st, mo)
-                for p, i, s, h, z, m, ino, ct, st, mo in conn.execute(query)}
 
 
 class Library:
@@ -362,7 +349,7 @@ def annotate_photos(store_root: Path, inputs: Sequence[Path], *, scoring: Scorin
         if rescore:  # a kept upload leaves putting the index back in step after a kill to the next run
             library.reconcile()
         batch_size = batch_size or library.model.settings.batch_size
-        known = _known(store, paths if not folders and not lists and len(paths) <= FEW else None)
+        known = recorded(store, paths if not folders and not lists and len(paths) <= FEW else None)
         scan = scan_photos(paths, known, progress, folders, lists)
         with store.change():
             identity = follow_identity(store, scan, known)
@@ -524,17 +511,4 @@ def _record_unreadable(library: Library, known: dict[str, Known], errors: dict[s
         library.mark(conn, list(marked), "unreadable", marked, facts)
 
 
-def library_counts(store: StoreDir) -> dict[str, int]:
-    """Photos of the library by state, and how many of them joined the training corpus (corrected)."""
-    if not store.db.has_table("photo_files"):
-        return {}
-    with store.db.connect() as conn:
-        rows = conn.execute(select(photo_files.c.state, images.c.split).join(images, images.c.id == photo_files.c.image_id))
-        counts: dict[str, int] = {"annotated": 0, "unreadable": 0, "missing": 0, "in_training": 0}
-        for state, split in rows:
-            counts[state] = counts.get(state, 0) + 1
-            counts["in_training"] += split != COLLECTION  # corrected photos that joined the training corpus
-    return counts
-
-
-__all__ = ["COLLECTION", "AnnotateReport", "Library", "annotate_photos", "library_counts"]
+__all__ = ["COLLECTION", "AnnotateReport", "Library", "annotate_photos"]

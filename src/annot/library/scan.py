@@ -11,11 +11,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
+from sqlalchemy import select
+
 from annot.errors import CorpusError
 from annot.features.images import UnreadableImage, content_hash
 from annot.inputs import LISTS, read_text
 from annot.library.query import IMAGE_SUFFIXES, image_files
 from annot.progress import Progress
+from annot.schema import images, photo_files
+from annot.store import StoreDir
 
 TRAINING_SPLITS = ("train", "removed")  # images of these splits keep their own tags (an evaluated image may join)
 
@@ -163,5 +167,29 @@ def vanished(known: dict[str, Known], seen: set[str], folders: Sequence[Path],
     return sorted(gone, key=lambda item: item[0])
 
 
-__all__ = ["LISTS", "NO_FACTS", "TRAINING_SPLITS", "FileFacts", "Known", "Scan", "Todo", "photo_paths", "scan_photos",
-           "vanished"]
+FEW = 64  # a run of at most this many named files (a kept upload) reads only their rows and their contents
+
+
+def recorded(store: StoreDir, few: Sequence[Path] | None = None) -> dict[str, Known]:
+    """What the store recorded of its images by path: all of them, or (``few``) those at these paths or with these
+    files' contents (what the scan and the look-up of moved and duplicated photos need of them)."""
+    with store.db.connect() as conn:
+        query = (select(images.c.path, images.c.id, images.c.split, images.c.sha256, photo_files.c.size,
+                        photo_files.c.mtime_ns, photo_files.c.inode, photo_files.c.ctime_ns, photo_files.c.state,
+                        photo_files.c.model)
+                 .select_from(images.outerjoin(photo_files, photo_files.c.image_id == images.c.id)))
+        if few is not None:
+            digests = []
+            for path in few:
+                try:
+                    digests.append(content_hash(path))
+                except (OSError, UnreadableImage):
+                    continue  # the scan says why
+            query = query.where(images.c.path.in_([str(p) for p in few]) | images.c.sha256.in_(digests))
+        return {p: Known(int(i), s, h, None if z is None else FileFacts(z, m, ino, ct), st, mo)
+                for p, i, s, h, z, m, ino, ct, st, mo in conn.execute(query)}
+
+
+
+__all__ = ["FEW", "LISTS", "NO_FACTS", "TRAINING_SPLITS", "FileFacts", "Known", "Scan", "Todo", "photo_paths",
+           "recorded", "scan_photos", "vanished"]

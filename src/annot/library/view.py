@@ -152,6 +152,19 @@ def vocabulary_counts(model: StoreModel) -> list[WordCount]:
             for word, t in zip(model.vocabulary, model.tag_ids, strict=True)]
 
 
+def library_counts(store: StoreDir) -> dict[str, int]:
+    """Photos of the library by state, and how many of them joined the training corpus (corrected)."""
+    if not store.db.has_table("photo_files"):
+        return {}
+    with store.db.connect() as conn:
+        rows = conn.execute(select(photo_files.c.state, images.c.split).join(images, images.c.id == photo_files.c.image_id))
+        counts: dict[str, int] = {"annotated": 0, "unreadable": 0, "missing": 0, "in_training": 0}
+        for state, split in rows:
+            counts[state] = counts.get(state, 0) + 1
+            counts["in_training"] += split != "collection"  # corrected photos that joined the training corpus
+    return counts
+
+
 Columns = tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.float32], NDArray[np.int8]]  # photo, word, conf, source
 
 
