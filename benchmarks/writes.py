@@ -59,7 +59,7 @@ if hasattr(StoreDir, "change"):  # this annot: every change a writer taking turn
     from contextlib import contextmanager
     change = StoreDir.change
     @contextmanager
-    def timed_change(self, wait=60.0):
+    def timed_change(self, wait=None):
         outer = not self.hold and not self._changes
         started = time.perf_counter()
         with change(self, wait):

@@ -87,6 +87,7 @@ class StoreDir:
         self.writable = writable
         self.hold = hold  # a writer holds the lock from open to close; else only inside change()
         self._changes = 0  # change() blocks entered and not left
+        self._wait: bool | float = False  # how long opening waited for the lock (change() waits as long, at least)
         self._lock = WriterLock(self.root) if writable else None
         self._db: Database | None = None
         self._manifest: Manifest | None = None
@@ -129,6 +130,7 @@ class StoreDir:
         if not (root / MANIFEST).is_file():
             raise StoreError(f"{root}: not a complete store (no {MANIFEST}; run `annot index` to finish it)")
         store = cls(root, writable=write, hold=hold)
+        store._wait = wait
         try:
             if write:
                 store._acquire(wait)
@@ -169,11 +171,12 @@ class StoreDir:
         return LEGACY_RECORD if (self.root / DATABASE).is_file() else DatabaseRecord(None)
 
     @contextmanager
-    def change(self, wait: bool | float = CHANGE_WAIT) -> Iterator[None]:
+    def change(self, wait: bool | float | None = None) -> Iterator[None]:
         """A change of the store by a writer that does not hold the lock throughout (``hold`` false): the lock is
         taken (waiting for another writer's change, ``wait`` seconds at most), the manifest read again, and what
         the block wrote published and the lock released when it ends, so that other writers (the server's
-        corrections) take turns with a long run. For a writer that holds the lock, nothing more than the block."""
+        corrections) take turns with a long run; ``wait`` by default ``CHANGE_WAIT`` seconds, or as long as it takes
+        for a writer opened with ``wait`` true. For a writer that holds the lock, nothing more than the block."""
         if self.hold or self._changes:
             self._changes += 1
             try:
@@ -185,7 +188,7 @@ class StoreDir:
         if self._db is not None:  # a reader's, opened between changes
             self._db.close()
             self._db = None
-        self._acquire(wait)
+        self._acquire(wait if wait is not None else (True if self._wait is True else CHANGE_WAIT))
         self._changes = 1
         try:
             self._manifest = None  # another writer may have switched it since
