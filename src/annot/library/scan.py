@@ -9,7 +9,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from sqlalchemy import select
 
@@ -191,5 +191,47 @@ def recorded(store: StoreDir, few: Sequence[Path] | None = None) -> dict[str, Kn
 
 
 
-__all__ = ["FEW", "LISTS", "NO_FACTS", "TRAINING_SPLITS", "FileFacts", "Known", "Scan", "Todo", "photo_paths",
-           "recorded", "scan_photos", "vanished"]
+@dataclass
+class AnnotateReport:
+    """What a run did; ``unreadable`` and ``missing`` name the files."""
+
+    seen: int = 0
+    annotated: int = 0
+    reannotated: int = 0  # changed files, or annotated by another model
+    unchanged: int = 0
+    training: int = 0  # files that are training images of the store (they keep their own tags)
+    unreadable: dict[str, str] = field(default_factory=dict)
+    missing: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    total: int = 0  # photos in the library after the run
+    moved: dict[str, str] = field(default_factory=dict)  # old path: new path (same content, same photo)
+    duplicates: dict[str, str] = field(default_factory=dict)  # new path: the library photo's path it repeats
+    rescored: int = 0  # photos scored again from their cached features (the model changed, or --retag)
+    retagged: int = 0  # of those, photos whose tags changed
+    rescore_seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        rate = (self.annotated + self.reannotated) / self.seconds if self.seconds else 0.0
+        return {"seen": self.seen, "annotated": self.annotated, "reannotated": self.reannotated,
+                "unchanged": self.unchanged, "training_images": self.training, "unreadable": self.unreadable,
+                "missing": self.missing, "moved": self.moved, "duplicates": self.duplicates,
+                "rescored": self.rescored, "tags_changed": self.retagged, "photos": self.total,
+                "seconds": round(self.seconds, 1), "photos_per_second": round(rate, 1),
+                "rescored_per_second": round(self.rescored / self.rescore_seconds, 1) if self.rescore_seconds else 0.0}
+
+
+__all__ = [
+    "FEW",
+    "LISTS",
+    "NO_FACTS",
+    "TRAINING_SPLITS",
+    "AnnotateReport",
+    "FileFacts",
+    "Known",
+    "Scan",
+    "Todo",
+    "photo_paths",
+    "recorded",
+    "scan_photos",
+    "vanished",
+]
