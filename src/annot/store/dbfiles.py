@@ -108,7 +108,7 @@ class WriterFiles:
         self.folder = root / FOLDER
         self.record = record
         self.working: Path | None = None
-        self._checked = False  # whether the base's schema was checked (once per writer)
+        self._legacy_log_folded = False  # an older annot's annot.duckdb.wal is folded in once per writer
 
     def open(self) -> Layers:
         """The layers to write on: the manifest's, with the working segment a killed writer left or a new one."""
@@ -121,9 +121,9 @@ class WriterFiles:
             os.replace(legacy_working, self.root / adopted)
             self.record = DatabaseRecord(_record(self.root, adopted), ())
         base = self.record.base
-        if not self._checked and base is not None and base.path == LEGACY and (self.root / f"{LEGACY}.wal").is_file():
+        if not self._legacy_log_folded and base is not None and base.path == LEGACY and (self.root / f"{LEGACY}.wal").is_file():
             Database(self.root / LEGACY).close()  # an older annot's log, folded in
-        self._checked = True
+        self._legacy_log_folded = True
         marker = self.folder / MARKER
         named = {f.path for f in self.record.files()}
         left = marker.read_text(encoding="utf-8").strip() if marker.is_file() else ""

@@ -166,8 +166,9 @@ class StoreDir:
         """The database files the manifest names (a store written before layers: its ``annot.duckdb``)."""
         if self._files is not None:
             return self._files.record
-        if self.has_manifest() and self.manifest().database is not None:
-            return self.manifest().database  # type: ignore[return-value]
+        record = self.manifest().database if self.has_manifest() else None
+        if record is not None:
+            return record
         return LEGACY_RECORD if (self.root / DATABASE).is_file() else DatabaseRecord(None)
 
     @contextmanager
