@@ -161,3 +161,35 @@ def test_export_errors_are_one_line(store: Path, library: dict[Path, list[str]],
     fmt = invoke("export", "--store", store, "--format", "pdf")
     assert fmt.exit_code == 2 and "--format must be one of" in fmt.stderr
     assert shutil.which("exiftool")
+
+
+def test_a_sidecar_another_program_writes_during_export_is_left_as_it_wrote_it(
+        store: Path, library: dict[Path, list[str]], monkeypatch: pytest.MonkeyPatch) -> None:
+    """exiftool writes a sidecar after the export read it and before it is replaced: the export leaves that one as
+    exiftool wrote it (named, exit 1), writes the others, and the next export merges it, the person's keyword kept."""
+    from annot.library import export as exporting
+
+    first = min(library)
+    sidecar = first.with_name(first.name + ".xmp")
+    subprocess.run(["exiftool", "-q", "-XMP-dc:Subject=family", str(sidecar)], check=True)
+    merged_xmp = exporting.merged_xmp
+
+    def meanwhile(existing: bytes | None, *args: object, **kwargs: object) -> bytes:
+        payload = merged_xmp(existing, *args, **kwargs)  # type: ignore[arg-type]
+        if existing is not None and b"family" in existing and b"holiday" not in existing:
+            subprocess.run(["exiftool", "-q", "-overwrite_original", "-XMP-dc:Subject+=holiday", str(sidecar)],
+                           check=True)
+        return payload
+
+    monkeypatch.setattr(exporting, "merged_xmp", meanwhile)
+    result = invoke("export", "--store", store, "--min-confidence", "0")
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert f"{sidecar}: changed by another program while annot exported" in result.stderr
+    assert as_list(exiftool(sidecar)["XMP-dc:Subject"]) == ["family", "holiday"]  # as exiftool left it
+    assert all(p.with_name(p.name + ".xmp").is_file() for p in library)  # the others written
+    assert not list(sidecar.parent.glob(".*.tmp"))
+    monkeypatch.setattr(exporting, "merged_xmp", merged_xmp)
+    again = invoke("export", "--store", store, "--min-confidence", "0")
+    assert again.exit_code == 0, again.output
+    subject = as_list(exiftool(sidecar)["XMP-dc:Subject"])
+    assert {"family", "holiday"} <= set(subject) and len(subject) > 2

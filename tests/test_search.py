@@ -160,3 +160,52 @@ def test_a_search_ends_where_the_evidence_ends(library: dict[str, object]) -> No
     said = invoke("search", "sky", "--store", library["store"], "--mode", "tags")
     weaker = api.find(["sky"], mode="tags", n=20).left_out
     assert said.exit_code == 0 and (f"{weaker:,} weaker matches left out" in said.stdout or weaker == 0)
+
+
+def test_a_word_in_another_language_finds_what_its_english_meaning_finds(library: dict[str, object]) -> None:
+    """With the multilingual encoder (annot[multilingual], installed for the tests) a word in German, French or
+    Spanish stands for the vocabulary word it means: the same photos in the same order as the English word."""
+    api = annot.open_store(library["store"])  # type: ignore[arg-type]
+    for given, english in (("Schnee", "snow"), ("soleil", "sun"), ("ciudad", "city"), ("arbre", "tree")):
+        foreign, native = api.find([given], n=30), api.find([english], n=30)
+        assert foreign.read_as == {given.lower(): [english]} and foreign.unknown == ()
+        assert native.hits and foreign.hits == native.hits, given
+        assert api.find([given], mode="space", n=10).hits == api.find([english], mode="space", n=10).hits
+    both = api.find(["Schnee", "sky"], n=30)  # with a vocabulary word: the same as both in English
+    assert both.hits == api.find(["snow", "sky"], n=30).hits and both.read_as == {"schnee": ["snow"]}
+    nothing = api.find(["xqzvv"], n=30)  # near no vocabulary word in any language: said, and nothing found
+    assert nothing.unknown == ("xqzvv",) and nothing.hits == [] and nothing.read_as == {}
+    served = json.loads(invoke("search", "Schnee", "--store", library["store"], "--json").stdout)
+    assert served["read_as"] == {"schnee": ["snow"]} and served["unknown"] == []
+    table = invoke("search", "Schnee", "--store", library["store"])
+    assert table.exit_code == 0 and "read 'schnee' as snow" in table.stdout
+
+
+def test_without_the_multilingual_encoder_a_foreign_word_is_said_unknown(library: dict[str, object],
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from annot.features import multilingual
+
+    monkeypatch.setattr(multilingual, "available", lambda: False)
+    api = annot.open_store(library["store"])  # type: ignore[arg-type]
+    found = api.find(["Schnee"], n=30)
+    assert found.unknown == ("schnee",) and found.hits == []
+    result = invoke("search", "Schnee", "--store", library["store"])
+    assert result.exit_code == 0 and "Traceback" not in result.output
+    assert "no word of the store's vocabulary means 'schnee'" in result.stderr
+    assert "pip install 'annot[multilingual]'" in result.stderr
+
+
+def test_bad_queries_are_one_line(library: dict[str, object]) -> None:
+    """A 100 KB word, 100 KB of words, a script nothing reads: one line each, no traceback, the store unchanged."""
+    store: Path = library["store"]  # type: ignore[assignment]
+    manifest = (store / "manifest.json").read_bytes()
+    huge = invoke("search", "x" * 100_000, "--store", store)
+    assert huge.exit_code == 0 and "Traceback" not in huge.output
+    assert len(huge.stderr.strip().splitlines()) <= 2 and len(huge.stderr) < 400  # the word cut short in the message
+    many = invoke("search", *[f"w{i}" for i in range(20_000)], "--store", store)
+    assert many.exit_code == 1 and many.stderr.strip() == "error: a search takes at most 32 words, got 20,000"
+    runes = invoke("search", "ᚠᚢᚦ", "--store", store, "--json")
+    assert runes.exit_code == 0 and json.loads(runes.stdout)["results"] == []
+    space = invoke("search", "ᚠᚢᚦ", "--mode", "space", "--store", store)
+    assert space.exit_code == 1 and len(space.stderr.strip().splitlines()) == 1 and "'ᚠᚢᚦ'" in space.stderr
+    assert (store / "manifest.json").read_bytes() == manifest

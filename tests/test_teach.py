@@ -266,6 +266,6 @@ def test_words_no_photo_has_together_give_partial_matches_and_say_so(store: Path
     assert sorted(h.path for h in apart.hits) == sorted(map(str, photos[:2]))
     api.close()
     said = invoke("search", "holiday", "grandma", "--store", store, "--mode", "tags")
-    assert said.exit_code == 0 and "no photo has all of holiday, grandma" in said.stderr
+    assert said.exit_code == 0 and "no photo has all of 'holiday', 'grandma'" in said.stderr
     as_json = json.loads(invoke("search", "holiday", "grandma", "--store", store, "--json").stdout)
     assert as_json["partial"] is True and as_json["scope"] == "library"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated
 
@@ -20,9 +21,10 @@ from annot.cli.app import (
 )
 from annot.cli.render import console, error_line, print_json, say, styled, table, warn
 from annot.errors import AnnotError
+from annot.features import multilingual
 from annot.library.collection import AnnotateReport
 from annot.library.corrections import Correction, read_corrections
-from annot.library.search import Hit
+from annot.library.search import Found, Hit
 from annot.library.view import PhotoTag
 from annot.settings import scoring_flags
 
@@ -131,10 +133,11 @@ def search(
     hits = found.hits
     if json_out:
         print_json({"scope": searched, "partial": found.partial, "left_out": found.left_out,
-                    "results": [h.to_dict() for h in hits]})
+                    "read_as": found.read_as, "unknown": list(found.unknown), "results": [h.to_dict() for h in hits]})
         return
+    _readings(found)
     if found.partial:
-        warn(f"no photo has all of {', '.join(found.words)}; the photos with some of them, those with more first")
+        warn(f"no photo has all of {_words(found.words)}; the photos with some of them, those with more first")
     if not hits:
         weaker = f"; {found.left_out:,} weaker matches left out (--all shows them)" if found.left_out else ""
         warn(f"no photos found{weaker}")
@@ -144,6 +147,20 @@ def search(
         for rank, h in enumerate(hits, 1)]))
     if found.left_out:
         say(f"{found.left_out:,} weaker matches left out (--all shows them)")
+
+
+def _readings(found: Found) -> None:
+    """Say how words outside the vocabulary were read, and which could not be."""
+    if found.read_as:
+        say("read " + "; ".join(f"{_words([word])} as {', '.join(means)}" for word, means in found.read_as.items()))
+    if found.unknown:
+        hint = "" if multilingual.available() else " (words in other languages: pip install 'annot[multilingual]')"
+        warn(f"no word of the store's vocabulary means {_words(found.unknown)}{hint}")
+
+
+def _words(words: Sequence[str], width: int = 40) -> str:
+    """Query words for a message: quoted, each cut to ``width`` characters."""
+    return ", ".join(repr(w if len(w) <= width else w[: width - 1] + "…") for w in words)
 
 
 def _tags(hit: Hit) -> str:

@@ -2,7 +2,7 @@
 faster on this project's machines (BENCHMARKS.md, "Feature extraction").
 
 The torch module is exported once to an ONNX file (batch, height and width left free) kept under the user's cache
-(``$ANNOT_CACHE``, default ``~/.cache/annot``, in ``onnx/``; named by the encoder, a digest of its weights and torch's
+(``$ANNOT_CACHE``, default ``$XDG_CACHE_HOME/annot`` or ``~/.cache/annot``, in ``onnx/``; named by the encoder, a digest of its weights and torch's
 version), and run
 by an ONNX Runtime session with as many threads as torch would use. ``ANNOT_ENCODER_BACKEND=torch`` keeps torch; so
 does a GPU, and so does any network that fails to export (with a warning).
@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import NDArray
 
+from annot.caches import cache_home
+
 if TYPE_CHECKING:
     import torch
 
@@ -34,7 +36,7 @@ def wanted_backend() -> str:
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("ANNOT_CACHE", Path.home() / ".cache" / "annot")) / "onnx"
+    return cache_home() / "onnx"
 
 
 class OnnxRunner:

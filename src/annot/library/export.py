@@ -28,7 +28,7 @@ import json
 import os
 import stat
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -43,7 +43,7 @@ from annot.library.view import PhotoTag, photo_tags
 from annot.model import StoreModel
 from annot.schema import images, photo_files
 from annot.settings import SettingsError
-from annot.store import TEMPORARY, atomic_write
+from annot.store import TEMPORARY, ChangedMeanwhile, atomic_write
 
 FORMATS = ("xmp", "csv", "jsonl")
 PARENT = "annot"  # the keyword annot's hierarchical keywords go under (annot|beach), so a person can remove them all
@@ -267,7 +267,12 @@ def _export_sidecar(target: Path, tags: Sequence[PhotoTag], report: ExportReport
     except ValueError as exc:
         report.failed[str(target)] = str(exc)
         return
-    _write(target, payload, None if status is None else stat.S_IMODE(status.st_mode))
+    try:
+        _write(target, payload, None if status is None else stat.S_IMODE(status.st_mode),
+               unchanged=lambda: _same(target, status, existing))
+    except ChangedMeanwhile:
+        report.failed[str(target)] = "changed by another program while annot exported; left as it is (export again)"
+        return
     report.written.append(str(target))
     report.merged += existing is not None
 
@@ -300,8 +305,21 @@ def remove_temporaries(folder: Path) -> None:
         return
 
 
-def _write(path: Path, payload: bytes, mode: int | None = None) -> None:
+def _same(target: Path, status: os.stat_result | None, existing: bytes | None) -> bool:
+    """Whether the sidecar is still as the export read it (absent, or the same bytes)."""
     try:
-        atomic_write(path, lambda fh: fh.write(payload), mode)
+        now = target.stat()
+    except FileNotFoundError:
+        return status is None
+    if status is None or now.st_size != status.st_size or now.st_mtime_ns != status.st_mtime_ns:
+        return False
+    return existing is None or target.read_bytes() == existing
+
+
+def _write(path: Path, payload: bytes, mode: int | None = None, unchanged: Callable[[], bool] | None = None) -> None:
+    try:
+        atomic_write(path, lambda fh: fh.write(payload), mode, unchanged)
+    except ChangedMeanwhile:
+        raise
     except OSError as exc:
         raise AnnotError(f"{path}: cannot write there ({exc.strerror or exc})") from exc

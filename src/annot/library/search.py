@@ -34,6 +34,7 @@ from numpy.typing import NDArray
 from sqlalchemy import select
 
 from annot.errors import AnnotError, WordVectorError
+from annot.features import multilingual
 from annot.features.images import TooManyPixels, UnreadableImage, decode_bytes, iter_batches, preprocess
 from annot.features.text import text_view
 from annot.features.words import load_word_vectors
@@ -53,6 +54,7 @@ Ranking = tuple[NDArray[np.int64], NDArray[np.float64]]  # rows of the photo vie
 DEPTH = 1000  # nearest photos fetched from each index before filters apply
 EXPAND = 3  # a word outside the vocabulary stands for at most this many vocabulary words (by word vector) ...
 SIMILAR = 0.6  # ... each at least this similar (cosine); a fixed choice, measured in benchmarks/library.py
+MAX_WORDS = 32  # words in one search
 
 
 class UnreadableUpload(AnnotError):
@@ -73,6 +75,8 @@ class Found:
     partial: bool = False
     words: tuple[str, ...] = ()  # the query's words as read (folded, trimmed, singular)
     left_out: int = 0  # photos matched only by weaker evidence than the cut (``all_results`` shows them)
+    read_as: dict[str, list[str]] = field(default_factory=dict)  # a word outside the vocabulary: the words it stood for
+    unknown: tuple[str, ...] = ()  # words that stood for no vocabulary word
 
 
 @dataclass(frozen=True)
@@ -129,6 +133,9 @@ class Searcher:
         self._word_index: Any = None
         self._cut: tuple[float | None] | None = None
         self._unit: NDArray[np.float64] | None = None  # the vocabulary's unit word vectors (for expand)
+        self._meanings: multilingual.Meanings | None = None  # the vocabulary in the multilingual encoder's space
+        self._given: dict[str, str] = {}  # a query word as read -> as typed (trimmed, case kept: for that encoder)
+        self._expanded: dict[str, tuple[list[tuple[int, float]], str]] = {}
         self.view = PhotoView(model)
 
     def _reprojected(self, ids: NDArray[np.int64]) -> LibraryVectors:
@@ -144,23 +151,28 @@ class Searcher:
     def text_query(self, words: Sequence[str]) -> NDArray[np.float32]:
         """The words' row of the shared space: their text view projected by W_y (a correlation row). One word the
         projection was fitted with is its row of the store's word index (the same row, without loading the word
-        vectors)."""
+        vectors). A word in another language counts as the vocabulary words it was read as, by their weights."""
         model = self.model
         view = model.settings.text.view
-        if len(words) == 1:
-            row = self._word_row(words[0])
+        vocabulary = {w: i for i, w in enumerate(model.vocabulary)}
+        terms: list[tuple[str, float]] = []
+        for word in words:
+            found, source = self.meaning(word) if word not in vocabulary else ([], "vocabulary")
+            terms += [(self.view.vocabulary[j], w) for j, w in found] if source == "multilingual" else [(word, 1.0)]
+        if len(terms) == 1:
+            row = self._word_row(terms[0][0])
             if row is not None:
                 return row
         self.word_vectors()
-        vocabulary = {w: i for i, w in enumerate(model.vocabulary)}
         labels = np.zeros((1, len(model.vocabulary)), bool)
-        vectors = []
-        for word in words:
+        vectors, weights = [], []
+        for word, weight in terms:
             if word in vocabulary:
                 labels[0, vocabulary[word]] = True
             vector = self._words.vector(word)
             if vector is not None:
                 vectors.append(np.asarray(vector, np.float32))
+                weights.append(weight)
             elif word not in vocabulary or view is TextView.W2V:
                 raise WordVectorError(f"{word!r}: no word vector in {model.manifest.words.source}, and not a word "
                                       "of the store's vocabulary; it cannot be searched in the shared space")
@@ -172,7 +184,7 @@ class Searcher:
             raise WordVectorError(f"{', '.join(words)}: added by corrections, without a word vector: the shared space "
                                   "knows it after annot refit; until then it is found by its tags")
         E = np.zeros((1, 1), np.float32)
-        w2v = np.mean(vectors, axis=0)[None, :] if vectors else np.zeros((1, model.manifest.words.dim), np.float32)
+        w2v = np.average(vectors, axis=0, weights=weights)[None, :].astype(np.float32) if vectors else np.zeros((1, model.manifest.words.dim), np.float32)
         if view is TextView.W2V:
             Y = w2v
         elif view is TextView.BV:
@@ -241,23 +253,43 @@ class Searcher:
         return self._words
 
     def expand(self, word: str) -> list[tuple[int, float]]:
-        """The vocabulary words a query word stands for, with weights: itself (1), or for a word outside the
-        vocabulary its ``EXPAND`` nearest vocabulary words by word vector with cosine >= ``SIMILAR``."""
+        """The vocabulary words a query word stands for, with weights: itself (1); for a word outside the
+        vocabulary its ``EXPAND`` nearest vocabulary words by word vector with cosine >= ``SIMILAR``; failing that
+        (a word in another language), the nearest by the multilingual encoder where it is installed
+        (:mod:`annot.features.multilingual`)."""
+        return self.meaning(word)[0]
+
+    def meaning(self, word: str) -> tuple[list[tuple[int, float]], str]:
+        """:meth:`expand`'s answer and where it came from: ``vocabulary``, ``word vectors``, ``multilingual`` or
+        ``""`` (nothing)."""
+        if word not in self._expanded:
+            self._expanded[word] = self._meaning(word)
+        return self._expanded[word]
+
+    def _meaning(self, word: str) -> tuple[list[tuple[int, float]], str]:
         position = {w: j for j, w in enumerate(self.view.vocabulary)}
         if word in position:
-            return [(position[word], 1.0)]
+            return [(position[word], 1.0)], "vocabulary"
         vector = self.word_vectors().vector(word)
-        if vector is None:
-            return []
-        if self._unit is None:
-            rows = [self.word_vectors().vector(w) for w in self.view.vocabulary]
-            dim = len(vector)
-            E = np.array([r if r is not None else np.zeros(dim) for r in rows], np.float64)
-            self._unit = E / np.maximum(np.linalg.norm(E, axis=1, keepdims=True), 1e-12)
-        v = np.asarray(vector, np.float64)
-        similarity = self._unit @ (v / max(float(np.linalg.norm(v)), 1e-12))
-        best = np.argsort(-similarity)[:EXPAND]
-        return [(int(j), float(similarity[j])) for j in best if similarity[j] >= SIMILAR]
+        if vector is not None:
+            if self._unit is None:
+                rows = [self.word_vectors().vector(w) for w in self.view.vocabulary]
+                dim = len(vector)
+                E = np.array([r if r is not None else np.zeros(dim) for r in rows], np.float64)
+                self._unit = E / np.maximum(np.linalg.norm(E, axis=1, keepdims=True), 1e-12)
+            v = np.asarray(vector, np.float64)
+            similarity = self._unit @ (v / max(float(np.linalg.norm(v)), 1e-12))
+            best = np.argsort(-similarity)[:EXPAND]
+            found = [(int(j), float(similarity[j])) for j in best if similarity[j] >= SIMILAR]
+            if found:
+                return found, "word vectors"
+        if multilingual.available():
+            if self._meanings is None:
+                self._meanings = multilingual.Meanings(self.view.vocabulary)
+            found = self._meanings.nearest(self._given.get(word, word))
+            if found:
+                return found, "multilingual"
+        return [], ""
 
     def evidence_cut(self) -> float | None:
         """The confidence a predicted tag must reach to count as a photo's evidence for a word: the cut the
@@ -315,6 +347,9 @@ class Searcher:
                 word = next((s for s in _singulars(word) if s in known), word)
             if word and word not in out:
                 out.append(word)
+                self._given.setdefault(word, _trim(unicodedata.normalize("NFC", given)))
+        if len(out) > MAX_WORDS:
+            raise AnnotError(f"a search takes at most {MAX_WORDS} words, got {len(out):,}")
         return out
 
     def search(self, words: Sequence[str] = (), like: Path | bytes | None = None, *, mode: str = "combined",
@@ -357,7 +392,7 @@ class Searcher:
             if len(words) > 1 and not self._kept(rankings["tags"][0], scope, require, exclude, folder).any():
                 rankings["tags"], partial = self.by_tags(words, every=False, cut=cut), True
         if not rankings:
-            return Found([], scope, partial, tuple(words))
+            return Found([], scope, partial, tuple(words), **self._readings(words))
         everything = self._kept(np.unique(np.concatenate([rows for rows, _ in rankings.values()])), scope, require,
                                 exclude, folder)
         kept = everything
@@ -367,7 +402,18 @@ class Searcher:
                 weaker = self.by_tags(words, every=not partial)[0]
                 everything = self._kept(weaker, scope, require, exclude, folder)
         return Found(self._fused(rankings, kept, n), scope, partial, tuple(words),
-                     int(everything.sum() - kept.sum()))
+                     int(everything.sum() - kept.sum()), **self._readings(words))
+
+    def _readings(self, words: Sequence[str]) -> dict[str, Any]:
+        """How the query's words outside the vocabulary were read: ``read_as`` and ``unknown`` of :class:`Found`."""
+        read_as, unknown = {}, []
+        for word in words:
+            found, source = self.meaning(word)
+            if source in ("word vectors", "multilingual"):
+                read_as[word] = [self.view.vocabulary[j] for j, _ in found]
+            elif not source:
+                unknown.append(word)
+        return {"read_as": read_as, "unknown": tuple(unknown)}
 
     def _kept(self, rows: NDArray[np.int64], scope: str, require: Sequence[str], exclude: Sequence[str],
               folder: Path | None) -> NDArray[np.bool_]:

@@ -16,9 +16,8 @@ changes there. Segment tables hold no constraints: the group keys are annot's ow
 
 from __future__ import annotations
 
-import atexit
+import os
 import shutil
-import tempfile
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ from numpy.typing import NDArray
 from sqlalchemy import Table
 from sqlalchemy.schema import CreateTable
 
+from annot.caches import cached_file, digest
 from annot.schema.tables import CORRECTIONS_VIEW, PHOTO_TAGS_VIEW, metadata
 
 GROUP_KEY = {"schema_info": "key", "images": "id", "tags": "id", "image_tags": "image_id", "runs": "id",
@@ -133,7 +133,9 @@ def attach(raw: Any, layers: Layers, *, readable: bool = False) -> set[str]:
     named = layers.named()
     for name, path, read_only in named:
         if not read_only and not path.exists():  # a new working segment: a copy of an empty one with the tables
-            shutil.copyfile(_empty_segment(), path)
+            scratch = path.with_name(f".{path.name}.copying")
+            shutil.copyfile(_empty_segment(), scratch)
+            os.replace(scratch, path)  # whole or absent: a copy cut short (a full disk) is never continued
         raw.execute(f"ATTACH {_quote(path)} AS {name}" + (" (READ_ONLY)" if read_only else ""))
         if not read_only:
             create_segment_tables(raw, name)  # a segment a killed writer left may lack a table
@@ -150,17 +152,12 @@ def attach(raw: Any, layers: Layers, *, readable: bool = False) -> set[str]:
     return tables
 
 
-_EMPTY: list[Path] = []  # this process's empty segment, made once
-
-
 def _empty_segment() -> Path:
-    """An empty segment with every table (copied for each new working segment: making the tables takes longer)."""
+    """An empty segment with every table (copied for each new working segment: making the tables takes longer),
+    made once per user for this schema and DuckDB version."""
     import duckdb
 
-    if not _EMPTY or not _EMPTY[0].is_file():
-        folder = Path(tempfile.mkdtemp(prefix="annot-segment-"))
-        atexit.register(shutil.rmtree, folder, True)
-        path = folder / "empty.duckdb"
+    def make(path: Path) -> None:
         raw = duckdb.connect()
         try:
             raw.execute(f"ATTACH {_quote(path)} AS e{SEGMENT_OPTIONS}")
@@ -168,8 +165,9 @@ def _empty_segment() -> Path:
             raw.execute("CHECKPOINT e")
         finally:
             raw.close()
-        _EMPTY[:] = [path]
-    return _EMPTY[0]
+
+    schema = [table_sql(table, "e") for table in metadata.sorted_tables]
+    return cached_file(f"segment-{digest([duckdb.__version__, SEGMENT_OPTIONS, *schema])}.duckdb", make)
 
 
 def ensure_groups(raw: Any, table: str, keys: NDArray[Any] | Sequence[Any]) -> None:

@@ -1,7 +1,7 @@
 """The store directory: its manifest, its database, its files, and the lock that keeps one writer at a time."""
 
 from annot.store.directory import DATABASE, MANIFEST, StoreDir, remove_stale_scratch
-from annot.store.files import TEMPORARY, StoredFile, atomic_write, sha256_file
+from annot.store.files import TEMPORARY, ChangedMeanwhile, StoredFile, atomic_write, sha256_file
 from annot.store.lock import StoreBusy
 from annot.store.manifest import FORMAT_VERSION, Manifest
 
@@ -14,6 +14,7 @@ __all__ = [
     "StoreBusy",
     "StoreDir",
     "StoredFile",
+    "ChangedMeanwhile",
     "atomic_write",
     "remove_stale_scratch",
     "sha256_file",

@@ -194,7 +194,7 @@ def remove_unnamed(root: Path, named: set[str]) -> None:
             if working and path.name in (working, f"{working}.wal"):
                 continue
             if relative not in named and (path.suffix == ".duckdb" or path.name.endswith(".tmp")
-                                          or path.name.endswith(".wal")):
+                                          or path.name.endswith(".wal") or path.name.endswith(".copying")):
                 path.unlink(missing_ok=True)
     if LEGACY not in named and (root / FOLDER).is_dir():
         (root / LEGACY).unlink(missing_ok=True)

@@ -39,9 +39,16 @@ _MODE = 0o666 & ~_umask()  # files as open() would create them (mkstemp's are pr
 TEMPORARY = ".{name}.*.tmp"  # the temporary sibling of ``name`` that atomic_write renames into place
 
 
-def atomic_write(path: Path, write: Callable[[IO[bytes]], object], mode: int | None = None) -> None:
+class ChangedMeanwhile(OSError):
+    """The file to be replaced changed after it was read (``atomic_write``'s ``unchanged`` said so): not replaced."""
+
+
+def atomic_write(path: Path, write: Callable[[IO[bytes]], object], mode: int | None = None,
+                 unchanged: Callable[[], bool] | None = None) -> None:
     """Write a file through a temporary sibling and rename it into place, so readers never see half a file.
-    ``mode``: the new file's permission bits (default: as ``open`` would create it)."""
+    ``mode``: the new file's permission bits (default: as ``open`` would create it); ``unchanged``: asked just
+    before the rename, whether the file is still as its writer read it (else :class:`ChangedMeanwhile`, the file
+    left as the other program wrote it)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -51,6 +58,8 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], object], mode: int | N
             fh.flush()
             os.fsync(fh.fileno())
         os.chmod(tmp, _MODE if mode is None else mode)
+        if unchanged is not None and not unchanged():
+            raise ChangedMeanwhile(f"{path}: changed by another program meanwhile")
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

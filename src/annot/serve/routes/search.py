@@ -17,7 +17,9 @@ MAX_FILTERS = 32  # --require / --exclude tags of one search
 
 def hits_of(found: Found) -> dict[str, Any]:
     hits = found.hits
-    return {"scope": found.scope, "partial": found.partial, "left_out": found.left_out, "results": [{**h.to_dict(), "thumbnail": f"/v1/images/{h.image_id}/thumbnail"} for h in hits]}
+    return {"scope": found.scope, "partial": found.partial, "left_out": found.left_out, "read_as": found.read_as,
+            "unknown": list(found.unknown),
+            "results": [{**h.to_dict(), "thumbnail": f"/v1/images/{h.image_id}/thumbnail"} for h in hits]}
 
 
 @router.get("/search")

@@ -56,8 +56,11 @@ async function search(words, mode, scope = "all") {
   setStatus("searching…");
   try {
     const params = new URLSearchParams({ q: words, mode, scope, n: "60" });
-    const { results } = await api("/v1/search?" + params);
-    renderGallery(results, `${results.length} photos for “${words}”`);
+    const { results, read_as: readAs, unknown } = await api("/v1/search?" + params);
+    const read = Object.entries(readAs).map(([word, means]) => `${word}: ${means.join(", ")}`);
+    const notes = [...(read.length ? [`read as ${read.join("; ")}`] : []),
+                   ...(unknown.length ? [`no tag means ${unknown.join(", ")}`] : [])];
+    renderGallery(results, `${results.length} photos for “${words}”` + (notes.length ? ` (${notes.join("; ")})` : ""));
     setStatus("");
   } catch (error) {
     setStatus(error.message, true);
