@@ -353,3 +353,77 @@ def test_a_reload_beside_busy_readers_reads_the_new_database(built_store: Path, 
             stop.set()
             for thread in readers:
                 thread.join()
+
+
+def test_browse_the_library_by_page_folder_tag_and_review(served: dict[str, object]) -> None:
+    client: httpx.Client = served["client"]  # type: ignore[assignment]
+    photos: dict[Path, list[str]] = served["photos"]  # type: ignore[assignment]
+    first = client.get("/v1/photos", params={"limit": 5}).json()
+    assert first["total"] >= 12 and len(first["photos"]) == 5 and first["offset"] == 0
+    rest = client.get("/v1/photos", params={"limit": 200, "offset": 5}).json()["photos"]
+    everything = first["photos"] + rest
+    assert len({p["id"] for p in everything}) == first["total"]  # pages neither repeat nor skip a photo
+    dates = [p["date"] for p in everything]
+    assert dates == sorted(dates, reverse=True)  # newest first
+    names = [p["path"] for p in client.get("/v1/photos", params={"order": "name", "limit": 200}).json()["photos"]]
+    assert names == sorted(names)
+    folder = str(min(photos).parent)
+    inside = client.get("/v1/photos", params={"folder": folder, "limit": 200}).json()
+    assert inside["total"] == 12 and all(p["folder"] == folder for p in inside["photos"])
+    facets = client.get("/v1/facets").json()
+    assert {"folder": folder, "count": 12} in facets["folders"] and facets["photos"] == first["total"]
+    assert sum(m["count"] for m in facets["months"]) == facets["photos"]
+    word = facets["tags"][0]
+    tagged = client.get("/v1/photos", params={"tag": word["tag"], "limit": 200, "order": "confidence"}).json()
+    assert tagged["total"] == word["count"] and all(word["tag"] in {t["tag"] for t in p["tags"]}
+                                                    for p in tagged["photos"])
+    shown = [next(t["confidence"] for t in p["tags"] if t["tag"] == word["tag"]) for p in tagged["photos"]]
+    assert shown == sorted(shown, reverse=True)
+    waiting = client.get("/v1/photos", params={"unreviewed": True, "limit": 200}).json()
+    assert waiting["total"] == facets["not_reviewed"] and not any(p["reviewed"] for p in waiting["photos"])
+    for bad in ({"offset": 10**12}, {"limit": 0}, {"limit": 201}, {"order": "random"}, {"date": "June"}):
+        answer = client.get("/v1/photos", params=bad)
+        assert answer.status_code == 422 and "error" in answer.json(), bad
+    assert client.get("/v1/photos", params={"offset": 10**6}).json()["photos"] == []  # past the end: empty
+
+
+def test_a_photo_in_the_viewer(served: dict[str, object]) -> None:
+    """A photo's details, its rendition (bounded, never enlarged), its original by id, why it has its tags, and the
+    photos like it."""
+    client: httpx.Client = served["client"]  # type: ignore[assignment]
+    photos: dict[Path, list[str]] = served["photos"]  # type: ignore[assignment]
+    path = min(photos)
+    with annot.open_store(served["store"]) as api:  # type: ignore[arg-type]
+        photo_id = api.photo_id(path)
+    info = client.get(f"/v1/images/{photo_id}").json()
+    assert info["name"] == path.name and info["folder"] == str(path.parent) and info["bytes"] == path.stat().st_size
+    assert info["taken"] is None and info["camera"] is None  # painted photos have no EXIF
+    big = client.get(f"/v1/images/{photo_id}/rendition", params={"size": 2048})
+    assert big.status_code == 200 and Image.open(io.BytesIO(big.content)).size == (info["width"], info["height"])
+    assert client.get(f"/v1/images/{photo_id}/rendition", params={"size": 100_000}).status_code == 422
+    original = client.get(f"/v1/images/{photo_id}/original")
+    assert original.status_code == 200 and original.content == path.read_bytes()
+    assert original.headers["content-type"] == "image/jpeg"
+    assert client.get("/v1/images/999999/original").status_code == 404
+    assert client.get("/v1/images/%2Fetc%2Fpasswd/original").status_code in (404, 422)
+    why = client.get(f"/v1/images/{photo_id}/explain").json()
+    assert why["tags"] and all(t["voters"] for t in why["tags"])
+    assert all(v["thumbnail"] == f"/v1/images/{v['id']}/thumbnail" for t in why["tags"] for v in t["voters"])
+    similar = client.get("/v1/search", params={"like": photo_id, "n": 3}).json()["results"]
+    assert similar[0]["id"] == photo_id
+    assert client.get("/v1/search", params={"like": 999999}).status_code == 404
+    assert client.get("/v1/search", params={"q": " "}).status_code == 422
+
+
+def test_kept_uploads_keep_their_name(served: dict[str, object]) -> None:
+    from annot.serve.routes.annotate import kept_name
+
+    client: httpx.Client = served["client"]  # type: ignore[assignment]
+    first = client.post("/v1/annotate", params={"keep": True}, files={"image": ("Beach day.JPG", jpeg(["sea"], 7))})
+    second = client.post("/v1/annotate", params={"keep": True}, files={"image": ("Beach day.JPG", jpeg(["sea"], 8))})
+    assert first.status_code == 200 and second.status_code == 200, second.text
+    assert Path(first.json()["path"]).name == "Beach day.jpg" and Path(second.json()["path"]).name == "Beach day-2.jpg"
+    assert Path(first.json()["path"]).parent == Path(served["store"]) / "uploads"  # type: ignore[arg-type]
+    assert kept_name("../../etc/passwd") == "passwd.jpg" and kept_name(".hidden.png") == "hidden.png"
+    assert kept_name("a\x00b\nc.jpeg") == "abc.jpeg" and kept_name("") == "upload.jpg"
+    assert len(kept_name("x" * 500 + ".jpg")) == 104

@@ -226,6 +226,8 @@ def test_the_photo_view_shows_what_each_photo_shows(store: Path, tmp_path: Path)
     annotate_photos(store, [tmp_path / "photos"])
     assert invoke("correct", photos[0], "--store", store, "--add", "grandma", "--reject", "sand").exit_code == 0
     assert invoke("correct", photos[1], "--store", store, "--confirm", "sea", "--reject", "sky").exit_code == 0
+    assert invoke("correct", photos[2], "--store", store, "--reject", "sand", "--add", "dog").exit_code == 0
+    assert invoke("correct", photos[2], "--store", store, "--clear", "sand", "--clear", "dog").exit_code == 0
     annotate_photos(store, [])
     api = annot.open_store(store)
     model = api.model()
@@ -250,7 +252,42 @@ def test_the_photo_view_shows_what_each_photo_shows(store: Path, tmp_path: Path)
                               "--json").stdout)
     assert [(r["path"], r["word"], r["action"]) for r in fixes] == [
         (str(photos[0]), "sand", "reject"), (str(photos[0]), "grandma", "add"),
-        (str(photos[1]), "sea", "confirm"), (str(photos[1]), "sky", "reject")]
+        (str(photos[1]), "sea", "confirm"), (str(photos[1]), "sky", "reject"),
+        (str(photos[2]), "sand", "reject"), (str(photos[2]), "dog", "add"),
+        (str(photos[2]), "sand", "clear"), (str(photos[2]), "dog", "clear")]
+
+
+def test_clear_undoes_corrections_of_a_library_photo(store: Path, tmp_path: Path) -> None:
+    """clear (the page's undo) brings a tag back as predicted, with its confidence; a photo left with nothing vouched
+    leaves the training index; clearing what was never corrected records nothing; a training image refuses it."""
+    photos = sorted(beach_photos(tmp_path / "photos", 8))
+    annotate_photos(store, [tmp_path / "photos"])
+    api = annot.open_store(store)
+    photo = api.photo_id(photos[0])
+    before = {t.tag: t for t in api.photo(photo).tags}
+    tag = next(iter(before))
+    indexed = api.model().index.ntotal
+    fixed = api.correct([annot.Correction(photo, tag, "reject"), annot.Correction(photo, "grandma", "add")])
+    assert fixed.recorded == 2 and fixed.joined_training == 1
+    shown = {t.tag: t for t in api.photo(photo).tags}
+    assert tag not in shown and shown["grandma"].source == "added" and api.model().index.ntotal == indexed + 1
+    undone = api.correct([annot.Correction(photo, tag, "clear"), annot.Correction(photo, "grandma", "clear")])
+    assert undone.recorded == 2 and undone.left_training == 1
+    assert {t.tag: t for t in api.photo(photo).tags} == before  # as predicted, confidences too
+    assert api.model().index.ntotal == indexed  # nothing vouched: out of the training index
+    assert api.search([tag], mode="tags", n=50) and photo in {h.image_id for h in api.search([tag], mode="tags", n=50)}
+    again = api.correct([annot.Correction(photo, tag, "clear")])
+    assert again.recorded == 0 and again.unchanged == 1
+    confirmed = api.correct([annot.Correction(photo, tag, "confirm")])
+    assert confirmed.recorded == 1 and {t.tag: t.source for t in api.photo(photo).tags}[tag] == "confirmed"
+    api.correct([annot.Correction(photo, tag, "clear")])
+    assert {t.tag: t for t in api.photo(photo).tags} == before
+    training = int(api.model().ids[0])
+    with pytest.raises(annot.AnnotError, match="a training image's tags are its own"):
+        api.correct([annot.Correction(training, "sky", "clear")])
+    api.close()
+    said = invoke("correct", str(training), "--clear", "sky", "--store", store)
+    assert said.exit_code == 1 and len(said.stderr.strip().splitlines()) == 1
 
 
 def test_words_no_photo_has_together_give_partial_matches_and_say_so(store: Path, tmp_path: Path) -> None:

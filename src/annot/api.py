@@ -42,6 +42,7 @@ from annot.evaluation.tune import TuneReport, tune_store
 from annot.features.images import UnreadableImage, thumbnail_jpeg
 from annot.indexer import GrowReport, IndexReport, add_images, build_index, refit, remove_images
 from annot.indexer.corpus import read_corpus
+from annot.library.browse import Browser, Page
 from annot.library.collection import AnnotateReport, annotate_photos
 from annot.library.corrections import Correction, CorrectReport, record_corrections
 from annot.library.export import PARENT, ExportReport, export
@@ -53,6 +54,7 @@ from annot.library.view import (
     Photo,
     PhotoTag,
     WordCount,
+    find_content,
     find_photo,
     library_counts,
     photo_record,
@@ -119,6 +121,7 @@ class Store:
         self._model: StoreModel | None = None
         self._model_version: tuple[int, ...] | None = None
         self._searcher: Searcher | None = None
+        self._browsing: Browser | None = None
 
     def __repr__(self) -> str:
         return f"annot.Store({str(self.root)!r})"
@@ -226,6 +229,7 @@ class Store:
         self._model.close()
         self._model = None
         self._searcher = None  # it holds the old model
+        self._browsing = None
         gc.collect()
 
     def query(self, images: Sequence[str | Path], scoring: ScoringSettings | None = None, *, explain: bool = False,
@@ -309,6 +313,30 @@ class Store:
         if self._searcher is None or self._searcher.model is not model:
             self._searcher = Searcher(model)
         return self._searcher
+
+    def browse(self, *, folder: str | None = None, date: str | None = None, tag: str | None = None,
+               unreviewed: bool = False, order: str = "newest", offset: int = 0, limit: int = 60) -> Page:
+        """The library's photos page by page, narrowed and ordered (:mod:`annot.library.browse`)."""
+        return self._browser().page(folder=folder, date=date, tag=tag, unreviewed=unreviewed, order=order,
+                                    offset=offset, limit=limit)
+
+    def facets(self) -> dict[str, Any]:
+        """The library's photos counted by folder, month and tag, and those not reviewed yet."""
+        return self._browser().facets()
+
+    def _browser(self) -> Browser:
+        searcher = self._search()
+        if self._browsing is None or self._browsing.searcher is not searcher:
+            self._browsing = Browser(searcher)
+        return self._browsing
+
+    def photo_file(self, image_id: int) -> Path:
+        """The file of a photo (or training image) by its id."""
+        return Path(photo_record(self.model(), image_id).path)
+
+    def photo_with_content(self, sha256: str) -> tuple[int, str] | None:
+        """The library photo whose file's bytes have this SHA-256 (its id and path), or None."""
+        return find_content(self.model(), sha256)
 
     def photo_id(self, path: str | Path) -> int:
         """The id of the photo (or training image) at ``path``."""

@@ -230,6 +230,8 @@ def correct(
     confirm: Annotated[list[str] | None, typer.Option("--confirm", help="A tag that is right (repeatable).")] = None,
     reject: Annotated[list[str] | None, typer.Option("--reject", help="A tag that is wrong (repeatable).")] = None,
     add: Annotated[list[str] | None, typer.Option("--add", help="A tag the photo lacks (repeatable).")] = None,
+    clear: Annotated[list[str] | None, typer.Option("--clear", help="Forget your corrections of this tag: its "
+                                                                    "prediction shows again (repeatable).")] = None,
     from_file: Annotated[Path | None, typer.Option(
         "--from", help='A JSON Lines file of corrections: {"image": PATH, "confirm": [...], "reject": [...], '
                        '"add": [...]} (or "id": N) per line.')] = None,
@@ -242,14 +244,14 @@ def correct(
     items: list[Correction] = []
     if from_file is not None:
         items += read_corrections(from_file)
-    if confirm or reject or add:
+    if confirm or reject or add or clear:
         if photo is None:
             raise AnnotError("name the photo to correct (its path or id), or give --from FILE")
         target: int | str = int(photo) if photo.isdigit() and not Path(photo).exists() else str(Path(photo).resolve())
-        items += [Correction(target, t, a) for a, found in (("confirm", confirm), ("reject", reject), ("add", add))
-                  for t in found or []]
+        items += [Correction(target, t, a) for a, found in (("confirm", confirm), ("reject", reject), ("add", add),
+                                                            ("clear", clear)) for t in found or []]
     elif photo is not None:
-        raise AnnotError(f"{photo}: say what to correct: --confirm, --reject or --add a tag")
+        raise AnnotError(f"{photo}: say what to correct: --confirm, --reject, --add or --clear a tag")
     report = open_store(store, wait).correct(items, source="cli")
     if json_out:
         print_json(report.to_dict())

@@ -1,4 +1,5 @@
-"""Correcting tags (``annot correct``): confirm or reject a tag of a photo, or add one it lacks.
+"""Correcting tags (``annot correct``): confirm or reject a tag of a photo, or add one it lacks; ``clear`` forgets
+the corrections of a library photo's tag (its prediction shows again: the undo of a click).
 
 A correction is kept in the ``corrections`` table (``annot sql "select * from corrections"``) and wins over what the
 model predicts: every later ``annot annotate`` scores the photo again, but ``annot search``, ``annot export`` and the
@@ -49,7 +50,8 @@ from annot.schema.database import delete_rows, insert_rows, next_id, update_rows
 from annot.settings import ProjectionKind, SettingsError
 from annot.store import StoreDir
 
-ACTIONS = ("confirm", "reject", "add")
+ACTIONS = ("confirm", "reject", "add", "clear")
+VOUCHING = ("confirm", "add")  # the actions that make a tag sure
 MAX_WORD_CHARS = 100  # a tag added by a correction (a word or phrase) is at most this long, once folded
 CORRECTIONS_LIMIT = 64 << 20  # a corrections file over 64 MiB is not one (about a million corrections)
 
@@ -141,15 +143,13 @@ def _resolve(conn: Connection, items: Sequence[Correction], store: Path) -> list
         else:
             found = by_path.get(c.photo)
             if found is None:
-                raise NotFound(f"{c.photo}: not a photo of {store} (annotate it first: annot annotate); "
-                                 "nothing corrected")
+                raise NotFound(f"{c.photo}: not a photo of {store} (annotate it first); nothing corrected")
             image_id = found
         word = normalize_tag(c.tag)
         if word not in vocabulary:
             if c.action != "add":
-                raise AnnotError(f"{c.tag!r}: not a word of the store's vocabulary ({len(vocabulary)} words: "
-                                 "annot sql \"select word from tags\"), so no photo has it to "
-                                 f"{c.action}; add it instead; nothing corrected")
+                raise AnnotError(f"{c.tag!r}: not a word of the store's vocabulary ({len(vocabulary):,} words), so "
+                                 f"no photo has it to {c.action}; add it instead; nothing corrected")
             vocabulary[word] = _new_word(conn, word, c.tag)
         resolved.append((int(image_id), int(vocabulary[word]), c.action))
     return resolved
@@ -181,6 +181,8 @@ def new_events(conn: Connection, resolved: Sequence[tuple[int, int, str]]) -> li
             last[(int(image_id), int(tag_id))] = str(action)
     out = []
     for image_id, tag_id, action in resolved:
+        if action == "clear" and last.get((image_id, tag_id), "clear") == "clear":
+            continue  # nothing to forget
         if last.get((image_id, tag_id)) != action:
             out.append((image_id, tag_id, action))
             last[(image_id, tag_id)] = action
@@ -193,7 +195,7 @@ def vouched(conn: Connection, image_ids: Sequence[int]) -> dict[int, set[int]]:
     for image_id, tag_id, action in conn.execute(
             select(corrections.c.image_id, corrections.c.tag_id, corrections.c.action)
             .where(corrections.c.image_id.in_(list(out))).order_by(corrections.c.id)):
-        out[int(image_id)][int(tag_id)] = action != "reject"
+        out[int(image_id)][int(tag_id)] = action in VOUCHING
     return {i: {t for t, keep in found.items() if keep} for i, found in out.items()}
 
 
@@ -213,6 +215,10 @@ def record_corrections(store_root: Path, items: Iterable[Correction], *, source:
             library = {int(i) for (i,) in conn.execute(select(photo_files.c.image_id)
                                                        .where(photo_files.c.image_id.in_(photo_ids)))}
             split = dict(conn.execute(select(images.c.id, images.c.split).where(images.c.id.in_(photo_ids))).all())
+            cleared = next((i for i, _, a in checked if a == "clear" and i not in library), None)
+            if cleared is not None:
+                raise AnnotError(f"photo id {cleared}: a training image's tags are its own: confirm or reject them "
+                                 "(clear forgets corrections of library photos); nothing corrected")
             start = next_id(conn, corrections)
             insert_rows(conn, corrections, [{"id": start + n, "image_id": i, "tag_id": t, "action": a,
                                              "created_at": now, "source": source}

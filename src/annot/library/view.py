@@ -97,9 +97,12 @@ def photo_tags(store: StoreDir, ids: Sequence[int]) -> dict[int, list[PhotoTag]]
         for i, t, c in conn.execute(select(photo_annotations.c.image_id, photo_annotations.c.tag_id, photo_annotations.c.confidence)
                                     .where(photo_annotations.c.image_id.in_(library)).order_by(photo_annotations.c.rank)):
             predicted[int(i)][int(t)] = (c, "predicted")
+        made = {i: dict(found) for i, found in predicted.items()}  # what clear brings back
         for i, t, action in conn.execute(select(corrections.c.image_id, corrections.c.tag_id, corrections.c.action)
                                          .where(corrections.c.image_id.in_(library)).order_by(corrections.c.id)):
-            if action == "reject":
+            if action == "clear" and int(t) in made.get(int(i), {}):
+                predicted[int(i)][int(t)] = made[int(i)][int(t)]
+            elif action in ("reject", "clear"):
                 predicted[int(i)].pop(int(t), None)
             else:
                 predicted[int(i)][int(t)] = (1.0, "confirmed" if action == "confirm" else "added")
@@ -117,6 +120,17 @@ def find_photo(model: StoreModel, path: Path) -> int:
             if found is not None:
                 return int(found)
     raise NotFound(f"{path}: not a photo of {model.store.root}")
+
+
+def find_content(model: StoreModel, sha256: str) -> tuple[int, str] | None:
+    """The library photo whose file has these bytes (its SHA-256): its id and path, or None."""
+    if not model.store.db.has_table("photo_files"):
+        return None
+    with model.store.db.connect() as conn:
+        found = conn.execute(select(images.c.id, images.c.path).join(photo_files, photo_files.c.image_id == images.c.id)
+                             .where(images.c.sha256 == sha256, photo_files.c.state == "annotated")
+                             .order_by(images.c.id).limit(1)).first()
+    return None if found is None else (int(found[0]), str(found[1]))
 
 
 def photo_record(model: StoreModel, image_id: int) -> Photo:
@@ -198,11 +212,14 @@ def _corrected(shown: dict[str, NDArray[Any]], mine: NDArray[np.bool_], fixed: d
     for i, t, c in zip(np.asarray(shown["image_id"])[mine].tolist(), np.asarray(shown["tag_id"])[mine].tolist(),
                        confidence.tolist(), strict=True):
         tags[int(i)][int(t)] = (float(c), 0)
+    made = {i: dict(found) for i, found in tags.items()}  # what clear brings back
     for i, t, action in zip(fixed["image_id"].tolist(), fixed["tag_id"].tolist(), fixed["action"].tolist(),
                             strict=True):
         if not wanted[int(i)]:  # a training image's corrections are its own tags already
             continue
-        if action == "reject":
+        if action == "clear" and int(t) in made.get(int(i), {}):
+            tags[int(i)][int(t)] = made[int(i)][int(t)]
+        elif action in ("reject", "clear"):
             tags[int(i)].pop(int(t), None)
         else:
             tags[int(i)][int(t)] = (1.0, SOURCES.index("confirmed" if action == "confirm" else "added"))
@@ -289,6 +306,11 @@ class PhotoView:
         """The rows of the photos showing vocabulary word ``word``, and its confidence on each."""
         hit = self.words == word
         return self._rows_of_tags[hit], self.confidence[hit]
+
+    @property
+    def rows_of_tags(self) -> NDArray[np.int64]:
+        """The row of each tag in ``words`` (its photo's)."""
+        return self._rows_of_tags
 
     def has_word(self, rows: NDArray[np.int64], word: int) -> NDArray[np.bool_]:
         tagged = np.zeros(len(self.ids), bool)

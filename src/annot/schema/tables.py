@@ -172,10 +172,10 @@ WITH last AS (
 shown AS (
     SELECT a.image_id, a.tag_id, a.confidence, 'predicted' AS source
     FROM annotations a LEFT JOIN last l ON l.image_id = a.image_id AND l.tag_id = a.tag_id
-    WHERE l.action IS NULL
+    WHERE l.action IS NULL OR l.action = 'clear'
     UNION ALL
     SELECT l.image_id, l.tag_id, 1.0, CASE l.action WHEN 'confirm' THEN 'confirmed' ELSE 'added' END
-    FROM last l JOIN photo_files f ON f.image_id = l.image_id WHERE l.action <> 'reject'
+    FROM last l JOIN photo_files f ON f.image_id = l.image_id WHERE l.action IN ('confirm', 'add')
     UNION ALL
     SELECT t.image_id, t.tag_id, 1.0, 'training'
     FROM image_tags t JOIN images i ON i.id = t.image_id

@@ -21,7 +21,7 @@ ERROR_STATUS: dict[type[Exception], int] = {
     UnreadableUpload: 415, UploadTooLarge: 413, UploadOverLimit: 413,
 }
 PARAMETERS = {"scoring.n_tags": "n", "scoring.min_confidence": "min_confidence", "search.mode": "mode",
-              "search.scope": "scope", "correction.action": "action"}  # a setting's name in a request
+              "search.scope": "scope", "correction.action": "action", "browse.order": "order"}  # a setting's name in a request
 TOKEN_REQUIRED = "this server takes writes with its token only (Authorization: Bearer TOKEN)"
 
 

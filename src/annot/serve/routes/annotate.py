@@ -4,12 +4,14 @@ asked."""
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Header, Query, UploadFile
 from starlette.concurrency import run_in_threadpool
 
+from annot.errors import Conflict
 from annot.features.images import TooManyPixels, UnreadableImage
 from annot.library.search import UnreadableUpload, UploadTooLarge
 from annot.methods import Annotation
@@ -59,23 +61,51 @@ async def annotate_image(
     if keep:
         with state.guard.reading() as s:  # the answer's features are the store's when its encoder made them
             own = not isinstance(s.model().method(scoring.method), CNNRMethod)
-        out["id"] = await run_in_threadpool(keep_upload, state, name, data, answer.features if own else None)
+        out["id"], out["path"] = await run_in_threadpool(keep_upload, state, name, data,
+                                                         answer.features if own else None)
     return out
 
 
-def keep_upload(state: ServerState, name: str, data: bytes, features: Any = None) -> int:
-    """Save an upload under the store's uploads/ folder and annotate it into the library (from ``features``, the
-    answer's, where given: not decoded or encoded again); its photo id. A refused one (the store busy, the photo
-    unreadable) leaves no file behind."""
-    suffix = Path(name).suffix.lower() if Path(name).suffix.lower() in KEPT_SUFFIXES else ".jpg"
+def kept_name(name: str) -> str:
+    """An upload's file name as it is kept: its last part, without control characters or a leading dot, at most
+    100 characters before a photo suffix (``.jpg`` where it has none)."""
+    base = "".join(c for c in name.replace("\\", "/").rsplit("/", 1)[-1] if c.isprintable()).strip().lstrip(".")
+    stem, suffix = (base.rsplit(".", 1)[0], "." + base.rsplit(".", 1)[1].lower()) if "." in base else (base, "")
+    if suffix not in KEPT_SUFFIXES:
+        stem, suffix = base, ".jpg"
+    return (stem.strip()[:100] or "upload") + suffix
+
+
+def _place(folder: Path, name: str, data: bytes) -> tuple[Path, bool]:
+    """Where an upload is kept: its own name, or ``name-2``, ``name-3``... beside a different photo of that name; the
+    same photo uploaded again is the same file. Whether the file was written now."""
+    wanted = kept_name(name)
+    stem, suffix = wanted[: -len(Path(wanted).suffix)], Path(wanted).suffix
+    for n in range(1, 10_000):
+        path = folder / (wanted if n == 1 else f"{stem}-{n}{suffix}")
+        try:
+            with open(path, "xb") as fh:  # claimed: no other request writes it
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            return path, True
+        except FileExistsError:
+            if path.is_file() and path.stat().st_size == len(data) and path.read_bytes() == data:
+                return path, False
+    raise Conflict(f"{name}: too many uploads of that name")
+
+
+def keep_upload(state: ServerState, name: str, data: bytes, features: Any = None) -> tuple[int, str]:
+    """Save an upload under the store's uploads/ folder by its own name and annotate it into the library (from
+    ``features``, the answer's, where given: not decoded or encoded again); its photo id and path. A refused one (the
+    store busy, the photo unreadable) leaves no file behind."""
+    with state.guard.reading() as s:
+        known = s.photo_with_content(hashlib.sha256(data).hexdigest())
+    if known is not None:  # the same photo, kept before (or a library photo): the same photo
+        return known
     folder = state.store.root / "uploads"
-    path = folder / f"{hashlib.sha256(data).hexdigest()[:24]}{suffix}"
     folder.mkdir(exist_ok=True)
-    created = not path.exists()
-    if created:
-        tmp = path.with_suffix(".part")
-        tmp.write_bytes(data)
-        tmp.replace(path)
+    path, created = _place(folder, name, data)
     try:
         with state.store.writer() as writing:
             report = writing.annotate([path], features=None if features is None else {path: features})
@@ -86,4 +116,4 @@ def keep_upload(state: ServerState, name: str, data: bytes, features: Any = None
             path.unlink(missing_ok=True)
         raise
     with state.guard.reading() as s:
-        return s.photo_id(path)
+        return s.photo_id(path), str(path)

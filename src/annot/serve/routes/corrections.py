@@ -19,7 +19,8 @@ MAX_TAG_CHARS = 200  # a tag's length in a request
 class CorrectionIn(BaseModel):
     id: int = Field(description="The photo's id (from search or annotate).")
     tag: str = Field(min_length=1, max_length=MAX_TAG_CHARS)
-    action: Literal["confirm", "reject", "add"] = Field(description="confirm, reject or add.")
+    action: Literal["confirm", "reject", "add", "clear"] = Field(
+        description="confirm, reject or add; clear forgets the corrections of a library photo's tag (undo).")
 
 
 class CorrectionsIn(BaseModel):

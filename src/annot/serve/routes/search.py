@@ -8,6 +8,7 @@ from fastapi import APIRouter, File, Form, Query, UploadFile
 from starlette.concurrency import run_in_threadpool
 
 from annot.library.search import MODES, Found
+from annot.serve.errors import error
 from annot.serve.state import State
 
 router = APIRouter(tags=["search"])
@@ -25,8 +26,9 @@ def hits_of(found: Found) -> dict[str, Any]:
 @router.get("/search")
 def search_words(
     state: State,
-    q: Annotated[str, Query(min_length=1, max_length=MAX_QUERY_CHARS,
-                            description="Words to search for, separated by spaces.")],
+    q: Annotated[str, Query(max_length=MAX_QUERY_CHARS, description="Words to search for, separated by spaces.")
+                 ] = "",
+    like: Annotated[int | None, Query(description="Find photos that look like this photo (its id).")] = None,
     mode: Annotated[str, Query(description=f"One of {', '.join(MODES)}.")] = "combined",
     require: Annotated[list[str] | None, Query(max_length=MAX_FILTERS,
                                                description="A tag every result must have.")] = None,
@@ -39,9 +41,12 @@ def search_words(
     all_results: Annotated[bool, Query(alias="all", description="Also the photos whose only evidence is weaker "
                                                                   "than the calibrated cut.")] = False,
 ) -> dict[str, Any]:
+    if not q.strip() and like is None:
+        return error(422, "q: say what to search for: words, or like (a photo's id)")  # type: ignore[return-value]
     with state.guard.reading() as s:
-        return hits_of(s.find(q.split(), mode=mode, require=require or [], exclude=exclude or [], folder=folder,
-                              n=n, scope=scope, all_results=all_results))
+        example = None if like is None else s.photo_file(like)
+        return hits_of(s.find(q.split(), like=example, mode=mode, require=require or [], exclude=exclude or [],
+                              folder=folder, n=n, scope=scope, all_results=all_results))
 
 
 @router.post("/search")
