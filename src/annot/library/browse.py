@@ -206,11 +206,13 @@ EXIF_IFD, DATE_TAKEN, MAKE, MODEL = 0x8769, 0x9003, 0x010F, 0x0110
 
 
 def file_details(path: Path) -> dict[str, Any]:
-    """What the viewer shows of a photo's file: its size in bytes, when it was taken (EXIF ``DateTimeOriginal``, as
-    written: local time) and the camera (EXIF make and model); None for what it lacks or cannot be read."""
-    out: dict[str, Any] = {"bytes": None, "taken": None, "camera": None}
+    """What the viewer shows of a photo's file: its size in bytes, its modification time (ISO, UTC), when it was
+    taken (EXIF ``DateTimeOriginal``, as written: local time) and the camera (EXIF make and model); None for what it
+    lacks or cannot be read."""
+    out: dict[str, Any] = {"bytes": None, "modified": None, "taken": None, "camera": None}
     try:
-        out["bytes"] = path.stat().st_size
+        status = path.stat()
+        out["bytes"], out["modified"] = status.st_size, _iso(int(status.st_mtime))
         from PIL import Image
 
         with Image.open(path) as image:

@@ -367,7 +367,8 @@ class Searcher:
         photos with some of them, those with more first). A search by words ends where the evidence ends: a photo
         counts by its tags where they reach :meth:`evidence_cut`, and in the combined mode only photos with that
         evidence are shown (the shared space orders them); ``left_out`` counts the others, which ``all_results``
-        shows too."""
+        shows too. Words none of which stands for a vocabulary word find nothing there (``space`` still ranks by
+        their word vectors)."""
         if mode not in MODES:
             raise SettingsError("search.mode", f"must be one of {', '.join(MODES)}, got {mode!r}")
         if n < 1:
@@ -379,7 +380,8 @@ class Searcher:
         rankings: dict[str, Ranking] = {}
         if like is not None:
             rankings["like"] = self.nearest(self.image_query(like, max_pixels))
-        if words and mode in ("combined", "space"):
+        unread = bool(words) and all(not self.meaning(w)[1] for w in words)
+        if words and (mode == "space" or (mode == "combined" and not unread)):  # no reading: no evidence to show
             try:
                 rankings["space"] = self.nearest(self.text_query(words))
             except (WordVectorError, AnnotError):

@@ -79,22 +79,31 @@ def create_app(store_root: Path, *, token: str | None = None, limits: Limits | N
     return app
 
 
+# the page runs its own script only: text from data can never run as script, even if it reached markup
+PAGE_CSP = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' blob: data:; "
+            "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
+
+
 def _mount_page(app: FastAPI) -> None:
     """The web page and the OpenAPI explorer, both offline."""
-    from swagger_ui_bundle import swagger_ui_path
+    import importlib.util
 
+    spec = importlib.util.find_spec("fastapi_offline")  # its Swagger UI 5 bundle reads OpenAPI 3.1 (only the files)
+    assert spec is not None and spec.submodule_search_locations
+    swagger = Path(next(iter(spec.submodule_search_locations))) / "static"
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
-    app.mount("/docs-assets", StaticFiles(directory=str(swagger_ui_path)), name="docs-assets")
+    app.mount("/docs-assets", StaticFiles(directory=str(swagger)), name="docs-assets")
 
     @app.get("/", include_in_schema=False)
     def page() -> FileResponse:
-        return FileResponse(STATIC / "index.html", media_type="text/html")
+        return FileResponse(STATIC / "index.html", media_type="text/html", headers={"Content-Security-Policy": PAGE_CSP})
 
     @app.get("/docs", include_in_schema=False)
     def docs() -> HTMLResponse:
         return get_swagger_ui_html(openapi_url="/openapi.json", title="annot API",
                                    swagger_js_url="/docs-assets/swagger-ui-bundle.js",
-                                   swagger_css_url="/docs-assets/swagger-ui.css", swagger_favicon_url="")
+                                   swagger_css_url="/docs-assets/swagger-ui.css",
+                                   swagger_favicon_url="/docs-assets/favicon.png")
 
 
 def _warm_up(store: Store, batch: int) -> None:
