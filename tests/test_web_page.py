@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SCREENS = ROOT / "out" / "screens"
 XSS_TAG = '<img src=x onerror="window.pwned=1">'
 XSS_FOLDER = "<b>bold</b> & co"
+XSS_FILE = '<svg onload="window.pwned=2">.jpg'
 DROP = """
 const [name, data] = arguments;
 const bytes = Uint8Array.from(atob(data), (c) => c.charCodeAt(0));
@@ -48,10 +49,11 @@ def site(built_store: Path, synthetic: dict[str, Path], tmp_path_factory: pytest
     make_photos(root / "photos" / "2024" / "june trip", 40, seed=61)
     make_photos(root / "photos" / "2025", 30, seed=62, prefix="q")
     odd = make_photos(root / "photos" / XSS_FOLDER, 5, seed=63, prefix="r")
+    min(odd).rename(min(odd).with_name(XSS_FILE))
     annotate_photos(store, [root / "photos"])
     evaluate(store, synthetic["test"])
     with annot.open_store(store) as api:
-        api.correct([annot.Correction(str(min(odd)), XSS_TAG, "add")])
+        api.correct([annot.Correction(str(min(odd).with_name(XSS_FILE)), XSS_TAG, "add")])
     with Server(create_app(store)) as server:
         yield {"url": server.url, "store": store, "root": root}
 
@@ -95,6 +97,12 @@ def no_sideways_scroll(driver: object) -> bool:
 
 def api(site: dict[str, object], path: str, **params: object) -> dict[str, object]:
     return httpx.get(str(site["url"]) + path, params=params, timeout=60).json()  # type: ignore[arg-type, no-any-return]
+
+
+def review_tags(driver: object) -> list[tuple[str, str]]:
+    """The review card's tags and their sources, as shown now (read in one go: the list is drawn anew often)."""
+    return [tuple(t) for t in driver.execute_script(  # type: ignore[attr-defined]
+        "return [...document.querySelectorAll('#review-tags li')].map(li => [li.dataset.tag, li.dataset.source])")]
 
 
 def keys(driver: object, *pressed: str) -> None:
@@ -191,7 +199,9 @@ def test_the_viewer_keeps_the_aspect_ratio_and_moves_with_the_keys(page: object,
     assert driver.find_element("id", "photos-title").text == "Photos like this one"  # type: ignore[attr-defined]
 
 
-def test_review_with_the_keyboard_teaches_and_undoes(page: object, site: dict[str, object]) -> None:
+@pytest.mark.parametrize("page", [("desktop", "light"), ("phone", "dark")], indirect=True, ids=["desktop", "phone"])
+def test_review_with_the_keyboard_teaches_and_undoes(page: object, site: dict[str, object],
+                                                     request: pytest.FixtureRequest) -> None:
     from selenium.webdriver.common.keys import Keys
 
     driver = page
@@ -200,48 +210,51 @@ def test_review_with_the_keyboard_teaches_and_undoes(page: object, site: dict[st
     left = driver.find_element("id", "review-left").text  # type: ignore[attr-defined]
     assert left.startswith("50 of 50 left")
     photo = int(api(site, "/v1/review", n=1)["photos"][0]["id"])  # type: ignore[index]
-    first = css(driver, "#review-tags li")[0].get_attribute("data-tag")
+    first, second = [tag for tag, _ in review_tags(driver)][:2]
     keys(driver, "r")  # reject the chosen (first) tag
-    wait_for(driver, lambda d: first not in [li.get_attribute("data-tag") for li in css(d, "#review-tags li")])
+    wait_for(driver, lambda d: first not in dict(review_tags(d)))
     assert first not in {t["tag"] for t in api(site, f"/v1/images/{photo}")["tags"]}  # type: ignore[index]
     keys(driver, "u")  # undo: the tag is back, predicted
-    wait_for(driver, lambda d: css(d, f'#review-tags li[data-tag="{first}"][data-source="predicted"]'))
+    wait_for(driver, lambda d: dict(review_tags(d)).get(first) == "predicted")
     shown = {t["tag"]: t["source"] for t in api(site, f"/v1/images/{photo}")["tags"]}  # type: ignore[index]
     assert shown[first] == "predicted"
     keys(driver, Keys.ARROW_DOWN, "a")  # accept the second tag
-    second = css(driver, "#review-tags li")[1].get_attribute("data-tag")
-    wait_for(driver, lambda d: css(d, f'#review-tags li[data-tag="{second}"][data-source="confirmed"]'))
+    wait_for(driver, lambda d: dict(review_tags(d)).get(second) == "confirmed")
     keys(driver, "t")
     assert driver.switch_to.active_element.get_attribute("id") == "review-tag"  # type: ignore[attr-defined]
     suggestions = driver.execute_script(  # type: ignore[attr-defined]
         "return [...document.querySelectorAll('#vocabulary option')].map(o => o.value)")
     assert "sky" in suggestions
     keys(driver, "holiday", Keys.ENTER)
-    wait_for(driver, lambda d: css(d, '#review-tags li[data-tag="holiday"][data-source="added"]'))
+    wait_for(driver, lambda d: dict(review_tags(d)).get("holiday") == "added")
     assert "teaches" in driver.find_element("id", "status").text  # type: ignore[attr-defined]
-    shot(driver, "review-desktop")
+    assert no_sideways_scroll(driver)
+    shot(driver, f"review-{request.node.callspec.id}")
     keys(driver, Keys.ARROW_RIGHT)
     wait_for(driver, lambda d: d.find_element("id", "review-left").text.startswith("49 of 50 left"))
     driver.find_element("id", "rescore").click()  # type: ignore[attr-defined]
     wait_for(driver, lambda d: d.find_element("id", "taught").text.startswith("Re-scored"), timeout=120)
 
 
-def test_try_a_photo_without_keeping_it_then_keep_it(page: object, site: dict[str, object]) -> None:
+@pytest.mark.parametrize("page", [("desktop", "light"), ("phone", "dark")], indirect=True, ids=["desktop", "phone"])
+def test_try_a_photo_without_keeping_it_then_keep_it(page: object, site: dict[str, object],
+                                                     request: pytest.FixtureRequest) -> None:
     driver = page
+    name = f"Beach day {request.node.callspec.id}.jpg"
     wait_for(driver, lambda d: len(css(d, "#gallery .card")) == 60)
     before = api(site, "/v1/photos", limit=1)["total"]
-    data = base64.b64encode(jpeg(["sea", "sand"], seed=5, size=96)).decode()
-    driver.execute_script(DROP, "Beach day.jpg", data)  # type: ignore[attr-defined]
-    wait_for(driver, lambda d: d.find_element("id", "viewer-title").text == "Beach day.jpg (not kept)")
+    data = base64.b64encode(jpeg(["sea", "sand"], seed=len(name), size=96)).decode()
+    driver.execute_script(DROP, name, data)  # type: ignore[attr-defined]
+    wait_for(driver, lambda d: d.find_element("id", "viewer-title").text == f"{name} (not kept)")
     wait_for(driver, lambda d: len(css(d, "#viewer-tags li")) == 5 and css(d, "#voters button"))
     assert not css(driver, "#viewer-tags button")  # nothing to correct: it is not kept
     assert api(site, "/v1/photos", limit=1)["total"] == before  # nothing written
     driver.find_element("id", "keep").click()  # type: ignore[attr-defined]
     wait_for(driver, lambda d: d.find_element("id", "viewer-note").text.startswith("Kept in your library as "))
     note = driver.find_element("id", "viewer-note").text  # type: ignore[attr-defined]
-    assert note.endswith("/uploads/Beach day.jpg")
+    assert note.endswith(f"/uploads/{name}") and no_sideways_scroll(driver)
     assert api(site, "/v1/photos", limit=1)["total"] == before + 1
-    assert driver.find_element("id", "viewer-title").text == "Beach day.jpg"  # type: ignore[attr-defined]
+    assert driver.find_element("id", "viewer-title").text == name  # type: ignore[attr-defined]
 
 
 def test_markup_in_tags_and_folders_stays_text(page: object, site: dict[str, object]) -> None:
@@ -252,10 +265,12 @@ def test_markup_in_tags_and_folders_stays_text(page: object, site: dict[str, obj
     assert folder.text.split("\n")[0].endswith(XSS_FOLDER) and not css(driver, ".facet b")
     folder.click()
     wait_for(driver, lambda d: len(css(d, "#gallery .card")) == 5)
-    card = next(c for c in css(driver, "#gallery .card") if XSS_TAG in c.text)
+    card = next(c for c in css(driver, "#gallery .card") if XSS_FILE in c.text)
+    assert XSS_TAG in card.text and not css(driver, "#gallery svg")
     card.click()
     wait_for(driver, lambda d: css(d, "#viewer-tags li"))
     assert XSS_TAG in [li.get_attribute("data-tag") for li in css(driver, "#viewer-tags li")]
+    assert driver.find_element("id", "viewer-title").text == XSS_FILE  # type: ignore[attr-defined]
     assert not css(driver, 'img[src="x"]') and driver.execute_script("return window.pwned") is None  # type: ignore[attr-defined]
     assert "script-src 'self'" in httpx.get(str(site["url"]) + "/").headers["content-security-policy"]
 
