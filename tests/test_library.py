@@ -334,3 +334,25 @@ def test_the_calibration_made_from_memory_is_the_one_the_files_give(store: Path)
     assert sorted(made) == sorted(read)
     for key in made:
         np.testing.assert_array_equal(made[key], read[key])
+
+
+def test_a_photo_is_dated_by_its_exif_and_browsed_by_it(store: Path, tmp_path: Path) -> None:
+    """A photo whose EXIF (written by exiftool, as a camera would) says when it was taken is dated by it; one without
+    by its file's time; the viewer's details name the camera."""
+    from annot.library.browse import file_details
+
+    photos = sorted(make_photos(tmp_path / "photos", 3, seed=71))
+    subprocess.run(["exiftool", "-q", "-overwrite_original", "-DateTimeOriginal=2019:07:14 18:30:00", "-Make=Canon",
+                    "-Model=Canon EOS 5D", str(photos[0])], check=True)
+    annotate_photos(store, [tmp_path / "photos"])
+    with annot.open_store(store) as api:
+        page = api.browse(order="oldest", limit=10)
+        assert page.photos[0].path == str(photos[0]) and page.photos[0].date == "2019-07-14T18:30:00"
+        assert all(p.date[:4] != "2019" for p in page.photos[1:])  # the others: their file's time
+        months = {m["month"]: m["count"] for m in api.facets()["months"]}
+        assert months["2019-07"] == 1 and sum(months.values()) == 3
+        assert [p.path for p in api.browse(date="2019-07").photos] == [str(photos[0])]
+        assert api.browse(date="2019").total == 1
+    details = file_details(photos[0])
+    assert details["taken"] == "2019-07-14T18:30:00" and details["camera"] == "Canon EOS 5D"
+    assert file_details(photos[1])["taken"] is None and file_details(photos[1])["camera"] is None

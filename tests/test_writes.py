@@ -318,3 +318,23 @@ def test_a_full_disk_during_a_change_is_one_line_and_loses_nothing(store: Path, 
     after = contents(store)
     assert len(after["corrections"]) == len(before["corrections"]) + 1
     assert report.recorded + report.unchanged == 1
+
+
+def test_a_segment_an_older_annot_began_gets_the_columns_added_since(tmp_path: Path) -> None:
+    """A killed writer's working segment, begun before photo_files had taken_at, is continued with the column added
+    (its rows kept, the new column empty)."""
+    import duckdb
+
+    from annot.schema.layered import create_segment_tables
+
+    path = tmp_path / "seg.duckdb"
+    raw = duckdb.connect()
+    raw.execute(f"ATTACH '{path}' AS w")
+    raw.execute("CREATE TABLE w.photo_files (image_id BIGINT, size BIGINT, mtime_ns BIGINT, state VARCHAR)")
+    raw.execute("INSERT INTO w.photo_files VALUES (7, 10, 20, 'annotated')")
+    create_segment_tables(raw, "w")
+    rows = raw.execute("SELECT image_id, state, taken_at, same_as FROM w.photo_files").fetchall()
+    assert rows == [(7, "annotated", None, None)]
+    tables = {t for (t,) in raw.execute("SELECT table_name FROM duckdb_tables() WHERE database_name = 'w'").fetchall()}
+    assert {"images", "annotations", "corrections"} <= tables
+    raw.close()

@@ -18,6 +18,7 @@ import stat
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
@@ -141,6 +142,30 @@ def image_size(path: Path) -> tuple[int, int]:
         if _orientation(image) in (5, 6, 7, 8):  # turned a quarter: shown the other way round
             width, height = height, width
     return int(width), int(height)
+
+
+EXIF_IFD, DATE_TAKEN, DATE_DIGITIZED, MAKE, MODEL = 0x8769, 0x9003, 0x9004, 0x010F, 0x0110
+
+
+def exif_facts(path: Path) -> tuple[datetime | None, str | None]:
+    """When a photo was taken (EXIF ``DateTimeOriginal``, else ``DateTimeDigitized``: the camera's clock, as
+    written) and its camera (make and model), from its header; None for what it lacks or cannot be read."""
+    try:
+        with open_image(path) as image:
+            exif = image.getexif()
+            inner = exif.get_ifd(EXIF_IFD)
+    except (OSError, UnreadableImage, ValueError, SyntaxError):
+        return None, None
+    taken = None
+    for value in (inner.get(DATE_TAKEN), inner.get(DATE_DIGITIZED)):
+        try:
+            taken = datetime.strptime(str(value).strip("\x00 ")[:19], "%Y:%m:%d %H:%M:%S")
+            break
+        except ValueError:  # absent, or "0000:00:00 00:00:00" as some cameras write
+            continue
+    make, model = (str(exif.get(k) or "").strip("\x00 ") for k in (MAKE, MODEL))
+    camera = model if make and model.lower().startswith(make.split()[0].lower()) else f"{make} {model}".strip()
+    return taken, camera or None
 
 
 def content_hash(path: Path) -> str:

@@ -2,7 +2,8 @@
 in another order, narrowed to a folder, a month or year, a tag or the photos not reviewed yet, with the counts of
 each (``Store.facets``).
 
-A photo's date is its file's modification time. Its folder is the one that holds it. A tag narrows to the photos
+A photo's date is when it was taken (EXIF, the camera's clock, as written) where its file says, else its file's
+modification time (UTC). Its folder is the one that holds it. A tag narrows to the photos
 that show it as search counts evidence: a predicted tag at or above the store's calibrated cut, or one the person
 confirmed or added. Orders: ``newest`` and ``oldest`` (by date), ``name`` (by path), and ``confidence``: with a tag,
 the photos surest of it first; without one, the photos whose surest tag is least sure first (those to look at).
@@ -24,6 +25,7 @@ from numpy.typing import NDArray
 from sqlalchemy import select
 
 from annot.errors import AnnotError
+from annot.features.images import exif_facts
 from annot.library.search import Searcher
 from annot.library.view import PhotoTag, photo_tags
 from annot.schema import images
@@ -33,7 +35,8 @@ from annot.settings import SettingsError
 ORDERS = ("newest", "oldest", "name", "confidence")
 MAX_PAGE = 200  # photos in one page
 LIBRARY_SQL = """
-SELECT f.image_id, regexp_replace(i.path, '/[^/]*$', '') AS folder, f.mtime_ns // 1000000000 AS seconds,
+SELECT f.image_id, regexp_replace(i.path, '/[^/]*$', '') AS folder,
+       coalesce(epoch(f.taken_at)::BIGINT, f.mtime_ns // 1000000000) AS seconds,
        rank() OVER (ORDER BY i.path) AS by_name,
        f.image_id IN (SELECT image_id FROM (
            SELECT image_id, action, row_number() OVER (PARTITION BY image_id, tag_id ORDER BY id DESC) AS latest
@@ -46,7 +49,8 @@ ORDER BY f.image_id
 
 @dataclass(frozen=True)
 class BrowsedPhoto:
-    """A photo of a page: its id, path, folder, date (ISO, UTC) and tags as shown (surest first)."""
+    """A photo of a page: its id, path, folder, date (ISO: when it was taken by the camera's clock, else its
+    file's time in UTC) and tags as shown (surest first)."""
 
     id: int
     path: str
@@ -177,7 +181,7 @@ class Browser:
             paths = {int(i): str(p) for i, p in conn.execute(select(images.c.id, images.c.path)
                                                              .where(images.c.id.in_(ids)))}
         shown = photo_tags(self.searcher.model.store, ids)
-        return [BrowsedPhoto(i, paths.get(i, ""), str(self.folders[self.folder_of[c]]), _iso(int(self.seconds[c])),
+        return [BrowsedPhoto(i, paths.get(i, ""), str(self.folders[self.folder_of[c]]), _iso(int(self.seconds[c]))[:19],
                              bool(self.reviewed[c]), tuple(shown.get(i, [])))
                 for i, c in zip(ids, chosen.tolist(), strict=True)]
 
@@ -202,30 +206,16 @@ class Browser:
                 "tags": [{"tag": view.vocabulary[j], "count": int(counted[j])} for j in top if counted[j] > 0]}
 
 
-EXIF_IFD, DATE_TAKEN, MAKE, MODEL = 0x8769, 0x9003, 0x010F, 0x0110
-
-
 def file_details(path: Path) -> dict[str, Any]:
     """What the viewer shows of a photo's file: its size in bytes, its modification time (ISO, UTC), when it was
-    taken (EXIF ``DateTimeOriginal``, as written: local time) and the camera (EXIF make and model); None for what it
-    lacks or cannot be read."""
-    out: dict[str, Any] = {"bytes": None, "modified": None, "taken": None, "camera": None}
+    taken (EXIF, the camera's clock) and the camera; None for what it lacks or cannot be read."""
     try:
         status = path.stat()
-        out["bytes"], out["modified"] = status.st_size, _iso(int(status.st_mtime))
-        from PIL import Image
-
-        with Image.open(path) as image:
-            exif = image.getexif()
-    except (OSError, ValueError, SyntaxError):
-        return out
-    taken = exif.get_ifd(EXIF_IFD).get(DATE_TAKEN)
-    if isinstance(taken, str) and len(taken) >= 19:  # "2024:06:01 14:03:00"
-        out["taken"] = taken[:10].replace(":", "-") + "T" + taken[11:19]
-    make, model = (str(exif.get(k) or "").strip("\x00 ") for k in (MAKE, MODEL))
-    camera = model if make and model.lower().startswith(make.split()[0].lower()) else f"{make} {model}".strip()
-    out["camera"] = camera or None
-    return out
+    except OSError:
+        return {"bytes": None, "modified": None, "taken": None, "camera": None}
+    taken, camera = exif_facts(path)
+    return {"bytes": status.st_size, "modified": _iso(int(status.st_mtime)),
+            "taken": None if taken is None else taken.isoformat(), "camera": camera}
 
 
 __all__ = ["MAX_PAGE", "ORDERS", "BrowsedPhoto", "Browser", "Page", "file_details"]

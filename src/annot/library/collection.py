@@ -30,7 +30,7 @@ from numpy.typing import NDArray
 from sqlalchemy import select
 
 from annot.errors import AnnotError
-from annot.features.images import ImageInfo, UnreadableImage, image_size, probe_image
+from annot.features.images import ImageInfo, UnreadableImage, exif_facts, image_size, probe_image
 from annot.indexer.distributed import connect, extract_with_ray
 from annot.library.identity import follow_identity, link_copies
 from annot.library.scan import (
@@ -212,9 +212,10 @@ class Library:
             self.put(part, self.vectors_of(self.cache.load(part)))
 
     # -- writing photos -----------------------------------------------------------------------------------------
-    def write(self, ids: list[int], X: NDArray[np.float32], stats: dict[int, FileFacts] | None = None) -> int:
-        """Score photos whose features are ``X``, write their annotations (with ``stats``, their file facts too) and
-        vectors; returns how many already annotated photos' tags changed."""
+    def write(self, ids: list[int], X: NDArray[np.float32], stats: dict[int, FileFacts] | None = None,
+              taken: dict[int, datetime | None] | None = None) -> int:
+        """Score photos whose features are ``X``, write their annotations (with ``stats``, their file facts and
+        ``taken``, when they were taken, too) and vectors; returns how many already annotated photos' tags changed."""
         # a photo that joined the training index (corrected) is scored without its own vote
         predictions = self.model.predict(X, self.scoring, exclude=np.asarray(ids, np.int64))
         now = datetime.now(UTC).replace(tzinfo=None)
@@ -241,7 +242,8 @@ class Library:
                             {"annotated_at": now, "model": self.model_tag}, keys=ids)
             else:
                 self._files(conn, [{"image_id": i, **stats[i].row(), "state": "annotated", "error": None,
-                                    "annotated_at": now, "model": self.model_tag} for i in ids])
+                                    "annotated_at": now, "model": self.model_tag, "taken_at": (taken or {}).get(i)}
+                                   for i in ids])
         if stats is not None:  # a new or changed photo: its vector
             self.put(np.asarray(ids, np.int64), self.vectors_of(X))
         else:  # re-scored: the index holds its vector for this projection (_load_index), unless it was out
@@ -383,6 +385,8 @@ def _annotate_chunk(library: Library, part: list[Todo], known: dict[str, Known],
     ids: dict[Path, int] = {}
     force: set[int] = set()
     stats: dict[int, FileFacts] = {}
+    taken: dict[int, datetime | None] = {}
+    when = {todo.path: exif_facts(todo.path)[0] for todo in part}  # read before the store is held
     now = datetime.now(UTC).replace(tzinfo=None)
     with store.change(), store.db.begin() as conn:
         start = next_id(conn, images)
@@ -418,6 +422,7 @@ def _annotate_chunk(library: Library, part: list[Todo], known: dict[str, Known],
                 known[str(path)] = Known(image_id, COLLECTION, info.sha256, None, None, None)
             ids[path] = image_id
             stats[image_id] = facts
+            taken[image_id] = when[path]
         insert_rows(conn, images, new)
     items = [(ids[t.path], t.path) for t in part if t.path in ids]
     if not items:
@@ -438,7 +443,7 @@ def _annotate_chunk(library: Library, part: list[Todo], known: dict[str, Known],
             errors[str(p)] = failures[i].split(": ", 1)[-1]
     if good:
         good_ids = [i for i, _ in good]
-        library.write(good_ids, library.cache.load(good_ids), stats)
+        library.write(good_ids, library.cache.load(good_ids), stats, taken)
         for i, p in good:
             seen = known.get(str(p))
             if seen is not None and seen.state is not None:

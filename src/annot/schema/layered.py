@@ -98,9 +98,15 @@ def create_segment_tables(raw: Any, catalog: str) -> None:
     """Every table of the schema and its touched keys, empty, in an attached segment (those it lacks)."""
     present = {str(t) for (t,) in raw.execute(
         "SELECT table_name FROM duckdb_tables() WHERE database_name = ?", [catalog]).fetchall()}
+    columns = _columns(raw)
     for table in metadata.sorted_tables:
         if table.name not in present:
             raw.execute(table_sql(table, catalog))
+        else:  # a segment an older annot began (a killed writer's): the columns added since
+            for column in table.columns:
+                if column.name not in columns.get((catalog, table.name), [column.name]):
+                    kind = column.type.compile(dialect=_duckdb_dialect())
+                    raw.execute(f'ALTER TABLE {catalog}."{table.name}" ADD COLUMN "{column.name}" {kind}')
         if touched(table.name) not in present:
             key = table.c[GROUP_KEY[table.name]]
             kind = "VARCHAR" if key.type.python_type is str else "BIGINT"

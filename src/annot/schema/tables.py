@@ -107,6 +107,7 @@ photo_files = Table(
     Column("inode", BigInteger),  # schema 3: with ctime_ns, tells a replaced file from an unchanged one
     Column("ctime_ns", BigInteger),  # schema 3
     Column("same_as", Integer),  # schema 4: a duplicate (state ``duplicate``) is linked to the photo it repeats
+    Column("taken_at", DateTime),  # schema 6: when it was taken (EXIF, the camera's clock), where the file says
 )
 
 photo_annotations = Table(
@@ -198,7 +199,16 @@ def _m005_readable_views(conn: Connection) -> None:
     conn.exec_driver_sql(CORRECTIONS_VIEW)
 
 
+def _m006_taken_at(conn: Connection) -> None:
+    """When each photo was taken, from its EXIF (photos annotated before show their file's time until annotated
+    again)."""
+    present = {str(name) for (name,) in conn.exec_driver_sql(
+        "SELECT column_name FROM information_schema.columns WHERE table_name = 'photo_files'")}
+    if "taken_at" not in present:
+        conn.exec_driver_sql("ALTER TABLE photo_files ADD COLUMN taken_at TIMESTAMP")
+
+
 # Numbered migrations: entry i brings a database from version i to i + 1. Append, never edit.
 MIGRATIONS: list[Callable[[Connection], None]] = [_m001_initial, _m002_photo_library, _m003_file_identity,
-                                                  _m004_duplicates, _m005_readable_views]
+                                                  _m004_duplicates, _m005_readable_views, _m006_taken_at]
 SCHEMA_VERSION = len(MIGRATIONS)
