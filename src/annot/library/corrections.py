@@ -148,8 +148,9 @@ def _resolve(conn: Connection, items: Sequence[Correction], store: Path) -> list
         word = normalize_tag(c.tag)
         if word not in vocabulary:
             if c.action != "add":
+                advice = "" if c.action == "clear" else "; add it instead"
                 raise AnnotError(f"{c.tag!r}: not a word of the store's vocabulary ({len(vocabulary):,} words), so "
-                                 f"no photo has it to {c.action}; add it instead; nothing corrected")
+                                 f"no photo has it to {c.action}{advice}; nothing corrected")
             vocabulary[word] = _new_word(conn, word, c.tag)
         resolved.append((int(image_id), int(vocabulary[word]), c.action))
     return resolved
