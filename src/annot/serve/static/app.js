@@ -403,8 +403,8 @@ async function tryFile(file) {
     $("viewer-note").textContent = "Not kept: nothing was written. Keep it to add it to your library.";
     showVoters(answer.tags);
     setStatus(`${file.name}: ${answer.tags.map((t) => t.tag).join(", ")}`);
-  } catch (error) {
-    setStatus(`${file.name}: ${error.message}`, true);
+  } catch (error) {  // the server's message names the file already
+    setStatus(error.message.startsWith(file.name) ? error.message : `${file.name}: ${error.message}`, true);
   }
 }
 
