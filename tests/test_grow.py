@@ -184,3 +184,41 @@ def test_add_remove_refit_errors_are_one_line(store: Path, synthetic: dict[str, 
         lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
         assert result.exit_code != 0 and len(lines) == 1, result.stderr
         assert message in " ".join(result.stderr.split()), result.stderr
+
+
+def test_corrections_leave_the_statistics_file_and_their_changes_pending_add_up(store: Path, tmp_path: Path) -> None:
+    """A correction writes what it changed (pending), not the statistics; read with the pending changes added in,
+    the statistics are those of the indexed images with their tags, through every kind of correction; refit writes
+    them whole and clears the pending changes."""
+    from annot.indexer.grow import _Open
+    from annot.library.collection import annotate_photos
+    from annot.library.corrections import Correction, record_corrections
+    from test_library import make_photos
+
+    photos = sorted(make_photos(tmp_path / "photos", 6, seed=81))
+    annotate_photos(store, [tmp_path / "photos"])
+    with StoreDir.open(store) as s:
+        written = s.manifest().projection.statistics
+    steps = [[Correction(str(photos[0]), "sky", "add"), Correction(str(photos[1]), "sea", "add")],
+             [Correction(str(photos[0]), "sky", "reject"), Correction(str(photos[0]), "snow", "add")],
+             [Correction(str(photos[1]), "sea", "clear"), Correction(str(photos[2]), "holiday", "add")],
+             [Correction(str(photos[0]), "snow", "clear")]]
+    for corrections in steps:
+        record_corrections(store, corrections)
+        with StoreDir.open(store, write=True) as s:
+            m = s.manifest()
+            assert m.projection.statistics == written and m.projection.pending is not None  # the big file as it was
+            state = _Open(s)
+            fresh, _ = state.statistics_of(state.ids, state.indexed_labels)
+            assert fresh is not None
+            for key, value in state.stats.to_arrays().items():
+                np.testing.assert_allclose(value, fresh.to_arrays()[key], rtol=1e-9, atol=1e-6, err_msg=key)
+    refit(store)
+    with StoreDir.open(store, write=True) as s:
+        m = s.manifest()
+        assert m.projection.pending is None and m.projection.statistics != written
+        state = _Open(s)
+        fresh, _ = state.statistics_of(state.ids, state.indexed_labels)
+        assert fresh is not None
+        for key, value in statistics(store).to_arrays().items():
+            np.testing.assert_allclose(value, fresh.to_arrays()[key], rtol=1e-9, atol=1e-6, err_msg=key)

@@ -36,6 +36,7 @@ from annot.indexer.corpus import read_corpus
 from annot.indexer.extract import extract_features
 from annot.indexer.importer import TRAIN
 from annot.indexer.keywords import KeywordSummary, photo_folder_corpus
+from annot.indexer.pending import Pending
 from annot.indexer.standards import save_standards
 from annot.inputs import LISTS
 from annot.model.loaded import labels_from_arrays, labels_to_arrays
@@ -97,7 +98,8 @@ class _Open:
         self.projection = load_projection(ProjectionKind.LINEAR, store.read_arrays(m.projection.file, "projection"),
                                           store.path(m.projection.file.path))
         assert isinstance(self.projection, LinearCCA)
-        self.stats = CCAStatistics.from_arrays(store.read_arrays(m.projection.statistics, "statistics"))
+        self._stats: CCAStatistics | None = None  # read when asked for (a correction never asks)
+        self.pending = Pending.read(store, m.projection.pending)
         self.index = store.read_index(m.index.file, "image index")
         set_search(self.index, dict(m.index.search))
         self.ids = np.asarray(store.read_array(m.index.ids, "image ids"), np.int64)
@@ -111,6 +113,31 @@ class _Open:
             self.labels = label_matrix(store.db, self.ids.tolist(), self.tag_ids)
         e = m.encoder
         self.cache = FeatureCache(store.features_dir / e.key, e.dim, s.feature_dtype.value, e.orientation == "exif")
+
+    @property
+    def loaded_stats(self) -> CCAStatistics | None:
+        """The statistics if they were read (or set), else None."""
+        return self._stats
+
+    @property
+    def stats(self) -> CCAStatistics:
+        """The statistics as they stand: the written ones with the pending changes added in (read once)."""
+        if self._stats is None:
+            m = self.manifest
+            assert m.projection.statistics is not None
+            stats = CCAStatistics.from_arrays(self.store.read_arrays(m.projection.statistics, "statistics"))
+            for rows, sign in ((self.pending.before, -1), (self.pending.after, 1)):
+                part, _ = self.statistics_of(np.asarray(sorted(rows), np.int64), _rows_of(rows))
+                if part is not None:
+                    stats = stats - part if sign < 0 else stats + part
+            self._stats = stats
+            self.pending = Pending()
+        return self._stats
+
+    @stats.setter
+    def stats(self, value: CCAStatistics) -> None:
+        _ = self.stats  # the pending changes are in what is replaced
+        self._stats = value
 
     def chunks(self, ids: NDArray[np.int64], labels: Callable[[NDArray[np.int64]], NDArray[np.bool_]] | None = None
                ) -> Callable[[], Iterator[Chunk]]:
@@ -208,7 +235,8 @@ class _Open:
         """Write the index, its ids and tags, the statistics (and a refitted projection) under new names; switch the
         manifest; recompute the saved word standards (they depend on the indexed images)."""
         store, m = self.store, self.manifest
-        tag = short_hash(ids, labels, self.stats.xy)
+        tag = short_hash(ids, labels, self._stats.xy if self._stats is not None else
+                         np.frombuffer(self.pending.digest().encode(), np.uint8))
         index_record = m.index
         if search is not None:
             index_record = _replace(index_record, search=search, tuning=tuning or {})
@@ -216,8 +244,11 @@ class _Open:
                                 ids=store.save_array(f"indexes/images-{tag}.ids.npy", ids),
                                 labels=store.save_arrays(f"indexes/images-{tag}.tags.npz", labels_to_arrays(labels)),
                                 ntotal=int(self.index.ntotal))
-        projection_record = _replace(m.projection, statistics=store.save_arrays(f"models/statistics-{tag}.npz",
-                                                                                self.stats.to_arrays()))
+        if self._stats is not None:
+            projection_record = _replace(m.projection, pending=None, statistics=store.save_arrays(
+                f"models/statistics-{tag}.npz", self._stats.to_arrays()))
+        else:  # a correction: the statistics as written, the changes beside them
+            projection_record = _replace(m.projection, pending=self.pending.save(store, f"models/pending-{tag}.npz"))
         word_record = m.word_index
         if projection is not None:
             correlations = tuple(round(float(c), 6) for c in projection.canonical_correlations_)
@@ -233,6 +264,14 @@ class _Open:
         if m.settings.scoring.score is not Score.EQ5:
             save_standards(store, tag)
         store.remove_unreferenced()
+
+
+def _rows_of(rows: dict[int, NDArray[np.bool_]]) -> Callable[[NDArray[np.int64]], NDArray[np.bool_]]:
+    """Label rows by image id, as :meth:`_Open.statistics_of` asks for them."""
+    def read(ids: NDArray[np.int64]) -> NDArray[np.bool_]:
+        return np.asarray([rows[int(i)] for i in ids], bool)
+
+    return read
 
 
 def _replace(record: Any, **changes: Any) -> Any:
@@ -277,9 +316,11 @@ def add_images(corpus_path: Path, store_root: Path, *, strict: bool = False, pro
         store.close()
 
 
-def apply_tags(state: _Open, given: NDArray[np.int64], report: GrowReport, progress: Progress) -> None:
+def apply_tags(state: _Open, given: NDArray[np.int64], report: GrowReport, progress: Progress,
+               defer: bool = False) -> None:
     """Make the index, its tags and the statistics hold the database's tags of the training images ``given``: new
-    ones are added, changed ones updated everywhere their tags count (``add``; corrections of the photo library)."""
+    ones are added, changed ones updated everywhere their tags count (``add``; corrections of the photo library).
+    ``defer``: the statistics' change is written as pending (:class:`Pending`), not into them (a correction)."""
     store = state.store
     indexed = np.isin(given, state.ids)
     candidates, already = given[~indexed], given[indexed]
@@ -293,14 +334,20 @@ def apply_tags(state: _Open, given: NDArray[np.int64], report: GrowReport, progr
     if not (len(changed) or len(entering) or state.grew):
         report.ntotal = int(state.index.ntotal)
         return
-    old, _ = state.statistics_of(changed, state.indexed_labels)
-    new, _ = state.statistics_of(changed)
-    added, _ = state.statistics_of(entering)
-    stats = state.stats
-    for part, sign in ((old, -1), (new, 1), (added, 1)):
-        if part is not None:
-            stats = stats - part if sign < 0 else stats + part
-    state.stats = stats
+    entering_labels = label_matrix(store.db, entering.tolist(), state.tag_ids)
+    if defer and state.loaded_stats is None:
+        fitted = state.fitted
+        state.pending.change(changed, state.indexed_labels(changed)[:, :fitted], changed_labels[:, :fitted])
+        state.pending.change(entering, None, entering_labels[:, :fitted])
+    else:
+        old, _ = state.statistics_of(changed, state.indexed_labels)
+        new, _ = state.statistics_of(changed)
+        added, _ = state.statistics_of(entering)
+        stats = state.stats
+        for part, sign in ((old, -1), (new, 1), (added, 1)):
+            if part is not None:
+                stats = stats - part if sign < 0 else stats + part
+        state.stats = stats
     # the changed images' rows: replaced where they depend on the tags, dropped where no tag is left
     out = changed if state.space is not Space.IMAGE else np.setdiff1d(changed, staying)
     back = staying if state.space is not Space.IMAGE else np.zeros(0, np.int64)
@@ -314,7 +361,7 @@ def apply_tags(state: _Open, given: NDArray[np.int64], report: GrowReport, progr
         kept_labels[hit] = label_matrix(store.db, kept_ids[hit].tolist(), state.tag_ids)
     arriving = np.concatenate([back, entering])
     state.commit(np.concatenate([kept_ids, arriving]),
-                 np.vstack([kept_labels, label_matrix(store.db, arriving.tolist(), state.tag_ids)]))
+                 np.vstack([kept_labels, label_matrix(store.db, back.tolist(), state.tag_ids), entering_labels]))
     report.retagged, report.added, report.ntotal = len(changed), len(entering), int(state.index.ntotal)
 
 
@@ -324,7 +371,7 @@ def sync_training(store: StoreDir, ids: NDArray[np.int64], progress: Progress | 
     state = _Open(store)
     report = GrowReport()
     report.grown = state.grow()
-    apply_tags(state, np.asarray(sorted(ids), np.int64), report, progress or NoProgress())
+    apply_tags(state, np.asarray(sorted(ids), np.int64), report, progress or NoProgress(), defer=True)
     return report
 
 

@@ -66,13 +66,15 @@ def _quote(path: Path) -> str:
     return "'" + str(path).replace("'", "''") + "'"
 
 
-def _columns(raw: Any) -> dict[tuple[str, str], list[str]]:
-    """The columns of every attached table, by (catalog, table)."""
+def _columns(raw: Any, catalog: str | None = None) -> dict[tuple[str, str], list[str]]:
+    """The columns of every attached table (or ``catalog``'s), by (catalog, table)."""
     out: dict[tuple[str, str], list[str]] = {}
-    for catalog, table, column in raw.execute(
+    only = "" if catalog is None else f" AND database_name = '{catalog}'"
+    for catalog_name, table, column in raw.execute(
             "SELECT database_name, table_name, column_name FROM duckdb_columns() WHERE schema_name = 'main' "
-            "AND database_name <> 'memory' AND NOT internal ORDER BY database_name, table_name, column_index").fetchall():
-        out.setdefault((str(catalog), str(table)), []).append(str(column))
+            f"AND database_name <> 'memory' AND NOT internal{only} "
+            "ORDER BY database_name, table_name, column_index").fetchall():
+        out.setdefault((str(catalog_name), str(table)), []).append(str(column))
     return out
 
 
@@ -98,7 +100,7 @@ def create_segment_tables(raw: Any, catalog: str) -> None:
     """Every table of the schema and its touched keys, empty, in an attached segment (those it lacks)."""
     present = {str(t) for (t,) in raw.execute(
         "SELECT table_name FROM duckdb_tables() WHERE database_name = ?", [catalog]).fetchall()}
-    columns = _columns(raw)
+    columns = _columns(raw, catalog)
     for table in metadata.sorted_tables:
         if table.name not in present:
             raw.execute(table_sql(table, catalog))
@@ -138,13 +140,14 @@ def attach(raw: Any, layers: Layers, *, readable: bool = False) -> set[str]:
     returns the tables it reads."""
     named = layers.named()
     for name, path, read_only in named:
-        if not read_only and not path.exists():  # a new working segment: a copy of an empty one with the tables
+        fresh = not read_only and not path.exists()
+        if fresh:  # a new working segment: a copy of an empty one with every table
             scratch = path.with_name(f".{path.name}.copying")
             shutil.copyfile(_empty_segment(), scratch)
             os.replace(scratch, path)  # whole or absent: a copy cut short (a full disk) is never continued
         raw.execute(f"ATTACH {_quote(path)} AS {name}" + (" (READ_ONLY)" if read_only else ""))
-        if not read_only:
-            create_segment_tables(raw, name)  # a segment a killed writer left may lack a table
+        if not read_only and not fresh:
+            create_segment_tables(raw, name)  # a segment a killed writer left may lack a table or a column
     columns = _columns(raw)
     tables = set()
     for table in GROUP_KEY:

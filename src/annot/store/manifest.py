@@ -51,12 +51,15 @@ class WordsRecord:
 @dataclass(frozen=True)
 class ProjectionRecord:
     """The fitted projection (``file``) and, for linear CCA, its sufficient statistics (``statistics``), which let a
-    store grow and refit without a full pass."""
+    store grow and refit without a full pass; ``pending``: the training images whose tags corrections changed since the
+    statistics were written (each with its tags before and after), added into them by the next writer that needs them
+    (a correction writes this small file, not the statistics)."""
 
     file: StoredFile
     n_components: int
     canonical_correlations: tuple[float, ...]
     statistics: StoredFile | None = None
+    pending: StoredFile | None = None
 
 
 @dataclass(frozen=True)
@@ -182,6 +185,8 @@ class Manifest:
         yield "projection", self.projection.file
         if self.projection.statistics is not None:
             yield "statistics", self.projection.statistics
+        if self.projection.pending is not None:
+            yield "pending statistics", self.projection.pending
         yield "image index", self.index.file
         yield "image ids", self.index.ids
         if self.index.labels is not None:
@@ -220,8 +225,8 @@ class Manifest:
             "settings": self.settings.to_dict(),
             "encoder": vars(self.encoder).copy(),
             "words": vars(self.words).copy(),
-            "projection": {"file": ref(p.file), "statistics": ref(p.statistics), "n_components": p.n_components,
-                           "canonical_correlations": list(p.canonical_correlations)},
+            "projection": {"file": ref(p.file), "statistics": ref(p.statistics), "pending": ref(p.pending),
+                           "n_components": p.n_components, "canonical_correlations": list(p.canonical_correlations)},
             "index": {"file": ref(i.file), "ids": ref(i.ids), "labels": ref(i.labels), "factory": i.factory,
                       "ntotal": i.ntotal, "search": dict(i.search), "tuning": dict(i.tuning)},
             "word_index": {"file": ref(self.word_index.file), "ntotal": self.word_index.ntotal},
@@ -296,7 +301,8 @@ def _read_v2(d: dict[str, Any]) -> Manifest:
         encoder=EncoderRecord(**d["encoder"]),
         words=WordsRecord(str(d["words"]["source"]), int(d["words"]["dim"])),
         projection=ProjectionRecord(_need(p["file"], "projection.file"), int(p["n_components"]),
-                                    tuple(float(c) for c in p["canonical_correlations"]), _file(p.get("statistics"))),
+                                    tuple(float(c) for c in p["canonical_correlations"]), _file(p.get("statistics")),
+                                    _file(p.get("pending"))),
         index=IndexRecord(_need(i["file"], "index.file"), _need(i["ids"], "index.ids"), str(i["factory"]),
                           int(i["ntotal"]), _file(i.get("labels")), dict(i.get("search") or {}),
                           dict(i.get("tuning") or {})),
