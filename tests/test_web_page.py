@@ -283,10 +283,12 @@ def test_markup_in_tags_and_folders_stays_text(page: object, site: dict[str, obj
     assert "script-src 'self'" in httpx.get(str(site["url"]) + "/").headers["content-security-policy"]
 
 
+@pytest.mark.parametrize("page", [("desktop", "light"), ("phone", "dark")], indirect=True, ids=["desktop", "phone"])
 def test_the_runs_page_sorts_labelled_words(page: object, site: dict[str, object]) -> None:
     driver = page
     driver.get(str(site["url"]) + "/#/runs")  # type: ignore[attr-defined]
     wait_for(driver, lambda d: len(css(d, "#run-words tbody tr")) == 8)
+    assert no_sideways_scroll(driver)
     assert "F1" in driver.find_element("id", "run-summary").text  # type: ignore[attr-defined]
     headers = [h.text.rstrip(" ↓↑") for h in css(driver, "#run-words th")]
     assert headers == ["word", "training images", "P", "R", "F1"]
