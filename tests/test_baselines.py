@@ -144,6 +144,7 @@ def test_metric_learning_weights_the_informative_dimensions() -> None:
     assert jaccard(labels[:1], labels[:1])[0] == 1.0
 
 
+@pytest.mark.slow
 def test_two_pass_knn_ml_round_trips_its_weights(data) -> None:  # type: ignore[no-untyped-def]
     train, Q, qtags = data
     b = TwoPassKNNML(train)

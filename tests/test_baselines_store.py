@@ -90,6 +90,7 @@ def test_restored_baseline_predicts_as_the_fitted_one(store: Path) -> None:
         np.testing.assert_allclose(restored.w, fresh.w, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_fitted_methods_do_not_survive_a_rebuild_on_other_images(store: Path, synthetic: dict[str, Path]) -> None:
     fit_baseline(store, "svm-dmbrm")
     with StoreDir.open(store) as s:

@@ -43,6 +43,7 @@ def test_index_defaults_are_the_library_defaults() -> None:
     assert build_settings(projection="kcca", k=16).scoring.k == 16  # a flag given wins over the projection's default
 
 
+@pytest.mark.slow
 def test_index_query_eval_info_as_json(synthetic: dict[str, Path], tmp_path: Path) -> None:
     s = tmp_path / "cli.annot"
     result = invoke("index", synthetic["train"], "--store", s, "--encoder", "fake", "--words", synthetic["words"],

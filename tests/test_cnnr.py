@@ -218,6 +218,7 @@ def test_centred_cosine_does_not_answer_the_hub_word() -> None:
     assert positions[0, 0] == 0 and np.all(np.diff(similarity[0]) <= 0)
 
 
+@pytest.mark.slow
 def test_whitened_targets_train_and_the_open_vocabulary_is_answered_in_word_space(store: Path, synthetic: dict[str, Path]) -> None:
     from annot.methods.cnnr.train import word_space
 

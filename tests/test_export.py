@@ -163,6 +163,7 @@ def test_export_errors_are_one_line(store: Path, library: dict[Path, list[str]],
     assert shutil.which("exiftool")
 
 
+@pytest.mark.slow
 def test_a_sidecar_another_program_writes_during_export_is_left_as_it_wrote_it(
         store: Path, library: dict[Path, list[str]], monkeypatch: pytest.MonkeyPatch) -> None:
     """exiftool writes a sidecar after the export read it and before it is replaced: the export leaves that one as

@@ -258,6 +258,7 @@ def test_a_copy_of_a_test_image_among_the_training_images_is_refused_by_eval(sto
 
 
 # -- 6. symlink loops and decompression bombs -------------------------------------------------------------------------
+@pytest.mark.slow
 def test_symlink_loops_and_images_over_the_pixel_limit_are_counted_or_fatal_when_strict(
         synthetic: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     folder = tmp_path / "corpus"

@@ -40,6 +40,7 @@ def statistics(store: Path) -> CCAStatistics:
         return CCAStatistics.from_arrays(s.read_arrays(statistics))
 
 
+@pytest.mark.slow
 def test_add_then_refit_equals_indexing_everything(synthetic: dict[str, Path], built_store: Path, store: Path,
                                                    tmp_path: Path) -> None:
     everything = store  # a private copy of the store indexed from all 160 images
@@ -106,6 +107,7 @@ def model_of(store: Path) -> dict[str, object]:
     return {k: v for k, v in manifest.items() if k not in ("database", "updated_at")}
 
 
+@pytest.mark.slow
 def test_a_crash_before_the_switch_leaves_the_previous_store(synthetic: dict[str, Path], tmp_path: Path,
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     a, b = split(synthetic, tmp_path, 120)
@@ -186,6 +188,7 @@ def test_add_remove_refit_errors_are_one_line(store: Path, synthetic: dict[str, 
         assert message in " ".join(result.stderr.split()), result.stderr
 
 
+@pytest.mark.slow
 def test_corrections_leave_the_statistics_file_and_their_changes_pending_add_up(store: Path, tmp_path: Path) -> None:
     """A correction writes what it changed (pending), not the statistics; read with the pending changes added in,
     the statistics are those of the indexed images with their tags, through every kind of correction; refit writes

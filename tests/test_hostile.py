@@ -428,6 +428,7 @@ def same_size_jpeg(tags: list[str], size: int, seed: int) -> bytes:
     raise AssertionError("no JPEG small enough")
 
 
+@pytest.mark.slow
 def test_a_photo_replaced_with_the_same_size_and_time_is_annotated_again(store: Path, tmp_path: Path,
                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     photos = make_photos(tmp_path / "photos", 4, seed=16)
@@ -473,6 +474,7 @@ ENTITIES = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("attack", sorted(ENTITIES))
 def test_export_leaves_the_persons_files_theirs(store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                 attack: str) -> None:
@@ -504,6 +506,7 @@ def test_export_leaves_the_persons_files_theirs(store: Path, tmp_path: Path, mon
     assert_consistent(store)
 
 
+@pytest.mark.slow
 def test_a_refused_kept_upload_leaves_no_file(store: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import annot.api
 

@@ -120,6 +120,7 @@ def test_gamma_scale_narrows_the_kernel_and_is_checked() -> None:
         KernelCCA(gamma_scale=0.0)
 
 
+@pytest.mark.slow
 def test_cross_validation_shares_eigendecompositions_without_changing_results() -> None:
     """The tuner's KCCA (one kernel, one eigendecomposition per fold, γ scaled by powering the kernel) scores each
     fold exactly as a KernelCCA fitted from scratch on that fold's images does."""

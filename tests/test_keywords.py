@@ -29,6 +29,7 @@ def sidecar_of(photo: Path, name: str, *tags: str) -> Path:
     return target
 
 
+@pytest.mark.slow
 def test_keywords_from_every_place_photo_managers_write_them(tmp_path: Path) -> None:
     photos = sorted(make_photos(tmp_path / "lib", 5, seed=31))
     lightroom, digikam, embedded, iptc, ours = photos
@@ -100,6 +101,7 @@ def keyworded_library(folder: Path) -> dict[Path, list[str]]:
     return made
 
 
+@pytest.mark.slow
 def test_index_learns_the_keywords_of_a_folder(tmp_path: Path, synthetic: dict[str, Path]) -> None:
     made = keyworded_library(tmp_path / "photos")
     keyworded = {p: t for n, (p, t) in enumerate(sorted(made.items())) if n % 3 != 2}
@@ -130,6 +132,7 @@ def test_a_folder_without_keywords_is_one_line(tmp_path: Path) -> None:
     assert not (tmp_path / "s.annot" / "manifest.json").exists()
 
 
+@pytest.mark.slow
 def test_photo_folder_corpus_counts_sources(tmp_path: Path) -> None:
     made = keyworded_library(tmp_path / "photos")
     corpus, summary = photo_folder_corpus([tmp_path / "photos"])
@@ -137,6 +140,7 @@ def test_photo_folder_corpus_counts_sources(tmp_path: Path) -> None:
     assert all(e.tags == tuple(sorted(made[e.path], key=made[e.path].index)) for e in corpus.entries)
 
 
+@pytest.mark.slow
 def test_add_takes_a_folder_of_newly_keyworded_photos(tmp_path: Path, synthetic: dict[str, Path]) -> None:
     made = keyworded_library(tmp_path / "photos")
     store = tmp_path / "s.annot"

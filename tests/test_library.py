@@ -51,6 +51,7 @@ def library_state(store: Path) -> dict[str, object]:
             "annotated": {r.id for r in rows if r.state == "annotated"}, "ranks": ranks, "ids": ids, "ntotal": ntotal}
 
 
+@pytest.mark.slow
 def test_annotate_keeps_tags_then_only_changes(store: Path, tmp_path: Path) -> None:
     photos = make_photos(tmp_path / "photos", 24)
     first = annotate_photos(store, [tmp_path / "photos"])
@@ -85,6 +86,7 @@ def test_annotate_keeps_tags_then_only_changes(store: Path, tmp_path: Path) -> N
     assert fourth.annotated + fourth.reannotated == 0 and len(fourth.unreadable) == 1
 
 
+@pytest.mark.slow
 def test_annotated_tags_match_what_the_photos_show(store: Path, tmp_path: Path) -> None:
     photos = make_photos(tmp_path / "photos", 30, seed=11)
     annotate_photos(store, [tmp_path / "photos"], scoring=annot.ScoringSettings(k=3, temperature=0.1, n_tags=3,
@@ -212,6 +214,7 @@ def test_min_confidence_gives_a_variable_number_of_tags(built_store: Path, tmp_p
 
 
 # -- corrections ---------------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_corrections_survive_annotate_and_join_training(store: Path, tmp_path: Path) -> None:
     photos = make_photos(tmp_path / "photos", 10, seed=4)
     annotate_photos(store, [tmp_path / "photos"])
@@ -251,6 +254,7 @@ def test_corrections_survive_annotate_and_join_training(store: Path, tmp_path: P
                                       {"action": "reject", "n": 1}]
 
 
+@pytest.mark.slow
 def test_bad_corrections_change_nothing(store: Path, tmp_path: Path) -> None:
     photos = make_photos(tmp_path / "photos", 3, seed=6)
     annotate_photos(store, [tmp_path / "photos"])
@@ -336,6 +340,7 @@ def test_the_calibration_made_from_memory_is_the_one_the_files_give(store: Path)
         np.testing.assert_array_equal(made[key], read[key])
 
 
+@pytest.mark.slow
 def test_a_photo_is_dated_by_its_exif_and_browsed_by_it(store: Path, tmp_path: Path) -> None:
     """A photo whose EXIF (written by exiftool, as a camera would) says when it was taken is dated by it; one without
     by its file's time; the viewer's details name the camera."""

@@ -52,6 +52,7 @@ def test_a_large_library_gets_an_ivf_index_tuned_to_the_recall_target() -> None:
     assert small_info.factory == "Flat" and small.ntotal == 100
 
 
+@pytest.mark.slow
 def test_the_library_switches_to_ivf_when_it_grows(store: Path, tmp_path: Path,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(vectors, "EXACT_UP_TO", 30)

@@ -74,6 +74,7 @@ def downgrade(store: Path) -> None:
     shutil.rmtree(store / "db")
 
 
+@pytest.mark.slow
 def test_a_version_1_store_opens_annotates_and_evaluates_as_before(store: Path, synthetic: dict[str, Path],
                                                                   tmp_path: Path) -> None:
     before = evaluate(store, synthetic["test"], record=False).summary
@@ -106,6 +107,7 @@ def test_a_version_1_store_opens_annotates_and_evaluates_as_before(store: Path, 
     assert evaluate(old, synthetic["test"], record=False).summary.f1 == pytest.approx(before.f1)
 
 
+@pytest.mark.slow
 def test_a_standardized_version_1_store_keeps_its_saved_standards(synthetic: dict[str, Path], tmp_path: Path) -> None:
     store = tmp_path / "z.annot"
     build_index(synthetic["train"], store, fake_settings(synthetic, k=4, score="standardized-held-out"))

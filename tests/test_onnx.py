@@ -50,6 +50,7 @@ def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path / "onnx"
 
 
+@pytest.mark.slow
 def test_onnx_features_match_torch_at_any_batch_size(cache: Path) -> None:
     module = Pooled().eval()
     encoder = Tiny(module, device="cpu")

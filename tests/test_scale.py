@@ -165,6 +165,7 @@ def test_streamed_fit_equals_the_in_memory_fit(built_store: Path) -> None:
     assert sorted(model.ids.tolist()) == sorted(training.image_ids.tolist())
 
 
+@pytest.mark.slow
 def test_float16_features_and_an_approximate_index_in_a_store(synthetic: dict[str, Path], built_store: Path, tmp_path: Path) -> None:
     store = tmp_path / "half.annot"
     config = fake_settings(synthetic, k=3, temperature=0.1, feature_dtype="float16", index="IVF4,Flat")

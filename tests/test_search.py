@@ -108,6 +108,7 @@ def test_like_finds_the_photo_itself_first(library: dict[str, object]) -> None:
         assert best[0].score >= best[1].score
 
 
+@pytest.mark.slow
 def test_search_cli(library: dict[str, object]) -> None:
     result = invoke("search", "sea", "sand", "--store", library["store"], "-n", "5", "--json", "--all")
     assert result.exit_code == 0, result.output
@@ -195,6 +196,7 @@ def test_without_the_multilingual_encoder_a_foreign_word_is_said_unknown(library
     assert "pip install 'annot[multilingual]'" in result.stderr
 
 
+@pytest.mark.slow
 def test_bad_queries_are_one_line(library: dict[str, object]) -> None:
     """A 100 KB word, 100 KB of words, a script nothing reads: one line each, no traceback, the store unchanged."""
     store: Path = library["store"]  # type: ignore[assignment]

@@ -211,6 +211,7 @@ def test_images_by_id_only(served: dict[str, object]) -> None:
     assert all(t["training_images"] > 0 for t in tags)
 
 
+@pytest.mark.slow
 def test_corrections_show_at_once(served: dict[str, object]) -> None:
     client: httpx.Client = served["client"]  # type: ignore[assignment]
     photos: dict[Path, list[str]] = served["photos"]  # type: ignore[assignment]
@@ -264,6 +265,7 @@ def test_page_docs_and_openapi_are_offline(served: dict[str, object]) -> None:
         assert asset in docs and client.get(asset).status_code == 200
 
 
+@pytest.mark.slow
 def test_writers_beside_the_server_are_picked_up(served: dict[str, object]) -> None:
     client: httpx.Client = served["client"]  # type: ignore[assignment]
     before = client.get("/v1/health").json()["library_photos"]
@@ -415,6 +417,7 @@ def test_a_photo_in_the_viewer(served: dict[str, object]) -> None:
     assert client.get("/v1/search", params={"q": " "}).status_code == 422
 
 
+@pytest.mark.slow
 def test_kept_uploads_keep_their_name(served: dict[str, object]) -> None:
     from annot.serve.routes.annotate import kept_name
 

@@ -50,6 +50,7 @@ def stored_and_tag_rows(store: Path, words: Path) -> tuple[np.ndarray, np.ndarra
     return rows, correlation_rows(projection.transform_y(text_view(labels, E, has_vector, m.settings.text.view)))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("projection", ["linear-cca", "kcca"])
 def test_text_space_indexes_the_projections_of_each_images_tags(synthetic: dict[str, Path], tmp_path: Path,
                                                                 projection: str) -> None:
@@ -61,6 +62,7 @@ def test_text_space_indexes_the_projections_of_each_images_tags(synthetic: dict[
     assert evaluate(store, synthetic["test"], record=False).summary.recall > 0.5
 
 
+@pytest.mark.slow
 def test_images_added_to_or_refitted_in_a_text_space_store_get_their_tags_rows(synthetic: dict[str, Path], tmp_path: Path) -> None:
     lines = synthetic["train"].read_text().splitlines()
     a, b = synthetic["folder"] / f"a-{tmp_path.name}.jsonl", synthetic["folder"] / f"b-{tmp_path.name}.jsonl"
@@ -77,6 +79,7 @@ def test_images_added_to_or_refitted_in_a_text_space_store_get_their_tags_rows(s
     np.testing.assert_allclose(rows, expected, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_cross_validation_scores_each_space_and_the_cli_indexes_it(synthetic: dict[str, Path], tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     n, vocabulary = 120, 6

@@ -111,6 +111,7 @@ def expected_words(model: StoreModel, X: np.ndarray, settings: ScoringSettings) 
     return [top_words(row, model.frequency, 5, floor=-np.inf).tolist() for row in z]
 
 
+@pytest.mark.slow
 def test_a_standardized_store_saves_its_standards_and_annotates_with_them(synthetic: dict[str, Path], tmp_path: Path,
                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     store = tmp_path / "z.annot"

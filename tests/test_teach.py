@@ -39,6 +39,7 @@ def tags_of(api: annot.Store, path: Path) -> dict[str, str]:
     return {t["tag"]: t["source"] for t in api.photo(image_id).to_dict()["tags"]}
 
 
+@pytest.mark.slow
 def test_a_new_word_is_learned_from_corrections_and_reaches_the_library(store: Path, tmp_path: Path) -> None:
     photos = beach_photos(tmp_path / "photos", 40)
     first = annotate_photos(store, [tmp_path / "photos"])
@@ -80,6 +81,7 @@ def test_a_new_word_is_learned_from_corrections_and_reaches_the_library(store: P
     api.close()
 
 
+@pytest.mark.slow
 def test_kcca_keeps_a_new_word_and_says_so(tmp_path: Path, synthetic: dict[str, Path]) -> None:
     from tests.conftest import fake_settings
 
@@ -99,6 +101,7 @@ def test_kcca_keeps_a_new_word_and_says_so(tmp_path: Path, synthetic: dict[str, 
     api.close()
 
 
+@pytest.mark.slow
 def test_moved_renamed_and_duplicated_photos_keep_their_identity(store: Path, tmp_path: Path) -> None:
     photos = beach_photos(tmp_path / "library" / "2019", 6)
     second = sorted(photos)[1]
@@ -149,6 +152,7 @@ def test_moved_renamed_and_duplicated_photos_keep_their_identity(store: Path, tm
     api.close()
 
 
+@pytest.mark.slow
 def test_the_review_queue_asks_the_least_sure_first_and_answers_teach(store: Path, tmp_path: Path) -> None:
     import httpx
     from tests.test_serve import Server
@@ -197,6 +201,7 @@ def test_the_review_queue_asks_the_least_sure_first_and_answers_teach(store: Pat
     api.close()
 
 
+@pytest.mark.slow
 def test_a_corrected_photo_is_scored_without_its_own_vote(store: Path, tmp_path: Path) -> None:
     photos = sorted(beach_photos(tmp_path / "photos", 8))
     annotate_photos(store, [tmp_path / "photos"])
@@ -217,6 +222,7 @@ def test_a_corrected_photo_is_scored_without_its_own_vote(store: Path, tmp_path:
     api.close()
 
 
+@pytest.mark.slow
 def test_the_photo_view_shows_what_each_photo_shows(store: Path, tmp_path: Path) -> None:
     """The search's photo view, read in bulk as arrays, holds for every photo the tags the per-photo look-up shows
     (predicted, confirmed, added, rejected ones gone; training images their own tags)."""
@@ -257,6 +263,7 @@ def test_the_photo_view_shows_what_each_photo_shows(store: Path, tmp_path: Path)
         (str(photos[2]), "sand", "clear"), (str(photos[2]), "dog", "clear")]
 
 
+@pytest.mark.slow
 def test_clear_undoes_corrections_of_a_library_photo(store: Path, tmp_path: Path) -> None:
     """clear (the page's undo) brings a tag back as predicted, with its confidence; a photo left with nothing vouched
     leaves the training index; clearing what was never corrected records nothing; a training image refuses it."""
@@ -290,6 +297,7 @@ def test_clear_undoes_corrections_of_a_library_photo(store: Path, tmp_path: Path
     assert said.exit_code == 1 and len(said.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_words_no_photo_has_together_give_partial_matches_and_say_so(store: Path, tmp_path: Path) -> None:
     photos = sorted(beach_photos(tmp_path / "photos", 12))
     annotate_photos(store, [tmp_path / "photos"])

@@ -31,6 +31,7 @@ def test_missing_file_is_named(tmp_path: Path) -> None:
         load_word_vectors(tmp_path / "nope.txt")
 
 
+@pytest.mark.slow
 def test_uncovered_tags_and_untagged_images_are_reported(synthetic: dict[str, Path], tmp_path: Path) -> None:
     partial = tmp_path / "partial.txt"
     lines = synthetic["words"].read_text().splitlines()
@@ -62,6 +63,7 @@ def test_minilm_gives_every_tag_a_unit_vector_with_meaning() -> None:
         words.open_vocabulary()
 
 
+@pytest.mark.slow
 def test_index_with_minilm_word_vectors(synthetic: dict[str, Path], tmp_path: Path) -> None:
     report = build_index(synthetic["train"], tmp_path / "s.annot", fake_settings({"words": "minilm"}, text="w2v"))
     manifest = json.loads((tmp_path / "s.annot" / "manifest.json").read_text())
@@ -70,6 +72,7 @@ def test_index_with_minilm_word_vectors(synthetic: dict[str, Path], tmp_path: Pa
     assert manifest["projection"]["n_components"] <= 384
 
 
+@pytest.mark.slow
 def test_the_packaged_glove_is_read_without_gensim() -> None:
     """`glove-50` is a word table read from its package (vectors memory-mapped): a search by a word does not pay
     for importing gensim, and the vectors are GloVe's."""

@@ -63,6 +63,7 @@ def test_a_correction_writes_a_segment_and_leaves_the_base_alone(store: Path) ->
     assert segment.stat().st_size < base.stat().st_size
 
 
+@pytest.mark.slow
 def test_segments_merge_and_fold_and_read_the_same(store: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(dbfiles, "MAX_SEGMENTS", 3)
     image = training_image(store)
@@ -86,6 +87,7 @@ def test_segments_merge_and_fold_and_read_the_same(store: Path, monkeypatch: pyt
         json.loads((store / "manifest.previous.json").read_text()))  # kept one generation, no longer
 
 
+@pytest.mark.slow
 def test_a_reader_keeps_reading_what_it_opened_while_a_fold_replaces_it(store: Path,
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     image = training_image(store)
@@ -127,6 +129,7 @@ record_corrections(sys.argv[1], [Correction(int(sys.argv[3]), "sea", "add"), Cor
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("where", ["folding", "before the switch"])
 def test_a_fold_killed_loses_nothing(store: Path, where: str) -> None:
     image = training_image(store)
@@ -181,6 +184,7 @@ def test_layers_of_vectors_search_as_one_exact_index() -> None:
     assert np.allclose(rows[np.argsort(all_ids)], np.stack([truth[i] for i in sorted(truth)]))
 
 
+@pytest.mark.slow
 def test_annotate_commits_write_layers_not_the_whole_index(store: Path, tmp_path: Path,
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     from annot.library import collection
@@ -225,6 +229,7 @@ print(c.annotate_photos(sys.argv[1], [sys.argv[2]], chunk=2).annotated, flush=Tr
 """
 
 
+@pytest.mark.slow
 def test_corrections_go_on_while_annotate_runs(store: Path, tmp_path: Path) -> None:
     make_photos(tmp_path / "photos", 16, seed=7)
     image = training_image(store)
@@ -254,6 +259,7 @@ def tag_id(store: Path, word: str) -> int:
         return int(s.db.read_sql(f"SELECT id FROM tags WHERE word = '{word}'")[1][0][0])
 
 
+@pytest.mark.slow
 def test_two_writers_of_a_whole_run_wait_or_say_who(store: Path) -> None:
     holder = StoreDir.open(store, write=True)
     try:
@@ -274,6 +280,7 @@ def test_two_writers_of_a_whole_run_wait_or_say_who(store: Path) -> None:
     assert done.is_set()
 
 
+@pytest.mark.slow
 def test_a_corrected_photo_without_features_is_recorded_and_the_index_stays_whole(store: Path, tmp_path: Path) -> None:
     make_photos(tmp_path / "photos", 3, seed=9)
     annotate_photos(store, [tmp_path / "photos"])
@@ -303,6 +310,7 @@ main()
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("limit", [16_384, 200_000])
 def test_a_full_disk_during_a_change_is_one_line_and_loses_nothing(store: Path, limit: int) -> None:
     image = training_image(store)
