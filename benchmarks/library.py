@@ -89,12 +89,18 @@ def average_precision(ranked: list[bool], positives: int) -> float:
     return total / positives if positives else 0.0
 
 
-def retrieval(store: Path, data: Path) -> dict[str, object]:
-    copy = library_store(store, data, "bench-library.annot")
+def test_truth(data: Path) -> dict[str, set[str]]:
+    """Each Corel-5k test image's path (as the library holds it) and its tags."""
     truth: dict[str, set[str]] = {}
     for line in (data / "test.jsonl").read_text().splitlines():
         entry = json.loads(line)
         truth[str((data / entry["image"]).resolve())] = set(entry["tags"])
+    return truth
+
+
+def retrieval(store: Path, data: Path) -> dict[str, object]:
+    copy = library_store(store, data, "bench-library.annot")
+    truth = test_truth(data)
     api = annot.open_store(copy)
     vocabulary = api.model().vocabulary
     words = [w for w in vocabulary if any(w in t for t in truth.values())]

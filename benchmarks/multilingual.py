@@ -28,7 +28,7 @@ import numpy as np
 import annot
 from annot.features import multilingual
 from common import write_results
-from library import library_store
+from library import library_store, test_truth
 
 LANGUAGES = ("de", "fr", "es")
 # English (a Corel-5k word) -> German, French, Spanish
@@ -89,10 +89,7 @@ def choose(vocabulary: list[str]) -> dict[str, object]:
 
 def measure(store: Path, data: Path) -> dict[str, object]:
     copy = library_store(store, data, "bench-library.annot")
-    truth: dict[str, set[str]] = {}
-    for line in (data / "test.jsonl").read_text().splitlines():
-        entry = json.loads(line)
-        truth[str((data / entry["image"]).resolve())] = set(entry["tags"])
+    truth = test_truth(data)
     api = annot.open_store(copy)
     api.find(["Katze"], scope="library")  # the vocabulary's embeddings made (cached) before timing
     per_language: dict[str, dict[str, object]] = {}
