@@ -346,3 +346,26 @@ def test_a_segment_an_older_annot_began_gets_the_columns_added_since(tmp_path: P
     tables = {t for (t,) in raw.execute("SELECT table_name FROM duckdb_tables() WHERE database_name = 'w'").fetchall()}
     assert {"images", "annotations", "corrections"} <= tables
     raw.close()
+
+
+def test_a_base_an_older_annot_wrote_reads_its_missing_columns_as_typed_nulls(tmp_path: Path) -> None:
+    """Layers without a column the schema has since (a base written before photo_files.taken_at) read it as a NULL
+    of the column's type, so expressions over it bind (DuckDB cannot type a bare NULL for epoch())."""
+    import duckdb
+
+    from annot.schema.layered import Layers, attach
+
+    base = tmp_path / "base.duckdb"
+    raw = duckdb.connect()
+    raw.execute(f"ATTACH '{base}' AS old")
+    raw.execute("CREATE TABLE old.photo_files (image_id BIGINT, size BIGINT, mtime_ns BIGINT, state VARCHAR)")
+    raw.execute("INSERT INTO old.photo_files VALUES (7, 10, 1563129000000000000, 'annotated')")
+    raw.execute("CREATE TABLE old.images (id BIGINT, path VARCHAR)")
+    raw.execute("INSERT INTO old.images VALUES (7, '/photos/a.jpg')")
+    raw.close()
+    reader = duckdb.connect()
+    attach(reader, Layers(base))
+    found = reader.execute("SELECT image_id, coalesce(epoch(taken_at)::BIGINT, mtime_ns // 1000000000), "
+                           "typeof(taken_at) FROM photo_files").fetchall()
+    assert found == [(7, 1563129000, "TIMESTAMP")]
+    reader.close()

@@ -34,8 +34,9 @@ from annot.settings import SettingsError
 
 ORDERS = ("newest", "oldest", "name", "confidence")
 MAX_PAGE = 200  # photos in one page
-LIBRARY_SQL = """
-SELECT f.image_id, regexp_replace(i.path, '/[^/]*$', '') AS folder,
+FOLDER = "regexp_replace(i.path, '/[^/]*$', '')"  # the folder that holds a photo
+LIBRARY_SQL = f"""
+SELECT f.image_id, dense_rank() OVER (ORDER BY {FOLDER}) - 1 AS folder,
        coalesce(epoch(f.taken_at)::BIGINT, f.mtime_ns // 1000000000) AS seconds,
        rank() OVER (ORDER BY i.path) AS by_name,
        f.image_id IN (SELECT image_id FROM (
@@ -44,6 +45,10 @@ SELECT f.image_id, regexp_replace(i.path, '/[^/]*$', '') AS folder,
 FROM photo_files f JOIN images i ON i.id = f.image_id
 WHERE f.state = 'annotated'
 ORDER BY f.image_id
+"""
+FOLDERS_SQL = f"""
+SELECT DISTINCT {FOLDER} AS folder FROM photo_files f JOIN images i ON i.id = f.image_id
+WHERE f.state = 'annotated' ORDER BY folder
 """
 
 
@@ -88,20 +93,20 @@ class Browser:
         model = searcher.model
         db = model.store.db
         columns: dict[str, NDArray[Any]] = {}
+        folders: NDArray[Any] = np.zeros(0, object)
         if db.has_table("photo_files"):
             with db.connect() as conn:
                 columns = read_columns(conn, LIBRARY_SQL)
+                folders = read_columns(conn, FOLDERS_SQL)["folder"]
         self.ids = np.asarray(columns.get("image_id", np.zeros(0)), np.int64)
-        folder = np.asarray(columns.get("folder", np.zeros(0, object)), object)
-        self.folders, self.folder_of = np.unique(folder.astype(str), return_inverse=True) if len(folder) else \
-            (np.zeros(0, str), np.zeros(0, np.int64))
+        self.folders = np.asarray([str(f) for f in folders], str) if len(folders) else np.zeros(0, str)
+        self.folder_of = np.asarray(columns.get("folder", np.zeros(0)), np.int64)  # positions in ``folders``
         self.seconds = np.asarray(columns.get("seconds", np.zeros(0)), np.int64)
         self.by_name = np.asarray(columns.get("by_name", np.zeros(0)), np.int64)
         self.reviewed = np.asarray(columns.get("reviewed", np.zeros(0)), bool)
-        months = np.array([_iso(s)[:7] for s in self.seconds], dtype="<U7") if len(self.seconds) else \
-            np.zeros(0, "<U7")
-        self.months, self.month_of = np.unique(months, return_inverse=True) if len(months) else \
-            (np.zeros(0, "<U7"), np.zeros(0, np.int64))
+        month = self.seconds.astype("datetime64[s]").astype("datetime64[M]")  # in numpy: a million in milliseconds
+        found, self.month_of = np.unique(month, return_inverse=True)
+        self.months = found.astype(str).astype("<U7")
         self.rows = searcher.view.rows(self.ids)  # rows of the photo view (-1: not in it)
 
     def __len__(self) -> int:

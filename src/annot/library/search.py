@@ -55,6 +55,7 @@ DEPTH = 1000  # nearest photos fetched from each index before filters apply
 EXPAND = 3  # a word outside the vocabulary stands for at most this many vocabulary words (by word vector) ...
 SIMILAR = 0.6  # ... each at least this similar (cosine); a fixed choice, measured in benchmarks/library.py
 MAX_WORDS = 32  # words in one search
+REMEMBERED = 4096  # query words whose reading a searcher keeps
 
 
 class UnreadableUpload(AnnotError):
@@ -135,7 +136,7 @@ class Searcher:
         self._unit: NDArray[np.float64] | None = None  # the vocabulary's unit word vectors (for expand)
         self._meanings: multilingual.Meanings | None = None  # the vocabulary in the multilingual encoder's space
         self._given: dict[str, str] = {}  # a query word as read -> as typed (trimmed, case kept: for that encoder)
-        self._expanded: dict[str, tuple[list[tuple[int, float]], str]] = {}
+        self._expanded: dict[tuple[str, str], tuple[list[tuple[int, float]], str]] = {}
         self.view = PhotoView(model)
 
     def _reprojected(self, ids: NDArray[np.int64]) -> LibraryVectors:
@@ -184,7 +185,8 @@ class Searcher:
             raise WordVectorError(f"{', '.join(words)}: added by corrections, without a word vector: the shared space "
                                   "knows it after annot refit; until then it is found by its tags")
         E = np.zeros((1, 1), np.float32)
-        w2v = np.average(vectors, axis=0, weights=weights)[None, :].astype(np.float32) if vectors else np.zeros((1, model.manifest.words.dim), np.float32)
+        w2v = np.average(vectors, axis=0, weights=weights)[None, :].astype(np.float32) if vectors else \
+            np.zeros((1, model.manifest.words.dim), np.float32)
         if view is TextView.W2V:
             Y = w2v
         elif view is TextView.BV:
@@ -262,9 +264,12 @@ class Searcher:
     def meaning(self, word: str) -> tuple[list[tuple[int, float]], str]:
         """:meth:`expand`'s answer and where it came from: ``vocabulary``, ``word vectors``, ``multilingual`` or
         ``""`` (nothing)."""
-        if word not in self._expanded:
-            self._expanded[word] = self._meaning(word)
-        return self._expanded[word]
+        key = (word, self._given.get(word, word))  # the multilingual encoder reads the word as typed
+        if key not in self._expanded:
+            if len(self._expanded) >= REMEMBERED:  # a server's searcher lives long: what it remembers is bounded
+                self._expanded.clear()
+            self._expanded[key] = self._meaning(word)
+        return self._expanded[key]
 
     def _meaning(self, word: str) -> tuple[list[tuple[int, float]], str]:
         position = {w: j for j, w in enumerate(self.view.vocabulary)}
@@ -347,7 +352,9 @@ class Searcher:
                 word = next((s for s in _singulars(word) if s in known), word)
             if word and word not in out:
                 out.append(word)
-                self._given.setdefault(word, _trim(unicodedata.normalize("NFC", given)))
+                if len(self._given) >= REMEMBERED:
+                    self._given.clear()
+                self._given[word] = _trim(unicodedata.normalize("NFC", given))
         if len(out) > MAX_WORDS:
             raise AnnotError(f"a search takes at most {MAX_WORDS} words, got {len(out):,}")
         return out

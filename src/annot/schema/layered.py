@@ -119,6 +119,8 @@ def view_sql(table: str, layers: Sequence[str], columns: dict[tuple[str, str], l
     """The SELECT that reads ``table`` through ``layers`` (bottom first): each layer's rows of the groups no layer
     above it touched. None when no layer has the table."""
     wanted = [c.name for c in metadata.tables[table].columns]
+    kinds = {c.name: c.type.compile(dialect=_duckdb_dialect()) for c in metadata.tables[table].columns}  # of a
+    # column a layer lacks (written by an older annot): NULL of the column's type
     having = [name for name in layers if (name, table) in columns]
     if not having:
         return None
@@ -126,7 +128,7 @@ def view_sql(table: str, layers: Sequence[str], columns: dict[tuple[str, str], l
     parts = []
     for n, name in enumerate(having):
         present = set(columns[(name, table)])
-        picked = ", ".join(f'"{c}"' if c in present else f'NULL AS "{c}"' for c in wanted)
+        picked = ", ".join(f'"{c}"' if c in present else f'CAST(NULL AS {kinds[c]}) AS "{c}"' for c in wanted)
         above = [f'SELECT k FROM {other}."{touched(table)}"' for other in having[n + 1:]
                  if (other, touched(table)) in columns]
         where = f' WHERE "{key}" NOT IN ({" UNION ALL ".join(above)})' if above else ""
