@@ -430,3 +430,24 @@ def test_kept_uploads_keep_their_name(served: dict[str, object]) -> None:
     assert kept_name("../../etc/passwd") == "passwd.jpg" and kept_name(".hidden.png") == "hidden.png"
     assert kept_name("a\x00b\nc.jpeg") == "abc.jpeg" and kept_name("") == "upload.jpg"
     assert len(kept_name("x" * 500 + ".jpg")) == 104
+
+
+def test_rescoring_is_bounded_per_request(served: dict[str, object], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A correction changes the model, so every library photo waits to be re-scored; each request scores at most
+    its share and says how many are left, until none is."""
+    from annot.serve.routes import review
+
+    client: httpx.Client = served["client"]  # type: ignore[assignment]
+    photos: dict[Path, list[str]] = served["photos"]  # type: ignore[assignment]
+    with annot.open_store(served["store"]) as api:  # type: ignore[arg-type]
+        photo = api.photo_id(max(photos))
+    assert client.post("/v1/corrections", json={"id": photo, "tag": "sky", "action": "add"}).status_code == 200
+    monkeypatch.setattr(review, "RESCORE_LIMIT", 5)
+    answers = []
+    while not answers or answers[-1]["left"]:
+        answers.append(client.post("/v1/rescore").json())
+        assert answers[-1]["rescored"] <= 5 and len(answers) < 10
+    total = client.get("/v1/photos", params={"limit": 1}).json()["total"]
+    assert sum(a["rescored"] for a in answers) == total and answers[0]["left"] == total - 5
+    again = client.post("/v1/rescore").json()  # nothing waits: nothing scored
+    assert (again["rescored"], again["tags_changed"], again["left"]) == (0, 0, 0)

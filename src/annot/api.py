@@ -272,16 +272,18 @@ class Store:
     # -- the photo library ---------------------------------------------------------------------------------------
     def annotate(self, paths: Sequence[str | Path] = (), scoring: ScoringSettings | None = None, *,
                  ray: str | None = None, batch_size: int | None = None, retag: bool = False,
-                 features: Mapping[Path, NDArray[np.floating]] | None = None, **changes: Any) -> AnnotateReport:
+                 features: Mapping[Path, NDArray[np.floating]] | None = None, rescore_limit: int | None = None,
+                 **changes: Any) -> AnnotateReport:
         """Annotate photos (files, folders, or files listing paths) into the store's library: new and changed ones;
         unchanged ones are skipped, vanished ones marked missing, moved ones followed, duplicates linked, unreadable
         ones listed; photos the model changed for since (or with ``retag`` all) are re-scored from their features.
-        ``features``: photos' image features already computed with the store's encoder (a kept upload's)."""
+        ``features``: photos' image features already computed with the store's encoder (a kept upload's);
+        ``rescore_limit``: re-score at most this many (the report's ``stale_left`` says how many wait)."""
         scoring = self.scoring(scoring, **changes) if scoring is not None or changes else None
         return self._changed(annotate_photos(self.root, [Path(p).expanduser() for p in paths], scoring=scoring,
                                              batch_size=batch_size, progress=self.progress, wait=self.wait, ray=ray,
                                              retag=retag, features=features, take_turns=not features,
-                                             rescore=not features))
+                                             rescore=not features, rescore_limit=rescore_limit))
 
     def search(self, words: Sequence[str] = (), *, like: str | Path | bytes | None = None, mode: str = "combined",
                require: Sequence[str] = (), exclude: Sequence[str] = (), folder: str | Path | None = None,

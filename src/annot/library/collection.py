@@ -305,14 +305,15 @@ def annotate_photos(store_root: Path, inputs: Sequence[Path], *, scoring: Scorin
                     batch_size: int | None = None, progress: Progress | None = None, wait: bool | float = False,
                     ray: str | None = None, chunk: int = CHUNK, retag: bool = False,
                     features: Mapping[Path, NDArray[np.floating]] | None = None, take_turns: bool = True,
-                    rescore: bool = True) -> AnnotateReport:
+                    rescore: bool = True, rescore_limit: int | None = None) -> AnnotateReport:
     """Annotate photos into the store's library: new and changed ones, skipping what is already annotated as it is;
     moved photos keep their identity, duplicates are linked (:mod:`annot.library.identity`). Every photo the model
     scored in another state (or with ``retag`` every photo) is re-scored from its cached features. ``features``:
     photos' features already computed with the store's encoder (a kept upload's), cached instead of extracted.
     ``take_turns``: hold the store's lock only while a change is written (a long run beside the server's writes);
     else for the whole run, which then publishes once (a kept upload's). Without ``rescore`` only the given photos
-    are scored (a kept upload: the rest of the library is left to the next ``annot annotate``)."""
+    are scored (a kept upload: the rest of the library is left to the next ``annot annotate``); ``rescore_limit``:
+    at most this many are re-scored (a request's bounded share; ``stale_left`` says how many wait)."""
     progress = progress or NoProgress()
     started = time.perf_counter()
     paths, folders, lists = photo_paths(inputs)
@@ -337,7 +338,7 @@ def annotate_photos(store_root: Path, inputs: Sequence[Path], *, scoring: Scorin
                     update_rows(conn, photo_files, [photo_files.c.state == "annotated"], {"model": None})
         report.moved, report.duplicates = identity.moved, identity.duplicates
         report.unchanged, report.training, errors = scan.unchanged, scan.training, scan.errors
-        stale = library.stale() if rescore else []
+        stale = (library.stale() if rescore else [])[:rescore_limit]
         todo = scan.todo + _not_cached(library, stale, known, {t.path for t in scan.todo})
         last_commit = time.monotonic()
         with progress.task("annotating photos", len(todo)) as advance:
@@ -354,7 +355,9 @@ def annotate_photos(store_root: Path, inputs: Sequence[Path], *, scoring: Scorin
         report.duplicates = identity.duplicates
         report.unreadable = errors
         rescoring = time.perf_counter()
-        report.rescored, report.retagged = library.rescore(library.stale() if rescore else [], progress)
+        waiting = library.stale() if rescore else []
+        report.rescored, report.retagged = library.rescore(waiting[:rescore_limit], progress)
+        report.stale_left = len(waiting) - len(waiting[:rescore_limit])
         report.rescore_seconds = time.perf_counter() - rescoring
         library.commit()
         report.total = len(library.ids)

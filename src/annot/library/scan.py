@@ -209,13 +209,15 @@ class AnnotateReport:
     rescored: int = 0  # photos scored again from their cached features (the model changed, or --retag)
     retagged: int = 0  # of those, photos whose tags changed
     rescore_seconds: float = 0.0
+    stale_left: int = 0  # photos still scored by another state of the model (a bounded re-scoring leaves them)
 
     def to_dict(self) -> dict[str, Any]:
         rate = (self.annotated + self.reannotated) / self.seconds if self.seconds else 0.0
         return {"seen": self.seen, "annotated": self.annotated, "reannotated": self.reannotated,
                 "unchanged": self.unchanged, "training_images": self.training, "unreadable": self.unreadable,
                 "missing": self.missing, "moved": self.moved, "duplicates": self.duplicates,
-                "rescored": self.rescored, "tags_changed": self.retagged, "photos": self.total,
+                "rescored": self.rescored, "tags_changed": self.retagged, "stale_left": self.stale_left,
+                "photos": self.total,
                 "seconds": round(self.seconds, 1), "photos_per_second": round(rate, 1),
                 "rescored_per_second": round(self.rescored / self.rescore_seconds, 1) if self.rescore_seconds else 0.0}
 

@@ -11,6 +11,7 @@ from annot.serve.state import State, require_writer
 
 router = APIRouter(tags=["review"])
 MAX_ITEMS = 200  # photos one request may ask for
+RESCORE_LIMIT = 20_000  # photos one re-scoring request scores (a few seconds); the page asks again for the rest
 
 
 @router.get("/review")
@@ -22,8 +23,9 @@ def review(state: State, n: Annotated[int, Query(ge=1, le=MAX_ITEMS)] = 20) -> d
 @router.post("/rescore", dependencies=[Depends(require_writer)])
 def rescore(state: State) -> dict[str, Any]:
     """Score the library's photos again from their stored features, with what the corrections since taught (as
-    ``annot annotate`` with no folder): how many photos were scored and how many of them changed tags."""
+    ``annot annotate`` with no folder), at most ``RESCORE_LIMIT`` a request: how many photos were scored, how many
+    of them changed tags, and how many are ``left`` for the next request."""
     with state.store.writer() as writing:
-        report = writing.annotate([])
-    return {"rescored": report.rescored, "tags_changed": report.retagged, "photos": report.total,
-            "seconds": round(report.rescore_seconds, 2)}
+        report = writing.annotate([], rescore_limit=RESCORE_LIMIT)
+    return {"rescored": report.rescored, "tags_changed": report.retagged, "left": report.stale_left,
+            "photos": report.total, "seconds": round(report.rescore_seconds, 2)}

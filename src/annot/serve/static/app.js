@@ -500,9 +500,15 @@ async function rescore() {
   $("rescore").disabled = true;
   $("taught").textContent = "re-scoring the library…";
   try {
-    const answer = await api("/v1/rescore", { method: "POST" });
-    $("taught").textContent = `Re-scored ${number.format(answer.rescored)} photos with what you taught: ` +
-      `${number.format(answer.tags_changed)} of them changed tags.`;
+    let rescored = 0, changed = 0, answer;
+    do {  // each request scores a bounded share; ask again until none is left
+      answer = await api("/v1/rescore", { method: "POST" });
+      rescored += answer.rescored;
+      changed += answer.tags_changed;
+      if (answer.left) $("taught").textContent = `re-scoring the library… ${number.format(answer.left)} photos to go`;
+    } while (answer.left && answer.rescored);
+    $("taught").textContent = `Re-scored ${number.format(rescored)} photos with what you taught: ` +
+      `${number.format(changed)} of them changed tags.`;
   } catch (error) {
     $("taught").textContent = error.message;
   } finally {
