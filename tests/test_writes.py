@@ -369,3 +369,45 @@ def test_a_base_an_older_annot_wrote_reads_its_missing_columns_as_typed_nulls(tm
                            "typeof(taken_at) FROM photo_files").fetchall()
     assert found == [(7, 1563129000, "TIMESTAMP")]
     reader.close()
+
+
+SLOW_ADD = """
+import sys, time
+sys.path.insert(0, "tests")
+import conftest
+import annot.features.cache as cache
+from annot.indexer.grow import add_images
+real = cache.FeatureCache.extract
+def slow(self, *args, **kwargs):
+    print("extracting", flush=True)
+    time.sleep(3.0)
+    return real(self, *args, **kwargs)
+cache.FeatureCache.extract = slow
+print(add_images(sys.argv[1], sys.argv[2]).added, flush=True)
+"""
+
+
+@pytest.mark.slow
+def test_corrections_go_on_while_add_extracts_features(store: Path, tmp_path: Path) -> None:
+    """`annot add` holds the store only while it writes: a correction made while it extracts features is not kept
+    waiting, and both land (the corrected image's new tag and the added images in the index)."""
+    photos = make_photos(tmp_path / "more", 8, seed=91)
+    corpus = tmp_path / "more" / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps({"image": p.name, "tags": tags}) + "\n" for p, tags in photos.items()))
+    with StoreDir.open(store) as s:
+        before = s.manifest().index.ntotal
+    image = training_image(store)
+    proc = subprocess.Popen([sys.executable, "-c", SLOW_ADD, str(corpus), str(store)], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "extracting"  # add is under way, its images' rows written
+    report = record_corrections(store, [Correction(image, "unseen", "add")], wait=0.5)  # refused if add held it
+    running = proc.poll() is None
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    assert running and report.recorded == 1
+    assert out.strip().splitlines()[-1] == "8"
+    with StoreDir.open(store) as s:
+        m = s.manifest()
+        assert m.index.ntotal == before + 8 and "unseen" in m.vocabulary.words  # both changes kept
+    assert (image, tag_id(store, "unseen"), "add") in [(r[1], r[2], r[3]) for r in contents(store)["corrections"]]

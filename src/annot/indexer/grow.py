@@ -283,9 +283,11 @@ def _replace(record: Any, **changes: Any) -> Any:
 def add_images(corpus_path: Path, store_root: Path, *, strict: bool = False, progress: Progress | None = None,
                wait: bool | float = False) -> GrowReport:
     """Add a corpus's tagged images to the store's index with the fitted projection (no refit); images already
-    indexed take the corpus's tags everywhere they count."""
+    indexed take the corpus's tags everywhere they count. It takes turns with other writers (the server's
+    corrections): the store is held while the images' rows are written and while the index takes them, not while
+    their features are extracted."""
     progress = progress or NoProgress()
-    store = StoreDir.open(Path(store_root), write=True, wait=wait)
+    store = StoreDir.open(Path(store_root), write=True, wait=wait, hold=False)
     try:
         state = _Open(store)
         path = Path(corpus_path)
@@ -310,7 +312,8 @@ def add_images(corpus_path: Path, store_root: Path, *, strict: bool = False, pro
             raise CorpusError(f"{corpus.source}: none of its {len(corpus.entries)} images could be read"
                               + (f" (e.g. {first[0]}: {first[1]})" if first else ""))
         given = np.array(sorted(i for i, _ in extracted.items), np.int64)
-        apply_tags(state, given, report, progress)
+        with store.change():
+            apply_tags(_Open(store), given, report, progress)  # the store as it is now: others may have written
         return report
     finally:
         store.close()

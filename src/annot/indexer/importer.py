@@ -104,16 +104,30 @@ def import_corpus(
     """Add the corpus's images and tags to the store (already present paths keep their ids).
 
     An image that cannot be opened is skipped and reported, or with ``strict`` is an error naming it.
-    Nothing is written unless the whole import succeeds.
+    Nothing is written unless the whole import succeeds. The images are read before the rows are written in one
+    change of the store (a writer taking turns holds the store for that change only).
     """
     with store.db.connect() as conn:
-        existing = {p: (i, s, h) for i, p, s, h in conn.execute(select(images.c.id, images.c.path, images.c.split,
-                                                                      images.c.sha256))}
+        existing = _existing(conn)
     unreadable, probed, duplicates = _probe_new(corpus, existing, split, strict, progress)
+    with store.change():
+        return _write_import(store, corpus, split, unreadable, probed, duplicates)
+
+
+def _existing(conn: Any) -> dict[str, tuple[int, str, str]]:
+    return {p: (i, s, h) for i, p, s, h in conn.execute(select(images.c.id, images.c.path, images.c.split,
+                                                               images.c.sha256))}
+
+
+def _write_import(store: StoreDir, corpus: Corpus, split: str, unreadable: dict[str, str],
+                  probed: dict[Path, tuple[str, int, int]], duplicates: dict[str, str]) -> ImportReport:
+    """The rows of an import whose images were read: the store's images as they are now (another writer may have
+    changed them since they were read), the corpus's new ones added."""
     word_ids = tag_ids(store, sorted({t for e in corpus.entries for t in e.tags}), create=True)
     now = datetime.now(UTC).replace(tzinfo=None)
     items: list[tuple[int, Path]] = []
     with store.db.begin() as conn:
+        existing = _existing(conn)
         start = next_id(conn, images)
         new_rows: list[dict[str, Any]] = []
         tag_rows: list[dict[str, int]] = []
@@ -128,6 +142,9 @@ def import_corpus(
                 kept.append(image_id)
                 if old_split != split:
                     moved.append(image_id)
+            elif entry.path not in probed:  # known when read, gone since (another writer removed it)
+                unreadable[key] = "removed from the store while it was imported; import it again"
+                continue
             else:
                 image_id = start + len(new_rows)
                 digest, width, height = probed[entry.path]
