@@ -432,6 +432,7 @@ def test_kept_uploads_keep_their_name(served: dict[str, object]) -> None:
     assert len(kept_name("x" * 500 + ".jpg")) == 104
 
 
+@pytest.mark.slow
 def test_rescoring_is_bounded_per_request(served: dict[str, object], monkeypatch: pytest.MonkeyPatch) -> None:
     """A correction changes the model, so every library photo waits to be re-scored; each request scores at most
     its share and says how many are left, until none is."""
