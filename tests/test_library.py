@@ -358,6 +358,8 @@ def test_a_photo_is_dated_by_its_exif_and_browsed_by_it(store: Path, tmp_path: P
         assert months["2019-07"] == 1 and sum(months.values()) == 3
         assert [p.path for p in api.browse(date="2019-07").photos] == [str(photos[0])]
         assert api.browse(date="2019").total == 1
+        bounded = api._browser().facets(folders=0)  # the counts name at most the fullest folders, and say how many
+        assert bounded["folders"] == [] and bounded["folders_total"] == 1
     details = file_details(photos[0])
     assert details["taken"] == "2019-07-14T18:30:00" and details["camera"] == "Canon EOS 5D"
     assert file_details(photos[1])["taken"] is None and file_details(photos[1])["camera"] is None

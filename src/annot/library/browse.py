@@ -34,6 +34,7 @@ from annot.settings import SettingsError
 
 ORDERS = ("newest", "oldest", "name", "confidence")
 MAX_PAGE = 200  # photos in one page
+MAX_FOLDERS = 1000  # folders the counts name (the fullest): an answer's size stays bounded
 FOLDER = "regexp_replace(i.path, '/[^/]*$', '')"  # the folder that holds a photo
 LIBRARY_SQL = f"""
 SELECT f.image_id, dense_rank() OVER (ORDER BY {FOLDER}) - 1 AS folder,
@@ -190,9 +191,11 @@ class Browser:
                              bool(self.reviewed[c]), tuple(shown.get(i, [])))
                 for i, c in zip(ids, chosen.tolist(), strict=True)]
 
-    def facets(self, *, tags: int = 200) -> dict[str, Any]:
-        """Counts of the whole library: by folder, by month, by tag (the ``tags`` most shown), not reviewed."""
-        folders = np.bincount(self.folder_of, minlength=len(self.folders)) if len(self.ids) else np.zeros(0, int)
+    def facets(self, *, tags: int = 200, folders: int = MAX_FOLDERS) -> dict[str, Any]:
+        """Counts of the whole library: by folder (the ``folders`` fullest, by name; ``folders_total`` says how many
+        hold photos), by month, by tag (the ``tags`` most shown), not reviewed."""
+        counts = np.bincount(self.folder_of, minlength=len(self.folders)) if len(self.ids) else np.zeros(0, int)
+        fullest = np.sort(np.argsort(-counts, kind="stable")[:folders])
         months = np.bincount(self.month_of, minlength=len(self.months)) if len(self.ids) else np.zeros(0, int)
         view = self.searcher.view
         inside = self.rows[self.rows >= 0]
@@ -206,7 +209,8 @@ class Browser:
             counted = np.bincount(view.words[tagged], minlength=len(view.vocabulary))
         top = np.argsort(-counted, kind="stable")[:tags]
         return {"photos": len(self.ids), "not_reviewed": int((~self.reviewed).sum()),
-                "folders": [{"folder": str(f), "count": int(n)} for f, n in zip(self.folders, folders, strict=True)],
+                "folders": [{"folder": str(self.folders[j]), "count": int(counts[j])} for j in fullest],
+                "folders_total": len(self.folders),
                 "months": [{"month": str(m), "count": int(n)} for m, n in zip(self.months, months, strict=True)],
                 "tags": [{"tag": view.vocabulary[j], "count": int(counted[j])} for j in top if counted[j] > 0]}
 

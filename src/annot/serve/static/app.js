@@ -215,8 +215,10 @@ async function loadFacets(active) {
     section("Library", [
       option("All photos", facets.photos, {}, !active.folder && !active.date && !active.tag && !active.unreviewed),
       option("Not reviewed", facets.not_reviewed, { unreviewed: "1" }, !!active.unreviewed)]),
-    section("Folders", facets.folders.map((f) => option(f.folder.slice(common.length).replace(/^\//, "") || f.folder,
-      f.count, { folder: f.folder }, active.folder === f.folder, f.folder))),
+    section("Folders", [...facets.folders.map((f) => option(f.folder.slice(common.length).replace(/^\//, "") ||
+      f.folder, f.count, { folder: f.folder }, active.folder === f.folder, f.folder)),
+    ...(facets.folders_total > facets.folders.length ? [el("li", { class: "hint" },
+      `and ${number.format(facets.folders_total - facets.folders.length)} smaller folders`)] : [])]),
     section("Months", facets.months.slice().reverse().map((m) => option(m.month, m.count, { date: m.month },
       active.date === m.month))),
     section("Tags", facets.tags.map((t) => option(t.tag, t.count, { tag: t.tag }, active.tag === t.tag))));
