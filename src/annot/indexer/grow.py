@@ -136,8 +136,9 @@ class _Open:
 
     @stats.setter
     def stats(self, value: CCAStatistics) -> None:
-        _ = self.stats  # the pending changes are in what is replaced
+        """Statistics that stand as a whole (made from the getter's, or anew): the pending changes are in them."""
         self._stats = value
+        self.pending = Pending()
 
     def chunks(self, ids: NDArray[np.int64], labels: Callable[[NDArray[np.int64]], NDArray[np.bool_]] | None = None
                ) -> Callable[[], Iterator[Chunk]]:
