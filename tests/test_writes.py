@@ -17,6 +17,8 @@ import pytest
 from annot.library import vectors
 from annot.library.collection import annotate_photos
 from annot.library.corrections import Correction, record_corrections
+from annot.schema import predictions
+from annot.schema.database import insert_rows
 from annot.store import StoreDir, dbfiles
 from test_library import make_photos
 
@@ -85,6 +87,36 @@ def test_segments_merge_and_fold_and_read_the_same(store: Path, monkeypatch: pyt
         {t: v for t, v in merged.items() if t not in ("corrections", "image_tags")}
     assert not (store / before_fold).exists() or before_fold in json.dumps(
         json.loads((store / "manifest.previous.json").read_text()))  # kept one generation, no longer
+
+
+def test_merging_takes_the_newest_segments_as_large_together_as_the_next_older_one() -> None:
+    assert dbfiles.to_merge([1, 1, 1, 1, 1]) == 5  # alike: all of them
+    assert dbfiles.to_merge([500, 1, 1, 1, 1]) == 4  # the large one an earlier merge made stays
+    assert dbfiles.to_merge([500, 40, 1, 1]) == 2
+    assert dbfiles.to_merge([500, 40, 8, 4, 3]) == 2  # 8 is larger than 4 + 3
+    assert dbfiles.to_merge([500, 40, 6, 4, 3]) == 3  # 6 is not; 40 is larger than 6 + 4 + 3
+    assert dbfiles.to_merge([9, 3]) == 2
+
+
+@pytest.mark.slow
+def test_a_small_change_does_not_rewrite_the_large_segment_before_it(store: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(dbfiles, "MAX_SEGMENTS", 3)
+    with StoreDir.open(store, write=True) as s, s.db.begin() as conn:  # one large segment: an evaluation's rows
+        insert_rows(conn, predictions, [{"run_id": 999, "image_id": i, "rank": r, "tag_id": 1, "score": 0.5,
+                                         "confidence": 0.5} for i in range(40_000) for r in range(5)])
+        conn.commit()
+        s.publish()
+    large = database_files(store)["segments"][0]  # type: ignore[index]
+    before = contents(store)
+    image = training_image(store)
+    for word in ["sun", "sea", "tree"]:  # the third makes four segments: the three small ones merge
+        record_corrections(store, [Correction(image, word, "add")])
+    segments = database_files(store)["segments"]
+    assert len(segments) == 2 and segments[0] == large  # type: ignore[arg-type,index]
+    after = contents(store)
+    assert len(after["corrections"]) == len(before["corrections"]) + 3
+    assert {t: v for t, v in after.items() if t not in ("corrections", "image_tags")} == \
+        {t: v for t, v in before.items() if t not in ("corrections", "image_tags")}
 
 
 @pytest.mark.slow

@@ -16,6 +16,7 @@ changes there. Segment tables hold no constraints: the group keys are annot's ow
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import uuid
@@ -80,16 +81,28 @@ def _columns(raw: Any, catalog: str | None = None) -> dict[tuple[str, str], list
 
 def table_sql(table: Table, catalog: str) -> str:
     """CREATE TABLE of ``table`` in ``catalog``, without constraints (a segment's)."""
+    return f'CREATE TABLE IF NOT EXISTS {catalog}."{table.name}" ({_table_body(table)})'
+
+
+@functools.cache
+def _table_body(table: Table) -> str:
+    """The column definitions of ``table`` without constraints (compiled once: the schema does not change)."""
     bare = Table(table.name, type(metadata)(), *[c._copy() for c in table.columns])
     for column in bare.columns:
         column.primary_key = False
         column.unique = False
         column.nullable = True
     create = str(CreateTable(bare).compile(dialect=_duckdb_dialect())).strip()
-    body = create.split("(", 1)[1].rsplit(")", 1)[0]
-    return f'CREATE TABLE IF NOT EXISTS {catalog}."{table.name}" ({body})'
+    return create.split("(", 1)[1].rsplit(")", 1)[0]
 
 
+@functools.cache
+def _column_types(table: str) -> dict[str, str]:
+    """Each column of ``table`` with its DuckDB type."""
+    return {c.name: c.type.compile(dialect=_duckdb_dialect()) for c in metadata.tables[table].columns}
+
+
+@functools.cache
 def _duckdb_dialect() -> Any:
     from duckdb_engine import Dialect
 
@@ -107,7 +120,7 @@ def create_segment_tables(raw: Any, catalog: str) -> None:
         else:  # a segment an older annot began (a killed writer's): the columns added since
             for column in table.columns:
                 if column.name not in columns.get((catalog, table.name), [column.name]):
-                    kind = column.type.compile(dialect=_duckdb_dialect())
+                    kind = _column_types(table.name)[column.name]
                     raw.execute(f'ALTER TABLE {catalog}."{table.name}" ADD COLUMN "{column.name}" {kind}')
         if touched(table.name) not in present:
             key = table.c[GROUP_KEY[table.name]]
@@ -119,8 +132,7 @@ def view_sql(table: str, layers: Sequence[str], columns: dict[tuple[str, str], l
     """The SELECT that reads ``table`` through ``layers`` (bottom first): each layer's rows of the groups no layer
     above it touched. None when no layer has the table."""
     wanted = [c.name for c in metadata.tables[table].columns]
-    kinds = {c.name: c.type.compile(dialect=_duckdb_dialect()) for c in metadata.tables[table].columns}  # of a
-    # column a layer lacks (written by an older annot): NULL of the column's type
+    kinds = _column_types(table)  # of a column a layer lacks (written by an older annot): NULL of the column's type
     having = [name for name in layers if (name, table) in columns]
     if not having:
         return None
@@ -177,8 +189,20 @@ def _empty_segment() -> Path:
         finally:
             raw.close()
 
+    return cached_file(_empty_segment_name(), make)
+
+
+def empty_segment_size() -> int:
+    """The bytes of a segment with every table and no row."""
+    return _empty_segment().stat().st_size
+
+
+@functools.cache
+def _empty_segment_name() -> str:
+    import duckdb
+
     schema = [table_sql(table, "e") for table in metadata.sorted_tables]
-    return cached_file(f"segment-{digest([duckdb.__version__, SEGMENT_OPTIONS, *schema])}.duckdb", make)
+    return f"segment-{digest([duckdb.__version__, SEGMENT_OPTIONS, *schema])}.duckdb"
 
 
 def ensure_groups(raw: Any, table: str, keys: NDArray[Any] | Sequence[Any]) -> None:
@@ -227,8 +251,9 @@ def merge_segments(segments: Sequence[Path], out: Path) -> None:
     try:
         names = [(f"s{n}", path) for n, path in enumerate(segments)]
         columns = _read_only_layers(raw, names)
-        raw.execute(f"ATTACH {_quote(out)} AS n{SEGMENT_OPTIONS}")
-        create_segment_tables(raw, "n")
+        shutil.copyfile(_empty_segment(), out)  # every table, empty (making them takes longer)
+        raw.execute(f"ATTACH {_quote(out)} AS n")
+        raw.execute("BEGIN")  # one transaction: DuckDB commits each statement otherwise, some 5 ms apiece
         for table in GROUP_KEY:
             select = view_sql(table, [name for name, _ in names], columns)
             if select is None:
@@ -236,6 +261,7 @@ def merge_segments(segments: Sequence[Path], out: Path) -> None:
             keys = [f'SELECT k FROM {name}."{touched(table)}"' for name, _ in names if (name, touched(table)) in columns]
             raw.execute(f'INSERT INTO n."{table}" {select}')
             raw.execute(f'INSERT INTO n."{touched(table)}" SELECT DISTINCT k FROM ({" UNION ALL ".join(keys)})')
+        raw.execute("COMMIT")
         raw.execute("CHECKPOINT n")
     finally:
         raw.close()

@@ -8,7 +8,8 @@ STORE/db/WORKING             the name of a writer's working segment, until the m
 
 A writer writes into its working segment only; publishing closes it and names it in the manifest, so a publish
 costs what it changed, not what the store holds. When there are more than
-``MAX_SEGMENTS`` segments they are merged into one; when the segments together pass a quarter of the base (or
+``MAX_SEGMENTS`` segments the newest are merged into one, as many as are together at least as large as the next
+older one (:func:`to_merge`: a small change merges small segments, not the large one an earlier merge made); when the segments together pass a quarter of the base (or
 ``FOLD_BYTES``, whichever is larger) they are folded into a new base, so readers read few layers and folding costs
 stay a fixed share of the writes. A writer that is killed leaves its working segment; the next writer continues from
 it (what the killed one wrote, and the image ids its cached features belong to, are kept). Stores written before
@@ -25,7 +26,7 @@ from pathlib import Path
 
 from annot.errors import StoreError
 from annot.schema import Database
-from annot.schema.layered import Layers, fold_into_base, merge_segments
+from annot.schema.layered import Layers, empty_segment_size, fold_into_base, merge_segments
 from annot.store.files import StoredFile, atomic_write, sha256_file
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,16 @@ LEGACY_RECORD = DatabaseRecord(StoredFile(LEGACY))
 def wants_fold(segments: int, base: int) -> bool:
     """Whether segments of ``segments`` bytes together are folded into a base of ``base`` bytes."""
     return segments > max(FOLD_BYTES, base // 4)
+
+
+def to_merge(sizes: list[int]) -> int:
+    """How many of the newest segments (``sizes`` oldest first) to merge into one: the newest two, and each older
+    one no larger than those together; so a byte is merged again only when the segments after it have caught up
+    with it (some log₂ times before a fold), and merging costs in proportion to what changed since."""
+    k = 2
+    while k < len(sizes) and sizes[-k - 1] <= sum(sizes[-k:]):
+        k += 1
+    return min(k, len(sizes))
 
 
 def _tag() -> str:
@@ -164,9 +175,11 @@ class WriterFiles:
                            _empty_database)
             record = DatabaseRecord(self._place(scratch, "base"), ())
         elif len(segments) > MAX_SEGMENTS:
+            empty = empty_segment_size()  # what a segment holds beyond its empty tables
+            k = to_merge([max(0, (s.size or 0) - empty) for s in record.segments])
             scratch = self.folder / f".seg-{_tag()}.tmp"
-            merge_segments(segments, scratch)
-            record = DatabaseRecord(record.base, (self._place(scratch, "seg"),))
+            merge_segments(segments[-k:], scratch)
+            record = DatabaseRecord(record.base, (*record.segments[:-k], self._place(scratch, "seg")))
         self.record = record
         return record
 
