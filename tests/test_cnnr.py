@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,7 @@ from annot.errors import AnnotError, EncoderError
 from annot.evaluation.evaluate import evaluate
 from annot.indexer import build_index
 from annot.methods.cnnr.train import CHECKPOINT, CNNRConfig, targets, train_cnnr
-from annot.settings import ScoringSettings
+from annot.settings import ScoringSettings, SettingsError
 from annot.store import StoreDir
 from conftest import fake_settings, invoke, tiny_backbone, write_word_vectors
 
@@ -194,7 +195,7 @@ def test_full_fine_tuning_trains_the_trunk_from_images(store: Path, synthetic: d
 
     from annot.methods.cnnr.network import load_cnnr
 
-    report = train_cnnr(store, CNNRConfig(backbone="tiny16", epochs=3, batch_size=32, lr=1e-2, full=True))
+    report = train_cnnr(store, CNNRConfig(backbone="tiny16", epochs=3, batch_size=32, lr=1e-2, full=True, warmup=0))
     assert report.full and report.history[-1]["train_loss"] < report.history[0]["train_loss"]
     assert not (store / "features" / "cnnr-trunk-tiny16").exists()  # no activation cache in this mode
     model, meta = load_cnnr(store / report.model_file)
@@ -203,6 +204,28 @@ def test_full_fine_tuning_trains_the_trunk_from_images(store: Path, synthetic: d
     changed = [not torch.equal(a, b) for a, b in zip(model.backbone.trunk.state_dict().values(),
                                                      untouched.state_dict().values(), strict=True)]
     assert any(changed)  # the trunk's weights were trained and saved
+
+
+def test_full_fine_tuning_warms_up_with_the_trunk_frozen_then_trains_it_at_its_size(store: Path) -> None:
+    import torch
+
+    from annot.features.encoders import build_encoder
+    def trunk_changed() -> bool:
+        saved = torch.load(store / CHECKPOINT, map_location="cpu", weights_only=False)
+        untouched = tiny_backbone(16)(None).trunk.state_dict()
+        return any(not torch.equal(t, untouched[n]) for n, t in saved["state"]["trunk"].items())
+
+    config = CNNRConfig(backbone="tiny16", epochs=1, batch_size=32, lr=1e-2, full=True, size=24, warmup=1)
+    first = train_cnnr(store, config)
+    assert len(first.history) == 1 and not trunk_changed()  # the warm-up epoch trains the top and the new layer only
+    second = train_cnnr(store, replace(config, epochs=2))
+    assert second.resumed_from_epoch == 1 and len(second.history) == 2 and trunk_changed()
+    encoder = build_encoder(f"cnnr:{store}")
+    assert encoder.input_size == 24  # answers decode at the size the network was trained at
+    with pytest.raises(SettingsError, match="full fine-tuning only"):
+        train_cnnr(store, CNNRConfig(backbone="tiny16", epochs=1, full=False, size=24, restart=True))
+    with pytest.raises(AnnotError, match="size 24 there, 32 here"):
+        train_cnnr(store, replace(config, size=32, epochs=3))  # another size is another training
 
 
 def test_centred_cosine_does_not_answer_the_hub_word() -> None:

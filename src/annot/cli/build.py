@@ -302,6 +302,12 @@ def train_cnnr(
                                         "better on Corel-5k's validation images) or raw (the paper's).")] = "whitened",
     select: Annotated[str, typer.Option(help="Keep the epoch with the highest validation F1 (f1) or the lowest "
                                         "validation loss (loss).")] = "f1",
+    size: Annotated[int | None, typer.Option(help="Square input in pixels when fine-tuning fully (default: the "
+                                              "backbone's; smaller trains faster).")] = None,
+    augment: Annotated[bool, typer.Option("--augment/--no-augment", help="Fine-tuning fully: train on random crops "
+                                          "and mirror images.")] = True,
+    warmup: Annotated[int, typer.Option(help="Fine-tuning fully: epochs the pretrained trunk stays frozen while the "
+                                        "new layer settles.")] = 1,
     wait: WaitOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
@@ -310,7 +316,8 @@ def train_cnnr(
     cnnr:STORE` use it."""
 
     config = CNNRConfig(backbone=backbone, weights=weights, epochs=epochs, batch_size=batch_size, lr=lr,
-                        lr_ratio=lr_ratio, full=full, device=device, restart=restart, target=target, select=select)
+                        lr_ratio=lr_ratio, full=full, device=device, restart=restart, target=target, select=select,
+                        size=size, augment=augment, warmup=warmup)
     report = open_store(store, wait).train_cnnr(config)
     if json_out:
         print_json(report.to_dict())

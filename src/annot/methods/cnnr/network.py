@@ -184,7 +184,7 @@ class CNNREncoder(ImageEncoder):
         b = model.backbone
         self.name = f"cnnr-{meta['backbone']}" + ("-vector" if output == "vector" else "")
         self.dim = model.dim if output == "vector" else b.feature_dim
-        self.input_size, self.mean, self.std = b.input_size, b.mean, b.std
+        self.input_size, self.mean, self.std = int(meta.get("size") or b.input_size), b.mean, b.std
         self.weights_id = str(meta["id"])
 
     def encode(self, pixels: torch.Tensor) -> NDArray[np.float32]:

@@ -14,7 +14,9 @@ minimum, epoch 7; 29.7 at epoch 13).
 
 On a CPU (the default there) the trunk's activations are computed once, cached in the store like any features, and
 the top blocks and head are trained over them. With ``full`` (the default where CUDA is present) every layer is
-trained from the decoded images. A checkpoint is written after every epoch; rerunning the same command continues from
+trained from the decoded images, at ``size`` pixels (answers then decode at that size too), on random crops and mirror
+images (``augment``), the trunk frozen for the first ``warmup`` epochs so the new layer's first, large gradients do
+not disturb the pretrained features. A checkpoint is written after every epoch; rerunning the same command continues from
 it, and a checkpoint for another backbone, dimension or mode is an error unless ``restart``.
 """
 
@@ -68,6 +70,9 @@ class CNNRConfig:
     restart: bool = False
     target: str = "whitened"
     select: str = "f1"
+    size: int | None = None  # the network's square input when fine-tuning fully (default: the backbone's)
+    augment: bool = True  # fine-tuning fully: random crops (of an image decoded 8/7 larger) and mirror images
+    warmup: int = 1  # fine-tuning fully: epochs the trunk stays frozen while the new layer settles
 
 
 TARGETS = ("raw", "whitened")
@@ -134,9 +139,13 @@ def targets(labels: NDArray[np.bool_], E: NDArray[np.float32], has_vector: NDArr
     return Y.astype(np.float32), counts > 0
 
 
-def _checkpoint_key(config: CNNRConfig, dim: int, full: bool, words: str) -> dict[str, Any]:
-    return {"backbone": config.backbone, "dim": dim, "full": full, "words": words, "target": config.target,
-            "select": config.select, "weights": str(Path(config.weights).resolve()) if config.weights else None}
+def _checkpoint_key(config: CNNRConfig, dim: int, full: bool, words: str, size: int) -> dict[str, Any]:
+    key = {"backbone": config.backbone, "dim": dim, "full": full, "words": words, "target": config.target,
+           "select": config.select, "weights": str(Path(config.weights).resolve()) if config.weights else None,
+           "size": size}
+    if full:
+        key |= {"augment": config.augment, "warmup": config.warmup}
+    return key
 
 
 def train_cnnr(store_root: Path, config: CNNRConfig = CNNRConfig(), progress: Progress | None = None,
@@ -150,6 +159,10 @@ def train_cnnr(store_root: Path, config: CNNRConfig = CNNRConfig(), progress: Pr
         raise SettingsError("cnnr.target", f"must be one of {', '.join(TARGETS)}, got {config.target!r}")
     if config.select not in SELECTIONS:
         raise SettingsError("cnnr.select", f"must be one of {', '.join(SELECTIONS)}, got {config.select!r}")
+    if config.size is not None and not 16 <= config.size <= 1024:
+        raise SettingsError("cnnr.size", f"must be between 16 and 1024 pixels, got {config.size}")
+    if config.warmup < 0:
+        raise SettingsError("cnnr.warmup", f"must be 0 or more epochs, got {config.warmup}")
     store = StoreDir.open(Path(store_root), write=True, wait=wait)
     try:
         run = _Run.prepare(store, config, progress)
@@ -181,6 +194,7 @@ class _Run:
     backbone: Backbone
     model: CNNR
     full: bool
+    size: int  # the network's input (full fine-tuning)
     upright: bool
     ids: list[int]
     paths: list[Path]
@@ -216,6 +230,10 @@ class _Run:
         backbone = build_backbone(config.backbone, config.weights)
         model = CNNR(backbone, words.dim, config.device)
         full = config.full if config.full is not None else model.device.type == "cuda"
+        if config.size is not None and not full:
+            raise SettingsError("cnnr.size", "applies to full fine-tuning only (the cached activations are at the "
+                                f"backbone's {backbone.input_size} pixels)")
+        size = config.size or backbone.input_size
         activations, trunk_shape = None, ()
         if not full:
             trunk = TrunkEncoder(backbone, model.device)
@@ -240,12 +258,10 @@ class _Run:
             {"params": model.head.parameters(), "lr": config.lr},
             {"params": pretrained, "lr": config.lr * config.lr_ratio},
         ], weight_decay=config.weight_decay)
-        for p in backbone.trunk.parameters():
-            p.requires_grad_(full)
         report = TrainReport("", str(model.device), full, len(train_rows), len(val_rows),
                              validation_ids=[int(ids[i]) for i in val_rows])
-        return cls(store, config, _checkpoint_key(config, words.dim, full, words.source), vocabulary, tag_ids, E,
-                   has_vector, (mean, transform), backbone, model, full, upright, ids, [p for _, p in items],
+        return cls(store, config, _checkpoint_key(config, words.dim, full, words.source, size), vocabulary, tag_ids,
+                   E, has_vector, (mean, transform), backbone, model, full, size, upright, ids, [p for _, p in items],
                    activations, trunk_shape, torch.from_numpy(Y).to(model.device), train_rows, val_rows,
                    label_matrix(store.db, [ids[i] for i in val_rows], tag_ids), rng, optimiser, report, started)
 
@@ -273,23 +289,40 @@ class _Run:
         report.resumed_from_epoch = len(report.history)
         self.started -= float(saved.get("seconds", 0.0))  # training time adds up over resumed runs
 
-    def batches(self, order: NDArray[np.int64]) -> Iterator[tuple[NDArray[np.int64], Any]]:
-        """(rows, input) per batch: cached trunk activations, or decoded images when fine-tuning fully."""
+    def batches(self, order: NDArray[np.int64], train: bool) -> Iterator[tuple[NDArray[np.int64], Any]]:
+        """(rows, input) per batch: cached trunk activations, or decoded images when fine-tuning fully (for
+        training, augmented when ``augment``: a random ``size`` crop of the image decoded 8/7 larger, mirrored
+        half the time; for validation, the whole image at ``size``, as answering sees it)."""
         import torch
 
-        size = self.config.batch_size
+        step = self.config.batch_size
         if self.activations is not None:
-            for lo in range(0, len(order), size):
-                sel = order[lo : lo + size]
+            for lo in range(0, len(order), step):
+                sel = order[lo : lo + step]
                 yield sel, torch.from_numpy(self.activations[sel]).view(len(sel), *self.trunk_shape).to(
                     self.model.device)
             return
-        shim = backbone_encoder_shim(self.backbone)
-        for lo, batch in zip(range(0, len(order), size),
-                             iter_batches([self.paths[i] for i in order], shim, size, upright=self.upright),
+        augment = train and self.config.augment
+        decoded = self.size * 8 // 7 if augment else self.size
+        shim = backbone_encoder_shim(self.backbone, decoded)
+        for lo, batch in zip(range(0, len(order), step),
+                             iter_batches([self.paths[i] for i in order], shim, step, upright=self.upright),
                              strict=True):
             ok = np.array(batch.ok)
-            yield order[lo : lo + size][ok], batch.pixels[torch.from_numpy(ok)].to(self.model.device)
+            pixels = batch.pixels[torch.from_numpy(ok)]
+            yield order[lo : lo + step][ok], (self.augmented(pixels) if augment else pixels).to(self.model.device)
+
+    def augmented(self, pixels: Any) -> Any:
+        """A random ``size`` × ``size`` crop of each image, mirrored left to right half the time."""
+        import torch
+
+        n, room = len(pixels), pixels.shape[-1] - self.size
+        tops, lefts = self.rng.integers(0, room + 1, n), self.rng.integers(0, room + 1, n)
+        out = torch.stack([pixels[i, :, t : t + self.size, l : l + self.size]
+                           for i, (t, l) in enumerate(zip(tops, lefts, strict=True))])
+        mirror = torch.from_numpy(self.rng.random(n) < 0.5)
+        out[mirror] = out[mirror].flip(-1)
+        return out
 
     def passes(self, rows: NDArray[np.int64], train: bool, advance: Any) -> tuple[float, NDArray[np.float32]]:
         """One pass over ``rows`` (sorted): their mean loss; and, when not training, the predictions in row order
@@ -299,11 +332,14 @@ class _Run:
         backbone, model = self.backbone, self.model
         for module in (backbone.top, model.head):
             module.train(train)
-        backbone.trunk.train(train and self.full)
+        trunk_learns = self.full and len(self.report.history) >= self.config.warmup  # this epoch, not a warm-up one
+        backbone.trunk.train(train and trunk_learns)
+        for p in backbone.trunk.parameters():
+            p.requires_grad_(trunk_learns)
         total = 0.0
         predictions = np.full((0 if train else len(rows), self.E.shape[1]), np.nan, np.float32)
         order = self.rng.permutation(rows) if train else rows
-        for sel, x in self.batches(order):
+        for sel, x in self.batches(order, train):
             if train and len(sel) < 2:
                 continue  # batch norm needs two
             with torch.set_grad_enabled(train):
@@ -367,12 +403,13 @@ class _Run:
         return report
 
 
-def backbone_encoder_shim(backbone: Backbone) -> ImageEncoder:
-    """Preprocessing settings of a backbone, for ``iter_batches`` (which only reads size and normalisation)."""
+def backbone_encoder_shim(backbone: Backbone, size: int | None = None) -> ImageEncoder:
+    """Preprocessing settings of a backbone (at ``size``, default its own), for ``iter_batches`` (which only reads
+    size and normalisation)."""
 
     class Shim(ImageEncoder):
         name, dim = backbone.name, backbone.feature_dim
-        input_size, mean, std = backbone.input_size, backbone.mean, backbone.std
+        input_size, mean, std = size or backbone.input_size, backbone.mean, backbone.std
 
         def encode(self, pixels: Any) -> NDArray[np.float32]:
             raise NotImplementedError
