@@ -151,18 +151,26 @@ if where == "folding":  # the new base half written
     layered.copy_base = copy_then_die
 elif where == "before the switch":  # the new base in place, the manifest not yet switched to it
     real_place = dbfiles.WriterFiles._place
-    def place_then_die(self, scratch, kind):
-        placed = real_place(self, scratch, kind)
+    def place_then_die(self, scratch, kind, *rest):
+        placed = real_place(self, scratch, kind, *rest)
         if kind == "base":
             os.kill(os.getpid(), signal.SIGKILL)
         return placed
     dbfiles.WriterFiles._place = place_then_die
+elif where == "writing the photo view":  # the new base written, its view half written
+    real_view = dbfiles.write_view
+    def view_then_die(base, tags, files):
+        real_view(base, tags, files)
+        with open(files, "r+b") as fh:
+            fh.truncate(os.path.getsize(files) // 2)
+        os.kill(os.getpid(), signal.SIGKILL)
+    dbfiles.write_view = view_then_die
 record_corrections(sys.argv[1], [Correction(int(sys.argv[3]), "sea", "add"), Correction(int(sys.argv[3]), "sky", "add")])
 """
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("where", ["folding", "before the switch"])
+@pytest.mark.parametrize("where", ["folding", "writing the photo view", "before the switch"])
 def test_a_fold_killed_loses_nothing(store: Path, where: str) -> None:
     image = training_image(store)
     proc = subprocess.run([sys.executable, "-c", FOLD_KILLER, str(store), where, str(image)], check=False, cwd=ROOT,
@@ -443,3 +451,72 @@ def test_corrections_go_on_while_add_extracts_features(store: Path, tmp_path: Pa
         m = s.manifest()
         assert m.index.ntotal == before + 8 and "unseen" in m.vocabulary.words  # both changes kept
     assert (image, tag_id(store, "unseen"), "add") in [(r[1], r[2], r[3]) for r in contents(store)["corrections"]]
+
+
+# -- the photo view written at a fold ---------------------------------------------------------------------------------
+def view_arrays(store: Path) -> dict[str, list[object]]:
+    """The photo view a reader loads, and the same read whole from the database, per photo as comparable lists."""
+    from annot.library.view import PhotoView
+    from annot.model import StoreModel
+
+    model = StoreModel.open(store)
+    try:
+        view = PhotoView(model)
+        fast = {int(i): sorted((t.tag, round(float(t.confidence or 0), 5), t.source) for t in view.tags(r))
+                for r, i in enumerate(view.ids)}
+        fast_library = {int(i) for i, lib in zip(view.ids, view.library, strict=True) if lib}
+        whole = shown_whole(model)
+    finally:
+        model.close()
+    return {"view": [fast, fast_library], "whole": whole}
+
+
+def shown_whole(model: object) -> list[object]:
+    """What the photo view holds, computed from the database alone (every layer read through)."""
+    from annot.schema.shown import SOURCES, read_shown
+
+    store = model.store  # type: ignore[attr-defined]
+    with store.db.connect() as conn:
+        shown = read_shown(conn, library=store.db.has_table("photo_files"))
+    vocabulary = dict(zip(model.tag_ids, model.vocabulary, strict=True))  # type: ignore[attr-defined]
+    photos = {int(i) for i in shown.files["image_id"]}
+    library = {int(i) for i, a in zip(shown.files["image_id"], shown.files["annotated"], strict=True) if a}
+    ids = {int(i) for i in model.ids if int(i) not in photos} | library  # type: ignore[attr-defined]
+    out: dict[int, list[tuple[str, float, str]]] = {i: [] for i in ids}
+    for i, t, c, s in zip(shown.tags["image_id"], shown.tags["tag_id"], shown.tags["confidence"], shown.tags["source"],
+                          strict=True):
+        if int(i) in ids and int(t) in vocabulary:
+            out[int(i)].append((vocabulary[int(t)], round(float(c), 5), SOURCES[int(s)]))
+    return [{i: sorted(v) for i, v in out.items()}, library]
+
+
+@pytest.mark.slow
+def test_the_photo_view_a_fold_wrote_with_the_segments_above_it_reads_as_the_database(
+        store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    files = database_files(store)
+    assert files["view"] and all((store / f["path"]).is_file() for f in files["view"])  # type: ignore[index]
+    make_photos(tmp_path / "photos", 10, seed=5)
+    annotate_photos(store, [tmp_path / "photos"], chunk=4)
+    seen = view_arrays(store)
+    assert seen["view"] == seen["whole"] and len(seen["view"][1]) == 10  # type: ignore[arg-type]
+    with StoreDir.open(store) as s:
+        photos = [int(i) for (i,) in s.db.read_sql("SELECT image_id FROM photo_files ORDER BY image_id")[1]]
+    record_corrections(store, [Correction(photos[0], "snow", "add"), Correction(photos[1], "sky", "reject"),
+                               Correction(photos[2], "sea", "confirm"), Correction(training_image(store), "city", "add")])
+    record_corrections(store, [Correction(photos[1], "sky", "clear")])  # undo: the prediction is back
+    seen = view_arrays(store)
+    assert seen["view"] == seen["whole"]
+    tags_of = seen["view"][0]  # type: ignore[index]
+    assert ("snow", 1.0, "added") in tags_of[photos[0]]  # type: ignore[index]
+    monkeypatch.setattr(dbfiles, "wants_fold", lambda segments, base: True)  # the next publish folds: a new view
+    before = database_files(store)["view"]
+    record_corrections(store, [Correction(photos[3], "tree", "add")])
+    after = database_files(store)
+    assert after["segments"] == [] and after["view"] != before  # type: ignore[index]
+    assert not any((store / f["path"]).exists() for f in before  # type: ignore[union-attr]
+                   if f["path"] not in json.dumps(json.loads((store / "manifest.previous.json").read_text())))
+    monkeypatch.undo()
+    make_photos(tmp_path / "more", 4, seed=6, prefix="q")
+    annotate_photos(store, [tmp_path / "more"], chunk=2)
+    seen = view_arrays(store)
+    assert seen["view"] == seen["whole"] and len(seen["view"][1]) == 14  # type: ignore[arg-type]

@@ -214,7 +214,8 @@ class LibraryVectors:
         self.info = info or LibraryIndexInfo()
         self.layers = tuple(layers)
         merged = merge_layers(self.layers, d)
-        self.hidden = np.intersect1d(np.union1d(merged.ids, merged.removed), self.main_ids)
+        replaced = np.union1d(merged.ids, merged.removed)  # few: looked up in the main ids, not the other way
+        self.hidden = replaced[np.isin(replaced, self.main_ids)]
         self.recent = exact_index(d)
         if len(merged.ids):
             self.recent.add_with_ids(np.ascontiguousarray(merged.rows), merged.ids)

@@ -20,10 +20,10 @@ from sqlalchemy import func, select
 from annot.errors import NotFound
 from annot.model import StoreModel
 from annot.schema import corrections, image_tags, images, photo_annotations, photo_files, tags
-from annot.schema.database import read_columns
+from annot.schema.database import key_relation
+from annot.schema.shown import SOURCES, Shown, member, patched, read_shown, touched_photos
 from annot.store import StoreDir
-
-SOURCES = ("predicted", "confirmed", "added", "training")
+from annot.store.files import map_array
 
 
 @dataclass(frozen=True)
@@ -179,84 +179,26 @@ def library_counts(store: StoreDir) -> dict[str, int]:
     return counts
 
 
-Columns = tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.float32], NDArray[np.int8]]  # photo, word, conf, source
-
-
-def _member(ids: NDArray[Any], size: int) -> NDArray[np.bool_]:
-    """A lookup table over ids 0..size-1: True for ``ids`` (a bulk ``isin`` without sorting)."""
-    table = np.zeros(size, bool)
-    table[np.asarray(ids, np.int64)] = True
-    return table
-
-
-def _columns(image_ids: NDArray[Any], tag_ids: NDArray[Any], position: NDArray[np.int64], confidence: NDArray[Any],
-             source: NDArray[Any] | int) -> Columns:
-    """(photo id, vocabulary position, confidence, source) columns of the tags that are vocabulary words."""
-    tag_ids = np.asarray(tag_ids, np.int64)
-    words = np.full(len(tag_ids), -1, np.int64)
-    inside = (tag_ids >= 0) & (tag_ids < len(position))
-    words[inside] = position[tag_ids[inside]]
-    keep = words >= 0
-    sources = np.broadcast_to(np.asarray(source, np.int8), (len(tag_ids),))
-    return (np.asarray(image_ids, np.int64)[keep], words[keep], np.asarray(confidence, np.float32)[keep],
-            np.asarray(sources[keep], np.int8))
-
-
-def _corrected(shown: dict[str, NDArray[Any]], mine: NDArray[np.bool_], fixed: dict[str, NDArray[Any]],
-               wanted: NDArray[np.bool_], position: NDArray[np.int64]) -> Columns:
-    """The tags of the corrected library photos (``mine``: their annotation rows; ``wanted``: which photos): their
-    predicted ones with their corrections applied in order (the last correction of a tag wins: reject removes it,
-    confirm and add make it sure)."""
-    tags: dict[int, dict[int, tuple[float, int]]] = defaultdict(dict)
-    confidence = np.nan_to_num(np.asarray(shown["confidence"], np.float64)[mine], nan=0.5)  # NaN: no calibration
-    for i, t, c in zip(np.asarray(shown["image_id"])[mine].tolist(), np.asarray(shown["tag_id"])[mine].tolist(),
-                       confidence.tolist(), strict=True):
-        tags[int(i)][int(t)] = (float(c), 0)
-    made = {i: dict(found) for i, found in tags.items()}  # what clear brings back
-    for i, t, action in zip(fixed["image_id"].tolist(), fixed["tag_id"].tolist(), fixed["action"].tolist(),
-                            strict=True):
-        if not wanted[int(i)]:  # a training image's corrections are its own tags already
-            continue
-        if action == "clear" and int(t) in made.get(int(i), {}):
-            tags[int(i)][int(t)] = made[int(i)][int(t)]
-        elif action in ("reject", "clear"):
-            tags[int(i)].pop(int(t), None)
-        else:
-            tags[int(i)][int(t)] = (1.0, SOURCES.index("confirmed" if action == "confirm" else "added"))
-    flat = [(i, t, c, src) for i, found in tags.items() for t, (c, src) in found.items()]
-    i, t, c, src = (np.array(col) for col in zip(*flat, strict=True)) if flat else (np.zeros(0),) * 4
-    return _columns(i, t, position, c, src.astype(np.int8))
-
-
-def _read_tags(conn: Any, model: StoreModel, library_tables: bool) -> tuple[NDArray[np.int64], NDArray[np.int64],
-                                                                             list[Columns]]:
-    """The searchable training images and library photos, and the tags each shows, as columns."""
-    position = np.full(max(model.tag_ids, default=0) + 1, -1, np.int64)
-    position[np.asarray(model.tag_ids, np.int64)] = np.arange(len(model.tag_ids))
-    files = read_columns(conn, "SELECT image_id, state FROM photo_files") if library_tables else {}
-    photo_ids = np.asarray(files.get("image_id", np.zeros(0)), np.int64)
-    own = read_columns(conn, "SELECT t.image_id, t.tag_id FROM image_tags t JOIN images i ON i.id = t.image_id "
-                             "WHERE i.split = 'train'")
-    size = int(max(photo_ids.max(initial=0), np.asarray(model.ids).max(initial=0),
-                   np.asarray(own["image_id"], np.int64).max(initial=0))) + 1
-    is_photo = _member(photo_ids, size)
-    training = np.asarray(model.ids, np.int64)
-    training = training[~is_photo[training]]  # the indexed training images that are not library photos
-    library = np.sort(photo_ids[np.asarray(files["state"]) == "annotated"]) if library_tables else photo_ids
-    own_ids = np.asarray(own["image_id"], np.int64)
-    keep = ~is_photo[own_ids]
-    parts = [_columns(own_ids[keep], np.asarray(own["tag_id"])[keep], position, np.ones(int(keep.sum())), 3)]
-    if len(library):
-        shown = read_columns(conn, "SELECT image_id, tag_id, confidence FROM annotations")
-        fixed = read_columns(conn, "SELECT image_id, tag_id, action FROM corrections ORDER BY id")
-        shown_ids = np.asarray(shown["image_id"], np.int64)
-        size = max(size, int(shown_ids.max(initial=0)) + 1, int(np.asarray(fixed["image_id"]).max(initial=0)) + 1)
-        wanted = _member(np.asarray(fixed["image_id"], np.int64), size) & np.pad(is_photo, (0, size - len(is_photo)))
-        mine = wanted[shown_ids]
-        confidence = np.nan_to_num(np.asarray(shown["confidence"], np.float32), nan=0.5)
-        parts.append(_columns(shown_ids[~mine], np.asarray(shown["tag_id"])[~mine], position, confidence[~mine], 0))
-        parts.append(_corrected(shown, mine, fixed, wanted, position))
-    return training, library, parts
+def shown_now(store: StoreDir) -> Shown:
+    """What every photo shows as the store reads now (:mod:`annot.schema.shown`): the base's from the files its fold
+    wrote, with the photos the segments above it touched read again; a base without them (folded by an older annot)
+    is read whole."""
+    record = store.database_record()
+    db = store.db
+    if record.view is None or record.base is None:
+        with db.connect() as conn:
+            return read_shown(conn, library=db.has_table("photo_files"))
+    base = Shown(*(map_array(store.root, f, "photo view") for f in record.view))
+    above = [name for name, _, _ in db.layers.named() if name != "b"] if db.layers is not None else []
+    if not above:
+        return base
+    with db.connect() as conn:
+        changed = touched_photos(conn, above)
+        if not len(changed):
+            return base
+        with key_relation(conn, changed) as keys:
+            fresh = read_shown(conn, keys=keys, library=db.has_table("photo_files"))
+    return patched(base, changed, fresh)
 
 
 class PhotoView:
@@ -268,28 +210,27 @@ class PhotoView:
     """
 
     def __init__(self, model: StoreModel) -> None:
-        db = model.store.db
-        with db.connect() as conn:
-            training, library, parts = _read_tags(conn, model, db.has_table("photo_files"))
+        shown = shown_now(model.store)
         self.vocabulary = list(model.vocabulary)
-        self.ids = np.concatenate([training, library])
-        order = np.argsort(self.ids, kind="stable")
-        self.ids = self.ids[order]
-        self.library = np.concatenate([np.zeros(len(training), bool), np.ones(len(library), bool)])[order]
-        photo, word, confidence, source = (np.concatenate(column) for column in zip(*parts, strict=True))
-        at = np.searchsorted(self.ids, photo)
-        keep = (at < len(self.ids)) & (self.ids[np.minimum(at, max(len(self.ids) - 1, 0))] == photo) \
-            if len(self.ids) else np.zeros(len(photo), bool)
-        at, word, confidence, source = at[keep], word[keep], confidence[keep], source[keep]
-        # by photo, surest first: one integer key (confidence in 2^24 steps), mostly in order already, so a stable
-        # sort of it takes a tenth of a lexsort's time
-        sureness = ((1.0 - np.clip(confidence, 0.0, 1.0)) * ((1 << 24) - 1)).astype(np.int64)
-        order = np.argsort(at.astype(np.int64) * (1 << 24) + sureness, kind="stable")
-        rows_of = at[order]
+        photo_ids = np.asarray(shown.files["image_id"], np.int64)
+        training = np.asarray(model.ids, np.int64)
+        tags = shown.tags
+        size = 1 + int(max(photo_ids.max(initial=0), training.max(initial=0), tags["image_id"].max(initial=0)))
+        training = training[~member(photo_ids, size)[training]]  # the indexed training images, not library photos
+        library = photo_ids[np.asarray(shown.files["annotated"], bool)]
+        self.ids = np.unique(np.concatenate([training, library]))
+        self.library = member(library, size)[self.ids]
+        position = np.full(max(max(model.tag_ids, default=0), int(tags["tag_id"].max(initial=0))) + 1, -1, np.int64)
+        position[np.asarray(model.tag_ids, np.int64)] = np.arange(len(model.tag_ids))
+        photo = np.asarray(tags["image_id"], np.int64)
+        word = position[np.asarray(tags["tag_id"], np.int64)]
+        keep = member(self.ids, size)[photo] & (word >= 0)  # searchable photos' tags that are vocabulary words
+        # already by photo and surest first (the relation's order), and the rows are the photos' ids in order
+        rows_of = np.searchsorted(self.ids, photo[keep])
         self.ptr = np.concatenate([[0], np.cumsum(np.bincount(rows_of, minlength=len(self.ids)))]).astype(np.int64)
-        self.words = word[order].astype(np.int32)
-        self.confidence = confidence[order]
-        self.source = source[order]
+        self.words = word[keep].astype(np.int32)
+        self.confidence = np.asarray(tags["confidence"][keep], np.float32)
+        self.source = np.asarray(tags["source"][keep], np.int8)
         self._rows_of_tags = rows_of
 
     def __len__(self) -> int:

@@ -277,6 +277,19 @@ def update_rows(conn: Connection, table: Table, where: Sequence[Any], values: Ma
     conn.execute(update(table).where(*where).values(**values), execution_options=_TO_WORKING if _layered(conn) else {})
 
 
+@contextmanager
+def key_relation(conn: Connection, keys: NDArray[np.int64]) -> Iterator[str]:
+    """``keys`` as a relation with one column ``k`` that the connection's SQL can name (DuckDB), for the block."""
+    raw = _raw(conn)
+    name = f"annot_keys_{uuid.uuid4().hex}"
+    settle(raw)
+    raw.register(name, {"k": np.asarray(keys, np.int64)})
+    try:
+        yield name
+    finally:
+        raw.unregister(name)
+
+
 def read_columns(conn: Connection, sql: str) -> dict[str, NDArray[Any]]:
     """The result of one SELECT (annot's own SQL, no parameters) as numpy columns: on DuckDB straight from its
     result (millions of rows in a fraction of a second; NULLs in a float column as NaN), elsewhere through rows."""

@@ -4,6 +4,8 @@
 STORE/db/base-TAG.duckdb     the base: every table as of the last fold
 STORE/db/seg-TAG.duckdb      a segment: the groups of rows one change wrote (see annot.schema.layered)
 STORE/db/WORKING             the name of a writer's working segment, until the manifest names it
+STORE/db/shown-TAG.npy       what every photo of the base shows, and which library photos are annotated, as arrays
+STORE/db/files-TAG.npy       (written by the fold that made the base: see annot.schema.shown)
 ```
 
 A writer writes into its working segment only; publishing closes it and names it in the manifest, so a publish
@@ -21,12 +23,13 @@ from __future__ import annotations
 import logging
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from annot.errors import StoreError
 from annot.schema import Database
 from annot.schema.layered import Layers, empty_segment_size, fold_into_base, merge_segments
+from annot.schema.shown import write_view
 from annot.store.files import StoredFile, atomic_write, sha256_file
 
 log = logging.getLogger(__name__)
@@ -45,21 +48,26 @@ class DatabaseRecord:
 
     base: StoredFile | None
     segments: tuple[StoredFile, ...] = ()
+    view: tuple[StoredFile, StoredFile] | None = None  # the base's photo view (tags, files), where its fold wrote one
 
     def files(self) -> list[StoredFile]:
         return ([self.base] if self.base is not None else []) + list(self.segments)
 
     def to_dict(self) -> dict[str, object]:
         return {"base": None if self.base is None else self.base.to_dict(),
-                "segments": [s.to_dict() for s in self.segments]}
+                "segments": [s.to_dict() for s in self.segments],
+                **({"view": [f.to_dict() for f in self.view]} if self.view is not None else {})}
 
     @classmethod
     def from_dict(cls, data: dict[str, object]) -> DatabaseRecord:
         base = data.get("base")
         segments = data.get("segments") or []
+        view = data.get("view")
         assert isinstance(segments, list)
         return cls(None if not isinstance(base, dict) else StoredFile.from_dict(base),
-                   tuple(StoredFile.from_dict(s) for s in segments))
+                   tuple(StoredFile.from_dict(s) for s in segments),
+                   (StoredFile.from_dict(view[0]), StoredFile.from_dict(view[1]))
+                   if isinstance(view, list) and len(view) == 2 else None)
 
 
 LEGACY_RECORD = DatabaseRecord(StoredFile(LEGACY))
@@ -147,8 +155,8 @@ class WriterFiles:
         return Layers(None if self.record.base is None else self.root / self.record.base.path,
                       tuple(self.root / s.path for s in self.record.segments), self.working)
 
-    def _place(self, scratch: Path, kind: str) -> StoredFile:
-        relative = f"{FOLDER}/{kind}-{_tag()}.duckdb"
+    def _place(self, scratch: Path, kind: str, suffix: str = ".duckdb") -> StoredFile:
+        relative = f"{FOLDER}/{kind}-{_tag()}{suffix}"
         with open(scratch, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(scratch, self.root / relative)
@@ -165,7 +173,7 @@ class WriterFiles:
         with open(self.working, "rb+") as fh:
             os.fsync(fh.fileno())
         segment = _record(self.root, f"{FOLDER}/{self.working.name}")
-        record = DatabaseRecord(self.record.base, (*self.record.segments, segment))
+        record = replace(self.record, segments=(*self.record.segments, segment))
         segments = [self.root / s.path for s in record.segments]
         size = sum(s.size or 0 for s in record.segments)
         base_size = 0 if record.base is None else (record.base.size or (self.root / record.base.path).stat().st_size)
@@ -173,15 +181,26 @@ class WriterFiles:
             scratch = self.folder / f".base-{_tag()}.tmp"
             fold_into_base(None if record.base is None else self.root / record.base.path, segments, scratch,
                            _empty_database)
-            record = DatabaseRecord(self._place(scratch, "base"), ())
+            view = self._view(scratch)
+            record = DatabaseRecord(self._place(scratch, "base"), (), view)
         elif len(segments) > MAX_SEGMENTS:
             empty = empty_segment_size()  # what a segment holds beyond its empty tables
             k = to_merge([max(0, (s.size or 0) - empty) for s in record.segments])
             scratch = self.folder / f".seg-{_tag()}.tmp"
             merge_segments(segments[-k:], scratch)
-            record = DatabaseRecord(record.base, (*record.segments[:-k], self._place(scratch, "seg")))
+            record = replace(record, segments=(*record.segments[:-k], self._place(scratch, "seg")))
         self.record = record
         return record
+
+    def _view(self, base: Path) -> tuple[StoredFile, StoredFile]:
+        """The photo view of a fold's new base (``base``, not yet placed), placed."""
+        tags, files = self.folder / f".shown-{_tag()}.tmp", self.folder / f".files-{_tag()}.tmp"
+        try:
+            write_view(base, tags, files)
+            return self._place(tags, "shown", ".npy"), self._place(files, "files", ".npy")
+        finally:
+            tags.unlink(missing_ok=True)
+            files.unlink(missing_ok=True)
 
     def settled(self) -> None:
         """The manifest names what :meth:`publish` made: the working segment is no longer one."""
@@ -206,7 +225,7 @@ def remove_unnamed(root: Path, named: set[str]) -> None:
             relative = f"{FOLDER}/{path.name}"
             if working and path.name in (working, f"{working}.wal"):
                 continue
-            if relative not in named and (path.suffix == ".duckdb" or path.name.endswith(".tmp")
+            if relative not in named and (path.suffix in (".duckdb", ".npy") or path.name.endswith(".tmp")
                                           or path.name.endswith(".wal") or path.name.endswith(".copying")):
                 path.unlink(missing_ok=True)
     if LEGACY not in named and (root / FOLDER).is_dir():

@@ -153,6 +153,39 @@ def save_index(root: Path, relative: str, index: faiss.Index) -> StoredFile:
     return write_bytes(root, relative, faiss.serialize_index(index).tobytes())
 
 
+_VERIFIED: dict[tuple[str, int, int, int], str] = {}  # (path, inode, mtime, size) → checksum: checked once a process
+
+
+def _check_mapped(root: Path, file: StoredFile, what: str) -> Path:
+    """A store file to be memory-mapped: present, of its recorded size and checksum (the checksum read in blocks,
+    once per process for a file that has not changed since)."""
+    path = root / file.path
+    try:
+        stat = path.stat()
+        seen = (str(path), stat.st_ino, stat.st_mtime_ns, stat.st_size)
+        if file.sha256 is not None and seen not in _VERIFIED:
+            with open(path, "rb") as fh:
+                _VERIFIED[seen] = hashlib.file_digest(fh, "sha256").hexdigest()
+    except FileNotFoundError:
+        raise StoreError(f"{path}: missing ({what} named by the manifest)") from None
+    except OSError as exc:
+        raise StoreError(f"{path}: unreadable {what} ({exc.strerror or exc})") from exc
+    if file.size is not None and stat.st_size != file.size:
+        raise StoreError(f"{path}: damaged {what} ({stat.st_size:,} bytes, the manifest recorded {file.size:,})")
+    if file.sha256 is not None and _VERIFIED[seen] != file.sha256:
+        raise StoreError(f"{path}: damaged {what} (its checksum differs from the manifest's)")
+    return path
+
+
+def map_array(root: Path, file: StoredFile, what: str = "array file") -> NDArray[Any]:
+    """The array of a ``.npy`` store file, memory-mapped (read-only, shared between processes)."""
+    path = _check_mapped(root, file, what)
+    try:
+        return np.load(path, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:
+        raise StoreError(f"{path}: damaged {what} ({_first_line(exc)})") from exc
+
+
 def read_index(root: Path, file: StoredFile, what: str = "index", *, mapped: bool = False) -> faiss.Index:
     """A FAISS index store file. ``mapped``: memory-mapped where FAISS can (an IVF index's lists), for a reader:
     loaded at once and shared between processes; its size and checksum are checked first, reading it in blocks."""
@@ -164,19 +197,7 @@ def read_index(root: Path, file: StoredFile, what: str = "index", *, mapped: boo
             return faiss.deserialize_index(np.frombuffer(data, np.uint8))
         except RuntimeError as exc:
             raise StoreError(f"{root / file.path}: damaged {what} (FAISS cannot read it)") from exc
-    path = root / file.path
-    try:
-        size = path.stat().st_size
-        with open(path, "rb") as fh:
-            digest = hashlib.file_digest(fh, "sha256").hexdigest() if file.sha256 is not None else None
-    except FileNotFoundError:
-        raise StoreError(f"{path}: missing ({what} named by the manifest)") from None
-    except OSError as exc:
-        raise StoreError(f"{path}: unreadable {what} ({exc.strerror or exc})") from exc
-    if file.size is not None and size != file.size:
-        raise StoreError(f"{path}: damaged {what} ({size:,} bytes, the manifest recorded {file.size:,})")
-    if digest is not None and digest != file.sha256:
-        raise StoreError(f"{path}: damaged {what} (its checksum differs from the manifest's)")
+    path = _check_mapped(root, file, what)
     try:
         return faiss.read_index(str(path), faiss.IO_FLAG_MMAP)
     except RuntimeError as exc:

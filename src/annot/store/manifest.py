@@ -208,6 +208,8 @@ class Manifest:
         if self.database is not None:
             for n, file in enumerate(self.database.files()):
                 yield "database" if n == 0 and self.database.base is not None else "database segment", file
+            for file in self.database.view or ():
+                yield "photo view", file
 
     def touched(self, **changes: Any) -> Manifest:
         """A copy with ``changes`` and a new ``updated_at``."""
