@@ -10,22 +10,49 @@ The public Python API::
     store.search(["beach"])
 """
 
-from annot.api import Store, StoreInfo, open_store
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from annot.errors import AnnotError, Conflict, CorpusError, NotFound, StoreError
-from annot.evaluation.runs import WordMetrics
-from annot.library.corrections import Correction
-from annot.library.view import Photo, PhotoTag, WordCount
-from annot.methods import Annotation, TagScore, Vote
-from annot.settings import (
-    BuildSettings,
-    EncoderSettings,
-    IndexSettings,
-    ProjectionSettings,
-    ScoringSettings,
-    SettingsError,
-    TextSettings,
-)
-from annot.store import StoreBusy
+
+if TYPE_CHECKING:
+    from annot.api import Store, StoreInfo, open_store
+    from annot.evaluation.runs import WordMetrics
+    from annot.library.corrections import Correction
+    from annot.library.view import Photo, PhotoTag, WordCount
+    from annot.methods import Annotation, TagScore, Vote
+    from annot.settings import (
+        BuildSettings,
+        EncoderSettings,
+        IndexSettings,
+        ProjectionSettings,
+        ScoringSettings,
+        SettingsError,
+        TextSettings,
+    )
+    from annot.store import StoreBusy
+
+# the public names, imported when first used: a command that needs a part of annot loads only that part
+_WHERE = {
+    "Store": "annot.api", "StoreInfo": "annot.api", "open_store": "annot.api",
+    "WordMetrics": "annot.evaluation.runs", "Correction": "annot.library.corrections",
+    "Photo": "annot.library.view", "PhotoTag": "annot.library.view", "WordCount": "annot.library.view",
+    "Annotation": "annot.methods", "TagScore": "annot.methods", "Vote": "annot.methods",
+    "BuildSettings": "annot.settings", "EncoderSettings": "annot.settings", "IndexSettings": "annot.settings",
+    "ProjectionSettings": "annot.settings", "ScoringSettings": "annot.settings", "SettingsError": "annot.settings",
+    "TextSettings": "annot.settings", "StoreBusy": "annot.store",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WHERE:
+        value = getattr(importlib.import_module(_WHERE[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'annot' has no attribute {name!r}")
+
 
 __version__ = "0.2.0"
 
