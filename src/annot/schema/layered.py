@@ -164,14 +164,20 @@ def attach(raw: Any, layers: Layers, *, readable: bool = False) -> set[str]:
             create_segment_tables(raw, name)  # a segment a killed writer left may lack a table or a column
     columns = _columns(raw)
     tables = set()
-    for table in GROUP_KEY:
-        select = view_sql(table, [name for name, _, _ in named], columns)
-        if select is not None:
-            raw.execute(f'CREATE OR REPLACE VIEW main."{table}" AS {select}')
-            tables.add(table)
-    if readable and {"annotations", "corrections", "photo_files", "images", "tags", "image_tags"} <= tables:
-        raw.execute(PHOTO_TAGS_VIEW)
-        raw.execute(CORRECTIONS_VIEW)
+    raw.execute("BEGIN")  # the views in one transaction: DuckDB commits each statement otherwise
+    try:
+        for table in GROUP_KEY:
+            select = view_sql(table, [name for name, _, _ in named], columns)
+            if select is not None:
+                raw.execute(f'CREATE OR REPLACE VIEW main."{table}" AS {select}')
+                tables.add(table)
+        if readable and {"annotations", "corrections", "photo_files", "images", "tags", "image_tags"} <= tables:
+            raw.execute(PHOTO_TAGS_VIEW)
+            raw.execute(CORRECTIONS_VIEW)
+    except BaseException:
+        raw.execute("ROLLBACK")
+        raise
+    raw.execute("COMMIT")
     return tables
 
 
