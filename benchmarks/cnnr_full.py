@@ -4,8 +4,11 @@ fine-tuned network's features.
     python benchmarks/cnnr_full.py [--data ../shared/data/corel5k] [--store out/corel5k.annot]
                                    [--variants minilm:whitened:augment:0.001,...] [--size 160] [--epochs 10]
 
-Each variant (``words:target:augment|plain:lr``) trains in its own copy of the store
+Each variant (``words:target:augment|plain:lr[:top-first]``) trains in its own copy of the store
 (``<store>-cnnr-full-<variant>.annot``, re-indexed with its word vectors), resuming from its checkpoint when rerun.
+``top-first``: the top blocks and the new layer are trained first over cached trunk activations (`train-cnnr
+--cached`, its own epochs chosen on the same validation images), and the whole network is fine-tuned from there
+(``--init``; linear probing, then fine-tuning).
 The variant with the highest F1 on its validation images (held-out *training* images) is chosen, and only it is
 evaluated on the test split. Then the store is indexed again with the chosen network's penultimate features as the
 image encoder (``--encoder cnnr:STORE``), CCA-KNN's settings are chosen by cross-validation on the training images
@@ -17,6 +20,7 @@ Writes benchmarks/results/cnnr-full-<dataset>.json and .md, and refreshes BENCHM
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import time
 from pathlib import Path
@@ -41,7 +45,7 @@ def variant_store(base: Path, train: Path, name: str, words: str) -> Path:
     if (root / "manifest.json").is_file():
         return root
     shutil.rmtree(root, ignore_errors=True)
-    shutil.copytree(base, root, ignore=shutil.ignore_patterns("cnnr", "cnnr-trunk-*"))
+    shutil.copytree(base, root, ignore=shutil.ignore_patterns("cnnr"))  # cached trunk activations kept
     with StoreDir.open(root) as s:
         settings = s.manifest().settings
     if settings.text.words != words:
@@ -49,19 +53,33 @@ def variant_store(base: Path, train: Path, name: str, words: str) -> Path:
     return root
 
 
+def top_first(root: Path, target: str) -> tuple[Path, dict[str, Any]]:
+    """The top blocks and the new layer trained over cached activations (once: kept as ``top-first.pt``)."""
+    kept, summary = root / "top-first.pt", root / "top-first.json"
+    if not kept.is_file():
+        report = train_cnnr(root, CNNRConfig(target=target, full=False, restart=True), progress=RichProgress())
+        summary.write_text(json.dumps({"best_epoch": report.best_epoch, "validation_f1": report.best_validation_f1,
+                                       "seconds": round(report.seconds, 1), "history": report.history}))
+        shutil.copyfile(root / report.model_file, kept)
+        (root / "models" / "cnnr" / "checkpoint.pt").unlink()  # the full fine-tuning's checkpoint comes next
+    return kept, json.loads(summary.read_text())
+
+
 def train_variant(spec: str, args: argparse.Namespace, train: Path, test: Path) -> dict[str, Any]:
-    words, target, augment, lr = spec.split(":")
+    words, target, augment, lr, *how = spec.split(":")
     name = spec.replace(":", "-")
     root = variant_store(args.store, train, name, words)
+    init, first = top_first(root, target) if how == ["top-first"] else (None, None)
     config = CNNRConfig(epochs=args.epochs, target=target, full=True, size=args.size, augment=augment == "augment",
-                        lr=float(lr), lr_ratio=args.lr_ratio, warmup=args.warmup, patience=args.patience,
-                        batch_size=args.batch_size, restart=args.restart)
+                        lr=float(lr), lr_ratio=args.lr_ratio, warmup=0 if init else args.warmup,
+                        patience=args.patience, batch_size=args.batch_size, restart=args.restart, init=init)
     report = train_cnnr(root, config, progress=RichProgress())
     kept = report.history[report.best_epoch - 1]
     print(f"{spec}: validation F1 {report.best_validation_f1} / N+ {kept['validation_n_plus']} at epoch "
           f"{report.best_epoch} of {len(report.history)}, {report.seconds:.0f} s", flush=True)
     return {"spec": spec, "words": words, "target": target, "augment": augment == "augment", "lr": float(lr),
-            "store": str(root), "seconds": round(report.seconds, 1), "best_epoch": report.best_epoch,
+            "top_first": first, "store": str(root),
+            "seconds": round(report.seconds + (first["seconds"] if first else 0), 1), "best_epoch": report.best_epoch,
             "epochs_run": len(report.history), "validation_f1": report.best_validation_f1,
             "validation_n_plus": kept["validation_n_plus"], "history": report.history}
 
@@ -125,7 +143,8 @@ def main() -> None:
         mark = "**" if v is chosen else ""
         test_cells = f"{s['P']} | {s['R']} | {mark}{s['F1']}{mark} | {s['N+']}" if s else " | | | "
         rows.append(f"| {mark}CNN-R (Lite0 whole network at {args.size} px, {WORD_NAMES.get(v['words'], v['words'])}, "
-                    f"{v['target']} target, {'crops + mirror' if v['augment'] else 'no augmentation'}, lr {v['lr']:g})"
+                    f"{v['target']} target, {'crops + mirror' if v['augment'] else 'no augmentation'}, lr {v['lr']:g}"
+                    f"{', from the top blocks trained first' if v.get('top_first') else ''})"
                     f"{mark} | {v['validation_f1']} / {v['validation_n_plus']} (epoch {v['best_epoch']}) | "
                     f"{test_cells} | {v['seconds']:.0f} |")
     if fine:

@@ -228,6 +228,27 @@ def test_full_fine_tuning_warms_up_with_the_trunk_frozen_then_trains_it_at_its_s
         train_cnnr(store, replace(config, size=32, epochs=3))  # another size is another training
 
 
+def test_full_fine_tuning_can_start_from_an_earlier_training(store: Path, tmp_path: Path) -> None:
+    import torch
+
+    from annot.methods.cnnr.network import load_cnnr
+
+    top = train_cnnr(store, CNNRConfig(backbone="tiny16", epochs=2, batch_size=32, lr=1e-2))  # over cached activations
+    start = tmp_path / "top.pt"
+    shutil.copyfile(store / top.model_file, start)
+    first, _ = load_cnnr(start)
+    config = CNNRConfig(backbone="tiny16", epochs=1, batch_size=32, lr=0.0, full=True, warmup=0, init=start, restart=True)
+    report = train_cnnr(store, config)  # a rate of 0: the weights it keeps are the ones it started from
+    kept, _ = load_cnnr(store / report.model_file)
+    assert torch.equal(kept.head.weight, first.head.weight) and report.full
+    assert all(torch.equal(a, b) for a, b in zip(kept.backbone.top.parameters(), first.backbone.top.parameters(),
+                                                 strict=True))  # (batch norm's running statistics move)
+    with pytest.raises(SettingsError, match="other settings.*target whitened there, raw here"):
+        train_cnnr(store, replace(config, target="raw"))
+    with pytest.raises(SettingsError, match="no CNN-R model file"):
+        train_cnnr(store, replace(config, init=tmp_path / "none.pt"))
+
+
 def test_centred_cosine_does_not_answer_the_hub_word() -> None:
     from annot.methods.cnnr.answer import WordIndex
 

@@ -308,6 +308,8 @@ def train_cnnr(
                                           "and mirror images.")] = True,
     warmup: Annotated[int, typer.Option(help="Fine-tuning fully: epochs the pretrained trunk stays frozen while the "
                                         "new layer settles.")] = 1,
+    init: Annotated[Path | None, typer.Option(help="Start from a CNN-R model file (the store's models/cnnr/model-*.pt "
+                                               "of an earlier training, e.g. --cached, then --full from it).")] = None,
     wait: WaitOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
@@ -317,7 +319,7 @@ def train_cnnr(
 
     config = CNNRConfig(backbone=backbone, weights=weights, epochs=epochs, batch_size=batch_size, lr=lr,
                         lr_ratio=lr_ratio, full=full, device=device, restart=restart, target=target, select=select,
-                        size=size, augment=augment, warmup=warmup)
+                        size=size, augment=augment, warmup=warmup, init=init)
     report = open_store(store, wait).train_cnnr(config)
     if json_out:
         print_json(report.to_dict())

@@ -73,6 +73,7 @@ class CNNRConfig:
     size: int | None = None  # the network's square input when fine-tuning fully (default: the backbone's)
     augment: bool = True  # fine-tuning fully: random crops (of an image decoded 8/7 larger) and mirror images
     warmup: int = 1  # fine-tuning fully: epochs the trunk stays frozen while the new layer settles
+    init: Path | None = None  # a CNN-R model file to start from (its weights replace the pretrained ones)
 
 
 TARGETS = ("raw", "whitened")
@@ -145,6 +146,8 @@ def _checkpoint_key(config: CNNRConfig, dim: int, full: bool, words: str, size: 
            "size": size}
     if full:
         key |= {"augment": config.augment, "warmup": config.warmup}
+    if config.init is not None:
+        key["init"] = str(Path(config.init).resolve())
     return key
 
 
@@ -229,6 +232,8 @@ class _Run:
         items = [(int(i), Path(located[int(i)])) for i in sorted(indexed.tolist())]
         backbone = build_backbone(config.backbone, config.weights)
         model = CNNR(backbone, words.dim, config.device)
+        if config.init is not None:
+            _start_from(model, Path(config.init), config, words.source)
         full = config.full if config.full is not None else model.device.type == "cuda"
         if config.size is not None and not full:
             raise SettingsError("cnnr.size", "applies to full fine-tuning only (the cached activations are at the "
@@ -401,6 +406,23 @@ class _Run:
         self.store.write_manifest(self.store.manifest().touched(cnnr=record))
         self.store.remove_unreferenced()  # the previous model file, once the manifest no longer names it
         return report
+
+
+def _start_from(model: CNNR, path: Path, config: CNNRConfig, words: str) -> None:
+    """Load the weights of a CNN-R model file (``annot train-cnnr``'s) into ``model``: the same backbone, word
+    vectors and regression target, or an error naming the file."""
+    from annot.methods.cnnr.network import read_model_file
+
+    try:
+        saved = read_model_file(path)
+    except AnnotError as exc:
+        raise SettingsError("cnnr.init", str(exc)) from None
+    meta = dict(saved.get("meta") or {})
+    wanted = {"backbone": config.backbone, "dim": model.dim, "words": words, "target": config.target}
+    differ = [f"{k} {meta.get(k, 'unset')} there, {v} here" for k, v in wanted.items() if meta.get(k) != v]
+    if differ:
+        raise SettingsError("cnnr.init", f"{path}: a CNN-R model for other settings ({', '.join(differ)})")
+    model.load_state(saved["state"])
 
 
 def backbone_encoder_shim(backbone: Backbone, size: int | None = None) -> ImageEncoder:
