@@ -249,6 +249,40 @@ def test_full_fine_tuning_can_start_from_an_earlier_training(store: Path, tmp_pa
         train_cnnr(store, replace(config, init=tmp_path / "none.pt"))
 
 
+def test_training_takes_turns_with_the_stores_other_writers(store: Path) -> None:
+    from contextlib import contextmanager
+
+    from annot.library.corrections import Correction, record_corrections
+    from annot.store import StoreBusy
+
+    class Meanwhile:  # during the second epoch: a correction, and a second training
+        def __init__(self) -> None:
+            self.epochs, self.corrected, self.refused = 0, 0, ""
+
+        @contextmanager
+        def task(self, description: str, total: int | None):  # type: ignore[no-untyped-def]
+            if description.startswith("CNN-R epoch"):
+                self.epochs += 1
+                if self.epochs == 2:
+                    with StoreDir.open(store) as reader:
+                        image = int(reader.db.read_sql("SELECT min(id) FROM images")[1][0][0])
+                    self.corrected = record_corrections(store, [Correction(image, "snow", "add")]).recorded
+                    try:
+                        train_cnnr(store, CNNRConfig(backbone="tiny16", epochs=1))
+                    except StoreBusy as exc:
+                        self.refused = str(exc)
+            yield lambda n: None
+
+    seen = Meanwhile()
+    report = train_cnnr(store, CNNRConfig(backbone="tiny16", epochs=3, batch_size=32, lr=1e-2, patience=5), seen)
+    assert seen.corrected == 1  # the store was not held while the network trained
+    assert "CNN-R is being trained by process" in seen.refused
+    with StoreDir.open(store) as s:
+        manifest = s.manifest()
+        assert manifest.cnnr is not None and manifest.cnnr.file.path == report.model_file  # switched after
+        assert s.db.read_sql("SELECT count(*) FROM corrections")[1][0][0] == 1  # the correction kept
+
+
 def test_centred_cosine_does_not_answer_the_hub_word() -> None:
     from annot.methods.cnnr.answer import WordIndex
 

@@ -520,3 +520,29 @@ def test_the_photo_view_a_fold_wrote_with_the_segments_above_it_reads_as_the_dat
     annotate_photos(store, [tmp_path / "more"], chunk=2)
     seen = view_arrays(store)
     assert seen["view"] == seen["whole"] and len(seen["view"][1]) == 14  # type: ignore[arg-type]
+
+
+def test_corrections_go_on_while_eval_annotates(store: Path, synthetic: dict[str, Path]) -> None:
+    from contextlib import contextmanager
+
+    from annot.evaluation.evaluate import evaluate
+
+    image = training_image(store)
+
+    class Meanwhile:  # while the test images are annotated: a correction
+        corrected = 0
+
+        @contextmanager
+        def task(self, description: str, total: int | None):  # type: ignore[no-untyped-def]
+            if description == "annotating":
+                self.corrected = record_corrections(store, [Correction(image, "snow", "add")]).recorded
+            yield lambda n: None
+
+    seen = Meanwhile()
+    result = evaluate(store, synthetic["test"], progress=seen)
+    assert seen.corrected == 1 and result.run_id is not None
+    after = contents(store)
+    assert len(after["runs"]) == 1 and len(after["corrections"]) == 1  # both kept
+    with StoreDir.open(store) as s:
+        recorded, now = s.db.read_sql("SELECT store_manifest_sha FROM runs")[1][0][0], s.manifest_sha()
+    assert recorded != now  # the run names the model it was made with, not the one the correction made

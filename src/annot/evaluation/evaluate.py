@@ -54,9 +54,11 @@ class EvalResult:
 def record_run(
     store: StoreDir, method: str, params: dict[str, Any], dataset: str, image_ids: list[int],
     preds: list[Prediction], tag_ids: list[int], metrics: WordMetrics, summary: Summary,
+    manifest_sha: str | None = None,
 ) -> int:
-    """Write runs, predictions and word_metrics rows in one transaction; returns the run id."""
-    manifest_sha = store.manifest_sha()
+    """Write runs, predictions and word_metrics rows in one transaction (``manifest_sha``: of the manifest the
+    predictions were made with, default the store's now); returns the run id."""
+    manifest_sha = manifest_sha or store.manifest_sha()
     with store.db.begin() as conn:
         run_id = next_id(conn, runs)
         insert_rows(conn, runs, [{
@@ -94,10 +96,12 @@ def evaluate(
 ) -> EvalResult:
     """Annotate every image of a labelled corpus file and score the tags per word over the store's vocabulary.
     ``scoring`` defaults to the store's own settings. Images whose path or content is a training image of the store
-    are refused: evaluating on them would leak their own tags."""
+    are refused: evaluating on them would leak their own tags. It takes turns with the store's other writers: the
+    store is held while the corpus's rows and the run are written, not while the images are read and annotated."""
     progress = progress or NoProgress()
-    store = StoreDir.open(Path(store_root), write=True, wait=wait)
+    store = StoreDir.open(Path(store_root), write=True, wait=wait, hold=False)
     try:
+        manifest_sha = store.manifest_sha()
         manifest = store.manifest()
         scoring = scoring or manifest.settings.scoring
         vocabulary = tuple(manifest.vocabulary.words)
@@ -123,8 +127,9 @@ def evaluate(
         params = {**method.params(scoring), **({"min_confidence": cut} if cut is not None else {})}
         run_id = None
         if record:
-            run_id = record_run(store, scoring.method, params, str(corpus.source.resolve()), ids, preds, tag_ids,
-                                metrics, summary)
+            with store.change():
+                run_id = record_run(store, scoring.method, params, str(corpus.source.resolve()), ids, preds, tag_ids,
+                                    metrics, summary, manifest_sha)
         return EvalResult(summary, list(vocabulary), metrics, run_id, scoring.method, params, extracted.unreadable,
                           corpus.dropped_tags)
     finally:

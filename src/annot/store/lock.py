@@ -29,8 +29,9 @@ class StoreBusy(StoreError, Conflict):
 class WriterLock:
     """The store's writer lock; ``acquire(wait=False)`` raises :class:`StoreBusy` naming the holder."""
 
-    def __init__(self, root: Path) -> None:
-        self.path = Path(root) / LOCK
+    def __init__(self, root: Path, name: str = LOCK, doing: str = "the store is being changed") -> None:
+        self.path = Path(root) / name
+        self.doing = doing  # what the holder does, as a busy store's message says it
         self._fd: int | None = None
 
     @property
@@ -61,10 +62,10 @@ class WriterLock:
                     break
                 except BlockingIOError:
                     if wait is False or (deadline is not None and time.monotonic() > deadline):
-                        raise StoreBusy(f"{self.path.parent}: the store is being changed by {self.holder()}; "
+                        raise StoreBusy(f"{self.path.parent}: {self.doing} by {self.holder()}; "
                                         "try again when it ends, or pass --wait") from None
                     if not announced:
-                        log.warning("%s: waiting for %s to finish changing the store", self.path.parent, self.holder())
+                        log.warning("%s: waiting for %s (%s)", self.path.parent, self.holder(), self.doing)
                         announced = True
                     time.sleep(poll)
             command = " ".join(["annot", *sys.argv[1:3]]) if sys.argv and sys.argv[0].endswith("annot") else ""

@@ -17,7 +17,9 @@ the top blocks and head are trained over them. With ``full`` (the default where 
 trained from the decoded images, at ``size`` pixels (answers then decode at that size too), on random crops and mirror
 images (``augment``), the trunk frozen for the first ``warmup`` epochs so the new layer's first, large gradients do
 not disturb the pretrained features. A checkpoint is written after every epoch; rerunning the same command continues from
-it, and a checkpoint for another backbone, dimension or mode is an error unless ``restart``.
+it, and a checkpoint for another backbone, dimension or mode is an error unless ``restart``. A training takes turns
+with the store's other writers (the server's corrections, ``annot annotate``): it holds the store only to switch it
+to the trained model, and a lock of its own (``.training.lock``) for its whole run.
 """
 
 from __future__ import annotations
@@ -46,11 +48,13 @@ from annot.progress import NoProgress, Progress
 from annot.schema.queries import image_paths, label_matrix
 from annot.settings import SettingsError
 from annot.store import StoreDir, atomic_write
+from annot.store.lock import WriterLock
 from annot.store.manifest import CNNRRecord
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT = "models/cnnr/checkpoint.pt"
+TRAINING_LOCK = ".training.lock"  # held by a training for its whole run (the store's own lock only for the switch)
 
 
 @dataclass(frozen=True)
@@ -166,8 +170,10 @@ def train_cnnr(store_root: Path, config: CNNRConfig = CNNRConfig(), progress: Pr
         raise SettingsError("cnnr.size", f"must be between 16 and 1024 pixels, got {config.size}")
     if config.warmup < 0:
         raise SettingsError("cnnr.warmup", f"must be 0 or more epochs, got {config.warmup}")
-    store = StoreDir.open(Path(store_root), write=True, wait=wait)
+    store = StoreDir.open(Path(store_root), write=True, wait=wait, hold=False)  # taken for the model's switch only
+    training = WriterLock(store.root, TRAINING_LOCK, "CNN-R is being trained")  # one training (and checkpoint) at once
     try:
+        training.acquire(wait)
         run = _Run.prepare(store, config, progress)
         run.resume()
         for epoch in range(len(run.report.history) + 1, config.epochs + 1):
@@ -177,6 +183,7 @@ def train_cnnr(store_root: Path, config: CNNRConfig = CNNRConfig(), progress: Pr
             run.epoch(epoch, progress)
         return run.save()
     finally:
+        training.release()
         store.close()
 
 
@@ -400,11 +407,12 @@ class _Run:
             raise AnnotError(f"{self.store.path(CHECKPOINT)}: no epoch finished; nothing to keep")
         report = self.report
         report.seconds = time.perf_counter() - self.started
-        record = _keep(self.store, self.key, self.best_state, self.vocabulary, self.tag_ids, self.E, self.has_vector,
-                       report, self.space)
-        report.model_file = record.file.path
-        self.store.write_manifest(self.store.manifest().touched(cnnr=record))
-        self.store.remove_unreferenced()  # the previous model file, once the manifest no longer names it
+        with self.store.change():  # the store as it is now: other writers may have changed it meanwhile
+            record = _keep(self.store, self.key, self.best_state, self.vocabulary, self.tag_ids, self.E,
+                           self.has_vector, report, self.space)
+            report.model_file = record.file.path
+            self.store.write_manifest(self.store.manifest().touched(cnnr=record))
+            self.store.remove_unreferenced()  # the previous model file, once the manifest no longer names it
         return report
 
 
