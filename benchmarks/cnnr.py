@@ -12,7 +12,7 @@ MiniLM has no word list), and CCA-KNN on the chosen variant's fine-tuned penulti
 cnnr:STORE``) with the base store's settings, beside CCA-KNN on the pretrained features. Rerunning resumes each
 variant's training from its checkpoint (``--restart`` discards them).
 
-Writes benchmarks/results/cnnr-<dataset>.json and .md, and refreshes BENCHMARKS.md's appendix.
+Writes benchmarks/results/cnnr-<dataset>.json and .md.
 """
 
 from __future__ import annotations

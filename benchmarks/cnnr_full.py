@@ -14,7 +14,7 @@ evaluated on the test split. Then the store is indexed again with the chosen net
 image encoder (``--encoder cnnr:STORE``), CCA-KNN's settings are chosen by cross-validation on the training images
 (``annot tune``, five cover hold-outs, as `benchmarks/corel5k.py` does), and it is evaluated on the test split once.
 
-Writes benchmarks/results/cnnr-full-<dataset>.json and .md, and refreshes BENCHMARKS.md's appendix.
+Writes benchmarks/results/cnnr-full-<dataset>.json and .md.
 """
 
 from __future__ import annotations
