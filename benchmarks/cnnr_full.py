@@ -4,8 +4,9 @@ fine-tuned network's features.
     python benchmarks/cnnr_full.py [--data ../shared/data/corel5k] [--store out/corel5k.annot]
                                    [--variants minilm:whitened:augment:0.001,...] [--size 160] [--epochs 10]
 
-Each variant (``words:target:augment|plain:lr[:top-first]``) trains in its own copy of the store
-(``<store>-cnnr-full-<variant>.annot``, re-indexed with its word vectors), resuming from its checkpoint when rerun.
+Each variant (``words:target:augment|plain:lr[:top-first][:SIZE]``, SIZE the input in pixels, default ``--size``)
+trains in its own copy of the store (``<store>-cnnr-full-<variant>.annot``, re-indexed with its word vectors),
+resuming from its checkpoint when rerun.
 ``top-first``: the top blocks and the new layer are trained first over cached trunk activations (`train-cnnr
 --cached`, its own epochs chosen on the same validation images), and the whole network is fine-tuned from there
 (``--init``; linear probing, then fine-tuning).
@@ -66,11 +67,12 @@ def top_first(root: Path, target: str) -> tuple[Path, dict[str, Any]]:
 
 
 def train_variant(spec: str, args: argparse.Namespace, train: Path, test: Path) -> dict[str, Any]:
-    words, target, augment, lr, *how = spec.split(":")
+    words, target, augment, lr, *rest = spec.split(":")
+    size = next((int(r) for r in rest if r.isdigit()), args.size)
     name = spec.replace(":", "-")
     root = variant_store(args.store, train, name, words)
-    init, first = top_first(root, target) if how == ["top-first"] else (None, None)
-    config = CNNRConfig(epochs=args.epochs, target=target, full=True, size=args.size, augment=augment == "augment",
+    init, first = top_first(root, target) if "top-first" in rest else (None, None)
+    config = CNNRConfig(epochs=args.epochs, target=target, full=True, size=size, augment=augment == "augment",
                         lr=float(lr), lr_ratio=args.lr_ratio, warmup=0 if init else args.warmup,
                         patience=args.patience, batch_size=args.batch_size, restart=args.restart, init=init)
     report = train_cnnr(root, config, progress=RichProgress())
@@ -78,7 +80,7 @@ def train_variant(spec: str, args: argparse.Namespace, train: Path, test: Path) 
     print(f"{spec}: validation F1 {report.best_validation_f1} / N+ {kept['validation_n_plus']} at epoch "
           f"{report.best_epoch} of {len(report.history)}, {report.seconds:.0f} s", flush=True)
     return {"spec": spec, "words": words, "target": target, "augment": augment == "augment", "lr": float(lr),
-            "top_first": first, "store": str(root),
+            "top_first": first, "size": size, "store": str(root),
             "seconds": round(report.seconds + (first["seconds"] if first else 0), 1), "best_epoch": report.best_epoch,
             "epochs_run": len(report.history), "validation_f1": report.best_validation_f1,
             "validation_n_plus": kept["validation_n_plus"], "history": report.history}
@@ -142,7 +144,7 @@ def main() -> None:
         s = v.get("test")
         mark = "**" if v is chosen else ""
         test_cells = f"{s['P']} | {s['R']} | {mark}{s['F1']}{mark} | {s['N+']}" if s else " | | | "
-        rows.append(f"| {mark}CNN-R (Lite0 whole network at {args.size} px, {WORD_NAMES.get(v['words'], v['words'])}, "
+        rows.append(f"| {mark}CNN-R (Lite0 whole network at {v['size']} px, {WORD_NAMES.get(v['words'], v['words'])}, "
                     f"{v['target']} target, {'crops + mirror' if v['augment'] else 'no augmentation'}, lr {v['lr']:g}"
                     f"{', from the top blocks trained first' if v.get('top_first') else ''})"
                     f"{mark} | {v['validation_f1']} / {v['validation_n_plus']} (epoch {v['best_epoch']}) | "
