@@ -546,3 +546,27 @@ def test_corrections_go_on_while_eval_annotates(store: Path, synthetic: dict[str
     with StoreDir.open(store) as s:
         recorded, now = s.db.read_sql("SELECT store_manifest_sha FROM runs")[1][0][0], s.manifest_sha()
     assert recorded != now  # the run names the model it was made with, not the one the correction made
+
+
+def test_a_mapped_file_damaged_after_it_was_checked_is_found_damaged(store: Path, tmp_path: Path) -> None:
+    from annot.errors import StoreError
+    from annot.library.view import PhotoView
+    from annot.model import StoreModel
+
+    make_photos(tmp_path / "photos", 6, seed=5)
+    annotate_photos(store, [tmp_path / "photos"], chunk=6)
+    model = StoreModel.open(store)
+    try:
+        assert len(PhotoView(model)) > 6  # checked once (a marker in the user's cache says so)
+        view = store / database_files(store)["view"][0]["path"]  # type: ignore[index]
+    finally:
+        model.close()
+    data = bytearray(view.read_bytes())
+    data[-1] ^= 0xFF  # the same size, other bytes: a new modification time
+    view.write_bytes(bytes(data))
+    model = StoreModel.open(store)
+    try:
+        with pytest.raises(StoreError, match="damaged photo view .its checksum differs"):
+            PhotoView(model)
+    finally:
+        model.close()

@@ -218,7 +218,7 @@ class PhotoView:
         size = 1 + int(max(photo_ids.max(initial=0), training.max(initial=0), tags["image_id"].max(initial=0)))
         training = training[~member(photo_ids, size)[training]]  # the indexed training images, not library photos
         library = photo_ids[np.asarray(shown.files["annotated"], bool)]
-        self.ids = np.unique(np.concatenate([training, library]))
+        self.ids = np.sort(np.concatenate([training, library]))  # apart: training images are not photos
         self.library = member(library, size)[self.ids]
         position = np.full(max(max(model.tag_ids, default=0), int(tags["tag_id"].max(initial=0))) + 1, -1, np.int64)
         position[np.asarray(model.tag_ids, np.int64)] = np.arange(len(model.tag_ids))
@@ -226,7 +226,9 @@ class PhotoView:
         word = position[np.asarray(tags["tag_id"], np.int64)]
         keep = member(self.ids, size)[photo] & (word >= 0)  # searchable photos' tags that are vocabulary words
         # already by photo and surest first (the relation's order), and the rows are the photos' ids in order
-        rows_of = np.searchsorted(self.ids, photo[keep])
+        row_of = np.full(size, -1, np.int64)
+        row_of[self.ids] = np.arange(len(self.ids))
+        rows_of = row_of[photo[keep]]
         self.ptr = np.concatenate([[0], np.cumsum(np.bincount(rows_of, minlength=len(self.ids)))]).astype(np.int64)
         self.words = word[keep].astype(np.int32)
         self.confidence = np.asarray(tags["confidence"][keep], np.float32)

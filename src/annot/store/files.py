@@ -21,6 +21,7 @@ from typing import IO, TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import NDArray
 
+from annot.caches import cached_file, digest
 from annot.errors import StoreError
 
 if TYPE_CHECKING:
@@ -153,28 +154,33 @@ def save_index(root: Path, relative: str, index: faiss.Index) -> StoredFile:
     return write_bytes(root, relative, faiss.serialize_index(index).tobytes())
 
 
-_VERIFIED: dict[tuple[str, int, int, int], str] = {}  # (path, inode, mtime, size) → checksum: checked once a process
-
-
 def _check_mapped(root: Path, file: StoredFile, what: str) -> Path:
-    """A store file to be memory-mapped: present, of its recorded size and checksum (the checksum read in blocks,
-    once per process for a file that has not changed since)."""
+    """A store file to be memory-mapped: present, of its recorded size and checksum. The checksum is read in blocks
+    once for a file as it is on disk (its inode, size and modification time): a marker in the user's cache
+    (:func:`annot.caches.cached_file`) says it matched, so later opens, in this process or another, do not read a
+    million-photo index again."""
     path = root / file.path
     try:
         stat = path.stat()
-        seen = (str(path), stat.st_ino, stat.st_mtime_ns, stat.st_size)
-        if file.sha256 is not None and seen not in _VERIFIED:
-            with open(path, "rb") as fh:
-                _VERIFIED[seen] = hashlib.file_digest(fh, "sha256").hexdigest()
+        if file.size is not None and stat.st_size != file.size:
+            raise StoreError(f"{path}: damaged {what} ({stat.st_size:,} bytes, the manifest recorded {file.size:,})")
+        if file.sha256 is not None:
+            seen = digest([str(path.resolve()), str(stat.st_ino), str(stat.st_mtime_ns), str(stat.st_size),
+                           file.sha256])
+            cached_file(f"verified-{seen}", lambda marker: _verify(path, file.sha256 or "", what, marker))
     except FileNotFoundError:
         raise StoreError(f"{path}: missing ({what} named by the manifest)") from None
     except OSError as exc:
         raise StoreError(f"{path}: unreadable {what} ({exc.strerror or exc})") from exc
-    if file.size is not None and stat.st_size != file.size:
-        raise StoreError(f"{path}: damaged {what} ({stat.st_size:,} bytes, the manifest recorded {file.size:,})")
-    if file.sha256 is not None and _VERIFIED[seen] != file.sha256:
-        raise StoreError(f"{path}: damaged {what} (its checksum differs from the manifest's)")
     return path
+
+
+def _verify(path: Path, sha256: str, what: str, marker: Path) -> None:
+    """Read ``path``'s checksum; an error unless it is ``sha256``, else write the (empty) ``marker``."""
+    with open(path, "rb") as fh:
+        if hashlib.file_digest(fh, "sha256").hexdigest() != sha256:
+            raise StoreError(f"{path}: damaged {what} (its checksum differs from the manifest's)")
+    marker.write_bytes(b"")
 
 
 def map_array(root: Path, file: StoredFile, what: str = "array file") -> NDArray[Any]:
