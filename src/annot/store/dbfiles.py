@@ -9,11 +9,11 @@ STORE/db/files-TAG.npy       (written by the fold that made the base: see annot.
 ```
 
 A writer writes into its working segment only; publishing closes it and names it in the manifest, so a publish
-costs what it changed, not what the store holds. When there are more than
-``MAX_SEGMENTS`` segments the newest are merged into one, as many as are together at least as large as the next
-older one (:func:`to_merge`: a small change merges small segments, not the large one an earlier merge made); when the segments together pass a quarter of the base (or
-``FOLD_BYTES``, whichever is larger) they are folded into a new base, so readers read few layers and folding costs
-stay a fixed share of the writes. A writer that is killed leaves its working segment; the next writer continues from
+costs what it changed, not what the store holds. When there are more than ``MAX_SEGMENTS`` segments the newest are
+merged into one, as many as are together at least as large as the next older one (:func:`to_merge`: a small change
+merges small segments, not the large one an earlier merge made); when the segments together pass a quarter of the
+base (or ``FOLD_BYTES``, whichever is larger) they are folded into a new base, and the base's photo view is written
+beside it, so readers read few layers and folding costs stay a fixed share of the writes. A writer that is killed leaves its working segment; the next writer continues from
 it (what the killed one wrote, and the image ids its cached features belong to, are kept). Stores written before
 layers keep their ``annot.duckdb`` as the base until the first fold.
 """
