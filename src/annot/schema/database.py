@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import uuid
 import weakref
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -19,7 +18,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.pool import QueuePool, StaticPool
 
 from annot.errors import StoreError
-from annot.schema.layered import GROUP_KEY, LAYERS_INFO, WORKING, Layers, attach, ensure_groups, settle, touched
+from annot.schema.layered import GROUP_KEY, LAYERS_INFO, WORKING, Layers, attach, ensure_groups, registered, touched
 from annot.schema.tables import MIGRATIONS, SCHEMA_VERSION, schema_info
 
 log = logging.getLogger(__name__)
@@ -239,16 +238,11 @@ def insert_columns(conn: Connection, table: Table, columns: Mapping[str, NDArray
     if _layered(conn):
         ensure_groups(raw, table.name, arrays[GROUP_KEY[table.name]])
         target = f"{WORKING}.{target}"
-    view = f"annot_rows_{uuid.uuid4().hex}"
     picked = ", ".join(f'CASE WHEN isnan("{k}") THEN NULL ELSE "{k}" END' if a.dtype.kind == "f" else f'"{k}"'
                        for k, a in arrays.items())
-    settle(raw)
-    raw.register(view, arrays)
-    try:
+    with registered(raw, arrays, "rows") as view:
         raw.execute(f'INSERT INTO {target} ({", ".join(f"{chr(34)}{k}{chr(34)}" for k in arrays)}) '
                     f"SELECT {picked} FROM {view}")
-    finally:
-        raw.unregister(view)
     return n
 
 
@@ -280,14 +274,8 @@ def update_rows(conn: Connection, table: Table, where: Sequence[Any], values: Ma
 @contextmanager
 def key_relation(conn: Connection, keys: NDArray[np.int64]) -> Iterator[str]:
     """``keys`` as a relation with one column ``k`` that the connection's SQL can name (DuckDB), for the block."""
-    raw = _raw(conn)
-    name = f"annot_keys_{uuid.uuid4().hex}"
-    settle(raw)
-    raw.register(name, {"k": np.asarray(keys, np.int64)})
-    try:
+    with registered(_raw(conn), {"k": np.asarray(keys, np.int64)}, "keys") as name:
         yield name
-    finally:
-        raw.unregister(name)
 
 
 def read_columns(conn: Connection, sql: str) -> dict[str, NDArray[Any]]:

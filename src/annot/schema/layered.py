@@ -20,7 +20,8 @@ import functools
 import os
 import shutil
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -222,10 +223,7 @@ def ensure_groups(raw: Any, table: str, keys: NDArray[Any] | Sequence[Any]) -> N
     else:
         values = values.astype(str).astype(object)
     key = GROUP_KEY[table]
-    name = f"annot_keys_{uuid.uuid4().hex}"
-    settle(raw)
-    raw.register(name, {"k": values})
-    try:
+    with registered(raw, {"k": values}, "keys") as name:
         fresh = f'SELECT k FROM {name} WHERE k NOT IN (SELECT k FROM {WORKING}."{touched(table)}")'
         columns = ", ".join(f'"{c.name}"' for c in metadata.tables[table].columns)
         # the keys' range as well: DuckDB skips the base's row groups outside it (ids grow as rows are added)
@@ -233,6 +231,16 @@ def ensure_groups(raw: Any, table: str, keys: NDArray[Any] | Sequence[Any]) -> N
         raw.execute(f'INSERT INTO {WORKING}."{table}" ({columns}) SELECT {columns} FROM main."{table}" '
                     f'WHERE "{key}" IN ({fresh}){span}')
         raw.execute(f'INSERT INTO {WORKING}."{touched(table)}" {fresh}')
+
+
+@contextmanager
+def registered(raw: Any, columns: Mapping[str, Any], kind: str) -> Iterator[str]:
+    """numpy ``columns`` as a relation the connection's SQL can name (a unique name), for the block."""
+    name = f"annot_{kind}_{uuid.uuid4().hex}"
+    settle(raw)
+    raw.register(name, dict(columns))
+    try:
+        yield name
     finally:
         raw.unregister(name)
 
