@@ -188,3 +188,20 @@ def test_pooled_and_dense_annotation_agree(built_store: Path, synthetic: dict[st
         assert a.words.tolist() == b.words.tolist()
         np.testing.assert_allclose(a.scores, b.scores, rtol=1e-6)
         assert [[v[0] for v in w] for w in a.votes] == [[v[0] for v in w] for w in b.votes]
+
+
+def test_indexed_tags_are_stored_as_csr_arrays_and_damaged_ones_refused(tmp_path: Path) -> None:
+    from scipy import sparse
+
+    from annot.model import labels_from_arrays, labels_to_arrays
+
+    labels = np.random.default_rng(3).random((40, 9)) < 0.2
+    labels[5] = False  # an image without tags
+    arrays = labels_to_arrays(labels)
+    csr = sparse.csr_matrix(labels)  # the layout stores written with scipy hold
+    assert np.array_equal(arrays["indptr"], csr.indptr) and np.array_equal(arrays["indices"], csr.indices)
+    assert np.array_equal(labels_from_arrays(arrays, tmp_path), labels)
+    for broken in ({**arrays, "indices": arrays["indices"] + 9}, {**arrays, "indptr": arrays["indptr"][:-1]},
+                   {**arrays, "indptr": arrays["indptr"][::-1]}, {k: v for k, v in arrays.items() if k != "shape"}):
+        with pytest.raises(StoreError, match="damaged indexed tags"):
+            labels_from_arrays(broken, tmp_path)

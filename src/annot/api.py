@@ -22,53 +22,32 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Self, TypeVar
+from typing import IO, TYPE_CHECKING, Any, Self, TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
 
 from annot.errors import AnnotError, CorpusError, StoreError
-from annot.evaluation.evaluate import EvalResult, evaluate
-from annot.evaluation.report import build_report
-from annot.evaluation.runs import (
-    RunRow,
-    WordChange,
-    WordMetrics,
-    compare_runs,
-    list_runs,
-    run_words,
-)
-from annot.evaluation.tune import TuneReport, tune_store
-from annot.features.images import UnreadableImage, thumbnail_jpeg
-from annot.indexer import GrowReport, IndexReport, add_images, build_index, refit, remove_images
-from annot.indexer.corpus import read_corpus
-from annot.library.browse import Browser, Page
-from annot.library.collection import AnnotateReport, annotate_photos
-from annot.library.corrections import Correction, CorrectReport, record_corrections
-from annot.library.export import PARENT, ExportReport, export
-from annot.library.query import annotate_files, annotate_uploads, expand_inputs, iter_annotations
-from annot.library.review import ReviewItem, review_queue
-from annot.library.search import Found, Hit, Searcher
-from annot.library.sync import SidecarChanges, sidecar_changes
-from annot.library.view import (
-    Photo,
-    PhotoTag,
-    WordCount,
-    find_content,
-    find_photo,
-    library_counts,
-    photo_record,
-    photo_tags,
-    vocabulary_counts,
-)
-from annot.methods import Annotation, FitReport, method_class
-from annot.methods.cnnr.train import CNNRConfig, TrainReport, train_cnnr
-from annot.model import StoreModel
 from annot.progress import NoProgress, Progress
-from annot.schema.queries import count_rows
 from annot.settings import BuildSettings, ScoringSettings, SettingsError
 from annot.store import Manifest, StoreDir, atomic_write
-from annot.store.sql import read_only_sql
+
+if TYPE_CHECKING:  # each method imports what it runs: a search by tags loads no encoder, tuner or trainer
+    from annot.evaluation.evaluate import EvalResult
+    from annot.evaluation.runs import RunRow, WordChange, WordMetrics
+    from annot.evaluation.tune import TuneReport
+    from annot.features.images import UnreadableImage
+    from annot.indexer import GrowReport, IndexReport
+    from annot.library.browse import Browser, Page
+    from annot.library.collection import AnnotateReport
+    from annot.library.corrections import Correction, CorrectReport
+    from annot.library.export import ExportReport
+    from annot.library.review import ReviewItem
+    from annot.library.search import Found, Hit, Searcher
+    from annot.library.view import Photo, PhotoTag, WordCount
+    from annot.methods import Annotation, FitReport
+    from annot.methods.cnnr.train import CNNRConfig, TrainReport
+    from annot.model import StoreModel
 
 R = TypeVar("R")
 CORPUS_SUFFIXES = {".jsonl", ".csv", ".json", ".ndjson"}  # a file naming images, not an image
@@ -129,15 +108,23 @@ class Store:
     # -- building and growing ----------------------------------------------------------------------------------
     def build(self, corpus: str | Path, settings: BuildSettings | None = None) -> IndexReport:
         """Import a tagged corpus (JSON Lines or CSV) as training images and fit the store's model on them."""
+        from annot.indexer import build_index
+
         return self._changed(build_index(Path(corpus), self.root, settings, self.progress, wait=self.wait))
 
     def add(self, corpus: str | Path, *, strict: bool = False) -> GrowReport:
         """Add tagged images with the fitted projection (no refit); indexed images take the corpus's tags."""
+        from annot.indexer import add_images
+
         return self._changed(add_images(Path(corpus), self.root, strict=strict, progress=self.progress, wait=self.wait))
 
     def remove(self, images: Sequence[str | Path]) -> GrowReport:
         """Take training images out of the index and the statistics: image files, folders of them, or corpus files
         (``.jsonl``, ``.csv``) naming them."""
+        from annot.indexer import remove_images
+        from annot.indexer.corpus import read_corpus
+        from annot.library.query import expand_inputs
+
         paths: list[Path] = []
         for item in map(Path, images):
             if item.suffix.lower() in CORPUS_SUFFIXES:
@@ -149,10 +136,15 @@ class Store:
 
     def refit(self) -> GrowReport:
         """Re-estimate the projection from the store's statistics and rebuild its indexes."""
+        from annot.indexer import refit
+
         return self._changed(refit(self.root, self.progress, wait=self.wait))
 
     def fit(self, method: str) -> FitReport:
         """Fit a baseline (``tagprop``, ``2pknn-ml``, ...) on the training images and keep it in the store."""
+        from annot.methods import method_class
+        from annot.model import StoreModel
+
         model = StoreModel(StoreDir.open(self.root, write=True, wait=self.wait))
         try:
             return self._changed(method_class(method).fit(model, self.progress or NoProgress()))
@@ -161,11 +153,15 @@ class Store:
 
     def train_cnnr(self, config: CNNRConfig | None = None) -> TrainReport:
         """Train CNN-R (§3.5) on the training images: a network regressing each image's mean tag vector."""
+        from annot.methods.cnnr.train import CNNRConfig, train_cnnr
+
         return self._changed(train_cnnr(self.root, config or CNNRConfig(), self.progress, wait=self.wait))
 
     def tune(self, *, grid: str = "quick", folds: int = 5, design: str = "random", holdout: float = 0.1,
              min_f1: float | None = None) -> TuneReport:
         """Choose settings by cross-validation on the training images and rebuild the store with the best."""
+        from annot.evaluation.tune import tune_store
+
         return self._changed(tune_store(self.root, grid_name=grid, folds=folds, design=design, holdout=holdout,
                                         min_f1=min_f1, progress=self.progress, wait=self.wait))
 
@@ -211,6 +207,8 @@ class Store:
 
     def model(self) -> StoreModel:
         """The store's loaded model, loaded again when a writer has switched the store to a new one."""
+        from annot.model import StoreModel
+
         if self._model is not None and not self.reload:
             return self._model
         version = self._version()
@@ -236,6 +234,8 @@ class Store:
               open_vocabulary: bool = False, **changes: Any) -> list[Annotation]:
         """Tags for image files (or folders of them), best first, nothing kept; ``changes`` override the store's
         scoring settings. A file that cannot be read is an error naming it (``annotate_files`` returns them)."""
+        from annot.library.query import annotate_files
+
         result = annotate_files(self.model(), [Path(p) for p in images], self.scoring(scoring, **changes),
                                 explain=explain, open_vocabulary=open_vocabulary, progress=self.progress)
         if result.failed:
@@ -248,6 +248,8 @@ class Store:
                    ) -> Iterator[tuple[list[Annotation], dict[str, str]]]:
         """:meth:`query` a batch at a time: each batch's annotations and its unreadable files (path: why), so a
         caller can show results as they come."""
+        from annot.library.query import expand_inputs, iter_annotations
+
         model = self.model()
         yield from iter_annotations(model, expand_inputs([Path(p) for p in images]), self.scoring(scoring, **changes),
                                     explain=explain, open_vocabulary=open_vocabulary, batch_size=batch_size,
@@ -266,6 +268,8 @@ class Store:
     def query_uploads(self, uploads: Sequence[tuple[str, bytes]], scoring: ScoringSettings | None = None, *,
                       explain: bool = False, max_pixels: int | None = None) -> list[Annotation | UnreadableImage]:
         """Tags for uploaded images (name, bytes), encoded in one batch; an unreadable one is its reason."""
+        from annot.library.query import annotate_uploads
+
         return annotate_uploads(self.model(), uploads, scoring or self.settings.scoring, explain=explain,
                                 max_pixels=max_pixels)
 
@@ -279,6 +283,8 @@ class Store:
         ones listed; photos the model changed for since (or with ``retag`` all) are re-scored from their features.
         ``features``: photos' image features already computed with the store's encoder (a kept upload's);
         ``rescore_limit``: re-score at most this many (the report's ``stale_left`` says how many wait)."""
+        from annot.library.collection import annotate_photos
+
         scoring = self.scoring(scoring, **changes) if scoring is not None or changes else None
         return self._changed(annotate_photos(self.root, [Path(p).expanduser() for p in paths], scoring=scoring,
                                              batch_size=batch_size, progress=self.progress, wait=self.wait, ray=ray,
@@ -311,6 +317,8 @@ class Store:
 
     def _search(self) -> Searcher:
         """The searcher over the loaded model (made again when the model is loaded again)."""
+        from annot.library.search import Searcher
+
         model = self.model()
         if self._searcher is None or self._searcher.model is not model:
             self._searcher = Searcher(model)
@@ -327,6 +335,8 @@ class Store:
         return self._browser().facets()
 
     def _browser(self) -> Browser:
+        from annot.library.browse import Browser
+
         searcher = self._search()
         if self._browsing is None or self._browsing.searcher is not searcher:
             self._browsing = Browser(searcher)
@@ -334,22 +344,32 @@ class Store:
 
     def photo_file(self, image_id: int) -> Path:
         """The file of a photo (or training image) by its id."""
+        from annot.library.view import photo_record
+
         return Path(photo_record(self.model(), image_id).path)
 
     def photo_with_content(self, sha256: str) -> tuple[int, str] | None:
         """The library photo whose file's bytes have this SHA-256 (its id and path), or None."""
+        from annot.library.view import find_content
+
         return find_content(self.model(), sha256)
 
     def photo_id(self, path: str | Path) -> int:
         """The id of the photo (or training image) at ``path``."""
+        from annot.library.view import find_photo
+
         return find_photo(self.model(), Path(path))
 
     def photo(self, image_id: int) -> Photo:
         """One photo by its id: path, size, whether a library photo or a training image, and its tags as shown."""
+        from annot.library.view import photo_record
+
         return photo_record(self.model(), image_id)
 
     def photo_tags(self, image_ids: Sequence[int]) -> dict[int, list[PhotoTag]]:
         """The tags shown for each of these photos (one look-up for all): corrections applied, surest first."""
+        from annot.library.view import photo_tags
+
         if self._model is not None:
             return photo_tags(self.model().store, [int(i) for i in image_ids])
         with StoreDir.open(self.root) as store:  # a writer's Store (the server's): no model needed
@@ -357,6 +377,9 @@ class Store:
 
     def thumbnail(self, image_id: int, size: int = 256) -> bytes:
         """A JPEG thumbnail of a photo (by id: a training image or a library photo), turned upright."""
+        from annot.features.images import thumbnail_jpeg
+        from annot.library.view import photo_record
+
         model = self.model()
         path = photo_record(model, image_id).path
         data = thumbnail_jpeg(path, size, model.upright)
@@ -366,22 +389,30 @@ class Store:
 
     def vocabulary(self) -> list[WordCount]:
         """The vocabulary: each word with its training images and the library photos predicted to show it."""
+        from annot.library.view import vocabulary_counts
+
         return vocabulary_counts(self.model())
 
     def review(self, n: int = 20, *, order: str = "dense") -> list[ReviewItem]:
         """The library photos to review first, by how unsure their tags are (:mod:`annot.library.review`); answer
         them with :meth:`correct`."""
+        from annot.library.review import review_queue
+
         if n < 1:
             raise SettingsError("review.n", f"must be at least 1, got {n}")
         return review_queue(self.model(), n, order=order)
 
     def export(self, fmt: str = "xmp", *, out: str | Path | None = None, naming: str = "full",
                min_confidence: float | str | None = "default", training: bool = False,
-               stream: IO[str] | None = None, parent: str = PARENT, sync: bool = True) -> ExportReport:
+               stream: IO[str] | None = None, parent: str | None = None, sync: bool = True) -> ExportReport:
         """Write the library's tags as XMP sidecars (merged into existing ones), CSV or JSON Lines. XMP: first, with
         ``sync``, what the person did to annot's keywords in their sidecars is recorded as corrections
-        (:mod:`annot.library.sync`); annot's hierarchical keywords go under ``parent``; by default only the tags
+        (:mod:`annot.library.sync`); annot's hierarchical keywords go under ``parent`` (None: ``annot``); by default only the tags
         that reach the store's calibrated cut are written (``min_confidence="default"``; None: every tag)."""
+        from annot.library.export import PARENT, export
+        from annot.library.sync import SidecarChanges, sidecar_changes
+
+        parent = PARENT if parent is None else parent
         target = Path(out) if out is not None else None
         changes = SidecarChanges()
         if fmt == "xmp" and sync:
@@ -401,18 +432,25 @@ class Store:
 
     def correct(self, corrections: Iterable[Correction], *, source: str = "api") -> CorrectReport:
         """Confirm, reject or add tags of photos; corrected photos join the training corpus with their vouched tags."""
+        from annot.library.corrections import record_corrections
+
         return self._changed(record_corrections(self.root, corrections, source=source, wait=self.wait,
                                                 progress=self.progress))
 
     def evaluate(self, corpus: str | Path, scoring: ScoringSettings | None = None, *, split: str = "test",
                  record: bool = True, **changes: Any) -> EvalResult:
         """Annotate a labelled corpus and score it per word (P / R / F1 / N+), recorded as a run."""
+        from annot.evaluation.evaluate import evaluate
+
         return self._changed(evaluate(self.root, Path(corpus), scoring=self.scoring(scoring, **changes), split=split,
                                       record=record, progress=self.progress, wait=self.wait))
 
     # -- reading what it holds -----------------------------------------------------------------------------------
     def info(self) -> StoreInfo:
         """What the store holds: its settings, model, index and counts."""
+        from annot.library.view import library_counts
+        from annot.schema.queries import count_rows
+
         with StoreDir.open(self.root) as store:
             m = store.manifest()
             counts = count_rows(store.db)
@@ -434,6 +472,8 @@ class Store:
 
     def report(self, run_id: int, out: str | Path, gallery: int = 40) -> int:
         """Write one self-contained HTML page for a run (summary, per-word charts, an image gallery); its size."""
+        from annot.evaluation.report import build_report
+
         page = build_report(self.root, run_id, gallery).encode()
         try:
             atomic_write(Path(out), lambda fh: fh.write(page))
@@ -442,20 +482,28 @@ class Store:
         return len(page)
 
     def runs(self) -> list[RunRow]:
+        from annot.evaluation.runs import list_runs
+
         with StoreDir.open(self.root) as store:
             return list_runs(store)
 
     def run_words(self, run_id: int) -> list[WordMetrics]:
         """A run's per-word P / R / F1, most frequent training word first."""
+        from annot.evaluation.runs import run_words
+
         with StoreDir.open(self.root) as store:
             return run_words(store, run_id)
 
     def compare(self, run_a: int, run_b: int) -> list[WordChange]:
+        from annot.evaluation.runs import compare_runs
+
         with StoreDir.open(self.root) as store:
             return compare_runs(store, run_a, run_b)
 
     def sql(self, statement: str, timeout: float | None = None) -> tuple[list[str], list[tuple[Any, ...]]]:
         """Run one read-only statement against the store's tables (sandboxed: no other file can be touched)."""
+        from annot.store.sql import read_only_sql
+
         self.close()  # DuckDB opens a file once per process: the sandboxed connection cannot share the model's
         return read_only_sql(self.root, statement, timeout)
 

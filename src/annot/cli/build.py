@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -24,10 +24,10 @@ from annot.cli.app import (
     open_store,
 )
 from annot.cli.render import console, print_json, say, styled, table, warn
-from annot.evaluation.tune import searched
-from annot.indexer import IndexReport
-from annot.methods.cnnr.train import CNNRConfig
 from annot.settings import build_settings
+
+if TYPE_CHECKING:
+    from annot.indexer import IndexReport
 
 P = DEFAULT.projection
 
@@ -236,6 +236,8 @@ def tune(
     """Choose text view, normalisation, ridge, K, τ and α by cross-validation on the store's training images only,
     record every candidate as a run, and rebuild the store with the best; every other setting stays the store's."""
 
+    from annot.evaluation.tune import searched
+
     report = open_store(store, wait).tune(grid=grid, folds=folds, design=cv, holdout=holdout,
                                           min_f1=None if min_f1 is None else min_f1 / 100)
     if json_out:
@@ -316,6 +318,8 @@ def train_cnnr(
     """Train CNN-R (§3.5) on the store's training images: the network regresses the mean word vector of an image's
     tags. Resumes from the store's checkpoint when rerun; then `annot query --method cnn-r` and `--encoder
     cnnr:STORE` use it."""
+
+    from annot.methods.cnnr.train import CNNRConfig
 
     config = CNNRConfig(backbone=backbone, weights=weights, epochs=epochs, batch_size=batch_size, lr=lr,
                         lr_ratio=lr_ratio, full=full, device=device, restart=restart, target=target, select=select,

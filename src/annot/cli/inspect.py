@@ -5,13 +5,15 @@ from __future__ import annotations
 import csv
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from annot.cli.app import JsonOpt, StoreOpt, app, handle_errors, open_store
 from annot.cli.render import console, print_json, table
-from annot.evaluation.runs import WordChange
+
+if TYPE_CHECKING:
+    from annot.evaluation.runs import WordChange
 
 
 @app.command()

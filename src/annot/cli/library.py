@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -21,12 +21,12 @@ from annot.cli.app import (
 )
 from annot.cli.render import console, error_line, print_json, say, styled, table, warn
 from annot.errors import AnnotError
-from annot.features import multilingual
-from annot.library.collection import AnnotateReport
-from annot.library.corrections import Correction, read_corrections
-from annot.library.search import Found, Hit
-from annot.library.view import PhotoTag
 from annot.settings import scoring_flags
+
+if TYPE_CHECKING:  # the commands import what they run when they run: `annot --help` and a search stay quick
+    from annot.library.collection import AnnotateReport
+    from annot.library.search import Found, Hit
+    from annot.library.view import PhotoTag
 
 
 @app.command()
@@ -154,6 +154,8 @@ def _readings(found: Found) -> None:
     if found.read_as:
         say("read " + "; ".join(f"{_words([word])} as {', '.join(means)}" for word, means in found.read_as.items()))
     if found.unknown:
+        from annot.features import multilingual
+
         hint = "" if multilingual.available() else " (words in other languages: pip install 'annot[multilingual]')"
         warn(f"no word of the store's vocabulary means {_words(found.unknown)}{hint}")
 
@@ -240,6 +242,8 @@ def correct(
 ) -> None:
     """Confirm or reject a photo's tag, or add a missing one. Corrections win over every later annotate, and a
     corrected photo joins the training corpus with the tags you vouched for (as annot add: no refit)."""
+
+    from annot.library.corrections import Correction, read_corrections
 
     items: list[Correction] = []
     if from_file is not None:

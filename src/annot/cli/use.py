@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -24,8 +24,10 @@ from annot.cli.app import (
     open_store,
 )
 from annot.cli.render import console, error_line, print_json, say, styled, table, warn
-from annot.methods import TagScore
 from annot.settings import scoring_flags
+
+if TYPE_CHECKING:
+    from annot.methods import TagScore
 
 
 @app.command()

@@ -12,11 +12,10 @@ from collections.abc import Sequence
 from dataclasses import replace
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
-from scipy import sparse
 
 from annot.errors import AnnotError, StoreError
 from annot.features.cache import FeatureCache
@@ -32,23 +31,33 @@ from annot.schema.queries import image_paths, label_matrix
 from annot.settings import ScoringSettings, Space
 from annot.store import StoredFile, StoreDir
 
+if TYPE_CHECKING:
+    from scipy import sparse
+
 log = logging.getLogger(__name__)
 
 
 def labels_to_arrays(labels: NDArray[np.bool_]) -> dict[str, NDArray[Any]]:
     """The indexed images' tags (rows in index-id order × vocabulary) as sparse arrays for a store file."""
-    csr = sparse.csr_matrix(labels)
-    return {"indptr": csr.indptr.astype(np.int64), "indices": csr.indices.astype(np.int32),
-            "shape": np.array(labels.shape, np.int64)}
+    rows, columns = np.nonzero(labels)  # row by row, columns ascending: CSR order
+    indptr = np.zeros(labels.shape[0] + 1, np.int64)
+    np.cumsum(np.bincount(rows, minlength=labels.shape[0]), out=indptr[1:])
+    return {"indptr": indptr, "indices": columns.astype(np.int32), "shape": np.array(labels.shape, np.int64)}
 
 
 def labels_from_arrays(arrays: dict[str, NDArray[Any]], source: Path) -> NDArray[np.bool_]:
     try:
         n, V = (int(v) for v in arrays["shape"])
-        csr = sparse.csr_matrix((np.ones(len(arrays["indices"]), bool), arrays["indices"], arrays["indptr"]), shape=(n, V))
-    except (KeyError, ValueError) as exc:
+        indptr, indices = np.asarray(arrays["indptr"], np.int64), np.asarray(arrays["indices"], np.int64)
+    except (KeyError, ValueError, TypeError) as exc:
         raise StoreError(f"{source}: damaged indexed tags ({exc})") from exc
-    return np.asarray(csr.toarray(), bool)
+    counts = np.diff(indptr)
+    if (len(indptr) != n + 1 or indptr[0] != 0 or indptr[-1] != len(indices) or (counts < 0).any()
+            or (len(indices) and (indices.min() < 0 or indices.max() >= V))):
+        raise StoreError(f"{source}: damaged indexed tags (their row pointers or columns do not fit a {n} × {V} matrix)")
+    labels = np.zeros((n, V), bool)
+    labels[np.repeat(np.arange(n), counts), indices] = True
+    return labels
 
 
 class StoreModel:
@@ -124,6 +133,8 @@ class StoreModel:
     @cached_property
     def labels_csr(self) -> sparse.csr_matrix:
         """The training tags as a sparse matrix: what pooled scoring (corpora above 20,000 images) reads."""
+        from scipy import sparse
+
         return sparse.csr_matrix(self.labels)
 
     # -- what methods read ---------------------------------------------------------------------------------------

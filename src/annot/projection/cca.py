@@ -19,7 +19,6 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
-from scipy import linalg
 
 from annot.errors import ProjectionError
 
@@ -38,6 +37,8 @@ def _check_matrix(name: str, A: NDArray[np.floating] | NDArray[np.integer] | NDA
 
 def _whitener(C: Float, reg: float) -> tuple[Float, float]:
     """Lower Cholesky factor L of C + λI with λ = reg · mean variance."""
+    from scipy import linalg  # imported when fitting: loading a fitted projection needs only numpy
+
     p = C.shape[0]
     lam = reg * float(np.trace(C)) / p
     if lam <= 0.0:
@@ -157,6 +158,8 @@ class LinearCCA:
 
     def fit_statistics(self, stats: CCAStatistics) -> LinearCCA:
         """Fit from sufficient statistics (in-memory, streamed or merged from shards)."""
+        from scipy import linalg
+
         if self.reg_x < 0 or self.reg_y < 0:
             raise ProjectionError(f"regularization must be >= 0, got reg_x={self.reg_x}, reg_y={self.reg_y}")
         mx, my, Cxx, Cyy, Cxy = stats.covariances()

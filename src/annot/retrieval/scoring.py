@@ -8,10 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from numpy.typing import NDArray
-from scipy import sparse
+
+if TYPE_CHECKING:
+    from scipy import sparse
 
 # how CCA-KNN ranks a query's words: Eq. 5's score, or it standardised per word against the word's usual score on
 # the training images (leave-one-out) or on images the projection was fitted without (``held_out_standards``)
