@@ -20,7 +20,7 @@ from __future__ import annotations
 import gc
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Self, TypeVar
 
@@ -44,12 +44,14 @@ if TYPE_CHECKING:  # each method imports what it runs: a search by tags loads no
     from annot.library.export import ExportReport
     from annot.library.review import ReviewItem
     from annot.library.search import Found, Hit, Searcher
+    from annot.library.session import CorrectionSession
     from annot.library.view import Photo, PhotoTag, WordCount
     from annot.methods import Annotation, FitReport
     from annot.methods.cnnr.train import CNNRConfig, TrainReport
     from annot.model import StoreModel
 
 R = TypeVar("R")
+T = TypeVar("T")
 CORPUS_SUFFIXES = {".jsonl", ".csv", ".json", ".ndjson"}  # a file naming images, not an image
 
 
@@ -101,6 +103,7 @@ class Store:
         self._model_version: tuple[int, ...] | None = None
         self._searcher: Searcher | None = None
         self._browsing: Browser | None = None
+        self._session: CorrectionSession | None = None
 
     def __repr__(self) -> str:
         return f"annot.Store({str(self.root)!r})"
@@ -259,6 +262,7 @@ class Store:
     def writer(self) -> Iterator[Store]:
         """A store object for one write beside this one, whose model keeps serving reads meanwhile (the server's
         corrections and kept uploads): it loads no model unless the write needs one, and is closed after it."""
+        self.publish_corrections()  # the write sees them (a re-scoring learns from them) and need not wait for them
         writing = Store(self.root, progress=self.progress, wait=self.wait or WRITE_WAIT)
         try:
             yield writing
@@ -297,19 +301,18 @@ class Store:
                ) -> list[Hit]:
         """Photos by words, by an example photo (``like``: a file or an upload's bytes), or both: the library's
         (``scope`` ``auto``: when it has any, else the training images; ``library``, ``training`` or ``all``)."""
-        example = like if isinstance(like, bytes) or like is None else Path(like)
-        return self._search().search(words, example, mode=mode, require=require, exclude=exclude,
-                                     folder=Path(folder) if folder is not None else None, n=n, scope=scope,
-                                     max_pixels=max_pixels, all_results=all_results)
+        return self.find(words, like=like, mode=mode, require=require, exclude=exclude, folder=folder, n=n,
+                         scope=scope, max_pixels=max_pixels, all_results=all_results).hits
 
     def find(self, words: Sequence[str] = (), *, like: str | Path | bytes | None = None, mode: str = "combined",
              require: Sequence[str] = (), exclude: Sequence[str] = (), folder: str | Path | None = None,
              n: int = 20, scope: str = "auto", max_pixels: int | None = None, all_results: bool = False) -> Found:
         """:meth:`search`, with what the search covered and whether no photo had every word (``Found``)."""
         example = like if isinstance(like, bytes) or like is None else Path(like)
-        return self._search().find(words, example, mode=mode, require=require, exclude=exclude,
-                                   folder=Path(folder) if folder is not None else None, n=n, scope=scope,
-                                   max_pixels=max_pixels, all_results=all_results)
+        found = self._search().find(words, example, mode=mode, require=require, exclude=exclude,
+                                    folder=Path(folder) if folder is not None else None, n=n, scope=scope,
+                                    max_pixels=max_pixels, all_results=all_results)
+        return replace(found, hits=self._overlaid(found.hits, "image_id"))
 
     def search_scope(self, scope: str = "auto") -> str:
         """The photos a search with ``scope`` covers: ``library``, ``training`` or ``all``."""
@@ -327,8 +330,9 @@ class Store:
     def browse(self, *, folder: str | None = None, date: str | None = None, tag: str | None = None,
                unreviewed: bool = False, order: str = "newest", offset: int = 0, limit: int = 60) -> Page:
         """The library's photos page by page, narrowed and ordered (:mod:`annot.library.browse`)."""
-        return self._browser().page(folder=folder, date=date, tag=tag, unreviewed=unreviewed, order=order,
+        page = self._browser().page(folder=folder, date=date, tag=tag, unreviewed=unreviewed, order=order,
                                     offset=offset, limit=limit)
+        return replace(page, photos=self._overlaid(page.photos, "id", reviewed=True))
 
     def facets(self) -> dict[str, Any]:
         """The library's photos counted by folder, month and tag, and those not reviewed yet."""
@@ -364,12 +368,15 @@ class Store:
         """One photo by its id: path, size, whether a library photo or a training image, and its tags as shown."""
         from annot.library.view import photo_record
 
-        return photo_record(self.model(), image_id)
+        photo = photo_record(self.model(), image_id)
+        return self._overlaid([photo], "id")[0]
 
     def photo_tags(self, image_ids: Sequence[int]) -> dict[int, list[PhotoTag]]:
         """The tags shown for each of these photos (one look-up for all): corrections applied, surest first."""
         from annot.library.view import photo_tags
 
+        if self._session is not None:
+            return self._session.photo_tags(image_ids)
         if self._model is not None:
             return photo_tags(self.model().store, [int(i) for i in image_ids])
         with StoreDir.open(self.root) as store:  # a writer's Store (the server's): no model needed
@@ -400,7 +407,9 @@ class Store:
 
         if n < 1:
             raise SettingsError("review.n", f"must be at least 1, got {n}")
-        return review_queue(self.model(), n, order=order)
+        shown = self._session.shown() if self._session is not None else {}
+        return [item for item in review_queue(self.model(), n + len(shown), order=order)
+                if item.id not in shown][:n]  # a photo corrected a moment ago is reviewed
 
     def export(self, fmt: str = "xmp", *, out: str | Path | None = None, naming: str = "full",
                min_confidence: float | str | None = "default", training: bool = False,
@@ -431,9 +440,12 @@ class Store:
         return report
 
     def correct(self, corrections: Iterable[Correction], *, source: str = "api") -> CorrectReport:
-        """Confirm, reject or add tags of photos; corrected photos join the training corpus with their vouched tags."""
+        """Confirm, reject or add tags of photos; corrected photos join the training corpus with their vouched tags.
+        With :meth:`keep_corrections_open`: written at once, published with the burst they belong to."""
         from annot.library.corrections import record_corrections
 
+        if self._session is not None:
+            return self._session.correct(list(corrections), source=source)
         return self._changed(record_corrections(self.root, corrections, source=source, wait=self.wait,
                                                 progress=self.progress))
 
@@ -508,6 +520,10 @@ class Store:
         return read_only_sql(self.root, statement, timeout)
 
     def close(self) -> None:
+        """Publish corrections kept open, close the loaded model."""
+        if self._session is not None:
+            session, self._session = self._session, None
+            session.close()
         if self._model is not None:
             self._model.close()
             self._model = None
@@ -517,6 +533,36 @@ class Store:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def keep_corrections_open(self, *, linger: float | None = None, longest: float | None = None) -> None:
+        """Write corrections by a writer kept open while they come, published a moment after the last
+        (:mod:`annot.library.session`: the server's review loop); first, what a killed one left is published.
+        Reads of this object show the corrected photos' tags at once; other processes when published."""
+        from annot.library import session
+
+        if self._session is None:
+            self._session = session.CorrectionSession(
+                self.root, wait=self.wait or WRITE_WAIT, linger=session.LINGER if linger is None else linger,
+                longest=session.LONGEST if longest is None else longest)
+            self._session.catch_up()
+
+    def publish_corrections(self) -> None:
+        """Publish the corrections kept open now (:meth:`keep_corrections_open`); nothing without them."""
+        if self._session is not None:
+            self._session.flush()
+
+    @property
+    def corrections_session(self) -> CorrectionSession | None:
+        """The writer kept open for corrections (:meth:`keep_corrections_open`), if any."""
+        return self._session
+
+    def _overlaid(self, items: list[T], key: str, **also: Any) -> list[T]:
+        """Items (photos, hits) with the tags of corrections not yet published, where the session has them."""
+        shown = self._session.shown() if self._session is not None else {}
+        if not shown:
+            return items
+        return [replace(item, tags=tuple(shown[i]), **also) if (i := getattr(item, key)) in shown else item  # type: ignore[type-var]
+                for item in items]
 
     def _changed(self, result: R) -> R:
         self._model_version = None  # reload the model on next use

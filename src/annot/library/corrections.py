@@ -208,53 +208,66 @@ def record_corrections(store_root: Path, items: Iterable[Correction], *, source:
         raise AnnotError("no corrections given: --confirm, --reject or --add a tag, or --from a JSON Lines file")
     store = StoreDir.open(Path(store_root), write=True, wait=wait)
     try:
-        now = datetime.now(UTC).replace(tzinfo=None)
-        with store.db.begin() as conn:
-            checked = _resolve(conn, items, store.root)
-            resolved = new_events(conn, checked)
-            photo_ids = sorted({i for i, _, _ in checked})
-            library = {int(i) for (i,) in conn.execute(select(photo_files.c.image_id)
-                                                       .where(photo_files.c.image_id.in_(photo_ids)))}
-            split = dict(conn.execute(select(images.c.id, images.c.split).where(images.c.id.in_(photo_ids))).all())
-            cleared = next((i for i, _, a in checked if a == "clear" and i not in library), None)
-            if cleared is not None:
-                raise AnnotError(f"photo id {cleared}: a training image's tags are its own: confirm or reject them "
-                                 "(clear forgets corrections of library photos); nothing corrected")
-            start = next_id(conn, corrections)
-            insert_rows(conn, corrections, [{"id": start + n, "image_id": i, "tag_id": t, "action": a,
-                                             "created_at": now, "source": source}
-                                            for n, (i, t, a) in enumerate(resolved)])
-            for image_id, tag_id, action in resolved:  # a training image's own tags change as corrected
-                if image_id in library or split.get(image_id) != TRAIN:
-                    continue
-                delete_rows(conn, image_tags, image_tags.c.image_id == image_id, image_tags.c.tag_id == tag_id)
-                if action != "reject":
-                    insert_rows(conn, image_tags, [{"image_id": image_id, "tag_id": tag_id}])
-            kept = vouched(conn, sorted(library))  # a library photo's tags as training truth: its vouched ones
-            if kept:
-                delete_rows(conn, image_tags, image_tags.c.image_id.in_(list(kept)), keys=list(kept))
-                insert_rows(conn, image_tags, [{"image_id": i, "tag_id": t} for i, found in kept.items()
-                                               for t in sorted(found)])
-                joining = [i for i, found in kept.items() if found]
-                if joining:
-                    update_rows(conn, images, [images.c.id.in_(joining)], {"split": TRAIN}, keys=joining)
-        report = CorrectReport(recorded=len(resolved), unchanged=len(checked) - len(resolved), photos=len(photo_ids))
-        if store.manifest().settings.projection.kind is not ProjectionKind.LINEAR:
-            report.kept_only = True
-            known = set(store.manifest().vocabulary.tag_ids)
-            report.new_words = sorted({normalize_tag(c.tag) for c, (_, t, _) in zip(items, checked, strict=True)
-                                       if t not in known})
-            store.publish()
-            return report
-        grown = sync_training(store, _corrected_training(store), progress)
-        report.new_words = grown.grown
-        report.joined_training = grown.added + grown.retagged
-        report.indexed = grown.ntotal
-        report.left_training = sum(1 for tags_ in kept.values() if not tags_)
+        report = write_corrections(store, items, source=source)
+        sync_corrected(store, report, progress)
         store.publish()
         return report
     finally:
         store.close()
+
+
+def write_corrections(store: StoreDir, items: Sequence[Correction], *, source: str) -> CorrectReport:
+    """Check corrections and write them into a writer's database in one transaction (all or none): the training
+    index does not follow yet (:func:`sync_corrected`)."""
+    now = datetime.now(UTC).replace(tzinfo=None)
+    with store.db.begin() as conn:
+        checked = _resolve(conn, items, store.root)
+        resolved = new_events(conn, checked)
+        photo_ids = sorted({i for i, _, _ in checked})
+        library = {int(i) for (i,) in conn.execute(select(photo_files.c.image_id)
+                                                   .where(photo_files.c.image_id.in_(photo_ids)))}
+        split = dict(conn.execute(select(images.c.id, images.c.split).where(images.c.id.in_(photo_ids))).all())
+        cleared = next((i for i, _, a in checked if a == "clear" and i not in library), None)
+        if cleared is not None:
+            raise AnnotError(f"photo id {cleared}: a training image's tags are its own: confirm or reject them "
+                             "(clear forgets corrections of library photos); nothing corrected")
+        start = next_id(conn, corrections)
+        insert_rows(conn, corrections, [{"id": start + n, "image_id": i, "tag_id": t, "action": a,
+                                         "created_at": now, "source": source}
+                                        for n, (i, t, a) in enumerate(resolved)])
+        for image_id, tag_id, action in resolved:  # a training image's own tags change as corrected
+            if image_id in library or split.get(image_id) != TRAIN:
+                continue
+            delete_rows(conn, image_tags, image_tags.c.image_id == image_id, image_tags.c.tag_id == tag_id)
+            if action != "reject":
+                insert_rows(conn, image_tags, [{"image_id": image_id, "tag_id": tag_id}])
+        kept = vouched(conn, sorted(library))  # a library photo's tags as training truth: its vouched ones
+        if kept:
+            delete_rows(conn, image_tags, image_tags.c.image_id.in_(list(kept)), keys=list(kept))
+            insert_rows(conn, image_tags, [{"image_id": i, "tag_id": t} for i, found in kept.items()
+                                           for t in sorted(found)])
+            joining = [i for i, found in kept.items() if found]
+            if joining:
+                update_rows(conn, images, [images.c.id.in_(joining)], {"split": TRAIN}, keys=joining)
+    known = set(store.manifest().vocabulary.tag_ids)
+    return CorrectReport(recorded=len(resolved), unchanged=len(checked) - len(resolved), photos=len(photo_ids),
+                         left_training=sum(1 for found in kept.values() if not found),
+                         joined_training=sum(1 for found in kept.values() if found),
+                         new_words=sorted({normalize_tag(c.tag) for c, (_, t, _) in zip(items, checked, strict=True)
+                                           if t not in known}))
+
+
+def sync_corrected(store: StoreDir, report: CorrectReport | None = None, progress: Progress | None = None) -> None:
+    """Bring the training index in step with every correction written (a killed writer's too): corrected training
+    images join, change or leave it (a kernel-CCA store keeps its corrections only)."""
+    report = report or CorrectReport()
+    if store.manifest().settings.projection.kind is not ProjectionKind.LINEAR:
+        report.kept_only = True
+        return
+    grown = sync_training(store, _corrected_training(store), progress)
+    report.new_words = sorted(set(report.new_words) | set(grown.grown))
+    report.joined_training = grown.added + grown.retagged  # as the index counts them
+    report.indexed = grown.ntotal
 
 
 def _corrected_training(store: StoreDir) -> np.ndarray[Any, np.dtype[np.int64]]:
@@ -265,4 +278,5 @@ def _corrected_training(store: StoreDir) -> np.ndarray[Any, np.dtype[np.int64]]:
     return np.asarray(sorted(int(i) for i in ids), np.int64)
 
 
-__all__ = ["ACTIONS", "CorrectReport", "Correction", "read_corrections", "record_corrections", "vouched"]
+__all__ = ["ACTIONS", "CorrectReport", "Correction", "read_corrections", "record_corrections", "sync_corrected",
+           "vouched", "write_corrections"]

@@ -18,7 +18,18 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.pool import QueuePool, StaticPool
 
 from annot.errors import StoreError
-from annot.schema.layered import GROUP_KEY, LAYERS_INFO, WORKING, Layers, attach, ensure_groups, registered, touched
+from annot.schema.layered import (
+    GROUP_KEY,
+    LAYERS_INFO,
+    TOUCHED_INFO,
+    WORKING,
+    Layers,
+    TouchedKeys,
+    attach,
+    ensure_groups,
+    registered,
+    touched,
+)
 from annot.schema.tables import MIGRATIONS, SCHEMA_VERSION, schema_info
 
 log = logging.getLogger(__name__)
@@ -107,7 +118,17 @@ class Database:
         def _attach(dbapi_connection: Any, record: Any) -> None:
             if layers.working is not None:
                 self.tables = attach(dbapi_connection, layers)
+                record.info[TOUCHED_INFO] = TouchedKeys()
             record.info[LAYERS_INFO] = True
+
+        if layers.working is not None:
+            @event.listens_for(engine, "commit")
+            def _committed(conn: Connection) -> None:
+                conn.info[TOUCHED_INFO].commit()
+
+            @event.listens_for(engine, "rollback")
+            def _rolled_back(conn: Connection) -> None:
+                conn.info[TOUCHED_INFO].rollback()
 
         return engine
 
@@ -131,8 +152,15 @@ class Database:
     @contextmanager
     def begin(self) -> Iterator[Connection]:
         """A transaction: committed when the block ends, rolled back on any error."""
-        with self.engine.begin() as conn:
-            yield conn
+        known = None
+        try:
+            with self.engine.begin() as conn:
+                known = _known(conn)
+                yield conn
+        except BaseException:
+            if known is not None:  # a commit that failed (a full disk): what the working segment holds is looked up
+                known.forget()
+            raise
 
     @contextmanager
     def connect(self) -> Iterator[Connection]:
@@ -190,6 +218,12 @@ def _layered(conn: Connection) -> bool:
     return bool(conn.info.get(LAYERS_INFO))
 
 
+def _known(conn: Connection) -> TouchedKeys | None:
+    """The group keys a writer's connection knows its working segment holds (see :class:`TouchedKeys`)."""
+    known = conn.info.get(TOUCHED_INFO)
+    return known if isinstance(known, TouchedKeys) else None
+
+
 def _raw(conn: Connection) -> Any:
     raw = conn.connection.dbapi_connection
     assert raw is not None
@@ -205,7 +239,7 @@ def insert_rows(conn: Connection, table: Table, rows: Iterable[Mapping[str, Any]
 
     def flush() -> None:
         if layered:
-            ensure_groups(_raw(conn), table.name, [r[GROUP_KEY[table.name]] for r in batch])
+            ensure_groups(_raw(conn), table.name, [r[GROUP_KEY[table.name]] for r in batch], _known(conn))
         conn.execute(insert(table).values(batch), execution_options=_TO_WORKING if layered else {})
 
     for row in rows:
@@ -236,7 +270,7 @@ def insert_columns(conn: Connection, table: Table, columns: Mapping[str, NDArray
     raw = _raw(conn)
     target = f'"{table.name}"'
     if _layered(conn):
-        ensure_groups(raw, table.name, arrays[GROUP_KEY[table.name]])
+        ensure_groups(raw, table.name, arrays[GROUP_KEY[table.name]], _known(conn))
         target = f"{WORKING}.{target}"
     picked = ", ".join(f'CASE WHEN isnan("{k}") THEN NULL ELSE "{k}" END' if a.dtype.kind == "f" else f'"{k}"'
                        for k, a in arrays.items())
@@ -258,7 +292,7 @@ def delete_rows(conn: Connection, table: Table, *where: Any, keys: Sequence[Any]
     """DELETE FROM ``table`` WHERE ``where`` (conditions on the table's own columns); on a layered database in the
     working segment, after the groups it touches (``keys``, where the caller knows them) are copied there."""
     if _layered(conn):
-        ensure_groups(_raw(conn), table.name, _groups_of(conn, table, where, keys))
+        ensure_groups(_raw(conn), table.name, _groups_of(conn, table, where, keys), _known(conn))
     conn.execute(table.delete().where(*where), execution_options=_TO_WORKING if _layered(conn) else {})
 
 
@@ -267,7 +301,7 @@ def update_rows(conn: Connection, table: Table, where: Sequence[Any], values: Ma
     """UPDATE ``table`` SET ``values`` WHERE ``where`` (conditions on the table's own columns), as
     :func:`delete_rows` does."""
     if _layered(conn):
-        ensure_groups(_raw(conn), table.name, _groups_of(conn, table, where, keys))
+        ensure_groups(_raw(conn), table.name, _groups_of(conn, table, where, keys), _known(conn))
     conn.execute(update(table).where(*where).values(**values), execution_options=_TO_WORKING if _layered(conn) else {})
 
 

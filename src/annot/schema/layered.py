@@ -38,6 +38,7 @@ GROUP_KEY = {"schema_info": "key", "images": "id", "tags": "id", "image_tags": "
              "predictions": "run_id", "word_metrics": "run_id", "photo_files": "image_id", "annotations": "image_id",
              "corrections": "id"}
 LAYERS_INFO = "annot_layers"  # the key of a layered connection's record info
+TOUCHED_INFO = "annot_touched"  # the key of a writer connection's :class:`TouchedKeys`
 WORKING = "w"  # the writer's working segment's catalog name
 SEGMENT_OPTIONS = " (BLOCK_SIZE 16384)"  # small blocks: a segment of one correction is some 80 KB, not 1 MB
 
@@ -212,10 +213,42 @@ def _empty_segment_name() -> str:
     return f"segment-{digest([duckdb.__version__, SEGMENT_OPTIONS, *schema])}.duckdb"
 
 
-def ensure_groups(raw: Any, table: str, keys: NDArray[Any] | Sequence[Any]) -> None:
+class TouchedKeys:
+    """The group keys a writer's connection knows its working segment to hold whole (it copied them there), so that
+    a write of groups it already holds (the same photo corrected again) skips looking: what committed
+    transactions copied, and what the open one did (forgotten if it is rolled back)."""
+
+    def __init__(self) -> None:
+        self._committed: dict[str, set[Any]] = {}
+        self._pending: dict[str, set[Any]] = {}
+
+    def fresh(self, table: str, values: NDArray[Any]) -> NDArray[Any]:
+        known = self._committed.get(table, set()) | self._pending.get(table, set())
+        return values[[v not in known for v in values.tolist()]] if known else values
+
+    def add(self, table: str, values: NDArray[Any]) -> None:
+        self._pending.setdefault(table, set()).update(values.tolist())
+
+    def commit(self) -> None:
+        for table, values in self._pending.items():
+            self._committed.setdefault(table, set()).update(values)
+        self._pending.clear()
+
+    def rollback(self) -> None:
+        self._pending.clear()
+
+    def forget(self) -> None:
+        self._committed.clear()
+        self._pending.clear()
+
+
+def ensure_groups(raw: Any, table: str, keys: NDArray[Any] | Sequence[Any], known: TouchedKeys | None = None) -> None:
     """Copy the groups of ``keys`` that the working segment has not touched yet into it, as they read now, and mark
-    them touched: from here on the working segment holds them whole."""
+    them touched: from here on the working segment holds them whole. ``known``: the keys the connection knows it
+    copied (those are not looked up again)."""
     values = np.unique(np.asarray(keys))
+    if known is not None and len(values):
+        values = known.fresh(table, values)
     if not len(values):
         return
     if values.dtype.kind in "iub":
@@ -231,6 +264,8 @@ def ensure_groups(raw: Any, table: str, keys: NDArray[Any] | Sequence[Any]) -> N
         raw.execute(f'INSERT INTO {WORKING}."{table}" ({columns}) SELECT {columns} FROM main."{table}" '
                     f'WHERE "{key}" IN ({fresh}){span}')
         raw.execute(f'INSERT INTO {WORKING}."{touched(table)}" {fresh}')
+    if known is not None:
+        known.add(table, values)
 
 
 @contextmanager
@@ -313,5 +348,5 @@ def fold_into_base(base: Path | None, segments: Sequence[Path], out: Path, creat
         raw.close()
 
 
-__all__ = ["GROUP_KEY", "LAYERS_INFO", "WORKING", "Layers", "attach", "create_segment_tables", "ensure_groups",
+__all__ = ["GROUP_KEY", "LAYERS_INFO", "TOUCHED_INFO", "WORKING", "Layers", "TouchedKeys", "attach", "create_segment_tables", "ensure_groups",
            "fold_into_base", "merge_segments", "settle", "touched", "view_sql"]

@@ -50,6 +50,7 @@ def create_app(store_root: Path, *, token: str | None = None, limits: Limits | N
     access = replace(access or Access(), max_body_bytes=limits.max_bytes)
     store = Store(store_root, reload=False)
     store.load()  # a missing or damaged store fails here, before the server listens
+    store.keep_corrections_open()
     _warm_up(store, max_batch)
     guard = ModelGuard(store)
 

@@ -118,10 +118,12 @@ class StoreDir:
         return store
 
     @classmethod
-    def open(cls, root: Path, *, write: bool = False, wait: bool | float = False, hold: bool = True) -> StoreDir:
+    def open(cls, root: Path, *, write: bool = False, wait: bool | float = False, hold: bool = True,
+             brief: bool = False) -> StoreDir:
         """Open a complete store (one with a manifest and every file it names); a clear error naming what is
         missing or damaged. With ``write``, take the writer lock (``wait``: until the current writer ends); with
-        ``hold`` false only to see that no writer holds it (or until it ends), and again for each :meth:`change`."""
+        ``hold`` false only to see that no writer holds it (or until it ends), and again for each :meth:`change`;
+        ``brief``: the writer holds it for a moment (a burst of corrections: others wait for it)."""
         root = Path(root)
         if not root.exists():
             raise StoreError(f"{root}: no such store (run `annot index` first)")
@@ -133,7 +135,7 @@ class StoreDir:
         store._wait = wait
         try:
             if write:
-                store._acquire(wait)
+                store._acquire(wait, brief=brief)
                 if not hold:
                     store._lock.release()  # type: ignore[union-attr]
             store.check_files()
@@ -142,9 +144,9 @@ class StoreDir:
             raise
         return store
 
-    def _acquire(self, wait: bool | float) -> None:
+    def _acquire(self, wait: bool | float, *, brief: bool = False) -> None:
         assert self._lock is not None
-        self._lock.acquire(wait)
+        self._lock.acquire(wait, brief=brief)
 
     def check_files(self) -> None:
         """Every file the manifest names is present with its recorded size, and the database exists."""
@@ -189,7 +191,7 @@ class StoreDir:
         if self._db is not None:  # a reader's, opened between changes
             self._db.close()
             self._db = None
-        self._acquire(wait if wait is not None else (True if self._wait is True else CHANGE_WAIT))
+        self._acquire(wait if wait is not None else (True if self._wait is True else CHANGE_WAIT), brief=True)
         self._changes = 1
         try:
             self._manifest = None  # another writer may have switched it since

@@ -20,6 +20,8 @@ from annot.errors import Conflict, StoreError
 log = logging.getLogger(__name__)
 
 LOCK = ".lock"
+BRIEF = "brief"  # the lock file's second line while its holder holds it for a moment (one change, a burst)
+BRIEF_WAIT = 30.0  # seconds a writer that would not wait waits for a holder that holds the lock for a moment
 
 
 class StoreBusy(StoreError, Conflict):
@@ -44,16 +46,26 @@ class WriterLock:
             text = self.path.read_text(encoding="utf-8").strip()
         except OSError:
             return "another process"
-        pid, _, command = text.partition(" ")
+        pid, _, command = text.partition("\n")[0].partition(" ")
         return f"process {pid}" + (f" ({command})" if command else "") if pid.isdigit() else "another process"
 
-    def acquire(self, wait: bool | float = False, poll: float = 0.05) -> None:
-        """Take the lock; ``wait``: False (refuse at once when it is held), True (until it is free) or a number of
-        seconds to wait at most."""
+    def brief_holder(self) -> bool:
+        """Whether the holder said it holds the lock for a moment only (a change between others' turns)."""
+        try:
+            return self.path.read_text(encoding="utf-8").strip().endswith("\n" + BRIEF)
+        except OSError:
+            return False
+
+    def acquire(self, wait: bool | float = False, poll: float = 0.05, *, brief: bool = False) -> None:
+        """Take the lock; ``wait``: False (refuse at once when it is held, except by a holder that holds it for a
+        moment: then ``BRIEF_WAIT`` seconds at most), True (until it is free) or a number of seconds to wait at
+        most. ``brief``: this holder holds it for a moment (others who would not wait, wait for it)."""
         if self._fd is not None:
             return
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         deadline = None if isinstance(wait, bool) else time.monotonic() + float(wait)
+        if wait is False:
+            wait, deadline = 0.0, time.monotonic() + BRIEF_WAIT
         try:
             announced = False
             while True:
@@ -61,7 +73,7 @@ class WriterLock:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                     break
                 except BlockingIOError:
-                    if wait is False or (deadline is not None and time.monotonic() > deadline):
+                    if wait == 0.0 and not self.brief_holder() or deadline is not None and time.monotonic() > deadline:
                         raise StoreBusy(f"{self.path.parent}: {self.doing} by {self.holder()}; "
                                         "try again when it ends, or pass --wait") from None
                     if not announced:
@@ -70,7 +82,7 @@ class WriterLock:
                     time.sleep(poll)
             command = " ".join(["annot", *sys.argv[1:3]]) if sys.argv and sys.argv[0].endswith("annot") else ""
             os.ftruncate(fd, 0)
-            os.pwrite(fd, f"{os.getpid()} {command}".strip().encode(), 0)
+            os.pwrite(fd, (f"{os.getpid()} {command}".strip() + (f"\n{BRIEF}" if brief else "")).encode(), 0)
         except BaseException:
             os.close(fd)
             raise

@@ -1,5 +1,6 @@
 """``POST /v1/corrections``: confirm, reject or add tags of photos (at most 1,000 a request); the answer shows each
-corrected photo's tags as they are now."""
+corrected photo's tags as they are now. The server keeps its writer open while corrections come and publishes them
+a moment after the last (:mod:`annot.library.session`): its own answers show them at once."""
 
 from __future__ import annotations
 
@@ -32,7 +33,6 @@ class CorrectionsIn(BaseModel):
 def correct(state: State, body: CorrectionsIn | CorrectionIn) -> dict[str, Any]:
     items = body.corrections if isinstance(body, CorrectionsIn) else [body]
     ids = list(dict.fromkeys(c.id for c in items))  # each photo once, read in one look-up
-    with state.store.writer() as writing:
-        report = writing.correct([Correction(c.id, c.tag, c.action) for c in items], source="server")
-        shown = writing.photo_tags(ids)  # as published: the served model is loaded again once, by the next read
+    report = state.store.correct([Correction(c.id, c.tag, c.action) for c in items], source="server")
+    shown = state.store.photo_tags(ids)  # as written: the served model is loaded again once they are published
     return {**report.to_dict(), "photos": [{"id": i, "tags": [t.to_dict() for t in shown.get(i, [])]} for i in ids]}

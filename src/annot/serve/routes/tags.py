@@ -13,5 +13,6 @@ router = APIRouter(tags=["tags"])
 
 @router.get("/tags")
 def vocabulary(state: State) -> dict[str, Any]:
+    state.store.publish_corrections()  # words that corrections added are in the vocabulary once published
     with state.guard.reading() as s:
         return {"tags": [w.to_dict() for w in s.vocabulary()]}
