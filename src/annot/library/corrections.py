@@ -122,29 +122,61 @@ def read_corrections(path: Path) -> list[Correction]:
     return out
 
 
-def _resolve(conn: Connection, items: Sequence[Correction], store: Path) -> list[tuple[int, int, str]]:
-    """(image id, tag id, action) of each correction, or an error naming the first unknown photo or tag."""
-    vocabulary = dict(conn.execute(select(tags.c.word, tags.c.id)).all())
+@dataclass
+class Memo:
+    """What a writer holding the store through a burst of corrections reads once (nobody else writes meanwhile):
+    the vocabulary (word: tag id) and the next correction id; forgotten when a write fails."""
+
+    vocabulary: dict[str, int] | None = None
+    next_correction: int | None = None
+
+    def forget(self) -> None:
+        self.vocabulary = self.next_correction = None
+
+
+@dataclass(frozen=True)
+class Written:
+    """What a write of corrections touched: the corrected photos, which of them are library photos, and every
+    correction of them (image, tag, action) in order, the new ones included."""
+
+    photos: list[int]
+    library: set[int]
+    history: list[tuple[int, int, str]]
+
+
+def _photos(conn: Connection, items: Sequence[Correction], store: Path) -> tuple[list[int], dict[int, tuple[str, bool]]]:
+    """Each correction's photo id (a duplicate's path stands for the photo it repeats) and, by photo, its split and
+    whether it is a library photo; an error naming the first unknown photo."""
     by_path: dict[str, int] = {}
     paths = [c.photo for c in items if isinstance(c.photo, str)]
     for lo in range(0, len(paths), 5000):
-        by_path.update(conn.execute(  # a duplicate's path stands for the photo it repeats
+        by_path.update(conn.execute(
             select(images.c.path, func.coalesce(photo_files.c.same_as, images.c.id))
             .select_from(images.outerjoin(photo_files, photo_files.c.image_id == images.c.id))
             .where(images.c.path.in_(paths[lo : lo + 5000]))).all())
-    ids = [c.photo for c in items if isinstance(c.photo, int)]
-    known_ids = {int(i) for (i,) in conn.execute(select(images.c.id).where(images.c.id.in_(ids)))} if ids else set()
-    resolved = []
+    wanted = sorted({c.photo for c in items if isinstance(c.photo, int)} | set(by_path.values()))
+    facts: dict[int, tuple[str, bool]] = {}
+    for lo in range(0, len(wanted), 5000):
+        facts.update((int(i), (str(split), library is not None)) for i, split, library in conn.execute(
+            select(images.c.id, images.c.split, photo_files.c.image_id)
+            .select_from(images.outerjoin(photo_files, photo_files.c.image_id == images.c.id))
+            .where(images.c.id.in_(wanted[lo : lo + 5000]))))
+    ids = []
     for c in items:
-        if isinstance(c.photo, int):
-            if c.photo not in known_ids:
-                raise NotFound(f"photo id {c.photo}: not a photo of {store}; nothing corrected")
-            image_id = c.photo
-        else:
-            found = by_path.get(c.photo)
-            if found is None:
-                raise NotFound(f"{c.photo}: not a photo of {store} (annotate it first); nothing corrected")
-            image_id = found
+        image_id = c.photo if isinstance(c.photo, int) else by_path.get(c.photo)
+        if image_id is None:
+            raise NotFound(f"{c.photo}: not a photo of {store} (annotate it first); nothing corrected")
+        if image_id not in facts:
+            raise NotFound(f"photo id {c.photo}: not a photo of {store}; nothing corrected")
+        ids.append(int(image_id))
+    return ids, facts
+
+
+def _tag_ids(conn: Connection, items: Sequence[Correction], vocabulary: dict[str, int]) -> list[int]:
+    """Each correction's tag id, a word new to the store created for ``add`` (``vocabulary`` grows with it); an error
+    naming the first tag no photo can have."""
+    out = []
+    for c in items:
         word = normalize_tag(c.tag)
         if word not in vocabulary:
             if c.action != "add":
@@ -152,8 +184,8 @@ def _resolve(conn: Connection, items: Sequence[Correction], store: Path) -> list
                 raise AnnotError(f"{c.tag!r}: not a word of the store's vocabulary ({len(vocabulary):,} words), so "
                                  f"no photo has it to {c.action}{advice}; nothing corrected")
             vocabulary[word] = _new_word(conn, word, c.tag)
-        resolved.append((int(image_id), int(vocabulary[word]), c.action))
-    return resolved
+        out.append(int(vocabulary[word]))
+    return out
 
 
 def _new_word(conn: Connection, word: str, given: str) -> int:
@@ -170,18 +202,23 @@ def _new_word(conn: Connection, word: str, given: str) -> int:
     return tag_id
 
 
-def new_events(conn: Connection, resolved: Sequence[tuple[int, int, str]]) -> list[tuple[int, int, str]]:
-    """The corrections that change something, in order: each one whose action differs from the last recorded (or
-    earlier in ``resolved``) action on the same photo and tag."""
-    photos = sorted({i for i, _, _ in resolved})
-    last: dict[tuple[int, int], str] = {}
+def history_of(conn: Connection, photos: Sequence[int]) -> list[tuple[int, int, str]]:
+    """Every correction of these photos, (image, tag, action) in the order they were made."""
+    rows: list[tuple[int, int, int, str]] = []
     for lo in range(0, len(photos), 5000):
-        for image_id, tag_id, action in conn.execute(
-                select(corrections.c.image_id, corrections.c.tag_id, corrections.c.action)
-                .where(corrections.c.image_id.in_(photos[lo : lo + 5000])).order_by(corrections.c.id)):
-            last[(int(image_id), int(tag_id))] = str(action)
+        rows += [(int(n), int(i), int(t), str(a)) for n, i, t, a in conn.execute(
+            select(corrections.c.id, corrections.c.image_id, corrections.c.tag_id, corrections.c.action)
+            .where(corrections.c.image_id.in_(list(photos[lo : lo + 5000]))))]
+    return [(i, t, a) for _, i, t, a in sorted(rows)]
+
+
+def new_events(history: Sequence[tuple[int, int, str]], checked: Sequence[tuple[int, int, str]]
+               ) -> list[tuple[int, int, str]]:
+    """The corrections that change something, in order: each one whose action differs from the last recorded (or
+    earlier in ``checked``) action on the same photo and tag."""
+    last = {(i, t): a for i, t, a in history}
     out = []
-    for image_id, tag_id, action in resolved:
+    for image_id, tag_id, action in checked:
         if action == "clear" and last.get((image_id, tag_id), "clear") == "clear":
             continue  # nothing to forget
         if last.get((image_id, tag_id)) != action:
@@ -190,13 +227,13 @@ def new_events(conn: Connection, resolved: Sequence[tuple[int, int, str]]) -> li
     return out
 
 
-def vouched(conn: Connection, image_ids: Sequence[int]) -> dict[int, set[int]]:
-    """The tags someone vouched for on each library photo: confirmed or added, less rejected (the last word wins)."""
+def vouched(history: Sequence[tuple[int, int, str]], image_ids: Iterable[int]) -> dict[int, set[int]]:
+    """The tags someone vouched for on each of these library photos: confirmed or added, less rejected (the last
+    word wins)."""
     out: dict[int, dict[int, bool]] = {int(i): {} for i in image_ids}
-    for image_id, tag_id, action in conn.execute(
-            select(corrections.c.image_id, corrections.c.tag_id, corrections.c.action)
-            .where(corrections.c.image_id.in_(list(out))).order_by(corrections.c.id)):
-        out[int(image_id)][int(tag_id)] = action in VOUCHING
+    for image_id, tag_id, action in history:
+        if image_id in out:
+            out[image_id][tag_id] = action in VOUCHING
     return {i: {t for t, keep in found.items() if keep} for i, found in out.items()}
 
 
@@ -208,7 +245,7 @@ def record_corrections(store_root: Path, items: Iterable[Correction], *, source:
         raise AnnotError("no corrections given: --confirm, --reject or --add a tag, or --from a JSON Lines file")
     store = StoreDir.open(Path(store_root), write=True, wait=wait)
     try:
-        report = write_corrections(store, items, source=source)
+        report, _ = write_corrections(store, items, source=source)
         sync_corrected(store, report, progress)
         store.publish()
         return report
@@ -216,45 +253,60 @@ def record_corrections(store_root: Path, items: Iterable[Correction], *, source:
         store.close()
 
 
-def write_corrections(store: StoreDir, items: Sequence[Correction], *, source: str) -> CorrectReport:
+def write_corrections(store: StoreDir, items: Sequence[Correction], *, source: str, memo: Memo | None = None
+                      ) -> tuple[CorrectReport, Written]:
     """Check corrections and write them into a writer's database in one transaction (all or none): the training
-    index does not follow yet (:func:`sync_corrected`)."""
+    index does not follow yet (:func:`sync_corrected`). ``memo``: what a writer kept open reads once."""
+    memo = memo if memo is not None else Memo()
+    try:
+        with store.db.begin() as conn:
+            return _write(conn, store, items, source, memo)
+    except BaseException:
+        memo.forget()  # a failed write may have taken ids or words it did not keep
+        raise
+
+
+def _write(conn: Connection, store: StoreDir, items: Sequence[Correction], source: str, memo: Memo
+           ) -> tuple[CorrectReport, Written]:
+    if memo.vocabulary is None:
+        memo.vocabulary = {str(w): int(i) for w, i in conn.execute(select(tags.c.word, tags.c.id))}
+    photo_of, facts = _photos(conn, items, store.root)
+    tag_of = _tag_ids(conn, items, memo.vocabulary)
+    checked = [(i, t, c.action) for i, t, c in zip(photo_of, tag_of, items, strict=True)]
+    photo_ids = sorted(set(photo_of))
+    library = {i for i in photo_ids if facts[i][1]}
+    cleared = next((i for i, _, a in checked if a == "clear" and i not in library), None)
+    if cleared is not None:
+        raise AnnotError(f"photo id {cleared}: a training image's tags are its own: confirm or reject them "
+                         "(clear forgets corrections of library photos); nothing corrected")
+    history = history_of(conn, photo_ids)
+    resolved = new_events(history, checked)
+    start = memo.next_correction if memo.next_correction is not None else next_id(conn, corrections)
     now = datetime.now(UTC).replace(tzinfo=None)
-    with store.db.begin() as conn:
-        checked = _resolve(conn, items, store.root)
-        resolved = new_events(conn, checked)
-        photo_ids = sorted({i for i, _, _ in checked})
-        library = {int(i) for (i,) in conn.execute(select(photo_files.c.image_id)
-                                                   .where(photo_files.c.image_id.in_(photo_ids)))}
-        split = dict(conn.execute(select(images.c.id, images.c.split).where(images.c.id.in_(photo_ids))).all())
-        cleared = next((i for i, _, a in checked if a == "clear" and i not in library), None)
-        if cleared is not None:
-            raise AnnotError(f"photo id {cleared}: a training image's tags are its own: confirm or reject them "
-                             "(clear forgets corrections of library photos); nothing corrected")
-        start = next_id(conn, corrections)
-        insert_rows(conn, corrections, [{"id": start + n, "image_id": i, "tag_id": t, "action": a,
-                                         "created_at": now, "source": source}
-                                        for n, (i, t, a) in enumerate(resolved)])
-        for image_id, tag_id, action in resolved:  # a training image's own tags change as corrected
-            if image_id in library or split.get(image_id) != TRAIN:
-                continue
-            delete_rows(conn, image_tags, image_tags.c.image_id == image_id, image_tags.c.tag_id == tag_id)
-            if action != "reject":
-                insert_rows(conn, image_tags, [{"image_id": image_id, "tag_id": tag_id}])
-        kept = vouched(conn, sorted(library))  # a library photo's tags as training truth: its vouched ones
-        if kept:
-            delete_rows(conn, image_tags, image_tags.c.image_id.in_(list(kept)), keys=list(kept))
-            insert_rows(conn, image_tags, [{"image_id": i, "tag_id": t} for i, found in kept.items()
-                                           for t in sorted(found)])
-            joining = [i for i, found in kept.items() if found]
-            if joining:
-                update_rows(conn, images, [images.c.id.in_(joining)], {"split": TRAIN}, keys=joining)
+    insert_rows(conn, corrections, [{"id": start + n, "image_id": i, "tag_id": t, "action": a, "created_at": now,
+                                     "source": source} for n, (i, t, a) in enumerate(resolved)])
+    memo.next_correction = start + len(resolved)
+    for image_id, tag_id, action in resolved:  # a training image's own tags change as corrected
+        if image_id in library or facts[image_id][0] != TRAIN:
+            continue
+        delete_rows(conn, image_tags, image_tags.c.image_id == image_id, image_tags.c.tag_id == tag_id)
+        if action != "reject":
+            insert_rows(conn, image_tags, [{"image_id": image_id, "tag_id": tag_id}])
+    history += resolved
+    kept = vouched(history, sorted(library))  # a library photo's tags as training truth: its vouched ones
+    if kept:
+        delete_rows(conn, image_tags, image_tags.c.image_id.in_(list(kept)), keys=list(kept))
+        insert_rows(conn, image_tags, [{"image_id": i, "tag_id": t} for i, found in kept.items() for t in sorted(found)])
+        joining = [i for i, found in kept.items() if found and facts[i][0] != TRAIN]
+        if joining:
+            update_rows(conn, images, [images.c.id.in_(joining)], {"split": TRAIN}, keys=joining)
     known = set(store.manifest().vocabulary.tag_ids)
-    return CorrectReport(recorded=len(resolved), unchanged=len(checked) - len(resolved), photos=len(photo_ids),
-                         left_training=sum(1 for found in kept.values() if not found),
-                         joined_training=sum(1 for found in kept.values() if found),
-                         new_words=sorted({normalize_tag(c.tag) for c, (_, t, _) in zip(items, checked, strict=True)
-                                           if t not in known}))
+    report = CorrectReport(recorded=len(resolved), unchanged=len(checked) - len(resolved), photos=len(photo_ids),
+                           left_training=sum(1 for found in kept.values() if not found),
+                           joined_training=sum(1 for found in kept.values() if found),
+                           new_words=sorted({normalize_tag(c.tag) for c, t in zip(items, tag_of, strict=True)
+                                             if t not in known}))
+    return report, Written(photo_ids, library, history)
 
 
 def sync_corrected(store: StoreDir, report: CorrectReport | None = None, progress: Progress | None = None) -> None:
@@ -278,5 +330,5 @@ def _corrected_training(store: StoreDir) -> np.ndarray[Any, np.dtype[np.int64]]:
     return np.asarray(sorted(int(i) for i in ids), np.int64)
 
 
-__all__ = ["ACTIONS", "CorrectReport", "Correction", "read_corrections", "record_corrections", "sync_corrected",
-           "vouched", "write_corrections"]
+__all__ = ["ACTIONS", "CorrectReport", "Correction", "Memo", "Written", "history_of", "read_corrections",
+           "record_corrections", "sync_corrected", "vouched", "write_corrections"]

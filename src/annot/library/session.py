@@ -29,7 +29,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from annot.errors import AnnotError
-from annot.library.corrections import Correction, CorrectReport, sync_corrected, write_corrections
+from annot.library.corrections import Correction, CorrectReport, Memo, sync_corrected, write_corrections
 from annot.library.view import PhotoTag, photo_tags
 from annot.store import StoreDir
 
@@ -52,6 +52,7 @@ class CorrectionSession:
         self._store: StoreDir | None = None
         self._opened = self._last = 0.0
         self._shown: dict[int, list[PhotoTag]] = {}
+        self._memo = Memo()  # what a burst reads once
         self._closed = False
         self._published = 0  # bursts published (what tests and callers wait on)
         self._thread = threading.Thread(target=self._publisher, name="annot corrections", daemon=True)
@@ -68,9 +69,10 @@ class CorrectionSession:
                 raise AnnotError(f"{self.root}: the corrections of this server are closed")
             store = self._writer()
             try:
-                report = write_corrections(store, items, source=source)
-                ids = list(dict.fromkeys(int(i) for i in _photo_ids(store, items)))
-                self._shown.update(photo_tags(store, ids))
+                report, written = write_corrections(store, items, source=source, memo=self._memo)
+                words = {i: w for w, i in (self._memo.vocabulary or {}).items()}
+                self._shown.update(photo_tags(store, written.photos, words=words, library=written.library,
+                                              history=written.history))
             finally:  # refused ones too: the burst they opened is published (and the lock released) in time
                 self._last = time.monotonic()
                 self._cond.notify_all()
@@ -115,6 +117,7 @@ class CorrectionSession:
             store, self._store = self._store, None
             if store is None:
                 return
+            self._memo = Memo()  # the next burst reads the store afresh: other writers may change it between
             try:
                 sync_corrected(store)
             finally:
@@ -167,23 +170,6 @@ class CorrectionSession:
             self._cond.notify_all()
         self._thread.join()
         self.flush()
-
-
-def _photo_ids(store: StoreDir, items: Sequence[Correction]) -> list[int]:
-    """The ids of the corrected photos (a path names the photo it is, or the one it duplicates)."""
-    from sqlalchemy import func, select
-
-    from annot.schema import images, photo_files
-
-    ids = [c.photo for c in items if isinstance(c.photo, int)]
-    paths = [c.photo for c in items if isinstance(c.photo, str)]
-    if paths:
-        with store.db.connect() as conn:
-            ids += [int(i) for (i,) in conn.execute(
-                select(func.coalesce(photo_files.c.same_as, images.c.id))
-                .select_from(images.outerjoin(photo_files, photo_files.c.image_id == images.c.id))
-                .where(images.c.path.in_(paths)))]
-    return ids
 
 
 __all__ = ["LINGER", "LONGEST", "CorrectionSession"]

@@ -8,7 +8,7 @@ corrections applied: the last correction of a tag wins; a rejected tag is gone, 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -74,38 +74,48 @@ def library_ids(conn: Any, db: Any, ids: Sequence[int]) -> set[int]:
     return {int(i) for (i,) in conn.execute(select(photo_files.c.image_id).where(photo_files.c.image_id.in_(list(ids))))}
 
 
-def photo_tags(store: StoreDir, ids: Sequence[int]) -> dict[int, list[PhotoTag]]:
+def photo_tags(store: StoreDir, ids: Sequence[int], *, words: Mapping[int, str] | None = None,
+               library: set[int] | None = None, history: Sequence[tuple[int, int, str]] | None = None,
+               ) -> dict[int, list[PhotoTag]]:
     """Each photo's tags as the library shows them: a training image's own tags; a library photo's predicted tags
     with its corrections applied (the last correction of a tag wins: reject removes it, confirm and add make it
-    sure), surest first."""
+    sure), surest first. What a caller already knows is not read again: ``words`` (tag id: word), ``library`` (which
+    of ``ids`` are library photos), ``history`` (every correction of them, in order)."""
     ids = [int(i) for i in ids]
     out: dict[int, list[PhotoTag]] = defaultdict(list)
     if not ids:
         return out
     db = store.db
     with db.connect() as conn:
-        word = dict(conn.execute(select(tags.c.id, tags.c.word)).all())
-        photos = library_ids(conn, db, ids)
+        word = dict(words) if words is not None else dict(conn.execute(select(tags.c.id, tags.c.word)).all())
+        photos = library if library is not None else library_ids(conn, db, ids)
         training = [i for i in ids if i not in photos]
-        for i, t in conn.execute(select(image_tags.c.image_id, image_tags.c.tag_id)
-                                 .where(image_tags.c.image_id.in_(training))):
-            out[int(i)].append(PhotoTag(word[t], 1.0, "training"))
-        library = [i for i in ids if i in photos]
-        if not library:
+        if training:
+            for i, t in conn.execute(select(image_tags.c.image_id, image_tags.c.tag_id)
+                                     .where(image_tags.c.image_id.in_(training))):
+                out[int(i)].append(PhotoTag(word[t], 1.0, "training"))
+        chosen = [i for i in ids if i in photos]
+        if not chosen:
             return out
         predicted: dict[int, dict[int, tuple[float | None, str]]] = defaultdict(dict)
         for i, t, c in conn.execute(select(photo_annotations.c.image_id, photo_annotations.c.tag_id, photo_annotations.c.confidence)
-                                    .where(photo_annotations.c.image_id.in_(library)).order_by(photo_annotations.c.rank)):
+                                    .where(photo_annotations.c.image_id.in_(chosen)).order_by(photo_annotations.c.rank)):
             predicted[int(i)][int(t)] = (c, "predicted")
-        made = {i: dict(found) for i, found in predicted.items()}  # what clear brings back
-        for i, t, action in conn.execute(select(corrections.c.image_id, corrections.c.tag_id, corrections.c.action)
-                                         .where(corrections.c.image_id.in_(library)).order_by(corrections.c.id)):
-            if action == "clear" and int(t) in made.get(int(i), {}):
-                predicted[int(i)][int(t)] = made[int(i)][int(t)]
-            elif action in ("reject", "clear"):
-                predicted[int(i)].pop(int(t), None)
-            else:
-                predicted[int(i)][int(t)] = (1.0, "confirmed" if action == "confirm" else "added")
+        if history is None:
+            history = [(int(i), int(t), str(a)) for i, t, a in conn.execute(
+                select(corrections.c.image_id, corrections.c.tag_id, corrections.c.action)
+                .where(corrections.c.image_id.in_(chosen)).order_by(corrections.c.id))]
+    made = {i: dict(found) for i, found in predicted.items()}  # what clear brings back
+    wanted = set(chosen)
+    for i, t, action in history:
+        if i not in wanted:
+            continue
+        if action == "clear" and t in made.get(i, {}):
+            predicted[i][t] = made[i][t]
+        elif action in ("reject", "clear"):
+            predicted[i].pop(t, None)
+        else:
+            predicted[i][t] = (1.0, "confirmed" if action == "confirm" else "added")
     for i, found in predicted.items():
         out[i] = sorted((PhotoTag(word[t], c, s) for t, (c, s) in found.items()),
                         key=lambda p: -(p.confidence if p.confidence is not None else 0.0))
