@@ -120,7 +120,8 @@ def main() -> None:
     parser.add_argument("--lr-ratio", type=float, default=0.1)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--restart", action="store_true")
-    parser.add_argument("--skip-features", action="store_true", help="train and choose only")
+    parser.add_argument("--skip-features", action="store_true",
+                        help="train and choose only (an earlier run's features row is kept if it chose the same)")
     args = parser.parse_args()
     started = time.perf_counter()
     dataset = args.data.name
@@ -135,6 +136,10 @@ def main() -> None:
                              ).summary.as_percent()
     print(f"chosen on validation images: {chosen['spec']}; test {chosen['test']}", flush=True)
     fine = None if args.skip_features else fine_tuned_features(args, chosen, train, test)
+    previous = Path(__file__).parent / "results" / f"cnnr-full-{dataset}.json"
+    if fine is None and previous.is_file():  # skipped: an earlier run's, where it was made on the same network
+        earlier = json.loads(previous.read_text())
+        fine = earlier.get("cca_knn_fine_tuned") if earlier.get("chosen") == chosen["spec"] else None
 
     out = {"dataset": dataset, "size": args.size, "lr_ratio": args.lr_ratio, "warmup": args.warmup,
            "batch_size": args.batch_size, "variants": variants, "chosen": chosen["spec"], "cca_knn_fine_tuned": fine,

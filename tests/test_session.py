@@ -177,3 +177,17 @@ def test_writes_of_many_threads_are_each_recorded_once(store: Path) -> None:
     words = [tag_id(store, w) for w in ["sky", "sun", "sea", "tree"]]
     for image in ids:
         assert recorded(store, image) == list(zip(words, ["add", "reject", "add", "reject"], strict=True))
+
+
+def test_a_server_started_beside_a_writer_leaves_the_catching_up_to_it(store: Path) -> None:
+    image = training_image(store)
+    api = annot.Store(store)
+    try:
+        with StoreDir.open(store, write=True):  # a whole run (annot index) holds the store as the server starts
+            api.keep_corrections_open(linger=600, longest=600)
+            session = api.corrections_session
+            assert session is not None and not session.pending() and session.published == 0
+        assert api.correct([Correction(image, "sky", "add")]).recorded == 1  # once it ended, corrections go on
+    finally:
+        api.close()
+    assert recorded(store, image) == [(tag_id(store, "sky"), "add")]

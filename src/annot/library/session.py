@@ -93,9 +93,9 @@ class CorrectionSession:
         with self._cond:
             return dict(self._shown)
 
-    def _writer(self) -> StoreDir:
+    def _writer(self, wait: bool | float | None = None) -> StoreDir:
         if self._store is None:
-            self._store = StoreDir.open(self.root, write=True, wait=self.wait, brief=True)
+            self._store = StoreDir.open(self.root, write=True, wait=self.wait if wait is None else wait, brief=True)
             self._opened = time.monotonic()
         return self._store
 
@@ -135,7 +135,7 @@ class CorrectionSession:
 
         with self._cond:
             try:
-                self._writer()
+                self._writer(wait=0.0)  # not at all: a writer holding the store publishes it itself
             except (StoreError, OSError) as exc:  # busy (its writer finishes it), or a store this user cannot write
                 log.info("%s: corrections not caught up (%s)", self.root, exc)
                 return
