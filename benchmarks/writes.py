@@ -165,7 +165,8 @@ def main() -> None:
     parser.add_argument("--store", type=Path, default=Path("out/corel5k.annot"))
     parser.add_argument("--data", type=Path, default=Path("../shared/data/corel5k"))
     parser.add_argument("--sizes", default="5000,10000,100000,1000000")
-    parser.add_argument("--before", type=Path, default=None, help="a checkout of an older annot, measured beside")
+    parser.add_argument("--before", type=Path, default=None,
+                        help="a checkout of an older annot, measured beside (without it: an earlier run's rows of it)")
     parser.add_argument("--port", type=int, default=8796)
     args = parser.parse_args()
     store, data = args.store.resolve(), args.data.resolve()
@@ -186,6 +187,11 @@ def main() -> None:
             finally:
                 shutil.rmtree(copy, ignore_errors=True)
             print(name, results[name], flush=True)
+        earlier = Path(__file__).parent / "results" / "writes.json"
+        if args.before is None and earlier.is_file():  # the older annot's rows of an earlier run, beside this one's
+            kept = json.loads(earlier.read_text()).get(f"{size:,} photos, before")
+            if kept:
+                results[f"{size:,} photos, before"] = kept
     rows = [f"| {name} | {r['database_mib']} | {r['chunk_median_ms']} (max {r['chunk_max_ms']}) | "
             f"{r['mib_per_chunk']} | {r['correction_median_ms']} / {r['correction_p90_ms']} | "
             f"{r['search_after_s']} | {r['kept_upload_median_ms']} |" for name, r in results.items()]

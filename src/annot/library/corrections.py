@@ -156,11 +156,11 @@ def _photos(conn: Connection, items: Sequence[Correction], store: Path) -> tuple
             .where(images.c.path.in_(paths[lo : lo + 5000]))).all())
     wanted = sorted({c.photo for c in items if isinstance(c.photo, int)} | set(by_path.values()))
     facts: dict[int, tuple[str, bool]] = {}
-    for lo in range(0, len(wanted), 5000):
-        facts.update((int(i), (str(split), library is not None)) for i, split, library in conn.execute(
-            select(images.c.id, images.c.split, photo_files.c.image_id)
-            .select_from(images.outerjoin(photo_files, photo_files.c.image_id == images.c.id))
-            .where(images.c.id.in_(wanted[lo : lo + 5000]))))
+    for lo in range(0, len(wanted), 5000):  # two look-ups by key (a join reads the library's photo_files whole)
+        part = wanted[lo : lo + 5000]
+        library = {int(i) for (i,) in conn.execute(select(photo_files.c.image_id).where(photo_files.c.image_id.in_(part)))}
+        facts.update((int(i), (str(split), int(i) in library)) for i, split in conn.execute(
+            select(images.c.id, images.c.split).where(images.c.id.in_(part))))
     ids = []
     for c in items:
         image_id = c.photo if isinstance(c.photo, int) else by_path.get(c.photo)
@@ -284,7 +284,7 @@ def _write(conn: Connection, store: StoreDir, items: Sequence[Correction], sourc
     start = memo.next_correction if memo.next_correction is not None else next_id(conn, corrections)
     now = datetime.now(UTC).replace(tzinfo=None)
     insert_rows(conn, corrections, [{"id": start + n, "image_id": i, "tag_id": t, "action": a, "created_at": now,
-                                     "source": source} for n, (i, t, a) in enumerate(resolved)])
+                                     "source": source} for n, (i, t, a) in enumerate(resolved)], new=True)
     memo.next_correction = start + len(resolved)
     for image_id, tag_id, action in resolved:  # a training image's own tags change as corrected
         if image_id in library or facts[image_id][0] != TRAIN:

@@ -230,16 +230,17 @@ def _raw(conn: Connection) -> Any:
     return raw
 
 
-def insert_rows(conn: Connection, table: Table, rows: Iterable[Mapping[str, Any]]) -> int:
+def insert_rows(conn: Connection, table: Table, rows: Iterable[Mapping[str, Any]], *, new: bool = False) -> int:
     """Insert rows as multi-row VALUES statements (much faster than executemany on DuckDB). On a layered database,
-    into the working segment, after the groups they join (the rows under the same group key) are copied there."""
+    into the working segment, after the groups they join (the rows under the same group key) are copied there;
+    ``new``: their group keys are ids no layer holds yet (past the table's largest), so there is nothing to copy."""
     layered = _layered(conn)
     count = 0
     batch: list[Mapping[str, Any]] = []
 
     def flush() -> None:
         if layered:
-            ensure_groups(_raw(conn), table.name, [r[GROUP_KEY[table.name]] for r in batch], _known(conn))
+            ensure_groups(_raw(conn), table.name, [r[GROUP_KEY[table.name]] for r in batch], _known(conn), new=new)
         conn.execute(insert(table).values(batch), execution_options=_TO_WORKING if layered else {})
 
     for row in rows:

@@ -242,10 +242,12 @@ class TouchedKeys:
         self._pending.clear()
 
 
-def ensure_groups(raw: Any, table: str, keys: NDArray[Any] | Sequence[Any], known: TouchedKeys | None = None) -> None:
+def ensure_groups(raw: Any, table: str, keys: NDArray[Any] | Sequence[Any], known: TouchedKeys | None = None,
+                  *, new: bool = False) -> None:
     """Copy the groups of ``keys`` that the working segment has not touched yet into it, as they read now, and mark
     them touched: from here on the working segment holds them whole. ``known``: the keys the connection knows it
-    copied (those are not looked up again)."""
+    copied (those are not looked up again); ``new``: integer keys no layer holds (ids past every layer's largest),
+    only marked."""
     values = np.unique(np.asarray(keys))
     if known is not None and len(values):
         values = known.fresh(table, values)
@@ -256,6 +258,12 @@ def ensure_groups(raw: Any, table: str, keys: NDArray[Any] | Sequence[Any], know
     else:
         values = values.astype(str).astype(object)
     key = GROUP_KEY[table]
+    if new and values.dtype.kind == "i":
+        settle(raw)
+        raw.execute(f'INSERT INTO {WORKING}."{touched(table)}" VALUES ' + ", ".join(f"({int(v)})" for v in values))
+        if known is not None:
+            known.add(table, values)
+        return
     with registered(raw, {"k": values}, "keys") as name:
         fresh = f'SELECT k FROM {name} WHERE k NOT IN (SELECT k FROM {WORKING}."{touched(table)}")'
         columns = ", ".join(f'"{c.name}"' for c in metadata.tables[table].columns)

@@ -67,22 +67,25 @@ class WriterLock:
         if wait is False:
             wait, deadline = 0.0, time.monotonic() + BRIEF_WAIT
         try:
-            announced = False
+            announced, seen_long = False, 0
             while True:
                 try:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                     break
                 except BlockingIOError:
-                    if wait == 0.0 and not self.brief_holder() or deadline is not None and time.monotonic() > deadline:
+                    # a holder seen twice in a row not saying it is brief (once may be a holder that just took it)
+                    seen_long = seen_long + 1 if wait == 0.0 and not self.brief_holder() else 0
+                    if seen_long >= 2 or deadline is not None and time.monotonic() > deadline:
                         raise StoreBusy(f"{self.path.parent}: {self.doing} by {self.holder()}; "
                                         "try again when it ends, or pass --wait") from None
-                    if not announced:
+                    if not announced and not seen_long:
                         log.warning("%s: waiting for %s (%s)", self.path.parent, self.holder(), self.doing)
                         announced = True
                     time.sleep(poll)
             command = " ".join(["annot", *sys.argv[1:3]]) if sys.argv and sys.argv[0].endswith("annot") else ""
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, (f"{os.getpid()} {command}".strip() + (f"\n{BRIEF}" if brief else "")).encode(), 0)
+            text = (f"{os.getpid()} {command}".strip() + (f"\n{BRIEF}" if brief else "")).encode()
+            os.pwrite(fd, text, 0)  # then cut what a longer one left: the file is never empty in between
+            os.ftruncate(fd, len(text))
         except BaseException:
             os.close(fd)
             raise
@@ -91,8 +94,7 @@ class WriterLock:
     def release(self) -> None:
         if self._fd is None:
             return
-        try:
-            os.ftruncate(self._fd, 0)
+        try:  # the text stays until the next holder writes its own: one that waits reads a holder's, never none
             fcntl.flock(self._fd, fcntl.LOCK_UN)
         finally:
             os.close(self._fd)
