@@ -331,8 +331,8 @@ def die(*args, **kwargs):
 
 if moment == "in its transaction":
     insert = c.insert_rows
-    def insert_then_die(conn, table, rows):
-        insert(conn, table, rows)
+    def insert_then_die(conn, table, rows, **options):
+        insert(conn, table, rows, **options)
         if table is c.corrections:
             die()
     c.insert_rows = insert_then_die

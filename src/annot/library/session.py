@@ -28,7 +28,7 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from annot.errors import AnnotError
+from annot.errors import AnnotError, StoreError
 from annot.library.corrections import Correction, CorrectReport, Memo, sync_corrected, write_corrections
 from annot.library.view import PhotoTag, photo_tags
 from annot.store import StoreDir
@@ -66,7 +66,7 @@ class CorrectionSession:
             raise AnnotError("no corrections given")
         with self._cond:
             if self._closed:
-                raise AnnotError(f"{self.root}: the corrections of this server are closed")
+                raise AnnotError(f"{self.root}: this correction session is closed")
             store = self._writer()
             try:
                 report, written = write_corrections(store, items, source=source, memo=self._memo)
@@ -131,8 +131,6 @@ class CorrectionSession:
     def catch_up(self) -> None:
         """What a killed writer of corrections left (committed, not published, or the training index behind):
         published and in step now. A store whose lock another writer holds is left to that writer."""
-        from annot.errors import StoreError
-
         with self._cond:
             try:
                 self._writer(wait=0.0)  # not at all: a writer holding the store publishes it itself
