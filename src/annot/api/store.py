@@ -1,40 +1,26 @@
-"""The public Python API: one object you open, whose methods are what the commands do.
-
-```python
-import annot
-
-store = annot.open_store("corel5k.annot")
-store.build("train.jsonl", annot.BuildSettings(text=annot.TextSettings(vocabulary=Path("vocabulary.txt"))))
-for a in store.query(["photo.jpg"]):
-    print(a.image, [(t.tag, round(t.score, 3), t.confidence) for t in a.tags])
-print(store.evaluate("test.jsonl").summary.f1)
-store.annotate(["~/Pictures"])                      # the photo library: kept, incremental
-print([hit.path for hit in store.search(["beach"])])
-```
-
-The command line (``annot.cli``) and the server (``annot.serve``) call these same methods.
-"""
+"""``annot.Store``: the object a program opens; its methods are what the commands and the server do (see
+:mod:`annot.api`)."""
 
 from __future__ import annotations
 
 import gc
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Self, TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
 
-from annot.errors import AnnotError, CorpusError, StoreError
+from annot.api.reading import Reading
+from annot.errors import CorpusError, StoreError
 from annot.progress import NoProgress, Progress
 from annot.settings import BuildSettings, ScoringSettings, SettingsError
-from annot.store import Manifest, StoreDir, atomic_write
+from annot.store import Manifest, StoreDir
 
 if TYPE_CHECKING:  # each method imports what it runs: a search by tags loads no encoder, tuner or trainer
     from annot.evaluation.evaluate import EvalResult
-    from annot.evaluation.runs import RunRow, WordChange, WordMetrics
     from annot.evaluation.tune import TuneReport
     from annot.features.images import UnreadableImage
     from annot.indexer import GrowReport, IndexReport
@@ -58,33 +44,7 @@ CORPUS_SUFFIXES = {".jsonl", ".csv", ".json", ".ndjson"}  # a file naming images
 WRITE_WAIT = 15.0  # seconds a write beside a reader (the server's) waits for a CLI writer's change to end
 
 
-@dataclass(frozen=True)
-class StoreInfo:
-    """What a store holds (``annot info``): where, how big, its settings, model, index and counts."""
-
-    store: str
-    format_version: int
-    size_bytes: int
-    updated_at: str
-    settings: dict[str, Any]
-    encoder: dict[str, Any]
-    words: dict[str, Any]
-    canonical_correlations_top5: list[float]
-    n_components: int
-    index: dict[str, Any]
-    vocabulary_size: int
-    words_added_by_corrections: list[str]  # not yet in the projection (annot refit fits them)
-    missing_word_vectors: list[str]
-    counts: dict[str, int]
-    library: dict[str, int]
-    cnnr: dict[str, Any] | None
-    fitted_methods: dict[str, dict[str, Any]]
-
-    def to_dict(self) -> dict[str, Any]:
-        return dict(vars(self))
-
-
-class Store:
+class Store(Reading):
     """An annot store: build it from a tagged corpus, grow it, annotate images with it, evaluate it.
 
     Writes take the store's writer lock (``wait``: until another writer ends, else a :class:`annot.store.StoreBusy`
@@ -456,68 +416,6 @@ class Store:
 
         return self._changed(evaluate(self.root, Path(corpus), scoring=self.scoring(scoring, **changes), split=split,
                                       record=record, progress=self.progress, wait=self.wait))
-
-    # -- reading what it holds -----------------------------------------------------------------------------------
-    def info(self) -> StoreInfo:
-        """What the store holds: its settings, model, index and counts."""
-        from annot.library.view import library_counts
-        from annot.schema.queries import count_rows
-
-        with StoreDir.open(self.root) as store:
-            m = store.manifest()
-            counts = count_rows(store.db)
-            library = library_counts(store)
-            size = sum(f.stat().st_size for f in store.root.rglob("*") if f.is_file())
-        data = m.to_json()
-        return StoreInfo(
-            store=str(self.root), format_version=m.format_version, size_bytes=size, updated_at=m.updated_at,
-            settings=data["settings"], encoder=data["encoder"], words=data["words"],
-            canonical_correlations_top5=[float(c) for c in m.projection.canonical_correlations[:5]],
-            n_components=m.projection.n_components,
-            index={"factory": m.index.factory, "ntotal": m.index.ntotal, "search": dict(m.index.search),
-                   **dict(m.index.tuning)},
-            vocabulary_size=len(m.vocabulary.words), words_added_by_corrections=list(m.vocabulary.grown),
-            missing_word_vectors=list(m.vocabulary.missing_word_vectors),
-            counts=counts, library=library, cnnr=None if m.cnnr is None else dict(m.cnnr.info),
-            fitted_methods={name: {"fit_seconds": r.fit_seconds, "fitted_at": r.fitted_at, **dict(r.params)}
-                            for name, r in m.methods.items()})
-
-    def report(self, run_id: int, out: str | Path, gallery: int = 40) -> int:
-        """Write one self-contained HTML page for a run (summary, per-word charts, an image gallery); its size."""
-        from annot.evaluation.report import build_report
-
-        page = build_report(self.root, run_id, gallery).encode()
-        try:
-            atomic_write(Path(out), lambda fh: fh.write(page))
-        except OSError as exc:
-            raise AnnotError(f"{out}: cannot write the report ({exc.strerror or exc})") from exc
-        return len(page)
-
-    def runs(self) -> list[RunRow]:
-        from annot.evaluation.runs import list_runs
-
-        with StoreDir.open(self.root) as store:
-            return list_runs(store)
-
-    def run_words(self, run_id: int) -> list[WordMetrics]:
-        """A run's per-word P / R / F1, most frequent training word first."""
-        from annot.evaluation.runs import run_words
-
-        with StoreDir.open(self.root) as store:
-            return run_words(store, run_id)
-
-    def compare(self, run_a: int, run_b: int) -> list[WordChange]:
-        from annot.evaluation.runs import compare_runs
-
-        with StoreDir.open(self.root) as store:
-            return compare_runs(store, run_a, run_b)
-
-    def sql(self, statement: str, timeout: float | None = None) -> tuple[list[str], list[tuple[Any, ...]]]:
-        """Run one read-only statement against the store's tables (sandboxed: no other file can be touched)."""
-        from annot.store.sql import read_only_sql
-
-        self.close()  # DuckDB opens a file once per process: the sandboxed connection cannot share the model's
-        return read_only_sql(self.root, statement, timeout)
 
     def close(self) -> None:
         """Publish corrections kept open, close the loaded model."""
