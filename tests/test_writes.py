@@ -570,3 +570,20 @@ def test_a_mapped_file_damaged_after_it_was_checked_is_found_damaged(store: Path
             PhotoView(model)
     finally:
         model.close()
+
+
+def test_a_rolled_back_write_leaves_its_groups_to_be_copied_again(store: Path) -> None:
+    from annot.schema import image_tags
+    from annot.schema.database import delete_rows
+
+    image = training_image(store)
+    before = sorted(r for r in contents(store)["image_tags"] if r[0] == image)
+    first = before[0][1]
+    with StoreDir.open(store, write=True) as s:
+        with pytest.raises(RuntimeError), s.db.begin() as conn:  # copies the image's tags, then is rolled back
+            delete_rows(conn, image_tags, image_tags.c.image_id == image, keys=[image])
+            raise RuntimeError("undone")
+        with s.db.begin() as conn:  # the same group again: copied again, not taken as held
+            delete_rows(conn, image_tags, image_tags.c.image_id == image, image_tags.c.tag_id == first, keys=[image])
+    after = sorted(r for r in contents(store)["image_tags"] if r[0] == image)
+    assert after == [r for r in before if r[1] != first] and len(after) == len(before) - 1
