@@ -56,6 +56,7 @@ def test_fit_keeps_parameters_and_eval_records_them(store: Path, synthetic: dict
     assert not (store / report["file"]).exists() and (store / refit.file).is_file() and (store / again.file).is_file()
 
 
+@pytest.mark.slow
 def test_query_with_a_baseline_gives_evidence(store: Path, synthetic: dict[str, Path]) -> None:
     image = synthetic["folder"] / json.loads(synthetic["test"].read_text().splitlines()[0])["image"]
     for method in ("jec", "2pknn", "mbrm"):  # these choose their settings on the fly when not fitted
@@ -77,6 +78,7 @@ def test_an_unfitted_trained_method_is_a_clear_error(store: Path, synthetic: dic
     assert result.exit_code == 2 and "must be one of" in result.output and "'bogus'" in result.output
 
 
+@pytest.mark.slow
 def test_restored_baseline_predicts_as_the_fitted_one(store: Path) -> None:
     fit_baseline(store, "2pknn-ml")
     with StoreDir.open(store) as s:

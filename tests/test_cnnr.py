@@ -39,6 +39,7 @@ def test_targets_are_mean_tag_vectors() -> None:
     assert usable.tolist() == [True, False, False]  # word 2 has no vector; row 2 has no tags
 
 
+@pytest.mark.slow
 def test_training_lowers_the_loss_and_answers_the_planted_tags(trained, synthetic: dict[str, Path]) -> None:  # type: ignore[no-untyped-def]
     root, report = trained
     losses = [h["train_loss"] for h in report.history]

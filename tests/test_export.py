@@ -131,6 +131,7 @@ def test_xmp_under_out_mirrors_folders_with_either_name(store: Path, library: di
     assert not any(p.with_suffix(".xmp").exists() for p in library)  # nothing beside the photos
 
 
+@pytest.mark.slow
 def test_min_confidence_cuts_predicted_tags_only(store: Path, library: dict[Path, list[str]], tmp_path: Path) -> None:
     api = annot.open_store(store)
     full = io.StringIO()

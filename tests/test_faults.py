@@ -238,6 +238,7 @@ def test_a_quote_left_open_in_a_csv_corpus_is_an_error_naming_its_line(synthetic
 
 
 # -- 5. content duplicates -----------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_a_copy_of_a_test_image_among_the_training_images_is_refused_by_eval(store: Path, synthetic: dict[str, Path],
                                                                               tmp_path: Path) -> None:
     test = json.loads(synthetic["test"].read_text().splitlines()[3])
@@ -464,6 +465,7 @@ def test_corpus_files_folders_bom_and_unicode_tags(synthetic: dict[str, Path], t
     assert [normalize_tag(t) for t in forms] == ["café", "café", "sky", "sky", "sky", "sky"]
 
 
+@pytest.mark.slow
 def test_remove_of_a_test_image_is_refused_and_changes_nothing(store: Path, synthetic: dict[str, Path]) -> None:
     assert invoke("eval", synthetic["test"], "--store", store).exit_code == 0
     image = synthetic["folder"] / json.loads(synthetic["test"].read_text().splitlines()[0])["image"]

@@ -23,6 +23,7 @@ def clustered(n: int, d: int, seed: int = 0) -> np.ndarray:
     return (rows / np.linalg.norm(rows, axis=1, keepdims=True)).astype(np.float32)
 
 
+@pytest.mark.slow
 def test_a_large_library_gets_an_ivf_index_tuned_to_the_recall_target() -> None:
     import faiss
 

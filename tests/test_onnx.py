@@ -64,6 +64,7 @@ def test_onnx_features_match_torch_at_any_batch_size(cache: Path) -> None:
         np.testing.assert_allclose(got, expected, atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_one_export_per_network_reused_from_the_cache(cache: Path) -> None:
     onnx.OnnxRunner(Pooled(0).eval(), "tiny-onnx", 32)
     files = sorted(cache.glob("*.onnx"))

@@ -163,6 +163,7 @@ def test_a_search_ends_where_the_evidence_ends(library: dict[str, object]) -> No
     assert said.exit_code == 0 and (f"{weaker:,} weaker matches left out" in said.stdout or weaker == 0)
 
 
+@pytest.mark.slow
 def test_a_word_in_another_language_finds_what_its_english_meaning_finds(library: dict[str, object]) -> None:
     """With the multilingual encoder (annot[multilingual], installed for the tests) a word in German, French or
     Spanish stands for the vocabulary word it means: the same photos in the same order as the English word."""

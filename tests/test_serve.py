@@ -300,6 +300,7 @@ def test_serve_cli_refuses_a_missing_store(tmp_path: Path) -> None:
     assert result.exit_code == 1 and "no such store" in result.stderr and "Traceback" not in result.output
 
 
+@pytest.mark.slow
 def test_kept_uploads_join_the_library(served: dict[str, object], monkeypatch: pytest.MonkeyPatch) -> None:
     """A kept upload joins the library from the answer's features: decoded and encoded once, for the answer."""
     from annot.features import cache

@@ -71,6 +71,7 @@ def test_a_burst_is_published_a_moment_after_its_last_correction(store: Path) ->
         session.close()
 
 
+@pytest.mark.slow
 def test_another_writer_gets_its_turn_when_the_burst_ends(store: Path) -> None:
     image, other = training_image(store), training_image(store, 1)
     session = CorrectionSession(store, linger=0.3, longest=1.0)
@@ -155,6 +156,7 @@ def test_a_store_shows_its_open_corrections_at_once(store: Path) -> None:
         assert {t.tag for t in api.photo(image).tags} == now  # the same, now from the published store
 
 
+@pytest.mark.slow
 def test_writes_of_many_threads_are_each_recorded_once(store: Path) -> None:
     ids = [training_image(store, n) for n in range(4)]
     session = CorrectionSession(store, linger=0.05, longest=0.2)  # bursts published while others write

@@ -522,6 +522,7 @@ def test_the_photo_view_a_fold_wrote_with_the_segments_above_it_reads_as_the_dat
     assert seen["view"] == seen["whole"] and len(seen["view"][1]) == 14  # type: ignore[arg-type]
 
 
+@pytest.mark.slow
 def test_corrections_go_on_while_eval_annotates(store: Path, synthetic: dict[str, Path]) -> None:
     from contextlib import contextmanager
 
