@@ -44,6 +44,7 @@ from annot.indexer.corpus import normalize_tag
 from annot.indexer.grow import sync_training
 from annot.indexer.importer import TRAIN
 from annot.inputs import read_text
+from annot.library.view import history_of
 from annot.progress import Progress
 from annot.schema import corrections, image_tags, images, photo_files, tags
 from annot.schema.database import delete_rows, insert_rows, next_id, update_rows
@@ -202,16 +203,6 @@ def _new_word(conn: Connection, word: str, given: str) -> int:
     return tag_id
 
 
-def history_of(conn: Connection, photos: Sequence[int]) -> list[tuple[int, int, str]]:
-    """Every correction of these photos, (image, tag, action) in the order they were made."""
-    rows: list[tuple[int, int, int, str]] = []
-    for lo in range(0, len(photos), 5000):
-        rows += [(int(n), int(i), int(t), str(a)) for n, i, t, a in conn.execute(
-            select(corrections.c.id, corrections.c.image_id, corrections.c.tag_id, corrections.c.action)
-            .where(corrections.c.image_id.in_(list(photos[lo : lo + 5000]))))]
-    return [(i, t, a) for _, i, t, a in sorted(rows)]
-
-
 def new_events(history: Sequence[tuple[int, int, str]], checked: Sequence[tuple[int, int, str]]
                ) -> list[tuple[int, int, str]]:
     """The corrections that change something, in order: each one whose action differs from the last recorded (or
@@ -330,5 +321,5 @@ def _corrected_training(store: StoreDir) -> np.ndarray[Any, np.dtype[np.int64]]:
     return np.asarray(sorted(int(i) for i in ids), np.int64)
 
 
-__all__ = ["ACTIONS", "CorrectReport", "Correction", "Memo", "Written", "history_of", "read_corrections",
+__all__ = ["ACTIONS", "CorrectReport", "Correction", "Memo", "Written", "read_corrections",
            "record_corrections", "sync_corrected", "vouched", "write_corrections"]

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
-from sqlalchemy import func, select
+from sqlalchemy import Connection, func, select
 
 from annot.errors import NotFound
 from annot.model import StoreModel
@@ -102,9 +102,7 @@ def photo_tags(store: StoreDir, ids: Sequence[int], *, words: Mapping[int, str] 
                                     .where(photo_annotations.c.image_id.in_(chosen)).order_by(photo_annotations.c.rank)):
             predicted[int(i)][int(t)] = (c, "predicted")
         if history is None:
-            history = [(int(i), int(t), str(a)) for i, t, a in conn.execute(
-                select(corrections.c.image_id, corrections.c.tag_id, corrections.c.action)
-                .where(corrections.c.image_id.in_(chosen)).order_by(corrections.c.id))]
+            history = history_of(conn, chosen)
     made = {i: dict(found) for i, found in predicted.items()}  # what clear brings back
     wanted = set(chosen)
     for i, t, action in history:
@@ -120,6 +118,16 @@ def photo_tags(store: StoreDir, ids: Sequence[int], *, words: Mapping[int, str] 
         out[i] = sorted((PhotoTag(word[t], c, s) for t, (c, s) in found.items()),
                         key=lambda p: -(p.confidence if p.confidence is not None else 0.0))
     return out
+
+
+def history_of(conn: Connection, photos: Sequence[int]) -> list[tuple[int, int, str]]:
+    """Every correction of these photos, (image, tag, action) in the order they were made."""
+    rows: list[tuple[int, int, int, str]] = []
+    for lo in range(0, len(photos), 5000):
+        rows += [(int(n), int(i), int(t), str(a)) for n, i, t, a in conn.execute(
+            select(corrections.c.id, corrections.c.image_id, corrections.c.tag_id, corrections.c.action)
+            .where(corrections.c.image_id.in_(list(photos[lo : lo + 5000]))))]
+    return [(i, t, a) for _, i, t, a in sorted(rows)]
 
 
 def find_photo(model: StoreModel, path: Path) -> int:

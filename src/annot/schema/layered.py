@@ -356,5 +356,6 @@ def fold_into_base(base: Path | None, segments: Sequence[Path], out: Path, creat
         raw.close()
 
 
-__all__ = ["GROUP_KEY", "LAYERS_INFO", "TOUCHED_INFO", "WORKING", "Layers", "TouchedKeys", "attach", "create_segment_tables", "ensure_groups",
+__all__ = ["GROUP_KEY", "LAYERS_INFO", "TOUCHED_INFO", "WORKING", "Layers", "TouchedKeys", "attach",
+           "create_segment_tables", "ensure_groups",
            "fold_into_base", "merge_segments", "settle", "touched", "view_sql"]

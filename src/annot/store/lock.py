@@ -63,9 +63,8 @@ class WriterLock:
         if self._fd is not None:
             return
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        deadline = None if isinstance(wait, bool) else time.monotonic() + float(wait)
-        if wait is False:
-            wait, deadline = 0.0, time.monotonic() + BRIEF_WAIT
+        only_brief = wait is False  # waits for a holder that said it is brief, for no other
+        deadline = time.monotonic() + (BRIEF_WAIT if only_brief else float(wait)) if wait is not True else None
         try:
             announced, seen_long = False, 0
             while True:
@@ -74,7 +73,7 @@ class WriterLock:
                     break
                 except BlockingIOError:
                     # a holder seen twice in a row not saying it is brief (once may be a holder that just took it)
-                    seen_long = seen_long + 1 if wait == 0.0 and not self.brief_holder() else 0
+                    seen_long = seen_long + 1 if only_brief and not self.brief_holder() else 0
                     if seen_long >= 2 or deadline is not None and time.monotonic() > deadline:
                         raise StoreBusy(f"{self.path.parent}: {self.doing} by {self.holder()}; "
                                         "try again when it ends, or pass --wait") from None
