@@ -226,7 +226,8 @@ def test_a_corrected_photo_is_scored_without_its_own_vote(store: Path, tmp_path:
 def test_the_photo_view_shows_what_each_photo_shows(store: Path, tmp_path: Path) -> None:
     """The search's photo view, read in bulk as arrays, holds for every photo the tags the per-photo look-up shows
     (predicted, confirmed, added, rejected ones gone; training images their own tags)."""
-    from annot.library.view import PhotoView, photo_tags
+    from annot.library.photoview import PhotoView
+    from annot.library.view import photo_tags
 
     photos = sorted(beach_photos(tmp_path / "photos", 10))
     annotate_photos(store, [tmp_path / "photos"])

@@ -18,7 +18,7 @@ from annot.library import vectors
 from annot.library.collection import annotate_photos
 from annot.library.corrections import Correction, record_corrections
 from annot.schema import predictions
-from annot.schema.database import insert_rows
+from annot.schema.writes import insert_rows
 from annot.store import StoreDir, dbfiles
 from test_library import make_photos
 
@@ -411,6 +411,74 @@ def test_a_base_an_older_annot_wrote_reads_its_missing_columns_as_typed_nulls(tm
     reader.close()
 
 
+
+def test_the_schema_a_reader_knows_without_sqlalchemy_is_the_declared_one() -> None:
+    """annot.schema.version names the tables' columns and the migrations' count as annot.schema.tables declares
+    them (a reader builds its views from the former)."""
+    from annot.schema.tables import MIGRATIONS, metadata
+    from annot.schema.version import COLUMNS, SCHEMA_VERSION
+
+    assert SCHEMA_VERSION == len(MIGRATIONS)
+    assert COLUMNS == {t.name: tuple(c.name for c in t.columns) for t in metadata.sorted_tables}
+
+
+def test_a_readers_views_over_layers_are_the_declared_schemas(store: Path) -> None:
+    """The views a reader makes from the layers' own column types (no SQLAlchemy) have the columns, order and types
+    of the ones made from the declared schema, and read the same rows."""
+    import duckdb
+
+    from annot.schema.layered import Layers, _columns, attach, declared_schema, view_sql
+    from annot.store.dbfiles import reader_layers
+
+    image = training_image(store)
+    record_corrections(store, [Correction(image, "sky", "add")])
+    with StoreDir.open(store) as s:
+        layers = reader_layers(s.root, s.database_record())
+    assert layers.segments and isinstance(layers, Layers)
+    fast, declared = duckdb.connect(), duckdb.connect()
+    attach(fast, layers)
+    for name, path, _ in layers.named():
+        declared.execute(f"ATTACH '{path}' AS {name} (READ_ONLY)")
+    columns = _columns(declared)
+    for table in declared_schema():
+        select = view_sql(table, [name for name, _, _ in layers.named()], columns, declared_schema())
+        assert select is not None
+        declared.execute(f'CREATE VIEW main."{table}" AS {select}')
+    described = "SELECT table_name, column_name, data_type FROM duckdb_columns() WHERE database_name = 'memory' " \
+                "ORDER BY table_name, column_index"
+    assert fast.execute(described).fetchall() == declared.execute(described).fetchall()
+    for table in TABLES:
+        assert sorted(fast.execute(f"SELECT * FROM {table}").fetchall(), key=repr) == \
+            sorted(declared.execute(f"SELECT * FROM {table}").fetchall(), key=repr)
+
+
+SEARCH_ALONE = """
+import sys
+from annot.cli.main import main
+sys.argv = ["annot", "search", "sky", "--store", sys.argv[1], "--json", "--all", "-n", "1000"]
+try:
+    main()
+except SystemExit as stop:
+    print("exit", stop.code, file=sys.stderr)
+print("imported:", sorted(m for m in ("sqlalchemy", "duckdb_engine", "torch", "onnxruntime") if m in sys.modules),
+      file=sys.stderr)
+"""
+
+
+@pytest.mark.slow
+def test_a_search_by_words_reads_the_store_without_sqlalchemy_or_the_encoders(store: Path) -> None:
+    """``annot search WORD`` on a store with a segment above its base answers without importing SQLAlchemy, the
+    DuckDB dialect or an image encoder's runtime (what a fresh command pays for them is most of its time)."""
+    image = training_image(store)
+    record_corrections(store, [Correction(image, "sky", "add")])
+    done = subprocess.run([sys.executable, "-c", SEARCH_ALONE, str(store)], capture_output=True, text=True,
+                          timeout=120, cwd=ROOT, check=False)
+    assert "exit 0" in done.stderr, done.stderr
+    assert "imported: []" in done.stderr, done.stderr
+    hits = json.loads(done.stdout)
+    assert any(hit["id"] == image for hit in hits["results"])  # the correction's photo, found by its added tag
+
+
 SLOW_ADD = """
 import sys, time
 sys.path.insert(0, "tests")
@@ -456,7 +524,7 @@ def test_corrections_go_on_while_add_extracts_features(store: Path, tmp_path: Pa
 # -- the photo view written at a fold ---------------------------------------------------------------------------------
 def view_arrays(store: Path) -> dict[str, list[object]]:
     """The photo view a reader loads, and the same read whole from the database, per photo as comparable lists."""
-    from annot.library.view import PhotoView
+    from annot.library.photoview import PhotoView
     from annot.model import StoreModel
 
     model = StoreModel.open(store)
@@ -476,8 +544,8 @@ def shown_whole(model: object) -> list[object]:
     from annot.schema.shown import SOURCES, read_shown
 
     store = model.store  # type: ignore[attr-defined]
-    with store.db.connect() as conn:
-        shown = read_shown(conn, library=store.db.has_table("photo_files"))
+    with store.db.raw() as raw:
+        shown = read_shown(raw, library=store.db.has_table("photo_files"))
     vocabulary = dict(zip(model.tag_ids, model.vocabulary, strict=True))  # type: ignore[attr-defined]
     photos = {int(i) for i in shown.files["image_id"]}
     library = {int(i) for i, a in zip(shown.files["image_id"], shown.files["annotated"], strict=True) if a}
@@ -551,7 +619,7 @@ def test_corrections_go_on_while_eval_annotates(store: Path, synthetic: dict[str
 
 def test_a_mapped_file_damaged_after_it_was_checked_is_found_damaged(store: Path, tmp_path: Path) -> None:
     from annot.errors import StoreError
-    from annot.library.view import PhotoView
+    from annot.library.photoview import PhotoView
     from annot.model import StoreModel
 
     make_photos(tmp_path / "photos", 6, seed=5)
@@ -575,7 +643,7 @@ def test_a_mapped_file_damaged_after_it_was_checked_is_found_damaged(store: Path
 
 def test_a_rolled_back_write_leaves_its_groups_to_be_copied_again(store: Path) -> None:
     from annot.schema import image_tags
-    from annot.schema.database import delete_rows
+    from annot.schema.writes import delete_rows
 
     image = training_image(store)
     before = sorted(r for r in contents(store)["image_tags"] if r[0] == image)

@@ -21,7 +21,8 @@ if TYPE_CHECKING:
     from annot.api import Store, StoreInfo, open_store
     from annot.evaluation.runs import WordMetrics
     from annot.library.corrections import Correction
-    from annot.library.view import Photo, PhotoTag, WordCount
+    from annot.library.photoview import PhotoTag
+    from annot.library.view import Photo, WordCount
     from annot.methods import Annotation, TagScore, Vote
     from annot.settings import (
         BuildSettings,

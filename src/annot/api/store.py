@@ -28,10 +28,11 @@ if TYPE_CHECKING:  # each method imports what it runs: a search by tags loads no
     from annot.library.collection import AnnotateReport
     from annot.library.corrections import Correction, CorrectReport
     from annot.library.export import ExportReport
+    from annot.library.photoview import PhotoTag
     from annot.library.review import ReviewItem
     from annot.library.search import Found, Hit, Searcher
     from annot.library.session import CorrectionSession
-    from annot.library.view import Photo, PhotoTag, WordCount
+    from annot.library.view import Photo, WordCount
     from annot.methods import Annotation, FitReport
     from annot.methods.cnnr.train import CNNRConfig, TrainReport
     from annot.model import StoreModel

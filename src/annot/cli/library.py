@@ -25,8 +25,8 @@ from annot.settings import scoring_flags
 
 if TYPE_CHECKING:  # the commands import what they run when they run: `annot --help` and a search stay quick
     from annot.library.collection import AnnotateReport
+    from annot.library.photoview import PhotoTag
     from annot.library.search import Found, Hit
-    from annot.library.view import PhotoTag
 
 
 @app.command()

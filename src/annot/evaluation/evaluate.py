@@ -21,8 +21,8 @@ from annot.metrics import Summary, WordMetrics, per_word_metrics, predictions_ma
 from annot.model import StoreModel
 from annot.progress import NoProgress, Progress
 from annot.schema import images, predictions, runs, word_metrics
-from annot.schema.database import insert_rows, next_id
 from annot.schema.queries import label_matrix
+from annot.schema.writes import insert_rows, next_id
 from annot.settings import ScoringSettings
 from annot.store import StoreDir
 

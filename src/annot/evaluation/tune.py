@@ -30,7 +30,7 @@ from annot.indexer.build import training_ids
 from annot.model import StoreModel
 from annot.progress import NoProgress, Progress
 from annot.schema import runs
-from annot.schema.database import insert_rows, next_id
+from annot.schema.writes import insert_rows, next_id
 from annot.settings import BuildSettings, ProjectionKind, Score, SettingsError, Space, TextView
 from annot.store import StoreDir
 

@@ -45,8 +45,8 @@ from annot.projection import LinearCCA, correlation_rows, linear_cca, load_proje
 from annot.projection.cca import CCAStatistics
 from annot.retrieval.ann import set_search
 from annot.schema import corrections, images, tags
-from annot.schema.database import update_rows
 from annot.schema.queries import label_matrix
+from annot.schema.writes import update_rows
 from annot.settings import ProjectionKind, Score, Space
 from annot.store import StoreDir
 from annot.store.manifest import VocabularyRecord

@@ -21,7 +21,7 @@ from annot.errors import CorpusError
 from annot.features.images import UnreadableImage, probe_image
 from annot.indexer.corpus import Corpus
 from annot.schema import image_tags, images, tags
-from annot.schema.database import delete_rows, insert_rows, next_id, update_rows
+from annot.schema.writes import delete_rows, insert_rows, next_id, update_rows
 from annot.store import StoreDir
 
 log = logging.getLogger(__name__)

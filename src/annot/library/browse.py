@@ -26,8 +26,9 @@ from sqlalchemy import select
 
 from annot.errors import AnnotError
 from annot.features.images import exif_facts
+from annot.library.photoview import PhotoTag
 from annot.library.search import Searcher
-from annot.library.view import PhotoTag, photo_tags
+from annot.library.view import photo_tags
 from annot.schema import images
 from annot.schema.database import read_columns
 from annot.settings import SettingsError

@@ -61,7 +61,7 @@ from annot.model import StoreModel
 from annot.progress import NoProgress, Progress
 from annot.projection import correlation_rows
 from annot.schema import images, photo_annotations, photo_files
-from annot.schema.database import delete_rows, insert_columns, insert_rows, next_id, update_rows
+from annot.schema.writes import delete_rows, insert_columns, insert_rows, next_id, update_rows
 from annot.settings import ScoringSettings
 from annot.store import StoreDir
 from annot.store.manifest import CollectionRecord

@@ -47,7 +47,7 @@ from annot.inputs import read_text
 from annot.library.view import history_of
 from annot.progress import Progress
 from annot.schema import corrections, image_tags, images, photo_files, tags
-from annot.schema.database import delete_rows, insert_rows, next_id, update_rows
+from annot.schema.writes import delete_rows, insert_rows, next_id, update_rows
 from annot.settings import ProjectionKind, SettingsError
 from annot.store import StoreDir
 

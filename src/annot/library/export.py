@@ -39,7 +39,8 @@ from annot.errors import AnnotError
 from annot.indexer.corpus import normalize_tag
 from annot.indexer.keywords import parse_xmp
 from annot.inputs import file_kind
-from annot.library.view import PhotoTag, photo_tags
+from annot.library.photoview import PhotoTag
+from annot.library.view import photo_tags
 from annot.model import StoreModel
 from annot.schema import images, photo_files
 from annot.settings import SettingsError

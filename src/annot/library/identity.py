@@ -23,7 +23,7 @@ from pathlib import Path
 from annot.features.images import UnreadableImage, content_hash
 from annot.library.scan import Known, Scan, Todo
 from annot.schema import images, photo_files
-from annot.schema.database import insert_rows, next_id, update_rows
+from annot.schema.writes import insert_rows, next_id, update_rows
 from annot.store import StoreDir
 
 DUPLICATE = "duplicate"  # the photo_files.state of a path whose content is another library photo

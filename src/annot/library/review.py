@@ -22,8 +22,9 @@ import numpy as np
 from numpy.typing import NDArray
 from sqlalchemy import select
 
+from annot.library.photoview import PhotoTag
 from annot.library.vectors import read_library
-from annot.library.view import PhotoTag, photo_tags
+from annot.library.view import photo_tags
 from annot.model import StoreModel
 from annot.schema import corrections, images, photo_annotations, photo_files
 from annot.settings import SettingsError

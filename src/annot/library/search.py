@@ -31,7 +31,6 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
-from sqlalchemy import select
 
 from annot.errors import AnnotError, WordVectorError
 from annot.features import multilingual
@@ -39,12 +38,12 @@ from annot.features.images import TooManyPixels, UnreadableImage, decode_bytes, 
 from annot.features.text import text_view
 from annot.features.words import load_word_vectors
 from annot.indexer.corpus import normalize_tag
+from annot.library.photoview import PhotoTag, PhotoView
 from annot.library.vectors import LibraryVectors, read_library
-from annot.library.view import PhotoTag, PhotoView
 from annot.model import StoreModel
 from annot.projection import correlation_rows
 from annot.retrieval.indexes import build_flat_index
-from annot.schema import images
+from annot.schema.queries import image_paths, paths_under
 from annot.settings import SettingsError, TextView
 
 MODES = ("combined", "tags", "space")
@@ -444,8 +443,7 @@ class Searcher:
         hit = np.flatnonzero(np.logical_or.reduce(list(found_by.values())))
         best = (hit[np.argsort(-scores[hit], kind="stable")[:n]] if len(hit) else hit).tolist()
         ids = [int(self.view.ids[r]) for r in best]
-        with self.model.store.db.connect() as conn:
-            paths = dict(conn.execute(select(images.c.id, images.c.path).where(images.c.id.in_(ids))).tuples().all())
+        paths = image_paths(self.model.store.db, ids)
         return [Hit(i, paths.get(i, ""), float(scores[r]), self.view.kind(r),
                     tuple(name for name, hits in found_by.items() if hits[r]), tuple(self.view.tags(r)))
                 for i, r in zip(ids, best, strict=True)]
@@ -463,9 +461,6 @@ class Searcher:
                 rows = rows[~self.view.has_word(rows, position[tag])]
         if folder is not None and len(rows):
             prefix = str(Path(folder).resolve()).rstrip("/") + "/"
-            with self.model.store.db.connect() as conn:
-                inside = conn.execute(select(images.c.id).where(images.c.id.in_(self.view.ids[rows].tolist()),
-                                                                images.c.path.startswith(prefix, autoescape=True))
-                                      ).scalars().all()
-            rows = rows[np.isin(self.view.ids[rows], np.asarray(inside, np.int64))]
+            inside = paths_under(self.model.store.db, self.view.ids[rows].tolist(), prefix)
+            rows = rows[np.isin(self.view.ids[rows], np.asarray(sorted(inside), np.int64))]
         return rows

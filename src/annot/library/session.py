@@ -30,7 +30,8 @@ from pathlib import Path
 
 from annot.errors import AnnotError, StoreError
 from annot.library.corrections import Correction, CorrectReport, Memo, sync_corrected, write_corrections
-from annot.library.view import PhotoTag, photo_tags
+from annot.library.photoview import PhotoTag
+from annot.library.view import photo_tags
 from annot.store import StoreDir
 
 log = logging.getLogger(__name__)

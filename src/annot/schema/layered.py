@@ -24,15 +24,16 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
-from sqlalchemy import Table
-from sqlalchemy.schema import CreateTable
 
 from annot.caches import cached_file, digest
-from annot.schema.tables import CORRECTIONS_VIEW, PHOTO_TAGS_VIEW, metadata
+from annot.schema.version import COLUMNS
+
+if TYPE_CHECKING:
+    from sqlalchemy import Table
 
 GROUP_KEY = {"schema_info": "key", "images": "id", "tags": "id", "image_tags": "image_id", "runs": "id",
              "predictions": "run_id", "word_metrics": "run_id", "photo_files": "image_id", "annotations": "image_id",
@@ -69,15 +70,46 @@ def _quote(path: Path) -> str:
     return "'" + str(path).replace("'", "''") + "'"
 
 
-def _columns(raw: Any, catalog: str | None = None) -> dict[tuple[str, str], list[str]]:
-    """The columns of every attached table (or ``catalog``'s), by (catalog, table)."""
-    out: dict[tuple[str, str], list[str]] = {}
+Schema = dict[str, dict[str, str]]  # table: {column: its DuckDB type}, in the columns' order
+
+
+def _columns(raw: Any, catalog: str | None = None) -> dict[tuple[str, str], dict[str, str]]:
+    """The columns of every attached table (or ``catalog``'s) with their types, by (catalog, table)."""
+    out: dict[tuple[str, str], dict[str, str]] = {}
     only = "" if catalog is None else f" AND database_name = '{catalog}'"
-    for catalog_name, table, column in raw.execute(
-            "SELECT database_name, table_name, column_name FROM duckdb_columns() WHERE schema_name = 'main' "
+    for catalog_name, table, column, kind in raw.execute(
+            "SELECT database_name, table_name, column_name, data_type FROM duckdb_columns() WHERE schema_name = 'main' "
             f"AND database_name <> 'memory' AND NOT internal{only} "
             "ORDER BY database_name, table_name, column_index").fetchall():
-        out.setdefault((str(catalog_name), str(table)), []).append(str(column))
+        out.setdefault((str(catalog_name), str(table)), {})[str(column)] = str(kind)
+    return out
+
+
+@functools.cache
+def declared_schema() -> Schema:
+    """This annot's tables as :mod:`annot.schema.tables` declares them (imports SQLAlchemy)."""
+    from annot.schema.tables import metadata
+
+    dialect = _duckdb_dialect()
+    return {table.name: {c.name: str(c.type.compile(dialect=dialect)) for c in table.columns}
+            for table in metadata.sorted_tables}
+
+
+def found_schema(columns: dict[tuple[str, str], dict[str, str]]) -> Schema | None:
+    """The schema (:data:`annot.schema.version.COLUMNS`) with each column's type as a layer holds it, without
+    SQLAlchemy; None when no layer holds some column (every layer written by an older annot: the column reads as a
+    NULL of the type :func:`declared_schema` gives it)."""
+    kinds: dict[tuple[str, str], str] = {}
+    for (_, table), found in columns.items():
+        for column, kind in found.items():
+            kinds.setdefault((table, column), kind)
+    out: Schema = {}
+    for table, names in COLUMNS.items():
+        if not any(t == table for _, t in columns):
+            continue  # a table no layer has (a database older than it): no view
+        if any((table, c) not in kinds for c in names):
+            return None
+        out[table] = {c: kinds[(table, c)] for c in names}
     return out
 
 
@@ -89,19 +121,16 @@ def table_sql(table: Table, catalog: str) -> str:
 @functools.cache
 def _table_body(table: Table) -> str:
     """The column definitions of ``table`` without constraints (compiled once: the schema does not change)."""
-    bare = Table(table.name, type(metadata)(), *[c._copy() for c in table.columns])
+    from sqlalchemy import Table
+    from sqlalchemy.schema import CreateTable
+
+    bare = Table(table.name, type(table.metadata)(), *[c._copy() for c in table.columns])
     for column in bare.columns:
         column.primary_key = False
         column.unique = False
         column.nullable = True
     create = str(CreateTable(bare).compile(dialect=_duckdb_dialect())).strip()
     return create.split("(", 1)[1].rsplit(")", 1)[0]
-
-
-@functools.cache
-def _column_types(table: str) -> dict[str, str]:
-    """Each column of ``table`` with its DuckDB type."""
-    return {c.name: c.type.compile(dialect=_duckdb_dialect()) for c in metadata.tables[table].columns}
 
 
 @functools.cache
@@ -113,6 +142,8 @@ def _duckdb_dialect() -> Any:
 
 def create_segment_tables(raw: Any, catalog: str) -> None:
     """Every table of the schema and its touched keys, empty, in an attached segment (those it lacks)."""
+    from annot.schema.tables import metadata
+
     present = {str(t) for (t,) in raw.execute(
         "SELECT table_name FROM duckdb_tables() WHERE database_name = ?", [catalog]).fetchall()}
     columns = _columns(raw, catalog)
@@ -121,8 +152,8 @@ def create_segment_tables(raw: Any, catalog: str) -> None:
             raw.execute(table_sql(table, catalog))
         else:  # a segment an older annot began (a killed writer's): the columns added since
             for column in table.columns:
-                if column.name not in columns.get((catalog, table.name), [column.name]):
-                    kind = _column_types(table.name)[column.name]
+                if column.name not in columns.get((catalog, table.name), {column.name: ""}):
+                    kind = declared_schema()[table.name][column.name]
                     raw.execute(f'ALTER TABLE {catalog}."{table.name}" ADD COLUMN "{column.name}" {kind}')
         if touched(table.name) not in present:
             key = table.c[GROUP_KEY[table.name]]
@@ -130,19 +161,20 @@ def create_segment_tables(raw: Any, catalog: str) -> None:
             raw.execute(f'CREATE TABLE IF NOT EXISTS {catalog}."{touched(table.name)}" (k {kind})')
 
 
-def view_sql(table: str, layers: Sequence[str], columns: dict[tuple[str, str], list[str]]) -> str | None:
+def view_sql(table: str, layers: Sequence[str], columns: dict[tuple[str, str], dict[str, str]],
+             schema: Schema | None = None) -> str | None:
     """The SELECT that reads ``table`` through ``layers`` (bottom first): each layer's rows of the groups no layer
-    above it touched. None when no layer has the table."""
-    wanted = [c.name for c in metadata.tables[table].columns]
-    kinds = _column_types(table)  # of a column a layer lacks (written by an older annot): NULL of the column's type
+    above it touched, in the columns of ``schema`` (default :func:`declared_schema`). None when no layer has the
+    table."""
+    kinds = (schema or declared_schema()).get(table, {})  # a column a layer lacks (an older annot's): typed NULL
     having = [name for name in layers if (name, table) in columns]
-    if not having:
+    if not having or not kinds:
         return None
     key = GROUP_KEY[table]
     parts = []
     for n, name in enumerate(having):
-        present = set(columns[(name, table)])
-        picked = ", ".join(f'"{c}"' if c in present else f'CAST(NULL AS {kinds[c]}) AS "{c}"' for c in wanted)
+        present = columns[(name, table)]
+        picked = ", ".join(f'"{c}"' if c in present else f'CAST(NULL AS {kind}) AS "{c}"' for c, kind in kinds.items())
         above = [f'SELECT k FROM {other}."{touched(table)}"' for other in having[n + 1:]
                  if (other, touched(table)) in columns]
         where = f' WHERE "{key}" NOT IN ({" UNION ALL ".join(above)})' if above else ""
@@ -165,15 +197,18 @@ def attach(raw: Any, layers: Layers, *, readable: bool = False) -> set[str]:
         if not read_only and not fresh:
             create_segment_tables(raw, name)  # a segment a killed writer left may lack a table or a column
     columns = _columns(raw)
+    schema = (found_schema(columns) if layers.working is None else None) or declared_schema()
     tables = set()
     raw.execute("BEGIN")  # the views in one transaction: DuckDB commits each statement otherwise
     try:
         for table in GROUP_KEY:
-            select = view_sql(table, [name for name, _, _ in named], columns)
+            select = view_sql(table, [name for name, _, _ in named], columns, schema)
             if select is not None:
                 raw.execute(f'CREATE OR REPLACE VIEW main."{table}" AS {select}')
                 tables.add(table)
         if readable and {"annotations", "corrections", "photo_files", "images", "tags", "image_tags"} <= tables:
+            from annot.schema.tables import CORRECTIONS_VIEW, PHOTO_TAGS_VIEW
+
             raw.execute(PHOTO_TAGS_VIEW)
             raw.execute(CORRECTIONS_VIEW)
     except BaseException:
@@ -208,6 +243,8 @@ def empty_segment_size() -> int:
 @functools.cache
 def _empty_segment_name() -> str:
     import duckdb
+
+    from annot.schema.tables import metadata
 
     schema = [table_sql(table, "e") for table in metadata.sorted_tables]
     return f"segment-{digest([duckdb.__version__, SEGMENT_OPTIONS, *schema])}.duckdb"
@@ -266,7 +303,7 @@ def ensure_groups(raw: Any, table: str, keys: NDArray[Any] | Sequence[Any], know
         return
     with registered(raw, {"k": values}, "keys") as name:
         fresh = f'SELECT k FROM {name} WHERE k NOT IN (SELECT k FROM {WORKING}."{touched(table)}")'
-        columns = ", ".join(f'"{c.name}"' for c in metadata.tables[table].columns)
+        columns = ", ".join(f'"{c}"' for c in declared_schema()[table])
         # the keys' range as well: DuckDB skips the base's row groups outside it (ids grow as rows are added)
         span = f' AND "{key}" BETWEEN {int(values[0])} AND {int(values[-1])}' if values.dtype.kind == "i" else ""
         raw.execute(f'INSERT INTO {WORKING}."{table}" ({columns}) SELECT {columns} FROM main."{table}" '
@@ -294,7 +331,7 @@ def settle(raw: Any) -> None:
     raw.execute("SELECT 1").fetchall()
 
 
-def _read_only_layers(raw: Any, layers: Sequence[tuple[str, Path]]) -> dict[tuple[str, str], list[str]]:
+def _read_only_layers(raw: Any, layers: Sequence[tuple[str, Path]]) -> dict[tuple[str, str], dict[str, str]]:
     for name, path in layers:
         raw.execute(f"ATTACH {_quote(path)} AS {name} (READ_ONLY)")
     return _columns(raw)
@@ -347,7 +384,7 @@ def fold_into_base(base: Path | None, segments: Sequence[Path], out: Path, creat
             keys = [f'SELECT k FROM {name}."{touched(table)}"' for name, _ in names if (name, touched(table)) in columns]
             if select is None or not keys:
                 continue
-            names_ = ", ".join(f'"{c.name}"' for c in metadata.tables[table].columns)
+            names_ = ", ".join(f'"{c}"' for c in declared_schema()[table])
             # one statement each: DuckDB checks a key deleted and inserted again in one transaction as a duplicate
             raw.execute(f'DELETE FROM n."{table}" WHERE "{key}" IN ({" UNION ALL ".join(keys)})')
             raw.execute(f'INSERT INTO n."{table}" ({names_}) {select}')

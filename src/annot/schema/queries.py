@@ -1,57 +1,64 @@
-"""Read queries shared by indexing, annotation and evaluation."""
+"""Read queries shared by indexing, annotation, evaluation and search, in annot's own SQL (no SQLAlchemy)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
-from sqlalchemy import select
 
-from annot.schema.database import Database
-from annot.schema.tables import image_tags, images, tags
+from annot.schema.database import Database, fetch_columns, key_relation
+
+
+def _by_ids(db: Database, sql: str, image_ids: Sequence[int] | NDArray[np.int64]) -> dict[str, NDArray[Any]]:
+    """``sql`` (naming the relation of the ids as ``{keys}``, a column ``k``) over ``image_ids``, as numpy columns."""
+    with db.raw() as raw, key_relation(raw, np.asarray([int(i) for i in image_ids], np.int64)) as keys:
+        return fetch_columns(raw, sql.format(keys=keys))
 
 
 def label_matrix(db: Database, image_ids: Sequence[int], tag_ids: Sequence[int]) -> NDArray[np.bool_]:
     """A (len(image_ids) × len(tag_ids)) 0/1 matrix: does image i carry tag t. Other tags are ignored."""
-    row = {int(i): r for r, i in enumerate(image_ids)}
-    col = {int(t): c for c, t in enumerate(tag_ids)}
-    labels = np.zeros((len(row), len(col)), bool)
-    ids = list(row)
-    with db.connect() as conn:
-        for lo in range(0, len(ids), 20000):
-            query = select(image_tags.c.image_id, image_tags.c.tag_id).where(
-                image_tags.c.image_id.in_(ids[lo : lo + 20000])
-            )
-            for image_id, tag_id in conn.execute(query):
-                c = col.get(tag_id)
-                if c is not None:
-                    labels[row[image_id], c] = True
+    ids = np.asarray([int(i) for i in image_ids], np.int64)
+    tags = np.asarray([int(t) for t in tag_ids], np.int64)
+    labels = np.zeros((len(ids), len(tags)), bool)
+    if not len(ids) or not len(tags):
+        return labels
+    found = _by_ids(db, "SELECT image_id, tag_id FROM image_tags WHERE image_id IN (SELECT k FROM {keys})", ids)
+    image, tag = np.asarray(found["image_id"], np.int64), np.asarray(found["tag_id"], np.int64)
+    row_order, col_order = np.argsort(ids, kind="stable"), np.argsort(tags, kind="stable")
+    row = row_order[np.clip(np.searchsorted(ids, image, sorter=row_order), 0, len(ids) - 1)]
+    col = col_order[np.clip(np.searchsorted(tags, tag, sorter=col_order), 0, len(tags) - 1)]
+    known = (ids[row] == image) & (tags[col] == tag)
+    labels[row[known], col[known]] = True
     return labels
 
 
 def image_paths(db: Database, image_ids: Sequence[int]) -> dict[int, str]:
-    ids = [int(i) for i in image_ids]
-    found: dict[int, str] = {}
-    with db.connect() as conn:
-        for lo in range(0, len(ids), 20000):
-            query = select(images.c.id, images.c.path).where(images.c.id.in_(ids[lo : lo + 20000]))
-            found.update({int(i): p for i, p in conn.execute(query)})
-    return found
+    """The path of each of ``image_ids`` the database holds."""
+    if not len(image_ids):
+        return {}
+    found = _by_ids(db, "SELECT id, path FROM images WHERE id IN (SELECT k FROM {keys})", image_ids)
+    return {int(i): str(p) for i, p in zip(found["id"].tolist(), found["path"].tolist(), strict=True)}
+
+
+def paths_under(db: Database, image_ids: Sequence[int], prefix: str) -> set[int]:
+    """Which of ``image_ids`` have a path that starts with ``prefix`` (as written: no pattern)."""
+    if not len(image_ids):
+        return set()
+    with db.raw() as raw, key_relation(raw, np.asarray([int(i) for i in image_ids], np.int64)) as keys:
+        return {int(i) for (i,) in raw.execute(
+            f"SELECT id FROM images WHERE id IN (SELECT k FROM {keys}) AND starts_with(path, ?)", [prefix]).fetchall()}
 
 
 def words_by_id(db: Database) -> dict[int, str]:
-    with db.connect() as conn:
-        return {int(i): w for i, w in conn.execute(select(tags.c.id, tags.c.word))}
+    return {int(i): str(w) for i, w in db.rows("SELECT id, word FROM tags")}
 
 
 def count_rows(db: Database) -> dict[str, int]:
-    from sqlalchemy import func
-
     out: dict[str, int] = {}
-    with db.connect() as conn:
-        for table in (images, tags, image_tags):
-            out[table.name] = int(conn.execute(select(func.count()).select_from(table)).scalar() or 0)
-        for split, n in conn.execute(select(images.c.split, func.count()).group_by(images.c.split)):
-            out[f"images.{split}"] = int(n)
+    for table in ("images", "tags", "image_tags"):
+        out[table] = int(db.rows(f"SELECT count(*) FROM {table}")[0][0])
+    for split, n in db.rows("SELECT split, count(*) FROM images GROUP BY split"):
+        out[f"images.{split}"] = int(n)
     return out

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from annot.schema.database import Database, read_columns
+from annot.schema.database import Database, fetch_columns
 from annot.schema.layered import touched
 
 TAGS = np.dtype([("image_id", "<i8"), ("tag_id", "<i8"), ("confidence", "<f4"), ("source", "i1")])
@@ -85,10 +85,10 @@ def _corrected(shown: dict[str, NDArray[Any]], mine: NDArray[np.bool_], fixed: d
     return _rows(i, t, c, s)
 
 
-def read_shown(conn: Any, catalog: str = "", keys: str | None = None, library: bool = True) -> Shown:
-    """The relation as the database holds it (its tables in ``catalog``, default the connection's own), of every
-    photo or of the photos whose ids the relation ``keys`` (a column ``k``) names; ``library``: whether the
-    database has the library's tables."""
+def read_shown(raw: Any, catalog: str = "", keys: str | None = None, library: bool = True) -> Shown:
+    """The relation as the database holds it (its tables in ``catalog``, default the DuckDB connection ``raw``'s
+    own), of every photo or of the photos whose ids the relation ``keys`` (a column ``k``) names; ``library``:
+    whether the database has the library's tables."""
     c = f"{catalog}." if catalog else ""
 
     def where(column: str, joined: bool = False) -> str:
@@ -96,15 +96,15 @@ def read_shown(conn: Any, catalog: str = "", keys: str | None = None, library: b
             return ""
         return f"{' AND' if joined else ' WHERE'} {column} IN (SELECT k FROM {keys})"
 
-    own = read_columns(conn, f"SELECT t.image_id, t.tag_id FROM {c}image_tags t JOIN {c}images i ON i.id = t.image_id "
+    own = fetch_columns(raw, f"SELECT t.image_id, t.tag_id FROM {c}image_tags t JOIN {c}images i ON i.id = t.image_id "
                              f"WHERE i.split = 'train'{where('t.image_id', True)}")
     own_ids = np.asarray(own["image_id"], np.int64)
     if not library:
         return Shown(_sorted(_rows(own_ids, own["tag_id"], 1.0, 3)), np.zeros(0, FILES))
-    files = read_columns(conn, f"SELECT image_id, state = 'annotated' AS annotated FROM {c}photo_files"
+    files = fetch_columns(raw, f"SELECT image_id, state = 'annotated' AS annotated FROM {c}photo_files"
                                f"{where('image_id')} ORDER BY image_id")
-    shown = read_columns(conn, f"SELECT image_id, tag_id, confidence FROM {c}annotations{where('image_id')}")
-    fixed = read_columns(conn, f"SELECT image_id, tag_id, action FROM {c}corrections{where('image_id')} ORDER BY id")
+    shown = fetch_columns(raw, f"SELECT image_id, tag_id, confidence FROM {c}annotations{where('image_id')}")
+    fixed = fetch_columns(raw, f"SELECT image_id, tag_id, action FROM {c}corrections{where('image_id')} ORDER BY id")
     photo_ids, shown_ids = np.asarray(files["image_id"], np.int64), np.asarray(shown["image_id"], np.int64)
     fixed_ids = np.asarray(fixed["image_id"], np.int64)
     size = 1 + int(max(photo_ids.max(initial=0), own_ids.max(initial=0), shown_ids.max(initial=0),
@@ -131,8 +131,8 @@ def write_view(base: Path, tags_path: Path, files_path: Path) -> None:
     """The relation of a base database file (a fold's new base) into two ``.npy`` files."""
     db = Database(base, read_only=True)
     try:
-        with db.connect() as conn:
-            shown = read_shown(conn, library=db.has_table("photo_files"))
+        with db.raw() as raw:
+            shown = read_shown(raw, library=db.has_table("photo_files"))
     finally:
         db.close()
     for path, array in ((tags_path, shown.tags), (files_path, shown.files)):
@@ -140,10 +140,11 @@ def write_view(base: Path, tags_path: Path, files_path: Path) -> None:
             np.save(fh, array)
 
 
-def touched_photos(conn: Any, catalogs: list[str]) -> NDArray[np.int64]:
-    """The ids of the photos whose rows the layers ``catalogs`` (the segments above the base) wrote."""
-    present = {(str(c), str(t)) for c, t in conn.exec_driver_sql(
-        "SELECT database_name, table_name FROM duckdb_tables()").all()}
+def touched_photos(raw: Any, catalogs: list[str]) -> NDArray[np.int64]:
+    """The ids of the photos whose rows the layers ``catalogs`` (the segments above the base) wrote, read on the
+    DuckDB connection ``raw``."""
+    present = {(str(c), str(t)) for c, t in raw.execute(
+        "SELECT database_name, table_name FROM duckdb_tables()").fetchall()}
     parts = []
     for catalog in catalogs:
         for table in PHOTO_TABLES:
@@ -154,7 +155,7 @@ def touched_photos(conn: Any, catalogs: list[str]) -> NDArray[np.int64]:
                          f'(SELECT k FROM {catalog}."{touched("corrections")}")')
     if not parts:
         return np.zeros(0, np.int64)
-    found = read_columns(conn, f"SELECT DISTINCT k FROM ({' UNION ALL '.join(parts)}) AS t(k) WHERE k IS NOT NULL")
+    found = fetch_columns(raw, f"SELECT DISTINCT k FROM ({' UNION ALL '.join(parts)}) AS t(k) WHERE k IS NOT NULL")
     return np.sort(np.asarray(found["k"], np.int64))
 
 

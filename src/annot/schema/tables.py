@@ -18,6 +18,8 @@ from sqlalchemy import (
     Text,
 )
 
+from annot.schema.version import SCHEMA_VERSION
+
 metadata = MetaData()
 
 schema_info = Table(
@@ -211,4 +213,5 @@ def _m006_taken_at(conn: Connection) -> None:
 # Numbered migrations: entry i brings a database from version i to i + 1. Append, never edit.
 MIGRATIONS: list[Callable[[Connection], None]] = [_m001_initial, _m002_photo_library, _m003_file_identity,
                                                   _m004_duplicates, _m005_readable_views, _m006_taken_at]
-SCHEMA_VERSION = len(MIGRATIONS)
+if len(MIGRATIONS) != SCHEMA_VERSION:  # annot.schema.version names the count; a migration added raises it there
+    raise RuntimeError(f"annot.schema.version.SCHEMA_VERSION is {SCHEMA_VERSION}, but there are {len(MIGRATIONS)} migrations")
