@@ -42,6 +42,48 @@ def test_by_tags_every_result_has_the_words(library: dict[str, object]) -> None:
         assert mine == [h for h in hits if h.kind == "library"] and api.search_scope() == "library"
 
 
+
+def _by_tags_over_the_whole_view(searcher: object, words: list[str], every: bool, cut: float | None,
+                                 ) -> tuple[list[int], list[float]]:
+    """by_tags as a scan of every tag of the view (the reference the inverted lists must agree with)."""
+    view = searcher.view  # type: ignore[attr-defined]
+    total = None
+    for word in dict.fromkeys(words):
+        part = np.full(len(view), np.nan)
+        for position, weight in searcher.expand(word):  # type: ignore[attr-defined]
+            hit = (view.words == position) & (view.confidence >= (cut if cut is not None else -np.inf))
+            rows = view.rows_of_tags[hit]
+            part[rows] = np.fmax(part[rows], weight * view.confidence[hit].astype(np.float64))
+        if not every:
+            part = np.where(np.isnan(part), 0.0, part)
+        total = part if total is None else total + part
+    assert total is not None
+    rows = np.flatnonzero(~np.isnan(total) & (total > 0 if not every else True))
+    mean = total[rows] / len(dict.fromkeys(words))
+    order = np.argsort(-mean, kind="stable")
+    return rows[order].tolist(), mean[order].tolist()
+
+
+def test_by_tags_from_the_words_photos_is_the_scan_of_every_tag(library: dict[str, object]) -> None:
+    """The search by tags reads each word's photos from the view's inverted lists and sums them sparsely: the same
+    rows, scores and order as scanning every tag, for one word, several, a word standing for others, with and
+    without the evidence cut, all words or some."""
+    api = annot.open_store(library["store"])  # type: ignore[arg-type]
+    searcher = api._search()
+    vocabulary = searcher.view.vocabulary
+    read = searcher.expand
+    stand_in = [(vocabulary.index("sky"), 0.9), (vocabulary.index("sea"), 0.7), (vocabulary.index("snow"), 0.6)]
+    searcher.expand = lambda word: stand_in if word == "blue" else read(word)  # type: ignore[method-assign]
+    cases = [["sky"], ["sea", "sand"], [vocabulary[0], vocabulary[-1], "sky"], ["blue"], ["blue", "sand"]]
+    for words in cases:
+        for every in (True, False):
+            for cut in (None, 0.3):
+                rows, scores = searcher.by_tags(words, every=every, cut=cut)
+                want_rows, want_scores = _by_tags_over_the_whole_view(searcher, words, every, cut)
+                assert rows.tolist() == want_rows, (words, every, cut)
+                assert np.allclose(scores, want_scores), (words, every, cut)
+    assert searcher.by_tags(["sky"])[0].size > 0 and searcher.by_tags(["sea", "sand"], every=False)[0].size > 0
+
 def test_query_words_are_read_as_typed(library: dict[str, object]) -> None:
     """Case, punctuation around a word, extra spaces and a plural of a store word do not change a search."""
     api = annot.open_store(library["store"])  # type: ignore[arg-type]

@@ -10,6 +10,7 @@ sure). :mod:`annot.library.view` reads the same for a few photos.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -100,10 +101,22 @@ class PhotoView:
         found = (self.ids[at] == image_ids) if len(self.ids) else np.zeros(len(image_ids), bool)
         return np.where(found, at, -1)
 
+    @cached_property
+    def _by_word(self) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+        """The tags by vocabulary word (an inverted list, made at the first search by tags): their positions in
+        ``words``, each word's photo by photo, and where each word's run starts."""
+        order = np.argsort(self.words, kind="stable").astype(np.int64)
+        counts = np.bincount(self.words, minlength=len(self.vocabulary)) if len(self.words) else \
+            np.zeros(len(self.vocabulary), np.int64)
+        return order, np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+
     def with_word(self, word: int) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
-        """The rows of the photos showing vocabulary word ``word``, and its confidence on each."""
-        hit = self.words == word
-        return self._rows_of_tags[hit], self.confidence[hit]
+        """The rows of the photos showing vocabulary word ``word`` (in order), and its confidence on each."""
+        order, start = self._by_word
+        if not 0 <= word < len(start) - 1:
+            return np.zeros(0, np.int64), np.zeros(0, np.float32)
+        at = order[start[word] : start[word + 1]]
+        return self._rows_of_tags[at], self.confidence[at]
 
     @property
     def rows_of_tags(self) -> NDArray[np.int64]:
@@ -112,7 +125,7 @@ class PhotoView:
 
     def has_word(self, rows: NDArray[np.int64], word: int) -> NDArray[np.bool_]:
         tagged = np.zeros(len(self.ids), bool)
-        tagged[self._rows_of_tags[self.words == word]] = True
+        tagged[self.with_word(word)[0]] = True
         return tagged[rows]
 
     def tags(self, row: int) -> list[PhotoTag]:

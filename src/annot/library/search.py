@@ -96,6 +96,22 @@ class Hit:
                 "found_by": list(self.found_by), "tags": [t.to_dict() for t in self.tags]}
 
 
+def _summed(found: Sequence[tuple[NDArray[np.int64], NDArray[np.float64]]], every: bool,
+            ) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
+    """Each word's (rows ascending, value) summed by row: over the rows every word has (``every``), or over the rows
+    any word has with a missing word counting 0 (those whose sum is above 0); rows ascending."""
+    if every:
+        rows, total = found[0]
+        for other_rows, other in found[1:]:
+            rows, mine, theirs = np.intersect1d(rows, other_rows, assume_unique=True, return_indices=True)
+            total = total[mine] + other[theirs]
+        return rows, total
+    rows, at = np.unique(np.concatenate([r for r, _ in found]), return_inverse=True)
+    summed = np.bincount(at, weights=np.concatenate([v for _, v in found]), minlength=len(rows)).astype(np.float64)
+    keep = summed > 0
+    return rows[keep], summed[keep]
+
+
 def _trim(word: str) -> str:
     """A word without the punctuation and symbols around it ("Tiger," -> "tiger"; "f-16" stays)."""
     lo, hi = 0, len(word)
@@ -309,25 +325,26 @@ class Searcher:
     def by_tags(self, words: Sequence[str], every: bool = True, cut: float | None = None) -> Ranking:
         """(row of the view, mean over the words of its confidence) of the photos whose tags hold every word, best
         first; a word outside the vocabulary counts as its nearest vocabulary words (:meth:`expand`), each tag's
-        confidence times its similarity."""
-        total: NDArray[np.float64] | None = None
+        confidence times its similarity. Read from the photos that show the words, not the whole view."""
         unique = list(dict.fromkeys(words))
+        found: list[tuple[NDArray[np.int64], NDArray[np.float64]]] = []
         for word in unique:
             expanded = self.expand(word)
             if not expanded and every:
                 return np.zeros(0, np.int64), np.zeros(0)
-            part = np.full(len(self.view), np.nan)
-            for position, weight in expanded:
-                rows, confidence = self.view.with_word(position)
-                if cut is not None:  # weaker evidence than the cut does not count
-                    rows, confidence = rows[confidence >= cut], confidence[confidence >= cut]
-                part[rows] = np.fmax(part[rows], weight * confidence)
-            if not every:  # some of the words: a missing one counts 0
-                part = np.where(np.isnan(part), 0.0, part)
-            total = part if total is None else total + part
-        assert total is not None
-        rows = np.flatnonzero(~np.isnan(total) & (total > 0 if not every else True))
-        mean = total[rows] / len(unique)
+            parts = [self.view.with_word(position) + (weight,) for position, weight in expanded]
+            if cut is not None:  # weaker evidence than the cut does not count
+                parts = [(rows[c >= cut], c[c >= cut], weight) for rows, c, weight in parts]
+            rows = np.concatenate([r for r, _, _ in parts] or [np.zeros(0, np.int64)])
+            value = np.concatenate([weight * c.astype(np.float64) for _, c, weight in parts] or [np.zeros(0)])
+            if len(parts) > 1:  # a photo showing two of the word's stand-ins counts the better one
+                order = np.lexsort((-value, rows))
+                rows, value = rows[order], value[order]
+                first = np.concatenate([[True], rows[1:] != rows[:-1]]) if len(rows) else np.zeros(0, bool)
+                rows, value = rows[first], value[first]
+            found.append((rows, value))
+        rows, total = _summed(found, every)
+        mean = total / len(unique)
         order = np.argsort(-mean, kind="stable")
         return rows[order], mean[order]
 
@@ -401,8 +418,8 @@ class Searcher:
                 rankings["tags"], partial = self.by_tags(words, every=False, cut=cut), True
         if not rankings:
             return Found([], scope, partial, tuple(words), **self._readings(words))
-        everything = self._kept(np.unique(np.concatenate([rows for rows, _ in rankings.values()])), scope, require,
-                                exclude, folder)
+        everything = self._kept(np.concatenate([rows for rows, _ in rankings.values()]), scope, require, exclude,
+                                folder)  # a mask: a row in two rankings is set twice
         kept = everything
         if cut is not None and "tags" in rankings and len(rankings["tags"][0]) and like is None:
             kept = everything & self._kept(rankings["tags"][0], scope, require, exclude, folder)  # the evidence

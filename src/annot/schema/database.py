@@ -276,10 +276,10 @@ def key_relation(raw: Any, keys: NDArray[np.int64]) -> Iterator[str]:
         yield name
 
 
-def fetch_columns(raw: Any, sql: str) -> dict[str, NDArray[Any]]:
-    """The result of one SELECT on a DuckDB connection as numpy columns, straight from its result (millions of rows
-    in a fraction of a second; NULLs in a float column as NaN)."""
-    found = raw.execute(sql).fetchnumpy()
+def fetch_columns(raw: Any, sql: str, parameters: Sequence[Any] = ()) -> dict[str, NDArray[Any]]:
+    """The result of one SELECT (``?`` for ``parameters``) on a DuckDB connection as numpy columns, straight from
+    its result (millions of rows in a fraction of a second; NULLs in a float column as NaN)."""
+    found = raw.execute(sql, list(parameters)).fetchnumpy()
     return {k: (np.ma.filled(v.astype(np.float64), np.nan) if v.dtype.kind == "f" else np.ma.getdata(v))
             if isinstance(v, np.ma.MaskedArray) else np.asarray(v) for k, v in found.items()}
 

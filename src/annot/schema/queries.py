@@ -10,11 +10,19 @@ from numpy.typing import NDArray
 
 from annot.schema.database import Database, fetch_columns, key_relation
 
+SMALL = 2000  # ids given to DuckDB as parameters up to this many; a registered relation past it
 
-def _by_ids(db: Database, sql: str, image_ids: Sequence[int] | NDArray[np.int64]) -> dict[str, NDArray[Any]]:
-    """``sql`` (naming the relation of the ids as ``{keys}``, a column ``k``) over ``image_ids``, as numpy columns."""
-    with db.raw() as raw, key_relation(raw, np.asarray([int(i) for i in image_ids], np.int64)) as keys:
-        return fetch_columns(raw, sql.format(keys=keys))
+
+def _by_ids(db: Database, sql: str, image_ids: Sequence[int] | NDArray[np.int64],
+            parameters: Sequence[Any] = ()) -> dict[str, NDArray[Any]]:
+    """``sql`` over ``image_ids`` as numpy columns: the SQL says ``IN {ids}`` where the ids go (a list of parameters
+    for a few, a relation registered with DuckDB for many), and ``?`` for ``parameters`` after it."""
+    ids = np.asarray([int(i) for i in image_ids], np.int64)
+    with db.raw() as raw:
+        if len(ids) <= SMALL:
+            return fetch_columns(raw, sql.format(ids=f"({', '.join('?' * len(ids))})"), [*ids.tolist(), *parameters])
+        with key_relation(raw, ids) as keys:
+            return fetch_columns(raw, sql.format(ids=f"(SELECT k FROM {keys})"), parameters)
 
 
 def label_matrix(db: Database, image_ids: Sequence[int], tag_ids: Sequence[int]) -> NDArray[np.bool_]:
@@ -24,7 +32,7 @@ def label_matrix(db: Database, image_ids: Sequence[int], tag_ids: Sequence[int])
     labels = np.zeros((len(ids), len(tags)), bool)
     if not len(ids) or not len(tags):
         return labels
-    found = _by_ids(db, "SELECT image_id, tag_id FROM image_tags WHERE image_id IN (SELECT k FROM {keys})", ids)
+    found = _by_ids(db, "SELECT image_id, tag_id FROM image_tags WHERE image_id IN {ids}", ids)
     image, tag = np.asarray(found["image_id"], np.int64), np.asarray(found["tag_id"], np.int64)
     row_order, col_order = np.argsort(ids, kind="stable"), np.argsort(tags, kind="stable")
     row = row_order[np.clip(np.searchsorted(ids, image, sorter=row_order), 0, len(ids) - 1)]
@@ -38,7 +46,7 @@ def image_paths(db: Database, image_ids: Sequence[int]) -> dict[int, str]:
     """The path of each of ``image_ids`` the database holds."""
     if not len(image_ids):
         return {}
-    found = _by_ids(db, "SELECT id, path FROM images WHERE id IN (SELECT k FROM {keys})", image_ids)
+    found = _by_ids(db, "SELECT id, path FROM images WHERE id IN {ids}", image_ids)
     return {int(i): str(p) for i, p in zip(found["id"].tolist(), found["path"].tolist(), strict=True)}
 
 
@@ -46,9 +54,8 @@ def paths_under(db: Database, image_ids: Sequence[int], prefix: str) -> set[int]
     """Which of ``image_ids`` have a path that starts with ``prefix`` (as written: no pattern)."""
     if not len(image_ids):
         return set()
-    with db.raw() as raw, key_relation(raw, np.asarray([int(i) for i in image_ids], np.int64)) as keys:
-        return {int(i) for (i,) in raw.execute(
-            f"SELECT id FROM images WHERE id IN (SELECT k FROM {keys}) AND starts_with(path, ?)", [prefix]).fetchall()}
+    found = _by_ids(db, "SELECT id FROM images WHERE id IN {ids} AND starts_with(path, ?)", image_ids, [prefix])
+    return {int(i) for i in found["id"].tolist()}
 
 
 def words_by_id(db: Database) -> dict[int, str]:
