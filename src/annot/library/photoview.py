@@ -10,7 +10,6 @@ sure). :mod:`annot.library.view` reads the same for a few photos.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -90,6 +89,7 @@ class PhotoView:
         self.confidence = np.asarray(tags["confidence"][keep], np.float32)
         self.source = np.asarray(tags["source"][keep], np.int8)
         self._rows_of_tags = rows_of
+        self._by_word: dict[int, NDArray[np.int64]] = {}
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -101,21 +101,18 @@ class PhotoView:
         found = (self.ids[at] == image_ids) if len(self.ids) else np.zeros(len(image_ids), bool)
         return np.where(found, at, -1)
 
-    @cached_property
-    def _by_word(self) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
-        """The tags by vocabulary word (an inverted list, made at the first search by tags): their positions in
-        ``words``, each word's photo by photo, and where each word's run starts."""
-        order = np.argsort(self.words, kind="stable").astype(np.int64)
-        counts = np.bincount(self.words, minlength=len(self.vocabulary)) if len(self.words) else \
-            np.zeros(len(self.vocabulary), np.int64)
-        return order, np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    def _positions(self, word: int) -> NDArray[np.int64]:
+        """Where vocabulary word ``word`` is in ``words`` (photo by photo): found by one scan at its first search
+        and kept (at most every tag once, over the vocabulary), so a word searched again costs its own photos."""
+        found = self._by_word.get(word)
+        if found is None:
+            found = np.flatnonzero(self.words == word)
+            self._by_word[word] = found
+        return found
 
     def with_word(self, word: int) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
         """The rows of the photos showing vocabulary word ``word`` (in order), and its confidence on each."""
-        order, start = self._by_word
-        if not 0 <= word < len(start) - 1:
-            return np.zeros(0, np.int64), np.zeros(0, np.float32)
-        at = order[start[word] : start[word + 1]]
+        at = self._positions(word)
         return self._rows_of_tags[at], self.confidence[at]
 
     @property
