@@ -641,6 +641,34 @@ def test_a_mapped_file_damaged_after_it_was_checked_is_found_damaged(store: Path
         model.close()
 
 
+
+def test_checking_a_mapped_file_removes_the_markers_of_files_long_replaced(tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """A new checksum marker removes the markers made more than MARKER_DAYS ago (those of files since replaced),
+    keeps the recent ones and the cache's other files; a file whose marker went is checked again and mapped."""
+    import hashlib
+    import time
+
+    from annot.store.files import MARKER_DAYS, StoredFile, map_array
+
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    monkeypatch.setenv("ANNOT_CACHE", str(cache))
+    old = time.time() - (MARKER_DAYS + 1) * 86400
+    for name in ("verified-old", "segment-old.duckdb"):
+        (cache / name).write_bytes(b"")
+        os.utime(cache / name, (old, old))
+    (cache / "verified-recent").write_bytes(b"")
+    root = tmp_path / "store"
+    root.mkdir()
+    np.save(root / "view.npy", np.arange(5))
+    data = (root / "view.npy").read_bytes()
+    stored = StoredFile("view.npy", len(data), hashlib.sha256(data).hexdigest())
+    assert map_array(root, stored).tolist() == [0, 1, 2, 3, 4]
+    left = {p.name for p in cache.iterdir()}
+    assert "verified-old" not in left and {"verified-recent", "segment-old.duckdb"} <= left
+    assert len([n for n in left if n.startswith("verified-")]) == 2  # the recent one and the new one
+
 def test_a_rolled_back_write_leaves_its_groups_to_be_copied_again(store: Path) -> None:
     from annot.schema import image_tags
     from annot.schema.writes import delete_rows

@@ -11,6 +11,7 @@ import hashlib
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -64,3 +65,19 @@ def cached_file(name: str, make: Callable[[Path], None]) -> Path:
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return target
+
+
+def prune(prefix: str, days: float) -> int:
+    """Remove the cached files named ``prefix*`` made more than ``days`` ago (markers of store files long replaced:
+    one that is still wanted is made again); returns how many. A file another process removes first is no error."""
+    folder = _folder()
+    limit = time.time() - days * 86400
+    removed = 0
+    for path in folder.glob(f"{prefix}*"):
+        try:
+            if path.is_file() and path.stat().st_mtime < limit:
+                path.unlink()
+                removed += 1
+        except OSError:
+            continue
+    return removed

@@ -21,7 +21,7 @@ from typing import IO, TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import NDArray
 
-from annot.caches import cached_file, digest
+from annot.caches import cached_file, digest, prune
 from annot.errors import StoreError
 
 if TYPE_CHECKING:
@@ -38,6 +38,7 @@ _MODE = 0o666 & ~_umask()  # files as open() would create them (mkstemp's are pr
 
 
 TEMPORARY = ".{name}.*.tmp"  # the temporary sibling of ``name`` that atomic_write renames into place
+MARKER_DAYS = 30  # a mapped file's checksum marker is kept this long (a file still in use is checked again after)
 
 
 class ChangedMeanwhile(OSError):
@@ -176,11 +177,13 @@ def _check_mapped(root: Path, file: StoredFile, what: str) -> Path:
 
 
 def _verify(path: Path, sha256: str, what: str, marker: Path) -> None:
-    """Read ``path``'s checksum; an error unless it is ``sha256``, else write the (empty) ``marker``."""
+    """Read ``path``'s checksum; an error unless it is ``sha256``, else write the (empty) ``marker`` (and remove the
+    markers made more than :data:`MARKER_DAYS` ago, of files since replaced)."""
     with open(path, "rb") as fh:
         if hashlib.file_digest(fh, "sha256").hexdigest() != sha256:
             raise StoreError(f"{path}: damaged {what} (its checksum differs from the manifest's)")
     marker.write_bytes(b"")
+    prune("verified-", MARKER_DAYS)
 
 
 def map_array(root: Path, file: StoredFile, what: str = "array file") -> NDArray[Any]:
