@@ -30,7 +30,7 @@ from annot.library.photoview import PhotoTag
 from annot.library.search import Searcher
 from annot.library.view import photo_tags
 from annot.schema import images
-from annot.schema.database import read_columns
+from annot.schema.database import fetch_columns
 from annot.settings import SettingsError
 
 ORDERS = ("newest", "oldest", "name", "confidence")
@@ -97,9 +97,9 @@ class Browser:
         columns: dict[str, NDArray[Any]] = {}
         folders: NDArray[Any] = np.zeros(0, object)
         if db.has_table("photo_files"):
-            with db.connect() as conn:
-                columns = read_columns(conn, LIBRARY_SQL)
-                folders = read_columns(conn, FOLDERS_SQL)["folder"]
+            with db.raw() as raw:
+                columns = fetch_columns(raw, LIBRARY_SQL)
+                folders = fetch_columns(raw, FOLDERS_SQL)["folder"]
         self.ids = np.asarray(columns.get("image_id", np.zeros(0)), np.int64)
         self.folders = np.asarray([str(f) for f in folders], str) if len(folders) else np.zeros(0, str)
         self.folder_of = np.asarray(columns.get("folder", np.zeros(0)), np.int64)  # positions in ``folders``

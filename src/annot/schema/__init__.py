@@ -1,7 +1,7 @@
 """The store's SQL schema (SQLAlchemy Core) and its migrations: the one place that talks SQL.
 
 The tables are imported when first named (``from annot.schema import images``): a reader that only runs annot's
-own SQL (:class:`Database`'s ``raw``, ``rows`` and ``columns``) never imports SQLAlchemy."""
+own SQL (:class:`Database`'s ``raw`` and ``rows``) never imports SQLAlchemy."""
 
 from __future__ import annotations
 

@@ -1,8 +1,8 @@
 """Opening a store's database (DuckDB) and running its migrations.
 
 A reader's database is one DuckDB connection (its layers attached to an in-memory database, or its one file opened
-read-only) that annot's own SQL reads without SQLAlchemy (:meth:`Database.raw`, :meth:`Database.rows`,
-:meth:`Database.columns`): a command that only reads what it searches starts without importing it. The SQLAlchemy
+read-only) that annot's own SQL reads without SQLAlchemy (:meth:`Database.raw` with :func:`fetch_columns`,
+:meth:`Database.rows`): a command that only reads what it searches starts without importing it. The SQLAlchemy
 engine over the same connection is made the first time a query of the library (SQLAlchemy Core) asks for it. A
 writer's database is a SQLAlchemy engine from the start (:mod:`annot.schema.writes` writes through it).
 """
@@ -173,7 +173,8 @@ class Database:
                 log.info("migrating %s to schema version %d", self.url, number + 1)
                 MIGRATIONS[number](conn)
             conn.execute(text("DELETE FROM schema_info WHERE key = 'version'"))
-            conn.execute(text("INSERT INTO schema_info (key, value) VALUES ('version', :v)"), {"v": str(SCHEMA_VERSION)})
+            conn.execute(text("INSERT INTO schema_info (key, value) VALUES ('version', :v)"),
+                         {"v": str(SCHEMA_VERSION)})
 
     @contextmanager
     def begin(self) -> Iterator[Connection]:
@@ -219,11 +220,6 @@ class Database:
             if not result.description:
                 return [], []
             return [str(d[0]) for d in result.description], [tuple(r) for r in result.fetchall()]
-
-    def columns(self, sql: str) -> dict[str, NDArray[Any]]:
-        """The result of one SELECT (annot's own SQL) as numpy columns (:func:`fetch_columns`)."""
-        with self.raw() as raw:
-            return fetch_columns(raw, sql)
 
     def checkpoint(self) -> None:
         """Write everything logged into the database file itself (DuckDB: its write-ahead log folded in). DuckDB
@@ -282,11 +278,6 @@ def fetch_columns(raw: Any, sql: str, parameters: Sequence[Any] = ()) -> dict[st
     found = raw.execute(sql, list(parameters)).fetchnumpy()
     return {k: (np.ma.filled(v.astype(np.float64), np.nan) if v.dtype.kind == "f" else np.ma.getdata(v))
             if isinstance(v, np.ma.MaskedArray) else np.asarray(v) for k, v in found.items()}
-
-
-def read_columns(conn: Connection, sql: str) -> dict[str, NDArray[Any]]:
-    """:func:`fetch_columns` on a SQLAlchemy connection's DuckDB connection."""
-    return fetch_columns(raw_connection(conn), sql)
 
 
 def _first_line(exc: BaseException) -> str:

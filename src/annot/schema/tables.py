@@ -214,4 +214,5 @@ def _m006_taken_at(conn: Connection) -> None:
 MIGRATIONS: list[Callable[[Connection], None]] = [_m001_initial, _m002_photo_library, _m003_file_identity,
                                                   _m004_duplicates, _m005_readable_views, _m006_taken_at]
 if len(MIGRATIONS) != SCHEMA_VERSION:  # annot.schema.version names the count; a migration added raises it there
-    raise RuntimeError(f"annot.schema.version.SCHEMA_VERSION is {SCHEMA_VERSION}, but there are {len(MIGRATIONS)} migrations")
+    raise RuntimeError(f"annot.schema.version.SCHEMA_VERSION is {SCHEMA_VERSION}, but there are "
+                       f"{len(MIGRATIONS)} migrations")

@@ -41,7 +41,8 @@ def insert_rows(conn: Connection, table: Table, rows: Iterable[Mapping[str, Any]
 
     def flush() -> None:
         if layered:
-            ensure_groups(raw_connection(conn), table.name, [r[GROUP_KEY[table.name]] for r in batch], touched_keys(conn), new=new)
+            ensure_groups(raw_connection(conn), table.name, [r[GROUP_KEY[table.name]] for r in batch],
+                          touched_keys(conn), new=new)
         conn.execute(insert(table).values(batch), execution_options=_TO_WORKING if layered else {})
 
     for row in rows:
