@@ -33,7 +33,6 @@ class PhotoTag:
                 "source": self.source}
 
 
-
 def shown_now(store: StoreDir) -> Shown:
     """What every photo shows as the store reads now (:mod:`annot.schema.shown`): the base's from the files its fold
     wrote, with the photos the segments above it touched read again; a base without them (folded by an older annot)

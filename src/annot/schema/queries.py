@@ -17,7 +17,7 @@ def _by_ids(db: Database, sql: str, image_ids: Sequence[int] | NDArray[np.int64]
             parameters: Sequence[Any] = ()) -> dict[str, NDArray[Any]]:
     """``sql`` over ``image_ids`` as numpy columns: the SQL says ``IN {ids}`` where the ids go (a list of parameters
     for a few, a relation registered with DuckDB for many), and ``?`` for ``parameters`` after it."""
-    ids = np.asarray([int(i) for i in image_ids], np.int64)
+    ids = np.asarray(image_ids, np.int64)
     with db.raw() as raw:
         if len(ids) <= SMALL:
             return fetch_columns(raw, sql.format(ids=f"({', '.join('?' * len(ids))})"), [*ids.tolist(), *parameters])
@@ -27,18 +27,18 @@ def _by_ids(db: Database, sql: str, image_ids: Sequence[int] | NDArray[np.int64]
 
 def label_matrix(db: Database, image_ids: Sequence[int], tag_ids: Sequence[int]) -> NDArray[np.bool_]:
     """A (len(image_ids) × len(tag_ids)) 0/1 matrix: does image i carry tag t. Other tags are ignored."""
-    ids = np.asarray([int(i) for i in image_ids], np.int64)
-    tags = np.asarray([int(t) for t in tag_ids], np.int64)
+    ids, tags = np.asarray(image_ids, np.int64), np.asarray(tag_ids, np.int64)
     labels = np.zeros((len(ids), len(tags)), bool)
     if not len(ids) or not len(tags):
         return labels
     found = _by_ids(db, "SELECT image_id, tag_id FROM image_tags WHERE image_id IN {ids}", ids)
     image, tag = np.asarray(found["image_id"], np.int64), np.asarray(found["tag_id"], np.int64)
-    row_order, col_order = np.argsort(ids, kind="stable"), np.argsort(tags, kind="stable")
-    row = row_order[np.clip(np.searchsorted(ids, image, sorter=row_order), 0, len(ids) - 1)]
-    col = col_order[np.clip(np.searchsorted(tags, tag, sorter=col_order), 0, len(tags) - 1)]
-    known = (ids[row] == image) & (tags[col] == tag)
-    labels[row[known], col[known]] = True
+    row_of = np.full(int(ids.max()) + 1, -1, np.int64)  # lookup tables: an id's row, a tag's column
+    row_of[ids] = np.arange(len(ids))
+    column_of = np.full(max(int(tags.max()), int(tag.max(initial=0))) + 1, -1, np.int64)
+    column_of[tags] = np.arange(len(tags))
+    column = column_of[tag]
+    labels[row_of[image][column >= 0], column[column >= 0]] = True
     return labels
 
 
